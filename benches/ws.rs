@@ -1,0 +1,2 @@
+//! Benchmarks of the WebSocket codec (being written).
+fn main() {}

@@ -1,0 +1,2 @@
+//! Load generator for fastim (being written).
+fn main() {}

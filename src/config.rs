@@ -1,0 +1,70 @@
+//! Every limit and timeout of the server, in one place, with its default.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::ws::Limits;
+
+/// Longest HTTP request head (request line and headers); longer ones get 431.
+pub const MAX_REQUEST_HEAD: usize = 8 * 1024;
+
+/// The loop-wide receive buffer that every connection reads into.
+pub const READ_BUFFER: usize = 256 * 1024;
+
+/// Reads from one connection per readiness event before the loop serves others.
+pub const MAX_READS_PER_TURN: usize = 16;
+
+/// Message limits of the echo endpoint: a 16 MiB message is accepted, one byte more is not.
+pub const ECHO_LIMITS: Limits = Limits {
+    max_frame: 16 * 1024 * 1024,
+    max_message: 16 * 1024 * 1024,
+};
+
+/// How long a client may take to send its upgrade request.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long the peer may take to end the TCP connection once our close frame is queued.
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a graceful shutdown waits for clients to finish the closing handshake.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+/// Default cap on simultaneous connections.
+pub const MAX_CONNECTIONS: usize = 100_000;
+
+/// Bytes that may wait in one connection's outbound queue before the reader is
+/// considered stuck and disconnected: two of the largest echo messages, plus slack.
+pub fn max_outbound(limits: Limits) -> usize {
+    2 * limits.max_message as usize + 1024 * 1024
+}
+
+/// How one server instance runs.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Where persistent data lives; created if missing.
+    pub data_dir: PathBuf,
+    /// Serve the `/echo` endpoint.
+    pub echo: bool,
+    /// See [`HANDSHAKE_TIMEOUT`].
+    pub handshake_timeout: Duration,
+    /// See [`CLOSE_TIMEOUT`].
+    pub close_timeout: Duration,
+    /// See [`MAX_CONNECTIONS`].
+    pub max_connections: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("data"),
+            echo: true,
+            handshake_timeout: HANDSHAKE_TIMEOUT,
+            close_timeout: CLOSE_TIMEOUT,
+            max_connections: MAX_CONNECTIONS,
+        }
+    }
+}

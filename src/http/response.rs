@@ -1,0 +1,80 @@
+//! Writing responses.
+
+/// The statuses this server sends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    /// 101: the WebSocket handshake succeeded.
+    SwitchingProtocols,
+    /// 200.
+    Ok,
+    /// 400: the request is malformed.
+    BadRequest,
+    /// 401: no valid credentials.
+    Unauthorized,
+    /// 403: refused, e.g. a foreign `Origin`.
+    Forbidden,
+    /// 404: no such path.
+    NotFound,
+    /// 405: the path exists, the method does not.
+    MethodNotAllowed,
+    /// 413: the body is over the limit.
+    PayloadTooLarge,
+    /// 426: the client must switch to a supported WebSocket version.
+    UpgradeRequired,
+    /// 431: the request head is over the limit.
+    HeaderFieldsTooLarge,
+    /// 503: the server is at its connection limit or shutting down.
+    ServiceUnavailable,
+}
+
+impl Status {
+    /// The numeric code.
+    pub fn code(self) -> u16 {
+        match self {
+            Status::SwitchingProtocols => 101,
+            Status::Ok => 200,
+            Status::BadRequest => 400,
+            Status::Unauthorized => 401,
+            Status::Forbidden => 403,
+            Status::NotFound => 404,
+            Status::MethodNotAllowed => 405,
+            Status::PayloadTooLarge => 413,
+            Status::UpgradeRequired => 426,
+            Status::HeaderFieldsTooLarge => 431,
+            Status::ServiceUnavailable => 503,
+        }
+    }
+
+    /// The reason phrase.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Status::SwitchingProtocols => "Switching Protocols",
+            Status::Ok => "OK",
+            Status::BadRequest => "Bad Request",
+            Status::Unauthorized => "Unauthorized",
+            Status::Forbidden => "Forbidden",
+            Status::NotFound => "Not Found",
+            Status::MethodNotAllowed => "Method Not Allowed",
+            Status::PayloadTooLarge => "Payload Too Large",
+            Status::UpgradeRequired => "Upgrade Required",
+            Status::HeaderFieldsTooLarge => "Request Header Fields Too Large",
+            Status::ServiceUnavailable => "Service Unavailable",
+        }
+    }
+}
+
+/// Appends a complete response to `out`. `Content-Length` is added when there is a body
+/// or the status allows one.
+pub fn write_response(out: &mut Vec<u8>, status: Status, headers: &[(&str, &str)], body: &[u8]) {
+    use std::io::Write;
+    // Writing into a Vec cannot fail.
+    let _ = write!(out, "HTTP/1.1 {} {}\r\n", status.code(), status.reason());
+    for (name, value) in headers {
+        let _ = write!(out, "{name}: {value}\r\n");
+    }
+    if status != Status::SwitchingProtocols {
+        let _ = write!(out, "Content-Length: {}\r\n", body.len());
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body);
+}

@@ -1,0 +1,20 @@
+//! fastim: a small instant-messaging server with a hand-written WebSocket engine.
+//!
+//! The layers, and the one rule that keeps them apart: only `server` touches
+//! sockets and the clock.
+//!
+//! ```text
+//!            bytes                      events / bytes
+//!  socket ─────────▶ server (mio loop) ─────────────────▶ ws   (RFC 6455, sans-IO)
+//!            ◀─────────                ◀─────────────────  http (HTTP/1.1 heads, sans-IO)
+//! ```
+//!
+//! - [`ws`]: the WebSocket protocol as pure functions and state machines.
+//! - [`http`]: request-head parsing and response writing.
+//! - [`server`]: the single-threaded `mio` event loop that owns every socket.
+//! - [`config`]: limits and timeouts, each with its default.
+
+pub mod config;
+pub mod http;
+pub mod server;
+pub mod ws;

@@ -1,0 +1,92 @@
+//! The `fastim` server binary.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use log::{error, info, warn};
+
+use fastim::config::{self, Config};
+use fastim::server::Server;
+
+/// fastim: a small instant-messaging server with a hand-written WebSocket engine.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Directory for persistent data; created if missing.
+    #[arg(long, default_value = "data")]
+    data_dir: PathBuf,
+    /// Do not serve the /echo WebSocket endpoint.
+    #[arg(long)]
+    no_echo: bool,
+    /// Seconds a client may take to complete the opening handshake.
+    #[arg(long, default_value_t = config::HANDSHAKE_TIMEOUT.as_secs_f64())]
+    handshake_timeout: f64,
+    /// Seconds a client may take to end the connection after our close frame.
+    #[arg(long, default_value_t = config::CLOSE_TIMEOUT.as_secs_f64())]
+    close_timeout: f64,
+    /// Most simultaneous connections.
+    #[arg(long, default_value_t = config::MAX_CONNECTIONS)]
+    max_connections: usize,
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let args = Args::parse();
+    let (Some(handshake_timeout), Some(close_timeout)) =
+        (seconds(args.handshake_timeout), seconds(args.close_timeout))
+    else {
+        error!("timeouts must be positive numbers of seconds");
+        return ExitCode::FAILURE;
+    };
+    if let Err(e) = std::fs::create_dir_all(&args.data_dir) {
+        error!(
+            "cannot create data directory {}: {e}",
+            args.data_dir.display()
+        );
+        return ExitCode::FAILURE;
+    }
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) if (n as usize) < args.max_connections => {
+            warn!("open-file limit is {n}: fewer than --max-connections can be served")
+        }
+        Ok(_) => {}
+        Err(e) => warn!("cannot raise the open-file limit: {e}"),
+    }
+    let config = Config {
+        listen: args.listen,
+        data_dir: args.data_dir,
+        echo: !args.no_echo,
+        handshake_timeout,
+        close_timeout,
+        max_connections: args.max_connections,
+    };
+    let server = match Server::bind(config.clone()) {
+        Ok(s) => s,
+        Err(e) => {
+            error!("cannot listen on {}: {e}", config.listen);
+            return ExitCode::FAILURE;
+        }
+    };
+    let addr = server.local_addr();
+    info!("fastim listening on {addr}");
+    if config.echo {
+        info!("echo endpoint: ws://{addr}/echo");
+    }
+    match server.run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("event loop failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn seconds(s: f64) -> Option<Duration> {
+    (s.is_finite() && s > 0.0).then(|| Duration::from_secs_f64(s))
+}

@@ -1,0 +1,70 @@
+//! What the server keeps per connection.
+
+use std::time::Instant;
+
+use mio::net::TcpStream;
+
+use super::outbound::Outbound;
+use crate::ws;
+
+/// The WebSocket services this server offers, by path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `/echo`: every message comes back with its type.
+    Echo,
+}
+
+/// The life of a connection, one phase after another.
+#[derive(Debug)]
+pub enum State {
+    /// Reading the HTTP request head.
+    Handshake,
+    /// Upgraded: frames flow.
+    WebSocket {
+        /// The protocol state machine.
+        ws: ws::Connection,
+        /// The service behind the socket.
+        endpoint: Endpoint,
+    },
+    /// A final response or close frame is queued; once it is written, the
+    /// write side is shut down.
+    Closing,
+    /// Our side is shut down; input is discarded until the peer closes or the
+    /// deadline passes.
+    Lingering,
+}
+
+/// One client connection in its slab slot. An idle upgraded connection holds no
+/// buffers: both `pending_input` and `out` are empty and unallocated.
+#[derive(Debug)]
+pub struct Conn {
+    /// The socket, registered with the poll under the slot's key.
+    pub socket: TcpStream,
+    /// Where the connection stands.
+    pub state: State,
+    /// Input left over from the last read: part of a request head or of a frame header.
+    pub pending_input: Vec<u8>,
+    /// Bytes waiting for the socket.
+    pub out: Outbound,
+    /// When the connection is dropped unless its state changes first.
+    pub deadline: Option<Instant>,
+    /// Whether the poll registration includes WRITABLE.
+    pub wants_write: bool,
+    /// Whether the slot is on the loop's list of connections to flush this turn.
+    pub flush_queued: bool,
+}
+
+impl Conn {
+    /// A freshly accepted connection, expected to handshake before `deadline`.
+    pub fn new(socket: TcpStream, deadline: Instant) -> Self {
+        Conn {
+            socket,
+            state: State::Handshake,
+            pending_input: Vec::new(),
+            out: Outbound::default(),
+            deadline: Some(deadline),
+            wants_write: false,
+            flush_queued: false,
+        }
+    }
+}

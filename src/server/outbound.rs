@@ -1,0 +1,170 @@
+//! A connection's queue of bytes waiting for the socket.
+//!
+//! Frames produced during one loop turn are appended to the same buffer and leave
+//! in one `writev`.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice, Write};
+
+/// An owned buffer stops taking appends at this size, so a huge echo does not
+/// make the next small frame wait behind a reallocation.
+const APPEND_LIMIT: usize = 256 * 1024;
+
+/// Most chunks handed to one `writev`.
+const MAX_IOVECS: usize = 64;
+
+#[derive(Debug)]
+enum Chunk {
+    Owned(Vec<u8>),
+}
+
+impl Chunk {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Chunk::Owned(v) => v,
+        }
+    }
+}
+
+/// The outbound queue; empty queues hold no heap memory.
+#[derive(Debug, Default)]
+pub struct Outbound {
+    chunks: VecDeque<Chunk>,
+    /// Bytes of the front chunk already written.
+    front_written: usize,
+}
+
+/// What a flush achieved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flushed {
+    /// Everything queued has been written.
+    All,
+    /// The socket is full; wait for it to become writable.
+    Blocked,
+}
+
+impl Outbound {
+    /// A buffer to append frames to, at the back of the queue.
+    pub fn tail(&mut self) -> &mut Vec<u8> {
+        let reusable =
+            matches!(self.chunks.back(), Some(Chunk::Owned(v)) if v.len() < APPEND_LIMIT);
+        if !reusable {
+            self.chunks.push_back(Chunk::Owned(Vec::new()));
+        }
+        match self.chunks.back_mut() {
+            Some(Chunk::Owned(v)) => v,
+            None => unreachable!("a chunk was just pushed"),
+        }
+    }
+
+    /// Bytes waiting to be written.
+    pub fn len(&self) -> usize {
+        self.chunks.iter().map(|c| c.bytes().len()).sum::<usize>() - self.front_written
+    }
+
+    /// Whether nothing waits.
+    pub fn is_empty(&self) -> bool {
+        self.chunks.iter().all(|c| c.bytes().is_empty())
+    }
+
+    /// Writes as much as the socket takes, in as few calls as it allows.
+    pub fn flush_to(&mut self, socket: &mut impl Write) -> io::Result<Flushed> {
+        loop {
+            while self
+                .chunks
+                .front()
+                .is_some_and(|c| c.bytes().len() == self.front_written)
+            {
+                self.chunks.pop_front();
+                self.front_written = 0;
+            }
+            if self.chunks.is_empty() {
+                // Give the ring back: idle connections keep no heap memory.
+                self.chunks = VecDeque::new();
+                return Ok(Flushed::All);
+            }
+            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+            let mut count = 0;
+            for (i, chunk) in self.chunks.iter().take(MAX_IOVECS).enumerate() {
+                let bytes = chunk.bytes();
+                slices[i] = IoSlice::new(if i == 0 {
+                    &bytes[self.front_written..]
+                } else {
+                    bytes
+                });
+                count += 1;
+            }
+            match socket.write_vectored(&slices[..count]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.consume(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Flushed::Blocked),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn consume(&mut self, mut n: usize) {
+        while n > 0 {
+            let Some(front) = self.chunks.front() else {
+                return;
+            };
+            let left = front.bytes().len() - self.front_written;
+            if n < left {
+                self.front_written += n;
+                return;
+            }
+            n -= left;
+            self.chunks.pop_front();
+            self.front_written = 0;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A socket that takes at most `cap` bytes per call, then blocks after `budget`.
+    struct Trickle {
+        written: Vec<u8>,
+        cap: usize,
+        budget: usize,
+    }
+
+    impl Write for Trickle {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if self.budget == 0 {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let n = buf.len().min(self.cap).min(self.budget);
+            self.written.extend_from_slice(&buf[..n]);
+            self.budget -= n;
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn partial_writes_keep_order_and_count() {
+        let mut q = Outbound::default();
+        q.tail().extend_from_slice(b"hello ");
+        q.chunks.push_back(Chunk::Owned(b"shared ".to_vec()));
+        q.tail().extend_from_slice(b"world");
+        assert_eq!(q.len(), 18);
+        let mut sock = Trickle {
+            written: Vec::new(),
+            cap: 4,
+            budget: 10,
+        };
+        assert_eq!(q.flush_to(&mut sock).expect("no error"), Flushed::Blocked);
+        assert_eq!(q.len(), 8);
+        sock.budget = 100;
+        assert_eq!(q.flush_to(&mut sock).expect("no error"), Flushed::All);
+        assert_eq!(sock.written, b"hello shared world");
+        assert!(q.is_empty());
+        assert_eq!(q.chunks.capacity(), 0);
+    }
+}
