@@ -373,3 +373,329 @@ impl Connection {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ws::frame::write_masked_frame;
+    use proptest::prelude::*;
+
+    const KEY: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
+    const LIMITS: Limits = Limits {
+        max_frame: 1024,
+        max_message: 4096,
+    };
+
+    /// An event with owned data, for comparing runs.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    enum Got {
+        Text(String),
+        Binary(Vec<u8>),
+        Ping(Vec<u8>),
+        Pong(Vec<u8>),
+        Close(Option<u16>, String),
+        Error(ProtocolError),
+    }
+
+    fn frame(fin: bool, opcode: OpCode, payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        write_masked_frame(&mut out, fin, opcode, payload, KEY);
+        out
+    }
+
+    /// Feeds `stream` in chunks of `step` bytes the way the server does: unconsumed
+    /// bytes stay at the front and the next chunk is appended.
+    fn pump(stream: &[u8], step: usize) -> Vec<Got> {
+        let mut conn = Connection::new(Role::Server, LIMITS);
+        let mut got = Vec::new();
+        let mut pending: Vec<u8> = Vec::new();
+        for chunk in stream.chunks(step.max(1)) {
+            pending.extend_from_slice(chunk);
+            let mut pos = 0;
+            loop {
+                match conn.handle_bytes(&mut pending[pos..]) {
+                    Ok((0, None)) => break,
+                    Ok((n, event)) => {
+                        pos += n;
+                        if let Some(event) = event {
+                            got.push(match event {
+                                Event::Message(Message::Text(t)) => Got::Text(t.to_owned()),
+                                Event::Message(Message::Binary(b)) => Got::Binary(b.to_vec()),
+                                Event::Ping(p) => Got::Ping(p.to_vec()),
+                                Event::Pong(p) => Got::Pong(p.to_vec()),
+                                Event::Close(c) => Got::Close(c.code.map(|c| c.0), c.reason.to_owned()),
+                            });
+                        }
+                    }
+                    Err(e) => {
+                        got.push(Got::Error(e));
+                        return got;
+                    }
+                }
+            }
+            pending.drain(..pos);
+        }
+        got
+    }
+
+    fn pump_all_ways(stream: &[u8]) -> Vec<Got> {
+        let whole = pump(stream, stream.len());
+        for step in [1, 2, 3, 7, 64] {
+            assert_eq!(pump(stream, step), whole, "step {step}");
+        }
+        whole
+    }
+
+    #[test]
+    fn single_frames() {
+        let mut s = frame(true, OpCode::Text, b"Hello");
+        s.extend(frame(true, OpCode::Binary, &[0, 1, 2]));
+        s.extend(frame(true, OpCode::Text, b""));
+        assert_eq!(
+            pump_all_ways(&s),
+            [Got::Text("Hello".into()), Got::Binary(vec![0, 1, 2]), Got::Text(String::new())]
+        );
+    }
+
+    #[test]
+    fn fragments_with_control_frames_between() {
+        let mut s = frame(false, OpCode::Text, b"Hel");
+        s.extend(frame(true, OpCode::Ping, b"p1"));
+        s.extend(frame(false, OpCode::Continuation, b""));
+        s.extend(frame(true, OpCode::Pong, b"unsolicited"));
+        s.extend(frame(true, OpCode::Continuation, b"lo"));
+        s.extend(frame(false, OpCode::Binary, &[1]));
+        s.extend(frame(true, OpCode::Continuation, &[2]));
+        assert_eq!(
+            pump_all_ways(&s),
+            [
+                Got::Ping(b"p1".to_vec()),
+                Got::Pong(b"unsolicited".to_vec()),
+                Got::Text("Hello".into()),
+                Got::Binary(vec![1, 2]),
+            ]
+        );
+    }
+
+    #[test]
+    fn every_length_form() {
+        let limits = Limits {
+            max_frame: 1 << 20,
+            max_message: 1 << 20,
+        };
+        for len in [0usize, 125, 126, 65535, 65536] {
+            let payload: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            let mut s = frame(true, OpCode::Binary, &payload);
+            let total = s.len();
+            let mut conn = Connection::new(Role::Server, limits);
+            match conn.handle_bytes(&mut s) {
+                Ok((n, Some(Event::Message(Message::Binary(b))))) => {
+                    assert_eq!(n, total);
+                    assert_eq!(b, &payload[..]);
+                }
+                other => panic!("length {len}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn protocol_violations_and_their_codes() {
+        let unmasked = {
+            let mut out = Vec::new();
+            write_frame(&mut out, OpCode::Text, b"hi");
+            out
+        };
+        let mut rsv = frame(true, OpCode::Text, b"x");
+        rsv[0] |= 0x40;
+        let mut reserved_op = frame(true, OpCode::Text, b"x");
+        reserved_op[0] = 0x83;
+        let mut top_bit = vec![0x82, 0xff, 0x80, 0, 0, 0, 0, 0, 0, 0];
+        top_bit.extend_from_slice(&KEY);
+        let cases: Vec<(Vec<u8>, ProtocolError, u16)> = vec![
+            (unmasked, ProtocolError::UnmaskedFrame, 1002),
+            (rsv, ProtocolError::ReservedBits, 1002),
+            (reserved_op, ProtocolError::ReservedOpcode(3), 1002),
+            (vec![0x89, 0xfe, 0, 126], ProtocolError::ControlFrameTooLong, 1002),
+            (frame(false, OpCode::Ping, b""), ProtocolError::FragmentedControlFrame, 1002),
+            (frame(true, OpCode::Continuation, b"x"), ProtocolError::UnexpectedContinuation, 1002),
+            (
+                [frame(false, OpCode::Text, b"a"), frame(true, OpCode::Text, b"b")].concat(),
+                ProtocolError::ExpectedContinuation,
+                1002,
+            ),
+            (top_bit, ProtocolError::LengthOverflow, 1002),
+            (frame(true, OpCode::Text, &[0xff]), ProtocolError::InvalidUtf8, 1007),
+            (frame(true, OpCode::Close, &[0x03]), ProtocolError::CloseTooShort, 1002),
+            (frame(true, OpCode::Close, &[0x03, 0xed]), ProtocolError::InvalidCloseCode(1005), 1002),
+            (frame(true, OpCode::Close, &[0x03, 0xe8, 0xff]), ProtocolError::InvalidUtf8, 1007),
+            (frame(true, OpCode::Binary, &[0; 1025]), ProtocolError::FrameTooLarge, 1009),
+        ];
+        for (stream, error, code) in cases {
+            let got = pump_all_ways(&stream);
+            assert_eq!(got.last(), Some(&Got::Error(error)), "{error}");
+            assert_eq!(error.close_code().0, code, "{error}");
+        }
+    }
+
+    #[test]
+    fn message_limit_is_inclusive_across_fragments() {
+        let exactly: Vec<u8> = [
+            frame(false, OpCode::Binary, &[0; 1024]),
+            frame(false, OpCode::Continuation, &[0; 1024]),
+            frame(false, OpCode::Continuation, &[0; 1024]),
+            frame(true, OpCode::Continuation, &[0; 1024]),
+        ]
+        .concat();
+        assert_eq!(pump_all_ways(&exactly), [Got::Binary(vec![0; 4096])]);
+        let too_big: Vec<u8> = [
+            frame(false, OpCode::Binary, &[0; 1024]),
+            frame(false, OpCode::Continuation, &[0; 1024]),
+            frame(false, OpCode::Continuation, &[0; 1024]),
+            frame(false, OpCode::Continuation, &[0; 1024]),
+            frame(true, OpCode::Continuation, &[0]),
+        ]
+        .concat();
+        assert_eq!(pump_all_ways(&too_big), [Got::Error(ProtocolError::MessageTooLarge)]);
+    }
+
+    #[test]
+    fn invalid_utf8_fails_before_the_frame_ends() {
+        // A 600-byte text frame whose 4th byte already rules it out: the first 10
+        // bytes of payload must be enough to fail (Autobahn 6.4.3/6.4.4).
+        let mut payload = b"ab\xf4\x90".to_vec();
+        payload.resize(600, b'x');
+        let stream = frame(true, OpCode::Text, &payload);
+        let header_len = 2 + 2 + 4;
+        let got = pump(&stream[..header_len + 10], header_len + 10);
+        assert_eq!(got, [Got::Error(ProtocolError::InvalidUtf8)]);
+        // Same across fragments: the second fragment's first bytes decide.
+        let stream = [frame(false, OpCode::Text, b"ok \xed"), frame(false, OpCode::Continuation, &[0xa0; 100])].concat();
+        assert_eq!(pump(&stream[..stream.len() - 90], 1), [Got::Error(ProtocolError::InvalidUtf8)]);
+        // A character split between fragments is fine.
+        let s = "κόσμε".as_bytes();
+        let stream = [frame(false, OpCode::Text, &s[..1]), frame(true, OpCode::Continuation, &s[1..])].concat();
+        assert_eq!(pump_all_ways(&stream), [Got::Text("κόσμε".into())]);
+        // A message that ends inside a character is not.
+        let stream = frame(true, OpCode::Text, &s[..s.len() - 1]);
+        assert_eq!(pump_all_ways(&stream), [Got::Error(ProtocolError::InvalidUtf8)]);
+    }
+
+    #[test]
+    fn close_handshake_client_first() {
+        let mut conn = Connection::new(Role::Server, LIMITS);
+        let mut s = [frame(true, OpCode::Close, &[0x03, 0xe8, b'o', b'k']), frame(true, OpCode::Text, b"late")].concat();
+        let (n, event) = conn.handle_bytes(&mut s).expect("valid close");
+        assert_eq!(
+            event,
+            Some(Event::Close(CloseFrame { code: Some(CloseCode::NORMAL), reason: "ok" }))
+        );
+        assert_eq!(conn.phase(), Phase::CloseReceived);
+        // Data after the close frame is ignored.
+        assert_eq!(conn.handle_bytes(&mut s[n..]).map(|(_, e)| e.is_none()), Ok(true));
+        let mut out = Vec::new();
+        assert!(conn.send_close(Some(CloseCode::NORMAL), "", &mut out));
+        assert_eq!(out, [0x88, 0x02, 0x03, 0xe8]);
+        assert_eq!(conn.phase(), Phase::Closed);
+        assert!(!conn.send_close(Some(CloseCode::NORMAL), "", &mut out));
+    }
+
+    #[test]
+    fn close_handshake_server_first() {
+        let mut conn = Connection::new(Role::Server, LIMITS);
+        let mut out = Vec::new();
+        assert!(conn.send_close(Some(CloseCode::GOING_AWAY), "bye", &mut out));
+        assert_eq!(out, [0x88, 0x05, 0x03, 0xe9, b'b', b'y', b'e']);
+        assert_eq!(conn.phase(), Phase::CloseSent);
+        // While waiting for the peer's close, its data and pings get no answer.
+        let mut s = [frame(true, OpCode::Text, b"x"), frame(true, OpCode::Ping, b"p"), frame(true, OpCode::Close, &[])].concat();
+        let mut pos = 0;
+        let mut events = Vec::new();
+        while pos < s.len() {
+            let (n, e) = conn.handle_bytes(&mut s[pos..]).expect("valid");
+            pos += n;
+            events.push(e.map(|e| matches!(e, Event::Close(_))));
+        }
+        assert_eq!(events, [None, None, Some(true)]);
+        assert_eq!(conn.phase(), Phase::Closed);
+    }
+
+    #[test]
+    fn idle_connection_frees_its_buffer() {
+        let mut conn = Connection::new(Role::Server, LIMITS);
+        let mut s = frame(true, OpCode::Binary, &[7; 1000]);
+        // Half a frame: streamed into the connection's buffer.
+        let (n, e) = conn.handle_bytes(&mut s[..500]).expect("valid");
+        assert!(e.is_none() && n == 500);
+        assert!(conn.message.capacity() > 0);
+        conn.release_idle_buffer();
+        assert!(conn.message.capacity() > 0, "kept mid-frame");
+        let (_, e) = conn.handle_bytes(&mut s[500..]).expect("valid");
+        assert!(matches!(e, Some(Event::Message(Message::Binary(b))) if b.len() == 1000));
+        conn.release_idle_buffer();
+        assert_eq!(conn.message.capacity(), 0);
+    }
+
+    #[test]
+    fn client_role_rejects_masked_frames() {
+        let mut conn = Connection::new(Role::Client, LIMITS);
+        let mut s = frame(true, OpCode::Text, b"x");
+        assert_eq!(conn.handle_bytes(&mut s).err(), Some(ProtocolError::MaskedFrame));
+        let mut conn = Connection::new(Role::Client, LIMITS);
+        let mut s = Vec::new();
+        write_frame(&mut s, OpCode::Text, b"x");
+        assert!(matches!(conn.handle_bytes(&mut s), Ok((3, Some(Event::Message(Message::Text("x")))))));
+    }
+
+    /// A frame description for the property tests.
+    fn arb_frame() -> impl Strategy<Value = Vec<u8>> {
+        let op = prop::sample::select(vec![
+            OpCode::Continuation,
+            OpCode::Text,
+            OpCode::Binary,
+            OpCode::Ping,
+            OpCode::Pong,
+            OpCode::Close,
+        ]);
+        (any::<bool>(), op, prop::collection::vec(any::<u8>(), 0..40), any::<[u8; 4]>()).prop_map(
+            |(fin, op, payload, key)| {
+                let mut out = Vec::new();
+                let fin = fin || op.is_control();
+                write_masked_frame(&mut out, fin, op, &payload, key);
+                out
+            },
+        )
+    }
+
+    proptest! {
+        #[test]
+        fn chunking_never_changes_the_result(frames in prop::collection::vec(arb_frame(), 0..12), step in 1usize..50) {
+            let stream = frames.concat();
+            prop_assert_eq!(pump(&stream, step), pump(&stream, stream.len().max(1)));
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..300), step in 1usize..40) {
+            prop_assert_eq!(pump(&bytes, step), pump(&bytes, bytes.len().max(1)));
+        }
+
+        #[test]
+        fn text_round_trip(s in ".{0,200}", cuts in prop::collection::vec(0usize..200, 0..5)) {
+            // Split a valid string into fragments at arbitrary byte offsets.
+            let bytes = s.as_bytes();
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(bytes.len())).collect();
+            cuts.sort_unstable();
+            cuts.dedup();
+            let mut stream = Vec::new();
+            let mut start = 0;
+            let mut first = true;
+            for &end in cuts.iter().chain(std::iter::once(&bytes.len())) {
+                let op = if first { OpCode::Text } else { OpCode::Continuation };
+                stream.extend(frame(end == bytes.len(), op, &bytes[start..end]));
+                first = false;
+                start = end;
+                if end == bytes.len() { break; }
+            }
+            prop_assert_eq!(pump(&stream, 5), vec![Got::Text(s.clone())]);
+        }
+    }
+}

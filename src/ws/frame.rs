@@ -97,6 +97,10 @@ pub fn decode_header(buf: &[u8]) -> Result<Option<(FrameHeader, usize)>, Protoco
         return Ok(None);
     };
     let masked = b1 & 0x80 != 0;
+    if opcode.is_control() && usize::from(b1 & 0x7f) > MAX_CONTROL_PAYLOAD {
+        // An extended length is already too long for a control frame.
+        return Err(ProtocolError::ControlFrameTooLong);
+    }
     let (payload_len, mut len) = match b1 & 0x7f {
         126 => {
             let Some(ext) = buf.get(2..4) else {
@@ -118,9 +122,6 @@ pub fn decode_header(buf: &[u8]) -> Result<Option<(FrameHeader, usize)>, Protoco
         }
         n => (u64::from(n), 2),
     };
-    if opcode.is_control() && payload_len > MAX_CONTROL_PAYLOAD as u64 {
-        return Err(ProtocolError::ControlFrameTooLong);
-    }
     let mask = if masked {
         let Some(key) = buf.get(len..len + 4) else {
             return Ok(None);
