@@ -423,7 +423,9 @@ mod tests {
                                 Event::Message(Message::Binary(b)) => Got::Binary(b.to_vec()),
                                 Event::Ping(p) => Got::Ping(p.to_vec()),
                                 Event::Pong(p) => Got::Pong(p.to_vec()),
-                                Event::Close(c) => Got::Close(c.code.map(|c| c.0), c.reason.to_owned()),
+                                Event::Close(c) => {
+                                    Got::Close(c.code.map(|c| c.0), c.reason.to_owned())
+                                }
                             });
                         }
                     }
@@ -453,7 +455,11 @@ mod tests {
         s.extend(frame(true, OpCode::Text, b""));
         assert_eq!(
             pump_all_ways(&s),
-            [Got::Text("Hello".into()), Got::Binary(vec![0, 1, 2]), Got::Text(String::new())]
+            [
+                Got::Text("Hello".into()),
+                Got::Binary(vec![0, 1, 2]),
+                Got::Text(String::new())
+            ]
         );
     }
 
@@ -515,20 +521,56 @@ mod tests {
             (unmasked, ProtocolError::UnmaskedFrame, 1002),
             (rsv, ProtocolError::ReservedBits, 1002),
             (reserved_op, ProtocolError::ReservedOpcode(3), 1002),
-            (vec![0x89, 0xfe, 0, 126], ProtocolError::ControlFrameTooLong, 1002),
-            (frame(false, OpCode::Ping, b""), ProtocolError::FragmentedControlFrame, 1002),
-            (frame(true, OpCode::Continuation, b"x"), ProtocolError::UnexpectedContinuation, 1002),
             (
-                [frame(false, OpCode::Text, b"a"), frame(true, OpCode::Text, b"b")].concat(),
+                vec![0x89, 0xfe, 0, 126],
+                ProtocolError::ControlFrameTooLong,
+                1002,
+            ),
+            (
+                frame(false, OpCode::Ping, b""),
+                ProtocolError::FragmentedControlFrame,
+                1002,
+            ),
+            (
+                frame(true, OpCode::Continuation, b"x"),
+                ProtocolError::UnexpectedContinuation,
+                1002,
+            ),
+            (
+                [
+                    frame(false, OpCode::Text, b"a"),
+                    frame(true, OpCode::Text, b"b"),
+                ]
+                .concat(),
                 ProtocolError::ExpectedContinuation,
                 1002,
             ),
             (top_bit, ProtocolError::LengthOverflow, 1002),
-            (frame(true, OpCode::Text, &[0xff]), ProtocolError::InvalidUtf8, 1007),
-            (frame(true, OpCode::Close, &[0x03]), ProtocolError::CloseTooShort, 1002),
-            (frame(true, OpCode::Close, &[0x03, 0xed]), ProtocolError::InvalidCloseCode(1005), 1002),
-            (frame(true, OpCode::Close, &[0x03, 0xe8, 0xff]), ProtocolError::InvalidUtf8, 1007),
-            (frame(true, OpCode::Binary, &[0; 1025]), ProtocolError::FrameTooLarge, 1009),
+            (
+                frame(true, OpCode::Text, &[0xff]),
+                ProtocolError::InvalidUtf8,
+                1007,
+            ),
+            (
+                frame(true, OpCode::Close, &[0x03]),
+                ProtocolError::CloseTooShort,
+                1002,
+            ),
+            (
+                frame(true, OpCode::Close, &[0x03, 0xed]),
+                ProtocolError::InvalidCloseCode(1005),
+                1002,
+            ),
+            (
+                frame(true, OpCode::Close, &[0x03, 0xe8, 0xff]),
+                ProtocolError::InvalidUtf8,
+                1007,
+            ),
+            (
+                frame(true, OpCode::Binary, &[0; 1025]),
+                ProtocolError::FrameTooLarge,
+                1009,
+            ),
         ];
         for (stream, error, code) in cases {
             let got = pump_all_ways(&stream);
@@ -555,7 +597,10 @@ mod tests {
             frame(true, OpCode::Continuation, &[0]),
         ]
         .concat();
-        assert_eq!(pump_all_ways(&too_big), [Got::Error(ProtocolError::MessageTooLarge)]);
+        assert_eq!(
+            pump_all_ways(&too_big),
+            [Got::Error(ProtocolError::MessageTooLarge)]
+        );
     }
 
     #[test]
@@ -569,29 +614,53 @@ mod tests {
         let got = pump(&stream[..header_len + 10], header_len + 10);
         assert_eq!(got, [Got::Error(ProtocolError::InvalidUtf8)]);
         // Same across fragments: the second fragment's first bytes decide.
-        let stream = [frame(false, OpCode::Text, b"ok \xed"), frame(false, OpCode::Continuation, &[0xa0; 100])].concat();
-        assert_eq!(pump(&stream[..stream.len() - 90], 1), [Got::Error(ProtocolError::InvalidUtf8)]);
+        let stream = [
+            frame(false, OpCode::Text, b"ok \xed"),
+            frame(false, OpCode::Continuation, &[0xa0; 100]),
+        ]
+        .concat();
+        assert_eq!(
+            pump(&stream[..stream.len() - 90], 1),
+            [Got::Error(ProtocolError::InvalidUtf8)]
+        );
         // A character split between fragments is fine.
         let s = "κόσμε".as_bytes();
-        let stream = [frame(false, OpCode::Text, &s[..1]), frame(true, OpCode::Continuation, &s[1..])].concat();
+        let stream = [
+            frame(false, OpCode::Text, &s[..1]),
+            frame(true, OpCode::Continuation, &s[1..]),
+        ]
+        .concat();
         assert_eq!(pump_all_ways(&stream), [Got::Text("κόσμε".into())]);
         // A message that ends inside a character is not.
         let stream = frame(true, OpCode::Text, &s[..s.len() - 1]);
-        assert_eq!(pump_all_ways(&stream), [Got::Error(ProtocolError::InvalidUtf8)]);
+        assert_eq!(
+            pump_all_ways(&stream),
+            [Got::Error(ProtocolError::InvalidUtf8)]
+        );
     }
 
     #[test]
     fn close_handshake_client_first() {
         let mut conn = Connection::new(Role::Server, LIMITS);
-        let mut s = [frame(true, OpCode::Close, &[0x03, 0xe8, b'o', b'k']), frame(true, OpCode::Text, b"late")].concat();
+        let mut s = [
+            frame(true, OpCode::Close, &[0x03, 0xe8, b'o', b'k']),
+            frame(true, OpCode::Text, b"late"),
+        ]
+        .concat();
         let (n, event) = conn.handle_bytes(&mut s).expect("valid close");
         assert_eq!(
             event,
-            Some(Event::Close(CloseFrame { code: Some(CloseCode::NORMAL), reason: "ok" }))
+            Some(Event::Close(CloseFrame {
+                code: Some(CloseCode::NORMAL),
+                reason: "ok"
+            }))
         );
         assert_eq!(conn.phase(), Phase::CloseReceived);
         // Data after the close frame is ignored.
-        assert_eq!(conn.handle_bytes(&mut s[n..]).map(|(_, e)| e.is_none()), Ok(true));
+        assert_eq!(
+            conn.handle_bytes(&mut s[n..]).map(|(_, e)| e.is_none()),
+            Ok(true)
+        );
         let mut out = Vec::new();
         assert!(conn.send_close(Some(CloseCode::NORMAL), "", &mut out));
         assert_eq!(out, [0x88, 0x02, 0x03, 0xe8]);
@@ -607,7 +676,12 @@ mod tests {
         assert_eq!(out, [0x88, 0x05, 0x03, 0xe9, b'b', b'y', b'e']);
         assert_eq!(conn.phase(), Phase::CloseSent);
         // While waiting for the peer's close, its data and pings get no answer.
-        let mut s = [frame(true, OpCode::Text, b"x"), frame(true, OpCode::Ping, b"p"), frame(true, OpCode::Close, &[])].concat();
+        let mut s = [
+            frame(true, OpCode::Text, b"x"),
+            frame(true, OpCode::Ping, b"p"),
+            frame(true, OpCode::Close, &[]),
+        ]
+        .concat();
         let mut pos = 0;
         let mut events = Vec::new();
         while pos < s.len() {
@@ -639,11 +713,17 @@ mod tests {
     fn client_role_rejects_masked_frames() {
         let mut conn = Connection::new(Role::Client, LIMITS);
         let mut s = frame(true, OpCode::Text, b"x");
-        assert_eq!(conn.handle_bytes(&mut s).err(), Some(ProtocolError::MaskedFrame));
+        assert_eq!(
+            conn.handle_bytes(&mut s).err(),
+            Some(ProtocolError::MaskedFrame)
+        );
         let mut conn = Connection::new(Role::Client, LIMITS);
         let mut s = Vec::new();
         write_frame(&mut s, OpCode::Text, b"x");
-        assert!(matches!(conn.handle_bytes(&mut s), Ok((3, Some(Event::Message(Message::Text("x")))))));
+        assert!(matches!(
+            conn.handle_bytes(&mut s),
+            Ok((3, Some(Event::Message(Message::Text("x")))))
+        ));
     }
 
     /// A frame description for the property tests.
@@ -656,14 +736,18 @@ mod tests {
             OpCode::Pong,
             OpCode::Close,
         ]);
-        (any::<bool>(), op, prop::collection::vec(any::<u8>(), 0..40), any::<[u8; 4]>()).prop_map(
-            |(fin, op, payload, key)| {
+        (
+            any::<bool>(),
+            op,
+            prop::collection::vec(any::<u8>(), 0..40),
+            any::<[u8; 4]>(),
+        )
+            .prop_map(|(fin, op, payload, key)| {
                 let mut out = Vec::new();
                 let fin = fin || op.is_control();
                 write_masked_frame(&mut out, fin, op, &payload, key);
                 out
-            },
-        )
+            })
     }
 
     proptest! {

@@ -1,0 +1,238 @@
+//! Shared helpers for integration tests: a real server process on 127.0.0.1 and a
+//! raw WebSocket client for what a well-behaved library will not send.
+#![allow(dead_code)] // Each test binary uses a different subset.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+/// A `fastim` process, killed when dropped.
+pub struct Server {
+    pub addr: SocketAddr,
+    pub child: Child,
+    pub data_dir: PathBuf,
+}
+
+impl Server {
+    /// Starts the server binary with `extra` arguments and waits until it listens.
+    pub fn start(extra: &[&str]) -> Server {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let data_dir = std::env::temp_dir().join(format!(
+            "fastim-test-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_fastim"))
+            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&data_dir)
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start fastim");
+        let stderr = child.stderr.take().expect("stderr piped");
+        let mut lines = BufReader::new(stderr).lines();
+        let addr = loop {
+            let line = lines
+                .next()
+                .expect("server exited before listening")
+                .expect("read server log");
+            if let Some(rest) = line.split("listening on ").nth(1) {
+                break rest.trim().parse().expect("address in log line");
+            }
+        };
+        // Keep draining the log so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines.by_ref() {});
+        Server {
+            addr,
+            child,
+            data_dir,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("ws://{}{}", self.addr, path)
+    }
+
+    /// The server's resident memory in bytes.
+    pub fn rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("server alive");
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS line");
+        kib * 1024
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the exit status.
+    pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        for _ in 0..100 {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}
+
+/// A raw TCP WebSocket client that can send anything, valid or not.
+pub struct RawClient {
+    pub stream: TcpStream,
+    pub buf: Vec<u8>,
+}
+
+pub const MASK: [u8; 4] = [0x12, 0x34, 0x56, 0x78];
+
+impl RawClient {
+    /// Connects and sends `request` verbatim; returns the client and the response head.
+    pub fn request(addr: SocketAddr, request: &str) -> (RawClient, String) {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(15)))
+            .expect("timeout");
+        let mut client = RawClient {
+            stream,
+            buf: Vec::new(),
+        };
+        client
+            .stream
+            .write_all(request.as_bytes())
+            .expect("send request");
+        let head = client.read_head();
+        (client, head)
+    }
+
+    /// Connects and completes a valid handshake on `path`.
+    pub fn connect(addr: SocketAddr, path: &str) -> RawClient {
+        let (client, head) = RawClient::request(addr, &upgrade_request(path));
+        assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+        client
+    }
+
+    fn read_head(&mut self) -> String {
+        loop {
+            if let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&self.buf[..end + 4]).into_owned();
+                self.buf.drain(..end + 4);
+                return head;
+            }
+            let mut chunk = [0u8; 4096];
+            let n = self.stream.read(&mut chunk).expect("read response head");
+            assert!(n > 0, "connection closed before a response head");
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("send");
+    }
+
+    /// Sends a masked frame.
+    pub fn send_frame(&mut self, fin: bool, opcode: u8, payload: &[u8]) {
+        self.send(&masked_frame(fin, opcode, payload));
+    }
+
+    /// Reads one server frame: (fin, opcode, payload). `None` on EOF.
+    pub fn read_frame(&mut self) -> Option<(bool, u8, Vec<u8>)> {
+        loop {
+            if self.buf.len() >= 2 {
+                let b1 = self.buf[1];
+                assert_eq!(b1 & 0x80, 0, "server frames are never masked");
+                let (len, start) = match b1 & 0x7f {
+                    126 if self.buf.len() >= 4 => {
+                        (u16::from_be_bytes([self.buf[2], self.buf[3]]) as usize, 4)
+                    }
+                    127 if self.buf.len() >= 10 => {
+                        let mut be = [0u8; 8];
+                        be.copy_from_slice(&self.buf[2..10]);
+                        (u64::from_be_bytes(be) as usize, 10)
+                    }
+                    126 | 127 => (usize::MAX, 0),
+                    n => (n as usize, 2),
+                };
+                if start > 0 && self.buf.len() >= start + len {
+                    let fin = self.buf[0] & 0x80 != 0;
+                    let opcode = self.buf[0] & 0x0f;
+                    let payload = self.buf[start..start + len].to_vec();
+                    self.buf.drain(..start + len);
+                    return Some((fin, opcode, payload));
+                }
+            }
+            let mut chunk = vec![0u8; 64 * 1024];
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return None,
+                Err(e) => panic!("read frame: {e}"),
+            }
+        }
+    }
+
+    /// Reads frames until a close frame; returns its code (None for an empty payload).
+    pub fn expect_close(&mut self) -> Option<u16> {
+        loop {
+            let (_, opcode, payload) = self.read_frame().expect("a close frame before EOF");
+            if opcode == 0x8 {
+                return (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]]));
+            }
+        }
+    }
+
+    /// Whether the server closes the TCP connection (EOF or reset) within the read timeout.
+    pub fn sees_tcp_close(&mut self) -> bool {
+        let mut chunk = [0u8; 4096];
+        loop {
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return true,
+                Ok(_) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+                Err(_) => return false,
+            }
+        }
+    }
+}
+
+pub fn upgrade_request(path: &str) -> String {
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+}
+
+/// A client frame, masked with [`MASK`], encoded independently of the server's codec.
+pub fn masked_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mut out = vec![(if fin { 0x80 } else { 0 }) | opcode];
+    match payload.len() {
+        n if n < 126 => out.push(0x80 | n as u8),
+        n if n <= 0xffff => {
+            out.push(0x80 | 126);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            out.push(0x80 | 127);
+            out.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    out.extend_from_slice(&MASK);
+    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ MASK[i % 4]));
+    out
+}
