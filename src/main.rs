@@ -51,20 +51,29 @@ fn main() -> ExitCode {
         );
         return ExitCode::FAILURE;
     }
-    match rlimit::increase_nofile_limit(u64::MAX) {
-        Ok(n) if (n as usize) < args.max_connections => {
-            warn!("open-file limit is {n}: fewer than --max-connections can be served")
+    // Each connection is a file descriptor; keep a few for the listener, logs and data files.
+    let max_connections = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => {
+            let fits = usize::try_from(limit)
+                .unwrap_or(usize::MAX)
+                .saturating_sub(64);
+            if fits < args.max_connections {
+                info!("open-file limit {limit}: serving at most {fits} connections");
+            }
+            args.max_connections.min(fits)
         }
-        Ok(_) => {}
-        Err(e) => warn!("cannot raise the open-file limit: {e}"),
-    }
+        Err(e) => {
+            warn!("cannot raise the open-file limit: {e}");
+            args.max_connections
+        }
+    };
     let config = Config {
         listen: args.listen,
         data_dir: args.data_dir,
         echo: !args.no_echo,
         handshake_timeout,
         close_timeout,
-        max_connections: args.max_connections,
+        max_connections,
     };
     let server = match Server::bind(config.clone()) {
         Ok(s) => s,
