@@ -68,3 +68,15 @@ impl Conn {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_slot_is_small() {
+        // An idle connection costs its slot and nothing else: keep the slot well
+        // under the 512-byte budget (the load tool's idle mode measures the whole).
+        assert!(std::mem::size_of::<Conn>() <= 192, "{}", std::mem::size_of::<Conn>());
+    }
+}
