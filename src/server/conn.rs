@@ -52,6 +52,9 @@ pub struct Conn {
     pub wants_write: bool,
     /// Whether the slot is on the loop's list of connections to flush this turn.
     pub flush_queued: bool,
+    /// Whether input arrived since the last sweep; a connection that stays quiet
+    /// for a whole sweep interval gives its buffers back.
+    pub active: bool,
 }
 
 impl Conn {
@@ -65,6 +68,7 @@ impl Conn {
             deadline: Some(deadline),
             wants_write: false,
             flush_queued: false,
+            active: true,
         }
     }
 }
@@ -77,6 +81,10 @@ mod tests {
     fn a_connection_slot_is_small() {
         // An idle connection costs its slot and nothing else: keep the slot well
         // under the 512-byte budget (the load tool's idle mode measures the whole).
-        assert!(std::mem::size_of::<Conn>() <= 192, "{}", std::mem::size_of::<Conn>());
+        assert!(
+            std::mem::size_of::<Conn>() <= 192,
+            "{}",
+            std::mem::size_of::<Conn>()
+        );
     }
 }

@@ -128,6 +128,7 @@ impl Server {
             let now = Instant::now();
             if now >= next_sweep {
                 self.expire(now);
+                self.release_idle_buffers();
                 next_sweep = now + SWEEP_INTERVAL;
             }
             if let Some(deadline) = self.shutdown_deadline {
@@ -270,8 +271,8 @@ impl Server {
         if filled > 0 {
             conn.pending_input = buf[..filled].to_vec();
         }
-        if let State::WebSocket { ws, endpoint } = &mut conn.state {
-            ws.release_idle_buffer();
+        conn.active = true;
+        if let State::WebSocket { endpoint, .. } = &conn.state {
             let bound = config::max_outbound(endpoint.limits());
             if conn.out.len() > bound {
                 warn!(
@@ -341,6 +342,19 @@ impl Server {
                 debug!("#{key}: timed out while {}", state_name(&conn.state));
             }
             self.remove(key);
+        }
+    }
+
+    /// Frees the message buffers of connections that received nothing since the
+    /// last sweep, so idle connections hold no heap memory while busy ones keep
+    /// reusing theirs.
+    fn release_idle_buffers(&mut self) {
+        for (_, conn) in self.conns.iter_mut() {
+            if !std::mem::replace(&mut conn.active, false) {
+                if let State::WebSocket { ws, .. } = &mut conn.state {
+                    ws.release_idle_buffer();
+                }
+            }
         }
     }
 

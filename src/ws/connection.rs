@@ -9,8 +9,9 @@
 //!
 //! Payloads are unmasked in place. A complete, unfragmented data frame is handed
 //! out as a slice of the caller's buffer without a copy; only fragmented messages
-//! and frames that arrive in pieces are gathered in the connection's own buffer,
-//! which is released again when the connection goes idle.
+//! and frames that arrive in pieces are gathered in the connection's own buffer.
+//! That buffer is reused from message to message and released by
+//! [`Connection::release_idle_buffer`] when the caller sees the connection go idle.
 
 use std::mem;
 
@@ -101,8 +102,10 @@ enum Assembly {
     Delivered,
 }
 
-/// Server buffers larger than this are freed after the message instead of reused.
-const KEEP_BUFFER_CAPACITY: usize = 64 * 1024;
+/// Most buffer space reserved from a frame header's length before the payload
+/// arrives: large frames get one allocation, yet a header alone cannot make us
+/// allocate more than this.
+const MAX_RESERVE_AHEAD: u64 = 4 * 1024 * 1024;
 
 /// The receiving side and closing handshake of one WebSocket connection.
 #[derive(Debug)]
@@ -150,9 +153,6 @@ impl Connection {
     ) -> Result<(usize, Option<Event<'a>>), ProtocolError> {
         if self.assembly == Assembly::Delivered {
             self.message.clear();
-            if self.message.capacity() > KEEP_BUFFER_CAPACITY {
-                self.message = Vec::new();
-            }
             self.assembly = Assembly::Idle;
         }
         if matches!(self.phase, Phase::CloseReceived | Phase::Closed) {
@@ -258,6 +258,8 @@ impl Connection {
             OpCode::Binary => self.assembly = Assembly::Binary,
             _ => {}
         }
+        self.message
+            .reserve(header.payload_len.min(MAX_RESERVE_AHEAD) as usize);
         let (consumed, event) = self.continue_payload(
             &mut input[header_len..],
             header.payload_len,
