@@ -77,6 +77,10 @@ mod tests {
     fn a_connection_slot_is_small() {
         // An idle connection costs its slot and nothing else: keep the slot well
         // under the 512-byte budget (the load tool's idle mode measures the whole).
-        assert!(std::mem::size_of::<Conn>() <= 192, "{}", std::mem::size_of::<Conn>());
+        assert!(
+            std::mem::size_of::<Conn>() <= 192,
+            "{}",
+            std::mem::size_of::<Conn>()
+        );
     }
 }
