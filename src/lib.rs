@@ -13,8 +13,10 @@
 //! - [`http`]: request-head parsing and response writing.
 //! - [`server`]: the single-threaded `mio` event loop that owns every socket.
 //! - [`config`]: limits and timeouts, each with its default.
+//! - [`secret`]: password hashing (Argon2id) and session tokens (stored as SHA-256 digests).
 
 pub mod config;
 pub mod http;
+pub mod secret;
 pub mod server;
 pub mod ws;
