@@ -18,6 +18,7 @@
 
 mod contacts;
 mod groups;
+mod messages;
 pub mod schema;
 mod sessions;
 mod users;
@@ -29,6 +30,7 @@ use std::time::Duration;
 use rusqlite::{Connection, ErrorCode, TransactionBehavior};
 
 pub use groups::{Group, LeaveOutcome, Member, NewGroup, Role};
+pub use messages::{CMD_GROUP, CMD_SINGLE, NewMessage, Peer, Saved, StoredMessage};
 pub use users::{NewUser, ProfileUpdate, User};
 
 /// How long a statement waits for another connection's write lock before failing.
@@ -136,6 +138,11 @@ fn is_unique_violation(e: &rusqlite::Error) -> bool {
 /// Whether `e` is a violation of a FOREIGN KEY constraint.
 fn is_foreign_key_violation(e: &rusqlite::Error) -> bool {
     sqlite_code(e).is_some_and(|c| c.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY)
+}
+
+/// A `LIMIT` value for SQLite from a caller's `usize` (saturating: SQLite takes `i64`).
+fn sql_limit(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
 }
 
 /// A connection to the fastim database.
