@@ -13,8 +13,13 @@
 //! - [`http`]: request-head parsing and response writing.
 //! - [`server`]: the single-threaded `mio` event loop that owns every socket.
 //! - [`config`]: limits and timeouts, each with its default.
+//! - [`store`]: the only code that touches SQLite (users, sessions, contacts, groups,
+//!   messages); blocking, so it runs on worker threads, never on the event loop.
+//! - [`secret`]: password hashing (Argon2id) and session tokens (stored as SHA-256 digests).
 
 pub mod config;
 pub mod http;
+pub mod secret;
 pub mod server;
+pub mod store;
 pub mod ws;

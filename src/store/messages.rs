@@ -1,0 +1,776 @@
+//! Messages: group-committed saves, per-user catch-up, and conversation history.
+//!
+//! fastIM persisted nothing (FASTIM.md §1.9 item 14). Here every message gets a server id
+//! (an `INTEGER PRIMARY KEY AUTOINCREMENT`: unique, increasing, never reused) before it is
+//! acknowledged, and a client that missed messages asks for those after the last id it has.
+//!
+//! # Group join point
+//!
+//! A member receives a group's messages whose id is larger than the newest message id at
+//! the moment they joined (`group_members.join_msg_id`), both in [`Db::messages_for`] and in
+//! [`Db::history`]. An id, not a time: ids are the order in which messages are delivered and
+//! paged, whereas `now` comes from the caller and two threads may pass times out of order.
+//! The join runs in a write transaction, and so does every save, so "committed before the
+//! join" and "id ≤ join point" are the same thing: nothing is missed and nothing older leaks.
+//! Leaving deletes the membership; rejoining sets a new join point, so messages sent while
+//! away stay invisible.
+
+use rusqlite::{Row, params};
+use serde::Serialize;
+
+use super::{Db, Result, StoreError, is_foreign_key_violation, sql_limit};
+
+/// fastIM's `cmd` for a one-to-one message.
+pub const CMD_SINGLE: i64 = 10;
+/// fastIM's `cmd` for a group message.
+pub const CMD_GROUP: i64 = 11;
+
+/// The other side of a conversation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Peer {
+    /// A one-to-one chat with this user (`cmd` 10).
+    User(i64),
+    /// A group chat (`cmd` 11).
+    Group(i64),
+}
+
+impl Peer {
+    /// fastIM's `cmd` and `dstid` for a message to this peer.
+    pub fn cmd_and_dst(self) -> (i64, i64) {
+        match self {
+            Peer::User(id) => (CMD_SINGLE, id),
+            Peer::Group(id) => (CMD_GROUP, id),
+        }
+    }
+}
+
+/// A message to save. The caller has authenticated the sender and checked that they may
+/// write to `to` (friendship, membership): the store checks neither.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewMessage {
+    /// The authenticated sender (fastIM took `userid` from the client).
+    pub sender_id: i64,
+    /// The recipient user or group (fastIM's `cmd` + `dstid`).
+    pub to: Peer,
+    /// fastIM's `media`: 1 text, 3 audio, 4 image.
+    pub media: i64,
+    /// Text.
+    pub content: String,
+    /// Unused by fastIM's client; kept.
+    pub pic: String,
+    /// Image or audio URL.
+    pub url: String,
+    /// Unused by fastIM's client; kept.
+    pub memo: String,
+    /// Audio length in seconds.
+    pub amount: i64,
+    /// The client's own id for the message, to make retries idempotent.
+    pub client_ref: Option<String>,
+}
+
+/// The outcome of saving one message of a batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Saved {
+    /// The message's server id.
+    pub id: i64,
+    /// Its server time, unix milliseconds.
+    pub created_at: i64,
+    /// `true` if the sender had already used this `client_ref`: nothing was inserted, and
+    /// `id` and `created_at` are those of the earlier message.
+    pub duplicate: bool,
+}
+
+/// A saved message, as it is delivered.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct StoredMessage {
+    /// Server id: unique and increasing.
+    pub id: i64,
+    /// Sender (fastIM's `userid`).
+    pub sender_id: i64,
+    /// [`CMD_SINGLE`] or [`CMD_GROUP`].
+    pub cmd: i64,
+    /// Recipient user or group id (fastIM's `dstid`).
+    pub dst_id: i64,
+    /// fastIM's `media`.
+    pub media: i64,
+    /// Text.
+    pub content: String,
+    /// fastIM's `pic`.
+    pub pic: String,
+    /// Image or audio URL.
+    pub url: String,
+    /// fastIM's `memo`.
+    pub memo: String,
+    /// Audio length in seconds.
+    pub amount: i64,
+    /// The sender's reference, if they gave one.
+    pub client_ref: Option<String>,
+    /// Server time, unix milliseconds.
+    pub created_at: i64,
+}
+
+impl StoredMessage {
+    /// The conversation this message belongs to, seen from the sender.
+    pub fn to(&self) -> Peer {
+        if self.cmd == CMD_GROUP {
+            Peer::Group(self.dst_id)
+        } else {
+            Peer::User(self.dst_id)
+        }
+    }
+}
+
+/// The columns [`message_from_row`] reads, for a `messages` table aliased `m`.
+const MESSAGE_COLUMNS: &str = "m.id, m.sender_id, m.cmd, m.dst_id, m.media, m.content, m.pic, \
+                               m.url, m.memo, m.amount, m.client_ref, m.created_at";
+
+/// Reads a [`StoredMessage`] from the columns of [`MESSAGE_COLUMNS`].
+fn message_from_row(row: &Row<'_>) -> rusqlite::Result<StoredMessage> {
+    Ok(StoredMessage {
+        id: row.get(0)?,
+        sender_id: row.get(1)?,
+        cmd: row.get(2)?,
+        dst_id: row.get(3)?,
+        media: row.get(4)?,
+        content: row.get(5)?,
+        pic: row.get(6)?,
+        url: row.get(7)?,
+        memo: row.get(8)?,
+        amount: row.get(9)?,
+        client_ref: row.get(10)?,
+        created_at: row.get(11)?,
+    })
+}
+
+/// Everything after `?2` that user `?1` receives, oldest first, at most `?3`.
+///
+/// Three index ranges merged by id: 1:1 messages to the user (`messages_by_dst`), 1:1
+/// messages from the user to others (`messages_by_sender`; a message to oneself is in the
+/// first range already), and for each group of the user (`group_members_by_user`) its
+/// messages after both the cursor and the join point (`messages_by_dst`). Each range reads
+/// only rows newer than the cursor: the cost follows what is pending, not the table size.
+/// `CROSS JOIN` makes SQLite keep the written join order (memberships outside); left to
+/// choose, it walked every group message instead. `hot_queries_use_indexes` checks the plan.
+fn messages_for_sql() -> String {
+    format!(
+        "SELECT {MESSAGE_COLUMNS} FROM messages m
+         WHERE m.cmd = 10 AND m.dst_id = ?1 AND m.id > ?2
+         UNION ALL
+         SELECT {MESSAGE_COLUMNS} FROM messages m
+         WHERE m.sender_id = ?1 AND m.cmd = 10 AND m.id > ?2 AND m.dst_id <> ?1
+         UNION ALL
+         SELECT {MESSAGE_COLUMNS} FROM group_members gm
+         CROSS JOIN messages m ON m.cmd = 11 AND m.dst_id = gm.group_id
+                              AND m.id > max(?2, gm.join_msg_id)
+         WHERE gm.user_id = ?1
+         ORDER BY 1
+         LIMIT ?3"
+    )
+}
+
+/// 1:1 history between `?1` and `?2` before id `?3`, newest first, at most `?4`: one
+/// `messages_by_pair` range per direction (the second is empty when `?1 = ?2`).
+fn history_pair_sql() -> String {
+    format!(
+        "SELECT {MESSAGE_COLUMNS} FROM messages m
+         WHERE m.cmd = 10 AND m.sender_id = ?1 AND m.dst_id = ?2 AND m.id < ?3
+         UNION ALL
+         SELECT {MESSAGE_COLUMNS} FROM messages m
+         WHERE m.cmd = 10 AND m.sender_id = ?2 AND m.dst_id = ?1 AND m.id < ?3 AND ?1 <> ?2
+         ORDER BY 1 DESC
+         LIMIT ?4"
+    )
+}
+
+/// Group `?1` history after the join point `?2` and before id `?3`, newest first, at most
+/// `?4`: one `messages_by_dst` range.
+fn history_group_sql() -> String {
+    format!(
+        "SELECT {MESSAGE_COLUMNS} FROM messages m
+         WHERE m.cmd = 11 AND m.dst_id = ?1 AND m.id > ?2 AND m.id < ?3
+         ORDER BY m.id DESC
+         LIMIT ?4"
+    )
+}
+
+impl Db {
+    /// Saves a batch of messages in one transaction (one fsync for the whole batch), all
+    /// with server time `now`. Returns one [`Saved`] per message, in batch order.
+    ///
+    /// A message whose `client_ref` its sender already used, earlier or within this batch,
+    /// is not inserted: its [`Saved`] carries the first message's id with
+    /// `duplicate: true`, so a retried send is acknowledged again but delivered once.
+    ///
+    /// # Errors
+    /// [`StoreError::NoSuchUser`] if a sender does not exist; [`StoreError::Sqlite`] on I/O
+    /// failure. Any error rolls back the whole batch: nothing of it is saved.
+    pub fn save_messages(&mut self, batch: &[NewMessage], now: i64) -> Result<Vec<Saved>> {
+        let mut saved = Vec::with_capacity(batch.len());
+        if batch.is_empty() {
+            return Ok(saved);
+        }
+        let tx = self.write_tx()?;
+        {
+            let mut find = tx.prepare_cached(
+                "SELECT id, created_at FROM messages WHERE sender_id = ?1 AND client_ref = ?2",
+            )?;
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO messages
+                     (sender_id, cmd, dst_id, media, content, pic, url, memo, amount,
+                      client_ref, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+                 RETURNING id",
+            )?;
+            for m in batch {
+                if let Some(client_ref) = &m.client_ref {
+                    let mut rows = find.query(params![m.sender_id, client_ref])?;
+                    if let Some(row) = rows.next()? {
+                        saved.push(Saved {
+                            id: row.get(0)?,
+                            created_at: row.get(1)?,
+                            duplicate: true,
+                        });
+                        continue;
+                    }
+                }
+                let (cmd, dst) = m.to.cmd_and_dst();
+                let id: i64 = insert
+                    .query_row(
+                        params![
+                            m.sender_id,
+                            cmd,
+                            dst,
+                            m.media,
+                            m.content,
+                            m.pic,
+                            m.url,
+                            m.memo,
+                            m.amount,
+                            m.client_ref,
+                            now
+                        ],
+                        |row| row.get(0),
+                    )
+                    .map_err(|e| {
+                        if is_foreign_key_violation(&e) {
+                            StoreError::NoSuchUser
+                        } else {
+                            StoreError::from(e)
+                        }
+                    })?;
+                saved.push(Saved {
+                    id,
+                    created_at: now,
+                    duplicate: false,
+                });
+            }
+        }
+        tx.commit()?;
+        Ok(saved)
+    }
+
+    /// The messages `user` should receive with an id above `after_id`, oldest first, at most
+    /// `limit`: 1:1 messages sent to them or by them (so their other devices get what they
+    /// sent), and messages of their groups sent after they joined (module docs), their own
+    /// included. Each message appears once.
+    ///
+    /// Page by passing the last returned id as the next `after_id`; `0` starts from the
+    /// beginning.
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`] only.
+    pub fn messages_for(
+        &self,
+        user: i64,
+        after_id: i64,
+        limit: usize,
+    ) -> Result<Vec<StoredMessage>> {
+        let mut stmt = self.conn.prepare_cached(&messages_for_sql())?;
+        let rows = stmt.query_map(params![user, after_id, sql_limit(limit)], message_from_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// A page of a conversation, **newest first**: messages with an id below `before_id`
+    /// (all when `None`), at most `limit`. For the next older page pass the last returned
+    /// id as `before_id`.
+    ///
+    /// `Peer::User(p)`: the 1:1 messages between `user` and `p`, both directions.
+    /// `Peer::Group(g)`: the group's messages since `user` joined (module docs).
+    ///
+    /// # Errors
+    /// For a group: [`StoreError::NoSuchGroup`], or [`StoreError::NotMember`] if `user` is
+    /// not a member.
+    pub fn history(
+        &self,
+        user: i64,
+        peer: Peer,
+        before_id: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<StoredMessage>> {
+        let before = before_id.unwrap_or(i64::MAX);
+        let limit = sql_limit(limit);
+        let (sql, args) = match peer {
+            Peer::User(p) => (history_pair_sql(), [user, p, before, limit]),
+            Peer::Group(g) => {
+                let join_point = self.join_point(g, user)?;
+                (history_group_sql(), [g, join_point, before, limit])
+            }
+        };
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let rows = stmt.query_map(args, message_from_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// The join point of `user` in `group`.
+    ///
+    /// # Errors
+    /// [`StoreError::NoSuchGroup`], [`StoreError::NotMember`].
+    fn join_point(&self, group: i64, user: i64) -> Result<i64> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT g.id, gm.join_msg_id FROM chat_groups g
+             LEFT JOIN group_members gm ON gm.group_id = g.id AND gm.user_id = ?2
+             WHERE g.id = ?1",
+        )?;
+        let mut rows = stmt.query([group, user])?;
+        let Some(row) = rows.next()? else {
+            return Err(StoreError::NoSuchGroup);
+        };
+        let join_point: Option<i64> = row.get(1)?;
+        join_point.ok_or(StoreError::NotMember)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil::*;
+    use super::super::{NewGroup, User};
+    use super::*;
+
+    fn text(from: &User, to: Peer, content: &str) -> NewMessage {
+        NewMessage {
+            sender_id: from.id,
+            to,
+            media: 1,
+            content: content.to_owned(),
+            pic: String::new(),
+            url: String::new(),
+            memo: String::new(),
+            amount: 0,
+            client_ref: None,
+        }
+    }
+
+    fn with_ref(mut m: NewMessage, r: &str) -> NewMessage {
+        m.client_ref = Some(r.to_owned());
+        m
+    }
+
+    fn contents(msgs: &[StoredMessage]) -> Vec<&str> {
+        msgs.iter().map(|m| m.content.as_str()).collect()
+    }
+
+    fn group(t: &mut TestDb, owner: &User, name: &str) -> i64 {
+        t.db.create_group(
+            owner.id,
+            NewGroup {
+                name: name.to_owned(),
+                ..NewGroup::default()
+            },
+            5,
+            0,
+        )
+        .expect("group")
+        .id
+    }
+
+    /// Three users: a, b, c.
+    fn three(t: &mut TestDb) -> (User, User, User) {
+        (
+            user(&mut t.db, "13800000001", 0),
+            user(&mut t.db, "13800000002", 0),
+            user(&mut t.db, "13800000003", 0),
+        )
+    }
+
+    #[test]
+    fn batch_gets_increasing_ids_in_order() {
+        let mut t = test_db();
+        let (a, b, _) = three(&mut t);
+        let batch: Vec<_> = (0..10)
+            .map(|i| text(&a, Peer::User(b.id), &format!("m{i}")))
+            .collect();
+        let saved = t.db.save_messages(&batch, 1_000).expect("save");
+        assert_eq!(saved.len(), 10);
+        assert!(saved.windows(2).all(|w| w[0].id < w[1].id), "{saved:?}");
+        assert!(saved.iter().all(|s| s.created_at == 1_000 && !s.duplicate));
+
+        let more =
+            t.db.save_messages(&[text(&a, Peer::User(b.id), "next")], 2_000)
+                .expect("save");
+        assert!(more[0].id > saved[9].id);
+
+        let stored = t.db.messages_for(b.id, 0, 100).expect("q");
+        assert_eq!(stored.len(), 11);
+        assert_eq!(stored[0].content, "m0");
+        assert_eq!(stored[0].id, saved[0].id);
+        assert_eq!(stored[0].sender_id, a.id);
+        assert_eq!((stored[0].cmd, stored[0].dst_id), (CMD_SINGLE, b.id));
+        assert_eq!(stored[0].to(), Peer::User(b.id));
+        assert_eq!(stored[0].media, 1);
+        assert_eq!(stored[0].created_at, 1_000);
+        assert_eq!(stored[10].created_at, 2_000);
+    }
+
+    #[test]
+    fn empty_batch_is_a_no_op() {
+        let mut t = test_db();
+        assert!(t.db.save_messages(&[], 0).expect("save").is_empty());
+    }
+
+    #[test]
+    fn all_fields_round_trip() {
+        let mut t = test_db();
+        let (a, _, _) = three(&mut t);
+        let g = group(&mut t, &a, "g");
+        let m = NewMessage {
+            sender_id: a.id,
+            to: Peer::Group(g),
+            media: 3,
+            content: "内容".to_owned(),
+            pic: "p".to_owned(),
+            url: "/resource/a.mp3".to_owned(),
+            memo: "m".to_owned(),
+            amount: 7,
+            client_ref: Some("ref-1".to_owned()),
+        };
+        let saved =
+            t.db.save_messages(std::slice::from_ref(&m), 5)
+                .expect("save");
+        let got = t.db.messages_for(a.id, 0, 10).expect("q");
+        assert_eq!(
+            got,
+            [StoredMessage {
+                id: saved[0].id,
+                sender_id: a.id,
+                cmd: CMD_GROUP,
+                dst_id: g,
+                media: 3,
+                content: m.content,
+                pic: m.pic,
+                url: m.url,
+                memo: m.memo,
+                amount: 7,
+                client_ref: m.client_ref,
+                created_at: 5,
+            }]
+        );
+    }
+
+    #[test]
+    fn client_ref_dedupes_across_and_within_batches() {
+        let mut t = test_db();
+        let (a, b, _) = three(&mut t);
+        let first =
+            t.db.save_messages(&[with_ref(text(&a, Peer::User(b.id), "hi"), "r1")], 10)
+                .expect("save");
+        assert!(!first[0].duplicate);
+
+        let batch = [
+            with_ref(text(&a, Peer::User(b.id), "hi again"), "r1"), // retry of an old one
+            with_ref(text(&a, Peer::User(b.id), "new"), "r2"),
+            with_ref(text(&a, Peer::User(b.id), "new, sent twice"), "r2"), // same batch
+            text(&a, Peer::User(b.id), "no ref"),
+            text(&a, Peer::User(b.id), "no ref"), // no ref: never deduped
+            with_ref(text(&b, Peer::User(a.id), "b's r1"), "r1"), // refs are per sender
+        ];
+        let saved = t.db.save_messages(&batch, 20).expect("save");
+        let dup: Vec<_> = saved.iter().map(|s| s.duplicate).collect();
+        assert_eq!(dup, [true, false, true, false, false, false]);
+        assert_eq!(saved[0].id, first[0].id);
+        assert_eq!(saved[0].created_at, 10, "the original's time");
+        assert_eq!(saved[2].id, saved[1].id);
+        assert_eq!(saved[2].created_at, 20);
+        assert_ne!(saved[3].id, saved[4].id);
+        assert_ne!(saved[5].id, first[0].id);
+
+        let got = t.db.messages_for(b.id, 0, 100).expect("q");
+        assert_eq!(contents(&got), ["hi", "new", "no ref", "no ref", "b's r1"]);
+    }
+
+    #[test]
+    fn a_bad_message_rolls_back_the_batch() {
+        let mut t = test_db();
+        let (a, b, _) = three(&mut t);
+        let batch = [
+            text(&a, Peer::User(b.id), "ok"),
+            NewMessage {
+                sender_id: 999,
+                ..text(&a, Peer::User(b.id), "ghost")
+            },
+        ];
+        let err = t.db.save_messages(&batch, 0).expect_err("no such sender");
+        assert!(matches!(err, StoreError::NoSuchUser), "{err:?}");
+        assert!(t.db.messages_for(b.id, 0, 10).expect("q").is_empty());
+    }
+
+    #[test]
+    fn messages_for_covers_both_directions_of_one_to_one() {
+        let mut t = test_db();
+        let (a, b, c) = three(&mut t);
+        t.db.save_messages(
+            &[
+                text(&a, Peer::User(b.id), "a→b"),
+                text(&b, Peer::User(a.id), "b→a"),
+                text(&c, Peer::User(b.id), "c→b"),
+                text(&a, Peer::User(c.id), "a→c"),
+                text(&a, Peer::User(a.id), "a→a"),
+            ],
+            0,
+        )
+        .expect("save");
+        assert_eq!(
+            contents(&t.db.messages_for(a.id, 0, 100).expect("q")),
+            ["a→b", "b→a", "a→c", "a→a"]
+        );
+        assert_eq!(
+            contents(&t.db.messages_for(b.id, 0, 100).expect("q")),
+            ["a→b", "b→a", "c→b"]
+        );
+        assert_eq!(
+            contents(&t.db.messages_for(c.id, 0, 100).expect("q")),
+            ["c→b", "a→c"]
+        );
+    }
+
+    #[test]
+    fn messages_for_sees_groups_only_after_joining() {
+        let mut t = test_db();
+        let (a, b, c) = three(&mut t);
+        let g = group(&mut t, &a, "g");
+        let other = group(&mut t, &c, "other");
+        t.db.save_messages(&[text(&a, Peer::Group(g), "before b")], 0)
+            .expect("save");
+        t.db.join_group(b.id, g, 1).expect("join");
+        t.db.save_messages(
+            &[
+                text(&a, Peer::Group(g), "after b"),
+                text(&c, Peer::Group(other), "elsewhere"),
+                text(&b, Peer::Group(g), "b says"),
+            ],
+            2,
+        )
+        .expect("save");
+        assert_eq!(
+            contents(&t.db.messages_for(b.id, 0, 100).expect("q")),
+            ["after b", "b says"]
+        );
+        assert_eq!(
+            contents(&t.db.messages_for(a.id, 0, 100).expect("q")),
+            ["before b", "after b", "b says"]
+        );
+        assert_eq!(
+            contents(&t.db.messages_for(c.id, 0, 100).expect("q")),
+            ["elsewhere"]
+        );
+
+        // Leave, miss a message, rejoin: the missed one stays missed.
+        t.db.leave_group(b.id, g).expect("leave");
+        t.db.save_messages(&[text(&a, Peer::Group(g), "while away")], 3)
+            .expect("save");
+        assert!(t.db.messages_for(b.id, 0, 100).expect("q").is_empty());
+        t.db.join_group(b.id, g, 4).expect("rejoin");
+        t.db.save_messages(&[text(&a, Peer::Group(g), "welcome back")], 5)
+            .expect("save");
+        assert_eq!(
+            contents(&t.db.messages_for(b.id, 0, 100).expect("q")),
+            ["welcome back"]
+        );
+    }
+
+    #[test]
+    fn messages_for_merges_in_id_order_and_pages_without_duplicates() {
+        let mut t = test_db();
+        let (a, b, c) = three(&mut t);
+        let g1 = group(&mut t, &a, "g1");
+        let g2 = group(&mut t, &c, "g2");
+        t.db.join_group(b.id, g1, 0).expect("join");
+        t.db.join_group(b.id, g2, 0).expect("join");
+        // Interleave every kind of message b receives, plus noise b must not see.
+        let mut expected = Vec::new();
+        for i in 0..30 {
+            let (m, seen) = match i % 6 {
+                0 => (text(&a, Peer::User(b.id), &format!("{i}")), true),
+                1 => (text(&b, Peer::User(c.id), &format!("{i}")), true),
+                2 => (text(&a, Peer::Group(g1), &format!("{i}")), true),
+                3 => (text(&c, Peer::Group(g2), &format!("{i}")), true),
+                4 => (text(&b, Peer::Group(g2), &format!("{i}")), true),
+                _ => (text(&a, Peer::User(c.id), &format!("{i}")), false),
+            };
+            t.db.save_messages(&[m], i).expect("save");
+            if seen {
+                expected.push(format!("{i}"));
+            }
+        }
+        let all = t.db.messages_for(b.id, 0, 1_000).expect("q");
+        assert_eq!(contents(&all), expected);
+
+        let mut paged = Vec::new();
+        let mut after = 0;
+        loop {
+            let page = t.db.messages_for(b.id, after, 4).expect("q");
+            if page.is_empty() {
+                break;
+            }
+            assert!(page.len() <= 4);
+            after = page.last().expect("non-empty").id;
+            paged.extend(page);
+        }
+        assert_eq!(paged, all);
+        assert!(paged.windows(2).all(|w| w[0].id < w[1].id));
+        assert!(t.db.messages_for(b.id, 0, 0).expect("q").is_empty());
+    }
+
+    #[test]
+    fn history_of_a_pair_pages_newest_first() {
+        let mut t = test_db();
+        let (a, b, c) = three(&mut t);
+        for i in 0..10 {
+            let m = if i % 2 == 0 {
+                text(&a, Peer::User(b.id), &format!("{i}"))
+            } else {
+                text(&b, Peer::User(a.id), &format!("{i}"))
+            };
+            t.db.save_messages(&[m, text(&a, Peer::User(c.id), "noise")], i)
+                .expect("save");
+        }
+        let page1 = t.db.history(a.id, Peer::User(b.id), None, 4).expect("q");
+        assert_eq!(contents(&page1), ["9", "8", "7", "6"]);
+        let page2 =
+            t.db.history(a.id, Peer::User(b.id), Some(page1[3].id), 4)
+                .expect("q");
+        assert_eq!(contents(&page2), ["5", "4", "3", "2"]);
+        let page3 =
+            t.db.history(b.id, Peer::User(a.id), Some(page2[3].id), 4)
+                .expect("q");
+        assert_eq!(contents(&page3), ["1", "0"], "same from the other side");
+
+        // Talking to oneself: each message once.
+        t.db.save_messages(&[text(&c, Peer::User(c.id), "note")], 20)
+            .expect("save");
+        assert_eq!(
+            contents(&t.db.history(c.id, Peer::User(c.id), None, 10).expect("q")),
+            ["note"]
+        );
+    }
+
+    #[test]
+    fn group_history_needs_membership_and_starts_at_join() {
+        let mut t = test_db();
+        let (a, b, c) = three(&mut t);
+        let g = group(&mut t, &a, "g");
+        t.db.save_messages(&[text(&a, Peer::Group(g), "old")], 0)
+            .expect("save");
+        t.db.join_group(b.id, g, 1).expect("join");
+        for i in 0..5 {
+            t.db.save_messages(&[text(&a, Peer::Group(g), &format!("{i}"))], i)
+                .expect("save");
+        }
+        let page1 = t.db.history(b.id, Peer::Group(g), None, 3).expect("q");
+        assert_eq!(contents(&page1), ["4", "3", "2"]);
+        let page2 =
+            t.db.history(b.id, Peer::Group(g), Some(page1[2].id), 3)
+                .expect("q");
+        assert_eq!(contents(&page2), ["1", "0"], "nothing from before b joined");
+        let owner = t.db.history(a.id, Peer::Group(g), None, 10).expect("q");
+        assert_eq!(contents(&owner), ["4", "3", "2", "1", "0", "old"]);
+
+        assert!(matches!(
+            t.db.history(c.id, Peer::Group(g), None, 10),
+            Err(StoreError::NotMember)
+        ));
+        assert!(matches!(
+            t.db.history(a.id, Peer::Group(g + 100), None, 10),
+            Err(StoreError::NoSuchGroup)
+        ));
+    }
+
+    #[test]
+    fn deleting_a_group_deletes_its_messages_and_ids_are_not_reused() {
+        let mut t = test_db();
+        let (a, b, _) = three(&mut t);
+        let g = group(&mut t, &a, "g");
+        t.db.save_messages(&[text(&a, Peer::User(b.id), "keep")], 0)
+            .expect("save");
+        let last =
+            t.db.save_messages(&[text(&a, Peer::Group(g), "gone")], 0)
+                .expect("save")[0]
+                .id;
+        t.db.leave_group(a.id, g).expect("delete group");
+        assert_eq!(
+            contents(&t.db.messages_for(a.id, 0, 10).expect("q")),
+            ["keep"]
+        );
+        let next =
+            t.db.save_messages(&[text(&a, Peer::User(b.id), "next")], 0)
+                .expect("save")[0]
+                .id;
+        assert!(next > last, "AUTOINCREMENT never reuses {last}");
+    }
+
+    /// The query plans of the hot queries use indexes: no full scan of `messages` (nor of
+    /// `group_members`), and only the group range needs a sort.
+    #[test]
+    fn hot_queries_use_indexes() {
+        let t = test_db();
+        let plan = |sql: &str, n: usize| -> Vec<String> {
+            let explain = format!("EXPLAIN QUERY PLAN {sql}");
+            let mut stmt = t.db.conn.prepare(&explain).expect("prepare");
+            let args: Vec<i64> = (1..=i64::try_from(n).expect("small")).collect();
+            stmt.query_map(rusqlite::params_from_iter(args), |r| r.get::<_, String>(3))
+                .expect("explain")
+                .collect::<rusqlite::Result<_>>()
+                .expect("rows")
+        };
+        let cases = [
+            ("messages_for", messages_for_sql(), 3),
+            ("history pair", history_pair_sql(), 4),
+            ("history group", history_group_sql(), 4),
+        ];
+        for (name, sql, n) in cases {
+            let lines = plan(&sql, n);
+            let text = lines.join("\n");
+            assert!(
+                !lines.iter().any(|l| l.starts_with("SCAN ")),
+                "{name} scans a table:\n{text}"
+            );
+            // Every read of `messages` is an id range inside one conversation, never a
+            // walk over all messages of one kind (`messages_by_dst (cmd=?)`).
+            for l in lines.iter().filter(|l| l.starts_with("SEARCH m ")) {
+                assert!(
+                    (l.contains("dst_id=?") || l.contains("sender_id=?"))
+                        && (l.contains("id>?") || l.contains("id<?")),
+                    "{name} reads messages too widely: {l}\n{text}"
+                );
+            }
+            let uses = |index: &str| lines.iter().any(|l| l.contains(index));
+            match name {
+                "messages_for" => {
+                    assert!(uses("messages_by_dst"), "{name}:\n{text}");
+                    assert!(uses("messages_by_sender"), "{name}:\n{text}");
+                    assert!(uses("group_members_by_user (user_id=?)"), "{name}:\n{text}");
+                }
+                "history pair" => assert!(uses("messages_by_pair"), "{name}:\n{text}"),
+                _ => {
+                    assert!(uses("messages_by_dst"), "{name}:\n{text}");
+                    assert!(!text.contains("TEMP B-TREE"), "{name} sorts:\n{text}");
+                }
+            }
+        }
+        // Sessions and friends are looked up by their primary keys.
+        let lines = plan(
+            "SELECT user_id FROM sessions WHERE token_digest = ?1 AND expires_at > ?2",
+            2,
+        );
+        assert!(lines.iter().all(|l| l.starts_with("SEARCH")), "{lines:?}");
+    }
+}

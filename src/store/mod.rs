@@ -1,0 +1,379 @@
+//! Persistence: users, sessions, contacts, groups and messages in one SQLite file.
+//!
+//! A [`Db`] owns one `rusqlite::Connection` and offers a synchronous API. It blocks on disk
+//! I/O (every commit is fsynced), so it is used from worker threads, never from the event
+//! loop. `Db` is `Send` but not `Sync`: one thread owns it; more threads open more `Db`s on
+//! the same file (WAL mode lets readers run beside the one writer).
+//!
+//! The store never reads the clock: every time is a unix timestamp in milliseconds passed in
+//! by the caller as `now`.
+//!
+//! What the store checks: what the data itself requires (unique mobile numbers and group
+//! names, existing users and groups, memberships, the per-owner group limit). What it does
+//! not check: who may do what (e.g. whether the sender of a message is a friend of its
+//! recipient); that is the caller's job before it calls in.
+//!
+//! The tables, one file each: [`schema`] (migrations), `users`, `sessions`, `contacts`,
+//! `groups`, `messages`.
+
+mod contacts;
+mod groups;
+mod messages;
+pub mod schema;
+mod sessions;
+mod users;
+
+use std::fmt;
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{Connection, ErrorCode, TransactionBehavior};
+
+pub use groups::{Group, LeaveOutcome, Member, NewGroup, Role};
+pub use messages::{CMD_GROUP, CMD_SINGLE, NewMessage, Peer, Saved, StoredMessage};
+pub use users::{NewUser, ProfileUpdate, User};
+
+/// How long a statement waits for another connection's write lock before failing.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Result of a store operation.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Why a store operation failed.
+///
+/// Every variant but [`StoreError::Sqlite`] and [`StoreError::SchemaTooNew`] is a domain
+/// answer the caller can show to the user; those two are our own (or the disk's) fault.
+#[derive(Debug)]
+pub enum StoreError {
+    /// A user with this mobile number already exists.
+    MobileTaken,
+    /// The user does not exist.
+    NoSuchUser,
+    /// A user cannot befriend themselves.
+    SelfFriend,
+    /// The two users are friends already.
+    AlreadyFriends,
+    /// A group with this exact name already exists.
+    GroupNameTaken,
+    /// The user already owns the maximum number of groups.
+    TooManyGroups {
+        /// The limit that was reached.
+        max: usize,
+    },
+    /// The group does not exist.
+    NoSuchGroup,
+    /// The user is a member of the group already.
+    AlreadyMember,
+    /// The user is not a member of the group.
+    NotMember,
+    /// The database was written by a newer fastim: its schema version is unknown here.
+    SchemaTooNew {
+        /// `PRAGMA user_version` found in the file.
+        found: i64,
+        /// The newest version this build knows.
+        known: i64,
+    },
+    /// SQLite failed (I/O, corruption, lock timeout, or a bug in a query).
+    Sqlite(rusqlite::Error),
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreError::MobileTaken => f.write_str("this mobile number is already registered"),
+            StoreError::NoSuchUser => f.write_str("no such user"),
+            StoreError::SelfFriend => f.write_str("you cannot add yourself as a friend"),
+            StoreError::AlreadyFriends => f.write_str("you are already friends"),
+            StoreError::GroupNameTaken => f.write_str("a group with this name already exists"),
+            StoreError::TooManyGroups { max } => {
+                write!(f, "a user can own at most {max} groups")
+            }
+            StoreError::NoSuchGroup => f.write_str("no such group"),
+            StoreError::AlreadyMember => f.write_str("already a member of this group"),
+            StoreError::NotMember => f.write_str("not a member of this group"),
+            StoreError::SchemaTooNew { found, known } => write!(
+                f,
+                "database schema version {found} is newer than this build knows ({known})"
+            ),
+            StoreError::Sqlite(e) => write!(f, "database error: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            StoreError::Sqlite(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Sqlite(e)
+    }
+}
+
+/// The SQLite error code of a failed statement, if it is one.
+fn sqlite_code(e: &rusqlite::Error) -> Option<rusqlite::ffi::Error> {
+    match e {
+        rusqlite::Error::SqliteFailure(code, _) => Some(*code),
+        _ => None,
+    }
+}
+
+/// Whether `e` is a violation of a UNIQUE or PRIMARY KEY constraint.
+fn is_unique_violation(e: &rusqlite::Error) -> bool {
+    sqlite_code(e).is_some_and(|c| {
+        c.code == ErrorCode::ConstraintViolation
+            && matches!(
+                c.extended_code,
+                rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                    | rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+            )
+    })
+}
+
+/// Whether `e` is a violation of a FOREIGN KEY constraint.
+fn is_foreign_key_violation(e: &rusqlite::Error) -> bool {
+    sqlite_code(e).is_some_and(|c| c.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY)
+}
+
+/// A `LIMIT` value for SQLite from a caller's `usize` (saturating: SQLite takes `i64`).
+fn sql_limit(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
+}
+
+/// A connection to the fastim database.
+#[derive(Debug)]
+pub struct Db {
+    conn: Connection,
+}
+
+impl Db {
+    /// Opens (creating if missing) the database at `path` and brings its schema up to date.
+    ///
+    /// Settings, per connection:
+    /// - `journal_mode=WAL`: readers on other connections do not block the writer.
+    /// - `synchronous=FULL`: a commit returns only after the WAL is fsynced, so a message
+    ///   acknowledged to its sender survives a power cut (`NORMAL` could lose the last
+    ///   commits in WAL mode).
+    /// - `foreign_keys=ON`: SQLite's default is off.
+    /// - busy timeout [`BUSY_TIMEOUT`]: wait for another connection's write lock.
+    ///
+    /// # Errors
+    /// [`StoreError::SchemaTooNew`] if a newer fastim wrote the file; [`StoreError::Sqlite`]
+    /// if it cannot be opened or migrated.
+    pub fn open(path: &Path) -> Result<Db> {
+        let mut conn = Connection::open(path)?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        // journal_mode answers with the mode now in force: a file system without shared
+        // memory support keeps "delete" (still durable, but readers then block the writer).
+        let mode: String =
+            conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            log::warn!("{}: journal_mode is {mode}, not WAL", path.display());
+        }
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", true)?;
+        schema::migrate(&mut conn)?;
+        Ok(Db { conn })
+    }
+
+    /// The schema version of the open file (`PRAGMA user_version`).
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`] if the pragma cannot be read.
+    pub fn schema_version(&self) -> Result<i64> {
+        Ok(schema::user_version(&self.conn)?)
+    }
+
+    /// Starts a write transaction that takes the write lock at once (`BEGIN IMMEDIATE`).
+    ///
+    /// Every read-then-write in the store runs in one of these, so a check ("does the owner
+    /// already have 5 groups?") and the write that depends on it cannot be split by another
+    /// connection's commit.
+    fn write_tx(&mut self) -> Result<rusqlite::Transaction<'_>> {
+        Ok(self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod testutil {
+    //! Helpers shared by the store's tests.
+
+    use super::*;
+
+    /// A database in a fresh temporary directory, removed when dropped.
+    pub struct TestDb {
+        /// The open connection.
+        pub db: Db,
+        /// Keeps the directory alive.
+        pub dir: tempfile::TempDir,
+    }
+
+    impl TestDb {
+        /// Path of the database file.
+        pub fn path(&self) -> std::path::PathBuf {
+            self.dir.path().join("fastim.db")
+        }
+    }
+
+    /// Opens a new empty database.
+    pub fn test_db() -> TestDb {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = Db::open(&dir.path().join("fastim.db")).expect("open");
+        TestDb { db, dir }
+    }
+
+    /// Creates a user with mobile `mobile` (and a dummy password hash), at time `now`.
+    pub fn user(db: &mut Db, mobile: &str, now: i64) -> User {
+        db.create_user(
+            NewUser {
+                mobile: mobile.to_owned(),
+                password_hash: format!("hash-of-{mobile}"),
+                nickname: format!("nick-{mobile}"),
+                avatar: String::new(),
+                sex: "U".to_owned(),
+                memo: String::new(),
+            },
+            now,
+        )
+        .expect("create user")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testutil::*;
+    use super::*;
+
+    #[test]
+    fn open_sets_wal_full_sync_and_foreign_keys() {
+        let t = test_db();
+        let c = &t.db.conn;
+        let mode: String = c
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .expect("journal_mode");
+        assert_eq!(mode, "wal");
+        let sync: i64 = c
+            .query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .expect("synchronous");
+        assert_eq!(sync, 2, "FULL");
+        let fk: i64 = c
+            .query_row("PRAGMA foreign_keys", [], |r| r.get(0))
+            .expect("foreign_keys");
+        assert_eq!(fk, 1);
+    }
+
+    #[test]
+    fn reopen_keeps_data_and_does_not_migrate_again() {
+        let mut t = test_db();
+        let version = t.db.schema_version().expect("version");
+        assert_eq!(version, schema::LATEST);
+        let alice = user(&mut t.db, "13800000001", 1);
+        let path = t.path();
+        drop(t.db);
+
+        let mut conn = Connection::open(&path).expect("raw open");
+        assert_eq!(schema::migrate(&mut conn).expect("migrate"), 0);
+        drop(conn);
+
+        let db = Db::open(&path).expect("reopen");
+        assert_eq!(db.schema_version().expect("version"), version);
+        assert_eq!(db.user_by_id(alice.id).expect("query"), Some(alice));
+    }
+
+    #[test]
+    fn newer_schema_is_refused() {
+        let t = test_db();
+        t.db.conn
+            .pragma_update(None, "user_version", schema::LATEST + 1)
+            .expect("set version");
+        let path = t.path();
+        drop(t.db);
+        let err = Db::open(&path).expect_err("too new");
+        assert!(matches!(err, StoreError::SchemaTooNew { .. }), "{err}");
+        assert!(err.to_string().contains("newer"), "{err}");
+    }
+
+    #[test]
+    fn open_creates_the_file() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("new.db");
+        assert!(!path.exists());
+        Db::open(&path).expect("open");
+        assert!(path.exists());
+    }
+
+    #[test]
+    fn second_connection_sees_committed_data() {
+        let mut t = test_db();
+        let mut other = Db::open(&t.path()).expect("second connection");
+        let alice = user(&mut t.db, "13800000001", 1);
+        assert_eq!(
+            other.user_by_id(alice.id).expect("read"),
+            Some(alice.clone())
+        );
+
+        // And the other way round, with writes from both.
+        // A reader's transaction sees one snapshot and does not block the writer.
+        other.conn.execute_batch("BEGIN").expect("begin read");
+        let count = |db: &Db| -> i64 {
+            db.conn
+                .query_row("SELECT COUNT(*) FROM users", [], |r| r.get(0))
+                .expect("count")
+        };
+        assert_eq!(count(&other), 1);
+        let carol = user(&mut t.db, "13800000003", 1);
+        assert_eq!(count(&other), 1, "snapshot");
+        other.conn.execute_batch("COMMIT").expect("end read");
+        assert_eq!(count(&other), 2);
+        assert_eq!(other.user_by_id(carol.id).expect("read"), Some(carol));
+
+        let bob = user(&mut other, "13800000002", 2);
+        t.db.add_friend(alice.id, bob.id, 3).expect("friends");
+        assert!(other.are_friends(bob.id, alice.id).expect("read"));
+
+        // Writers on two threads: the busy timeout serialises them, nothing is lost.
+        let path = t.path();
+        let handle = std::thread::spawn(move || {
+            let mut db = Db::open(&path).expect("thread connection");
+            for i in 0..20 {
+                user(&mut db, &format!("1390000{i:04}"), 10);
+            }
+        });
+        for i in 0..20 {
+            user(&mut t.db, &format!("1370000{i:04}"), 10);
+        }
+        handle.join().expect("thread");
+        let n: i64 =
+            t.db.conn
+                .query_row("SELECT COUNT(*) FROM users", [], |r| r.get(0))
+                .expect("count");
+        assert_eq!(n, 43);
+    }
+
+    #[test]
+    fn db_can_move_to_a_worker_thread() {
+        fn assert_send<T: Send>() {}
+        assert_send::<Db>();
+        fn assert_error<T: std::error::Error + Send + Sync + 'static>() {}
+        assert_error::<StoreError>();
+    }
+
+    #[test]
+    fn errors_read_like_sentences() {
+        assert_eq!(
+            StoreError::TooManyGroups { max: 5 }.to_string(),
+            "a user can own at most 5 groups"
+        );
+        assert_eq!(
+            StoreError::MobileTaken.to_string(),
+            "this mobile number is already registered"
+        );
+    }
+}

@@ -1,0 +1,212 @@
+//! The schema, as a list of migrations keyed on `PRAGMA user_version`.
+//!
+//! Step `i` of [`MIGRATIONS`] brings the file from version `i` to `i + 1`. Each step runs in
+//! its own `BEGIN IMMEDIATE` transaction together with the `user_version` bump, so a crash
+//! leaves the file at a version boundary, and two processes opening a fresh file at once
+//! cannot both apply a step. Never edit a released step: append a new one.
+//!
+//! Tables are `STRICT` (a wrong type is an error, not a silent conversion). Times are unix
+//! milliseconds. Text columns the client may leave empty are `NOT NULL DEFAULT ''` so rows
+//! never hold a NULL where fastIM's JSON has a string.
+
+use rusqlite::{Connection, TransactionBehavior};
+
+use super::{Result, StoreError};
+
+/// Version 1: users, sessions, friends, groups, members, messages.
+const V1: &str = r#"
+CREATE TABLE users (
+    id            INTEGER PRIMARY KEY,
+    mobile        TEXT    NOT NULL UNIQUE,
+    password_hash TEXT    NOT NULL,
+    nickname      TEXT    NOT NULL DEFAULT '',
+    avatar        TEXT    NOT NULL DEFAULT '',
+    sex           TEXT    NOT NULL DEFAULT 'U',
+    memo          TEXT    NOT NULL DEFAULT '',
+    created_at    INTEGER NOT NULL
+) STRICT;
+
+-- Only the SHA-256 of a token is stored (see secret::token_digest).
+CREATE TABLE sessions (
+    token_digest BLOB    PRIMARY KEY CHECK (length(token_digest) = 32),
+    user_id      INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    expires_at   INTEGER NOT NULL
+) STRICT, WITHOUT ROWID;
+CREATE INDEX sessions_by_expiry ON sessions(expires_at);
+CREATE INDEX sessions_by_user ON sessions(user_id);
+
+-- Friendship is mutual: two rows, (a, b) and (b, a), written in one transaction.
+CREATE TABLE friends (
+    user_id    INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    friend_id  INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (user_id, friend_id),
+    CHECK (user_id <> friend_id)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX friends_by_friend ON friends(friend_id);
+
+-- fastIM's "community". Names compare byte for byte (BINARY collation): case-sensitive.
+CREATE TABLE chat_groups (
+    id         INTEGER PRIMARY KEY,
+    name       TEXT    NOT NULL UNIQUE,
+    owner_id   INTEGER NOT NULL REFERENCES users(id),
+    icon       TEXT    NOT NULL DEFAULT '',
+    cate       INTEGER NOT NULL DEFAULT 0,
+    memo       TEXT    NOT NULL DEFAULT '',
+    created_at INTEGER NOT NULL
+) STRICT;
+CREATE INDEX chat_groups_by_owner ON chat_groups(owner_id);
+
+-- join_msg_id: the largest message id when the member joined; the member receives the
+-- group's messages with a larger id (see messages.rs).
+CREATE TABLE group_members (
+    group_id    INTEGER NOT NULL REFERENCES chat_groups(id) ON DELETE CASCADE,
+    user_id     INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    role        TEXT    NOT NULL CHECK (role IN ('owner', 'member')),
+    joined_at   INTEGER NOT NULL,
+    join_msg_id INTEGER NOT NULL,
+    PRIMARY KEY (group_id, user_id)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX group_members_by_user ON group_members(user_id, group_id, join_msg_id);
+
+-- AUTOINCREMENT: an id is never reused, even after the newest rows are deleted, so ids
+-- only grow and a client's "after_id" cursor stays valid.
+-- dst_id is a user id (cmd 10) or a group id (cmd 11): no foreign key.
+CREATE TABLE messages (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    sender_id  INTEGER NOT NULL REFERENCES users(id),
+    cmd        INTEGER NOT NULL CHECK (cmd IN (10, 11)),
+    dst_id     INTEGER NOT NULL,
+    media      INTEGER NOT NULL DEFAULT 0,
+    content    TEXT    NOT NULL DEFAULT '',
+    pic        TEXT    NOT NULL DEFAULT '',
+    url        TEXT    NOT NULL DEFAULT '',
+    memo       TEXT    NOT NULL DEFAULT '',
+    amount     INTEGER NOT NULL DEFAULT 0,
+    client_ref TEXT,
+    created_at INTEGER NOT NULL
+) STRICT;
+-- Retries: one message per (sender, client reference).
+CREATE UNIQUE INDEX messages_by_client_ref ON messages(sender_id, client_ref)
+    WHERE client_ref IS NOT NULL;
+-- Inbox of a user (cmd 10) or of a group (cmd 11), in id order; group history.
+CREATE INDEX messages_by_dst ON messages(cmd, dst_id, id);
+-- What a user sent in 1:1 chats, in id order (for their other devices).
+CREATE INDEX messages_by_sender ON messages(sender_id, cmd, id);
+-- 1:1 history between two users: one range per direction.
+CREATE INDEX messages_by_pair ON messages(sender_id, dst_id, id) WHERE cmd = 10;
+"#;
+
+/// The migration steps, oldest first. `MIGRATIONS[i]` takes version `i` to `i + 1`.
+pub const MIGRATIONS: &[&str] = &[V1];
+
+/// The schema version this build creates and understands.
+pub const LATEST: i64 = MIGRATIONS.len() as i64;
+
+/// `PRAGMA user_version` of the connection's main database.
+pub(super) fn user_version(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.query_row("PRAGMA user_version", [], |row| row.get(0))
+}
+
+/// Applies the steps the file lacks; returns how many were applied (0 when up to date).
+///
+/// # Errors
+/// [`StoreError::SchemaTooNew`] if the file's version is above [`LATEST`] (it was written
+/// by a newer build, whose data this one could corrupt); [`StoreError::Sqlite`] if a step
+/// fails, in which case that step is rolled back and the earlier ones stay applied.
+pub fn migrate(conn: &mut Connection) -> Result<usize> {
+    // The common case, an up-to-date file, takes no write lock.
+    if user_version(conn)? == LATEST {
+        return Ok(0);
+    }
+    let mut applied = 0;
+    for (from, step) in (0_i64..).zip(MIGRATIONS) {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        // Read inside the write lock: another process may have migrated meanwhile.
+        let version = user_version(&tx)?;
+        if version > LATEST {
+            return Err(StoreError::SchemaTooNew {
+                found: version,
+                known: LATEST,
+            });
+        }
+        if version > from {
+            continue;
+        }
+        tx.execute_batch(step)?;
+        tx.pragma_update(None, "user_version", from + 1)?;
+        tx.commit()?;
+        applied += 1;
+    }
+    let version = user_version(conn)?;
+    if version > LATEST {
+        return Err(StoreError::SchemaTooNew {
+            found: version,
+            known: LATEST,
+        });
+    }
+    Ok(applied)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tables(conn: &Connection) -> Vec<String> {
+        let mut stmt = conn
+            .prepare("SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name")
+            .expect("prepare");
+        stmt.query_map([], |r| r.get(0))
+            .expect("query")
+            .collect::<rusqlite::Result<_>>()
+            .expect("rows")
+    }
+
+    #[test]
+    fn fresh_file_gets_every_step_once() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut conn = Connection::open(dir.path().join("m.db")).expect("open");
+        assert_eq!(user_version(&conn).expect("version"), 0);
+        assert_eq!(migrate(&mut conn).expect("migrate"), MIGRATIONS.len());
+        assert_eq!(user_version(&conn).expect("version"), LATEST);
+        assert_eq!(migrate(&mut conn).expect("again"), 0);
+        assert_eq!(
+            tables(&conn),
+            [
+                "chat_groups",
+                "friends",
+                "group_members",
+                "messages",
+                "sessions",
+                "sqlite_sequence",
+                "users"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_failing_step_leaves_the_version_alone() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut conn = Connection::open(dir.path().join("m.db")).expect("open");
+        // A table that collides with the first step makes it fail.
+        conn.execute_batch("CREATE TABLE users (x)")
+            .expect("collide");
+        assert!(matches!(migrate(&mut conn), Err(StoreError::Sqlite(_))));
+        assert_eq!(user_version(&conn).expect("version"), 0);
+        assert_eq!(tables(&conn), ["users"], "the failed step was rolled back");
+    }
+
+    #[test]
+    fn newer_version_is_an_error() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut conn = Connection::open(dir.path().join("m.db")).expect("open");
+        conn.pragma_update(None, "user_version", LATEST + 7)
+            .expect("set");
+        match migrate(&mut conn) {
+            Err(StoreError::SchemaTooNew { found, known }) => {
+                assert_eq!((found, known), (LATEST + 7, LATEST));
+            }
+            other => panic!("expected SchemaTooNew, got {other:?}"),
+        }
+    }
+}
