@@ -19,6 +19,7 @@
 
 pub mod config;
 pub mod http;
+pub mod im;
 pub mod secret;
 pub mod server;
 pub mod store;

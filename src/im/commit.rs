@@ -1,0 +1,155 @@
+//! The chat writer's work: check each message's right to be sent, then store the
+//! whole batch in one transaction (group commit). Runs on the writer thread.
+
+use log::error;
+
+use crate::store::{Db, NewMessage, Peer, Saved, StoreError};
+
+/// What became of one message of a batch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Stored (or found stored under the same client reference).
+    Saved(Saved),
+    /// Not allowed or not possible; the reason is for the sender.
+    Refused {
+        /// 403 not allowed, 404 no such recipient, 500 storage failure.
+        code: u16,
+        /// For a person.
+        msg: String,
+    },
+}
+
+/// Checks and stores `batch`; outcomes come back in batch order.
+pub fn commit_batch(db: &mut Db, batch: &[NewMessage], now_ms: i64) -> Vec<Outcome> {
+    let mut outcomes: Vec<Option<Outcome>> = Vec::with_capacity(batch.len());
+    let mut allowed = Vec::with_capacity(batch.len());
+    for message in batch {
+        match check_right(db, message) {
+            Ok(()) => {
+                outcomes.push(None);
+                allowed.push(message.clone());
+            }
+            Err(refusal) => outcomes.push(Some(refusal)),
+        }
+    }
+    let mut saved = match db.save_messages(&allowed, now_ms) {
+        Ok(saved) => saved
+            .into_iter()
+            .map(Outcome::Saved)
+            .collect::<Vec<_>>()
+            .into_iter(),
+        Err(e) => {
+            error!("storing {} chat messages failed: {e}", allowed.len());
+            vec![internal(); allowed.len()].into_iter()
+        }
+    };
+    outcomes
+        .into_iter()
+        .map(|o| o.unwrap_or_else(|| saved.next().unwrap_or_else(internal)))
+        .collect()
+}
+
+/// One-to-one only between friends (or to oneself); group only by members.
+fn check_right(db: &Db, message: &NewMessage) -> Result<(), Outcome> {
+    let refuse = |code, msg: &str| Outcome::Refused {
+        code,
+        msg: msg.to_owned(),
+    };
+    let allowed = match message.to {
+        Peer::User(peer) if peer == message.sender_id => Ok(true),
+        Peer::User(peer) => db.are_friends(message.sender_id, peer),
+        Peer::Group(group) => match db.group_by_id(group) {
+            Ok(None) => return Err(refuse(404, "no such group")),
+            Ok(Some(_)) => db.is_member(group, message.sender_id),
+            Err(e) => Err(e),
+        },
+    };
+    match allowed {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(match message.to {
+            Peer::User(_) => refuse(403, "you can only message your friends"),
+            Peer::Group(_) => refuse(403, "you are not a member of this group"),
+        }),
+        Err(e) => Err(storage_failure(&e)),
+    }
+}
+
+fn storage_failure(e: &StoreError) -> Outcome {
+    error!("checking a chat message failed: {e}");
+    internal()
+}
+
+fn internal() -> Outcome {
+    Outcome::Refused {
+        code: 500,
+        msg: "the message could not be stored; send it again".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::NewGroup;
+    use crate::store::testutil::{test_db, user};
+
+    fn text(sender: i64, to: Peer, client_ref: &str) -> NewMessage {
+        NewMessage {
+            sender_id: sender,
+            to,
+            media: 1,
+            content: format!("from {sender}"),
+            pic: String::new(),
+            url: String::new(),
+            memo: String::new(),
+            amount: 0,
+            client_ref: Some(client_ref.to_owned()),
+        }
+    }
+
+    #[test]
+    fn rights_are_checked_per_message_and_the_rest_is_stored() {
+        let mut t = test_db();
+        let db = &mut t.db;
+        let a = user(db, "100001", 1).id;
+        let b = user(db, "100002", 1).id;
+        let stranger = user(db, "100003", 1).id;
+        db.add_friend(a, b, 2).expect("friends");
+        let group = NewGroup {
+            name: "g".into(),
+            icon: String::new(),
+            cate: 0,
+            memo: String::new(),
+        };
+        let g = db.create_group(a, group, 5, 3).expect("group").id;
+
+        let batch = [
+            text(a, Peer::User(b), "1"),
+            text(stranger, Peer::User(a), "2"),
+            text(a, Peer::Group(g), "3"),
+            text(b, Peer::Group(g), "4"),
+            text(a, Peer::Group(9999), "5"),
+            text(a, Peer::User(b), "1"),
+        ];
+        let outcomes = commit_batch(db, &batch, 10);
+        let Outcome::Saved(first) = &outcomes[0] else {
+            panic!("{outcomes:?}")
+        };
+        assert!(matches!(&outcomes[1], Outcome::Refused { code: 403, .. }));
+        let Outcome::Saved(third) = &outcomes[2] else {
+            panic!("{outcomes:?}")
+        };
+        assert!(third.id > first.id);
+        assert!(
+            matches!(&outcomes[3], Outcome::Refused { code: 403, msg } if msg.contains("member"))
+        );
+        assert!(matches!(&outcomes[4], Outcome::Refused { code: 404, .. }));
+        assert_eq!(
+            outcomes[5],
+            Outcome::Saved(Saved {
+                duplicate: true,
+                ..*first
+            })
+        );
+        assert_eq!(db.messages_for(b, 0, 100).expect("read").len(), 1);
+    }
+}
