@@ -21,6 +21,19 @@ pub const ECHO_LIMITS: Limits = Limits {
     max_message: 16 * 1024 * 1024,
 };
 
+/// Message limits of the chat endpoint: JSON messages are small.
+pub const CHAT_LIMITS: Limits = Limits {
+    max_frame: 64 * 1024,
+    max_message: 64 * 1024,
+};
+
+/// A chat connection quiet for this long is pinged; one quiet for
+/// [`IDLE_PINGS`] times as long is dropped.
+pub const PING_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Ping intervals of silence after which a chat connection is dropped (75 s by default).
+pub const IDLE_PINGS: f64 = 2.5;
+
 /// How long a client may take to send its upgrade request.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -54,6 +67,10 @@ pub struct Config {
     pub close_timeout: Duration,
     /// See [`MAX_CONNECTIONS`].
     pub max_connections: usize,
+    /// See [`PING_INTERVAL`].
+    pub ping_interval: Duration,
+    /// Origins besides the server's own whose pages may open `/chat`.
+    pub allowed_origins: Vec<String>,
 }
 
 impl Default for Config {
@@ -65,6 +82,8 @@ impl Default for Config {
             handshake_timeout: HANDSHAKE_TIMEOUT,
             close_timeout: CLOSE_TIMEOUT,
             max_connections: MAX_CONNECTIONS,
+            ping_interval: PING_INTERVAL,
+            allowed_origins: Vec::new(),
         }
     }
 }

@@ -33,14 +33,24 @@ struct Args {
     /// Most simultaneous connections.
     #[arg(long, default_value_t = config::MAX_CONNECTIONS)]
     max_connections: usize,
+    /// Seconds of silence after which a chat connection is pinged; after 2.5 times
+    /// as long it is dropped.
+    #[arg(long, default_value_t = config::PING_INTERVAL.as_secs_f64())]
+    ping_interval: f64,
+    /// An origin (e.g. `https://chat.example.com`) besides the server's own whose
+    /// pages may open /chat; repeat for more.
+    #[arg(long = "allow-origin")]
+    allowed_origins: Vec<String>,
 }
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let args = Args::parse();
-    let (Some(handshake_timeout), Some(close_timeout)) =
-        (seconds(args.handshake_timeout), seconds(args.close_timeout))
-    else {
+    let (Some(handshake_timeout), Some(close_timeout), Some(ping_interval)) = (
+        seconds(args.handshake_timeout),
+        seconds(args.close_timeout),
+        seconds(args.ping_interval),
+    ) else {
         error!("timeouts must be positive numbers of seconds");
         return ExitCode::FAILURE;
     };
@@ -74,6 +84,8 @@ fn main() -> ExitCode {
         handshake_timeout,
         close_timeout,
         max_connections,
+        ping_interval,
+        allowed_origins: args.allowed_origins,
     };
     let server = match Server::bind(config.clone()) {
         Ok(s) => s,

@@ -12,13 +12,25 @@ use crate::ws;
 pub enum Endpoint {
     /// `/echo`: every message comes back with its type.
     Echo,
+    /// `/chat`: the chat service, for an authenticated user.
+    Chat {
+        /// Who the connection's token belongs to.
+        user: i64,
+    },
 }
 
 /// The life of a connection, one phase after another.
 #[derive(Debug)]
 pub enum State {
-    /// Reading the HTTP request head.
-    Handshake,
+    /// Reading an HTTP request.
+    Request,
+    /// A `/chat` upgrade waits for its token check; the 101 is not sent yet.
+    Upgrading {
+        /// The `Sec-WebSocket-Accept` value to answer with.
+        accept: Box<str>,
+        /// The user id the client claimed (`?id=`), which must match the token's.
+        claimed_user: Option<i64>,
+    },
     /// Upgraded: frames flow.
     WebSocket {
         /// The protocol state machine.
@@ -34,12 +46,28 @@ pub enum State {
     Lingering,
 }
 
+impl State {
+    /// For logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            State::Request => "reading a request",
+            State::Upgrading { .. } => "waiting for its token check",
+            State::WebSocket { .. } => "open",
+            State::Closing => "closing",
+            State::Lingering => "waiting for the peer to close",
+        }
+    }
+}
+
 /// One client connection in its slab slot. An idle upgraded connection holds no
 /// buffers: both `pending_input` and `out` are empty and unallocated.
 #[derive(Debug)]
 pub struct Conn {
     /// The socket, registered with the poll under the slot's key.
     pub socket: TcpStream,
+    /// Tells this connection from earlier ones in the same slot, for replies
+    /// that come back from worker threads.
+    pub serial: u64,
     /// Where the connection stands.
     pub state: State,
     /// Input left over from the last read: part of a request head or of a frame header.
@@ -48,27 +76,28 @@ pub struct Conn {
     pub out: Outbound,
     /// When the connection is dropped unless its state changes first.
     pub deadline: Option<Instant>,
+    /// When input last arrived: quiet connections give their buffers back, and
+    /// quiet chat connections are pinged, then dropped.
+    pub last_input: Instant,
     /// Whether the poll registration includes WRITABLE.
     pub wants_write: bool,
     /// Whether the slot is on the loop's list of connections to flush this turn.
     pub flush_queued: bool,
-    /// Whether input arrived since the last sweep; a connection that stays quiet
-    /// for a whole sweep interval gives its buffers back.
-    pub active: bool,
 }
 
 impl Conn {
-    /// A freshly accepted connection, expected to handshake before `deadline`.
-    pub fn new(socket: TcpStream, deadline: Instant) -> Self {
+    /// A freshly accepted connection, expected to send its request before `deadline`.
+    pub fn new(socket: TcpStream, serial: u64, now: Instant, deadline: Instant) -> Self {
         Conn {
             socket,
-            state: State::Handshake,
+            serial,
+            state: State::Request,
             pending_input: Vec::new(),
             out: Outbound::default(),
             deadline: Some(deadline),
+            last_input: now,
             wants_write: false,
             flush_queued: false,
-            active: true,
         }
     }
 }
@@ -82,7 +111,7 @@ mod tests {
         // An idle connection costs its slot and nothing else: keep the slot well
         // under the 512-byte budget (the load tool's idle mode measures the whole).
         assert!(
-            std::mem::size_of::<Conn>() <= 192,
+            std::mem::size_of::<Conn>() <= 224,
             "{}",
             std::mem::size_of::<Conn>()
         );

@@ -5,32 +5,48 @@
 //! loop-wide buffer and are parsed there in place; a connection keeps bytes of
 //! its own only when a read ends inside a request head or frame header. Output
 //! for a connection is queued during the turn and written once at the end of it.
+//! Blocking work (SQLite, password hashing) goes to [`workers`] and comes back
+//! through a `mio::Waker`.
 
+mod chat;
 mod conn;
 mod echo;
 mod outbound;
+mod request;
+mod workers;
 
 use std::io::{self, Read};
 use std::net::{Shutdown, SocketAddr};
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 use mio::net::TcpListener;
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Interest, Poll, Token, Waker};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
 use crate::config::{self, Config};
 use crate::http::{self, HeadError, Status};
-use crate::ws::{self, CloseCode, Event, Phase, Role, handshake};
+use crate::im::commit::Outcome;
+use crate::im::index::ChatIndex;
+use crate::im::wire::{CMD_ACK, Reply, WireError};
+use crate::store::{Db, Peer};
+use crate::ws::{self, CloseCode, Event, OpCode, Phase, Role, handshake};
+use chat::ChatTurn;
 use conn::{Conn, Endpoint, State};
-use outbound::Flushed;
+use outbound::{Flushed, Outbound};
+use request::Routed;
+use workers::{Completion, ConnRef, Job, PendingChat, Workers};
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const SIGNALS: Token = Token(usize::MAX - 2);
+const WAKER: Token = Token(usize::MAX - 3);
 
-/// How often deadlines are checked.
+/// How often deadlines, idle buffers and chat pings are checked.
 const SWEEP_INTERVAL: Duration = Duration::from_millis(250);
 
 /// The server: bind it, then [`Server::run`] it until SIGINT or SIGTERM.
@@ -39,13 +55,20 @@ pub struct Server {
     listener: Option<TcpListener>,
     local_addr: SocketAddr,
     signals: Signals,
+    workers: Workers,
     conns: Slab<Conn>,
+    next_serial: u64,
     config: Config,
+    /// Online chat connections by user and by group.
+    index: ChatIndex,
+    /// Chat messages received this turn, stored together at its end.
+    chat_batch: Vec<PendingChat>,
     /// The loop-wide receive buffer.
     read_buf: Vec<u8>,
     /// Connections with output queued this turn.
     to_flush: Vec<usize>,
-    /// Connections whose input was not drained this turn (fairness cap).
+    /// Connections whose input was not drained this turn (fairness cap), or that
+    /// may have input waiting after a job finished.
     to_read: Vec<usize>,
     /// Set once a shutdown signal arrived: when the loop gives up waiting.
     shutdown_deadline: Option<Instant>,
@@ -58,10 +81,26 @@ enum Fate {
     Drop,
 }
 
+/// The parts of the server that handling one connection's input may use.
+struct Ctx<'a> {
+    key: usize,
+    config: &'a Config,
+    workers: &'a Workers,
+    chat_batch: &'a mut Vec<PendingChat>,
+    index: &'a mut ChatIndex,
+}
+
 impl Server {
-    /// Binds the listener and installs the signal handlers.
+    /// Opens the database (creating it on first start), starts the worker threads,
+    /// binds the listener and installs the signal handlers.
     pub fn bind(config: Config) -> io::Result<Server> {
+        let db_path = database_path(&config);
+        let memberships = Db::open(&db_path)
+            .and_then(|db| db.all_memberships())
+            .map_err(|e| io::Error::other(format!("database {}: {e}", db_path.display())))?;
         let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let workers = Workers::start(db_path, waker)?;
         let mut listener = TcpListener::bind(config.listen)?;
         let local_addr = listener.local_addr()?;
         poll.registry()
@@ -74,8 +113,12 @@ impl Server {
             listener: Some(listener),
             local_addr,
             signals,
+            workers,
             conns: Slab::new(),
+            next_serial: 0,
             config,
+            index: ChatIndex::new(memberships),
+            chat_batch: Vec::new(),
             read_buf: vec![0; config::READ_BUFFER],
             to_flush: Vec::new(),
             to_read: Vec::new(),
@@ -109,6 +152,7 @@ impl Server {
                 match event.token() {
                     LISTENER => self.accept(),
                     SIGNALS => self.on_signal(),
+                    WAKER => self.on_completions(),
                     Token(key) => {
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
                             self.on_readable(key);
@@ -122,18 +166,22 @@ impl Server {
             for key in std::mem::take(&mut self.to_read) {
                 self.on_readable(key);
             }
+            if !self.chat_batch.is_empty() {
+                self.workers
+                    .submit_chat(std::mem::take(&mut self.chat_batch));
+            }
             for key in std::mem::take(&mut self.to_flush) {
                 self.flush(key);
             }
             let now = Instant::now();
             if now >= next_sweep {
-                self.expire(now);
-                self.release_idle_buffers();
+                self.sweep(now);
                 next_sweep = now + SWEEP_INTERVAL;
             }
             if let Some(deadline) = self.shutdown_deadline {
                 if self.conns.is_empty() || now >= deadline {
                     info!("stopped ({} connections left open)", self.conns.len());
+                    self.workers.stop();
                     return Ok(());
                 }
             }
@@ -167,8 +215,10 @@ impl Server {
                         continue;
                     }
                     debug!("{peer}: accepted as #{}", entry.key());
-                    let deadline = Instant::now() + self.config.handshake_timeout;
-                    entry.insert(Conn::new(socket, deadline));
+                    let now = Instant::now();
+                    self.next_serial += 1;
+                    let deadline = now + self.config.handshake_timeout;
+                    entry.insert(Conn::new(socket, self.next_serial, now, deadline));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -196,8 +246,11 @@ impl Server {
         }
         let now = Instant::now();
         self.shutdown_deadline = Some(now + config::SHUTDOWN_GRACE);
-        let mut doomed = Vec::new();
-        for (key, conn) in self.conns.iter_mut() {
+        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
             match &mut conn.state {
                 State::WebSocket { ws, .. } => {
                     ws.send_close(
@@ -205,19 +258,11 @@ impl Server {
                         "server shutting down",
                         conn.out.tail(),
                     );
-                    conn.state = State::Closing;
-                    conn.deadline = Some(now + config::SHUTDOWN_GRACE);
-                    if !conn.flush_queued {
-                        conn.flush_queued = true;
-                        self.to_flush.push(key);
-                    }
+                    self.begin_closing(key, now + config::SHUTDOWN_GRACE);
                 }
-                State::Handshake => doomed.push(key),
+                State::Request | State::Upgrading { .. } => self.remove(key),
                 State::Closing | State::Lingering => {}
             }
-        }
-        for key in doomed {
-            self.remove(key);
         }
     }
 
@@ -227,9 +272,22 @@ impl Server {
             return;
         };
         let buf = &mut self.read_buf;
+        let mut ctx = Ctx {
+            key,
+            config: &self.config,
+            workers: &self.workers,
+            chat_batch: &mut self.chat_batch,
+            index: &mut self.index,
+        };
         let mut filled = conn.pending_input.len();
         buf[..filled].copy_from_slice(&conn.pending_input);
         conn.pending_input = Vec::new();
+        // Input that waited for a job to finish is handled before reading more.
+        if filled > 0 {
+            let consumed = process_input(conn, &mut buf[..filled], &mut ctx);
+            buf.copy_within(consumed..filled, 0);
+            filled -= consumed;
+        }
         let mut reads = 0;
         let fate = loop {
             if reads == config::MAX_READS_PER_TURN {
@@ -247,11 +305,12 @@ impl Server {
                 Ok(n) => {
                     reads += 1;
                     filled += n;
-                    let consumed = process_input(conn, &mut buf[..filled], &self.config);
+                    conn.last_input = Instant::now();
+                    let consumed = process_input(conn, &mut buf[..filled], &mut ctx);
                     buf.copy_within(consumed..filled, 0);
                     filled -= consumed;
                     if filled == buf.len() {
-                        // Unreachable with sane limits: leftovers are at most one request head.
+                        // Unreachable with sane limits: leftovers are at most one request.
                         warn!("#{key}: unparseable input fills the read buffer");
                         break Fate::Drop;
                     }
@@ -271,9 +330,17 @@ impl Server {
         if filled > 0 {
             conn.pending_input = buf[..filled].to_vec();
         }
-        conn.active = true;
-        if let State::WebSocket { endpoint, .. } = &conn.state {
-            let bound = config::max_outbound(endpoint.limits());
+        self.after_output(key);
+    }
+
+    /// Schedules a flush of what a connection has queued, or drops it if its
+    /// reader has fallen too far behind.
+    fn after_output(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if let State::WebSocket { ws, .. } = &conn.state {
+            let bound = config::max_outbound(ws.limits());
             if conn.out.len() > bound {
                 warn!(
                     "#{key}: not reading ({} bytes queued, bound {bound}): disconnecting",
@@ -329,69 +396,221 @@ impl Server {
         }
     }
 
-    /// Drops every connection whose deadline has passed.
-    fn expire(&mut self, now: Instant) {
-        let expired: Vec<usize> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| c.deadline.is_some_and(|d| d <= now))
-            .map(|(k, _)| k)
-            .collect();
-        for key in expired {
-            if let Some(conn) = self.conns.get(key) {
-                debug!("#{key}: timed out while {}", state_name(&conn.state));
-            }
-            self.remove(key);
-        }
-    }
-
-    /// Frees the message buffers of connections that received nothing since the
-    /// last sweep, so idle connections hold no heap memory while busy ones keep
-    /// reusing theirs.
-    fn release_idle_buffers(&mut self) {
-        for (_, conn) in self.conns.iter_mut() {
-            if !std::mem::replace(&mut conn.active, false) {
-                if let State::WebSocket { ws, .. } = &mut conn.state {
-                    ws.release_idle_buffer();
+    /// Handles everything the worker threads have finished.
+    fn on_completions(&mut self) {
+        while let Some(completion) = self.workers.try_completion() {
+            match completion {
+                Completion::Authenticated { conn, user } => self.finish_upgrade(conn, user),
+                Completion::Synced { conn, frames } => {
+                    if let Some(c) = self.live(conn) {
+                        c.out.tail().extend_from_slice(&frames);
+                        self.after_output(conn.key);
+                    }
+                }
+                Completion::Committed(results) => {
+                    for c in results {
+                        self.deliver(c);
+                    }
                 }
             }
         }
     }
 
+    /// The connection a job was for, if it is still there.
+    fn live(&mut self, conn: ConnRef) -> Option<&mut Conn> {
+        self.conns
+            .get_mut(conn.key)
+            .filter(|c| c.serial == conn.serial)
+    }
+
+    /// Sends the 101 for a `/chat` upgrade whose token checked out, or refuses it.
+    fn finish_upgrade(&mut self, conn_ref: ConnRef, user: Option<i64>) {
+        let key = conn_ref.key;
+        let close_timeout = self.config.close_timeout;
+        let Some(conn) = self.live(conn_ref) else {
+            return;
+        };
+        let State::Upgrading {
+            accept,
+            claimed_user,
+        } = &conn.state
+        else {
+            return;
+        };
+        match user.filter(|u| claimed_user.is_none_or(|claimed| claimed == *u)) {
+            Some(user) => {
+                handshake::write_accept(conn.out.tail(), accept);
+                conn.state = State::WebSocket {
+                    ws: ws::Connection::new(Role::Server, config::CHAT_LIMITS),
+                    endpoint: Endpoint::Chat { user },
+                };
+                conn.deadline = None;
+                conn.last_input = Instant::now();
+                self.index.connect(user, key);
+                debug!("#{key}: chat open for user {user}");
+                // Frames may have arrived right behind the request.
+                self.to_read.push(key);
+            }
+            None => {
+                let response = request::error_response(
+                    Status::Unauthorized,
+                    "invalid or expired session token",
+                );
+                conn.out.tail().extend_from_slice(&response);
+                conn.state = State::Closing;
+                conn.deadline = Some(Instant::now() + close_timeout);
+            }
+        }
+        self.after_output(key);
+    }
+
+    /// Acks (or refuses) a stored chat message to its sender and fans it out.
+    fn deliver(&mut self, c: workers::Committed) {
+        match &c.outcome {
+            Outcome::Saved(saved) => {
+                let ack = Reply::Ack {
+                    cmd: CMD_ACK,
+                    client_ref: c.client_ref.as_deref(),
+                    id: saved.id,
+                    createat: saved.created_at,
+                };
+                self.send_text(c.conn, &ack.to_json());
+            }
+            Outcome::Refused { code, msg } => {
+                if let Some(conn) = self.live(c.conn) {
+                    let e = WireError {
+                        client_ref: c.client_ref.clone(),
+                        code: *code,
+                        msg: msg.clone(),
+                    };
+                    chat::reply_error(&e, &mut conn.out);
+                    self.after_output(c.conn.key);
+                }
+            }
+        }
+        let Some((to, frame)) = c.delivery else {
+            return;
+        };
+        // Encoded once, shared by every recipient's queue.
+        let frame: Rc<[u8]> = Rc::from(frame);
+        let mut recipients: Vec<usize> = match to {
+            Peer::User(peer) => {
+                let mut r = self.index.conns_of(peer).to_vec();
+                // The sender's other devices see what it sent.
+                r.extend_from_slice(self.index.conns_of(c.sender));
+                r
+            }
+            Peer::Group(group) => self.index.group_conns(group).to_vec(),
+        };
+        recipients.sort_unstable();
+        recipients.dedup();
+        for key in recipients {
+            if key == c.conn.key {
+                continue;
+            }
+            if let Some(conn) = self.conns.get_mut(key) {
+                conn.out.push_shared(frame.clone());
+                self.after_output(key);
+            }
+        }
+    }
+
+    fn send_text(&mut self, conn: ConnRef, text: &str) {
+        if let Some(c) = self.live(conn) {
+            ws::frame::write_frame(c.out.tail(), OpCode::Text, text.as_bytes());
+            self.after_output(conn.key);
+        }
+    }
+
+    /// Deadlines, idle buffers, and keeping chat connections alive.
+    fn sweep(&mut self, now: Instant) {
+        let ping = self.config.ping_interval;
+        let idle = ping.mul_f64(config::IDLE_PINGS);
+        let mut expired = Vec::new();
+        let mut pinged = Vec::new();
+        for (key, conn) in self.conns.iter_mut() {
+            if conn.deadline.is_some_and(|d| d <= now) {
+                debug!("#{key}: timed out while {}", conn.state.name());
+                expired.push(key);
+                continue;
+            }
+            let quiet = now.saturating_duration_since(conn.last_input);
+            let State::WebSocket { ws, endpoint } = &mut conn.state else {
+                continue;
+            };
+            if quiet >= SWEEP_INTERVAL {
+                // Busy connections reuse their buffers; quiet ones give them back.
+                ws.release_idle_buffer();
+            }
+            if !matches!(endpoint, Endpoint::Chat { .. }) {
+                continue;
+            }
+            if quiet >= idle {
+                debug!("#{key}: silent for {quiet:?}: closing");
+                ws.send_close(Some(CloseCode::GOING_AWAY), "idle timeout", conn.out.tail());
+                pinged.push(key);
+            } else if quiet >= ping && quiet - ping < SWEEP_INTERVAL {
+                // Once per quiet spell; browsers answer pings by themselves.
+                ws::frame::write_frame(conn.out.tail(), OpCode::Ping, b"");
+                pinged.push(key);
+            }
+        }
+        for key in expired {
+            self.remove(key);
+        }
+        for key in pinged {
+            let closing = self.conns.get(key).is_some_and(
+                |c| matches!(&c.state, State::WebSocket { ws, .. } if ws.phase() != Phase::Open),
+            );
+            if closing {
+                self.begin_closing(key, now + self.config.close_timeout);
+            }
+            self.after_output(key);
+        }
+    }
+
+    /// Moves a connection whose final frame is queued to `Closing` and flushes it.
+    fn begin_closing(&mut self, key: usize, deadline: Instant) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        begin_closing(conn, key, &mut self.index, deadline);
+        if !conn.flush_queued {
+            conn.flush_queued = true;
+            self.to_flush.push(key);
+        }
+    }
+
     fn remove(&mut self, key: usize) {
         if let Some(mut conn) = self.conns.try_remove(key) {
+            if let State::WebSocket {
+                endpoint: Endpoint::Chat { user },
+                ..
+            } = conn.state
+            {
+                self.index.disconnect(user, key);
+            }
             let _ = self.poll.registry().deregister(&mut conn.socket);
         }
     }
 }
 
-impl Endpoint {
-    fn limits(self) -> ws::Limits {
-        match self {
-            Endpoint::Echo => config::ECHO_LIMITS,
-        }
-    }
-}
-
-fn state_name(state: &State) -> &'static str {
-    match state {
-        State::Handshake => "handshaking",
-        State::WebSocket { .. } => "open",
-        State::Closing => "closing",
-        State::Lingering => "waiting for the peer to close",
-    }
+fn database_path(config: &Config) -> PathBuf {
+    config.data_dir.join("fastim.db")
 }
 
 /// Handles the bytes at the start of `input` according to the connection's state
 /// and returns how many it consumed.
-fn process_input(conn: &mut Conn, input: &mut [u8], config: &Config) -> usize {
+fn process_input(conn: &mut Conn, input: &mut [u8], ctx: &mut Ctx<'_>) -> usize {
     match &mut conn.state {
-        State::Handshake => process_handshake(conn, input, config),
+        State::Request => process_request(conn, input, ctx),
+        // The request is answered first; pipelined bytes wait.
+        State::Upgrading { .. } => 0,
         State::WebSocket { ws, endpoint } => {
-            let consumed = process_frames(ws, *endpoint, input, &mut conn.out);
+            let consumed = process_frames(ws, *endpoint, input, &mut conn.out, ctx, conn.serial);
             if ws.phase() != Phase::Open {
-                conn.state = State::Closing;
-                conn.deadline = Some(Instant::now() + config.close_timeout);
+                let deadline = Instant::now() + ctx.config.close_timeout;
+                begin_closing(conn, ctx.key, ctx.index, deadline);
             }
             consumed
         }
@@ -399,74 +618,93 @@ fn process_input(conn: &mut Conn, input: &mut [u8], config: &Config) -> usize {
     }
 }
 
-fn process_handshake(conn: &mut Conn, input: &mut [u8], config: &Config) -> usize {
-    let (head_len, verdict) = match http::parse_head(input, config::MAX_REQUEST_HEAD) {
+/// Our close frame is queued: the connection leaves the chat index (nothing more
+/// may be sent after a close frame) and waits for the peer to end TCP.
+fn begin_closing(conn: &mut Conn, key: usize, index: &mut ChatIndex, deadline: Instant) {
+    if let State::WebSocket {
+        endpoint: Endpoint::Chat { user },
+        ..
+    } = conn.state
+    {
+        index.disconnect(user, key);
+    }
+    conn.state = State::Closing;
+    conn.deadline = Some(deadline);
+}
+
+fn process_request(conn: &mut Conn, input: &mut [u8], ctx: &mut Ctx<'_>) -> usize {
+    let (head_len, routed) = match http::parse_head(input, config::MAX_REQUEST_HEAD) {
         Ok(None) => return 0,
-        Ok(Some(head)) => (head.len, route(&head, config)),
+        Ok(Some(head)) => (head.len, request::route(&head, ctx.config)),
         Err(HeadError::TooLarge) => (
             input.len(),
-            Err(reject(
+            Routed::Respond(request::error_response(
                 Status::HeaderFieldsTooLarge,
                 "request head too large",
             )),
         ),
         Err(HeadError::Malformed) => (
             input.len(),
-            Err(reject(Status::BadRequest, "malformed request")),
+            Routed::Respond(request::error_response(
+                Status::BadRequest,
+                "malformed request",
+            )),
         ),
     };
-    match verdict {
-        Ok((endpoint, accept)) => {
+    match routed {
+        Routed::Upgrade { endpoint, accept } => {
             handshake::write_accept(conn.out.tail(), &accept);
-            let mut ws = ws::Connection::new(Role::Server, endpoint.limits());
+            let mut ws = ws::Connection::new(Role::Server, endpoint_limits(endpoint));
             conn.deadline = None;
             // Frames may follow the head in the same read.
-            let consumed = process_frames(&mut ws, endpoint, &mut input[head_len..], &mut conn.out);
+            let consumed = process_frames(
+                &mut ws,
+                endpoint,
+                &mut input[head_len..],
+                &mut conn.out,
+                ctx,
+                conn.serial,
+            );
             conn.state = if ws.phase() == Phase::Open {
                 State::WebSocket { ws, endpoint }
             } else {
-                conn.deadline = Some(Instant::now() + config.close_timeout);
+                conn.deadline = Some(Instant::now() + ctx.config.close_timeout);
                 State::Closing
             };
             head_len + consumed
         }
-        Err(response) => {
+        Routed::Authenticate {
+            accept,
+            token,
+            claimed_user,
+        } => {
+            ctx.workers.submit(Job::Authenticate {
+                conn: ConnRef {
+                    key: ctx.key,
+                    serial: conn.serial,
+                },
+                token,
+            });
+            conn.state = State::Upgrading {
+                accept: accept.into_boxed_str(),
+                claimed_user,
+            };
+            head_len
+        }
+        Routed::Respond(response) => {
             conn.out.tail().extend_from_slice(&response);
             conn.state = State::Closing;
-            conn.deadline = Some(Instant::now() + config.close_timeout);
-            input.len()
+            conn.deadline = Some(Instant::now() + ctx.config.close_timeout);
+            head_len.max(input.len())
         }
     }
 }
 
-/// Decides what a request head gets: an endpoint and its accept key, or a response.
-fn route(head: &http::RequestHead<'_>, config: &Config) -> Result<(Endpoint, String), Vec<u8>> {
-    let endpoint = match head.path() {
-        "/echo" if config.echo => Endpoint::Echo,
-        _ => return Err(reject(Status::NotFound, "not found")),
-    };
-    match handshake::validate(head) {
-        Ok(accept) => Ok((endpoint, accept)),
-        Err(e) => {
-            let mut out = Vec::new();
-            handshake::write_rejection(&mut out, e);
-            Err(out)
-        }
+fn endpoint_limits(endpoint: Endpoint) -> ws::Limits {
+    match endpoint {
+        Endpoint::Echo => config::ECHO_LIMITS,
+        Endpoint::Chat { .. } => config::CHAT_LIMITS,
     }
-}
-
-fn reject(status: Status, message: &str) -> Vec<u8> {
-    let mut out = Vec::new();
-    http::write_response(
-        &mut out,
-        status,
-        &[
-            ("Content-Type", "text/plain; charset=utf-8"),
-            ("Connection", "close"),
-        ],
-        message.as_bytes(),
-    );
-    out
 }
 
 /// Runs frames through the protocol state machine and the endpoint; returns the
@@ -475,7 +713,9 @@ fn process_frames(
     ws: &mut ws::Connection,
     endpoint: Endpoint,
     input: &mut [u8],
-    out: &mut outbound::Outbound,
+    out: &mut Outbound,
+    ctx: &mut Ctx<'_>,
+    serial: u64,
 ) -> usize {
     let mut pos = 0;
     loop {
@@ -487,9 +727,21 @@ fn process_frames(
                 match event {
                     Event::Message(message) => match endpoint {
                         Endpoint::Echo => echo::reply(message, out),
+                        Endpoint::Chat { user } => {
+                            let mut turn = ChatTurn {
+                                conn: ConnRef {
+                                    key: ctx.key,
+                                    serial,
+                                },
+                                user,
+                                batch: ctx.chat_batch,
+                                workers: ctx.workers,
+                            };
+                            chat::on_message(message, &mut turn, out);
+                        }
                     },
                     Event::Ping(payload) => {
-                        ws::frame::write_frame(out.tail(), ws::OpCode::Pong, payload)
+                        ws::frame::write_frame(out.tail(), OpCode::Pong, payload)
                     }
                     Event::Pong(_) => {}
                     Event::Close(frame) => {
@@ -501,7 +753,7 @@ fn process_frames(
                 }
             }
             Err(e) => {
-                debug!("protocol error: {e}");
+                debug!("#{}: protocol error: {e}", ctx.key);
                 ws.send_close(Some(e.close_code()), &e.to_string(), out.tail());
                 return input.len();
             }

@@ -1,10 +1,12 @@
 //! A connection's queue of bytes waiting for the socket.
 //!
 //! Frames produced during one loop turn are appended to the same buffer and leave
-//! in one `writev`.
+//! in one `writev`. A frame for many recipients (a group message) is encoded once
+//! and queued by reference, never copied per recipient.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};
+use std::rc::Rc;
 
 /// An owned buffer stops taking appends at this size, so a huge echo does not
 /// make the next small frame wait behind a reallocation.
@@ -16,12 +18,14 @@ const MAX_IOVECS: usize = 64;
 #[derive(Debug)]
 enum Chunk {
     Owned(Vec<u8>),
+    Shared(Rc<[u8]>),
 }
 
 impl Chunk {
     fn bytes(&self) -> &[u8] {
         match self {
             Chunk::Owned(v) => v,
+            Chunk::Shared(b) => b,
         }
     }
 }
@@ -53,8 +57,13 @@ impl Outbound {
         }
         match self.chunks.back_mut() {
             Some(Chunk::Owned(v)) => v,
-            None => unreachable!("a chunk was just pushed"),
+            _ => unreachable!("an owned chunk was just pushed"),
         }
+    }
+
+    /// Queues an encoded frame shared with other connections.
+    pub fn push_shared(&mut self, frame: Rc<[u8]>) {
+        self.chunks.push_back(Chunk::Shared(frame));
     }
 
     /// Bytes waiting to be written.
@@ -151,7 +160,7 @@ mod tests {
     fn partial_writes_keep_order_and_count() {
         let mut q = Outbound::default();
         q.tail().extend_from_slice(b"hello ");
-        q.chunks.push_back(Chunk::Owned(b"shared ".to_vec()));
+        q.push_shared(Rc::from(&b"shared "[..]));
         q.tail().extend_from_slice(b"world");
         assert_eq!(q.len(), 18);
         let mut sock = Trickle {

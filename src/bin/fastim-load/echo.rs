@@ -1,0 +1,649 @@
+//! The `echo` mode: keep W messages outstanding on each of C connections and
+//! measure what comes back.
+
+use std::io::{self, IoSlice, Read, Write};
+use std::mem;
+use std::time::{Duration, Instant};
+
+use mio::net::TcpStream;
+use mio::{Events, Poll};
+
+use fastim::ws::frame::{MAX_HEADER_LEN, decode_header, write_masked_frame};
+use fastim::ws::{CloseCode, OpCode};
+
+use crate::hist::Histogram;
+use crate::net::{Rng, Target, open_connections};
+use crate::{Json, Snapshot};
+
+/// Echoes up to this size are compared byte for byte; larger ones are sampled.
+const FULL_CHECK: usize = 4096;
+/// The masking key of every frame of a run (RFC 6455 wants a fresh one per frame;
+/// servers cannot tell and must not care).
+const MASK_KEY: [u8; 4] = [0x5a, 0x17, 0xc3, 0x9e];
+/// The shared receive buffer.
+const READ_BUFFER: usize = 1024 * 1024;
+/// Reads from one connection before the loop serves the others.
+const MAX_READS_PER_TURN: usize = 16;
+/// How long outstanding echoes may take to come back after the measurement.
+const DRAIN_TIME: Duration = Duration::from_secs(5);
+/// How long the closing handshakes may take.
+const CLOSE_TIME: Duration = Duration::from_secs(2);
+
+/// What to run.
+pub struct EchoArgs {
+    pub target: Target,
+    pub connections: usize,
+    pub size: usize,
+    pub in_flight: usize,
+    pub duration: Duration,
+    pub warmup: Duration,
+    pub binary: bool,
+    pub server_pid: Option<u32>,
+    pub batch: usize,
+    pub deadline: Instant,
+}
+
+/// The messages of a run, built and masked once: a ring of distinct frames sent
+/// in turn (message `seq` is frame `seq % count`), kept back to back so that any
+/// run of consecutive messages leaves in one or two slices of `wire`.
+struct Frames {
+    /// The masked frames, back to back.
+    wire: Vec<u8>,
+    /// Their payloads, unmasked: what the echoes must equal.
+    plain: Vec<u8>,
+    frame_len: usize,
+    size: usize,
+    count: usize,
+    opcode: OpCode,
+}
+
+impl Frames {
+    fn new(size: usize, binary: bool) -> Frames {
+        let opcode = if binary { OpCode::Binary } else { OpCode::Text };
+        let mut probe = Vec::new();
+        write_masked_frame(&mut probe, true, opcode, &vec![0; size], MASK_KEY);
+        let frame_len = probe.len();
+        // Enough distinct frames to catch a reordered or misdelivered echo, and a
+        // ring of at least 256 KiB so that a batch is one or two slices.
+        let count = if size >= 64 * 1024 {
+            4
+        } else {
+            (256 * 1024usize).div_ceil(frame_len).max(4)
+        };
+        let mut wire = Vec::with_capacity(count * frame_len);
+        let mut plain = Vec::with_capacity(count * size);
+        let mut payload = vec![0u8; size];
+        for v in 0..count {
+            let mut rng = Rng::seeded(v as u64 + 1);
+            for chunk in payload.chunks_mut(8) {
+                let r = rng.next_u64().to_le_bytes();
+                for (b, &x) in chunk.iter_mut().zip(r.iter()) {
+                    // Text stays ASCII letters, so it is valid UTF-8.
+                    *b = if binary { x } else { b'a' + x % 26 };
+                }
+            }
+            plain.extend_from_slice(&payload);
+            write_masked_frame(&mut wire, true, opcode, &payload, MASK_KEY);
+        }
+        Frames {
+            wire,
+            plain,
+            frame_len,
+            size,
+            count,
+            opcode,
+        }
+    }
+
+    /// Whether `chunk`, found at `offset` in the echo of message `seq`, is right.
+    fn check(&self, seq: u64, offset: usize, chunk: &[u8]) -> bool {
+        let v = (seq % self.count as u64) as usize;
+        let expected = &self.plain[v * self.size + offset..v * self.size + offset + chunk.len()];
+        if self.size <= FULL_CHECK {
+            return chunk == expected;
+        }
+        // Sampled: the first and last 4 KiB, and 64 bytes every 64 KiB.
+        let end = offset + chunk.len();
+        let window = |lo: usize, hi: usize| {
+            let (lo, hi) = (lo.max(offset), hi.min(end));
+            lo >= hi || chunk[lo - offset..hi - offset] == expected[lo - offset..hi - offset]
+        };
+        if !window(0, FULL_CHECK) || !window(self.size - FULL_CHECK, self.size) {
+            return false;
+        }
+        let mut k = offset / 65536 * 65536;
+        while k < end {
+            if !window(k, k + 64) {
+                return false;
+            }
+            k += 65536;
+        }
+        true
+    }
+}
+
+/// One connection's counters; all sequence numbers count messages from 0.
+struct Conn {
+    socket: TcpStream,
+    /// Messages handed to the write side.
+    issued: u64,
+    /// Messages whose first byte has been written (and whose send time is known).
+    stamped: u64,
+    /// Bytes of the frame stream written.
+    written: u64,
+    /// Echoes received completely.
+    received: u64,
+    /// Send time (ns since the start) of message `seq`, at `seq % in_flight`.
+    sent_at: Box<[u64]>,
+    /// A frame header cut by the end of a read.
+    header: [u8; MAX_HEADER_LEN],
+    header_len: usize,
+    /// The echo being received: bytes still to come, bytes seen.
+    payload: Option<(usize, usize)>,
+    /// On the flush list of this turn.
+    queued: bool,
+    open: bool,
+}
+
+/// Counters of the measured interval.
+struct Counters {
+    measuring: bool,
+    messages: u64,
+    hist: Histogram,
+    errors: u64,
+    failed: u64,
+}
+
+impl Counters {
+    fn error(&mut self, what: impl FnOnce() -> String) {
+        self.errors += 1;
+        if self.errors <= 5 {
+            eprintln!("verification error: {}", what());
+        }
+    }
+}
+
+enum Reading {
+    /// The socket has nothing more for now.
+    Drained,
+    /// The fairness cap was hit: read again this turn.
+    More,
+}
+
+/// Reads and checks everything a connection has (up to the fairness cap).
+fn read_conn(
+    conn: &mut Conn,
+    buf: &mut [u8],
+    frames: &Frames,
+    counters: &mut Counters,
+    t0: Instant,
+) -> Result<Reading, String> {
+    for _ in 0..MAX_READS_PER_TURN {
+        let kept = conn.header_len;
+        buf[..kept].copy_from_slice(&conn.header[..kept]);
+        match conn.socket.read(&mut buf[kept..]) {
+            Ok(0) => return Err("server closed the connection".into()),
+            Ok(n) => {
+                let now = t0.elapsed().as_nanos() as u64;
+                conn.header_len = 0;
+                parse(conn, &buf[..kept + n], frames, counters, now)?;
+                if kept + n < buf.len() {
+                    // A short read emptied the socket: on Linux, data arriving from now
+                    // on raises a new edge, so the read that would say WouldBlock is
+                    // skipped (as tokio does), a third of the syscalls with small batches.
+                    return Ok(Reading::Drained);
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Reading::Drained),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(format!("read: {e}")),
+        }
+    }
+    Ok(Reading::More)
+}
+
+/// Walks the server's frames in `data`, checking each echo against what was sent.
+fn parse(
+    conn: &mut Conn,
+    data: &[u8],
+    frames: &Frames,
+    counters: &mut Counters,
+    now: u64,
+) -> Result<(), String> {
+    let mut pos = 0;
+    while pos < data.len() {
+        if let Some((remaining, offset)) = conn.payload {
+            let n = remaining.min(data.len() - pos);
+            if !frames.check(conn.received, offset, &data[pos..pos + n]) {
+                let seq = conn.received;
+                counters.error(|| format!("echo of message {seq} differs from it"));
+            }
+            pos += n;
+            if remaining == n {
+                conn.payload = None;
+                complete(conn, counters, now)?;
+            } else {
+                conn.payload = Some((remaining - n, offset + n));
+            }
+            continue;
+        }
+        let (header, header_len) = match decode_header(&data[pos..]) {
+            Ok(Some(h)) => h,
+            Ok(None) => {
+                let rest = &data[pos..];
+                conn.header[..rest.len()].copy_from_slice(rest);
+                conn.header_len = rest.len();
+                return Ok(());
+            }
+            Err(e) => return Err(format!("bad frame from the server: {e}")),
+        };
+        pos += header_len;
+        match header.opcode {
+            OpCode::Close => return Err("server sent a close frame".into()),
+            OpCode::Text | OpCode::Binary if header.fin => {}
+            op => {
+                return Err(format!(
+                    "unexpected {op:?} frame (fin {}) from the server",
+                    header.fin
+                ));
+            }
+        }
+        if header.mask.is_some() || header.rsv != 0 {
+            return Err("server frame is masked or has RSV bits".into());
+        }
+        if header.payload_len != frames.size as u64 {
+            return Err(format!(
+                "echo of {} bytes, {} were sent",
+                header.payload_len, frames.size
+            ));
+        }
+        if header.opcode != frames.opcode {
+            let op = header.opcode;
+            counters.error(|| format!("echo is {op:?}, {:?} was sent", frames.opcode));
+        }
+        if frames.size == 0 {
+            complete(conn, counters, now)?;
+        } else {
+            conn.payload = Some((frames.size, 0));
+        }
+    }
+    Ok(())
+}
+
+fn complete(conn: &mut Conn, counters: &mut Counters, now: u64) -> Result<(), String> {
+    let seq = conn.received;
+    if seq >= conn.stamped {
+        return Err(format!("echo of message {seq}, which was not sent yet"));
+    }
+    conn.received += 1;
+    if counters.measuring {
+        let w = conn.sent_at.len() as u64;
+        counters.messages += 1;
+        counters
+            .hist
+            .record(now.saturating_sub(conn.sent_at[(seq % w) as usize]));
+    }
+    Ok(())
+}
+
+/// Tops the connection up to `in_flight` outstanding messages (while `issuing`)
+/// and writes what is pending, in as few calls as the socket allows.
+fn flush(conn: &mut Conn, frames: &Frames, t0: Instant, issuing: bool) -> io::Result<()> {
+    let w = conn.sent_at.len() as u64;
+    if issuing {
+        conn.issued = conn.received + w;
+    }
+    let frame_len = frames.frame_len as u64;
+    let ring = frames.wire.len() as u64;
+    loop {
+        let end = conn.issued * frame_len;
+        if conn.written >= end {
+            return Ok(());
+        }
+        let mut slices = [IoSlice::new(&[]); 8];
+        let mut count = 0;
+        let mut pos = conn.written;
+        while pos < end && count < slices.len() {
+            let off = (pos % ring) as usize;
+            let len = (ring - off as u64).min(end - pos) as usize;
+            slices[count] = IoSlice::new(&frames.wire[off..off + len]);
+            count += 1;
+            pos += len as u64;
+        }
+        let now = t0.elapsed().as_nanos() as u64;
+        match conn.socket.write_vectored(&slices[..count]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                conn.written += n as u64;
+                // A message's clock starts when its first byte is accepted.
+                while conn.stamped < conn.issued && conn.stamped * frame_len < conn.written {
+                    conn.sent_at[(conn.stamped % w) as usize] = now;
+                    conn.stamped += 1;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Warmup,
+    Measure,
+    Drain,
+}
+
+/// Runs the echo load and prints its report; `Ok(false)` when echoes were wrong
+/// or connections failed.
+pub fn run(args: EchoArgs) -> Result<bool, String> {
+    let frames = Frames::new(args.size, args.binary);
+    let w = args.in_flight.max(1);
+    let server_pid = args.server_pid.map(|p| p.to_string());
+    let mut poll = Poll::new().map_err(|e| format!("poll: {e}"))?;
+    let sockets = open_connections(
+        &mut poll,
+        &args.target,
+        args.connections,
+        args.batch,
+        args.deadline,
+    )?;
+    eprintln!(
+        "{} connections open; {} s warm-up, {} s measured",
+        sockets.len(),
+        args.warmup.as_secs_f64(),
+        args.duration.as_secs_f64()
+    );
+    let mut conns: Vec<Conn> = sockets
+        .into_iter()
+        .map(|socket| {
+            let _ = socket.set_nodelay(true);
+            Conn {
+                socket,
+                issued: 0,
+                stamped: 0,
+                written: 0,
+                received: 0,
+                sent_at: vec![0; w].into_boxed_slice(),
+                header: [0; MAX_HEADER_LEN],
+                header_len: 0,
+                payload: None,
+                queued: true,
+                open: true,
+            }
+        })
+        .collect();
+    let mut counters = Counters {
+        measuring: false,
+        messages: 0,
+        hist: Histogram::new(),
+        errors: 0,
+        failed: 0,
+    };
+    let mut buf = vec![0u8; READ_BUFFER];
+    let mut events = Events::with_capacity(1024);
+    let mut to_flush: Vec<usize> = (0..conns.len()).collect();
+    let mut flushing: Vec<usize> = Vec::new();
+    let mut to_read: Vec<usize> = Vec::new();
+    let mut reading: Vec<usize> = Vec::new();
+    let t0 = Instant::now();
+    let warm_end = t0 + args.warmup;
+    let end = warm_end + args.duration;
+    let drain_end = end + DRAIN_TIME;
+    let mut phase = Phase::Warmup;
+    let mut start: Option<Snapshot> = None;
+    let mut stop: Option<Snapshot> = None;
+    loop {
+        let issuing = phase != Phase::Drain;
+        mem::swap(&mut to_flush, &mut flushing);
+        for key in flushing.drain(..) {
+            let conn = &mut conns[key];
+            conn.queued = false;
+            if conn.open {
+                if let Err(e) = flush(conn, &frames, t0, issuing) {
+                    fail(conn, &mut poll, &mut counters, &format!("write: {e}"));
+                }
+            }
+        }
+        let now = Instant::now();
+        if phase == Phase::Warmup && now >= warm_end {
+            counters.messages = 0;
+            counters.hist.clear();
+            counters.measuring = true;
+            start = Some(Snapshot::take(server_pid.as_deref())?);
+            phase = Phase::Measure;
+        }
+        if phase == Phase::Measure && now >= end {
+            stop = Some(Snapshot::take(server_pid.as_deref())?);
+            counters.measuring = false;
+            phase = Phase::Drain;
+        }
+        if phase == Phase::Drain
+            && (now >= drain_end || conns.iter().all(|c| !c.open || c.received == c.issued))
+        {
+            break;
+        }
+        if now >= args.deadline {
+            return Err("global timeout reached".into());
+        }
+        if counters.failed as usize == conns.len() {
+            return Err("every connection failed".into());
+        }
+        let timeout = if to_read.is_empty() {
+            let next = match phase {
+                Phase::Warmup => warm_end,
+                Phase::Measure => end,
+                Phase::Drain => drain_end,
+            };
+            next.saturating_duration_since(now)
+                .min(Duration::from_millis(100))
+        } else {
+            Duration::ZERO
+        };
+        if let Err(e) = poll.poll(&mut events, Some(timeout)) {
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(format!("poll: {e}"));
+        }
+        mem::swap(&mut to_read, &mut reading);
+        let ready = events.iter().map(|e| {
+            let readable = e.is_readable() || e.is_read_closed() || e.is_error();
+            let writable = e.is_writable() || e.is_write_closed();
+            (e.token().0, readable, writable)
+        });
+        let again = reading.drain(..).map(|key| (key, true, false));
+        for (key, readable, writable) in ready.chain(again) {
+            let Some(conn) = conns.get_mut(key) else {
+                continue;
+            };
+            if !conn.open {
+                continue;
+            }
+            let before = conn.received;
+            if readable {
+                match read_conn(conn, &mut buf, &frames, &mut counters, t0) {
+                    Ok(Reading::Drained) => {}
+                    Ok(Reading::More) => to_read.push(key),
+                    Err(e) => {
+                        fail(conn, &mut poll, &mut counters, &e);
+                        continue;
+                    }
+                }
+            }
+            if (writable || conn.received != before) && !conn.queued {
+                conn.queued = true;
+                to_flush.push(key);
+            }
+        }
+    }
+    let outstanding: u64 = conns
+        .iter()
+        .filter(|c| c.open)
+        .map(|c| c.issued - c.received)
+        .sum();
+    if outstanding > 0 {
+        counters.error(|| format!("{outstanding} echoes still missing after the drain"));
+    }
+    close_all(&mut conns, &frames, &mut poll, &mut buf);
+    let (Some(start), Some(stop)) = (start, stop) else {
+        return Err("the run ended before the measurement".into());
+    };
+    report(&args, &frames, &counters, &start, &stop);
+    Ok(counters.errors == 0 && counters.failed == 0)
+}
+
+fn fail(conn: &mut Conn, poll: &mut Poll, counters: &mut Counters, why: &str) {
+    conn.open = false;
+    counters.failed += 1;
+    if counters.failed <= 5 {
+        eprintln!("connection failed: {why}");
+    }
+    let _ = poll.registry().deregister(&mut conn.socket);
+}
+
+/// Sends a close frame on every open connection and waits (briefly) for the server to end them.
+fn close_all(conns: &mut [Conn], frames: &Frames, poll: &mut Poll, buf: &mut [u8]) {
+    let mut close = Vec::new();
+    write_masked_frame(
+        &mut close,
+        true,
+        OpCode::Close,
+        &CloseCode::NORMAL.0.to_be_bytes(),
+        MASK_KEY,
+    );
+    let mut waiting = 0;
+    for conn in conns.iter_mut().filter(|c| c.open) {
+        // Anything still unwritten would precede the close frame: give up on it.
+        let clean = conn.written == conn.issued * frames.frame_len as u64
+            && conn.socket.write(&close).is_ok_and(|n| n == close.len());
+        if clean {
+            waiting += 1;
+        } else {
+            conn.open = false;
+        }
+    }
+    let deadline = Instant::now() + CLOSE_TIME;
+    let mut events = Events::with_capacity(1024);
+    while waiting > 0 && Instant::now() < deadline {
+        if poll
+            .poll(&mut events, Some(Duration::from_millis(50)))
+            .is_err()
+        {
+            return;
+        }
+        for event in events.iter() {
+            let Some(conn) = conns.get_mut(event.token().0) else {
+                continue;
+            };
+            if !conn.open {
+                continue;
+            }
+            loop {
+                match conn.socket.read(buf) {
+                    Ok(0) => {
+                        conn.open = false;
+                        waiting -= 1;
+                        break;
+                    }
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(_) => {
+                        conn.open = false;
+                        waiting -= 1;
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn report(
+    args: &EchoArgs,
+    frames: &Frames,
+    counters: &Counters,
+    start: &Snapshot,
+    stop: &Snapshot,
+) {
+    let secs = stop.at.duration_since(start.at).as_secs_f64();
+    let messages = counters.messages as f64;
+    let rate = messages / secs;
+    let mb_per_s = messages * frames.size as f64 / secs / 1e6;
+    let us = |ns: u64| ns as f64 / 1000.0;
+    let (p50, p99, p999, max) = (
+        us(counters.hist.quantile(0.50)),
+        us(counters.hist.quantile(0.99)),
+        us(counters.hist.quantile(0.999)),
+        us(counters.hist.max()),
+    );
+    let load_cpu = (stop.own_cpu - start.own_cpu) / secs * 100.0;
+    let server_cpu = match (start.server_cpu, stop.server_cpu) {
+        (Some(a), Some(b)) => Some(b - a),
+        _ => None,
+    };
+    // What else kept the machine busy: everything but us and the server.
+    let other_cpu = ((stop.machine_cpu - start.machine_cpu)
+        - (stop.own_cpu - start.own_cpu)
+        - server_cpu.unwrap_or(0.0))
+        / secs
+        * 100.0;
+    let kind = if args.binary { "binary" } else { "text" };
+    println!(
+        "echo: {} connections x {} in flight, {} B {kind} messages, {secs:.2} s measured",
+        args.connections, args.in_flight, frames.size
+    );
+    println!("  throughput: {rate:.0} messages/s, {mb_per_s:.2} MB/s of echoed payload (one way)");
+    println!(
+        "  latency (send to echo received): p50 {p50:.1} us, p99 {p99:.1} us, p99.9 {p999:.1} us, max {max:.1} us ({} samples)",
+        counters.hist.count()
+    );
+    println!("  load tool CPU: {load_cpu:.0} % of one core");
+    if server_cpu.is_some() {
+        println!("  other processes: {:.0} % of one core", other_cpu.max(0.0));
+    }
+    if let Some(cpu) = server_cpu {
+        println!(
+            "  server CPU: {cpu:.2} s ({:.0} % of one core), {:.3} us per message",
+            cpu / secs * 100.0,
+            cpu * 1e6 / messages.max(1.0)
+        );
+    }
+    println!(
+        "  verification: {} errors, {} connections failed",
+        counters.errors, counters.failed
+    );
+    if load_cpu > 90.0 {
+        eprintln!(
+            "warning: the load tool used {load_cpu:.0} % of a core: it may be the bottleneck"
+        );
+    }
+    let json = Json::new()
+        .str("mode", "echo")
+        .str("url", &args.target.url())
+        .int("connections", args.connections as u64)
+        .int("size", frames.size as u64)
+        .int("in_flight", args.in_flight as u64)
+        .str("type", kind)
+        .num("seconds", secs)
+        .int("messages", counters.messages)
+        .num("msgs_per_s", rate)
+        .num("mb_per_s", mb_per_s)
+        .num("p50_us", p50)
+        .num("p99_us", p99)
+        .num("p999_us", p999)
+        .num("max_us", max)
+        .num("load_cpu_pct", load_cpu)
+        .opt("other_cpu_pct", server_cpu.map(|_| other_cpu.max(0.0)))
+        .opt("server_cpu_s", server_cpu)
+        .opt("server_cpu_pct", server_cpu.map(|c| c / secs * 100.0))
+        .opt(
+            "server_us_per_msg",
+            server_cpu.map(|c| c * 1e6 / messages.max(1.0)),
+        )
+        .int("errors", counters.errors)
+        .int("failed_connections", counters.failed);
+    println!("RESULT {}", json.finish());
+}

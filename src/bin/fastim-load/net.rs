@@ -1,0 +1,241 @@
+//! Target URLs, the client side of the opening handshake, and opening many
+//! connections at once without overrunning the server's listen backlog.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token};
+
+use fastim::ws::handshake::accept_key;
+
+/// Longest handshake response we wait for.
+const MAX_RESPONSE: usize = 8 * 1024;
+
+/// Where to connect, from a `ws://host:port/path` URL.
+#[derive(Clone, Debug)]
+pub struct Target {
+    pub addr: SocketAddr,
+    /// The `host[:port]` part, for the `Host` header.
+    pub authority: String,
+    pub path: String,
+}
+
+impl Target {
+    /// The URL again, for reports.
+    pub fn url(&self) -> String {
+        format!("ws://{}{}", self.authority, self.path)
+    }
+
+    pub fn parse(url: &str) -> Result<Target, String> {
+        let rest = url
+            .strip_prefix("ws://")
+            .ok_or_else(|| format!("{url}: only ws:// URLs are supported"))?;
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/"),
+        };
+        // With an explicit port, or else port 80.
+        let addr = authority
+            .to_socket_addrs()
+            .or_else(|_| format!("{authority}:80").to_socket_addrs())
+            .map_err(|e| format!("{authority}: {e}"))?
+            .next()
+            .ok_or_else(|| format!("{authority}: no address"))?;
+        Ok(Target {
+            addr,
+            authority: authority.to_string(),
+            path: path.to_string(),
+        })
+    }
+}
+
+/// SplitMix64: handshake keys need to be unpredictable to caches, not to attackers.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn from_time() -> Rng {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        Rng(nanos ^ (u64::from(std::process::id()) << 32))
+    }
+
+    pub fn seeded(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+}
+
+/// One connection going through connect, request and response.
+struct Opening {
+    socket: TcpStream,
+    request: Vec<u8>,
+    written: usize,
+    response: Vec<u8>,
+    accept: String,
+}
+
+impl Opening {
+    fn start(target: &Target, rng: &mut Rng) -> io::Result<Opening> {
+        let mut nonce = [0u8; 16];
+        nonce[..8].copy_from_slice(&rng.next_u64().to_le_bytes());
+        nonce[8..].copy_from_slice(&rng.next_u64().to_le_bytes());
+        let key = BASE64.encode(nonce);
+        let request = format!(
+            "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n",
+            target.path, target.authority
+        );
+        let socket = TcpStream::connect(target.addr)?;
+        Ok(Opening {
+            socket,
+            request: request.into_bytes(),
+            written: 0,
+            response: Vec::new(),
+            accept: accept_key(key.as_bytes()),
+        })
+    }
+
+    /// Sends the request once the connection is up.
+    fn on_writable(&mut self) -> io::Result<()> {
+        if self.written == self.request.len() {
+            return Ok(());
+        }
+        if let Some(e) = self.socket.take_error()? {
+            return Err(e);
+        }
+        match self.socket.peer_addr() {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        while self.written < self.request.len() {
+            match self.socket.write(&self.request[self.written..]) {
+                Ok(n) => self.written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the response; `Ok(true)` once the upgrade is complete and checked.
+    fn on_readable(&mut self) -> Result<bool, String> {
+        let mut chunk = [0u8; 1024];
+        loop {
+            match self.socket.read(&mut chunk) {
+                Ok(0) => return Err("server closed during the handshake".into()),
+                Ok(n) => self.response.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => return Ok(false),
+                Err(e) => return Err(format!("handshake read: {e}")),
+            }
+        }
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut response = httparse::Response::new(&mut headers);
+        match response.parse(&self.response) {
+            Ok(httparse::Status::Partial) if self.response.len() < MAX_RESPONSE => Ok(false),
+            Ok(httparse::Status::Partial) => Err("handshake response too long".into()),
+            Ok(httparse::Status::Complete(len)) => {
+                if response.code != Some(101) {
+                    return Err(format!(
+                        "handshake refused: {}",
+                        String::from_utf8_lossy(&self.response)
+                            .lines()
+                            .next()
+                            .unwrap_or("")
+                    ));
+                }
+                let accept = response
+                    .headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case("sec-websocket-accept"))
+                    .map(|h| h.value.trim_ascii());
+                if accept != Some(self.accept.as_bytes()) {
+                    return Err("handshake: wrong Sec-WebSocket-Accept".into());
+                }
+                if len != self.response.len() {
+                    return Err("server sent data right after the handshake".into());
+                }
+                Ok(true)
+            }
+            Err(e) => Err(format!("handshake response: {e}")),
+        }
+    }
+}
+
+/// Opens `n` WebSocket connections, at most `batch` handshakes at a time.
+///
+/// The returned sockets are registered with `poll` under `Token(i)` for reading
+/// and writing; the handshake response has been read completely.
+pub fn open_connections(
+    poll: &mut Poll,
+    target: &Target,
+    n: usize,
+    batch: usize,
+    deadline: Instant,
+) -> Result<Vec<TcpStream>, String> {
+    let mut rng = Rng::from_time();
+    let mut opening: Vec<Option<Opening>> = (0..n).map(|_| None).collect();
+    let mut open: Vec<Option<TcpStream>> = (0..n).map(|_| None).collect();
+    let mut events = Events::with_capacity(1024);
+    let (mut started, mut done, mut busy) = (0, 0, 0);
+    while done < n {
+        while busy < batch.max(1) && started < n {
+            let mut o = Opening::start(target, &mut rng)
+                .map_err(|e| format!("connect to {}: {e}", target.addr))?;
+            poll.registry()
+                .register(
+                    &mut o.socket,
+                    Token(started),
+                    Interest::READABLE | Interest::WRITABLE,
+                )
+                .map_err(|e| format!("register: {e}"))?;
+            opening[started] = Some(o);
+            started += 1;
+            busy += 1;
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "timed out opening connections ({done} of {n} open)"
+            ));
+        }
+        poll.poll(&mut events, Some(Duration::from_millis(100)))
+            .map_err(|e| format!("poll: {e}"))?;
+        for event in events.iter() {
+            let i = event.token().0;
+            let Some(o) = opening.get_mut(i).and_then(Option::as_mut) else {
+                continue;
+            };
+            if event.is_writable() {
+                o.on_writable()
+                    .map_err(|e| format!("connection {i}: connect: {e}"))?;
+            }
+            if (event.is_readable() || event.is_read_closed() || event.is_error())
+                && o.on_readable()
+                    .map_err(|e| format!("connection {i}: {e}"))?
+            {
+                if let Some(o) = opening[i].take() {
+                    open[i] = Some(o.socket);
+                }
+                done += 1;
+                busy -= 1;
+            }
+        }
+    }
+    Ok(open.into_iter().flatten().collect())
+}

@@ -1,0 +1,221 @@
+//! What an HTTP request on a fresh connection turns into: a WebSocket upgrade,
+//! a token check before one, or a final response.
+
+use super::conn::Endpoint;
+use crate::config::Config;
+use crate::http::{self, RequestHead, Status};
+use crate::ws::handshake;
+
+/// The name of the session cookie set at login.
+pub const SESSION_COOKIE: &str = "fastim_token";
+
+/// The decision for one request head.
+#[derive(Debug)]
+pub enum Routed {
+    /// Upgrade at once (no authentication needed).
+    Upgrade {
+        /// The endpoint.
+        endpoint: Endpoint,
+        /// `Sec-WebSocket-Accept`.
+        accept: String,
+    },
+    /// Check the token on a worker, then upgrade to `/chat` or refuse.
+    Authenticate {
+        /// `Sec-WebSocket-Accept`.
+        accept: String,
+        /// The token the client presented.
+        token: String,
+        /// The user id the client claims (`?id=`).
+        claimed_user: Option<i64>,
+    },
+    /// Answer and close.
+    Respond(Vec<u8>),
+}
+
+/// Routes a request head.
+pub fn route(head: &RequestHead<'_>, config: &Config) -> Routed {
+    let path = head.path();
+    let endpoint_needs_auth = match path {
+        "/echo" if config.echo => false,
+        "/chat" => true,
+        _ => return Routed::Respond(error_response(Status::NotFound, "not found")),
+    };
+    let accept = match handshake::validate(head) {
+        Ok(accept) => accept,
+        Err(e) => {
+            let mut out = Vec::new();
+            handshake::write_rejection(&mut out, e);
+            return Routed::Respond(out);
+        }
+    };
+    if !endpoint_needs_auth {
+        return Routed::Upgrade {
+            endpoint: Endpoint::Echo,
+            accept,
+        };
+    }
+    if !origin_allowed(head, &config.allowed_origins) {
+        return Routed::Respond(error_response(
+            Status::Forbidden,
+            "this page's origin may not open a chat connection",
+        ));
+    }
+    let query = head.query().unwrap_or("");
+    let Some(token) = bearer_token(head)
+        .or_else(|| cookie(head, SESSION_COOKIE))
+        .or_else(|| query_param(query, "token"))
+        .filter(|t| !t.is_empty())
+    else {
+        return Routed::Respond(error_response(
+            Status::Unauthorized,
+            "log in first: no session token",
+        ));
+    };
+    let claimed_user = match query_param(query, "id").filter(|v| !v.is_empty()) {
+        None => None,
+        Some(id) => match id.parse() {
+            Ok(id) => Some(id),
+            Err(_) => {
+                return Routed::Respond(error_response(Status::BadRequest, "id must be a number"));
+            }
+        },
+    };
+    Routed::Authenticate {
+        accept,
+        token: token.to_owned(),
+        claimed_user,
+    }
+}
+
+/// A final response with the JSON error envelope.
+pub fn error_response(status: Status, msg: &str) -> Vec<u8> {
+    let body = serde_json::json!({ "code": status.code(), "msg": msg }).to_string();
+    let mut out = Vec::new();
+    http::write_response(
+        &mut out,
+        status,
+        &[
+            ("Content-Type", "application/json; charset=utf-8"),
+            ("Connection", "close"),
+        ],
+        body.as_bytes(),
+    );
+    out
+}
+
+/// A browser always sends `Origin` on a WebSocket upgrade; it must be this server
+/// (same host as `Host`) or one of the allowed origins, so another site cannot open
+/// a socket with a visitor's cookie. Clients that send no `Origin` are not browsers
+/// and present their token themselves.
+fn origin_allowed(head: &RequestHead<'_>, allowed: &[String]) -> bool {
+    let Some(origin) = head
+        .header("origin")
+        .and_then(|o| std::str::from_utf8(o).ok())
+    else {
+        return true;
+    };
+    if allowed.iter().any(|a| a.eq_ignore_ascii_case(origin)) {
+        return true;
+    }
+    let origin_host = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"))
+        .unwrap_or("");
+    head.header("host")
+        .and_then(|h| std::str::from_utf8(h).ok())
+        .is_some_and(|host| host.eq_ignore_ascii_case(origin_host))
+}
+
+fn bearer_token<'b>(head: &RequestHead<'b>) -> Option<&'b str> {
+    let value = std::str::from_utf8(head.header("authorization")?).ok()?;
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// The value of cookie `name` in the `Cookie` header.
+pub fn cookie<'b>(head: &RequestHead<'b>, name: &str) -> Option<&'b str> {
+    let header = std::str::from_utf8(head.header("cookie")?).ok()?;
+    header.split(';').find_map(|pair| {
+        let (k, v) = pair.trim().split_once('=')?;
+        (k == name).then_some(v)
+    })
+}
+
+/// The raw value of `name` in a query string (tokens and ids need no decoding).
+fn query_param<'q>(query: &'q str, name: &str) -> Option<&'q str> {
+    query.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (k == name).then_some(v)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::parse_head;
+
+    fn routed(extra_headers: &str, target: &str) -> Routed {
+        let req = format!(
+            "GET {target} HTTP/1.1\r\nHost: chat.example:8080\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra_headers}\r\n"
+        );
+        let head = parse_head(req.as_bytes(), 8192)
+            .expect("valid")
+            .expect("complete");
+        route(&head, &Config::default())
+    }
+
+    fn status(r: &Routed) -> Option<String> {
+        match r {
+            Routed::Respond(bytes) => Some(String::from_utf8_lossy(&bytes[9..12]).into_owned()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn chat_tokens_from_header_cookie_or_query() {
+        for (headers, target) in [
+            ("Authorization: Bearer abc\r\n", "/chat"),
+            ("Cookie: theme=dark; fastim_token=abc\r\n", "/chat"),
+            ("", "/chat?id=7&token=abc"),
+        ] {
+            match routed(headers, target) {
+                Routed::Authenticate { token, .. } => assert_eq!(token, "abc"),
+                other => panic!("{headers}{target}: {other:?}"),
+            }
+        }
+        assert!(matches!(
+            routed("", "/chat?id=7&token=abc"),
+            Routed::Authenticate {
+                claimed_user: Some(7),
+                ..
+            }
+        ));
+        assert_eq!(status(&routed("", "/chat")).as_deref(), Some("401"));
+        assert_eq!(
+            status(&routed("", "/chat?id=7&token=")).as_deref(),
+            Some("401")
+        );
+        assert_eq!(
+            status(&routed("", "/chat?id=x&token=abc")).as_deref(),
+            Some("400")
+        );
+    }
+
+    #[test]
+    fn foreign_origins_are_refused() {
+        let token = "Cookie: fastim_token=abc\r\n";
+        let same = format!("{token}Origin: http://chat.example:8080\r\n");
+        assert!(matches!(
+            routed(&same, "/chat"),
+            Routed::Authenticate { .. }
+        ));
+        let foreign = format!("{token}Origin: http://evil.example\r\n");
+        assert_eq!(status(&routed(&foreign, "/chat")).as_deref(), Some("403"));
+        assert_eq!(status(&routed("", "/nowhere")).as_deref(), Some("404"));
+        assert!(matches!(
+            routed("Origin: http://evil.example\r\n", "/echo"),
+            Routed::Upgrade { .. }
+        ));
+    }
+}

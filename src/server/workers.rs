@@ -1,0 +1,325 @@
+//! The threads that do what the event loop must not: SQLite, password hashing.
+//!
+//! Jobs go out over channels; results come back over one channel, and a
+//! `mio::Waker` makes the loop look at them. Each thread owns its own SQLite
+//! connection (WAL lets readers and the writer work at once).
+//!
+//! - API workers ([`API_WORKERS`] threads): HTTP API requests, `/chat` token
+//!   checks, sync reads.
+//! - The chat writer (one thread): stores chat messages. It takes every batch that
+//!   is waiting and commits them in one transaction, so the cost of a commit is
+//!   shared by everything that arrived meanwhile (group commit).
+
+use std::io;
+use std::path::PathBuf;
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use log::{error, warn};
+use mio::Waker;
+
+use crate::im::commit::{Outcome, commit_batch};
+use crate::im::wire::{self, CMD_SYNC_DONE, Reply};
+use crate::secret::token_digest;
+use crate::store::{Db, NewMessage, StoredMessage};
+use crate::ws::OpCode;
+use crate::ws::frame::write_frame;
+
+/// Threads serving API requests and reads.
+pub const API_WORKERS: usize = 2;
+
+/// Most messages one sync reply carries; the client asks again for more.
+pub const SYNC_LIMIT: usize = 500;
+
+/// A connection as a job remembers it: the slot, and which occupant of the slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnRef {
+    /// Slab key.
+    pub key: usize,
+    /// Distinguishes successive connections in the same slot.
+    pub serial: u64,
+}
+
+/// Work for the API workers.
+#[derive(Debug)]
+pub enum Job {
+    /// Who does this token belong to (for a `/chat` upgrade)?
+    Authenticate {
+        /// The upgrading connection.
+        conn: ConnRef,
+        /// The token as the client sent it.
+        token: String,
+    },
+    /// Everything for `user` after message `after`, as ready-to-send frames.
+    Sync {
+        /// The asking connection.
+        conn: ConnRef,
+        /// Its user.
+        user: i64,
+        /// The last id the client has.
+        after: i64,
+    },
+}
+
+/// One chat message waiting to be stored.
+#[derive(Debug)]
+pub struct PendingChat {
+    /// The sending connection, for the ack.
+    pub conn: ConnRef,
+    /// The message, sender already set from the connection's identity.
+    pub message: NewMessage,
+}
+
+/// A finished job, for the loop.
+#[derive(Debug)]
+pub enum Completion {
+    /// A token check: the user, or `None` for an unknown or expired token.
+    Authenticated {
+        /// The upgrading connection.
+        conn: ConnRef,
+        /// The token's user.
+        user: Option<i64>,
+    },
+    /// A sync reply: delivery frames followed by the sync-done frame.
+    Synced {
+        /// The asking connection.
+        conn: ConnRef,
+        /// Encoded WebSocket frames.
+        frames: Vec<u8>,
+    },
+    /// A chat batch was committed.
+    Committed(Vec<Committed>),
+}
+
+/// The fate of one chat message.
+#[derive(Debug)]
+pub struct Committed {
+    /// The sending connection.
+    pub conn: ConnRef,
+    /// The sender.
+    pub sender: i64,
+    /// The message as stored, when it was.
+    pub outcome: Outcome,
+    /// The client's reference.
+    pub client_ref: Option<String>,
+    /// The delivery frame for recipients (a new message only; not for duplicates).
+    pub delivery: Option<(crate::store::Peer, Vec<u8>)>,
+}
+
+/// Handles to the worker threads.
+pub struct Workers {
+    jobs: Option<Sender<Job>>,
+    chat: Option<Sender<Vec<PendingChat>>>,
+    completions: Receiver<Completion>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Workers {
+    /// Starts the threads, each with its own connection to the database at `db_path`.
+    pub fn start(db_path: PathBuf, waker: Arc<Waker>) -> io::Result<Workers> {
+        let (job_tx, job_rx) = mpsc::channel::<Job>();
+        let (chat_tx, chat_rx) = mpsc::channel::<Vec<PendingChat>>();
+        let (done_tx, done_rx) = mpsc::channel::<Completion>();
+        let job_rx = Arc::new(Mutex::new(job_rx));
+        let mut threads = Vec::new();
+        for i in 0..API_WORKERS {
+            let db = open(&db_path)?;
+            let (rx, tx, waker) = (job_rx.clone(), done_tx.clone(), waker.clone());
+            threads.push(
+                thread::Builder::new()
+                    .name(format!("api-{i}"))
+                    .spawn(move || api_worker(db, &rx, &tx, &waker))?,
+            );
+        }
+        let db = open(&db_path)?;
+        threads.push(
+            thread::Builder::new()
+                .name("chat-writer".into())
+                .spawn(move || chat_writer(db, &chat_rx, &done_tx, &waker))?,
+        );
+        Ok(Workers {
+            jobs: Some(job_tx),
+            chat: Some(chat_tx),
+            completions: done_rx,
+            threads,
+        })
+    }
+
+    /// Queues a job for the API workers.
+    pub fn submit(&self, job: Job) {
+        if let Some(jobs) = &self.jobs {
+            if jobs.send(job).is_err() {
+                error!("API workers are gone");
+            }
+        }
+    }
+
+    /// Queues a batch of chat messages for the writer.
+    pub fn submit_chat(&self, batch: Vec<PendingChat>) {
+        if let Some(chat) = &self.chat {
+            if chat.send(batch).is_err() {
+                error!("chat writer is gone");
+            }
+        }
+    }
+
+    /// A finished job, if one is waiting.
+    pub fn try_completion(&self) -> Option<Completion> {
+        self.completions.try_recv().ok()
+    }
+
+    /// Lets the threads finish what they have and waits for them.
+    pub fn stop(mut self) {
+        self.jobs = None;
+        self.chat = None;
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+fn open(path: &std::path::Path) -> io::Result<Db> {
+    Db::open(path).map_err(|e| io::Error::other(format!("cannot open {}: {e}", path.display())))
+}
+
+/// Unix time in milliseconds: the store takes time from its caller.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn api_worker(mut db: Db, jobs: &Mutex<Receiver<Job>>, done: &Sender<Completion>, waker: &Waker) {
+    loop {
+        // Hold the lock only while taking a job, not while doing it.
+        let job = match jobs.lock() {
+            Ok(rx) => rx.recv(),
+            Err(_) => return,
+        };
+        let Ok(job) = job else {
+            return;
+        };
+        let completion = match job {
+            Job::Authenticate { conn, token } => {
+                let user = match db.session_user(token_digest(&token), now_ms()) {
+                    Ok(user) => user,
+                    Err(e) => {
+                        error!("token check failed: {e}");
+                        None
+                    }
+                };
+                Completion::Authenticated { conn, user }
+            }
+            Job::Sync { conn, user, after } => Completion::Synced {
+                conn,
+                frames: sync_frames(&mut db, user, after),
+            },
+        };
+        if done.send(completion).is_err() {
+            return;
+        }
+        if let Err(e) = waker.wake() {
+            warn!("cannot wake the event loop: {e}");
+        }
+    }
+}
+
+fn sync_frames(db: &mut Db, user: i64, after: i64) -> Vec<u8> {
+    let mut frames = Vec::new();
+    let (last, more) = match db.messages_for(user, after, SYNC_LIMIT + 1) {
+        Ok(mut messages) => {
+            let more = messages.len() > SYNC_LIMIT;
+            messages.truncate(SYNC_LIMIT);
+            for m in &messages {
+                write_frame(&mut frames, OpCode::Text, wire::delivery_json(m).as_bytes());
+            }
+            (messages.last().map_or(after, |m| m.id), more)
+        }
+        Err(e) => {
+            error!("sync for user {user} failed: {e}");
+            let reply = Reply::Error {
+                cmd: wire::CMD_ERROR,
+                client_ref: None,
+                code: 500,
+                msg: "sync failed; try again",
+            };
+            write_frame(&mut frames, OpCode::Text, reply.to_json().as_bytes());
+            return frames;
+        }
+    };
+    let done = Reply::SyncDone {
+        cmd: CMD_SYNC_DONE,
+        id: last,
+        more,
+    };
+    write_frame(&mut frames, OpCode::Text, done.to_json().as_bytes());
+    frames
+}
+
+fn chat_writer(
+    mut db: Db,
+    batches: &Receiver<Vec<PendingChat>>,
+    done: &Sender<Completion>,
+    waker: &Waker,
+) {
+    while let Ok(mut batch) = batches.recv() {
+        // Everything that queued up while the last commit was running goes in this one.
+        while let Ok(more) = batches.try_recv() {
+            batch.extend(more);
+        }
+        let messages: Vec<NewMessage> = batch.iter().map(|p| p.message.clone()).collect();
+        let outcomes = commit_batch(&mut db, &messages, now_ms());
+        let committed = batch
+            .into_iter()
+            .zip(outcomes)
+            .map(|(pending, outcome)| {
+                let delivery = match &outcome {
+                    Outcome::Saved(saved) if !saved.duplicate => {
+                        let stored = stored(&pending.message, saved.id, saved.created_at);
+                        let mut frame = Vec::new();
+                        write_frame(
+                            &mut frame,
+                            OpCode::Text,
+                            wire::delivery_json(&stored).as_bytes(),
+                        );
+                        Some((pending.message.to, frame))
+                    }
+                    _ => None,
+                };
+                Committed {
+                    conn: pending.conn,
+                    sender: pending.message.sender_id,
+                    client_ref: pending.message.client_ref.clone(),
+                    outcome,
+                    delivery,
+                }
+            })
+            .collect();
+        if done.send(Completion::Committed(committed)).is_err() {
+            return;
+        }
+        if let Err(e) = waker.wake() {
+            warn!("cannot wake the event loop: {e}");
+        }
+    }
+}
+
+fn stored(m: &NewMessage, id: i64, created_at: i64) -> StoredMessage {
+    let (cmd, dst_id) = m.to.cmd_and_dst();
+    StoredMessage {
+        id,
+        sender_id: m.sender_id,
+        cmd,
+        dst_id,
+        media: m.media,
+        content: m.content.clone(),
+        pic: m.pic.clone(),
+        url: m.url.clone(),
+        memo: m.memo.clone(),
+        amount: m.amount,
+        client_ref: m.client_ref.clone(),
+        created_at,
+    }
+}
