@@ -14,17 +14,18 @@ pub struct Server {
     pub addr: SocketAddr,
     pub child: Child,
     pub data_dir: PathBuf,
+    /// Leave the data directory behind when dropped (for a restart on the same data).
+    pub keep_data: bool,
 }
 
 impl Server {
     /// Starts the server binary with `extra` arguments and waits until it listens.
     pub fn start(extra: &[&str]) -> Server {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let data_dir = std::env::temp_dir().join(format!(
-            "fastim-test-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
+        Server::start_in(fresh_data_dir(), extra)
+    }
+
+    /// Starts the server on an existing data directory (e.g. after a restart).
+    pub fn start_in(data_dir: PathBuf, extra: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_fastim"))
             .args(["--listen", "127.0.0.1:0", "--data-dir"])
             .arg(&data_dir)
@@ -52,6 +53,7 @@ impl Server {
             addr,
             child,
             data_dir,
+            keep_data: false,
         }
     }
 
@@ -86,11 +88,33 @@ impl Server {
     }
 }
 
+/// A data directory path unique to this test process and call.
+pub fn fresh_data_dir() -> PathBuf {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    std::env::temp_dir().join(format!(
+        "fastim-test-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ))
+}
+
+impl Server {
+    /// SIGKILL, as a crash would: returns the data directory, kept.
+    pub fn crash(mut self) -> PathBuf {
+        self.keep_data = true;
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.data_dir.clone()
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.data_dir);
+        if !self.keep_data {
+            let _ = std::fs::remove_dir_all(&self.data_dir);
+        }
     }
 }
 

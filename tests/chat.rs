@@ -1,0 +1,419 @@
+//! The chat service over `/chat`, with `tungstenite` as the client: a real server
+//! process, a real SQLite file. Accounts, friendships and groups are seeded straight
+//! into the database before the server starts (the HTTP API has tests of its own).
+
+mod common;
+
+use std::net::TcpStream;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{RawClient, Server, fresh_data_dir};
+use fastim::secret::{new_token, token_digest};
+use fastim::store::{Db, NewGroup, NewUser};
+use serde_json::{Value, json};
+use tungstenite::client::IntoClientRequest;
+use tungstenite::stream::MaybeTlsStream;
+use tungstenite::{Message, WebSocket};
+
+type Ws = WebSocket<MaybeTlsStream<TcpStream>>;
+
+/// A seeded user: id and a live session token.
+#[derive(Clone, Debug)]
+struct Account {
+    id: i64,
+    token: String,
+}
+
+/// Users a, b, c, d; a and b are friends; a owns group "crew" with b and c; d is a stranger.
+struct World {
+    a: Account,
+    b: Account,
+    c: Account,
+    d: Account,
+    group: i64,
+}
+
+fn seed(data_dir: &Path) -> World {
+    std::fs::create_dir_all(data_dir).expect("data dir");
+    let mut db = Db::open(&data_dir.join("fastim.db")).expect("open db");
+    let far_future = i64::MAX / 2;
+    let mut account = |mobile: &str| {
+        let user = db
+            .create_user(
+                NewUser {
+                    mobile: mobile.into(),
+                    password_hash: "unused".into(),
+                    nickname: format!("user {mobile}"),
+                    avatar: String::new(),
+                    sex: "U".into(),
+                    memo: String::new(),
+                },
+                1,
+            )
+            .expect("user");
+        let token = new_token();
+        db.create_session(user.id, token_digest(&token), far_future)
+            .expect("session");
+        Account { id: user.id, token }
+    };
+    let (a, b, c, d) = (
+        account("1001"),
+        account("1002"),
+        account("1003"),
+        account("1004"),
+    );
+    db.add_friend(a.id, b.id, 2).expect("friends");
+    let group = NewGroup {
+        name: "crew".into(),
+        icon: String::new(),
+        cate: 0,
+        memo: String::new(),
+    };
+    let group = db.create_group(a.id, group, 5, 3).expect("group").id;
+    db.join_group(b.id, group, 4).expect("join");
+    db.join_group(c.id, group, 4).expect("join");
+    World { a, b, c, d, group }
+}
+
+fn start() -> (Server, World) {
+    let dir = fresh_data_dir();
+    let world = seed(&dir);
+    (Server::start_in(dir, &[]), world)
+}
+
+fn connect(server: &Server, who: &Account) -> Ws {
+    let url = server.url(&format!("/chat?id={}&token={}", who.id, who.token));
+    let (ws, response) = tungstenite::connect(url).expect("chat upgrade");
+    assert_eq!(response.status(), 101);
+    if let MaybeTlsStream::Plain(s) = ws.get_ref() {
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+    }
+    ws
+}
+
+fn send(ws: &mut Ws, value: Value) {
+    ws.send(Message::text(value.to_string())).expect("send");
+}
+
+/// The next JSON text frame (pings and pongs are skipped).
+fn recv(ws: &mut Ws) -> Value {
+    loop {
+        match ws.read().expect("read") {
+            Message::Text(t) => {
+                return serde_json::from_str(t.as_str()).expect("JSON from the server");
+            }
+            Message::Ping(_) | Message::Pong(_) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+/// Nothing arrives within `wait`.
+fn silent(ws: &mut Ws, wait: Duration) -> bool {
+    if let MaybeTlsStream::Plain(s) = ws.get_ref() {
+        s.set_read_timeout(Some(wait)).expect("timeout");
+    }
+    let quiet = match ws.read() {
+        Err(tungstenite::Error::Io(e)) => matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+        _ => false,
+    };
+    if let MaybeTlsStream::Plain(s) = ws.get_ref() {
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+    }
+    quiet
+}
+
+fn text(to: i64, content: &str, r: &str) -> Value {
+    json!({"cmd": 10, "dstid": to, "media": 1, "content": content, "ref": r})
+}
+
+/// Syncs from `after` and returns the messages and the sync-done frame.
+fn sync(ws: &mut Ws, after: i64) -> (Vec<Value>, Value) {
+    send(ws, json!({"cmd": 20, "id": after}));
+    let mut messages = Vec::new();
+    loop {
+        let v = recv(ws);
+        if v["cmd"] == 23 {
+            return (messages, v);
+        }
+        messages.push(v);
+    }
+}
+
+#[test]
+fn two_friends_chat_both_ways_and_history_keeps_the_order() {
+    let (server, w) = start();
+    let mut a = connect(&server, &w.a);
+    let mut b = connect(&server, &w.b);
+    // fastIM's exact frame, with a spoofed sender.
+    send(
+        &mut a,
+        json!({"id":0,"userid": w.d.id,"cmd":10,"dstid": w.b.id,"media":1,"content":"hello b","pic":"","url":"","memo":"","amount":0,"ref":"a1"}),
+    );
+    let ack = recv(&mut a);
+    assert_eq!(
+        (ack["cmd"].as_i64(), ack["ref"].as_str()),
+        (Some(21), Some("a1")),
+        "{ack}"
+    );
+    let got = recv(&mut b);
+    assert_eq!(got["content"], "hello b");
+    assert_eq!(
+        got["userid"].as_i64(),
+        Some(w.a.id),
+        "the sender is who the token says, not who the frame says"
+    );
+    assert_eq!(got["id"], ack["id"]);
+    assert!(
+        got["createat"]
+            .as_i64()
+            .is_some_and(|t| t > 1_600_000_000_000)
+    );
+
+    send(&mut b, text(w.a.id, "hello a 😀", "b1"));
+    let ack_b = recv(&mut b);
+    assert_eq!(ack_b["ref"], "b1");
+    let got = recv(&mut a);
+    assert_eq!(
+        (got["content"].as_str(), got["userid"].as_i64()),
+        (Some("hello a 😀"), Some(w.b.id))
+    );
+    assert!(ack_b["id"].as_i64() > ack["id"].as_i64());
+
+    let (history, done) = sync(&mut a, 0);
+    let contents: Vec<&str> = history
+        .iter()
+        .filter_map(|m| m["content"].as_str())
+        .collect();
+    assert_eq!(contents, ["hello b", "hello a 😀"]);
+    assert_eq!(
+        (done["id"].clone(), done["more"].clone()),
+        (ack_b["id"].clone(), json!(false))
+    );
+}
+
+#[test]
+fn group_delivery_offline_catch_up_and_refusals() {
+    let (server, w) = start();
+    let mut a = connect(&server, &w.a);
+    let mut b = connect(&server, &w.b);
+    let mut c = connect(&server, &w.c);
+    let group = |content: &str, r: &str| json!({"cmd": 11, "dstid": w.group, "media": 1, "content": content, "ref": r});
+
+    send(&mut a, group("first", "g1"));
+    let first_id = recv(&mut a)["id"].clone();
+    assert_eq!(recv(&mut b)["content"], "first");
+    assert_eq!(recv(&mut c)["content"], "first");
+    drop(c); // c goes offline having seen "first"
+
+    for (i, r) in ["g2", "g3"].iter().enumerate() {
+        send(&mut a, group(&format!("missed {i}"), r));
+        assert_eq!(
+            recv(&mut a)["cmd"],
+            21,
+            "acked, not echoed to the sending connection"
+        );
+        assert_eq!(recv(&mut b)["content"], format!("missed {i}"));
+    }
+    assert!(
+        silent(&mut a, Duration::from_millis(300)),
+        "no echo of group messages to the sender"
+    );
+
+    let mut c = connect(&server, &w.c);
+    let (missed, done) = sync(&mut c, first_id.as_i64().expect("id"));
+    let contents: Vec<&str> = missed
+        .iter()
+        .filter_map(|m| m["content"].as_str())
+        .collect();
+    assert_eq!(contents, ["missed 0", "missed 1"]);
+    assert_eq!(done["more"], false);
+
+    // A non-member's group message and a non-friend's direct message are refused.
+    let mut d = connect(&server, &w.d);
+    send(&mut d, group("let me in", "d1"));
+    let refused = recv(&mut d);
+    assert_eq!(
+        (
+            refused["cmd"].as_i64(),
+            refused["code"].as_i64(),
+            refused["ref"].as_str()
+        ),
+        (Some(22), Some(403), Some("d1"))
+    );
+    send(&mut d, text(w.a.id, "hi stranger", "d2"));
+    assert_eq!(recv(&mut d)["code"], 403);
+    send(&mut c, text(w.a.id, "c and a are not friends", "c1"));
+    assert_eq!(recv(&mut c)["code"], 403);
+    assert!(
+        silent(&mut a, Duration::from_millis(300)),
+        "refused messages are not delivered"
+    );
+}
+
+#[test]
+fn a_retry_with_the_same_ref_is_acked_with_the_same_id_and_stored_once() {
+    let (server, w) = start();
+    let mut a = connect(&server, &w.a);
+    let mut b = connect(&server, &w.b);
+    send(&mut a, text(w.b.id, "once", "same-ref"));
+    let first = recv(&mut a);
+    send(&mut a, text(w.b.id, "once", "same-ref"));
+    let second = recv(&mut a);
+    assert_eq!(
+        (first["id"].clone(), second["ref"].clone()),
+        (second["id"].clone(), json!("same-ref"))
+    );
+    assert_eq!(recv(&mut b)["content"], "once");
+    assert!(
+        silent(&mut b, Duration::from_millis(300)),
+        "the retry is not delivered twice"
+    );
+    assert_eq!(sync(&mut b, 0).0.len(), 1);
+}
+
+#[test]
+fn several_connections_of_one_user_each_get_every_message() {
+    let (server, w) = start();
+    let mut a = connect(&server, &w.a);
+    let mut b_phone = connect(&server, &w.b);
+    let mut b_laptop = connect(&server, &w.b);
+    let mut a_tab = connect(&server, &w.a);
+    send(&mut a, text(w.b.id, "to all of b", "r"));
+    recv(&mut a);
+    assert_eq!(recv(&mut b_phone)["content"], "to all of b");
+    assert_eq!(recv(&mut b_laptop)["content"], "to all of b");
+    assert_eq!(
+        recv(&mut a_tab)["content"],
+        "to all of b",
+        "the sender's other tab sees it too"
+    );
+}
+
+#[test]
+fn bad_frames_get_an_error_reply_and_the_connection_keeps_working() {
+    let (server, w) = start();
+    let mut a = connect(&server, &w.a);
+    let cases: Vec<(Message, i64)> = vec![
+        (Message::text("{not json"), 400),
+        (Message::text(r#"{"cmd":77,"ref":"x"}"#), 400),
+        (
+            Message::text(
+                json!({"cmd":10,"dstid":w.b.id,"content":"é".repeat(4001),"ref":"big"}).to_string(),
+            ),
+            413,
+        ),
+        (
+            Message::text(r#"{"cmd":10,"content":"no destination"}"#),
+            400,
+        ),
+        (Message::binary(vec![1, 2, 3]), 400),
+    ];
+    for (frame, code) in cases {
+        a.send(frame.clone()).expect("send");
+        let reply = recv(&mut a);
+        assert_eq!(
+            (reply["cmd"].as_i64(), reply["code"].as_i64()),
+            (Some(22), Some(code)),
+            "{frame:?}: {reply}"
+        );
+    }
+    send(&mut a, json!({"cmd": 0}));
+    assert_eq!(recv(&mut a), json!({"cmd": 0}));
+}
+
+#[test]
+fn the_upgrade_is_authenticated_before_the_101() {
+    let (server, w) = start();
+    let status = |url: String, origin: Option<&str>| {
+        let mut request = url.into_client_request().expect("request");
+        if let Some(origin) = origin {
+            request
+                .headers_mut()
+                .insert("Origin", origin.parse().expect("header"));
+        }
+        match tungstenite::connect(request) {
+            Ok((_, response)) => response.status().as_u16(),
+            Err(tungstenite::Error::Http(response)) => response.status().as_u16(),
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert_eq!(status(server.url("/chat"), None), 401);
+    assert_eq!(status(server.url("/chat?id=1&token=forged"), None), 401);
+    let wrong_id = format!("/chat?id={}&token={}", w.b.id, w.a.token);
+    assert_eq!(status(server.url(&wrong_id), None), 401);
+    let good = format!("/chat?id={}&token={}", w.a.id, w.a.token);
+    assert_eq!(status(server.url(&good), Some("http://evil.example")), 403);
+    assert_eq!(
+        status(server.url(&good), Some(&format!("http://{}", server.addr))),
+        101
+    );
+    // The token in a cookie or an Authorization header works as well.
+    for (name, value) in [
+        ("Cookie", format!("fastim_token={}", w.a.token)),
+        ("Authorization", format!("Bearer {}", w.a.token)),
+    ] {
+        let mut request = server.url("/chat").into_client_request().expect("request");
+        request
+            .headers_mut()
+            .insert(name, value.parse().expect("header"));
+        let (_, response) = tungstenite::connect(request).expect(name);
+        assert_eq!(response.status(), 101);
+    }
+}
+
+#[test]
+fn acknowledged_messages_survive_a_crash() {
+    let dir = fresh_data_dir();
+    let w = seed(&dir);
+    let server = Server::start_in(dir, &[]);
+    let mut a = connect(&server, &w.a);
+    let mut acked = Vec::new();
+    for i in 0..50 {
+        send(&mut a, text(w.b.id, &format!("m{i}"), &format!("r{i}")));
+    }
+    for _ in 0..50 {
+        acked.push(recv(&mut a)["id"].as_i64().expect("id"));
+    }
+    let dir = server.crash();
+    let server = Server::start_in(dir, &[]);
+    let mut b = connect(&server, &w.b);
+    let (messages, _) = sync(&mut b, 0);
+    let ids: Vec<i64> = messages.iter().filter_map(|m| m["id"].as_i64()).collect();
+    assert_eq!(ids, acked);
+}
+
+#[test]
+fn silent_chat_connections_are_pinged_then_dropped() {
+    let dir = fresh_data_dir();
+    let w = seed(&dir);
+    let server = Server::start_in(dir, &["--ping-interval", "1"]);
+    let request = format!(
+        "GET /chat?token={} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        w.a.token
+    );
+    let (mut raw, head) = RawClient::request(server.addr, &request);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let started = Instant::now();
+    // A raw client never answers pings: it gets one, then the close.
+    assert_eq!(raw.read_frame().map(|f| f.1), Some(0x9));
+    assert!(
+        started.elapsed() >= Duration::from_millis(700),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(raw.expect_close(), Some(1001));
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(2000) && waited < Duration::from_secs(5),
+        "{waited:?}"
+    );
+    assert!(raw.sees_tcp_close());
+}
