@@ -16,7 +16,10 @@
 //! - [`store`]: the only code that touches SQLite (users, sessions, contacts, groups,
 //!   messages); blocking, so it runs on worker threads, never on the event loop.
 //! - [`secret`]: password hashing (Argon2id) and session tokens (stored as SHA-256 digests).
+//! - [`api`]: the HTTP API routes (`/user/*`, `/contact/*`, `/message/history`), run on
+//!   worker threads against the store.
 
+pub mod api;
 pub mod config;
 pub mod http;
 pub mod im;

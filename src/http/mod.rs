@@ -1,5 +1,6 @@
 //! A tiny HTTP/1.1 layer: request heads in, responses out. Sans-IO, like `ws`.
 
+pub mod form;
 mod request;
 mod response;
 

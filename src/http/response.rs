@@ -23,6 +23,8 @@ pub enum Status {
     UpgradeRequired,
     /// 431: the request head is over the limit.
     HeaderFieldsTooLarge,
+    /// 500: the server failed (e.g. the database); the client did nothing wrong.
+    InternalServerError,
     /// 503: the server is at its connection limit or shutting down.
     ServiceUnavailable,
 }
@@ -41,6 +43,7 @@ impl Status {
             Status::PayloadTooLarge => 413,
             Status::UpgradeRequired => 426,
             Status::HeaderFieldsTooLarge => 431,
+            Status::InternalServerError => 500,
             Status::ServiceUnavailable => 503,
         }
     }
@@ -58,6 +61,7 @@ impl Status {
             Status::PayloadTooLarge => "Payload Too Large",
             Status::UpgradeRequired => "Upgrade Required",
             Status::HeaderFieldsTooLarge => "Request Header Fields Too Large",
+            Status::InternalServerError => "Internal Server Error",
             Status::ServiceUnavailable => "Service Unavailable",
         }
     }

@@ -1,0 +1,183 @@
+//! `/contact/*`: friends and groups (fastIM's "communities").
+
+use super::fields::{self, Fields};
+use super::json::{Community, MemberRow, PublicProfile};
+use super::users::AVATAR_MAX;
+use super::{ApiReply, Caller, Effect, Failure, MAX_GROUPS_OWNED, MSG_SESSION_INVALID};
+use crate::store::{Db, Group, LeaveOutcome, NewGroup, StoreError, User};
+
+/// Longest group name, in characters.
+const GROUP_NAME_MAX: usize = 30;
+/// Longest group memo, in characters.
+const GROUP_MEMO_MAX: usize = 120;
+
+pub(super) const MSG_NO_SUCH_GROUP: &str = "no such group";
+pub(super) const MSG_NOT_MEMBER: &str = "you are not a member of this group";
+
+/// `/contact/addfriend`: befriends the user with mobile number `dstname` (what fastIM's
+/// client sends) or id `dstid`. Mutual and immediate, as in fastIM.
+pub(super) fn add_friend(
+    db: &mut Db,
+    caller: &Caller<'_>,
+    fields: &Fields,
+    now: i64,
+) -> Result<ApiReply, Failure> {
+    let friend: User = if let Some(id) = fields.int("dstid")? {
+        db.user_by_id(id)?
+            .ok_or_else(|| Failure::field("no such user"))?
+    } else {
+        let mobile = fields.trimmed("dstname")?.ok_or_else(|| {
+            Failure::field("dstname (the mobile number of the friend to add) is required")
+        })?;
+        db.user_by_mobile(mobile)?
+            .ok_or_else(|| Failure::field("no user has this mobile number"))?
+    };
+    db.add_friend(caller.id, friend.id, now)
+        .map_err(|e| match e {
+            StoreError::SelfFriend => Failure::field("you cannot add yourself as a friend"),
+            StoreError::AlreadyFriends => Failure::field("you are already friends"),
+            StoreError::NoSuchUser => Failure::Unauthorized(MSG_SESSION_INVALID),
+            other => other.into(),
+        })?;
+    Ok(
+        ApiReply::data_with_msg("friend added", PublicProfile::from(&friend)).with_effect(
+            Effect::Befriended {
+                user: caller.id,
+                friend: friend.id,
+            },
+        ),
+    )
+}
+
+/// `/contact/loadfriend`: the caller's friends, public profiles only (fastIM leaked
+/// their tokens and mobile numbers, FASTIM.md §1.9 item 3).
+pub(super) fn load_friends(db: &Db, caller: &Caller<'_>) -> Result<ApiReply, Failure> {
+    let friends = db.friends(caller.id)?;
+    let rows: Vec<PublicProfile<'_>> = friends.iter().map(PublicProfile::from).collect();
+    Ok(ApiReply::rows(&rows))
+}
+
+/// `/contact/createcommunity`: creates a group owned by the caller, who becomes its first
+/// member.
+pub(super) fn create_group(
+    db: &mut Db,
+    caller: &Caller<'_>,
+    fields: &Fields,
+    now: i64,
+) -> Result<ApiReply, Failure> {
+    let new = NewGroup {
+        name: fields::required_name(fields, "name", GROUP_NAME_MAX)?,
+        icon: fields::text_at_most(fields, "icon", AVATAR_MAX)?.unwrap_or_default(),
+        cate: fields::cate(fields)?.unwrap_or(0),
+        memo: fields::text_at_most(fields, "memo", GROUP_MEMO_MAX)?.unwrap_or_default(),
+    };
+    let group = db
+        .create_group(caller.id, new, MAX_GROUPS_OWNED, now)
+        .map_err(|e| match e {
+            StoreError::GroupNameTaken => {
+                Failure::field("a group with this name already exists; choose another name")
+            }
+            StoreError::TooManyGroups { max } => {
+                Failure::field(format!("you can own at most {max} groups"))
+            }
+            StoreError::NoSuchUser => Failure::Unauthorized(MSG_SESSION_INVALID),
+            other => other.into(),
+        })?;
+    Ok(
+        ApiReply::data(Community::from(&group)).with_effect(Effect::Joined {
+            user: caller.id,
+            group: group.id,
+        }),
+    )
+}
+
+/// The group named by `dstid` (an id) or else `dstname` (an exact name, what fastIM's
+/// client sends).
+fn target_group(db: &Db, fields: &Fields) -> Result<Group, Failure> {
+    if let Some(id) = fields.int("dstid")? {
+        return db
+            .group_by_id(id)?
+            .ok_or_else(|| Failure::field(MSG_NO_SUCH_GROUP));
+    }
+    let name = fields
+        .trimmed("dstname")?
+        .ok_or_else(|| Failure::field("dstname (the name of the group to join) is required"))?;
+    db.group_by_name(name)?
+        .ok_or_else(|| Failure::field("no group has this name"))
+}
+
+/// `/contact/joincommunity`: joins a group by name or id.
+pub(super) fn join_group(
+    db: &mut Db,
+    caller: &Caller<'_>,
+    fields: &Fields,
+    now: i64,
+) -> Result<ApiReply, Failure> {
+    let group = target_group(db, fields)?;
+    db.join_group(caller.id, group.id, now)
+        .map_err(|e| match e {
+            StoreError::AlreadyMember => Failure::field("you are already a member of this group"),
+            StoreError::NoSuchGroup => Failure::field(MSG_NO_SUCH_GROUP),
+            StoreError::NoSuchUser => Failure::Unauthorized(MSG_SESSION_INVALID),
+            other => other.into(),
+        })?;
+    Ok(
+        ApiReply::data_with_msg("you joined the group", Community::from(&group)).with_effect(
+            Effect::Joined {
+                user: caller.id,
+                group: group.id,
+            },
+        ),
+    )
+}
+
+/// `/contact/leavecommunity`: leaves group `dstid`. An owner hands the group to the
+/// longest-standing member; the last member's leaving deletes it.
+pub(super) fn leave_group(
+    db: &mut Db,
+    caller: &Caller<'_>,
+    fields: &Fields,
+) -> Result<ApiReply, Failure> {
+    let group = fields.required_int("dstid")?;
+    let outcome = db.leave_group(caller.id, group).map_err(|e| match e {
+        StoreError::NoSuchGroup => Failure::field(MSG_NO_SUCH_GROUP),
+        StoreError::NotMember => Failure::field(MSG_NOT_MEMBER),
+        other => other.into(),
+    })?;
+    Ok(match outcome {
+        LeaveOutcome::Left | LeaveOutcome::OwnershipTransferred { .. } => {
+            ApiReply::done("you left the group").with_effect(Effect::Left {
+                user: caller.id,
+                group,
+            })
+        }
+        LeaveOutcome::GroupDeleted => {
+            ApiReply::done("you left the group; it had no other members and was deleted")
+                .with_effect(Effect::GroupDeleted { group })
+        }
+    })
+}
+
+/// `/contact/loadcommunity`: the caller's groups.
+pub(super) fn load_groups(db: &Db, caller: &Caller<'_>) -> Result<ApiReply, Failure> {
+    let groups = db.groups_of(caller.id)?;
+    let rows: Vec<Community<'_>> = groups.iter().map(Community::from).collect();
+    Ok(ApiReply::rows(&rows))
+}
+
+/// `/contact/members`: the members of group `dstid`, for its members only.
+pub(super) fn members(db: &Db, caller: &Caller<'_>, fields: &Fields) -> Result<ApiReply, Failure> {
+    let group = fields.required_int("dstid")?;
+    if db.group_by_id(group)?.is_none() {
+        return Err(Failure::field(MSG_NO_SUCH_GROUP));
+    }
+    if !db.is_member(group, caller.id)? {
+        return Err(Failure::field(MSG_NOT_MEMBER));
+    }
+    let members = db.members(group).map_err(|e| match e {
+        StoreError::NoSuchGroup => Failure::field(MSG_NO_SUCH_GROUP),
+        other => other.into(),
+    })?;
+    let rows: Vec<MemberRow<'_>> = members.iter().map(MemberRow::from).collect();
+    Ok(ApiReply::rows(&rows))
+}

@@ -1,0 +1,163 @@
+//! The JSON shapes of replies, with fastIM's field names.
+//!
+//! The store's types are not serialized directly: these views decide, field by field, what
+//! leaves the server. Nothing here can hold a password hash, and only [`OwnProfile`] can
+//! hold a token (the caller's own, on register and login).
+
+use serde::Serialize;
+
+use crate::store::{Group, Member, Role, StoredMessage, User};
+
+/// What anyone logged in may see of another user (no mobile number, no token).
+#[derive(Debug, Serialize)]
+pub(super) struct PublicProfile<'a> {
+    id: i64,
+    nickname: &'a str,
+    avatar: &'a str,
+    sex: &'a str,
+    memo: &'a str,
+}
+
+impl<'a> From<&'a User> for PublicProfile<'a> {
+    fn from(u: &'a User) -> Self {
+        PublicProfile {
+            id: u.id,
+            nickname: &u.nickname,
+            avatar: &u.avatar,
+            sex: &u.sex,
+            memo: &u.memo,
+        }
+    }
+}
+
+/// A user's own profile (`/user/me`, `/user/update`, and with `token` on register and
+/// login).
+#[derive(Debug, Serialize)]
+pub(super) struct OwnProfile<'a> {
+    id: i64,
+    mobile: &'a str,
+    avatar: &'a str,
+    sex: &'a str,
+    nickname: &'a str,
+    memo: &'a str,
+    createat: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token: Option<&'a str>,
+}
+
+impl<'a> OwnProfile<'a> {
+    /// The profile of `u`, with the session token just created for them, if any.
+    pub(super) fn new(u: &'a User, token: Option<&'a str>) -> Self {
+        OwnProfile {
+            id: u.id,
+            mobile: &u.mobile,
+            avatar: &u.avatar,
+            sex: &u.sex,
+            nickname: &u.nickname,
+            memo: &u.memo,
+            createat: u.created_at,
+            token,
+        }
+    }
+}
+
+/// fastIM's Community.
+#[derive(Debug, Serialize)]
+pub(super) struct Community<'a> {
+    id: i64,
+    name: &'a str,
+    ownerid: i64,
+    icon: &'a str,
+    cate: i64,
+    memo: &'a str,
+    createat: i64,
+}
+
+impl<'a> From<&'a Group> for Community<'a> {
+    fn from(g: &'a Group) -> Self {
+        Community {
+            id: g.id,
+            name: &g.name,
+            ownerid: g.owner_id,
+            icon: &g.icon,
+            cate: g.cate,
+            memo: &g.memo,
+            createat: g.created_at,
+        }
+    }
+}
+
+/// A row of `/contact/members`: the public profile and the role.
+#[derive(Debug, Serialize)]
+pub(super) struct MemberRow<'a> {
+    #[serde(flatten)]
+    user: PublicProfile<'a>,
+    role: Role,
+}
+
+impl<'a> From<&'a Member> for MemberRow<'a> {
+    fn from(m: &'a Member) -> Self {
+        MemberRow {
+            user: PublicProfile::from(&m.user),
+            role: m.role,
+        }
+    }
+}
+
+/// A stored message with the chat wire's field names.
+#[derive(Debug, Serialize)]
+pub(super) struct MessageRow<'a> {
+    id: i64,
+    userid: i64,
+    cmd: i64,
+    dstid: i64,
+    media: i64,
+    content: &'a str,
+    pic: &'a str,
+    url: &'a str,
+    memo: &'a str,
+    amount: i64,
+    createat: i64,
+}
+
+impl<'a> From<&'a StoredMessage> for MessageRow<'a> {
+    fn from(m: &'a StoredMessage) -> Self {
+        MessageRow {
+            id: m.id,
+            userid: m.sender_id,
+            cmd: m.cmd,
+            dstid: m.dst_id,
+            media: m.media,
+            content: &m.content,
+            pic: &m.pic,
+            url: &m.url,
+            memo: &m.memo,
+            amount: m.amount,
+            createat: m.created_at,
+        }
+    }
+}
+
+/// `{"code":..,"msg":".."}`.
+#[derive(Debug, Serialize)]
+pub(super) struct MsgEnvelope<'a> {
+    pub(super) code: i32,
+    pub(super) msg: &'a str,
+}
+
+/// `{"code":0,"msg":"..","data":..}`.
+#[derive(Debug, Serialize)]
+pub(super) struct DataEnvelope<'a, T> {
+    pub(super) code: i32,
+    pub(super) msg: &'a str,
+    pub(super) data: T,
+}
+
+/// `{"code":0,"msg":"","rows":[..],"total":n}`.
+#[derive(Debug, Serialize)]
+pub(super) struct RowsEnvelope<'a, T> {
+    pub(super) code: i32,
+    pub(super) msg: &'a str,
+    pub(super) rows: &'a [T],
+    pub(super) total: usize,
+}

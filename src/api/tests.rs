@@ -1,0 +1,1484 @@
+//! Tests of the API through [`handle`], with a real database in a temporary directory.
+
+use std::collections::BTreeSet;
+use std::sync::OnceLock;
+
+use serde_json::{Value, json};
+
+use super::*;
+use crate::secret::{hash_password, new_token};
+use crate::store::testutil::{TestDb, test_db};
+use crate::store::{NewMessage, NewUser, Peer};
+
+const NOW: i64 = 1_700_000_000_000;
+const FORM: &str = "application/x-www-form-urlencoded";
+const JSON: &str = "application/json";
+/// The password of users made by [`quick_user`].
+const PASSWORD: &str = "secret+1";
+
+/// A request with a body.
+fn request(
+    route: Route,
+    content_type: Option<&str>,
+    body: &[u8],
+    token: Option<&str>,
+) -> ApiRequest {
+    ApiRequest {
+        route,
+        content_type: content_type.map(str::to_owned),
+        body: body.to_vec(),
+        query: None,
+        token: token.map(str::to_owned),
+        now_ms: NOW,
+    }
+}
+
+/// Runs a request; returns the reply and its body as JSON.
+fn call(db: &mut Db, req: ApiRequest) -> (ApiReply, Value) {
+    let reply = handle(db, req);
+    let body: Value = serde_json::from_slice(&reply.body).expect("every reply body is JSON");
+    (reply, body)
+}
+
+/// A form POST, as fastIM's client sends it.
+fn form(db: &mut Db, route: Route, body: &str, token: Option<&str>) -> (ApiReply, Value) {
+    call(db, request(route, Some(FORM), body.as_bytes(), token))
+}
+
+/// A JSON POST.
+fn post_json(db: &mut Db, route: Route, body: &Value, token: Option<&str>) -> (ApiReply, Value) {
+    let bytes = serde_json::to_vec(body).expect("json");
+    call(db, request(route, Some(JSON), &bytes, token))
+}
+
+/// A GET with a query string.
+fn get(db: &mut Db, route: Route, query: &str, token: Option<&str>) -> (ApiReply, Value) {
+    let mut req = request(route, None, b"", token);
+    req.query = Some(query.to_owned());
+    call(db, req)
+}
+
+/// Asserts a 200 with code 0 and returns the body.
+fn ok(r: (ApiReply, Value)) -> Value {
+    let (reply, body) = r;
+    assert_eq!(reply.status, Status::Ok, "{body}");
+    assert_eq!(body["code"], 0, "{body}");
+    body
+}
+
+/// Asserts an application failure (200, code -1) and returns its msg.
+fn fail(r: (ApiReply, Value)) -> String {
+    let (reply, body) = r;
+    assert_eq!(reply.status, Status::Ok, "{body}");
+    assert_eq!(body["code"], -1, "{body}");
+    assert_eq!(reply.effect, None);
+    assert_eq!(reply.set_cookie, None);
+    assert_eq!(object_keys(&body), keys(&["code", "msg"]), "{body}");
+    body["msg"].as_str().expect("msg").to_owned()
+}
+
+/// Asserts an HTTP error with the same number as `code` in the envelope; returns msg.
+fn http_error(r: (ApiReply, Value), status: Status) -> String {
+    let (reply, body) = r;
+    assert_eq!(reply.status, status, "{body}");
+    assert_eq!(body["code"], i64::from(status.code()), "{body}");
+    assert_eq!(object_keys(&body), keys(&["code", "msg"]), "{body}");
+    assert_eq!(reply.effect, None);
+    body["msg"].as_str().expect("msg").to_owned()
+}
+
+fn keys(names: &[&str]) -> BTreeSet<String> {
+    names.iter().map(|&n| n.to_owned()).collect()
+}
+
+fn object_keys(v: &Value) -> BTreeSet<String> {
+    v.as_object().expect("object").keys().cloned().collect()
+}
+
+const PUBLIC_KEYS: &[&str] = &["id", "nickname", "avatar", "sex", "memo"];
+const OWN_KEYS: &[&str] = &[
+    "id", "mobile", "avatar", "sex", "nickname", "memo", "createat",
+];
+const COMMUNITY_KEYS: &[&str] = &["id", "name", "ownerid", "icon", "cate", "memo", "createat"];
+
+/// A user and a live session, made straight in the store (no Argon2 run per user).
+struct Quick {
+    id: i64,
+    token: String,
+}
+
+fn quick_user(db: &mut Db, mobile: &str) -> Quick {
+    static HASH: OnceLock<String> = OnceLock::new();
+    let user = db
+        .create_user(
+            NewUser {
+                mobile: mobile.to_owned(),
+                password_hash: HASH.get_or_init(|| hash_password(PASSWORD)).clone(),
+                nickname: format!("nick{mobile}"),
+                avatar: "/asset/images/user.jpg".to_owned(),
+                sex: "W".to_owned(),
+                memo: "memo".to_owned(),
+            },
+            NOW - 1_000,
+        )
+        .expect("create user");
+    let token = new_token();
+    db.create_session(user.id, token_digest(&token), NOW + SESSION_TTL_MS)
+        .expect("session");
+    Quick { id: user.id, token }
+}
+
+fn create_group(db: &mut Db, owner: &Quick, name: &str) -> i64 {
+    let body = ok(form(
+        db,
+        Route::CreateGroup,
+        &format!("name={name}"),
+        Some(&owner.token),
+    ));
+    body["data"]["id"].as_i64().expect("group id")
+}
+
+// ---------------------------------------------------------------------------------------
+// Routes
+
+#[test]
+fn routes_paths_methods_and_auth() {
+    for route in Route::ALL {
+        assert_eq!(Route::from_path(route.path()), Some(route));
+        assert!(route.allows("POST"), "{route:?}");
+        assert!(!route.allows("PUT") && !route.allows("post") && !route.allows("DELETE"));
+    }
+    let paths: BTreeSet<_> = Route::ALL.iter().map(|r| r.path()).collect();
+    assert_eq!(paths.len(), Route::ALL.len());
+    assert_eq!(Route::from_path("/user/login"), Some(Route::Login));
+    assert_eq!(
+        Route::from_path("/contact/loadcommunity"),
+        Some(Route::LoadGroups)
+    );
+    for bad in [
+        "/user/login/",
+        "/user/login?x=1",
+        "/USER/LOGIN",
+        "/user",
+        "",
+        "/chat",
+    ] {
+        assert_eq!(Route::from_path(bad), None, "{bad}");
+    }
+    let gets: Vec<_> = Route::ALL.into_iter().filter(|r| r.allows("GET")).collect();
+    assert_eq!(
+        gets,
+        [
+            Route::Me,
+            Route::Find,
+            Route::LoadFriends,
+            Route::LoadGroups,
+            Route::GroupMembers,
+            Route::History
+        ]
+    );
+    let open: Vec<_> = Route::ALL.into_iter().filter(|r| !r.needs_auth()).collect();
+    assert_eq!(open, [Route::Register, Route::Login]);
+}
+
+// ---------------------------------------------------------------------------------------
+// Register and login
+
+#[test]
+fn register_as_the_original_client_does_and_use_the_token() {
+    let mut t = test_db();
+    // util.js post(): name=encodeURI(value) joined by &. register.html sends these fields,
+    // with sex "" when the select was not touched, and passwdr (the confirmation).
+    let body = "mobile=13800000000&passwd=a+b%20c%25&passwdr=a+b%20c%25&nickname=%E5%BC%A0\
+                &memo=%E4%BD%A0%E5%A5%BD&avatar=/asset/images/user.jpg&sex=";
+    let (reply, v) = form(&mut t.db, Route::Register, body, None);
+    let v = ok((reply.clone(), v));
+    let data = &v["data"];
+    assert_eq!(v["msg"], "");
+    let mut expected = keys(OWN_KEYS);
+    expected.insert("token".to_owned());
+    assert_eq!(object_keys(data), expected, "{data}");
+    assert_eq!(data["mobile"], "13800000000");
+    assert_eq!(data["nickname"], "张");
+    assert_eq!(data["memo"], "你好", "memo is kept, unlike fastIM");
+    assert_eq!(data["avatar"], "/asset/images/user.jpg");
+    assert_eq!(data["sex"], "U");
+    assert_eq!(data["createat"], NOW);
+    let id = data["id"].as_i64().expect("id");
+    assert!(id > 0);
+    let token = data["token"].as_str().expect("token").to_owned();
+    assert_eq!(token.len(), 43);
+
+    // The cookie carries the same token.
+    assert_eq!(
+        reply.set_cookie.as_deref(),
+        Some(
+            format!("fastim_token={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age=2592000")
+                .as_str()
+        )
+    );
+    assert_eq!(reply.effect, None);
+
+    // The token is a live session for the new user.
+    assert_eq!(session_user(&t.db, &token, NOW).expect("q"), Some(id));
+    let me = ok(get(&mut t.db, Route::Me, "", Some(&token)));
+    assert_eq!(me["data"]["id"], id);
+    assert_eq!(me["data"]["mobile"], "13800000000");
+    assert_eq!(
+        object_keys(&me["data"]),
+        keys(OWN_KEYS),
+        "no token on /user/me"
+    );
+
+    // The password is "a+b c%": + literal, %20 a space, %25 a percent sign.
+    let login = ok(form(
+        &mut t.db,
+        Route::Login,
+        "mobile=13800000000&passwd=a+b%20c%25",
+        None,
+    ));
+    assert_eq!(login["data"]["id"], id);
+    let msg = fail(form(
+        &mut t.db,
+        Route::Login,
+        "mobile=13800000000&passwd=a%20b%20c%25",
+        None,
+    ));
+    assert_eq!(msg, "wrong mobile number or password");
+}
+
+#[test]
+fn register_with_json_accepts_numbers_for_text_and_ignores_unknown_fields() {
+    let mut t = test_db();
+    let v = ok(post_json(
+        &mut t.db,
+        Route::Register,
+        &json!({"mobile": 13800000001_i64, "passwd": "secret1", "nickname": "  Bob  ",
+                "sex": "M", "id": 77, "token": "mine", "createat": 5}),
+        None,
+    ));
+    assert_eq!(v["data"]["mobile"], "13800000001");
+    assert_eq!(v["data"]["nickname"], "Bob", "trimmed");
+    assert_eq!(v["data"]["sex"], "M");
+    assert_eq!(v["data"]["createat"], NOW);
+    assert_ne!(v["data"]["token"], "mine");
+    assert_ne!(v["data"]["id"], 77);
+    assert_eq!(v["data"]["avatar"], "");
+    assert_eq!(v["data"]["memo"], "");
+}
+
+#[test]
+fn register_validation_names_the_field() {
+    let mut t = test_db();
+    let long = |n: usize| "x".repeat(n);
+    let base = "mobile=13800000000&passwd=secret1&nickname=Ann";
+    let cases: Vec<(String, &str)> = vec![
+        (
+            "passwd=secret1&nickname=Ann".to_owned(),
+            "mobile is required",
+        ),
+        (
+            "mobile=1380000&passwd=secret1&nickname=Ann"
+                .to_owned()
+                .replace("1380000", "1234"),
+            "mobile must be 5 to 20 digits, optionally starting with +",
+        ),
+        (
+            "mobile=138-0000-0000&passwd=secret1&nickname=Ann".to_owned(),
+            "mobile must be 5 to 20 digits, optionally starting with +",
+        ),
+        (
+            "mobile=13800000000&nickname=Ann".to_owned(),
+            "passwd is required",
+        ),
+        (
+            "mobile=13800000000&passwd=12345&nickname=Ann".to_owned(),
+            "passwd must be 6 to 128 characters",
+        ),
+        (
+            format!("mobile=13800000000&passwd={}&nickname=Ann", long(129)),
+            "passwd must be 6 to 128 characters",
+        ),
+        (
+            "mobile=13800000000&passwd=secret1".to_owned(),
+            "nickname is required",
+        ),
+        (
+            "mobile=13800000000&passwd=secret1&nickname=%20%20".to_owned(),
+            "nickname is required",
+        ),
+        (
+            format!("mobile=13800000000&passwd=secret1&nickname={}", long(21)),
+            "nickname must be 1 to 20 characters",
+        ),
+        (
+            "mobile=13800000000&passwd=secret1&nickname=a%09b".to_owned(),
+            "nickname must not contain control characters",
+        ),
+        (
+            format!("{base}&avatar={}", long(251)),
+            "avatar must be at most 250 characters",
+        ),
+        (format!("{base}&sex=F"), "sex must be M, W or U"),
+        (
+            format!("{base}&memo={}", long(141)),
+            "memo must be at most 140 characters",
+        ),
+    ];
+    for (body, expected) in cases {
+        assert_eq!(
+            fail(form(&mut t.db, Route::Register, &body, None)),
+            expected,
+            "{body}"
+        );
+    }
+    assert_eq!(
+        t.db.user_by_mobile("13800000000").expect("q"),
+        None,
+        "nothing created"
+    );
+    // At the limits, all is accepted.
+    let body = format!(
+        "mobile=%2B12345678901234567890&passwd={}&nickname={}&avatar={}&memo={}&sex=W",
+        long(128),
+        "张".repeat(20),
+        long(250),
+        long(140)
+    );
+    ok(form(&mut t.db, Route::Register, &body, None));
+}
+
+#[test]
+fn register_refuses_a_taken_mobile() {
+    let mut t = test_db();
+    quick_user(&mut t.db, "13800000000");
+    let msg = fail(form(
+        &mut t.db,
+        Route::Register,
+        "mobile=13800000000&passwd=secret1&nickname=Ann",
+        None,
+    ));
+    assert_eq!(msg, "this mobile number is already registered");
+}
+
+#[test]
+fn login_answers_the_same_for_unknown_mobile_and_wrong_password() {
+    let mut t = test_db();
+    let alice = quick_user(&mut t.db, "13800000001");
+    let (wrong_pw, _) = form(
+        &mut t.db,
+        Route::Login,
+        "mobile=13800000001&passwd=nope-nope",
+        None,
+    );
+    let (unknown, _) = form(
+        &mut t.db,
+        Route::Login,
+        "mobile=13899999999&passwd=nope-nope",
+        None,
+    );
+    assert_eq!(wrong_pw, unknown, "byte-identical replies");
+    assert_eq!(
+        String::from_utf8_lossy(&wrong_pw.body),
+        r#"{"code":-1,"msg":"wrong mobile number or password"}"#
+    );
+    // A malformed number is just an unknown one.
+    let (malformed, _) = form(&mut t.db, Route::Login, "mobile=abc&passwd=nope-nope", None);
+    assert_eq!(malformed, unknown);
+
+    assert_eq!(
+        fail(form(&mut t.db, Route::Login, "passwd=x", None)),
+        "mobile is required"
+    );
+    assert_eq!(
+        fail(form(
+            &mut t.db,
+            Route::Login,
+            "mobile=13800000001&passwd=",
+            None
+        )),
+        "passwd is required"
+    );
+
+    // The right password: a new session each time, each one valid.
+    let body = format!(
+        "mobile=%2013800000001%20&passwd={}",
+        PASSWORD.replace(' ', "%20")
+    );
+    let (reply, v) = form(&mut t.db, Route::Login, &body, None);
+    let v = ok((reply.clone(), v));
+    let token = v["data"]["token"].as_str().expect("token").to_owned();
+    assert_ne!(token, alice.token);
+    assert_eq!(v["data"]["id"], alice.id);
+    assert_eq!(v["data"]["mobile"], "13800000001");
+    let cookie = reply.set_cookie.expect("cookie");
+    assert!(
+        cookie.starts_with(&format!("fastim_token={token};")),
+        "{cookie}"
+    );
+    for attr in ["Path=/", "HttpOnly", "SameSite=Strict", "Max-Age=2592000"] {
+        assert!(cookie.split("; ").any(|a| a == attr), "{attr} in {cookie}");
+    }
+    assert_eq!(session_user(&t.db, &token, NOW).expect("q"), Some(alice.id));
+    assert_eq!(
+        session_user(&t.db, &alice.token, NOW).expect("q"),
+        Some(alice.id)
+    );
+    // Sessions expire after the TTL.
+    assert_eq!(
+        session_user(&t.db, &token, NOW + SESSION_TTL_MS - 1).expect("q"),
+        Some(alice.id)
+    );
+    assert_eq!(
+        session_user(&t.db, &token, NOW + SESSION_TTL_MS).expect("q"),
+        None
+    );
+}
+
+#[test]
+fn logout_ends_only_this_session_and_clears_the_cookie() {
+    let mut t = test_db();
+    let alice = quick_user(&mut t.db, "13800000001");
+    let second = ok(form(
+        &mut t.db,
+        Route::Login,
+        "mobile=13800000001&passwd=secret+1",
+        None,
+    ));
+    let second = second["data"]["token"].as_str().expect("token").to_owned();
+
+    let (reply, v) = form(&mut t.db, Route::Logout, "", Some(&alice.token));
+    assert_eq!(v, json!({"code": 0, "msg": "logged out"}));
+    assert_eq!(
+        reply.set_cookie.as_deref(),
+        Some("fastim_token=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0")
+    );
+    assert_eq!(
+        reply.effect,
+        Some(Effect::LoggedOut {
+            user: alice.id,
+            token_digest: token_digest(&alice.token)
+        })
+    );
+    http_error(
+        form(&mut t.db, Route::Me, "", Some(&alice.token)),
+        Status::Unauthorized,
+    );
+    ok(form(&mut t.db, Route::Me, "", Some(&second)));
+}
+
+// ---------------------------------------------------------------------------------------
+// Authentication and malformed requests
+
+#[test]
+fn every_protected_route_needs_a_valid_unexpired_token() {
+    let mut t = test_db();
+    let alice = quick_user(&mut t.db, "13800000001");
+    for route in Route::ALL.into_iter().filter(|r| r.needs_auth()) {
+        let msg = http_error(
+            form(&mut t.db, route, "dstid=1", None),
+            Status::Unauthorized,
+        );
+        assert_eq!(msg, "please log in first");
+        let msg = http_error(
+            form(&mut t.db, route, "dstid=1", Some("")),
+            Status::Unauthorized,
+        );
+        assert_eq!(msg, "please log in first");
+        for bad in ["not-a-token", &new_token()] {
+            let msg = http_error(form(&mut t.db, route, "", Some(bad)), Status::Unauthorized);
+            assert_eq!(
+                msg,
+                "your session has expired or is not valid; please log in again"
+            );
+        }
+        // Expired: the request comes at the session's expiry time.
+        let mut req = request(route, Some(FORM), b"", Some(&alice.token));
+        req.now_ms = NOW + SESSION_TTL_MS;
+        http_error(call(&mut t.db, req), Status::Unauthorized);
+        // Authentication comes before the body is read.
+        http_error(
+            call(&mut t.db, request(route, Some(JSON), b"{", None)),
+            Status::Unauthorized,
+        );
+    }
+    // A token given as a form field counts for nothing.
+    http_error(
+        form(
+            &mut t.db,
+            Route::Me,
+            &format!("token={}", alice.token),
+            None,
+        ),
+        Status::Unauthorized,
+    );
+}
+
+#[test]
+fn unparseable_bodies_are_400_with_the_envelope() {
+    let mut t = test_db();
+    let alice = quick_user(&mut t.db, "13800000001");
+    let cases: [(Option<&str>, &[u8]); 7] = [
+        (Some(JSON), b"{\"mobile\":"),
+        (Some(JSON), b"[\"mobile\"]"),
+        (Some(JSON), b"\"13800000000\""),
+        (Some("text/plain"), b"mobile=1"),
+        (None, b"mobile=1"),
+        (Some("multipart/form-data; boundary=b"), b"--b--"),
+        (Some(FORM), b"nickname=%FF"),
+    ];
+    for (ct, body) in cases {
+        http_error(
+            call(&mut t.db, request(Route::Login, ct, body, None)),
+            Status::BadRequest,
+        );
+        http_error(
+            call(
+                &mut t.db,
+                request(Route::UpdateProfile, ct, body, Some(&alice.token)),
+            ),
+            Status::BadRequest,
+        );
+    }
+    let mut req = request(Route::Find, None, b"", Some(&alice.token));
+    req.query = Some("id=%E5%BC".to_owned());
+    http_error(call(&mut t.db, req), Status::BadRequest);
+    // An empty body of any type is just no fields.
+    let msg = fail(call(
+        &mut t.db,
+        request(Route::Login, Some("text/plain"), b"", None),
+    ));
+    assert_eq!(msg, "mobile is required");
+}
+
+#[test]
+fn a_database_failure_is_a_500_without_details() {
+    let mut t = test_db();
+    let alice = quick_user(&mut t.db, "13800000001");
+    let raw = rusqlite::Connection::open(TestDb::path(&t)).expect("raw connection");
+    raw.execute_batch("DROP TABLE friends").expect("drop");
+    drop(raw);
+    let (reply, v) = form(&mut t.db, Route::LoadFriends, "", Some(&alice.token));
+    assert_eq!(reply.status, Status::InternalServerError);
+    assert_eq!(v, json!({"code": 500, "msg": "internal error"}));
+    assert_eq!(reply.body, br#"{"code":500,"msg":"internal error"}"#);
+}
+
+// ---------------------------------------------------------------------------------------
+// Profiles
+
+#[test]
+fn me_find_and_update() {
+    let mut t = test_db();
+    let alice = quick_user(&mut t.db, "13800000001");
+    let bob = quick_user(&mut t.db, "13800000002");
+
+    let me = ok(get(&mut t.db, Route::Me, "", Some(&alice.token)));
+    assert_eq!(object_keys(&me["data"]), keys(OWN_KEYS));
+    assert_eq!(me["data"]["id"], alice.id);
+
+    // Find: POST {id} as the client sends it, or GET ?id=.
+    let found = ok(form(
+        &mut t.db,
+        Route::Find,
+        &format!("id={}", bob.id),
+        Some(&alice.token),
+    ));
+    assert_eq!(object_keys(&found["data"]), keys(PUBLIC_KEYS), "no mobile");
+    assert_eq!(found["data"]["id"], bob.id);
+    assert_eq!(found["data"]["nickname"], "nick13800000002");
+    let by_get = ok(get(
+        &mut t.db,
+        Route::Find,
+        &format!("id={}", bob.id),
+        Some(&alice.token),
+    ));
+    assert_eq!(by_get, found);
+    let msg = http_error(
+        form(&mut t.db, Route::Find, "id=99999", Some(&alice.token)),
+        Status::NotFound,
+    );
+    assert_eq!(msg, "no such user");
+    assert_eq!(
+        fail(form(&mut t.db, Route::Find, "", Some(&alice.token))),
+        "id is required"
+    );
+    assert_eq!(
+        fail(form(&mut t.db, Route::Find, "id=abc", Some(&alice.token))),
+        "id must be an integer"
+    );
+
+    // Update: only the given fields change; identity and mobile cannot be spoofed.
+    let updated = ok(form(
+        &mut t.db,
+        Route::UpdateProfile,
+        &format!(
+            "userid={}&id={}&mobile=13900000000&nickname=%20Alicia%20&memo=&sex=M",
+            bob.id, bob.id
+        ),
+        Some(&alice.token),
+    ));
+    let d = &updated["data"];
+    assert_eq!(object_keys(d), keys(OWN_KEYS));
+    assert_eq!(d["id"], alice.id);
+    assert_eq!(d["mobile"], "13800000001");
+    assert_eq!(d["nickname"], "Alicia");
+    assert_eq!(d["memo"], "");
+    assert_eq!(d["sex"], "M");
+    assert_eq!(d["avatar"], "/asset/images/user.jpg");
+    let bob_now = t.db.user_by_id(bob.id).expect("q").expect("bob");
+    assert_eq!(bob_now.nickname, "nick13800000002", "bob untouched");
+
+    // An empty update changes nothing.
+    let same = ok(post_json(
+        &mut t.db,
+        Route::UpdateProfile,
+        &json!({}),
+        Some(&alice.token),
+    ));
+    assert_eq!(same["data"], updated["data"]);
+
+    for (body, expected) in [
+        ("nickname=", "nickname must be 1 to 20 characters"),
+        ("nickname=%20", "nickname must be 1 to 20 characters"),
+        (
+            "nickname=123456789012345678901",
+            "nickname must be 1 to 20 characters",
+        ),
+        ("sex=X", "sex must be M, W or U"),
+    ] {
+        assert_eq!(
+            fail(form(
+                &mut t.db,
+                Route::UpdateProfile,
+                body,
+                Some(&alice.token)
+            )),
+            expected
+        );
+    }
+    let long_avatar = format!("avatar={}", "a".repeat(251));
+    assert_eq!(
+        fail(form(
+            &mut t.db,
+            Route::UpdateProfile,
+            &long_avatar,
+            Some(&alice.token)
+        )),
+        "avatar must be at most 250 characters"
+    );
+    let long_memo = json!({"memo": "m".repeat(141)});
+    assert_eq!(
+        fail(post_json(
+            &mut t.db,
+            Route::UpdateProfile,
+            &long_memo,
+            Some(&alice.token)
+        )),
+        "memo must be at most 140 characters"
+    );
+    let bad_type = json!({"nickname": ["x"]});
+    assert_eq!(
+        fail(post_json(
+            &mut t.db,
+            Route::UpdateProfile,
+            &bad_type,
+            Some(&alice.token)
+        )),
+        "nickname must be a string or a number"
+    );
+    // Nothing of the failed updates was written.
+    let me = ok(get(&mut t.db, Route::Me, "", Some(&alice.token)));
+    assert_eq!(me["data"], updated["data"]);
+}
+
+// ---------------------------------------------------------------------------------------
+// Friends
+
+#[test]
+fn add_friend_by_mobile_as_the_client_does_and_by_id() {
+    let mut t = test_db();
+    let alice = quick_user(&mut t.db, "13800000001");
+    let bob = quick_user(&mut t.db, "13800000002");
+    let carol = quick_user(&mut t.db, "13800000003");
+
+    // foot.html: post("contact/addfriend", {dstname: mobile, userid: userId()}); the
+    // userid here claims to be carol: ignored.
+    let (reply, v) = form(
+        &mut t.db,
+        Route::AddFriend,
+        &format!("dstname=13800000002&userid={}", carol.id),
+        Some(&alice.token),
+    );
+    let v = ok((reply.clone(), v));
+    assert_eq!(v["msg"], "friend added");
+    assert_eq!(object_keys(&v["data"]), keys(PUBLIC_KEYS));
+    assert_eq!(v["data"]["id"], bob.id);
+    assert_eq!(
+        reply.effect,
+        Some(Effect::Befriended {
+            user: alice.id,
+            friend: bob.id
+        })
+    );
+    assert!(t.db.are_friends(alice.id, bob.id).expect("q"));
+    assert!(t.db.are_friends(bob.id, alice.id).expect("q"), "mutual");
+    assert!(
+        !t.db.are_friends(carol.id, bob.id).expect("q"),
+        "spoofed userid ignored"
+    );
+
+    ok(post_json(
+        &mut t.db,
+        Route::AddFriend,
+        &json!({"dstid": carol.id}),
+        Some(&alice.token),
+    ));
+
+    let cases = [
+        ("dstname=13800000002".to_owned(), "you are already friends"),
+        (
+            format!("dstid={}", alice.id),
+            "you cannot add yourself as a friend",
+        ),
+        (
+            "dstname=13800000001".to_owned(),
+            "you cannot add yourself as a friend",
+        ),
+        (
+            "dstname=13899999999".to_owned(),
+            "no user has this mobile number",
+        ),
+        ("dstid=99999".to_owned(), "no such user"),
+        (
+            String::new(),
+            "dstname (the mobile number of the friend to add) is required",
+        ),
+        ("dstid=x".to_owned(), "dstid must be an integer"),
+    ];
+    for (body, expected) in cases {
+        assert_eq!(
+            fail(form(&mut t.db, Route::AddFriend, &body, Some(&alice.token))),
+            expected,
+            "{body}"
+        );
+    }
+    // Bob adding alice back: already friends.
+    assert_eq!(
+        fail(form(
+            &mut t.db,
+            Route::AddFriend,
+            "dstname=13800000001",
+            Some(&bob.token)
+        )),
+        "you are already friends"
+    );
+}
+
+#[test]
+fn load_friends_lists_public_profiles_of_the_callers_friends() {
+    let mut t = test_db();
+    let alice = quick_user(&mut t.db, "13800000001");
+    let bob = quick_user(&mut t.db, "13800000002");
+    let carol = quick_user(&mut t.db, "13800000003");
+    t.db.add_friend(alice.id, bob.id, NOW).expect("friends");
+    t.db.add_friend(carol.id, alice.id, NOW + 1)
+        .expect("friends");
+
+    // The client sends userid; asking as bob with carol's id still lists bob's friends.
+    let v = ok(form(
+        &mut t.db,
+        Route::LoadFriends,
+        &format!("userid={}", carol.id),
+        Some(&bob.token),
+    ));
+    assert_eq!(v["total"], 1);
+    assert_eq!(object_keys(&v), keys(&["code", "msg", "rows", "total"]));
+    assert_eq!(v["rows"][0]["id"], alice.id);
+
+    let v = ok(get(&mut t.db, Route::LoadFriends, "", Some(&alice.token)));
+    assert_eq!(v["total"], 2);
+    let rows = v["rows"].as_array().expect("rows");
+    let ids: Vec<_> = rows.iter().map(|r| r["id"].as_i64()).collect();
+    assert_eq!(ids, [Some(bob.id), Some(carol.id)]);
+    for row in rows {
+        assert_eq!(object_keys(row), keys(PUBLIC_KEYS), "{row}");
+    }
+
+    let empty = quick_user(&mut t.db, "13800000004");
+    let v = ok(form(&mut t.db, Route::LoadFriends, "", Some(&empty.token)));
+    assert_eq!(v, json!({"code": 0, "msg": "", "rows": [], "total": 0}));
+}
+
+// ---------------------------------------------------------------------------------------
+// Groups
+
+#[test]
+fn create_group_as_the_client_does() {
+    let mut t = test_db();
+    let alice = quick_user(&mut t.db, "13800000001");
+    let bob = quick_user(&mut t.db, "13800000002");
+    // createcom.html sends name, ownerid (= userId(), here spoofed as bob), icon, cate, memo.
+    let (reply, v) = form(
+        &mut t.db,
+        Route::CreateGroup,
+        &format!(
+            "name=%20Rust%20%E7%88%B1%E5%A5%BD%E8%80%85%20&ownerid={}&icon=/resource/g.png\
+             &cate=2&memo=about+us",
+            bob.id
+        ),
+        Some(&alice.token),
+    );
+    let v = ok((reply.clone(), v));
+    let d = &v["data"];
+    assert_eq!(object_keys(d), keys(COMMUNITY_KEYS));
+    assert_eq!(d["name"], "Rust 爱好者");
+    assert_eq!(d["ownerid"], alice.id, "the caller, not the ownerid field");
+    assert_eq!(d["icon"], "/resource/g.png");
+    assert_eq!(d["cate"], 2);
+    assert_eq!(d["memo"], "about+us");
+    assert_eq!(d["createat"], NOW);
+    let group = d["id"].as_i64().expect("id");
+    assert_eq!(
+        reply.effect,
+        Some(Effect::Joined {
+            user: alice.id,
+            group
+        })
+    );
+    assert!(t.db.is_member(group, alice.id).expect("q"));
+    assert!(!t.db.is_member(group, bob.id).expect("q"));
+
+    // JSON with a numeric cate; defaults.
+    let v = ok(post_json(
+        &mut t.db,
+        Route::CreateGroup,
+        &json!({"name": "second", "cate": 4}),
+        Some(&alice.token),
+    ));
+    assert_eq!(v["data"]["cate"], 4);
+    let v = ok(post_json(
+        &mut t.db,
+        Route::CreateGroup,
+        &json!({"name": "third"}),
+        Some(&alice.token),
+    ));
+    assert_eq!(
+        (v["data"]["cate"].as_i64(), v["data"]["icon"].as_str()),
+        (Some(0), Some(""))
+    );
+
+    let cases = [
+        ("cate=1".to_owned(), "name is required"),
+        ("name=%20".to_owned(), "name is required"),
+        (
+            format!("name={}", "n".repeat(31)),
+            "name must be 1 to 30 characters",
+        ),
+        (
+            "name=x&cate=100".to_owned(),
+            "cate must be an integer from 0 to 99",
+        ),
+        (
+            "name=x&cate=abc".to_owned(),
+            "cate must be an integer from 0 to 99",
+        ),
+        (
+            format!("name=x&icon={}", "i".repeat(251)),
+            "icon must be at most 250 characters",
+        ),
+        (
+            format!("name=x&memo={}", "m".repeat(121)),
+            "memo must be at most 120 characters",
+        ),
+        (
+            "name=Rust%20%E7%88%B1%E5%A5%BD%E8%80%85".to_owned(),
+            "a group with this name already exists; choose another name",
+        ),
+    ];
+    for (body, expected) in cases {
+        assert_eq!(
+            fail(form(&mut t.db, Route::CreateGroup, &body, Some(&bob.token))),
+            expected,
+            "{body}"
+        );
+    }
+    assert!(t.db.groups_of(bob.id).expect("q").is_empty());
+}
+
+#[test]
+fn a_user_owns_at_most_five_groups() {
+    let mut t = test_db();
+    let alice = quick_user(&mut t.db, "13800000001");
+    for i in 0..MAX_GROUPS_OWNED {
+        create_group(&mut t.db, &alice, &format!("g{i}"));
+    }
+    assert_eq!(
+        fail(form(
+            &mut t.db,
+            Route::CreateGroup,
+            "name=g5",
+            Some(&alice.token)
+        )),
+        "you can own at most 5 groups"
+    );
+    assert_eq!(t.db.groups_of(alice.id).expect("q").len(), 5);
+}
+
+#[test]
+fn join_by_name_as_the_client_does_or_by_id_and_list_groups() {
+    let mut t = test_db();
+    let alice = quick_user(&mut t.db, "13800000001");
+    let bob = quick_user(&mut t.db, "13800000002");
+    let carol = quick_user(&mut t.db, "13800000003");
+    let g1 = create_group(&mut t.db, &alice, "Rust%20fans");
+    let g2 = create_group(&mut t.db, &carol, "other");
+
+    // foot.html: post("contact/joincommunity", {dstname: name, userid: userId()}).
+    let (reply, v) = form(
+        &mut t.db,
+        Route::JoinGroup,
+        &format!("dstname=%20Rust%20fans%20&userid={}", carol.id),
+        Some(&bob.token),
+    );
+    let v = ok((reply.clone(), v));
+    assert_eq!(v["data"]["id"], g1);
+    assert_eq!(object_keys(&v["data"]), keys(COMMUNITY_KEYS));
+    assert_eq!(
+        reply.effect,
+        Some(Effect::Joined {
+            user: bob.id,
+            group: g1
+        })
+    );
+    assert!(t.db.is_member(g1, bob.id).expect("q"));
+    assert!(!t.db.is_member(g1, carol.id).expect("q"));
+
+    let (reply, _) = post_json(
+        &mut t.db,
+        Route::JoinGroup,
+        &json!({"dstid": g2}),
+        Some(&bob.token),
+    );
+    assert_eq!(
+        reply.effect,
+        Some(Effect::Joined {
+            user: bob.id,
+            group: g2
+        })
+    );
+
+    let cases = [
+        (
+            "dstname=Rust%20fans".to_owned(),
+            "you are already a member of this group",
+        ),
+        (
+            format!("dstid={g1}"),
+            "you are already a member of this group",
+        ),
+        ("dstname=rust%20fans".to_owned(), "no group has this name"),
+        ("dstid=99999".to_owned(), "no such group"),
+        (
+            String::new(),
+            "dstname (the name of the group to join) is required",
+        ),
+    ];
+    for (body, expected) in cases {
+        assert_eq!(
+            fail(form(&mut t.db, Route::JoinGroup, &body, Some(&bob.token))),
+            expected,
+            "{body}"
+        );
+    }
+
+    let v = ok(form(
+        &mut t.db,
+        Route::LoadGroups,
+        &format!("userid={}", alice.id),
+        Some(&bob.token),
+    ));
+    assert_eq!(v["total"], 2);
+    let rows = v["rows"].as_array().expect("rows");
+    let ids: Vec<_> = rows.iter().map(|r| r["id"].as_i64()).collect();
+    assert_eq!(ids, [Some(g1), Some(g2)]);
+    for row in rows {
+        assert_eq!(object_keys(row), keys(COMMUNITY_KEYS));
+    }
+    assert_eq!(rows[0]["name"], "Rust fans");
+    assert_eq!(rows[0]["ownerid"], alice.id);
+    let v = ok(get(&mut t.db, Route::LoadGroups, "", Some(&alice.token)));
+    assert_eq!(v["total"], 1);
+}
+
+#[test]
+fn leave_group_hands_over_then_deletes() {
+    let mut t = test_db();
+    let alice = quick_user(&mut t.db, "13800000001");
+    let bob = quick_user(&mut t.db, "13800000002");
+    let g = create_group(&mut t.db, &alice, "g");
+    ok(form(
+        &mut t.db,
+        Route::JoinGroup,
+        "dstname=g",
+        Some(&bob.token),
+    ));
+
+    // The owner leaves: bob owns it now.
+    let (reply, v) = form(
+        &mut t.db,
+        Route::LeaveGroup,
+        &format!("dstid={g}"),
+        Some(&alice.token),
+    );
+    assert_eq!(v, json!({"code": 0, "msg": "you left the group"}));
+    assert_eq!(
+        reply.effect,
+        Some(Effect::Left {
+            user: alice.id,
+            group: g
+        })
+    );
+    assert_eq!(
+        t.db.group_by_id(g).expect("q").expect("group").owner_id,
+        bob.id
+    );
+
+    assert_eq!(
+        fail(form(
+            &mut t.db,
+            Route::LeaveGroup,
+            &format!("dstid={g}"),
+            Some(&alice.token)
+        )),
+        "you are not a member of this group"
+    );
+    assert_eq!(
+        fail(form(&mut t.db, Route::LeaveGroup, "", Some(&alice.token))),
+        "dstid is required"
+    );
+
+    // The last member leaves: the group is gone.
+    let (reply, v) = post_json(
+        &mut t.db,
+        Route::LeaveGroup,
+        &json!({"dstid": g}),
+        Some(&bob.token),
+    );
+    assert_eq!(v["code"], 0);
+    assert_eq!(
+        v["msg"],
+        "you left the group; it had no other members and was deleted"
+    );
+    assert_eq!(reply.effect, Some(Effect::GroupDeleted { group: g }));
+    assert_eq!(t.db.group_by_id(g).expect("q"), None);
+    assert_eq!(
+        fail(form(
+            &mut t.db,
+            Route::LeaveGroup,
+            &format!("dstid={g}"),
+            Some(&bob.token)
+        )),
+        "no such group"
+    );
+}
+
+#[test]
+fn members_are_listed_with_roles_for_members_only() {
+    let mut t = test_db();
+    let alice = quick_user(&mut t.db, "13800000001");
+    let bob = quick_user(&mut t.db, "13800000002");
+    let carol = quick_user(&mut t.db, "13800000003");
+    let g = create_group(&mut t.db, &alice, "g");
+    ok(form(
+        &mut t.db,
+        Route::JoinGroup,
+        "dstname=g",
+        Some(&bob.token),
+    ));
+
+    let v = ok(get(
+        &mut t.db,
+        Route::GroupMembers,
+        &format!("dstid={g}"),
+        Some(&bob.token),
+    ));
+    assert_eq!(v["total"], 2);
+    let mut member_keys = keys(PUBLIC_KEYS);
+    member_keys.insert("role".to_owned());
+    let rows = v["rows"].as_array().expect("rows");
+    for row in rows {
+        assert_eq!(object_keys(row), member_keys, "{row}");
+    }
+    assert_eq!(
+        (&rows[0]["id"], &rows[0]["role"]),
+        (&json!(alice.id), &json!("owner"))
+    );
+    assert_eq!(
+        (&rows[1]["id"], &rows[1]["role"]),
+        (&json!(bob.id), &json!("member"))
+    );
+
+    assert_eq!(
+        fail(form(
+            &mut t.db,
+            Route::GroupMembers,
+            &format!("dstid={g}"),
+            Some(&carol.token)
+        )),
+        "you are not a member of this group"
+    );
+    assert_eq!(
+        fail(form(
+            &mut t.db,
+            Route::GroupMembers,
+            "dstid=99999",
+            Some(&carol.token)
+        )),
+        "no such group"
+    );
+    assert_eq!(
+        fail(form(&mut t.db, Route::GroupMembers, "", Some(&carol.token))),
+        "dstid is required"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// History
+
+fn text(from: i64, to: Peer, content: &str) -> NewMessage {
+    NewMessage {
+        sender_id: from,
+        to,
+        media: 1,
+        content: content.to_owned(),
+        pic: String::new(),
+        url: String::new(),
+        memo: String::new(),
+        amount: 0,
+        client_ref: None,
+    }
+}
+
+fn contents(v: &Value) -> Vec<String> {
+    v["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| r["content"].as_str().expect("content").to_owned())
+        .collect()
+}
+
+#[test]
+fn history_of_one_to_one_chats_is_only_the_callers_own() {
+    let mut t = test_db();
+    let alice = quick_user(&mut t.db, "13800000001");
+    let bob = quick_user(&mut t.db, "13800000002");
+    let carol = quick_user(&mut t.db, "13800000003");
+    let batch: Vec<_> = (0..5)
+        .map(|i| {
+            if i % 2 == 0 {
+                text(alice.id, Peer::User(bob.id), &format!("m{i}"))
+            } else {
+                text(bob.id, Peer::User(alice.id), &format!("m{i}"))
+            }
+        })
+        .chain([text(carol.id, Peer::User(alice.id), "from carol")])
+        .collect();
+    let saved = t.db.save_messages(&batch, NOW).expect("save");
+
+    let v = ok(get(
+        &mut t.db,
+        Route::History,
+        &format!("dstid={}&cmd=10", bob.id),
+        Some(&alice.token),
+    ));
+    assert_eq!(contents(&v), ["m4", "m3", "m2", "m1", "m0"], "newest first");
+    assert_eq!(v["total"], 5);
+    let row = &v["rows"][0];
+    assert_eq!(
+        object_keys(row),
+        keys(&[
+            "id", "userid", "cmd", "dstid", "media", "content", "pic", "url", "memo", "amount",
+            "createat"
+        ])
+    );
+    assert_eq!(row["id"], saved[4].id);
+    assert_eq!(row["userid"], alice.id);
+    assert_eq!(row["cmd"], 10);
+    assert_eq!(row["dstid"], bob.id);
+    assert_eq!(row["media"], 1);
+    assert_eq!(row["createat"], NOW);
+
+    // Bob sees the same conversation; carol asking for it gets her own with bob: nothing.
+    let v = ok(form(
+        &mut t.db,
+        Route::History,
+        &format!("dstid={}&cmd=10", alice.id),
+        Some(&bob.token),
+    ));
+    assert_eq!(contents(&v).len(), 5);
+    let v = ok(form(
+        &mut t.db,
+        Route::History,
+        &format!("dstid={}&cmd=10&userid={}", bob.id, alice.id),
+        Some(&carol.token),
+    ));
+    assert_eq!(v["total"], 0, "spoofed userid ignored");
+    let v = ok(form(
+        &mut t.db,
+        Route::History,
+        &format!("dstid={}&cmd=10", alice.id),
+        Some(&carol.token),
+    ));
+    assert_eq!(contents(&v), ["from carol"]);
+
+    // Paging.
+    let v = ok(post_json(
+        &mut t.db,
+        Route::History,
+        &json!({"dstid": bob.id, "cmd": 10, "limit": 2}),
+        Some(&alice.token),
+    ));
+    assert_eq!(contents(&v), ["m4", "m3"]);
+    let last = v["rows"][1]["id"].as_i64().expect("id");
+    let v = ok(post_json(
+        &mut t.db,
+        Route::History,
+        &json!({"dstid": bob.id, "cmd": "10", "limit": "2", "before": last}),
+        Some(&alice.token),
+    ));
+    assert_eq!(contents(&v), ["m2", "m1"]);
+    // A huge limit is cut, not refused.
+    let v = ok(form(
+        &mut t.db,
+        Route::History,
+        &format!("dstid={}&cmd=10&limit=100000", bob.id),
+        Some(&alice.token),
+    ));
+    assert_eq!(v["total"], 5);
+
+    let base = format!("dstid={}", bob.id);
+    let cases = [
+        ("cmd=10".to_owned(), "dstid is required"),
+        (base.clone(), "cmd is required"),
+        (
+            format!("{base}&cmd=12"),
+            "cmd must be 10 (one-to-one) or 11 (group)",
+        ),
+        (
+            format!("{base}&cmd=x"),
+            "cmd must be 10 (one-to-one) or 11 (group)",
+        ),
+        (
+            format!("{base}&cmd=10&before=0"),
+            "before must be a positive message id",
+        ),
+        (
+            format!("{base}&cmd=10&before=x"),
+            "before must be an integer",
+        ),
+        (
+            format!("{base}&cmd=10&limit=0"),
+            "limit must be at least 1 (at most 200 are returned)",
+        ),
+    ];
+    for (body, expected) in cases {
+        assert_eq!(
+            fail(form(&mut t.db, Route::History, &body, Some(&alice.token))),
+            expected,
+            "{body}"
+        );
+    }
+}
+
+#[test]
+fn history_of_a_group_is_for_members_only_and_starts_at_joining() {
+    let mut t = test_db();
+    let alice = quick_user(&mut t.db, "13800000001");
+    let bob = quick_user(&mut t.db, "13800000002");
+    let carol = quick_user(&mut t.db, "13800000003");
+    let g = create_group(&mut t.db, &alice, "g");
+    t.db.save_messages(&[text(alice.id, Peer::Group(g), "before bob")], NOW)
+        .expect("save");
+    ok(form(
+        &mut t.db,
+        Route::JoinGroup,
+        &format!("dstid={g}"),
+        Some(&bob.token),
+    ));
+    t.db.save_messages(
+        &[
+            text(alice.id, Peer::Group(g), "hi bob"),
+            text(bob.id, Peer::Group(g), "hi all"),
+        ],
+        NOW,
+    )
+    .expect("save");
+
+    let q = format!("dstid={g}&cmd=11");
+    let v = ok(get(&mut t.db, Route::History, &q, Some(&alice.token)));
+    assert_eq!(contents(&v), ["hi all", "hi bob", "before bob"]);
+    let v = ok(get(&mut t.db, Route::History, &q, Some(&bob.token)));
+    assert_eq!(contents(&v), ["hi all", "hi bob"]);
+    assert_eq!(v["rows"][0]["cmd"], 11);
+    assert_eq!(v["rows"][0]["dstid"], g);
+
+    assert_eq!(
+        fail(get(&mut t.db, Route::History, &q, Some(&carol.token))),
+        "you are not a member of this group"
+    );
+    assert_eq!(
+        fail(get(
+            &mut t.db,
+            Route::History,
+            "dstid=99999&cmd=11",
+            Some(&carol.token)
+        )),
+        "no such group"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Secrets
+
+#[test]
+fn no_reply_carries_a_password_hash_or_anyone_elses_token() {
+    let mut t = test_db();
+    // Registered through the API: real Argon2 hashes in the table.
+    let reg = |db: &mut Db, mobile: &str| {
+        let v = ok(form(
+            db,
+            Route::Register,
+            &format!(
+                "mobile={mobile}&passwd=password1&nickname=user{}",
+                &mobile[mobile.len() - 1..]
+            ),
+            None,
+        ));
+        (
+            v["data"]["id"].as_i64().expect("id"),
+            v["data"]["token"].as_str().expect("token").to_owned(),
+        )
+    };
+    let (alice, alice_token) = reg(&mut t.db, "13800000001");
+    let (bob, bob_token) = reg(&mut t.db, "13800000002");
+    let login = ok(form(
+        &mut t.db,
+        Route::Login,
+        "mobile=13800000002&passwd=password1",
+        None,
+    ));
+    let bob_token2 = login["data"]["token"].as_str().expect("token").to_owned();
+
+    let g = {
+        let v = ok(form(
+            &mut t.db,
+            Route::CreateGroup,
+            "name=g",
+            Some(&bob_token),
+        ));
+        v["data"]["id"].as_i64().expect("id")
+    };
+    t.db.save_messages(&[text(bob, Peer::User(alice), "hello")], NOW)
+        .expect("save");
+
+    let a = Some(alice_token.as_str());
+    let mut bodies: Vec<Vec<u8>> = Vec::new();
+    let requests: Vec<(Route, String)> = vec![
+        (Route::AddFriend, "dstname=13800000002".to_owned()),
+        (Route::LoadFriends, String::new()),
+        (Route::Find, format!("id={bob}")),
+        (Route::Me, String::new()),
+        (Route::UpdateProfile, "memo=x".to_owned()),
+        (Route::JoinGroup, "dstname=g".to_owned()),
+        (Route::LoadGroups, String::new()),
+        (Route::GroupMembers, format!("dstid={g}")),
+        (Route::History, format!("dstid={bob}&cmd=10")),
+        (Route::History, format!("dstid={g}&cmd=11")),
+        (Route::LeaveGroup, format!("dstid={g}")),
+        (Route::Find, "id=99999".to_owned()),
+        (Route::AddFriend, "dstname=13800000002".to_owned()),
+    ];
+    for (route, body) in requests {
+        let (reply, _) = form(&mut t.db, route, &body, a);
+        bodies.push(reply.body);
+    }
+    let (reply, _) = form(
+        &mut t.db,
+        Route::Login,
+        "mobile=13800000001&passwd=password1",
+        None,
+    );
+    bodies.push(reply.body);
+    let (reply, _) = form(&mut t.db, Route::Logout, "", a);
+    bodies.push(reply.body);
+
+    for body in &bodies {
+        let text = String::from_utf8_lossy(body);
+        for secret in [
+            bob_token.as_str(),
+            bob_token2.as_str(),
+            "$argon2",
+            "argon2id",
+            "password_hash",
+            "passwd",
+        ] {
+            assert!(!text.contains(secret), "{secret} leaked in {text}");
+        }
+        assert!(
+            !text.contains("13800000002"),
+            "bob's mobile leaked in {text}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Robustness
+
+#[test]
+fn odd_inputs_never_panic() {
+    let mut t = test_db();
+    let alice = quick_user(&mut t.db, "13800000001");
+    let bodies: [&[u8]; 12] = [
+        b"",
+        b"&&&===",
+        b"%",
+        b"dstid=9223372036854775807&cmd=11&before=9223372036854775807&limit=9223372036854775807",
+        b"dstid=-9223372036854775808&cmd=10&limit=-1",
+        b"id=-1",
+        b"dstname=&dstid=",
+        b"name=\x00&nickname=%00",
+        b"\xff\xfe",
+        b"{}",
+        b"{\"dstid\": 1e400}",
+        b"{\"dstid\": -0.0, \"cmd\": 1e2}",
+    ];
+    for route in Route::ALL {
+        if route == Route::Logout {
+            continue;
+        }
+        for body in bodies {
+            for ct in [Some(FORM), Some(JSON), None] {
+                let mut req = request(route, ct, body, Some(&alice.token));
+                req.query = Some(String::from_utf8_lossy(body).into_owned());
+                let (reply, v) = call(&mut t.db, req);
+                assert_ne!(reply.status, Status::InternalServerError, "{route:?} {v}");
+            }
+        }
+    }
+}
+
+#[test]
+fn an_extreme_clock_does_not_overflow() {
+    let mut t = test_db();
+    let mut req = request(
+        Route::Register,
+        Some(FORM),
+        b"mobile=13800000001&passwd=secret1&nickname=a",
+        None,
+    );
+    req.now_ms = i64::MAX;
+    let (reply, v) = call(&mut t.db, req);
+    assert_eq!(reply.status, Status::Ok, "{v}");
+}
