@@ -9,6 +9,9 @@ use crate::ws::Limits;
 /// Longest HTTP request head (request line and headers); longer ones get 431.
 pub const MAX_REQUEST_HEAD: usize = 8 * 1024;
 
+/// Largest body of an API request; larger ones get 413 before they are read.
+pub const MAX_API_BODY: usize = 64 * 1024;
+
 /// The loop-wide receive buffer that every connection reads into.
 pub const READ_BUFFER: usize = 256 * 1024;
 

@@ -17,6 +17,8 @@ pub enum Status {
     NotFound,
     /// 405: the path exists, the method does not.
     MethodNotAllowed,
+    /// 411: a body without `Content-Length` (chunked bodies are not accepted).
+    LengthRequired,
     /// 413: the body is over the limit.
     PayloadTooLarge,
     /// 426: the client must switch to a supported WebSocket version.
@@ -40,6 +42,7 @@ impl Status {
             Status::Forbidden => 403,
             Status::NotFound => 404,
             Status::MethodNotAllowed => 405,
+            Status::LengthRequired => 411,
             Status::PayloadTooLarge => 413,
             Status::UpgradeRequired => 426,
             Status::HeaderFieldsTooLarge => 431,
@@ -58,6 +61,7 @@ impl Status {
             Status::Forbidden => "Forbidden",
             Status::NotFound => "Not Found",
             Status::MethodNotAllowed => "Method Not Allowed",
+            Status::LengthRequired => "Length Required",
             Status::PayloadTooLarge => "Payload Too Large",
             Status::UpgradeRequired => "Upgrade Required",
             Status::HeaderFieldsTooLarge => "Request Header Fields Too Large",

@@ -16,6 +16,9 @@ pub enum Endpoint {
     Chat {
         /// Who the connection's token belongs to.
         user: i64,
+        /// The first bytes of the session token's digest: a logout closes the
+        /// connections opened with that session.
+        session: u64,
     },
 }
 
@@ -24,6 +27,11 @@ pub enum Endpoint {
 pub enum State {
     /// Reading an HTTP request.
     Request,
+    /// An API request is with a worker; the reply is written when it comes back.
+    Waiting {
+        /// Whether to read the next request after the reply.
+        keep_alive: bool,
+    },
     /// A `/chat` upgrade waits for its token check; the 101 is not sent yet.
     Upgrading {
         /// The `Sec-WebSocket-Accept` value to answer with.
@@ -51,6 +59,7 @@ impl State {
     pub fn name(&self) -> &'static str {
         match self {
             State::Request => "reading a request",
+            State::Waiting { .. } => "waiting for its API reply",
             State::Upgrading { .. } => "waiting for its token check",
             State::WebSocket { .. } => "open",
             State::Closing => "closing",

@@ -29,6 +29,7 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
+use crate::api::{ApiReply, Effect};
 use crate::config::{self, Config};
 use crate::http::{self, HeadError, Status};
 use crate::im::commit::Outcome;
@@ -260,7 +261,9 @@ impl Server {
                     );
                     self.begin_closing(key, now + config::SHUTDOWN_GRACE);
                 }
-                State::Request | State::Upgrading { .. } => self.remove(key),
+                State::Request | State::Waiting { .. } | State::Upgrading { .. } => {
+                    self.remove(key)
+                }
                 State::Closing | State::Lingering => {}
             }
         }
@@ -400,7 +403,12 @@ impl Server {
     fn on_completions(&mut self) {
         while let Some(completion) = self.workers.try_completion() {
             match completion {
-                Completion::Authenticated { conn, user } => self.finish_upgrade(conn, user),
+                Completion::Api { conn, reply } => self.finish_api(conn, reply),
+                Completion::Authenticated {
+                    conn,
+                    user,
+                    session,
+                } => self.finish_upgrade(conn, user, session),
                 Completion::Synced { conn, frames } => {
                     if let Some(c) = self.live(conn) {
                         c.out.tail().extend_from_slice(&frames);
@@ -424,7 +432,7 @@ impl Server {
     }
 
     /// Sends the 101 for a `/chat` upgrade whose token checked out, or refuses it.
-    fn finish_upgrade(&mut self, conn_ref: ConnRef, user: Option<i64>) {
+    fn finish_upgrade(&mut self, conn_ref: ConnRef, user: Option<i64>, session: u64) {
         let key = conn_ref.key;
         let close_timeout = self.config.close_timeout;
         let Some(conn) = self.live(conn_ref) else {
@@ -442,7 +450,7 @@ impl Server {
                 handshake::write_accept(conn.out.tail(), accept);
                 conn.state = State::WebSocket {
                     ws: ws::Connection::new(Role::Server, config::CHAT_LIMITS),
-                    endpoint: Endpoint::Chat { user },
+                    endpoint: Endpoint::Chat { user, session },
                 };
                 conn.deadline = None;
                 conn.last_input = Instant::now();
@@ -462,6 +470,83 @@ impl Server {
             }
         }
         self.after_output(key);
+    }
+
+    /// Writes an API reply, applies its effect to the chat index, and either reads
+    /// the next request or closes.
+    fn finish_api(&mut self, conn_ref: ConnRef, reply: ApiReply) {
+        if let Some(effect) = reply.effect {
+            self.apply(effect);
+        }
+        let key = conn_ref.key;
+        let (keepalive, close_timeout) = (self.config.handshake_timeout, self.config.close_timeout);
+        let Some(conn) = self.live(conn_ref) else {
+            return;
+        };
+        let State::Waiting { keep_alive } = conn.state else {
+            return;
+        };
+        let mut headers = vec![
+            ("Content-Type", "application/json; charset=utf-8"),
+            ("Cache-Control", "no-store"),
+            (
+                "Connection",
+                if keep_alive { "keep-alive" } else { "close" },
+            ),
+        ];
+        if let Some(cookie) = &reply.set_cookie {
+            headers.push(("Set-Cookie", cookie));
+        }
+        http::write_response(conn.out.tail(), reply.status, &headers, &reply.body);
+        let now = Instant::now();
+        if keep_alive {
+            conn.state = State::Request;
+            conn.deadline = Some(now + keepalive);
+            // The next request may already be waiting.
+            self.to_read.push(key);
+        } else {
+            conn.state = State::Closing;
+            conn.deadline = Some(now + close_timeout);
+        }
+        self.after_output(key);
+    }
+
+    /// Keeps the chat index in step with what the API changed.
+    fn apply(&mut self, effect: Effect) {
+        match effect {
+            Effect::Joined { user, group } => self.index.joined(user, group),
+            Effect::Left { user, group } => self.index.left(user, group),
+            Effect::GroupDeleted { group } => self.index.group_deleted(group),
+            Effect::Befriended { .. } => {}
+            Effect::LoggedOut { user, token_digest } => {
+                // Sockets opened with the ended session close with it.
+                let ended = workers::session_id(&token_digest);
+                let doomed: Vec<usize> = self
+                    .index
+                    .conns_of(user)
+                    .iter()
+                    .copied()
+                    .filter(|&key| {
+                        self.conns.get(key).is_some_and(|c| {
+                            matches!(c.state, State::WebSocket { endpoint: Endpoint::Chat { session, .. }, .. } if session == ended)
+                        })
+                    })
+                    .collect();
+                let deadline = Instant::now() + self.config.close_timeout;
+                for key in doomed {
+                    if let Some(conn) = self.conns.get_mut(key) {
+                        if let State::WebSocket { ws, .. } = &mut conn.state {
+                            ws.send_close(
+                                Some(CloseCode::POLICY_VIOLATION),
+                                "logged out",
+                                conn.out.tail(),
+                            );
+                        }
+                    }
+                    self.begin_closing(key, deadline);
+                }
+            }
+        }
     }
 
     /// Acks (or refuses) a stored chat message to its sender and fans it out.
@@ -584,7 +669,7 @@ impl Server {
     fn remove(&mut self, key: usize) {
         if let Some(mut conn) = self.conns.try_remove(key) {
             if let State::WebSocket {
-                endpoint: Endpoint::Chat { user },
+                endpoint: Endpoint::Chat { user, .. },
                 ..
             } = conn.state
             {
@@ -605,7 +690,7 @@ fn process_input(conn: &mut Conn, input: &mut [u8], ctx: &mut Ctx<'_>) -> usize 
     match &mut conn.state {
         State::Request => process_request(conn, input, ctx),
         // The request is answered first; pipelined bytes wait.
-        State::Upgrading { .. } => 0,
+        State::Waiting { .. } | State::Upgrading { .. } => 0,
         State::WebSocket { ws, endpoint } => {
             let consumed = process_frames(ws, *endpoint, input, &mut conn.out, ctx, conn.serial);
             if ws.phase() != Phase::Open {
@@ -622,7 +707,7 @@ fn process_input(conn: &mut Conn, input: &mut [u8], ctx: &mut Ctx<'_>) -> usize 
 /// may be sent after a close frame) and waits for the peer to end TCP.
 fn begin_closing(conn: &mut Conn, key: usize, index: &mut ChatIndex, deadline: Instant) {
     if let State::WebSocket {
-        endpoint: Endpoint::Chat { user },
+        endpoint: Endpoint::Chat { user, .. },
         ..
     } = conn.state
     {
@@ -672,6 +757,28 @@ fn process_request(conn: &mut Conn, input: &mut [u8], ctx: &mut Ctx<'_>) -> usiz
                 State::Closing
             };
             head_len + consumed
+        }
+        Routed::Api {
+            mut request,
+            content_length,
+            keep_alive,
+        } => {
+            let end = head_len + content_length;
+            let Some(body) = input.get(head_len..end) else {
+                // The body has not all arrived: keep the request and wait for more.
+                return 0;
+            };
+            request.body = body.to_vec();
+            ctx.workers.submit(Job::Api {
+                conn: ConnRef {
+                    key: ctx.key,
+                    serial: conn.serial,
+                },
+                request,
+            });
+            conn.state = State::Waiting { keep_alive };
+            conn.deadline = None;
+            end
         }
         Routed::Authenticate {
             accept,
@@ -727,7 +834,7 @@ fn process_frames(
                 match event {
                     Event::Message(message) => match endpoint {
                         Endpoint::Echo => echo::reply(message, out),
-                        Endpoint::Chat { user } => {
+                        Endpoint::Chat { user, .. } => {
                             let mut turn = ChatTurn {
                                 conn: ConnRef {
                                     key: ctx.key,

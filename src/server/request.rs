@@ -2,12 +2,10 @@
 //! a token check before one, or a final response.
 
 use super::conn::Endpoint;
-use crate::config::Config;
+use crate::api::{self, SESSION_COOKIE};
+use crate::config::{self, Config};
 use crate::http::{self, RequestHead, Status};
 use crate::ws::handshake;
-
-/// The name of the session cookie set at login.
-pub const SESSION_COOKIE: &str = "fastim_token";
 
 /// The decision for one request head.
 #[derive(Debug)]
@@ -28,6 +26,15 @@ pub enum Routed {
         /// The user id the client claims (`?id=`).
         claimed_user: Option<i64>,
     },
+    /// An API call: read `content_length` bytes of body, then hand it to a worker.
+    Api {
+        /// Everything but the body and the time.
+        request: api::ApiRequest,
+        /// Body length from `Content-Length`.
+        content_length: usize,
+        /// Whether the connection stays open after the reply.
+        keep_alive: bool,
+    },
     /// Answer and close.
     Respond(Vec<u8>),
 }
@@ -35,6 +42,9 @@ pub enum Routed {
 /// Routes a request head.
 pub fn route(head: &RequestHead<'_>, config: &Config) -> Routed {
     let path = head.path();
+    if let Some(route) = api::Route::from_path(path) {
+        return route_api(head, route);
+    }
     let endpoint_needs_auth = match path {
         "/echo" if config.echo => false,
         "/chat" => true,
@@ -84,6 +94,76 @@ pub fn route(head: &RequestHead<'_>, config: &Config) -> Routed {
         accept,
         token: token.to_owned(),
         claimed_user,
+    }
+}
+
+fn route_api(head: &RequestHead<'_>, route: api::Route) -> Routed {
+    if !route.allows(head.method) {
+        let allow = if route.allows("GET") {
+            "GET, POST"
+        } else {
+            "POST"
+        };
+        let body = serde_json::json!({ "code": 405, "msg": format!("use {allow}") }).to_string();
+        let mut out = Vec::new();
+        http::write_response(
+            &mut out,
+            Status::MethodNotAllowed,
+            &[
+                ("Content-Type", "application/json; charset=utf-8"),
+                ("Allow", allow),
+                ("Connection", "close"),
+            ],
+            body.as_bytes(),
+        );
+        return Routed::Respond(out);
+    }
+    if head.header("transfer-encoding").is_some() {
+        return Routed::Respond(error_response(
+            Status::LengthRequired,
+            "send the body with a Content-Length",
+        ));
+    }
+    let content_length = match head.header("content-length").map(|v| {
+        std::str::from_utf8(v)
+            .ok()
+            .and_then(|v| v.trim().parse::<usize>().ok())
+    }) {
+        None => 0,
+        Some(Some(n)) => n,
+        Some(None) => {
+            return Routed::Respond(error_response(Status::BadRequest, "invalid Content-Length"));
+        }
+    };
+    if content_length > config::MAX_API_BODY {
+        return Routed::Respond(error_response(
+            Status::PayloadTooLarge,
+            "the request body is larger than 64 KiB",
+        ));
+    }
+    let text = |name: &str| {
+        head.header(name)
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .map(str::to_owned)
+    };
+    let keep_alive = head.minor_version == 1
+        && !head.header("connection").is_some_and(|v| {
+            v.split(|&b| b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
+        });
+    Routed::Api {
+        request: api::ApiRequest {
+            route,
+            content_type: text("content-type"),
+            body: Vec::new(),
+            query: head.query().map(str::to_owned),
+            token: bearer_token(head)
+                .or_else(|| cookie(head, SESSION_COOKIE))
+                .map(str::to_owned),
+            now_ms: 0,
+        },
+        content_length,
+        keep_alive,
     }
 }
 

@@ -20,6 +20,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use log::{error, warn};
 use mio::Waker;
 
+use crate::api::{self, ApiReply, ApiRequest};
 use crate::im::commit::{Outcome, commit_batch};
 use crate::im::wire::{self, CMD_SYNC_DONE, Reply};
 use crate::secret::token_digest;
@@ -45,6 +46,13 @@ pub struct ConnRef {
 /// Work for the API workers.
 #[derive(Debug)]
 pub enum Job {
+    /// An HTTP API call.
+    Api {
+        /// The asking connection.
+        conn: ConnRef,
+        /// The call.
+        request: ApiRequest,
+    },
     /// Who does this token belong to (for a `/chat` upgrade)?
     Authenticate {
         /// The upgrading connection.
@@ -75,12 +83,21 @@ pub struct PendingChat {
 /// A finished job, for the loop.
 #[derive(Debug)]
 pub enum Completion {
+    /// An API reply.
+    Api {
+        /// The asking connection.
+        conn: ConnRef,
+        /// The reply.
+        reply: ApiReply,
+    },
     /// A token check: the user, or `None` for an unknown or expired token.
     Authenticated {
         /// The upgrading connection.
         conn: ConnRef,
         /// The token's user.
         user: Option<i64>,
+        /// [`session_id`] of the token.
+        session: u64,
     },
     /// A sync reply: delivery frames followed by the sync-done frame.
     Synced {
@@ -184,6 +201,13 @@ fn open(path: &std::path::Path) -> io::Result<Db> {
     Db::open(path).map_err(|e| io::Error::other(format!("cannot open {}: {e}", path.display())))
 }
 
+/// A short name for a session: the first 8 bytes of its token's digest.
+pub fn session_id(token_digest: &[u8; 32]) -> u64 {
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&token_digest[..8]);
+    u64::from_le_bytes(first)
+}
+
 /// Unix time in milliseconds: the store takes time from its caller.
 pub fn now_ms() -> i64 {
     SystemTime::now()
@@ -202,15 +226,26 @@ fn api_worker(mut db: Db, jobs: &Mutex<Receiver<Job>>, done: &Sender<Completion>
             return;
         };
         let completion = match job {
+            Job::Api { conn, mut request } => {
+                request.now_ms = now_ms();
+                Completion::Api {
+                    conn,
+                    reply: api::handle(&mut db, request),
+                }
+            }
             Job::Authenticate { conn, token } => {
-                let user = match db.session_user(token_digest(&token), now_ms()) {
+                let user = match api::session_user(&db, &token, now_ms()) {
                     Ok(user) => user,
                     Err(e) => {
                         error!("token check failed: {e}");
                         None
                     }
                 };
-                Completion::Authenticated { conn, user }
+                Completion::Authenticated {
+                    conn,
+                    user,
+                    session: session_id(&token_digest(&token)),
+                }
             }
             Job::Sync { conn, user, after } => Completion::Synced {
                 conn,
