@@ -417,3 +417,56 @@ fn silent_chat_connections_are_pinged_then_dropped() {
     );
     assert!(raw.sees_tcp_close());
 }
+
+#[test]
+fn a_member_that_does_not_read_is_disconnected_without_stalling_the_group() {
+    let (server, w) = start();
+    let mut a = connect(&server, &w.a);
+    let mut c = connect(&server, &w.c);
+    // b joins the group chat but never reads a byte.
+    let request = format!(
+        "GET /chat?token={} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        w.b.token
+    );
+    let (mut stalled, head) = RawClient::request(server.addr, &request);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let before = server.rss();
+    let content = "x".repeat(4000);
+    let total = 4000;
+    // c reads as a live client does, while a sends.
+    let reader = std::thread::spawn(move || {
+        for n in 0..total {
+            let got = recv(&mut c);
+            assert_eq!(
+                got["content"].as_str().map(str::len),
+                Some(4000),
+                "message {n} to the reading member"
+            );
+        }
+    });
+    for chunk in 0..total / 100 {
+        for i in 0..100 {
+            let n = chunk * 100 + i;
+            send(
+                &mut a,
+                json!({"cmd": 11, "dstid": w.group, "content": content, "ref": n.to_string()}),
+            );
+        }
+        for _ in 0..100 {
+            assert_eq!(recv(&mut a)["cmd"], 21);
+        }
+    }
+    reader.join().expect("the reading member got every message");
+    let grown = server.rss().saturating_sub(before);
+    assert!(grown < 64 << 20, "server grew by {} MiB", grown >> 20);
+    // The stalled member's queue passed its bound: it was cut off (16 MB were sent its way).
+    stalled
+        .stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    assert!(
+        stalled.sees_tcp_close(),
+        "the non-reading member is still connected"
+    );
+}

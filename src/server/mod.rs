@@ -50,6 +50,9 @@ const WAKER: Token = Token(usize::MAX - 3);
 /// How often deadlines, idle buffers and chat pings are checked.
 const SWEEP_INTERVAL: Duration = Duration::from_millis(250);
 
+/// How often expired sessions are deleted from the database.
+const PURGE_INTERVAL: Duration = Duration::from_secs(3600);
+
 /// The server: bind it, then [`Server::run`] it until SIGINT or SIGTERM.
 pub struct Server {
     poll: Poll,
@@ -136,6 +139,7 @@ impl Server {
     pub fn run(mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
         let mut next_sweep = Instant::now() + SWEEP_INTERVAL;
+        let mut next_purge = Instant::now();
         loop {
             let now = Instant::now();
             let timeout = if self.to_read.is_empty() {
@@ -178,6 +182,10 @@ impl Server {
             if now >= next_sweep {
                 self.sweep(now);
                 next_sweep = now + SWEEP_INTERVAL;
+            }
+            if now >= next_purge {
+                self.workers.submit(Job::PurgeSessions);
+                next_purge = now + PURGE_INTERVAL;
             }
             if let Some(deadline) = self.shutdown_deadline {
                 if self.conns.is_empty() || now >= deadline {

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use log::{error, warn};
+use log::{error, info, warn};
 use mio::Waker;
 
 use crate::api::{self, ApiReply, ApiRequest};
@@ -60,6 +60,8 @@ pub enum Job {
         /// The token as the client sent it.
         token: String,
     },
+    /// Delete sessions past their expiry.
+    PurgeSessions,
     /// Everything for `user` after message `after`, as ready-to-send frames.
     Sync {
         /// The asking connection.
@@ -251,6 +253,14 @@ fn api_worker(mut db: Db, jobs: &Mutex<Receiver<Job>>, done: &Sender<Completion>
                 conn,
                 frames: sync_frames(&mut db, user, after),
             },
+            Job::PurgeSessions => {
+                match db.delete_expired_sessions(now_ms()) {
+                    Ok(0) => {}
+                    Ok(n) => info!("deleted {n} expired sessions"),
+                    Err(e) => error!("deleting expired sessions failed: {e}"),
+                }
+                continue;
+            }
         };
         if done.send(completion).is_err() {
             return;
