@@ -96,6 +96,7 @@ fn main() -> ExitCode {
     };
     let addr = server.local_addr();
     info!("fastim listening on {addr}");
+    info!("database: {}", config.data_dir.join("fastim.db").display());
     if config.echo {
         info!("echo endpoint: ws://{addr}/echo");
     }
