@@ -12,6 +12,12 @@ pub const MAX_REQUEST_HEAD: usize = 8 * 1024;
 /// Largest body of an API request; larger ones get 413 before they are read.
 pub const MAX_API_BODY: usize = 64 * 1024;
 
+/// Largest uploaded file (`--max-upload-mib`); larger ones get 413.
+pub const MAX_UPLOAD: usize = 10 * 1024 * 1024;
+
+/// Room for the multipart framing around an upload's file.
+pub const UPLOAD_FRAMING: usize = 64 * 1024;
+
 /// The loop-wide receive buffer that every connection reads into.
 pub const READ_BUFFER: usize = 256 * 1024;
 
@@ -74,6 +80,12 @@ pub struct Config {
     pub ping_interval: Duration,
     /// Origins besides the server's own whose pages may open `/chat`.
     pub allowed_origins: Vec<String>,
+    /// Serve the web client from this directory instead of the embedded copy.
+    pub static_dir: Option<PathBuf>,
+    /// Where uploaded images are stored; created if missing.
+    pub resource_dir: PathBuf,
+    /// See [`MAX_UPLOAD`].
+    pub max_upload: usize,
 }
 
 impl Default for Config {
@@ -87,6 +99,9 @@ impl Default for Config {
             max_connections: MAX_CONNECTIONS,
             ping_interval: PING_INTERVAL,
             allowed_origins: Vec::new(),
+            static_dir: None,
+            resource_dir: PathBuf::from("resource"),
+            max_upload: MAX_UPLOAD,
         }
     }
 }

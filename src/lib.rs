@@ -21,8 +21,10 @@
 
 pub mod api;
 pub mod config;
+pub mod files;
 pub mod http;
 pub mod im;
+pub mod resource;
 pub mod secret;
 pub mod server;
 pub mod store;

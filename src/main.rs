@@ -41,6 +41,16 @@ struct Args {
     /// pages may open /chat; repeat for more.
     #[arg(long = "allow-origin")]
     allowed_origins: Vec<String>,
+    /// Serve the web client from this directory (for editing it) instead of the
+    /// copy built into the binary.
+    #[arg(long)]
+    static_dir: Option<PathBuf>,
+    /// Directory for uploaded images; created if missing.
+    #[arg(long, default_value = "resource")]
+    resource_dir: PathBuf,
+    /// Largest upload, in MiB.
+    #[arg(long, default_value_t = config::MAX_UPLOAD / (1024 * 1024))]
+    max_upload_mib: usize,
 }
 
 fn main() -> ExitCode {
@@ -86,6 +96,9 @@ fn main() -> ExitCode {
         max_connections,
         ping_interval,
         allowed_origins: args.allowed_origins,
+        static_dir: args.static_dir,
+        resource_dir: args.resource_dir,
+        max_upload: args.max_upload_mib.saturating_mul(1024 * 1024),
     };
     let server = match Server::bind(config.clone()) {
         Ok(s) => s,

@@ -31,10 +31,13 @@ mod contacts;
 mod fields;
 mod history;
 mod json;
+mod upload;
 mod users;
 
 #[cfg(test)]
 mod tests;
+
+pub use upload::{Upload, upload};
 
 use serde::Serialize;
 

@@ -7,6 +7,8 @@ pub enum Status {
     SwitchingProtocols,
     /// 200.
     Ok,
+    /// 304: the client's cached copy is current.
+    NotModified,
     /// 400: the request is malformed.
     BadRequest,
     /// 401: no valid credentials.
@@ -19,6 +21,8 @@ pub enum Status {
     MethodNotAllowed,
     /// 411: a body without `Content-Length` (chunked bodies are not accepted).
     LengthRequired,
+    /// 415: an upload that is not a supported image.
+    UnsupportedMediaType,
     /// 413: the body is over the limit.
     PayloadTooLarge,
     /// 426: the client must switch to a supported WebSocket version.
@@ -37,6 +41,7 @@ impl Status {
         match self {
             Status::SwitchingProtocols => 101,
             Status::Ok => 200,
+            Status::NotModified => 304,
             Status::BadRequest => 400,
             Status::Unauthorized => 401,
             Status::Forbidden => 403,
@@ -44,6 +49,7 @@ impl Status {
             Status::MethodNotAllowed => 405,
             Status::LengthRequired => 411,
             Status::PayloadTooLarge => 413,
+            Status::UnsupportedMediaType => 415,
             Status::UpgradeRequired => 426,
             Status::HeaderFieldsTooLarge => 431,
             Status::InternalServerError => 500,
@@ -56,6 +62,7 @@ impl Status {
         match self {
             Status::SwitchingProtocols => "Switching Protocols",
             Status::Ok => "OK",
+            Status::NotModified => "Not Modified",
             Status::BadRequest => "Bad Request",
             Status::Unauthorized => "Unauthorized",
             Status::Forbidden => "Forbidden",
@@ -63,6 +70,7 @@ impl Status {
             Status::MethodNotAllowed => "Method Not Allowed",
             Status::LengthRequired => "Length Required",
             Status::PayloadTooLarge => "Payload Too Large",
+            Status::UnsupportedMediaType => "Unsupported Media Type",
             Status::UpgradeRequired => "Upgrade Required",
             Status::HeaderFieldsTooLarge => "Request Header Fields Too Large",
             Status::InternalServerError => "Internal Server Error",
@@ -85,4 +93,23 @@ pub fn write_response(out: &mut Vec<u8>, status: Status, headers: &[(&str, &str)
     }
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(body);
+}
+
+/// Appends a status line and headers only: for `HEAD` (with the length the body
+/// would have) and for 304 (without a length).
+pub fn write_response_head(
+    out: &mut Vec<u8>,
+    status: Status,
+    headers: &[(&str, &str)],
+    content_length: Option<usize>,
+) {
+    use std::io::Write;
+    let _ = write!(out, "HTTP/1.1 {} {}\r\n", status.code(), status.reason());
+    for (name, value) in headers {
+        let _ = write!(out, "{name}: {value}\r\n");
+    }
+    if let Some(len) = content_length {
+        let _ = write!(out, "Content-Length: {len}\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
 }

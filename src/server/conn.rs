@@ -27,6 +27,15 @@ pub enum Endpoint {
 pub enum State {
     /// Reading an HTTP request.
     Request,
+    /// Reading an upload's body as it arrives.
+    Body {
+        /// The upload so far; its body grows until `remaining` is 0.
+        upload: Box<crate::api::Upload>,
+        /// Bytes of body still to come.
+        remaining: usize,
+        /// Whether to read the next request after the reply.
+        keep_alive: bool,
+    },
     /// An API request is with a worker; the reply is written when it comes back.
     Waiting {
         /// Whether to read the next request after the reply.
@@ -59,6 +68,7 @@ impl State {
     pub fn name(&self) -> &'static str {
         match self {
             State::Request => "reading a request",
+            State::Body { .. } => "sending a request body",
             State::Waiting { .. } => "waiting for its API reply",
             State::Upgrading { .. } => "waiting for its token check",
             State::WebSocket { .. } => "open",

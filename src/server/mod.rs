@@ -29,12 +29,13 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
-use crate::api::{ApiReply, Effect};
+use crate::api::{ApiReply, Effect, Upload};
 use crate::config::{self, Config};
 use crate::http::{self, HeadError, Status};
 use crate::im::commit::Outcome;
 use crate::im::index::ChatIndex;
 use crate::im::wire::{CMD_ACK, Reply, WireError};
+use crate::resource::ResourceDir;
 use crate::store::{Db, Peer};
 use crate::ws::{self, CloseCode, Event, OpCode, Phase, Role, handshake};
 use chat::ChatTurn;
@@ -104,7 +105,13 @@ impl Server {
             .map_err(|e| io::Error::other(format!("database {}: {e}", db_path.display())))?;
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        let workers = Workers::start(db_path, waker)?;
+        let resources = ResourceDir::open(&config.resource_dir).map_err(|e| {
+            io::Error::other(format!(
+                "resource directory {}: {e}",
+                config.resource_dir.display()
+            ))
+        })?;
+        let workers = Workers::start(db_path, resources, waker)?;
         let mut listener = TcpListener::bind(config.listen)?;
         let local_addr = listener.local_addr()?;
         poll.registry()
@@ -269,9 +276,10 @@ impl Server {
                     );
                     self.begin_closing(key, now + config::SHUTDOWN_GRACE);
                 }
-                State::Request | State::Waiting { .. } | State::Upgrading { .. } => {
-                    self.remove(key)
-                }
+                State::Request
+                | State::Body { .. }
+                | State::Waiting { .. }
+                | State::Upgrading { .. } => self.remove(key),
                 State::Closing | State::Lingering => {}
             }
         }
@@ -412,6 +420,7 @@ impl Server {
         while let Some(completion) = self.workers.try_completion() {
             match completion {
                 Completion::Api { conn, reply } => self.finish_api(conn, reply),
+                Completion::Response { conn, bytes } => self.finish_response(conn, &bytes),
                 Completion::Authenticated {
                     conn,
                     user,
@@ -480,12 +489,33 @@ impl Server {
         self.after_output(key);
     }
 
-    /// Writes an API reply, applies its effect to the chat index, and either reads
-    /// the next request or closes.
+    /// Writes an API reply and applies its effect to the chat index.
     fn finish_api(&mut self, conn_ref: ConnRef, reply: ApiReply) {
         if let Some(effect) = reply.effect {
             self.apply(effect);
         }
+        let Some(State::Waiting { keep_alive }) = self.live(conn_ref).map(|c| &c.state) else {
+            return;
+        };
+        let mut headers = vec![
+            ("Content-Type", "application/json; charset=utf-8"),
+            ("Cache-Control", "no-store"),
+            (
+                "Connection",
+                if *keep_alive { "keep-alive" } else { "close" },
+            ),
+        ];
+        if let Some(cookie) = &reply.set_cookie {
+            headers.push(("Set-Cookie", cookie));
+        }
+        let mut response = Vec::new();
+        http::write_response(&mut response, reply.status, &headers, &reply.body);
+        self.finish_response(conn_ref, &response);
+    }
+
+    /// Writes the response a worker produced for a waiting connection, then reads
+    /// the next request or closes.
+    fn finish_response(&mut self, conn_ref: ConnRef, response: &[u8]) {
         let key = conn_ref.key;
         let (keepalive, close_timeout) = (self.config.handshake_timeout, self.config.close_timeout);
         let Some(conn) = self.live(conn_ref) else {
@@ -494,18 +524,7 @@ impl Server {
         let State::Waiting { keep_alive } = conn.state else {
             return;
         };
-        let mut headers = vec![
-            ("Content-Type", "application/json; charset=utf-8"),
-            ("Cache-Control", "no-store"),
-            (
-                "Connection",
-                if keep_alive { "keep-alive" } else { "close" },
-            ),
-        ];
-        if let Some(cookie) = &reply.set_cookie {
-            headers.push(("Set-Cookie", cookie));
-        }
-        http::write_response(conn.out.tail(), reply.status, &headers, &reply.body);
+        conn.out.tail().extend_from_slice(response);
         let now = Instant::now();
         if keep_alive {
             conn.state = State::Request;
@@ -697,6 +716,7 @@ fn database_path(config: &Config) -> PathBuf {
 fn process_input(conn: &mut Conn, input: &mut [u8], ctx: &mut Ctx<'_>) -> usize {
     match &mut conn.state {
         State::Request => process_request(conn, input, ctx),
+        State::Body { .. } => process_body(conn, input, ctx),
         // The request is answered first; pipelined bytes wait.
         State::Waiting { .. } | State::Upgrading { .. } => 0,
         State::WebSocket { ws, endpoint } => {
@@ -788,6 +808,54 @@ fn process_request(conn: &mut Conn, input: &mut [u8], ctx: &mut Ctx<'_>) -> usiz
             conn.deadline = None;
             end
         }
+        Routed::Upload {
+            token,
+            content_type,
+            content_length,
+            keep_alive,
+        } => {
+            let mut body = Vec::new();
+            body.reserve_exact(content_length);
+            conn.state = State::Body {
+                upload: Box::new(Upload {
+                    token,
+                    content_type,
+                    body,
+                    max_file: ctx.config.max_upload,
+                    now_ms: 0,
+                }),
+                remaining: content_length,
+                keep_alive,
+            };
+            head_len + process_body(conn, &mut input[head_len..], ctx)
+        }
+        Routed::ReadFile(file) => {
+            let keep_alive = file.keep_alive;
+            ctx.workers.submit(Job::ReadFile {
+                conn: ConnRef {
+                    key: ctx.key,
+                    serial: conn.serial,
+                },
+                file,
+            });
+            conn.state = State::Waiting { keep_alive };
+            conn.deadline = None;
+            head_len
+        }
+        Routed::Reply {
+            response,
+            keep_alive,
+        } => {
+            conn.out.tail().extend_from_slice(&response);
+            if !keep_alive {
+                conn.state = State::Closing;
+                conn.deadline = Some(Instant::now() + ctx.config.close_timeout);
+                return input.len();
+            }
+            conn.deadline = Some(Instant::now() + ctx.config.handshake_timeout);
+            // Pipelined requests are answered in order.
+            head_len + process_request(conn, &mut input[head_len..], ctx)
+        }
         Routed::Authenticate {
             accept,
             token,
@@ -813,6 +881,39 @@ fn process_request(conn: &mut Conn, input: &mut [u8], ctx: &mut Ctx<'_>) -> usiz
             head_len.max(input.len())
         }
     }
+}
+
+/// Appends the arriving part of an upload's body; hands the upload to a worker
+/// once it is complete. The loop never waits for a slow body.
+fn process_body(conn: &mut Conn, input: &mut [u8], ctx: &mut Ctx<'_>) -> usize {
+    let State::Body {
+        upload,
+        remaining,
+        keep_alive,
+    } = &mut conn.state
+    else {
+        return 0;
+    };
+    let n = input.len().min(*remaining);
+    upload.body.extend_from_slice(&input[..n]);
+    *remaining -= n;
+    if *remaining == 0 {
+        let keep_alive = *keep_alive;
+        let State::Body { upload, .. } =
+            std::mem::replace(&mut conn.state, State::Waiting { keep_alive })
+        else {
+            return n;
+        };
+        ctx.workers.submit(Job::Upload {
+            conn: ConnRef {
+                key: ctx.key,
+                serial: conn.serial,
+            },
+            upload,
+        });
+        conn.deadline = None;
+    }
+    n
 }
 
 fn endpoint_limits(endpoint: Endpoint) -> ws::Limits {

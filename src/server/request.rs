@@ -1,10 +1,14 @@
 //! What an HTTP request on a fresh connection turns into: a WebSocket upgrade,
 //! a token check before one, or a final response.
 
+use std::path::PathBuf;
+
 use super::conn::Endpoint;
 use crate::api::{self, SESSION_COOKIE};
 use crate::config::{self, Config};
+use crate::files::{self, Caching};
 use crate::http::{self, RequestHead, Status};
+use crate::resource;
 use crate::ws::handshake;
 
 /// The decision for one request head.
@@ -35,8 +39,47 @@ pub enum Routed {
         /// Whether the connection stays open after the reply.
         keep_alive: bool,
     },
+    /// An upload: read the body as it arrives, then store it on a worker.
+    Upload {
+        /// The session token (checked by the worker).
+        token: String,
+        /// `Content-Type`, with the multipart boundary.
+        content_type: String,
+        /// Body length from `Content-Length`.
+        content_length: usize,
+        /// Whether the connection stays open after the reply.
+        keep_alive: bool,
+    },
+    /// A file to read from disk on a worker.
+    ReadFile(FileRequest),
+    /// Answer, then read the next request.
+    Reply {
+        /// The whole response.
+        response: Vec<u8>,
+        /// Whether the connection stays open.
+        keep_alive: bool,
+    },
     /// Answer and close.
     Respond(Vec<u8>),
+}
+
+/// A file to serve from disk.
+#[derive(Debug)]
+pub struct FileRequest {
+    /// Where it is.
+    pub path: PathBuf,
+    /// Its validator, when the name already is one (uploads).
+    pub etag: Option<String>,
+    /// `Content-Type`.
+    pub content_type: &'static str,
+    /// Cache policy.
+    pub caching: Caching,
+    /// `HEAD` rather than `GET`.
+    pub head_only: bool,
+    /// The client's `If-None-Match`.
+    pub if_none_match: Option<String>,
+    /// Whether the connection stays open.
+    pub keep_alive: bool,
 }
 
 /// Routes a request head.
@@ -48,7 +91,15 @@ pub fn route(head: &RequestHead<'_>, config: &Config) -> Routed {
     let endpoint_needs_auth = match path {
         "/echo" if config.echo => false,
         "/chat" => true,
-        _ => return Routed::Respond(error_response(Status::NotFound, "not found")),
+        "/attach/upload" => return route_upload(head, config),
+        // A WebSocket handshake for a path without an endpoint ends the connection.
+        _ if handshake::is_upgrade(head) => {
+            return Routed::Respond(error_response(
+                Status::NotFound,
+                "no WebSocket endpoint here",
+            ));
+        }
+        _ => return route_file(head, config),
     };
     let accept = match handshake::validate(head) {
         Ok(accept) => accept,
@@ -99,62 +150,21 @@ pub fn route(head: &RequestHead<'_>, config: &Config) -> Routed {
 
 fn route_api(head: &RequestHead<'_>, route: api::Route) -> Routed {
     if !route.allows(head.method) {
-        let allow = if route.allows("GET") {
+        return method_not_allowed(if route.allows("GET") {
             "GET, POST"
         } else {
             "POST"
-        };
-        let body = serde_json::json!({ "code": 405, "msg": format!("use {allow}") }).to_string();
-        let mut out = Vec::new();
-        http::write_response(
-            &mut out,
-            Status::MethodNotAllowed,
-            &[
-                ("Content-Type", "application/json; charset=utf-8"),
-                ("Allow", allow),
-                ("Connection", "close"),
-            ],
-            body.as_bytes(),
-        );
-        return Routed::Respond(out);
-    }
-    if head.header("transfer-encoding").is_some() {
-        return Routed::Respond(error_response(
-            Status::LengthRequired,
-            "send the body with a Content-Length",
-        ));
-    }
-    let content_length = match head.header("content-length").map(|v| {
-        std::str::from_utf8(v)
-            .ok()
-            .and_then(|v| v.trim().parse::<usize>().ok())
-    }) {
-        None => 0,
-        Some(Some(n)) => n,
-        Some(None) => {
-            return Routed::Respond(error_response(Status::BadRequest, "invalid Content-Length"));
-        }
-    };
-    if content_length > config::MAX_API_BODY {
-        return Routed::Respond(error_response(
-            Status::PayloadTooLarge,
-            "the request body is larger than 64 KiB",
-        ));
-    }
-    let text = |name: &str| {
-        head.header(name)
-            .and_then(|v| std::str::from_utf8(v).ok())
-            .map(str::to_owned)
-    };
-    let keep_alive = head.minor_version == 1
-        && !head.header("connection").is_some_and(|v| {
-            v.split(|&b| b == b',')
-                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
         });
+    }
+    let content_length = match body_length(head, config::MAX_API_BODY, "64 KiB") {
+        Ok(n) => n,
+        Err(refusal) => return refusal,
+    };
+    let keep_alive = keep_alive(head);
     Routed::Api {
         request: api::ApiRequest {
             route,
-            content_type: text("content-type"),
+            content_type: header_text(head, "content-type").map(str::to_owned),
             body: Vec::new(),
             query: head.query().map(str::to_owned),
             token: bearer_token(head)
@@ -165,6 +175,165 @@ fn route_api(head: &RequestHead<'_>, route: api::Route) -> Routed {
         content_length,
         keep_alive,
     }
+}
+
+fn route_upload(head: &RequestHead<'_>, config: &Config) -> Routed {
+    if head.method != "POST" {
+        return method_not_allowed("POST");
+    }
+    let Some(token) = bearer_token(head).or_else(|| cookie(head, SESSION_COOKIE)) else {
+        return Routed::Respond(error_response(Status::Unauthorized, "please log in first"));
+    };
+    let content_type = header_text(head, "content-type").unwrap_or("");
+    if http::multipart::boundary(content_type).is_err() {
+        return Routed::Respond(error_response(
+            Status::BadRequest,
+            "upload the file as multipart/form-data in a field named file",
+        ));
+    }
+    let limit = config.max_upload + config::UPLOAD_FRAMING;
+    let content_length = match body_length(head, limit, "the upload limit") {
+        Ok(n) => n,
+        Err(refusal) => return refusal,
+    };
+    Routed::Upload {
+        token: token.to_owned(),
+        content_type: content_type.to_owned(),
+        content_length,
+        keep_alive: keep_alive(head),
+    }
+}
+
+/// Web client files and uploaded images, for `GET` and `HEAD`.
+fn route_file(head: &RequestHead<'_>, config: &Config) -> Routed {
+    let head_only = match head.method {
+        "GET" => false,
+        "HEAD" => true,
+        _ => return method_not_allowed("GET, HEAD"),
+    };
+    let keep_alive = keep_alive(head);
+    let if_none_match = header_text(head, "if-none-match").map(str::to_owned);
+    let Some(path) = files::safe_path(head.path()) else {
+        return Routed::Respond(error_response(Status::BadRequest, "invalid path"));
+    };
+    if let Ok(name) = path.strip_prefix("resource") {
+        let name = name.to_str().unwrap_or("");
+        let (Some(kind), Some(file)) = (resource::parse_name(name), config_resource(config, name))
+        else {
+            return Routed::Reply {
+                response: error_reply(Status::NotFound, "no such image", keep_alive),
+                keep_alive,
+            };
+        };
+        return Routed::ReadFile(FileRequest {
+            path: file,
+            etag: Some(format!("\"{}\"", &name[..32])),
+            content_type: kind.content_type(),
+            caching: Caching::Immutable,
+            head_only,
+            if_none_match,
+            keep_alive,
+        });
+    }
+    if let Some(dir) = &config.static_dir {
+        return Routed::ReadFile(FileRequest {
+            content_type: files::content_type(&path),
+            path: dir.join(path),
+            etag: None,
+            caching: Caching::Revalidate,
+            head_only,
+            if_none_match,
+            keep_alive,
+        });
+    }
+    let response = match files::embedded(&path) {
+        Some(file) => files::response(&file, head_only, if_none_match.as_deref(), keep_alive),
+        None => error_reply(Status::NotFound, "not found", keep_alive),
+    };
+    Routed::Reply {
+        response,
+        keep_alive,
+    }
+}
+
+fn config_resource(config: &Config, name: &str) -> Option<PathBuf> {
+    resource::parse_name(name).map(|_| config.resource_dir.join(name))
+}
+
+/// The body length a request announces, or the response refusing it: chunked
+/// bodies get 411, lengths over `limit` 413 (before any of the body is read).
+fn body_length(head: &RequestHead<'_>, limit: usize, limit_name: &str) -> Result<usize, Routed> {
+    if head.header("transfer-encoding").is_some() {
+        return Err(Routed::Respond(error_response(
+            Status::LengthRequired,
+            "send the body with a Content-Length",
+        )));
+    }
+    let length = match header_text(head, "content-length").map(|v| v.trim().parse::<usize>()) {
+        None => 0,
+        Some(Ok(n)) => n,
+        Some(Err(_)) => {
+            return Err(Routed::Respond(error_response(
+                Status::BadRequest,
+                "invalid Content-Length",
+            )));
+        }
+    };
+    if length > limit {
+        return Err(Routed::Respond(error_response(
+            Status::PayloadTooLarge,
+            &format!("the request body is larger than {limit_name}"),
+        )));
+    }
+    Ok(length)
+}
+
+/// HTTP/1.1 keeps the connection unless told `Connection: close`.
+fn keep_alive(head: &RequestHead<'_>) -> bool {
+    head.minor_version == 1
+        && !head.header("connection").is_some_and(|v| {
+            v.split(|&b| b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
+        })
+}
+
+fn header_text<'b>(head: &RequestHead<'b>, name: &str) -> Option<&'b str> {
+    head.header(name).and_then(|v| std::str::from_utf8(v).ok())
+}
+
+fn method_not_allowed(allow: &str) -> Routed {
+    let body = serde_json::json!({ "code": 405, "msg": format!("use {allow}") }).to_string();
+    let mut out = Vec::new();
+    http::write_response(
+        &mut out,
+        Status::MethodNotAllowed,
+        &[
+            ("Content-Type", "application/json; charset=utf-8"),
+            ("Allow", allow),
+            ("Connection", "close"),
+        ],
+        body.as_bytes(),
+    );
+    Routed::Respond(out)
+}
+
+/// A JSON error envelope response that may keep the connection.
+pub fn error_reply(status: Status, msg: &str, keep_alive: bool) -> Vec<u8> {
+    let body = serde_json::json!({ "code": status.code(), "msg": msg }).to_string();
+    let mut out = Vec::new();
+    http::write_response(
+        &mut out,
+        status,
+        &[
+            ("Content-Type", "application/json; charset=utf-8"),
+            (
+                "Connection",
+                if keep_alive { "keep-alive" } else { "close" },
+            ),
+        ],
+        body.as_bytes(),
+    );
+    out
 }
 
 /// A final response with the JSON error envelope.

@@ -20,9 +20,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use log::{error, info, warn};
 use mio::Waker;
 
-use crate::api::{self, ApiReply, ApiRequest};
+use super::request::{FileRequest, error_reply};
+use crate::api::{self, ApiReply, ApiRequest, Upload};
+use crate::files::{self, File};
+use crate::http::Status;
 use crate::im::commit::{Outcome, commit_batch};
 use crate::im::wire::{self, CMD_SYNC_DONE, Reply};
+use crate::resource::ResourceDir;
 use crate::secret::token_digest;
 use crate::store::{Db, NewMessage, StoredMessage};
 use crate::ws::OpCode;
@@ -46,6 +50,20 @@ pub struct ConnRef {
 /// Work for the API workers.
 #[derive(Debug)]
 pub enum Job {
+    /// An upload to check and store.
+    Upload {
+        /// The uploading connection.
+        conn: ConnRef,
+        /// The request.
+        upload: Box<Upload>,
+    },
+    /// A file to read from disk and answer with.
+    ReadFile {
+        /// The asking connection.
+        conn: ConnRef,
+        /// What to read.
+        file: FileRequest,
+    },
     /// An HTTP API call.
     Api {
         /// The asking connection.
@@ -85,6 +103,13 @@ pub struct PendingChat {
 /// A finished job, for the loop.
 #[derive(Debug)]
 pub enum Completion {
+    /// A complete HTTP response (a file).
+    Response {
+        /// The asking connection.
+        conn: ConnRef,
+        /// The response bytes.
+        bytes: Vec<u8>,
+    },
     /// An API reply.
     Api {
         /// The asking connection.
@@ -137,7 +162,11 @@ pub struct Workers {
 
 impl Workers {
     /// Starts the threads, each with its own connection to the database at `db_path`.
-    pub fn start(db_path: PathBuf, waker: Arc<Waker>) -> io::Result<Workers> {
+    pub fn start(
+        db_path: PathBuf,
+        resources: ResourceDir,
+        waker: Arc<Waker>,
+    ) -> io::Result<Workers> {
         let (job_tx, job_rx) = mpsc::channel::<Job>();
         let (chat_tx, chat_rx) = mpsc::channel::<Vec<PendingChat>>();
         let (done_tx, done_rx) = mpsc::channel::<Completion>();
@@ -146,10 +175,11 @@ impl Workers {
         for i in 0..API_WORKERS {
             let db = open(&db_path)?;
             let (rx, tx, waker) = (job_rx.clone(), done_tx.clone(), waker.clone());
+            let resources = resources.clone();
             threads.push(
                 thread::Builder::new()
                     .name(format!("api-{i}"))
-                    .spawn(move || api_worker(db, &rx, &tx, &waker))?,
+                    .spawn(move || api_worker(db, &resources, &rx, &tx, &waker))?,
             );
         }
         let db = open(&db_path)?;
@@ -217,7 +247,13 @@ pub fn now_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
-fn api_worker(mut db: Db, jobs: &Mutex<Receiver<Job>>, done: &Sender<Completion>, waker: &Waker) {
+fn api_worker(
+    mut db: Db,
+    resources: &ResourceDir,
+    jobs: &Mutex<Receiver<Job>>,
+    done: &Sender<Completion>,
+    waker: &Waker,
+) {
     loop {
         // Hold the lock only while taking a job, not while doing it.
         let job = match jobs.lock() {
@@ -228,6 +264,17 @@ fn api_worker(mut db: Db, jobs: &Mutex<Receiver<Job>>, done: &Sender<Completion>
             return;
         };
         let completion = match job {
+            Job::Upload { conn, mut upload } => {
+                upload.now_ms = now_ms();
+                Completion::Api {
+                    conn,
+                    reply: api::upload(&db, resources, &upload),
+                }
+            }
+            Job::ReadFile { conn, file } => Completion::Response {
+                conn,
+                bytes: read_file(&file),
+            },
             Job::Api { conn, mut request } => {
                 request.now_ms = now_ms();
                 Completion::Api {
@@ -267,6 +314,33 @@ fn api_worker(mut db: Db, jobs: &Mutex<Receiver<Job>>, done: &Sender<Completion>
         }
         if let Err(e) = waker.wake() {
             warn!("cannot wake the event loop: {e}");
+        }
+    }
+}
+
+/// Reads a file and answers with it (or 404).
+fn read_file(req: &FileRequest) -> Vec<u8> {
+    match std::fs::read(&req.path) {
+        Ok(body) => {
+            let etag = req.etag.clone().unwrap_or_else(|| files::etag_of(&body));
+            let file = File {
+                body: body.into(),
+                content_type: req.content_type,
+                etag,
+                caching: req.caching,
+            };
+            files::response(
+                &file,
+                req.head_only,
+                req.if_none_match.as_deref(),
+                req.keep_alive,
+            )
+        }
+        Err(e) => {
+            if e.kind() != io::ErrorKind::NotFound && e.kind() != io::ErrorKind::IsADirectory {
+                warn!("reading {}: {e}", req.path.display());
+            }
+            error_reply(Status::NotFound, "not found", req.keep_alive)
         }
     }
 }

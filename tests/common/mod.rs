@@ -338,7 +338,7 @@ impl Http {
             s
         });
         stream.write_all(&bytes).expect("send request");
-        let response = read_response(stream);
+        let response = read_response_to(stream, method == "HEAD");
         if let Some(set) = response.header("set-cookie") {
             let pair = set.split(';').next().unwrap_or("").to_owned();
             self.cookie = (!pair.ends_with('=')).then_some(pair);
@@ -352,6 +352,11 @@ impl Http {
 
 /// Reads one response with a Content-Length body.
 pub fn read_response(stream: &mut TcpStream) -> Response {
+    read_response_to(stream, false)
+}
+
+/// Reads one response; after `HEAD`, and for 304, there is no body whatever the length says.
+pub fn read_response_to(stream: &mut TcpStream, head_request: bool) -> Response {
     let mut buf = Vec::new();
     let mut byte = [0u8; 1];
     while !buf.ends_with(b"\r\n\r\n") {
@@ -373,6 +378,11 @@ pub fn read_response(stream: &mut TcpStream) -> Response {
                 .map(|v| v.trim().parse().expect("length"))
         })
         .unwrap_or(0);
+    let len = if head_request || status == 304 {
+        0
+    } else {
+        len
+    };
     let mut body = vec![0u8; len];
     stream.read_exact(&mut body).expect("read body");
     Response { status, head, body }

@@ -1,0 +1,196 @@
+//! Serving files: the web client (`static/`, embedded in the binary) and uploaded
+//! images. Path checking, content types, validators and the response bytes live
+//! here; reading from disk happens on worker threads.
+
+use std::borrow::Cow;
+use std::path::{Component, Path, PathBuf};
+
+use rust_embed::RustEmbed;
+use sha2::{Digest, Sha256};
+
+use crate::http::{Status, form::percent_decode, write_response, write_response_head};
+
+/// The web client, compiled into the binary so `fastim` runs from any directory.
+#[derive(RustEmbed)]
+#[folder = "static/"]
+struct Embedded;
+
+/// How long a response may be cached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Caching {
+    /// The web client: revalidate every time (the `ETag` makes that cheap).
+    Revalidate,
+    /// Content-addressed uploads: the name is the hash, so it never changes.
+    Immutable,
+}
+
+/// A file ready to be sent.
+#[derive(Debug)]
+pub struct File<'a> {
+    /// The bytes.
+    pub body: Cow<'a, [u8]>,
+    /// `Content-Type`.
+    pub content_type: &'static str,
+    /// Strong validator, quoted.
+    pub etag: String,
+    /// Cache policy.
+    pub caching: Caching,
+}
+
+/// Turns a request path into a relative path below a served directory, or `None`
+/// for anything that could escape it: `..` (also `%2e%2e`), absolute paths, NUL,
+/// backslashes, invalid UTF-8. `/` serves `index.html`.
+pub fn safe_path(raw_path: &str) -> Option<PathBuf> {
+    let decoded = String::from_utf8(percent_decode(raw_path.as_bytes())).ok()?;
+    if decoded.contains(['\0', '\\']) || !decoded.starts_with('/') {
+        return None;
+    }
+    let rel = &decoded[1..];
+    let rel = if rel.is_empty() || rel.ends_with('/') {
+        format!("{rel}index.html")
+    } else {
+        rel.to_owned()
+    };
+    let path = PathBuf::from(rel);
+    path.components()
+        .all(|c| matches!(c, Component::Normal(_)))
+        .then_some(path)
+}
+
+/// An embedded web-client file.
+pub fn embedded(path: &Path) -> Option<File<'static>> {
+    let name = path.to_str()?;
+    let file = Embedded::get(name)?;
+    let etag = quoted_hex(&file.metadata.sha256_hash()[..16]);
+    Some(File {
+        body: file.data,
+        content_type: content_type(path),
+        etag,
+        caching: Caching::Revalidate,
+    })
+}
+
+/// A file's validator from its bytes.
+pub fn etag_of(bytes: &[u8]) -> String {
+    quoted_hex(&Sha256::digest(bytes)[..16])
+}
+
+/// The `Content-Type` for a file name.
+pub fn content_type(path: &Path) -> &'static str {
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+    match ext.to_ascii_lowercase().as_str() {
+        "html" => "text/html; charset=utf-8",
+        "css" => "text/css; charset=utf-8",
+        "js" | "mjs" => "text/javascript; charset=utf-8",
+        "json" => "application/json",
+        "svg" => "image/svg+xml",
+        "png" => "image/png",
+        "jpg" | "jpeg" => "image/jpeg",
+        "gif" => "image/gif",
+        "webp" => "image/webp",
+        "ico" => "image/x-icon",
+        "woff2" => "font/woff2",
+        "txt" => "text/plain; charset=utf-8",
+        _ => "application/octet-stream",
+    }
+}
+
+/// The complete response for `file`: 304 if the client's `If-None-Match` matches,
+/// headers only for `HEAD`.
+pub fn response(
+    file: &File<'_>,
+    head_only: bool,
+    if_none_match: Option<&str>,
+    keep_alive: bool,
+) -> Vec<u8> {
+    let cache = match file.caching {
+        Caching::Revalidate => "no-cache",
+        Caching::Immutable => "public, max-age=31536000, immutable",
+    };
+    let connection = if keep_alive { "keep-alive" } else { "close" };
+    let headers = [
+        ("Content-Type", file.content_type),
+        ("ETag", file.etag.as_str()),
+        ("Cache-Control", cache),
+        ("X-Content-Type-Options", "nosniff"),
+        ("Connection", connection),
+    ];
+    let mut out = Vec::new();
+    let matches = if_none_match.is_some_and(|v| {
+        v.split(',')
+            .any(|t| t.trim() == file.etag || t.trim() == "*")
+    });
+    if matches {
+        write_response_head(&mut out, Status::NotModified, &headers, None);
+    } else if head_only {
+        write_response_head(&mut out, Status::Ok, &headers, Some(file.body.len()));
+    } else {
+        write_response(&mut out, Status::Ok, &headers, &file.body);
+    }
+    out
+}
+
+fn quoted_hex(bytes: &[u8]) -> String {
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("\"{hex}\"")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_cannot_escape() {
+        assert_eq!(safe_path("/"), Some(PathBuf::from("index.html")));
+        assert_eq!(safe_path("/app.js"), Some(PathBuf::from("app.js")));
+        assert_eq!(
+            safe_path("/views/chat.js"),
+            Some(PathBuf::from("views/chat.js"))
+        );
+        assert_eq!(safe_path("/a%20b.png"), Some(PathBuf::from("a b.png")));
+        for bad in [
+            "/../Cargo.toml",
+            "/%2e%2e/Cargo.toml",
+            "/%2E%2E%2fsecret",
+            "/a/../../b",
+            "/./x",
+            "//etc/passwd",
+            "/x%00.html",
+            "/..\\x",
+            "relative",
+            "/%ff",
+        ] {
+            assert_eq!(safe_path(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn conditional_and_head_responses() {
+        let file = File {
+            body: Cow::Borrowed(b"hello"),
+            content_type: "text/plain; charset=utf-8",
+            etag: etag_of(b"hello"),
+            caching: Caching::Immutable,
+        };
+        let full = String::from_utf8(response(&file, false, None, true)).expect("ascii");
+        assert!(
+            full.starts_with("HTTP/1.1 200 OK\r\n") && full.ends_with("\r\n\r\nhello"),
+            "{full}"
+        );
+        assert!(full.contains("X-Content-Type-Options: nosniff\r\n") && full.contains("immutable"));
+        let head = String::from_utf8(response(&file, true, None, true)).expect("ascii");
+        assert!(
+            head.contains("Content-Length: 5\r\n") && head.ends_with("\r\n\r\n"),
+            "{head}"
+        );
+        let etag = file.etag.clone();
+        let not_modified =
+            String::from_utf8(response(&file, false, Some(&etag), true)).expect("ascii");
+        assert!(
+            not_modified.starts_with("HTTP/1.1 304 Not Modified\r\n")
+                && not_modified.ends_with("\r\n\r\n"),
+            "{not_modified}"
+        );
+        assert!(!not_modified.contains("Content-Length"));
+    }
+}

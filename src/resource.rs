@@ -1,0 +1,183 @@
+//! Uploaded images, stored by content: `resource/<sha256>.<ext>`.
+//!
+//! The name is the SHA-256 of the bytes, so the same picture uploaded twice is stored
+//! once and gets the same URL, and a URL can be cached forever. The type comes from
+//! the file's first bytes, never from the client's file name or declared type
+//! (fastIM stored whatever extension the client named, FASTIM.md §1.9 item 8).
+
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+/// The image types accepted for upload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ImageKind {
+    /// PNG.
+    Png,
+    /// JPEG.
+    Jpeg,
+    /// GIF (87a or 89a).
+    Gif,
+    /// WebP.
+    Webp,
+}
+
+impl ImageKind {
+    /// Recognises an image by its magic bytes.
+    pub fn sniff(bytes: &[u8]) -> Option<ImageKind> {
+        match bytes {
+            [0x89, b'P', b'N', b'G', 0x0d, 0x0a, 0x1a, 0x0a, ..] => Some(ImageKind::Png),
+            [0xff, 0xd8, 0xff, ..] => Some(ImageKind::Jpeg),
+            [b'G', b'I', b'F', b'8', b'7' | b'9', b'a', ..] => Some(ImageKind::Gif),
+            [
+                b'R',
+                b'I',
+                b'F',
+                b'F',
+                _,
+                _,
+                _,
+                _,
+                b'W',
+                b'E',
+                b'B',
+                b'P',
+                ..,
+            ] => Some(ImageKind::Webp),
+            _ => None,
+        }
+    }
+
+    /// The file extension.
+    pub fn ext(self) -> &'static str {
+        match self {
+            ImageKind::Png => "png",
+            ImageKind::Jpeg => "jpg",
+            ImageKind::Gif => "gif",
+            ImageKind::Webp => "webp",
+        }
+    }
+
+    /// The `Content-Type` to serve it with.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            ImageKind::Png => "image/png",
+            ImageKind::Jpeg => "image/jpeg",
+            ImageKind::Gif => "image/gif",
+            ImageKind::Webp => "image/webp",
+        }
+    }
+
+    fn from_ext(ext: &str) -> Option<ImageKind> {
+        [
+            ImageKind::Png,
+            ImageKind::Jpeg,
+            ImageKind::Gif,
+            ImageKind::Webp,
+        ]
+        .into_iter()
+        .find(|k| k.ext() == ext)
+    }
+}
+
+/// Checks a resource file name: 64 lowercase hex digits, a dot, a known extension.
+/// Anything else (`..`, slashes, NUL, other names) is not a resource.
+pub fn parse_name(name: &str) -> Option<ImageKind> {
+    let (hash, ext) = name.split_once('.')?;
+    let hex = hash.len() == 64 && hash.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    if hex { ImageKind::from_ext(ext) } else { None }
+}
+
+/// The directory of uploaded images.
+#[derive(Clone, Debug)]
+pub struct ResourceDir {
+    dir: PathBuf,
+}
+
+impl ResourceDir {
+    /// The store in `dir`, created if missing.
+    pub fn open(dir: &Path) -> io::Result<ResourceDir> {
+        fs::create_dir_all(dir)?;
+        Ok(ResourceDir {
+            dir: dir.to_owned(),
+        })
+    }
+
+    /// Where a (checked) resource name lives.
+    pub fn path(&self, name: &str) -> Option<PathBuf> {
+        parse_name(name).map(|_| self.dir.join(name))
+    }
+
+    /// Stores an image and returns its file name; an identical image already there
+    /// is reused. Writes to a temporary file first and renames it, so a reader never
+    /// sees half a file.
+    pub fn save(&self, kind: ImageKind, bytes: &[u8]) -> io::Result<String> {
+        let hash: String = Sha256::digest(bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let name = format!("{hash}.{}", kind.ext());
+        let path = self.dir.join(&name);
+        if path.exists() {
+            return Ok(name);
+        }
+        let tmp = self.dir.join(format!(".{hash}.{}.tmp", std::process::id()));
+        let mut file = fs::File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        fs::rename(&tmp, &path)?;
+        Ok(name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sniffing_by_magic_bytes() {
+        assert_eq!(
+            ImageKind::sniff(b"\x89PNG\r\n\x1a\n...."),
+            Some(ImageKind::Png)
+        );
+        assert_eq!(ImageKind::sniff(b"\xff\xd8\xff\xe0"), Some(ImageKind::Jpeg));
+        assert_eq!(ImageKind::sniff(b"GIF89a.."), Some(ImageKind::Gif));
+        assert_eq!(
+            ImageKind::sniff(b"RIFF\0\0\0\0WEBPVP8 "),
+            Some(ImageKind::Webp)
+        );
+        assert_eq!(ImageKind::sniff(b"<svg xmlns="), None);
+        assert_eq!(ImageKind::sniff(b"<html>"), None);
+        assert_eq!(ImageKind::sniff(b""), None);
+    }
+
+    #[test]
+    fn names_are_hashes_only() {
+        let hash = "a".repeat(64);
+        assert_eq!(parse_name(&format!("{hash}.png")), Some(ImageKind::Png));
+        for bad in [
+            format!("{hash}.html"),
+            format!("{}.png", "A".repeat(64)),
+            "../etc/passwd".to_owned(),
+            format!("../{hash}.png"),
+            format!("{hash}.png\0"),
+            "x.png".to_owned(),
+        ] {
+            assert_eq!(parse_name(&bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn same_bytes_one_file() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = ResourceDir::open(dir.path()).expect("open");
+        let png = b"\x89PNG\r\n\x1a\nrest";
+        let a = store.save(ImageKind::Png, png).expect("save");
+        let b = store.save(ImageKind::Png, png).expect("save again");
+        assert_eq!(a, b);
+        assert_eq!(fs::read_dir(dir.path()).expect("list").count(), 1);
+        assert_eq!(fs::read(store.path(&a).expect("path")).expect("read"), png);
+    }
+}

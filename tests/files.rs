@@ -1,0 +1,212 @@
+//! The web client's files and uploaded pictures, without a browser: path escapes,
+//! HEAD, conditional requests, upload limits, type sniffing, dedup.
+
+mod common;
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::time::Duration;
+
+use common::{Http, Server, read_response};
+
+const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0\x1f\x15\xc4\x89\0\0\0\rIDATx\x9cc\xf8\x0f\0\x01\x01\x01\0\x18\xdd\x8d\xb0\0\0\0\0IEND\xaeB`\x82";
+
+fn logged_in(server: &Server) -> Http {
+    let mut http = Http::new(server.addr);
+    let r = http
+        .form(
+            "/user/register",
+            "mobile=13900000001&passwd=secret-1&nickname=up",
+        )
+        .json();
+    assert_eq!(r["code"], 0, "{r}");
+    http
+}
+
+fn multipart(file_name: &str, bytes: &[u8]) -> (String, Vec<u8>) {
+    let boundary = "----fastimTestBoundary7MA4YWxk";
+    let mut body = Vec::new();
+    body.extend_from_slice(
+        format!("--{boundary}\r\nContent-Disposition: form-data; name=\"userid\"\r\n\r\n1\r\n")
+            .as_bytes(),
+    );
+    body.extend_from_slice(
+        format!("--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{file_name}\"\r\nContent-Type: image/png\r\n\r\n").as_bytes(),
+    );
+    body.extend_from_slice(bytes);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+fn upload(http: &mut Http, file_name: &str, bytes: &[u8]) -> common::Response {
+    let (content_type, body) = multipart(file_name, bytes);
+    http.request(
+        "POST",
+        "/attach/upload",
+        &[("Content-Type", &content_type)],
+        &body,
+    )
+}
+
+fn resource_files(server: &Server) -> Vec<String> {
+    let dir = server.data_dir.join("resource");
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+fn start() -> Server {
+    let dir = common::fresh_data_dir();
+    let resources = dir.join("resource");
+    let resources = resources.to_str().expect("utf-8 path").to_owned();
+    Server::start_in(
+        dir,
+        &["--resource-dir", &resources, "--max-upload-mib", "1"],
+    )
+}
+
+#[test]
+fn uploads_are_checked_stored_once_and_served_safely() {
+    let server = start();
+    let mut http = logged_in(&server);
+
+    let first = upload(&mut http, "../../evil/../photo.png", PNG);
+    assert_eq!(first.status, 200);
+    let url = first.json()["data"].as_str().expect("url").to_owned();
+    assert!(
+        url.starts_with("/resource/")
+            && url.ends_with(".png")
+            && url.len() == "/resource/".len() + 64 + 4,
+        "{url}"
+    );
+    // The same picture again, under another name: one file, one URL.
+    let again = upload(&mut http, "copy.jpg", PNG).json();
+    assert_eq!(again["data"].as_str(), Some(url.as_str()));
+    assert_eq!(
+        resource_files(&server),
+        [url.trim_start_matches("/resource/")]
+    );
+
+    // Served with its type, nosniff, long caching, HEAD and 304.
+    let r = http.request("GET", &url, &[], b"");
+    assert_eq!(
+        (r.status, r.header("content-type")),
+        (200, Some("image/png"))
+    );
+    assert_eq!(r.body, PNG);
+    assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
+    assert!(
+        r.header("cache-control")
+            .is_some_and(|c| c.contains("immutable"))
+    );
+    let etag = r.header("etag").expect("etag").to_owned();
+    let head = http.request("HEAD", &url, &[], b"");
+    assert_eq!((head.status, head.body.len()), (200, 0));
+    let not_modified = http.request("GET", &url, &[("If-None-Match", &etag)], b"");
+    assert_eq!(not_modified.status, 304);
+
+    // Not an image, whatever its name says.
+    let html = upload(
+        &mut http,
+        "cat.png",
+        b"<html><script>alert(1)</script></html>",
+    );
+    assert_eq!(
+        (html.status, html.json()["code"].as_i64()),
+        (415, Some(415))
+    );
+    let svg = upload(
+        &mut http,
+        "cat.svg",
+        b"<svg xmlns=\"http://www.w3.org/2000/svg\"/>",
+    );
+    assert_eq!(svg.status, 415);
+    // Over the limit (1 MiB here): refused by the worker, or by the loop from the header alone.
+    let mut big = PNG.to_vec();
+    big.resize((1 << 20) + 1, 0);
+    let r = upload(&mut http, "big.png", &big);
+    assert_eq!((r.status, r.json()["code"].as_i64()), (413, Some(413)));
+    let mut raw = TcpStream::connect(server.addr).expect("connect");
+    raw.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let cookie = http.cookie.clone().expect("cookie");
+    raw.write_all(format!("POST /attach/upload HTTP/1.1\r\nHost: x\r\nCookie: {cookie}\r\nContent-Type: multipart/form-data; boundary=b\r\nContent-Length: 50000000\r\n\r\n").as_bytes()).expect("send");
+    assert_eq!(read_response(&mut raw).status, 413);
+    assert_eq!(resource_files(&server).len(), 1, "nothing else was stored");
+
+    // No session, no upload; not multipart, no upload.
+    let (content_type, body) = multipart("a.png", PNG);
+    let r = Http::new(server.addr).request(
+        "POST",
+        "/attach/upload",
+        &[("Content-Type", &content_type)],
+        &body,
+    );
+    assert_eq!(r.status, 401);
+    let r = http.request(
+        "POST",
+        "/attach/upload",
+        &[("Content-Type", "application/json")],
+        b"{}",
+    );
+    assert_eq!(r.status, 400);
+    let r = http.request("GET", "/attach/upload", &[], b"");
+    assert_eq!(r.status, 405);
+}
+
+#[test]
+fn paths_cannot_escape_and_the_client_is_served() {
+    let server = start();
+    let mut http = Http::new(server.addr);
+    for path in [
+        "/../Cargo.toml",
+        "/%2e%2e/Cargo.toml",
+        "/%2E%2E%2FCargo.toml",
+        "/resource/../Cargo.toml",
+        "/resource/%2e%2e%2fCargo.toml",
+        "//etc/passwd",
+        "/index.html%00.png",
+        "/..%5cCargo.toml",
+    ] {
+        let r = http.request("GET", path, &[], b"");
+        assert!(matches!(r.status, 400 | 404), "{path}: {}", r.status);
+        assert!(
+            !String::from_utf8_lossy(&r.body).contains("[package]"),
+            "{path} leaked a file"
+        );
+    }
+    assert_eq!(
+        http.request("GET", "/resource/0000.png", &[], b"").status,
+        404
+    );
+    let missing = format!("/resource/{}.png", "0".repeat(64));
+    assert_eq!(http.request("GET", &missing, &[], b"").status, 404);
+
+    let index = http.request("GET", "/", &[], b"");
+    assert_eq!(
+        (index.status, index.header("content-type")),
+        (200, Some("text/html; charset=utf-8"))
+    );
+    assert!(
+        String::from_utf8_lossy(&index.body).contains("<html"),
+        "the web client's page"
+    );
+    let etag = index.header("etag").expect("etag").to_owned();
+    assert_eq!(
+        http.request("GET", "/", &[("If-None-Match", &etag)], b"")
+            .status,
+        304
+    );
+    let head = http.request("HEAD", "/index.html", &[], b"");
+    assert_eq!((head.status, head.body.len()), (200, 0));
+    assert_eq!(
+        head.header("content-length").map(str::to_owned),
+        Some(index.body.len().to_string())
+    );
+    assert_eq!(http.request("POST", "/index.html", &[], b"").status, 405);
+}
