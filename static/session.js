@@ -1,0 +1,485 @@
+// The logged-in state: contacts, conversations, the outbox, and the /chat protocol
+// (PROTOCOL.md, "Chat over WebSocket"). Views read from here and listen to its events;
+// they never talk to the socket themselves.
+//
+// Rules this file implements:
+//   - Every message the server delivers has an id; a conversation keeps messages by id,
+//     so the same message arriving twice (live delivery during a sync, history page
+//     overlapping a sync) is shown once.
+//   - A one-to-one message belongs to the conversation with the *other* person: the
+//     sender when someone writes to me, the recipient when it is mine (from another
+//     device). fastIM showed every message to me in whichever chat was open.
+//   - After each (re)connection: sync from the last id seen ({"cmd":20,"id":N}), again
+//     while the reply ends with "more":true. The last id is kept in localStorage per user
+//     and only moved forward by what is known to be complete (the end of a sync, live
+//     deliveries after it), so a drop in the middle never skips messages.
+//   - Each message sent gets a unique `ref`: pending until the ack (cmd 21) gives its id;
+//     failed on an error (cmd 22) or when no ack comes within 10 s, with a retry that
+//     resends the same ref (the server stores it once). Messages written while offline
+//     wait in the outbox and go out after the reconnection, with the unacknowledged ones.
+
+import * as api from './api.js';
+import { ChatSocket } from './socket.js';
+import { prepareImage, uploadName } from './images.js';
+
+const ACK_TIMEOUT = 10_000;
+export const PAGE = 30;
+export const MAX_TEXT = 4000;
+
+export const key = (cmd, id) => `${cmd}:${id}`;
+
+function newRef() {
+  // crypto.randomUUID exists only on https/localhost pages; getRandomValues everywhere.
+  const b = crypto.getRandomValues(new Uint8Array(12));
+  return `w${Date.now().toString(36)}${Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('')}`;
+}
+
+class Conversation {
+  constructor(k) {
+    const [cmd, id] = k.split(':').map(Number);
+    this.key = k;
+    this.cmd = cmd;
+    this.dstid = id;
+    this.byId = new Map(); // id -> delivered message
+    this.pending = new Map(); // ref -> outgoing message not yet acknowledged
+    this.historyLoaded = false;
+    this.hasMore = true;
+    this.loading = false;
+    this.historyError = '';
+    this.unread = 0;
+    this._sorted = null;
+  }
+
+  /** Delivered messages by id, then the pending ones in the order they were written. */
+  items() {
+    if (!this._sorted) this._sorted = [...this.byId.values()].sort((a, b) => a.id - b.id);
+    return [...this._sorted, ...this.pending.values()];
+  }
+
+  oldestId() {
+    return this.items().find((m) => m.id)?.id;
+  }
+
+  last() {
+    const items = this.items();
+    return items[items.length - 1];
+  }
+
+  add(m) {
+    if (this.byId.has(m.id)) return false;
+    this.byId.set(m.id, m);
+    this._sorted = null;
+    return true;
+  }
+}
+
+export class Session extends EventTarget {
+  /** `me`: the own profile from /user/me, /user/login or /user/register. */
+  constructor(me) {
+    super();
+    this.me = me;
+    this.friends = new Map();
+    this.groups = new Map();
+    this.users = new Map([[me.id, me]]); // id -> public profile (cache for group senders)
+    this.lookups = new Map(); // id -> in-flight /user/find
+    this.convs = new Map();
+    this.refs = new Map(); // ref -> conversation key, for acks and errors
+    this.openKey = null;
+    this.syncing = false;
+    this.connState = 'connecting';
+    this.contactsLoaded = false;
+
+    this.store = {
+      lastId: `fastim:${me.id}:lastId`,
+      unread: `fastim:${me.id}:unread`,
+    };
+    const saved = localStorage.getItem(this.store.lastId);
+    this.lastId = Number(saved) || 0;
+    // First time on this browser: the first sync brings old messages, which are history,
+    // not news, so they do not count as unread.
+    this.quietSync = saved === null;
+    try {
+      for (const [k, n] of Object.entries(JSON.parse(localStorage.getItem(this.store.unread) || '{}'))) {
+        if (n > 0) this.conv(k).unread = n;
+      }
+    } catch {
+      // a damaged entry: start with no unread counts
+    }
+
+    this.socket = new ChatSocket();
+    this.socket.addEventListener('open', () => this.onOpen());
+    this.socket.addEventListener('close', (e) => this.onClose(e.detail));
+    this.socket.addEventListener('frame', (e) => this.onFrame(e.detail));
+  }
+
+  emit(type, detail = {}) {
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+
+  start() {
+    this.loadContacts();
+    this.socket.start();
+  }
+
+  stop() {
+    this.socket.stop();
+    for (const c of this.convs.values()) for (const p of c.pending.values()) clearTimeout(p.timer);
+  }
+
+  // --- contacts ------------------------------------------------------------------
+
+  async loadContacts() {
+    try {
+      const [friends, groups] = await Promise.all([api.friends(), api.groups()]);
+      this.friends = new Map(friends.map((f) => [f.id, f]));
+      this.groups = new Map(groups.map((g) => [g.id, g]));
+      for (const f of friends) this.users.set(f.id, f);
+      this.contactsLoaded = true;
+      this.contactsError = '';
+    } catch (e) {
+      this.contactsError = e.message;
+      if (e.status !== 401) this.emit('error', { message: `Could not load your contacts: ${e.message}` });
+    }
+    this.emit('contacts');
+  }
+
+  /** Loads the contacts again, at most once per second however many messages ask for it. */
+  refreshContactsSoon() {
+    if (this.refreshTimer) return;
+    this.refreshTimer = setTimeout(() => {
+      this.refreshTimer = null;
+      this.loadContacts();
+    }, 1000);
+  }
+
+  /** A profile we have, or null while /user/find runs (then a `users` event). */
+  userNow(id) {
+    const u = this.users.get(id);
+    if (u) return u;
+    if (!this.lookups.has(id)) {
+      const lookup = api
+        .findUser(id)
+        .then(
+          (u) => this.users.set(id, u),
+          // 404: no such user (any more). Other failures are retried after a while.
+          (e) => e.status === 404 && this.users.set(id, { id, nickname: `User ${id}`, avatar: '' }),
+        )
+        .finally(() => {
+          if (this.users.has(id)) this.lookups.delete(id);
+          else setTimeout(() => this.lookups.delete(id), 15_000);
+          this.emit('users', { id });
+        });
+      this.lookups.set(id, lookup);
+    }
+    return null;
+  }
+
+  /** Loads a group's members into the profile cache (one request for all senders). */
+  async loadMembers(gid) {
+    try {
+      const rows = await api.members(gid);
+      for (const m of rows) this.users.set(m.id, m);
+      this.emit('users', {});
+      return rows;
+    } catch (e) {
+      if (e.status !== 401) this.emit('error', { message: `Could not load the members: ${e.message}` });
+      return null;
+    }
+  }
+
+  async addFriend(mobile) {
+    const r = await api.addFriend(mobile);
+    await this.loadContacts();
+    return r;
+  }
+
+  async joinGroup(name) {
+    const r = await api.joinGroup(name);
+    await this.loadContacts();
+    return r;
+  }
+
+  async createGroup(fields) {
+    const g = await api.createGroup(fields);
+    await this.loadContacts();
+    return g;
+  }
+
+  // --- conversations ---------------------------------------------------------------
+
+  conv(k) {
+    let c = this.convs.get(k);
+    if (!c) {
+      c = new Conversation(k);
+      this.convs.set(k, c);
+    }
+    return c;
+  }
+
+  /** The conversation a delivered message belongs to. */
+  keyOf(m) {
+    if (m.cmd === 11) return key(11, m.dstid);
+    return key(10, m.userid === this.me.id ? m.dstid : m.userid);
+  }
+
+  open(k) {
+    this.openKey = k;
+    const c = this.conv(k);
+    if (c.unread) {
+      c.unread = 0;
+      this.saveUnread();
+      this.emit('unread', { key: k });
+    }
+    if (!c.historyLoaded) this.loadOlder(k);
+    return c;
+  }
+
+  close(k) {
+    if (this.openKey === k) this.openKey = null;
+  }
+
+  totalUnread() {
+    let n = 0;
+    for (const c of this.convs.values()) n += c.unread;
+    return n;
+  }
+
+  saveUnread() {
+    const o = {};
+    for (const c of this.convs.values()) if (c.unread) o[c.key] = c.unread;
+    localStorage.setItem(this.store.unread, JSON.stringify(o));
+  }
+
+  /** One page of /message/history: the newest first time, then older than what we have. */
+  async loadOlder(k) {
+    const c = this.conv(k);
+    if (c.loading || (c.historyLoaded && !c.hasMore)) return;
+    c.loading = true;
+    c.historyError = '';
+    this.emit('messages', { key: k, history: true });
+    try {
+      const before = c.historyLoaded ? c.oldestId() : undefined;
+      const rows = await api.history(c.cmd, c.dstid, before, PAGE);
+      for (const m of rows) this.ingest(m, { history: true });
+      c.hasMore = rows.length === PAGE;
+      c.historyLoaded = true;
+    } catch (e) {
+      c.historyError = e.message;
+      if (e.status !== 401) this.emit('error', { message: `Could not load the history: ${e.message}` });
+    } finally {
+      c.loading = false;
+      this.emit('messages', { key: k, history: true });
+    }
+  }
+
+  /** Adds a delivered message; false if it was already there. */
+  ingest(m, { history = false } = {}) {
+    if (!(m.id > 0) || (m.cmd !== 10 && m.cmd !== 11)) return false;
+    const k = this.keyOf(m);
+    const c = this.conv(k);
+    if (!c.add(m)) return false;
+    if (history) return true;
+    const mine = m.userid === this.me.id;
+    if (!mine && k !== this.openKey && !this.quietSync) {
+      c.unread++;
+      this.saveUnread();
+      this.emit('unread', { key: k });
+    }
+    // A message from someone who is not (yet) in the lists: they added me, or I joined a
+    // group from another device. Reload the lists so the conversation can be opened.
+    if ((m.cmd === 10 && !this.friends.has(c.dstid) && c.dstid !== this.me.id) || (m.cmd === 11 && !this.groups.has(c.dstid))) {
+      this.refreshContactsSoon();
+    }
+    this.emit('messages', { key: k, id: m.id });
+    return true;
+  }
+
+  // --- the socket ------------------------------------------------------------------
+
+  setConn(state, extra = {}) {
+    this.connState = state;
+    this.emit('conn', { state, ...extra });
+  }
+
+  onOpen() {
+    this.setConn('online');
+    if (this.everOpened) this.loadContacts(); // things may have changed while we were away
+    this.everOpened = true;
+    this.syncing = true;
+    this.socket.send({ cmd: 20, id: this.lastId });
+    // Then what is waiting in the outbox, oldest first, with the refs it already had.
+    for (const c of this.convs.values()) {
+      for (const p of c.pending.values()) if (p.status === 'queued' || p.status === 'sending') this.transmit(p);
+    }
+  }
+
+  onClose({ delay, opened }) {
+    this.syncing = false;
+    for (const c of this.convs.values()) {
+      for (const p of c.pending.values()) {
+        if (p.status === 'sending') {
+          clearTimeout(p.timer);
+          p.status = 'queued';
+          this.emit('messages', { key: c.key, ref: p.ref });
+        }
+      }
+    }
+    this.setConn('reconnecting', { delay });
+    // A connection refused before it opened may be a session that ended (logged out
+    // elsewhere, expired): the browser does not show the 401, so ask the API. A 401 there
+    // sends the user to the login view; a network error means the server is away.
+    if (!opened) api.me().catch((e) => e.status === 401 && this.emit('expired'));
+  }
+
+  onFrame(f) {
+    switch (f.cmd) {
+      case 10:
+      case 11:
+        this.ingest(f);
+        if (!this.syncing && f.id > this.lastId) this.setLastId(f.id);
+        break;
+      case 21:
+        this.onAck(f);
+        break;
+      case 22:
+        this.onError(f);
+        break;
+      case 23:
+        if (f.id > this.lastId) this.setLastId(f.id);
+        if (f.more) {
+          this.socket.send({ cmd: 20, id: this.lastId });
+        } else {
+          this.syncing = false;
+          if (this.quietSync) {
+            this.quietSync = false;
+            this.setLastId(this.lastId);
+          }
+        }
+        break;
+      default:
+        break; // 0: heartbeat reply; anything newer is ignored
+    }
+  }
+
+  setLastId(id) {
+    this.lastId = id;
+    localStorage.setItem(this.store.lastId, String(id));
+  }
+
+  // --- sending ---------------------------------------------------------------------
+
+  /** Queues a text message for conversation `k` and sends it when possible. */
+  sendText(k, text) {
+    if ([...text].length > MAX_TEXT) throw new Error(`A message can have at most ${MAX_TEXT} characters.`);
+    this.enqueue(k, { media: 1, content: text });
+  }
+
+  /** Shows the picture at once (local preview), uploads it, then sends its URL. */
+  sendImage(k, file) {
+    this.enqueue(k, { media: 4, content: '', file, localUrl: URL.createObjectURL(file) });
+  }
+
+  enqueue(k, fields) {
+    const c = this.conv(k);
+    const p = {
+      ref: newRef(),
+      cmd: c.cmd,
+      dstid: c.dstid,
+      userid: this.me.id,
+      url: '',
+      status: 'queued',
+      error: '',
+      timer: null,
+      pending: true,
+      ...fields,
+    };
+    c.pending.set(p.ref, p);
+    this.refs.set(p.ref, k);
+    this.emit('messages', { key: k, ref: p.ref, own: true });
+    this.transmit(p);
+  }
+
+  retry(ref) {
+    const p = this.pendingByRef(ref);
+    if (p && p.status === 'failed') this.transmit(p);
+  }
+
+  pendingByRef(ref) {
+    const k = this.refs.get(ref);
+    return k ? this.conv(k).pending.get(ref) : undefined;
+  }
+
+  changed(p) {
+    this.emit('messages', { key: this.refs.get(p.ref), ref: p.ref });
+  }
+
+  async transmit(p) {
+    clearTimeout(p.timer);
+    p.error = '';
+    if (p.media === 4 && !p.url) {
+      if (p.status === 'uploading') return;
+      p.status = 'uploading';
+      this.changed(p);
+      try {
+        const blob = await prepareImage(p.file);
+        p.url = await api.upload(blob, uploadName(blob, p.file.name));
+      } catch (e) {
+        p.status = 'failed';
+        p.error = `Upload failed: ${e.message}`;
+        this.changed(p);
+        return;
+      }
+      if (!this.refs.has(p.ref)) return; // acknowledged or dropped meanwhile
+    }
+    const frame = { cmd: p.cmd, dstid: p.dstid, media: p.media, ref: p.ref };
+    if (p.content) frame.content = p.content;
+    if (p.url) frame.url = p.url;
+    if (this.socket.send(frame)) {
+      p.status = 'sending';
+      p.timer = setTimeout(() => {
+        if (p.status !== 'sending') return;
+        p.status = 'failed';
+        p.error = 'No answer from the server.';
+        this.changed(p);
+      }, ACK_TIMEOUT);
+    } else {
+      p.status = 'queued'; // sent by onOpen
+    }
+    this.changed(p);
+  }
+
+  onAck(f) {
+    const k = this.refs.get(f.ref);
+    if (!k) return; // another tab's ack, or one we gave up on
+    const c = this.conv(k);
+    const p = c.pending.get(f.ref);
+    clearTimeout(p.timer);
+    c.pending.delete(f.ref);
+    this.refs.delete(f.ref);
+    c.add({
+      id: f.id,
+      userid: this.me.id,
+      cmd: p.cmd,
+      dstid: p.dstid,
+      media: p.media,
+      content: p.content || '',
+      url: p.url || '',
+      createat: f.createat,
+      ref: f.ref,
+      localUrl: p.localUrl, // keeps the already decoded preview; no flash on swap
+    });
+    this.emit('messages', { key: k, ref: f.ref, id: f.id });
+  }
+
+  onError(f) {
+    const p = f.ref !== undefined && this.pendingByRef(f.ref);
+    if (!p) {
+      this.emit('error', { message: f.msg || `The server refused a message (${f.code}).` });
+      return;
+    }
+    clearTimeout(p.timer);
+    p.status = 'failed';
+    p.error = f.msg || `Refused (${f.code})`;
+    this.changed(p);
+  }
+}

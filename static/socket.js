@@ -1,0 +1,162 @@
+// The /chat WebSocket: one connection that is kept up. It knows nothing of messages;
+// session.js reads the frames. What it does:
+//   - connects to ws(s)://<this host>/chat (wss when the page is https; the session cookie
+//     authenticates, so no token is put in the URL, where logs and history would keep it);
+//   - reconnects after a drop with exponential backoff, 0.5 s doubling to 10 s, with
+//     jitter so that a restarted server is not hit by every client at the same instant;
+//   - sends a heartbeat ({"cmd":0}) every 25 s and drops a connection that has been silent
+//     for 45 s: a half-open TCP connection (a phone that changed network) never closes by
+//     itself, and the browser does not expose the server's pings.
+//   - reconnects at once when the browser says it is back online or the tab is shown.
+
+const FIRST_DELAY = 500;
+const MAX_DELAY = 10_000;
+const CONNECT_TIMEOUT = 10_000;
+const HEARTBEAT_EVERY = 25_000;
+const SILENCE_LIMIT = 45_000;
+const STABLE_AFTER = 10_000; // a connection that lived this long resets the backoff
+
+export function chatUrl(loc = window.location) {
+  return `${loc.protocol === 'https:' ? 'wss:' : 'ws:'}//${loc.host}/chat`;
+}
+
+/**
+ * Events: `open`; `close` (detail: {delay} before the next attempt, {opened} whether this
+ * connection had opened); `frame` (detail: the parsed JSON object).
+ */
+export class ChatSocket extends EventTarget {
+  constructor(url = chatUrl()) {
+    super();
+    this.url = url;
+    this.ws = null;
+    this.open = false;
+    this.attempt = 0;
+    this.stopped = true;
+    this.retryTimer = null;
+    this.tick = null;
+    this.lastRecv = 0;
+    this.lastSend = 0;
+    this.openedAt = 0;
+    this.onOnline = () => this.reconnectNow();
+    this.onVisible = () => document.visibilityState === 'visible' && this.reconnectNow();
+  }
+
+  start() {
+    if (!this.stopped) return;
+    this.stopped = false;
+    window.addEventListener('online', this.onOnline);
+    document.addEventListener('visibilitychange', this.onVisible);
+    this.tick = setInterval(() => this.heartbeat(), 5000);
+    this.connect();
+  }
+
+  /** Closes for good (logout): no reconnect. */
+  stop() {
+    this.stopped = true;
+    window.removeEventListener('online', this.onOnline);
+    document.removeEventListener('visibilitychange', this.onVisible);
+    clearInterval(this.tick);
+    clearTimeout(this.retryTimer);
+    if (this.ws) {
+      const ws = this.ws;
+      this.detach();
+      ws.close(1000, 'logout');
+    }
+    this.open = false;
+  }
+
+  /** Sends an object as JSON; false when there is no open connection (the caller queues). */
+  send(obj) {
+    if (!this.open || this.ws?.readyState !== WebSocket.OPEN) return false;
+    this.ws.send(JSON.stringify(obj));
+    this.lastSend = Date.now();
+    return true;
+  }
+
+  connect() {
+    clearTimeout(this.retryTimer);
+    this.retryTimer = null;
+    if (this.stopped || this.ws) return;
+    let ws;
+    try {
+      ws = new WebSocket(this.url);
+    } catch {
+      this.scheduleRetry(false);
+      return;
+    }
+    this.ws = ws;
+    const connectTimer = setTimeout(() => ws === this.ws && this.drop(), CONNECT_TIMEOUT);
+    ws.onopen = () => {
+      clearTimeout(connectTimer);
+      this.open = true;
+      this.openedAt = this.lastRecv = this.lastSend = Date.now();
+      this.dispatchEvent(new Event('open'));
+    };
+    ws.onmessage = (ev) => {
+      this.lastRecv = Date.now();
+      if (typeof ev.data !== 'string') return;
+      let frame;
+      try {
+        frame = JSON.parse(ev.data);
+      } catch {
+        return; // every /chat frame is JSON; anything else (fastIM's "welcome!") is ignored
+      }
+      if (frame && typeof frame === 'object') this.dispatchEvent(new CustomEvent('frame', { detail: frame }));
+    };
+    ws.onclose = () => {
+      clearTimeout(connectTimer);
+      if (ws === this.ws) this.lost();
+    };
+    ws.onerror = () => {}; // always followed by close
+  }
+
+  detach() {
+    if (!this.ws) return;
+    this.ws.onopen = this.ws.onmessage = this.ws.onclose = this.ws.onerror = null;
+    this.ws = null;
+  }
+
+  /** Gives up on the current connection now (no close handshake to wait for) and retries. */
+  drop() {
+    const ws = this.ws;
+    if (!ws) return;
+    this.detach();
+    try {
+      ws.close();
+    } catch {
+      // already closing
+    }
+    this.lost();
+  }
+
+  lost() {
+    const opened = this.open;
+    if (this.ws) this.detach();
+    this.open = false;
+    if (opened && Date.now() - this.openedAt >= STABLE_AFTER) this.attempt = 0;
+    this.scheduleRetry(opened);
+  }
+
+  scheduleRetry(opened) {
+    if (this.stopped) return;
+    const base = Math.min(MAX_DELAY, FIRST_DELAY * 2 ** this.attempt);
+    const delay = Math.min(MAX_DELAY, Math.round(base * (0.75 + Math.random() * 0.5)));
+    this.attempt++;
+    clearTimeout(this.retryTimer);
+    this.retryTimer = setTimeout(() => this.connect(), delay);
+    this.dispatchEvent(new CustomEvent('close', { detail: { delay, opened } }));
+  }
+
+  reconnectNow() {
+    if (this.stopped || this.ws) return;
+    this.attempt = 0;
+    this.connect();
+  }
+
+  heartbeat() {
+    if (!this.open) return;
+    const now = Date.now();
+    if (now - this.lastRecv > SILENCE_LIMIT) this.drop();
+    else if (now - this.lastSend >= HEARTBEAT_EVERY) this.send({ cmd: 0 });
+  }
+}
