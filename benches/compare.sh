@@ -1,0 +1,264 @@
+#!/usr/bin/env bash
+# Compares fastim's /echo with the tokio-tungstenite peer (examples/tungstenite_echo.rs)
+# under the same load, in the same run. See BENCHMARKS.md for the method.
+#
+#   benches/compare.sh                       # everything, 3 repeats, 5 s runs
+#   REPEATS=1 DURATION=2 benches/compare.sh a c
+#   SKIP_BUILD=1 benches/compare.sh         # reuse target/release binaries
+#
+# On a shared machine: before each run, wait up to QUIET_WAIT seconds (default 60)
+# for the machine to be idle (under 15 % of a core busy), and run a measurement
+# again (up to RETRIES more times, default 2) when other processes used more than
+# MAX_OTHER_CPU % of a core during it (default 25). QUIET_WAIT=0 RETRIES=0 turns
+# both off.
+#
+# Every server runs pinned to CPU $SERVER_CPU (default 0), the load tool to
+# $LOAD_CPU (default 1). Each run starts a fresh server; the two servers
+# alternate (fastim, peer, fastim, peer, ...). The markdown table goes to stdout
+# and to target/bench/compare.md; raw RESULT lines to target/bench/results.jsonl.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+
+REPEATS=${REPEATS:-3}
+DURATION=${DURATION:-5}
+WARMUP=${WARMUP:-1}
+IDLE_CONNECTIONS=${IDLE_CONNECTIONS:-10000}
+QUIET_WAIT=${QUIET_WAIT:-60}
+RETRIES=${RETRIES:-2}
+MAX_OTHER_CPU=${MAX_OTHER_CPU:-25}
+SERVER_CPU=${SERVER_CPU:-0}
+LOAD_CPU=${LOAD_CPU:-1}
+SCENARIOS=("$@")
+[ ${#SCENARIOS[@]} -eq 0 ] && SCENARIOS=(a b c d)
+
+OUT=target/bench
+mkdir -p "$OUT"
+RESULTS=$OUT/results.jsonl
+: >"$RESULTS"
+
+for tool in taskset timeout python3; do
+    command -v "$tool" >/dev/null || { echo "compare.sh: $tool is required" >&2; exit 1; }
+done
+
+if [ "${SKIP_BUILD:-0}" = 1 ]; then
+    echo "SKIP_BUILD=1: using the binaries already in target/release" >&2
+else
+    echo "building release binaries..." >&2
+    cargo build --release --bin fastim --bin fastim-load --example tungstenite_echo >&2
+fi
+FASTIM=target/release/fastim
+PEER=target/release/examples/tungstenite_echo
+LOAD=target/release/fastim-load
+
+# 10,000 idle connections need as many descriptors in each process.
+ulimit -n "$(ulimit -Hn)"
+if [ "$(ulimit -n)" -lt $((IDLE_CONNECTIONS + 100)) ]; then
+    echo "compare.sh: open-file limit $(ulimit -n) is below $IDLE_CONNECTIONS connections" >&2
+    exit 1
+fi
+
+WRAPPER_PID=""    # the `timeout` process around the running server
+SERVER_PID=""     # the server itself
+SERVER_ADDR=""
+DATA_DIRS=()
+
+stop_server() {
+    if [ -n "$WRAPPER_PID" ]; then
+        kill "$WRAPPER_PID" 2>/dev/null || true
+        wait "$WRAPPER_PID" 2>/dev/null || true
+    fi
+    WRAPPER_PID="" SERVER_PID="" SERVER_ADDR=""
+}
+
+cleanup() {
+    stop_server
+    for d in "${DATA_DIRS[@]}"; do rm -rf "$d"; done
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# start_server fastim|peer LOG: starts a fresh server on a free port, pinned.
+start_server() {
+    local which=$1 log=$2
+    case $which in
+    fastim)
+        local dir
+        dir=$(mktemp -d)
+        DATA_DIRS+=("$dir")
+        timeout 600 taskset -c "$SERVER_CPU" "$FASTIM" --listen 127.0.0.1:0 --data-dir "$dir" 2>"$log" &
+        ;;
+    peer)
+        timeout 600 taskset -c "$SERVER_CPU" "$PEER" --listen 127.0.0.1:0 2>"$log" &
+        ;;
+    esac
+    WRAPPER_PID=$!
+    for _ in $(seq 100); do
+        SERVER_ADDR=$(sed -n 's/.*listening on \([0-9.]*:[0-9]*\).*/\1/p' "$log" | head -n1)
+        [ -n "$SERVER_ADDR" ] && break
+        sleep 0.05
+    done
+    # taskset execs the server: it is the only child of `timeout`.
+    SERVER_PID=$(pgrep -P "$WRAPPER_PID" | head -n1 || true)
+    if [ -z "$SERVER_ADDR" ] || [ -z "$SERVER_PID" ]; then
+        echo "compare.sh: $which did not start:" >&2
+        cat "$log" >&2
+        exit 1
+    fi
+}
+
+# The load-tool arguments of each scenario.
+scenario_args() {
+    case $1 in
+    a) echo "echo --connections 1 --size 64 --in-flight 1024" ;;
+    b) echo "echo --connections 1000 --size 64 --in-flight 8" ;;
+    c) echo "echo --connections 10 --size 1MiB --binary --in-flight 4" ;;
+    d) echo "idle --connections $IDLE_CONNECTIONS --settle 1" ;;
+    esac
+}
+
+# Busy ticks (1/100 s) of all CPUs since boot: user nice system irq softirq steal.
+machine_busy() {
+    awk '/^cpu /{print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat
+}
+
+# Waits (at most QUIET_WAIT s) until the machine is idle for a second.
+wait_quiet() {
+    [ "$QUIET_WAIT" -gt 0 ] || return 0
+    local deadline=$((SECONDS + QUIET_WAIT)) a b
+    while :; do
+        a=$(machine_busy)
+        sleep 1
+        b=$(machine_busy)
+        [ $((b - a)) -le 15 ] && return 0
+        if [ "$SECONDS" -ge "$deadline" ]; then
+            echo "  machine still busy ($((b - a)) % of a core): running anyway" >&2
+            return 0
+        fi
+        sleep 4
+    done
+}
+
+run_one() {
+    local scenario=$1 server=$2 rep=$3 attempt
+    for attempt in $(seq 0 "$RETRIES"); do
+        measure "$scenario" "$server" "$rep"
+        local other
+        other=$(python3 -c 'import json,sys; print(int(json.loads(sys.argv[1]).get("other_cpu_pct") or 0))' "$RESULT")
+        [ "$other" -le "$MAX_OTHER_CPU" ] && break
+        [ "$attempt" -lt "$RETRIES" ] &&
+            echo "  $scenario-$server-$rep: other processes used $other % of a core: measuring again" >&2
+    done
+    printf '{"scenario":"%s","server":"%s","rep":%d,"exit":%d,"attempts":%d,"result":%s}\n' \
+        "$scenario" "$server" "$rep" "$STATUS" $((attempt + 1)) "$RESULT" >>"$RESULTS"
+}
+
+# One measurement; sets RESULT (the JSON of the RESULT line, or {}) and STATUS.
+measure() {
+    local scenario=$1 server=$2 rep=$3
+    local tag="$scenario-$server-$rep"
+    local args
+    args=$(scenario_args "$scenario")
+    wait_quiet
+    start_server "$server" "$OUT/$tag.server.log"
+    local extra=""
+    [ "${args%% *}" = echo ] && extra="--duration $DURATION --warmup $WARMUP"
+    STATUS=0
+    # shellcheck disable=SC2086
+    taskset -c "$LOAD_CPU" timeout $((DURATION + WARMUP + 90)) "$LOAD" $args $extra \
+        --url "ws://$SERVER_ADDR/echo" --server-pid "$SERVER_PID" \
+        >"$OUT/$tag.load.log" 2>&1 || STATUS=$?
+    stop_server
+    RESULT=$(sed -n 's/^RESULT //p' "$OUT/$tag.load.log" | tail -n1)
+    if [ -z "$RESULT" ]; then
+        echo "  $tag: no result (exit $STATUS), see $OUT/$tag.load.log" >&2
+        RESULT='{}'
+    fi
+    grep -E '^  (throughput|latency|server|other|verification)|^idle|^  server RSS' "$OUT/$tag.load.log" |
+        sed "s/^/  $tag: /" >&2 || true
+}
+
+for scenario in "${SCENARIOS[@]}"; do
+    echo "scenario $scenario: $(scenario_args "$scenario")" >&2
+    for rep in $(seq "$REPEATS"); do
+        run_one "$scenario" fastim "$rep"
+        run_one "$scenario" peer "$rep"
+    done
+done
+
+MAX_OTHER_CPU=$MAX_OTHER_CPU python3 - "$RESULTS" "$REPEATS" "$DURATION" <<'PY' | tee "$OUT/compare.md"
+import json, statistics, sys, datetime, os
+
+path, repeats, duration = sys.argv[1], sys.argv[2], sys.argv[3]
+runs = [json.loads(line) for line in open(path)]
+
+def median(scenario, server, key):
+    vals = [r["result"].get(key) for r in runs
+            if r["scenario"] == scenario and r["server"] == server]
+    vals = [v for v in vals if isinstance(v, (int, float))]
+    return statistics.median(vals) if vals else None
+
+def failures(scenario, server):
+    return sum(1 for r in runs if r["scenario"] == scenario and r["server"] == server
+               and (r["exit"] != 0 or not r["result"]))
+
+# scenario, figure, key, format, target kind (ratio >= x, ratio <= x, fastim <= x) or None
+ROWS = [
+    ("a", "1 conn, 64 B, 1024 in flight", "messages/s", "msgs_per_s", "{:,.0f}", (">=", 2.5)),
+    ("a", "", "latency p50 (us)", "p50_us", "{:,.0f}", None),
+    ("a", "", "latency p99 (us)", "p99_us", "{:,.0f}", None),
+    ("a", "", "server CPU per message (us)", "server_us_per_msg", "{:.3f}", None),
+    ("a", "", "other processes' CPU (% of a core)", "other_cpu_pct", "{:.0f}", None),
+    ("b", "1000 conns, 64 B, 8 in flight each", "server CPU per message (us)", "server_us_per_msg", "{:.3f}", ("<=", 0.5)),
+    ("b", "", "messages/s", "msgs_per_s", "{:,.0f}", None),
+    ("b", "", "server CPU (% of a core)", "server_cpu_pct", "{:.0f}", None),
+    ("b", "", "latency p99 (us)", "p99_us", "{:,.0f}", None),
+    ("b", "", "other processes' CPU (% of a core)", "other_cpu_pct", "{:.0f}", None),
+    ("c", "10 conns, 1 MiB binary, 4 in flight each", "MB/s (echoed payload, one way)", "mb_per_s", "{:,.0f}", (">=", 1.5)),
+    ("c", "", "server CPU per message (us)", "server_us_per_msg", "{:,.0f}", None),
+    ("c", "", "server CPU (% of a core)", "server_cpu_pct", "{:.0f}", None),
+    ("c", "", "latency p99 (us)", "p99_us", "{:,.0f}", None),
+    ("c", "", "other processes' CPU (% of a core)", "other_cpu_pct", "{:.0f}", None),
+    ("d", "10,000 idle conns", "server RSS per connection (bytes)", "bytes_per_conn", "{:,.0f}", ("abs<=", 512)),
+]
+
+scenarios = {r["scenario"] for r in runs}
+model = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo")
+              if l.startswith("model name")), "unknown CPU")
+print(f"fastim vs tokio-tungstenite echo: medians of {repeats} runs of {duration} s each, "
+      f"{datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} x {model}, "
+      f"Linux {os.uname().release}\n")
+print("| scenario | figure | fastim | peer | fastim/peer | target | met |")
+print("|---|---|--:|--:|--:|---|---|")
+for scenario, title, figure, key, fmt, target in ROWS:
+    if scenario not in scenarios:
+        continue
+    f, p = median(scenario, "fastim", key), median(scenario, "peer", key)
+    show = lambda v: fmt.format(v) if v is not None else "n/a"
+    ratio = f / p if f is not None and p not in (None, 0) else None
+    goal, met = "", ""
+    if target:
+        kind, x = target
+        if kind == ">=":
+            goal, ok = f"ratio >= {x}", ratio is not None and ratio >= x
+        elif kind == "<=":
+            goal, ok = f"ratio <= {x}", ratio is not None and ratio <= x
+        else:
+            goal, ok = f"fastim <= {x}", f is not None and f <= x
+        met = "yes" if ok else "**no**"
+    label = f"({scenario}) {title}" if title else ""
+    print(f"| {label} | {figure} | {show(f)} | {show(p)} | "
+          f"{'n/a' if ratio is None else f'{ratio:.2f}'} | {goal} | {met} |")
+
+again = sum(r.get("attempts", 1) - 1 for r in runs)
+if again:
+    print(f"\n{again} measurements were taken again because other processes used more "
+          f"than {os.environ.get('MAX_OTHER_CPU', '25')} % of a core during them; "
+          "the last attempt counts.")
+
+bad = [(s, srv, failures(s, srv)) for s in sorted(scenarios) for srv in ("fastim", "peer")]
+bad = [b for b in bad if b[2]]
+if bad:
+    print("\nRuns that failed or reported errors: " +
+          ", ".join(f"{s}/{srv}: {n}" for s, srv, n in bad))
+PY
