@@ -56,9 +56,17 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 pub const MAX_CONNECTIONS: usize = 100_000;
 
 /// Bytes that may wait in one connection's outbound queue before the reader is
-/// considered stuck and disconnected: two of the largest echo messages, plus slack.
+/// considered stuck and disconnected: two of the largest messages, plus slack.
 pub fn max_outbound(limits: Limits) -> usize {
     2 * limits.max_message as usize + 1024 * 1024
+}
+
+/// Above this many queued bytes the server stops reading from the connection until
+/// the queue has drained to half of it; a connection that stays paused without any
+/// write progress for the close timeout is dropped. One message plus slack, so that
+/// what one turn of reading can add still fits under [`max_outbound`].
+pub fn pause_reading_above(limits: Limits) -> usize {
+    limits.max_message as usize + 1024 * 1024
 }
 
 /// How one server instance runs.

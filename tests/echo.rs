@@ -184,7 +184,9 @@ fn a_thousand_concurrent_clients_each_get_their_own_echoes() {
 
 #[test]
 fn a_client_that_stops_reading_is_disconnected_without_growing_memory() {
-    let server = Server::start(&[]);
+    // The server stops reading from it once its queue is full, and drops it after
+    // the close timeout passes with no write progress.
+    let server = Server::start(&["--close-timeout", "2"]);
     let before = server.rss();
     let mut raw = RawClient::connect(server.addr, "/echo");
     raw.stream
@@ -209,4 +211,25 @@ fn a_client_that_stops_reading_is_disconnected_without_growing_memory() {
     let mut ws = client(&server);
     ws.send(Message::text("still here")).expect("send");
     assert_eq!(ws.read().expect("echo"), Message::text("still here"));
+}
+
+#[test]
+fn a_reading_client_may_pipeline_several_largest_messages() {
+    let server = Server::start(&[]);
+    let mut raw = RawClient::connect(server.addr, "/echo");
+    let mut writer = raw.stream.try_clone().expect("clone socket");
+    let frame = common::masked_frame(true, 0x2, &vec![7u8; 16 << 20]);
+    let sender = std::thread::spawn(move || {
+        for _ in 0..3 {
+            std::io::Write::write_all(&mut writer, &frame).expect("send 16 MiB");
+        }
+    });
+    for i in 0..3 {
+        let (fin, opcode, payload) = raw
+            .read_frame()
+            .unwrap_or_else(|| panic!("echo {i}: connection closed"));
+        assert_eq!((fin, opcode, payload.len()), (true, 0x2, 16 << 20));
+        assert!(payload.iter().all(|&b| b == 7));
+    }
+    sender.join().expect("sender");
 }

@@ -102,6 +102,9 @@ pub struct Conn {
     pub wants_write: bool,
     /// Whether the slot is on the loop's list of connections to flush this turn.
     pub flush_queued: bool,
+    /// Reading is paused because the outbound queue is over its high-water mark:
+    /// a client that sends faster than it reads is slowed down, not buffered.
+    pub paused: bool,
 }
 
 impl Conn {
@@ -117,6 +120,7 @@ impl Conn {
             last_input: now,
             wants_write: false,
             flush_queued: false,
+            paused: false,
         }
     }
 }
@@ -130,7 +134,7 @@ mod tests {
         // An idle connection costs its slot and nothing else: keep the slot well
         // under the 512-byte budget (the load tool's idle mode measures the whole).
         assert!(
-            std::mem::size_of::<Conn>() <= 224,
+            std::mem::size_of::<Conn>() <= 256,
             "{}",
             std::mem::size_of::<Conn>()
         );

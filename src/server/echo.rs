@@ -1,13 +1,33 @@
 //! The `/echo` endpoint: every message goes back to its sender with its type.
 
 use super::outbound::Outbound;
-use crate::ws::frame::write_frame;
+use crate::ws::frame::{MAX_HEADER_LEN, encode_header, write_frame};
 use crate::ws::{Message, OpCode};
 
-/// Queues the echo of `message`.
+/// Messages at least this long that were gathered in the connection's own buffer
+/// are echoed by moving that buffer into the outbound queue instead of copying it.
+pub const ZERO_COPY_MIN: usize = 64 * 1024;
+
+/// The echo's opcode and the payload length.
+pub fn shape(message: &Message<'_>) -> (OpCode, usize) {
+    match message {
+        Message::Text(text) => (OpCode::Text, text.len()),
+        Message::Binary(data) => (OpCode::Binary, data.len()),
+    }
+}
+
+/// Queues the echo of `message`, copying it.
 pub fn reply(message: Message<'_>, out: &mut Outbound) {
     match message {
         Message::Text(text) => write_frame(out.tail(), OpCode::Text, text.as_bytes()),
         Message::Binary(data) => write_frame(out.tail(), OpCode::Binary, data),
     }
+}
+
+/// Queues the echo of a message whose buffer we own: header, then the buffer itself.
+pub fn reply_owned(opcode: OpCode, payload: Vec<u8>, out: &mut Outbound) {
+    let mut header = [0u8; MAX_HEADER_LEN];
+    let n = encode_header(&mut header, true, opcode, payload.len() as u64, None);
+    out.tail().extend_from_slice(&header[..n]);
+    out.push_owned(payload);
 }

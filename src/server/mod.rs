@@ -167,7 +167,7 @@ impl Server {
                     WAKER => self.on_completions(),
                     Token(key) => {
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
-                            self.on_readable(key);
+                            self.on_readable(key, event.is_read_closed() || event.is_error());
                         }
                         if event.is_writable() || event.is_write_closed() {
                             self.flush(key);
@@ -176,7 +176,7 @@ impl Server {
                 }
             }
             for key in std::mem::take(&mut self.to_read) {
-                self.on_readable(key);
+                self.on_readable(key, false);
             }
             if !self.chat_batch.is_empty() {
                 self.workers
@@ -285,11 +285,20 @@ impl Server {
         }
     }
 
-    /// Reads everything the socket has (up to the fairness cap) and handles it.
-    fn on_readable(&mut self, key: usize) {
+    /// Reads what the socket has (up to the fairness cap) and handles it.
+    ///
+    /// A read that returns less than the buffer's room drained the socket, so the
+    /// next arrival will raise a new edge: no need for the extra read that would
+    /// only say `WouldBlock`. Except when the peer has closed (`to_eof`): then read
+    /// on until the end is seen.
+    fn on_readable(&mut self, key: usize, to_eof: bool) {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
+        if conn.paused {
+            // Resumed (and read) once the queue drains.
+            return;
+        }
         let buf = &mut self.read_buf;
         let mut ctx = Ctx {
             key,
@@ -323,6 +332,7 @@ impl Server {
                 }
                 Ok(n) => {
                     reads += 1;
+                    let drained = n < buf.len() - filled && !to_eof;
                     filled += n;
                     conn.last_input = Instant::now();
                     let consumed = process_input(conn, &mut buf[..filled], &mut ctx);
@@ -332,6 +342,9 @@ impl Server {
                         // Unreachable with sane limits: leftovers are at most one request.
                         warn!("#{key}: unparseable input fills the read buffer");
                         break Fate::Drop;
+                    }
+                    if drained {
+                        break Fate::Keep;
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Fate::Keep,
@@ -359,14 +372,16 @@ impl Server {
             return;
         };
         if let State::WebSocket { ws, .. } = &conn.state {
+            let queued = conn.out.len();
             let bound = config::max_outbound(ws.limits());
-            if conn.out.len() > bound {
-                warn!(
-                    "#{key}: not reading ({} bytes queued, bound {bound}): disconnecting",
-                    conn.out.len()
-                );
+            if queued > bound {
+                warn!("#{key}: not reading ({queued} bytes queued, bound {bound}): disconnecting");
                 self.remove(key);
                 return;
+            }
+            if queued > config::pause_reading_above(ws.limits()) && !conn.paused {
+                conn.paused = true;
+                conn.deadline = Some(Instant::now() + self.config.close_timeout);
             }
         }
         if !conn.out.is_empty() && !conn.flush_queued {
@@ -381,6 +396,7 @@ impl Server {
             return;
         };
         conn.flush_queued = false;
+        let before = conn.out.len();
         let flushed = match conn.out.flush_to(&mut conn.socket) {
             Ok(f) => f,
             Err(e) => {
@@ -389,6 +405,19 @@ impl Server {
                 return;
             }
         };
+        if conn.paused {
+            if let State::WebSocket { ws, .. } = &conn.state {
+                if conn.out.len() <= config::pause_reading_above(ws.limits()) / 2 {
+                    conn.paused = false;
+                    conn.deadline = None;
+                    // Input may have waited in the socket meanwhile.
+                    self.to_read.push(key);
+                } else if conn.out.len() < before {
+                    // Slow but reading: the stall clock starts again.
+                    conn.deadline = Some(Instant::now() + self.config.close_timeout);
+                }
+            }
+        }
         let wants_write = flushed == Flushed::Blocked;
         if wants_write != conn.wants_write {
             let interest = if wants_write {
@@ -942,7 +971,22 @@ fn process_frames(
                 pos += n;
                 match event {
                     Event::Message(message) => match endpoint {
-                        Endpoint::Echo => echo::reply(message, out),
+                        Endpoint::Echo => {
+                            let (opcode, len) = echo::shape(&message);
+                            if len < echo::ZERO_COPY_MIN {
+                                echo::reply(message, out);
+                            } else {
+                                match ws.take_message() {
+                                    Some(payload) => echo::reply_owned(opcode, payload, out),
+                                    // Delivered from the input: its payload ends where the call stopped.
+                                    None => ws::frame::write_frame(
+                                        out.tail(),
+                                        opcode,
+                                        &input[pos - len..pos],
+                                    ),
+                                }
+                            }
+                        }
                         Endpoint::Chat { user, .. } => {
                             let mut turn = ChatTurn {
                                 conn: ConnRef {

@@ -61,6 +61,11 @@ impl Outbound {
         }
     }
 
+    /// Queues a buffer as it is (a large payload we own), without copying it.
+    pub fn push_owned(&mut self, bytes: Vec<u8>) {
+        self.chunks.push_back(Chunk::Owned(bytes));
+    }
+
     /// Queues an encoded frame shared with other connections.
     pub fn push_shared(&mut self, frame: Rc<[u8]>) {
         self.chunks.push_back(Chunk::Shared(frame));

@@ -204,6 +204,18 @@ impl Connection {
         true
     }
 
+    /// Takes the buffer of the message just delivered, if it was gathered in the
+    /// connection's own buffer (fragmented, or arrived in pieces), so the caller can
+    /// keep it without a copy. `None` means it was handed out from the caller's
+    /// input: then its payload is the last bytes the call consumed, unmasked.
+    pub fn take_message(&mut self) -> Option<Vec<u8>> {
+        if self.assembly != Assembly::Delivered {
+            return None;
+        }
+        self.assembly = Assembly::Idle;
+        Some(mem::take(&mut self.message))
+    }
+
     /// Frees the message buffer if no message is in progress, so an idle
     /// connection holds no heap memory.
     pub fn release_idle_buffer(&mut self) {
@@ -301,10 +313,9 @@ impl Connection {
             return Ok((n, None));
         }
         let message = match mem::replace(&mut self.assembly, Assembly::Delivered) {
-            Assembly::Text(validator) => {
-                validator
-                    .finish(&self.message)
-                    .map_err(|_| ProtocolError::InvalidUtf8)?;
+            Assembly::Text(_) => {
+                // The incremental checks failed fast on bad bytes; this one also
+                // rejects a message that ends inside a character, and yields the &str.
                 let text =
                     std::str::from_utf8(&self.message).map_err(|_| ProtocolError::InvalidUtf8)?;
                 Message::Text(text)

@@ -13,6 +13,11 @@ const BLOCK: usize = 64;
 /// To continue a payload that was cut at byte offset `n`, pass
 /// [`rotate_key`]`(key, n)`.
 pub fn apply_mask(buf: &mut [u8], key: [u8; 4]) {
+    if buf.len() < BLOCK {
+        // Small payloads are the common case: filling a 64-byte key block would
+        // cost more than the XOR itself, so go a machine word at a time.
+        return apply_mask_words(buf, key);
+    }
     let mut block_key = [0u8; BLOCK];
     for (i, b) in block_key.iter_mut().enumerate() {
         *b = key[i % 4];
@@ -26,6 +31,21 @@ pub fn apply_mask(buf: &mut [u8], key: [u8; 4]) {
     // The tail starts at a multiple of 64, hence of 4: the block key still lines up.
     for (b, k) in blocks.into_remainder().iter_mut().zip(block_key.iter()) {
         *b ^= k;
+    }
+}
+
+fn apply_mask_words(buf: &mut [u8], key: [u8; 4]) {
+    let word = u64::from_ne_bytes([
+        key[0], key[1], key[2], key[3], key[0], key[1], key[2], key[3],
+    ]);
+    let mut words = buf.chunks_exact_mut(8);
+    for chunk in &mut words {
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(chunk);
+        chunk.copy_from_slice(&(u64::from_ne_bytes(bytes) ^ word).to_ne_bytes());
+    }
+    for (i, b) in words.into_remainder().iter_mut().enumerate() {
+        *b ^= key[i % 4];
     }
 }
 
