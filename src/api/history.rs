@@ -2,7 +2,7 @@
 
 use super::contacts::{MSG_NO_SUCH_GROUP, MSG_NOT_MEMBER};
 use super::fields::Fields;
-use super::json::MessageRow;
+use crate::im::wire::Delivery;
 use super::{ApiReply, Caller, Failure, HISTORY_DEFAULT_LIMIT, HISTORY_MAX_LIMIT};
 use crate::store::{CMD_GROUP, CMD_SINGLE, Db, Peer, StoreError};
 
@@ -46,6 +46,7 @@ pub(super) fn history(db: &Db, caller: &Caller<'_>, fields: &Fields) -> Result<A
             StoreError::NotMember => Failure::field(MSG_NOT_MEMBER),
             other => other.into(),
         })?;
-    let rows: Vec<MessageRow<'_>> = messages.iter().map(MessageRow::from).collect();
+    // History rows are the chat wire's deliveries: one format for both.
+    let rows: Vec<Delivery<'_>> = messages.iter().map(Delivery::from).collect();
     Ok(ApiReply::rows(&rows))
 }

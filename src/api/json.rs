@@ -6,7 +6,7 @@
 
 use serde::Serialize;
 
-use crate::store::{Group, Member, Role, StoredMessage, User};
+use crate::store::{Group, Member, Role, User};
 
 /// What anyone logged in may see of another user (no mobile number, no token).
 #[derive(Debug, Serialize)]
@@ -100,40 +100,6 @@ impl<'a> From<&'a Member> for MemberRow<'a> {
         MemberRow {
             user: PublicProfile::from(&m.user),
             role: m.role,
-        }
-    }
-}
-
-/// A stored message with the chat wire's field names.
-#[derive(Debug, Serialize)]
-pub(super) struct MessageRow<'a> {
-    id: i64,
-    userid: i64,
-    cmd: i64,
-    dstid: i64,
-    media: i64,
-    content: &'a str,
-    pic: &'a str,
-    url: &'a str,
-    memo: &'a str,
-    amount: i64,
-    createat: i64,
-}
-
-impl<'a> From<&'a StoredMessage> for MessageRow<'a> {
-    fn from(m: &'a StoredMessage) -> Self {
-        MessageRow {
-            id: m.id,
-            userid: m.sender_id,
-            cmd: m.cmd,
-            dstid: m.dst_id,
-            media: m.media,
-            content: &m.content,
-            pic: &m.pic,
-            url: &m.url,
-            memo: &m.memo,
-            amount: m.amount,
-            createat: m.created_at,
         }
     }
 }
