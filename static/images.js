@@ -3,7 +3,7 @@
 // redrawn as a JPEG of at most 2048 px when the browser can decode it. Small PNG, JPEG,
 // GIF (animations) and WebP files go as they are.
 
-import { MAX_UPLOAD } from './api.js';
+import { MAX_UPLOAD, upload } from './api.js';
 
 const ACCEPTED = ['image/png', 'image/jpeg', 'image/gif', 'image/webp'];
 const KEEP_BELOW = 3 * 1024 * 1024;
@@ -36,4 +36,10 @@ export function uploadName(blob, original) {
   const ext = { 'image/png': 'png', 'image/jpeg': 'jpg', 'image/gif': 'gif', 'image/webp': 'webp' }[blob.type];
   const base = (original || 'image').replace(/\.[^.]*$/, '') || 'image';
   return ext ? `${base}.${ext}` : original || 'image';
+}
+
+/** Prepares and uploads a picture; resolves to its URL on this server. */
+export async function uploadImage(file) {
+  const blob = await prepareImage(file);
+  return upload(blob, uploadName(blob, file.name));
 }

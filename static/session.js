@@ -20,13 +20,30 @@
 
 import * as api from './api.js';
 import { ChatSocket } from './socket.js';
-import { prepareImage, uploadName } from './images.js';
+import { uploadImage } from './images.js';
 
 const ACK_TIMEOUT = 10_000;
 export const PAGE = 30;
 export const MAX_TEXT = 4000;
 
 export const key = (cmd, id) => `${cmd}:${id}`;
+
+// localStorage can be missing or refuse writes (private browsing, quota): the app then
+// works without remembering the last id and unread counts across reloads.
+function load(name) {
+  try {
+    return localStorage.getItem(name);
+  } catch {
+    return null;
+  }
+}
+function save(name, value) {
+  try {
+    localStorage.setItem(name, value);
+  } catch {
+    // not remembered; nothing else breaks
+  }
+}
 
 function newRef() {
   // crypto.randomUUID exists only on https/localhost pages; getRandomValues everywhere.
@@ -93,14 +110,14 @@ export class Session extends EventTarget {
       lastId: `fastim:${me.id}:lastId`,
       unread: `fastim:${me.id}:unread`,
     };
-    const saved = localStorage.getItem(this.store.lastId);
+    const saved = load(this.store.lastId);
     this.lastId = Number(saved) || 0;
     // First time on this browser: the first sync brings old messages, which are history,
     // not news, so they do not count as unread.
     this.quietSync = saved === null;
     try {
-      for (const [k, n] of Object.entries(JSON.parse(localStorage.getItem(this.store.unread) || '{}'))) {
-        if (n > 0) this.conv(k).unread = n;
+      for (const [k, n] of Object.entries(JSON.parse(load(this.store.unread) || '{}'))) {
+        if (/^1[01]:\d+$/.test(k) && n > 0) this.conv(k).unread = Math.floor(n);
       }
     } catch {
       // a damaged entry: start with no unread counts
@@ -247,7 +264,7 @@ export class Session extends EventTarget {
   saveUnread() {
     const o = {};
     for (const c of this.convs.values()) if (c.unread) o[c.key] = c.unread;
-    localStorage.setItem(this.store.unread, JSON.stringify(o));
+    save(this.store.unread, JSON.stringify(o));
   }
 
   /** One page of /message/history: the newest first time, then older than what we have. */
@@ -363,7 +380,7 @@ export class Session extends EventTarget {
 
   setLastId(id) {
     this.lastId = id;
-    localStorage.setItem(this.store.lastId, String(id));
+    save(this.store.lastId, String(id));
   }
 
   // --- sending ---------------------------------------------------------------------
@@ -421,8 +438,7 @@ export class Session extends EventTarget {
       p.status = 'uploading';
       this.changed(p);
       try {
-        const blob = await prepareImage(p.file);
-        p.url = await api.upload(blob, uploadName(blob, p.file.name));
+        p.url = await uploadImage(p.file);
       } catch (e) {
         p.status = 'failed';
         p.error = `Upload failed: ${e.message}`;
@@ -453,6 +469,7 @@ export class Session extends EventTarget {
     if (!k) return; // another tab's ack, or one we gave up on
     const c = this.conv(k);
     const p = c.pending.get(f.ref);
+    if (!p) return;
     clearTimeout(p.timer);
     c.pending.delete(f.ref);
     this.refs.delete(f.ref);

@@ -4,16 +4,18 @@
 //     authenticates, so no token is put in the URL, where logs and history would keep it);
 //   - reconnects after a drop with exponential backoff, 0.5 s doubling to 10 s, with
 //     jitter so that a restarted server is not hit by every client at the same instant;
-//   - sends a heartbeat ({"cmd":0}) every 25 s and drops a connection that has been silent
-//     for 45 s: a half-open TCP connection (a phone that changed network) never closes by
-//     itself, and the browser does not expose the server's pings.
+//   - sends a heartbeat ({"cmd":0}) after 25 s without sending, and drops the connection
+//     when the server has not answered it within 15 s: a half-open TCP connection (a phone
+//     that changed network) never closes by itself, and the browser does not expose the
+//     server's pings. Timers of background tabs run once a minute; measuring from the
+//     heartbeat (not from the last frame) keeps that from looking like a dead connection.
 //   - reconnects at once when the browser says it is back online or the tab is shown.
 
 const FIRST_DELAY = 500;
 const MAX_DELAY = 10_000;
 const CONNECT_TIMEOUT = 10_000;
 const HEARTBEAT_EVERY = 25_000;
-const SILENCE_LIMIT = 45_000;
+const ANSWER_WITHIN = 15_000;
 const STABLE_AFTER = 10_000; // a connection that lived this long resets the backoff
 
 export function chatUrl(loc = window.location) {
@@ -36,9 +38,14 @@ export class ChatSocket extends EventTarget {
     this.tick = null;
     this.lastRecv = 0;
     this.lastSend = 0;
+    this.probeSince = 0; // when the unanswered heartbeat was sent; 0 = none pending
     this.openedAt = 0;
     this.onOnline = () => this.reconnectNow();
-    this.onVisible = () => document.visibilityState === 'visible' && this.reconnectNow();
+    this.onVisible = () => {
+      if (document.visibilityState !== 'visible') return;
+      if (this.open) this.probe(); // back from the background: is the connection still there?
+      else this.reconnectNow();
+    };
   }
 
   start() {
@@ -90,10 +97,12 @@ export class ChatSocket extends EventTarget {
       clearTimeout(connectTimer);
       this.open = true;
       this.openedAt = this.lastRecv = this.lastSend = Date.now();
+      this.probeSince = 0;
       this.dispatchEvent(new Event('open'));
     };
     ws.onmessage = (ev) => {
       this.lastRecv = Date.now();
+      this.probeSince = 0;
       if (typeof ev.data !== 'string') return;
       let frame;
       try {
@@ -156,7 +165,13 @@ export class ChatSocket extends EventTarget {
   heartbeat() {
     if (!this.open) return;
     const now = Date.now();
-    if (now - this.lastRecv > SILENCE_LIMIT) this.drop();
-    else if (now - this.lastSend >= HEARTBEAT_EVERY) this.send({ cmd: 0 });
+    if (this.probeSince && now - this.probeSince > ANSWER_WITHIN) this.drop();
+    else if (now - this.lastSend >= HEARTBEAT_EVERY) this.probe();
+  }
+
+  /** A heartbeat whose answer (any frame) must come within ANSWER_WITHIN. */
+  probe() {
+    if (this.probeSince) return;
+    if (this.send({ cmd: 0 })) this.probeSince = Date.now();
   }
 }

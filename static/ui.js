@@ -126,3 +126,13 @@ export async function busy(button, fn) {
     button.classList.remove('busy');
   }
 }
+
+/** For lists: the time today, the weekday this week, else the date. */
+export function formatShort(ms) {
+  if (!ms) return '';
+  const d = new Date(ms);
+  const now = new Date();
+  if (d.toDateString() === now.toDateString()) return d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+  if (now - d < 6 * 86400e3 && now > d) return d.toLocaleDateString([], { weekday: 'short' });
+  return d.toLocaleDateString([], { month: 'numeric', day: 'numeric' });
+}

@@ -26,9 +26,19 @@ impl Server {
 
     /// Starts the server on an existing data directory (e.g. after a restart).
     pub fn start_in(data_dir: PathBuf, extra: &[&str]) -> Server {
+        // Uploads stay inside the test's data directory, never in the repository.
+        let resources: Vec<std::ffi::OsString> = if extra.contains(&"--resource-dir") {
+            Vec::new()
+        } else {
+            vec![
+                "--resource-dir".into(),
+                data_dir.join("resource").into_os_string(),
+            ]
+        };
         let mut child = Command::new(env!("CARGO_BIN_EXE_fastim"))
             .args(["--listen", "127.0.0.1:0", "--data-dir"])
             .arg(&data_dir)
+            .args(resources)
             .args(extra)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())

@@ -1,0 +1,164 @@
+// Entry point: finds out whether the visitor is logged in (/user/me: the session cookie
+// is HttpOnly, so the page cannot read it), then routes by the URL hash:
+//   #/login  #/register                    logged out
+//   #/friends  #/groups  #/me              home tabs
+//   #/chat/10/<user id>  #/chat/11/<group id>  #/newgroup   the detail pane
+// On a phone the detail pane replaces the home pane; from 760 px wide both are shown.
+// Hash routes need nothing from the server beyond index.html, and the back button works.
+
+import * as api from './api.js';
+import { h, icon, toast } from './ui.js';
+import { Session } from './session.js';
+import { loginView, registerView } from './views/auth.js';
+import { HomeView } from './views/home.js';
+import { ChatView } from './views/chat.js';
+import { newGroupView } from './views/newgroup.js';
+
+const root = document.getElementById('app');
+let session = null; // the logged-in state, null when logged out
+let shell = null; // {el, home, detail, banner} while logged in
+let detail = null; // the view in the detail pane
+let detailRoute = '';
+let lastTab = 'friends';
+
+api.setUnauthorizedHandler(() => {
+  if (session) endSession('Your session has ended. Please log in again.');
+});
+
+function startSession(me) {
+  if (session) session.stop();
+  session = new Session(me);
+  session.addEventListener('error', (e) => toast(e.detail.message));
+  session.addEventListener('expired', () => endSession('Your session has ended. Please log in again.'));
+  session.addEventListener('conn', (e) => showConn(e.detail));
+  session.start();
+  shell = null;
+  lastTab = 'friends';
+  if (/^#\/(login|register)?$/.test(location.hash) || !location.hash) location.hash = '#/friends';
+  route();
+}
+
+function endSession(message) {
+  if (session) session.stop();
+  session = null;
+  shell = null;
+  closeDetail();
+  if (message) toast(message);
+  if (location.hash !== '#/login') location.hash = '#/login';
+  else route();
+}
+
+async function logout() {
+  try {
+    await api.logout();
+  } catch (e) {
+    // The token is revoked only if the server heard us: say so, but log out locally anyway.
+    if (e.status !== 401) toast(`Logged out here, but the server could not be told: ${e.message}`);
+  }
+  endSession();
+}
+
+/** The "reconnecting" banner: visible whenever the chat connection is down. */
+function showConn({ state }) {
+  if (!shell) return;
+  const down = state === 'reconnecting';
+  shell.banner.hidden = !down;
+  root.classList.toggle('offline', down);
+}
+
+function buildShell() {
+  const home = new HomeView(session, { onLogout: logout });
+  const detailPane = h('main', { class: 'detail' });
+  const bannerText = h('span', { text: 'Connection lost. Reconnecting…' });
+  const banner = h('div', { class: 'conn-banner', role: 'status', 'data-testid': 'conn-banner', hidden: true }, h('span', { class: 'spinner', 'aria-hidden': 'true' }), bannerText);
+  const el = h('div', { class: 'shell-wrap' }, banner, h('div', { class: 'shell' }, home.el, detailPane));
+  shell = { el, home, detailPane, banner, bannerText };
+  root.replaceChildren(el);
+  showConn({ state: session.connState });
+}
+
+function closeDetail() {
+  if (detail) detail.destroy();
+  detail = null;
+  detailRoute = '';
+}
+
+function placeholder() {
+  return {
+    el: h('div', { class: 'placeholder', 'data-testid': 'placeholder' }, icon('chat', 'big'), h('p', { text: 'Choose a friend or a group to start chatting.' })),
+    destroy() {},
+  };
+}
+
+function setDetail(routeKey, make) {
+  if (detailRoute === routeKey && detail) return;
+  closeDetail();
+  detail = make();
+  detailRoute = routeKey;
+  shell.detailPane.replaceChildren(detail.el);
+  detail.focus?.();
+}
+
+function route() {
+  const hash = location.hash || '#/';
+  const parts = hash.replace(/^#\/?/, '').split('/');
+  if (!session) {
+    closeDetail();
+    const view = parts[0] === 'register' ? registerView({ onLoggedIn: startSession }) : loginView({ onLoggedIn: startSession });
+    if (parts[0] !== 'register' && parts[0] !== 'login') history.replaceState(null, '', '#/login');
+    root.replaceChildren(view.el);
+    document.title = 'fastim';
+    view.focus();
+    return;
+  }
+  if (!shell) buildShell();
+  const [page, a, b] = parts;
+  let open = false;
+  if (page === 'chat' && (a === '10' || a === '11') && /^\d+$/.test(b || '')) {
+    const cmd = Number(a);
+    lastTab = cmd === 10 ? 'friends' : 'groups';
+    setDetail(hash, () => new ChatView(session, cmd, Number(b), { backHref: `#/${lastTab}` }));
+    open = true;
+  } else if (page === 'newgroup') {
+    lastTab = 'me';
+    setDetail(hash, () =>
+      newGroupView(session, {
+        backHref: '#/me',
+        onCreated: (g) => {
+          toast(`Group “${g.name}” created.`, 'ok', 3000);
+          location.hash = `#/chat/11/${g.id}`;
+        },
+      }),
+    );
+    open = true;
+  } else {
+    lastTab = ['friends', 'groups', 'me'].includes(page) ? page : 'friends';
+    if (page !== lastTab) history.replaceState(null, '', `#/${lastTab}`);
+    setDetail('placeholder', placeholder);
+  }
+  shell.home.setTab(lastTab);
+  shell.home.render(); // the open conversation is highlighted in the list on wide screens
+  root.classList.toggle('detail-open', open);
+}
+
+window.addEventListener('hashchange', route);
+
+async function boot() {
+  try {
+    startSession(await api.me());
+  } catch (e) {
+    if (e.status === 401) {
+      route();
+      return;
+    }
+    // The server is unreachable or broken: say so, and offer to try again.
+    const retry = h('button', { type: 'button', class: 'btn primary', 'data-testid': 'boot-retry', text: 'Try again' });
+    retry.addEventListener('click', () => {
+      root.replaceChildren(h('div', { class: 'boot', text: 'Loading…' }));
+      boot();
+    });
+    root.replaceChildren(h('div', { class: 'boot', 'data-testid': 'boot-error' }, h('p', { text: `fastim cannot start: ${e.message}` }), retry));
+  }
+}
+
+boot();

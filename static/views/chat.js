@@ -1,0 +1,351 @@
+// A conversation: one-to-one (cmd 10) or group (cmd 11). The message list is keyed
+// (by the client ref when we sent it, else by server id), so a pending message turns
+// into the acknowledged one in place, and new messages do not redraw the others.
+
+import { h, avatar, icon, formatTime, safeImageUrl, toast } from '../ui.js';
+import { key, MAX_TEXT } from '../session.js';
+import { EMOJI } from '../emoji.js';
+
+const NEAR_BOTTOM = 80; // px: "the reader is at the end", so new messages scroll into view
+const NEAR_TOP = 120; // px: close enough to the top to fetch the older page
+
+const STATUS_TEXT = {
+  queued: 'Waiting for the connection…',
+  uploading: 'Uploading…',
+  sending: 'Sending…',
+};
+
+/** A short text that is only emoji is shown large, without a bubble. */
+function isJumbo(text) {
+  const t = text.trim();
+  return t.length > 0 && [...t].length <= 8 && /^(?:\p{Extended_Pictographic}|\p{Emoji_Modifier}|\u200d|\ufe0f|\s)+$/u.test(t);
+}
+
+export class ChatView {
+  /** `cmd` 10 or 11, `id` the peer's user id or the group id. */
+  constructor(session, cmd, id, { backHref }) {
+    this.session = session;
+    this.k = key(cmd, id);
+    this.cmd = cmd;
+    this.id = id;
+    this.rows = new Map(); // row key -> {el, sig}
+    this.stick = true; // follow new messages (the list was at its end)
+    this.listeners = [];
+
+    this.title = h('h2', { class: 'chat-title', 'data-testid': 'chat-title' });
+    this.subtitle = h('p', { class: 'chat-sub', 'data-testid': 'chat-sub' });
+    this.headAvatar = h('span', { class: 'head-avatar' });
+    const back = h('a', { class: 'icon-btn back', href: backHref, 'aria-label': 'Back', 'data-testid': 'chat-back' }, icon('back'));
+    const head = h('header', { class: 'pane-head chat-head' }, back, this.headAvatar, h('div', { class: 'chat-titles' }, this.title, this.subtitle));
+
+    this.top = h('div', { class: 'history-state', 'data-testid': 'history-state' });
+    this.list = h('div', { class: 'msg-rows' });
+    this.scroller = h('div', { class: 'msgs', 'data-testid': 'message-list', role: 'log', 'aria-live': 'polite' }, this.top, this.list);
+    this.scroller.addEventListener('scroll', () => this.onScroll(), { passive: true });
+    // The list gets shorter when the phone keyboard or the emoji panel opens, or the
+    // window is resized: stay at the newest message if that is where the reader was.
+    this.resize = new ResizeObserver(() => this.stick && this.scrollToEnd());
+    this.resize.observe(this.scroller);
+
+    // Shown when someone writes while the reader is scrolled up in the history.
+    this.newPill = h('button', { type: 'button', class: 'new-pill', 'data-testid': 'new-messages', hidden: true, text: '↓ New messages' });
+    this.newPill.addEventListener('click', () => {
+      this.stick = true;
+      this.scrollToEnd();
+      this.newPill.hidden = true;
+    });
+    this.el = h('section', { class: 'chat', 'data-testid': 'chat-view', 'data-key': this.k }, head, h('div', { class: 'msgs-wrap' }, this.scroller, this.newPill), this.composer());
+
+    this.conv = session.conv(this.k);
+    this.on(session, 'messages', (e) => e.detail.key === this.k && this.render(e.detail));
+    this.on(session, 'users', () => this.render({ users: true }));
+    this.on(session, 'contacts', () => this.renderHead());
+    session.open(this.k); // clears the unread count, loads the first history page
+    if (cmd === 11) this.loadMembers();
+    this.renderHead();
+    this.render({ initial: true });
+  }
+
+  on(target, type, fn) {
+    target.addEventListener(type, fn);
+    this.listeners.push([target, type, fn]);
+  }
+
+  destroy() {
+    for (const [t, type, fn] of this.listeners) t.removeEventListener(type, fn);
+    this.resize.disconnect();
+    this.session.close(this.k);
+  }
+
+  /** Group members: their profiles for the bubbles, their number for the header. */
+  async loadMembers() {
+    const rows = await this.session.loadMembers(this.id);
+    if (!rows) return;
+    this.memberIds = new Set(rows.map((r) => r.id));
+    this.renderHead(rows.length);
+  }
+
+  renderHead(memberCount) {
+    const s = this.session;
+    if (this.cmd === 10) {
+      const u = s.friends.get(this.id) || s.users.get(this.id) || s.userNow(this.id);
+      this.title.textContent = u?.nickname || `User ${this.id}`;
+      this.subtitle.textContent = u?.memo || '';
+      this.headAvatar.replaceChildren(avatar(u?.avatar, u?.nickname || '?', this.id, { size: 'sm' }));
+    } else {
+      const g = s.groups.get(this.id);
+      this.title.textContent = g?.name || `Group ${this.id}`;
+      if (memberCount) this.members = memberCount;
+      this.subtitle.textContent = [this.members && `${this.members} member${this.members === 1 ? '' : 's'}`, g?.memo].filter(Boolean).join(' · ');
+      this.headAvatar.replaceChildren(avatar(g?.icon, g?.name || '#', `g${this.id}`, { size: 'sm', square: true }));
+    }
+  }
+
+  // --- composer ----------------------------------------------------------------------
+
+  composer() {
+    const input = h('textarea', { class: 'chat-input', rows: 1, placeholder: 'Message', 'data-testid': 'chat-input', enterkeyhint: 'send', 'aria-label': 'Message' });
+    this.input = input;
+    const send = h('button', { type: 'button', class: 'icon-btn send', 'aria-label': 'Send', 'data-testid': 'chat-send' }, icon('send'));
+    const emojiBtn = h('button', { type: 'button', class: 'icon-btn', 'aria-label': 'Emoji', 'aria-expanded': 'false', 'data-testid': 'emoji-toggle' }, icon('smile'));
+    const panel = h('div', { class: 'emoji-panel', 'data-testid': 'emoji-panel', hidden: true });
+    for (const e of EMOJI) {
+      panel.append(h('button', { type: 'button', class: 'emoji', 'data-testid': 'emoji', text: e, 'aria-label': e }));
+    }
+    panel.addEventListener('click', (ev) => {
+      const b = ev.target.closest('button.emoji');
+      if (!b) return;
+      // Insert at the caret, as a keyboard would; sending stays a separate tap.
+      const { selectionStart: a = input.value.length, selectionEnd: z = a } = input;
+      input.setRangeText(b.textContent, a, z, 'end');
+      this.autosize();
+    });
+    emojiBtn.addEventListener('click', () => {
+      panel.hidden = !panel.hidden;
+      emojiBtn.setAttribute('aria-expanded', String(!panel.hidden));
+      emojiBtn.classList.toggle('active', !panel.hidden);
+      if (this.stick) this.scrollToEnd();
+    });
+
+    // Picture: the gallery everywhere, and the camera on touch devices
+    // (capture="environment" opens the back camera on phones; CSS hides it elsewhere).
+    const pick = (capture) => {
+      const f = h('input', { type: 'file', accept: 'image/*', class: 'visually-hidden', 'data-testid': capture ? 'camera-input' : 'image-input', capture: capture ? 'environment' : null });
+      f.addEventListener('change', () => {
+        for (const file of f.files) this.session.sendImage(this.k, file);
+        f.value = '';
+        this.stick = true;
+      });
+      return f;
+    };
+    const gallery = h('label', { class: 'icon-btn', title: 'Send a picture', 'data-testid': 'image-button' }, icon('image'), pick(false));
+    const camera = h('label', { class: 'icon-btn camera-only', title: 'Take a photo', 'data-testid': 'camera-button' }, icon('camera'), pick(true));
+
+    const submit = () => {
+      const text = input.value.replace(/\s+$/, '');
+      if (!text.trim()) return;
+      if ([...text].length > MAX_TEXT) {
+        toast(`A message can have at most ${MAX_TEXT} characters (this one has ${[...text].length}).`);
+        return;
+      }
+      this.stick = true;
+      this.session.sendText(this.k, text);
+      input.value = '';
+      this.autosize();
+    };
+    send.addEventListener('click', () => {
+      submit();
+      input.focus();
+    });
+    input.addEventListener('keydown', (ev) => {
+      // Enter sends, Shift+Enter is a new line; Enter that ends an IME composition
+      // (Chinese, Japanese input) only confirms the characters.
+      if (ev.key === 'Enter' && !ev.shiftKey && !ev.isComposing && ev.keyCode !== 229) {
+        ev.preventDefault();
+        submit();
+      }
+    });
+    input.addEventListener('input', () => this.autosize());
+
+    return h('footer', { class: 'composer' }, h('div', { class: 'composer-bar' }, emojiBtn, gallery, camera, input, send), panel);
+  }
+
+  autosize() {
+    this.input.style.height = 'auto';
+    this.input.style.height = `${Math.min(this.input.scrollHeight, 132)}px`;
+  }
+
+  focus() {
+    // Not on touch screens: the keyboard would cover the conversation just opened.
+    if (!matchMedia('(pointer: coarse)').matches) this.input.focus({ preventScroll: true });
+  }
+
+  // --- messages --------------------------------------------------------------------
+
+  onScroll() {
+    const s = this.scroller;
+    this.stick = s.scrollHeight - s.scrollTop - s.clientHeight < NEAR_BOTTOM;
+    if (this.stick) this.newPill.hidden = true;
+    if (s.scrollTop < NEAR_TOP) this.session.loadOlder(this.k);
+  }
+
+  scrollToEnd() {
+    this.scroller.scrollTop = this.scroller.scrollHeight;
+  }
+
+  rowKey(m) {
+    return m.ref ? `r${m.ref}` : `i${m.id}`;
+  }
+
+  render(detail = {}) {
+    const c = this.conv;
+    // A message from someone who was not a member when we looked: someone joined.
+    if (this.memberIds && detail.id && !detail.history) {
+      const m = c.byId.get(detail.id);
+      if (m && !this.memberIds.has(m.userid)) {
+        this.memberIds.add(m.userid); // ask once per newcomer
+        this.loadMembers();
+      }
+    }
+    const s = this.scroller;
+    const firstBefore = this.list.firstElementChild;
+    const topBefore = firstBefore?.offsetTop;
+    const scrollBefore = s.scrollTop;
+
+    this.renderTop();
+    const items = c.items();
+    const seen = new Set();
+    let i = 0;
+    for (const m of items) {
+      const k = this.rowKey(m);
+      seen.add(k);
+      const sig = this.signature(m);
+      let row = this.rows.get(k);
+      if (!row) {
+        row = { el: this.messageRow(m), sig };
+        this.rows.set(k, row);
+      } else if (row.sig !== sig) {
+        const fresh = this.messageRow(m);
+        row.el.replaceWith(fresh);
+        row.el = fresh;
+        row.sig = sig;
+      }
+      const at = this.list.children[i];
+      if (at !== row.el) this.list.insertBefore(row.el, at || null);
+      i++;
+    }
+    for (const [k, row] of this.rows) {
+      if (!seen.has(k)) {
+        row.el.remove();
+        this.rows.delete(k);
+      }
+    }
+
+    if (detail.initial || this.stick) {
+      this.scrollToEnd();
+    } else if (detail.id && !detail.history && c.byId.get(detail.id)?.userid !== this.session.me.id) {
+      this.newPill.hidden = false;
+    } else if (firstBefore && firstBefore.isConnected && topBefore !== undefined) {
+      // Older messages went in above: keep the one that was on screen where it was.
+      s.scrollTop = scrollBefore + (firstBefore.offsetTop - topBefore);
+    }
+    // A first page that does not fill the screen: fetch more until it does.
+    if (c.historyLoaded && c.hasMore && !c.loading && s.scrollHeight <= s.clientHeight + NEAR_TOP) {
+      queueMicrotask(() => this.session.loadOlder(this.k));
+    }
+  }
+
+  renderTop() {
+    const c = this.conv;
+    let content;
+    if (c.loading) content = h('span', { class: 'muted', text: 'Loading earlier messages…' });
+    else if (c.historyError) {
+      const retry = h('button', { type: 'button', class: 'link', text: 'Try again', 'data-testid': 'history-retry' });
+      retry.addEventListener('click', () => this.session.loadOlder(this.k));
+      content = h('span', { class: 'error-text' }, `Could not load the history: ${c.historyError} `, retry);
+    } else if (c.historyLoaded && !c.hasMore) {
+      content = h('span', { class: 'muted', text: c.items().length ? 'Start of the conversation' : 'No messages yet. Say hello!' });
+    }
+    this.top.replaceChildren(content || '');
+  }
+
+  sender(m) {
+    return m.userid === this.session.me.id ? this.session.me : this.session.users.get(m.userid) || this.session.userNow(m.userid);
+  }
+
+  signature(m) {
+    const u = this.cmd === 11 ? this.sender(m) : null;
+    return [m.id, m.status, m.error, m.url, u?.nickname, u?.avatar].join('|');
+  }
+
+  messageRow(m) {
+    const s = this.session;
+    const mine = m.userid === s.me.id;
+    const status = m.pending ? m.status : 'sent';
+    const row = h('div', {
+      class: `msg ${mine ? 'mine' : 'theirs'} ${status}`,
+      'data-testid': 'message',
+      'data-id': m.id || null,
+      'data-ref': m.ref || null,
+      'data-status': status,
+      'data-sender': m.userid,
+    });
+    const u = mine ? s.me : this.cmd === 11 ? this.sender(m) : s.friends.get(m.userid) || s.users.get(m.userid) || this.sender(m);
+    if (!mine) row.append(avatar(u?.avatar, u?.nickname || '?', m.userid, { size: 'sm' }));
+
+    const body = h('div', { class: 'msg-body' });
+    if (!mine && this.cmd === 11) body.append(h('span', { class: 'msg-sender', 'data-testid': 'msg-sender', text: u?.nickname || '…' }));
+
+    let bubble;
+    const url = m.localUrl || m.url || m.pic;
+    if (m.media === 4 && url) {
+      const src = safeImageUrl(m.localUrl) || safeImageUrl(m.url) || safeImageUrl(m.pic);
+      if (src) {
+        const img = h('img', { src, alt: 'Picture', 'data-testid': 'msg-image', decoding: 'async' });
+        img.addEventListener('load', () => this.stick && this.scrollToEnd());
+        img.addEventListener('error', () => img.replaceWith(h('span', { class: 'img-broken', text: 'Picture not available' })));
+        img.addEventListener('click', () => openLightbox(src));
+        bubble = h('div', { class: 'bubble image' }, img);
+      } else {
+        bubble = h('div', { class: 'bubble' }, h('span', { class: 'muted', text: '[a picture from another site, not shown]' }));
+      }
+    } else if (m.media === 3) {
+      bubble = h('div', { class: 'bubble' }, h('span', { class: 'muted', text: '[voice message: not supported here]' }));
+    } else {
+      const text = m.content || '';
+      bubble = h('div', { class: `bubble ${isJumbo(text) ? 'jumbo' : ''}` }, h('span', { class: 'msg-text', 'data-testid': 'msg-text', text }));
+    }
+    body.append(bubble);
+
+    const meta = h('div', { class: 'msg-meta' });
+    if (status === 'failed') {
+      const retry = h('button', { type: 'button', class: 'retry', 'data-testid': 'msg-retry' }, icon('retry'), ' Retry');
+      retry.addEventListener('click', () => s.retry(m.ref));
+      meta.append(h('span', { class: 'msg-error', 'data-testid': 'msg-error', text: `Not sent: ${m.error || 'error'}` }), retry);
+    } else if (STATUS_TEXT[status]) {
+      meta.append(h('span', { class: 'msg-status', 'data-testid': 'msg-status', text: STATUS_TEXT[status] }));
+    } else {
+      const t = h('time', { 'data-testid': 'msg-time', text: formatTime(m.createat) });
+      if (m.createat) {
+        t.dateTime = new Date(m.createat).toISOString();
+        t.title = new Date(m.createat).toLocaleString();
+      }
+      meta.append(t);
+    }
+    body.append(meta);
+    row.append(body);
+    return row;
+  }
+}
+
+function openLightbox(src) {
+  const box = h('div', { class: 'lightbox', 'data-testid': 'lightbox', role: 'dialog', 'aria-label': 'Picture' }, h('img', { src, alt: 'Picture' }));
+  box.addEventListener('click', () => box.remove());
+  document.addEventListener('keydown', function esc(ev) {
+    if (ev.key === 'Escape') {
+      box.remove();
+      document.removeEventListener('keydown', esc);
+    }
+  });
+  document.body.append(box);
+}

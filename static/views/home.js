@@ -1,0 +1,230 @@
+// The home pane: friends, groups and "me" tabs. On a phone it fills the screen and a
+// chat replaces it; on a wide screen it stays on the left of the open chat.
+
+import { h, avatar, icon, busy, formatShort } from '../ui.js';
+import { key } from '../session.js';
+
+export const CATEGORIES = ['General', 'Hobbies', 'Industry', 'Lifestyle', 'Study & exams'];
+const TITLES = { friends: 'Friends', groups: 'Groups', me: 'Me' };
+
+/** The right end of a list row: time of the last message and the unread count. */
+function rowSide(conv) {
+  const last = conv?.last();
+  return h('span', { class: 'row-side' }, h('span', { class: 'row-time', text: formatShort(last?.createat) }), badge(conv?.unread));
+}
+
+function badge(n) {
+  return n > 0 ? h('span', { class: 'badge', 'data-testid': 'unread-badge', text: n > 99 ? '99+' : String(n) }) : null;
+}
+
+/** One line of the last message, for the lists. */
+function preview(session, conv) {
+  const m = conv?.last();
+  if (!m) return '';
+  const who = m.cmd === 11 && m.userid !== session.me.id ? `${session.users.get(m.userid)?.nickname || ''}: ` : m.userid === session.me.id ? 'You: ' : '';
+  return who + (m.media === 4 ? '[Picture]' : m.media === 3 ? '[Voice]' : (m.content || '').replace(/\s+/g, ' '));
+}
+
+export class HomeView {
+  constructor(session, { onLogout }) {
+    this.session = session;
+    this.onLogout = onLogout;
+    this.tab = 'friends';
+    this.title = h('h1', { class: 'pane-title', 'data-testid': 'home-title' });
+    this.body = h('div', { class: 'pane-body' });
+    this.tabButtons = {};
+    const nav = h('nav', { class: 'tabs', 'aria-label': 'Sections' });
+    for (const [t, ic] of [['friends', 'chat'], ['groups', 'users'], ['me', 'user']]) {
+      const b = h('a', { class: 'tab', href: `#/${t}`, 'data-testid': `tab-${t}` }, icon(ic), h('span', { class: 'tab-label', text: TITLES[t] }), h('span', { class: 'tab-badge' }));
+      // Friends and groups change on the server without a message to us (someone adds me
+      // as a friend): a tap on a tab, even the current one, fetches the lists again.
+      b.addEventListener('click', () => t !== 'me' && session.loadContacts());
+      this.tabButtons[t] = b;
+      nav.append(b);
+    }
+    this.headAction = h('a', { class: 'icon-btn head-action', 'data-testid': 'head-action' }, icon('plus'));
+    this.el = h('aside', { class: 'side', 'data-testid': 'home' }, h('header', { class: 'pane-head' }, this.title, this.headAction), this.body, nav);
+    // Re-render on changes; the me tab holds forms, so it is not redrawn under the user.
+    const redraw = () => this.tab !== 'me' && this.render();
+    session.addEventListener('contacts', redraw);
+    session.addEventListener('unread', redraw);
+    session.addEventListener('messages', (e) => !e.detail.history && redraw());
+    this.render(true);
+  }
+
+  setTab(tab) {
+    if (tab === this.tab) return;
+    this.tab = tab;
+    this.render(true);
+  }
+
+  render(full = false) {
+    if (this.tab === 'me' && !full && this.body.childElementCount) return;
+    this.title.textContent = TITLES[this.tab];
+    // "+" in the header: add a friend (on the me tab) or create a group.
+    this.headAction.hidden = this.tab === 'me';
+    this.headAction.href = this.tab === 'groups' ? '#/newgroup' : '#/me';
+    this.headAction.setAttribute('aria-label', this.tab === 'groups' ? 'Create a group' : 'Add a friend');
+    this.headAction.title = this.headAction.getAttribute('aria-label');
+    for (const [t, b] of Object.entries(this.tabButtons)) {
+      b.classList.toggle('active', t === this.tab);
+      b.toggleAttribute('aria-current', t === this.tab);
+    }
+    this.renderTabBadges();
+    const scroll = this.body.scrollTop;
+    if (this.tab === 'friends') this.body.replaceChildren(this.friendsList());
+    else if (this.tab === 'groups') this.body.replaceChildren(this.groupsList());
+    else this.body.replaceChildren(this.mePanel());
+    this.body.scrollTop = scroll;
+  }
+
+  renderTabBadges() {
+    let f = 0;
+    let g = 0;
+    for (const c of this.session.convs.values()) {
+      if (c.cmd === 10) f += c.unread;
+      else g += c.unread;
+    }
+    this.tabButtons.friends.querySelector('.tab-badge').replaceChildren(badge(f) || '');
+    this.tabButtons.groups.querySelector('.tab-badge').replaceChildren(badge(g) || '');
+    document.title = f + g > 0 ? `(${f + g}) fastim` : 'fastim';
+  }
+
+  emptyState(text, actionText, href) {
+    return h('div', { class: 'empty', 'data-testid': 'empty' }, h('p', { text }), actionText && h('a', { class: 'btn', href, text: actionText }));
+  }
+
+  friendsList() {
+    const s = this.session;
+    if (!s.contactsLoaded) return this.emptyState(s.contactsError || 'Loading…');
+    if (!s.friends.size) return this.emptyState('No friends yet. Add one by their mobile number.', 'Add a friend', '#/me');
+    const ul = h('ul', { class: 'list', 'data-testid': 'friend-list' });
+    for (const f of s.friends.values()) {
+      const conv = s.convs.get(key(10, f.id));
+      const last = preview(s, conv);
+      ul.append(
+        h(
+          'li',
+          {},
+          h(
+            'a',
+            { class: `row ${s.openKey === key(10, f.id) ? 'current' : ''}`, href: `#/chat/10/${f.id}`, 'data-testid': 'friend-item', 'data-id': f.id },
+            avatar(f.avatar, f.nickname, f.id),
+            h('span', { class: 'row-main' }, h('span', { class: 'row-title', 'data-testid': 'friend-name', text: f.nickname }), h('span', { class: 'row-sub', text: f.memo || last || '\u00a0' })),
+            rowSide(conv),
+          ),
+        ),
+      );
+    }
+    return ul;
+  }
+
+  groupsList() {
+    const s = this.session;
+    if (!s.contactsLoaded) return this.emptyState(s.contactsError || 'Loading…');
+    if (!s.groups.size) return this.emptyState('You are in no group yet. Join one by its name, or create one.', 'Join or create a group', '#/me');
+    const ul = h('ul', { class: 'list', 'data-testid': 'group-list' });
+    for (const g of s.groups.values()) {
+      const conv = s.convs.get(key(11, g.id));
+      ul.append(
+        h(
+          'li',
+          {},
+          h(
+            'a',
+            { class: `row ${s.openKey === key(11, g.id) ? 'current' : ''}`, href: `#/chat/11/${g.id}`, 'data-testid': 'group-item', 'data-id': g.id },
+            avatar(g.icon, g.name, `g${g.id}`, { square: true }),
+            h(
+              'span',
+              { class: 'row-main' },
+              h('span', { class: 'row-title' }, h('span', { 'data-testid': 'group-name', text: g.name }), h('span', { class: 'tag', text: CATEGORIES[g.cate] || `#${g.cate}` })),
+              h('span', { class: 'row-sub', text: g.memo || preview(s, conv) || '\u00a0' }),
+            ),
+            rowSide(conv),
+          ),
+        ),
+      );
+    }
+    return ul;
+  }
+
+  /** An input with a button and a result line under it (for add friend, join group). */
+  action({ label, placeholder, type = 'text', button, testid, run }) {
+    const input = h('input', { type, placeholder, 'data-testid': `${testid}-input`, inputmode: type === 'tel' ? 'tel' : null });
+    const btn = h('button', { type: 'submit', class: 'btn primary', 'data-testid': `${testid}-submit`, text: button });
+    const out = h('p', { class: 'form-note', 'data-testid': `${testid}-result`, role: 'status', hidden: true });
+    const form = h('form', { class: 'action', novalidate: true }, h('label', { class: 'field-label', text: label }), h('div', { class: 'action-row' }, input, btn), out);
+    form.addEventListener('submit', (ev) => {
+      ev.preventDefault();
+      const v = input.value.trim();
+      if (!v) {
+        out.hidden = false;
+        out.className = 'form-note error';
+        out.textContent = `${label}: please fill it in.`;
+        return;
+      }
+      busy(btn, async () => {
+        try {
+          const msg = await run(v);
+          out.className = 'form-note ok';
+          out.textContent = msg;
+          input.value = '';
+        } catch (e) {
+          out.className = 'form-note error';
+          out.textContent = e.message;
+        }
+        out.hidden = false;
+      });
+    });
+    return form;
+  }
+
+  mePanel() {
+    const s = this.session;
+    const me = s.me;
+    const sex = { M: 'Male', W: 'Female' }[me.sex];
+    const card = h(
+      'section',
+      { class: 'card me-card', 'data-testid': 'me-card' },
+      avatar(me.avatar, me.nickname, me.id, { size: 'xl' }),
+      h(
+        'div',
+        { class: 'me-info' },
+        h('h2', { 'data-testid': 'me-nickname', text: me.nickname }),
+        h('p', { class: 'muted', text: [me.mobile, sex].filter(Boolean).join(' · ') }),
+        me.memo && h('p', { class: 'me-memo', text: me.memo }),
+      ),
+    );
+    const addFriend = this.action({
+      label: 'Add a friend',
+      placeholder: 'Mobile number',
+      type: 'tel',
+      button: 'Add',
+      testid: 'addfriend',
+      run: async (mobile) => {
+        const r = await s.addFriend(mobile);
+        return r.data?.nickname ? `${r.data.nickname} is now your friend.` : r.msg || 'Friend added.';
+      },
+    });
+    const join = this.action({
+      label: 'Join a group',
+      placeholder: 'Exact group name',
+      button: 'Join',
+      testid: 'joingroup',
+      run: async (name) => {
+        const r = await s.joinGroup(name);
+        return r.data?.name ? `You joined ${r.data.name}.` : r.msg || 'You joined the group.';
+      },
+    });
+    const logout = h('button', { type: 'button', class: 'btn danger block', 'data-testid': 'logout' }, icon('logout'), ' Log out');
+    logout.addEventListener('click', () => busy(logout, () => this.onLogout()));
+    return h(
+      'div',
+      { class: 'me', 'data-testid': 'me-panel' },
+      card,
+      h('section', { class: 'card' }, addFriend),
+      h('section', { class: 'card' }, join, h('a', { class: 'btn block', href: '#/newgroup', 'data-testid': 'goto-newgroup' }, icon('plus'), ' Create a group')),
+      logout,
+    );
+  }
+}

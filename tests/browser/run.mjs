@@ -1,0 +1,487 @@
+#!/usr/bin/env node
+// Browser tests of fastim's web client (static/), in Debian's Chromium driven by
+// playwright-core. Run by tests/browser.rs (`cargo test --test browser`), or by hand:
+//
+//   node tests/browser/run.mjs --url http://127.0.0.1:8080 \
+//        [--server-bin target/debug/fastim --data-dir /tmp/x] [--screenshots target/screenshots]
+//
+// --url          a running server (scenarios 1, 2, 3, 5 use it);
+// --server-bin   the fastim binary: the restart scenario (4) runs its own server with it,
+//                on --data-dir, so that it can kill it and start it again on the same
+//                port and data; without it scenario 4 is skipped.
+// --only N,M     run only these scenarios (they build on each other: 2 needs 1, …).
+//
+// Every page is also watched for uncaught errors, Content-Security-Policy refusals and
+// requests leaving 127.0.0.1: any of these fails the run. Exit status 0 = all passed.
+
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { chromium } from 'playwright-core';
+import { ServerProcess, assert, makePng, until } from './lib.mjs';
+
+const { values: opt } = parseArgs({
+  options: {
+    url: { type: 'string' },
+    'server-bin': { type: 'string' },
+    'data-dir': { type: 'string' },
+    screenshots: { type: 'string', default: 'target/screenshots' },
+    only: { type: 'string' },
+    'time-limit': { type: 'string', default: '240' },
+  },
+});
+if (!opt.url) {
+  console.error('usage: run.mjs --url http://HOST:PORT [--server-bin PATH --data-dir DIR] [--screenshots DIR]');
+  process.exit(2);
+}
+const BASE = opt.url.replace(/\/$/, '');
+const SHOTS = opt.screenshots;
+mkdirSync(SHOTS, { recursive: true });
+const only = opt.only ? new Set(opt.only.split(',').map(Number)) : null;
+
+const PHONE = { width: 390, height: 844 };
+const DESKTOP = { width: 1280, height: 800 };
+const T = 10_000; // default wait for something to show up
+
+const problems = []; // page errors, CSP refusals, external requests: fail the run
+const pages = new Map(); // name -> page, for failure screenshots
+const consoleLog = [];
+let restartServer = null;
+
+// A hard limit of our own, below the Rust side's, so that we still clean up and report.
+const deadline = setTimeout(
+  async () => {
+    console.error(`run.mjs: time limit of ${opt['time-limit']} s reached`);
+    await failureDump('timeout');
+    await restartServer?.kill();
+    process.exit(3);
+  },
+  Number(opt['time-limit']) * 1000,
+);
+deadline.unref();
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+  headless: true,
+  timeout: 30_000,
+  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+});
+
+// --- helpers ------------------------------------------------------------------------------
+
+const run = Date.now().toString().slice(-7);
+let mobileSeq = 0;
+const newMobile = () => `+86139${run}${mobileSeq++}`;
+
+function watch(page, name) {
+  pages.set(name, page);
+  page.setDefaultTimeout(T);
+  page.on('pageerror', (e) => problems.push(`${name}: uncaught error in the page: ${e.message}`));
+  page.on('console', (m) => {
+    const text = m.text();
+    consoleLog.push(`[${name}] console.${m.type()}: ${text}`);
+    if (/Content Security Policy|Refused to (load|connect|execute|apply)/.test(text)) problems.push(`${name}: CSP refusal: ${text}`);
+  });
+  page.on('request', (r) => {
+    const u = new URL(r.url());
+    if (!['blob:', 'data:'].includes(u.protocol) && u.hostname !== '127.0.0.1') problems.push(`${name}: request outside 127.0.0.1: ${r.url()}`);
+  });
+}
+
+async function newUser(name, { phone = true } = {}) {
+  const ctx = await browser.newContext(phone ? { viewport: PHONE, isMobile: true, hasTouch: true } : { viewport: DESKTOP });
+  const page = await ctx.newPage();
+  watch(page, name);
+  return { name, ctx, page };
+}
+
+const tid = (page, id) => page.getByTestId(id);
+const message = (page, text) => tid(page, 'message-list').getByTestId('message').filter({ hasText: text });
+
+/** Screenshots at phone and at desktop size; returns the page to the size it had. */
+async function shoot(page, name) {
+  const before = page.viewportSize();
+  for (const [label, size] of [['phone', PHONE], ['desktop', DESKTOP]]) {
+    await page.setViewportSize(size);
+    await page.waitForTimeout(200);
+    await page.screenshot({ path: join(SHOTS, `${name}-${label}.png`) });
+  }
+  await page.setViewportSize(before);
+  await page.waitForTimeout(100);
+}
+
+/** Registers through the API (fast setup when the form itself is not under test). */
+async function apiRegister(user, base, nickname, extra = {}) {
+  const mobile = newMobile();
+  const r = await user.ctx.request.post(`${base}/user/register`, { data: { mobile, passwd: 'secret-pw', nickname, ...extra } });
+  const body = await r.json();
+  assert(body.code === 0, `register ${nickname}: ${JSON.stringify(body)}`);
+  Object.assign(user, { mobile, password: 'secret-pw', nickname, id: body.data.id });
+  return body.data;
+}
+
+async function sendText(page, text) {
+  await tid(page, 'chat-input').fill(text);
+  await tid(page, 'chat-input').press('Enter');
+}
+
+/** Waits until the message with `text` is shown on `page` as acknowledged. */
+async function expectSent(page, text) {
+  const m = message(page, text).last();
+  await m.waitFor();
+  await until(`"${text}" acknowledged`, async () => (await m.getAttribute('data-status')) === 'sent');
+}
+
+async function expectImageRendered(img) {
+  await img.waitFor();
+  await until('the picture decoded', () => img.evaluate((el) => el.complete && el.naturalWidth > 0));
+}
+
+async function openFriendsTab(page) {
+  await tid(page, 'tab-friends').click();
+  await tid(page, 'home-title').filter({ hasText: 'Friends' }).waitFor();
+}
+
+async function failureDump(tag) {
+  for (const [name, page] of pages) {
+    try {
+      await page.screenshot({ path: join(SHOTS, `failure-${tag}-${name}.png`), timeout: 3000 });
+    } catch {
+      // page already closed
+    }
+  }
+  console.error(consoleLog.slice(-40).join('\n'));
+  if (problems.length) console.error(`page problems:\n${problems.join('\n')}`);
+  if (restartServer) console.error(`restart-scenario server log (tail):\n${restartServer.log.slice(-15).join('\n')}`);
+}
+
+// --- scenarios --------------------------------------------------------------------------
+
+const A = await newUser('A', { phone: true });
+const B = await newUser('B', { phone: false });
+let C;
+let group;
+
+async function scenario1() {
+  // A registers through the form, with an avatar; B too, without one.
+  await A.page.goto(BASE);
+  await tid(A.page, 'login-view').waitFor();
+  await shoot(A.page, '01-login');
+  await tid(A.page, 'goto-register').click();
+  await tid(A.page, 'register-view').waitFor();
+  await tid(A.page, 'reg-avatar-file').setInputFiles({ name: 'me.png', mimeType: 'image/png', buffer: makePng(96, 96, 1) });
+  await expectImageRendered(tid(A.page, 'reg-avatar-img'));
+  Object.assign(A, { mobile: newMobile(), password: 'pass word+1', nickname: 'Alice' });
+  await tid(A.page, 'reg-mobile').fill(A.mobile);
+  await tid(A.page, 'reg-password').fill(A.password);
+  await tid(A.page, 'reg-password2').fill(A.password);
+  await tid(A.page, 'reg-nickname').fill(A.nickname);
+  await tid(A.page, 'reg-sex-W').check();
+  await tid(A.page, 'reg-memo').fill('Likes tea and long walks');
+  await shoot(A.page, '02-register');
+  await tid(A.page, 'reg-submit').click();
+  await tid(A.page, 'home').waitFor();
+  const meA = await (await A.ctx.request.get(`${BASE}/user/me`)).json();
+  assert(meA.data.avatar.startsWith('/resource/'), `A's avatar was uploaded and saved: ${meA.data.avatar}`);
+  assert(meA.data.memo === 'Likes tea and long walks' && meA.data.sex === 'W', `A's memo and sex saved: ${JSON.stringify(meA.data)}`);
+  A.id = meA.data.id;
+
+  await B.page.goto(`${BASE}/#/register`);
+  Object.assign(B, { mobile: newMobile(), password: 'hunter22', nickname: 'Bob' });
+  await tid(B.page, 'reg-mobile').fill(B.mobile);
+  await tid(B.page, 'reg-password').fill(B.password);
+  await tid(B.page, 'reg-password2').fill(B.password);
+  await tid(B.page, 'reg-nickname').fill(B.nickname);
+  await tid(B.page, 'reg-sex-M').check();
+  await tid(B.page, 'reg-submit').click();
+  await tid(B.page, 'home').waitFor();
+  B.id = (await (await B.ctx.request.get(`${BASE}/user/me`)).json()).data.id;
+
+  // A adds B by mobile number; B sees A in the list (the list reloads on the tab).
+  await tid(A.page, 'tab-me').click();
+  await tid(A.page, 'addfriend-input').fill(B.mobile);
+  await tid(A.page, 'addfriend-submit').click();
+  await tid(A.page, 'addfriend-result').filter({ hasText: 'Bob is now your friend' }).waitFor();
+  await openFriendsTab(A.page);
+  await tid(A.page, 'friend-item').filter({ hasText: 'Bob' }).waitFor();
+  await openFriendsTab(B.page);
+  const aliceRow = tid(B.page, 'friend-item').filter({ hasText: 'Alice' });
+  await aliceRow.waitFor();
+
+  // A writes to B; B, on the list, gets an unread count; opening the chat clears it.
+  await tid(A.page, 'friend-item').filter({ hasText: 'Bob' }).click();
+  await tid(A.page, 'chat-title').filter({ hasText: 'Bob' }).waitFor();
+  await sendText(A.page, 'Hello Bob!');
+  await expectSent(A.page, 'Hello Bob!');
+  await aliceRow.getByTestId('unread-badge').filter({ hasText: '1' }).waitFor();
+  await aliceRow.click();
+  await message(B.page, 'Hello Bob!').waitFor();
+  assert((await message(B.page, 'Hello Bob!').getAttribute('class')).includes('theirs'), "A's message is on the left for B");
+  assert((await message(A.page, 'Hello Bob!').getAttribute('class')).includes('mine'), 'own message on the right');
+  await until('the unread badge cleared', async () => (await aliceRow.getByTestId('unread-badge').count()) === 0);
+
+  // B answers with an emoji from the panel (Unicode text, media 1).
+  await tid(B.page, 'emoji-toggle').click();
+  await tid(B.page, 'emoji-panel').waitFor();
+  await tid(B.page, 'emoji').filter({ hasText: '😂' }).click();
+  await tid(B.page, 'emoji').filter({ hasText: '👍' }).click();
+  await tid(B.page, 'chat-send').click();
+  await expectSent(B.page, '😂👍');
+  await message(A.page, '😂👍').waitFor();
+  await tid(B.page, 'emoji-toggle').click();
+
+  // A sends a picture; B sees it decoded.
+  await tid(A.page, 'image-input').setInputFiles({ name: 'photo.png', mimeType: 'image/png', buffer: makePng(320, 200, 2) });
+  const mine = tid(A.page, 'message').filter({ has: A.page.getByTestId('msg-image') }).last();
+  await until('the picture acknowledged', async () => (await mine.getAttribute('data-status')) === 'sent');
+  const img = tid(B.page, 'message-list').getByTestId('msg-image').last();
+  await expectImageRendered(img);
+  assert((await img.getAttribute('src')).startsWith('/resource/'), 'the picture is served from /resource/');
+  assert(await tid(A.page, 'camera-button').isVisible(), 'the camera button is shown on a touch screen');
+  assert(!(await tid(B.page, 'camera-button').isVisible()), 'no camera button on a desktop');
+  await sendText(B.page, 'Nice picture! Where was that taken? It looks like somewhere by the sea, with that light.');
+  await message(A.page, 'Nice picture!').waitFor();
+  await expectImageRendered(tid(A.page, 'message-list').getByTestId('msg-image').last());
+  await shoot(A.page, '04-chat');
+  await tid(A.page, 'chat-back').click();
+  await tid(A.page, 'friend-list').waitFor();
+}
+
+async function scenario2() {
+  // C: a third user, who is nobody's friend.
+  C = await newUser('C', { phone: false });
+  await apiRegister(C, BASE, 'Carol', { memo: 'New here' });
+  // C gets no member list, so the names of senders who are not C's friends must come
+  // from /user/find (fastIM's client called it, but the route did not exist: bug 16).
+  await C.ctx.route('**/contact/members*', (r) => r.fulfill({ json: { code: 0, msg: '', rows: [], total: 0 } }));
+  const finds = new Set();
+  C.page.on('request', (r) => r.url().includes('/user/find') && finds.add(new URL(r.url()).searchParams.get('id')));
+  await C.page.goto(BASE);
+  await tid(C.page, 'home').waitFor();
+
+  // A creates a group with an icon and a category.
+  group = { name: `Tea lovers ${run}` };
+  await tid(A.page, 'tab-me').click();
+  await tid(A.page, 'me-card').waitFor();
+  await shoot(A.page, '07-me');
+  await tid(A.page, 'goto-newgroup').click();
+  await tid(A.page, 'newgroup-view').waitFor();
+  await tid(A.page, 'group-icon-file').setInputFiles({ name: 'icon.png', mimeType: 'image/png', buffer: makePng(64, 64, 3) });
+  await tid(A.page, 'group-name').fill(group.name);
+  await tid(A.page, 'group-cate').selectOption('1');
+  await tid(A.page, 'group-memo').fill('Green, black, oolong');
+  await until('the icon uploaded', async () => !(await tid(A.page, 'group-icon-preview').evaluate((el) => el.classList.contains('loading'))));
+  await shoot(A.page, '08-new-group');
+  await tid(A.page, 'group-submit').click();
+  await tid(A.page, 'chat-title').filter({ hasText: group.name }).waitFor();
+  group.id = Number((await tid(A.page, 'chat-view').getAttribute('data-key')).split(':')[1]);
+  const groups = await (await A.ctx.request.get(`${BASE}/contact/loadcommunity`)).json();
+  const g = groups.rows.find((r) => r.id === group.id);
+  assert(g && g.cate === 1 && g.icon.startsWith('/resource/') && g.memo === 'Green, black, oolong', `group saved: ${JSON.stringify(g)}`);
+
+  // B and C join by name.
+  for (const U of [B, C]) {
+    await U.page.goto(`${BASE}/#/me`);
+    await tid(U.page, 'joingroup-input').fill(group.name);
+    await tid(U.page, 'joingroup-submit').click();
+    await tid(U.page, 'joingroup-result').filter({ hasText: 'You joined' }).waitFor();
+    await tid(U.page, 'tab-groups').click();
+    await tid(U.page, 'group-item').filter({ hasText: group.name }).click();
+    await tid(U.page, 'chat-title').filter({ hasText: group.name }).waitFor();
+  }
+
+  // Everyone sees everyone's messages with the sender's name, friends or not.
+  await sendText(A.page, 'Welcome to the group!');
+  await expectSent(A.page, 'Welcome to the group!');
+  for (const U of [B, C]) {
+    const m = message(U.page, 'Welcome to the group!');
+    await m.waitFor();
+    await m.getByTestId('msg-sender').filter({ hasText: 'Alice' }).waitFor();
+  }
+  await sendText(C.page, 'Hi all, Carol here 👋');
+  await expectSent(C.page, 'Carol here');
+  for (const U of [A, B]) await message(U.page, 'Carol here').getByTestId('msg-sender').filter({ hasText: 'Carol' }).waitFor();
+  await sendText(B.page, 'Hi Carol! Oolong is the best.');
+  for (const U of [A, C]) await message(U.page, 'Oolong is the best').getByTestId('msg-sender').filter({ hasText: 'Bob' }).waitFor();
+  assert((await message(A.page, 'Welcome to the group!').count()) === 1, 'no echo of own group message');
+  assert(finds.has(String(A.id)) && finds.has(String(B.id)), `C looked the senders up with /user/find: ${[...finds]}`);
+  await shoot(A.page, '05-group-chat');
+
+  // fastIM bug 17: a 1:1 message shows only in the chat with its sender. C befriends A
+  // and writes while A has the chat with B open.
+  await A.page.goto(`${BASE}/#/chat/10/${B.id}`);
+  await message(A.page, 'Hello Bob!').waitFor();
+  await C.ctx.request.post(`${BASE}/contact/addfriend`, { data: { dstname: A.mobile } });
+  await C.page.goto(`${BASE}/#/chat/10/${A.id}`);
+  await tid(C.page, 'chat-title').filter({ hasText: 'Alice' }).waitFor();
+  await sendText(C.page, 'Psst, Alice, private question');
+  await expectSent(C.page, 'private question');
+  await A.page.waitForTimeout(700);
+  assert((await message(A.page, 'private question').count()) === 0, "C's message is not shown in the chat with B");
+  await tid(A.page, 'chat-back').click();
+  const carolRow = tid(A.page, 'friend-item').filter({ hasText: 'Carol' });
+  await carolRow.getByTestId('unread-badge').filter({ hasText: '1' }).waitFor();
+  await shoot(A.page, '03-friends');
+  await carolRow.click();
+  await message(A.page, 'private question').waitFor();
+}
+
+async function scenario3() {
+  // A reload keeps the session (cookie) and the history (server), older pages on scroll.
+  await B.page.goto(`${BASE}/#/chat/10/${A.id}`);
+  for (let i = 1; i <= 34; i++) await sendText(B.page, `filler ${i}`);
+  await expectSent(B.page, 'filler 34');
+  await A.page.goto(`${BASE}/#/chat/10/${B.id}`);
+  await A.page.reload();
+  await tid(A.page, 'chat-title').filter({ hasText: 'Bob' }).waitFor();
+  await message(A.page, 'filler 34').waitFor();
+  assert((await message(A.page, 'Hello Bob!').count()) === 0, 'only the newest page is loaded at first');
+  // Scroll to the top: the older page comes in, with the picture and the first message.
+  await until('the older page loaded', async () => {
+    await tid(A.page, 'message-list').evaluate((el) => (el.scrollTop = 0));
+    return (await message(A.page, 'Hello Bob!').count()) === 1;
+  });
+  await expectImageRendered(tid(A.page, 'message-list').getByTestId('msg-image').last());
+  await message(A.page, '😂👍').waitFor();
+  await tid(A.page, 'history-state').filter({ hasText: 'Start of the conversation' }).waitFor();
+  const ids = await tid(A.page, 'message').evaluateAll((els) => els.map((e) => Number(e.dataset.id)));
+  assert(ids.every((id, i) => i === 0 || id > ids[i - 1]), `messages in id order without duplicates: ${ids}`);
+}
+
+async function scenario5() {
+  // Errors from the API are shown in words.
+  const E = await newUser('E', { phone: true });
+  await E.page.goto(BASE);
+  await tid(E.page, 'login-mobile').fill(A.mobile);
+  await tid(E.page, 'login-password').fill('not the password');
+  await tid(E.page, 'login-submit').click();
+  await tid(E.page, 'login-error').filter({ hasText: 'wrong mobile number or password' }).waitFor();
+  await tid(E.page, 'goto-register').click();
+  await tid(E.page, 'reg-mobile').fill(A.mobile);
+  await tid(E.page, 'reg-password').fill('whatever1');
+  await tid(E.page, 'reg-password2').fill('whatever2');
+  await tid(E.page, 'reg-nickname').fill('Eve');
+  await tid(E.page, 'reg-submit').click();
+  await tid(E.page, 'reg-error').filter({ hasText: 'not the same' }).waitFor();
+  await tid(E.page, 'reg-password2').fill('whatever1');
+  await tid(E.page, 'reg-submit').click();
+  await tid(E.page, 'reg-error').filter({ hasText: 'already registered' }).waitFor();
+  await shoot(E.page, '10-register-error');
+  // Then a login with the right password works.
+  await tid(E.page, 'goto-login').click();
+  await tid(E.page, 'login-mobile').fill(A.mobile);
+  await tid(E.page, 'login-password').fill(A.password);
+  await tid(E.page, 'login-submit').click();
+  await tid(E.page, 'home').waitFor();
+
+  // Application errors in the app: already friends; a file that is not a picture.
+  await B.page.goto(`${BASE}/#/me`);
+  await tid(B.page, 'addfriend-input').fill(A.mobile);
+  await tid(B.page, 'addfriend-submit').click();
+  await tid(B.page, 'addfriend-result').filter({ hasText: 'already friends' }).waitFor();
+  await B.page.goto(`${BASE}/#/chat/10/${A.id}`);
+  await tid(B.page, 'image-input').setInputFiles({ name: 'notes.png', mimeType: 'image/png', buffer: Buffer.from('just some text, not a PNG') });
+  await tid(B.page, 'msg-error').filter({ hasText: 'Upload failed' }).waitFor();
+  await tid(B.page, 'msg-retry').waitFor();
+  await shoot(B.page, '09-failed-upload');
+
+  // Logout revokes the session: the old cookie no longer works.
+  const [cookie] = (await E.ctx.cookies()).filter((c) => c.name === 'fastim_token');
+  await E.page.goto(`${BASE}/#/me`);
+  await tid(E.page, 'logout').click();
+  await tid(E.page, 'login-view').waitFor();
+  const r = await fetch(`${BASE}/user/me`, { headers: { Cookie: `fastim_token=${cookie.value}` } });
+  assert(r.status === 401, `the token is revoked after logout (got ${r.status})`);
+  await E.ctx.close();
+  pages.delete('E');
+}
+
+async function scenario4() {
+  // The server goes away while chats are open, and comes back on the same port and data.
+  const srv = new ServerProcess(opt['server-bin'], ['--data-dir', opt['data-dir'], '--resource-dir', join(opt['data-dir'], 'resource')]);
+  restartServer = srv;
+  const addr = await srv.start();
+  const base = `http://${addr}`;
+  const P = await newUser('P', { phone: true });
+  const Q = await newUser('Q', { phone: false });
+  await apiRegister(P, base, 'Pat');
+  await apiRegister(Q, base, 'Quinn');
+  await P.ctx.request.post(`${base}/contact/addfriend`, { data: { dstname: Q.mobile } });
+  await P.page.goto(`${base}/#/chat/10/${Q.id}`);
+  await Q.page.goto(`${base}/#/chat/10/${P.id}`);
+  await sendText(P.page, 'before the restart');
+  await message(Q.page, 'before the restart').waitFor();
+
+  await srv.kill('SIGKILL');
+  for (const U of [P, Q]) await tid(U.page, 'conn-banner').filter({ hasText: 'Reconnecting' }).waitFor();
+  // Written while the server is down: waits in the outbox.
+  await sendText(P.page, 'written while offline');
+  await until('the offline message queued', async () => (await message(P.page, 'written while offline').getAttribute('data-status')) === 'queued');
+  await shoot(P.page, '06-reconnecting');
+
+  await srv.start(addr);
+  for (const U of [P, Q]) await tid(U.page, 'conn-banner').waitFor({ state: 'hidden', timeout: 20_000 });
+  await expectSent(P.page, 'written while offline');
+  await message(Q.page, 'written while offline').waitFor();
+  await sendText(Q.page, 'after the restart');
+  await message(P.page, 'after the restart').waitFor();
+
+  // A graceful stop (SIGTERM: close 1001) and a message sent while P is away, caught up by sync.
+  await srv.kill('SIGTERM');
+  await tid(P.page, 'conn-banner').waitFor();
+  await P.page.close();
+  await srv.start(addr);
+  await tid(Q.page, 'conn-banner').waitFor({ state: 'hidden', timeout: 20_000 });
+  await sendText(Q.page, 'while you were away');
+  await expectSent(Q.page, 'while you were away');
+  P.page = await P.ctx.newPage();
+  watch(P.page, 'P');
+  await P.page.goto(`${base}/#/friends`);
+  await tid(P.page, 'friend-item').filter({ hasText: 'Quinn' }).getByTestId('unread-badge').filter({ hasText: '1' }).waitFor();
+  await tid(P.page, 'friend-item').filter({ hasText: 'Quinn' }).click();
+  await message(P.page, 'while you were away').waitFor();
+  const texts = await tid(P.page, 'msg-text').allTextContents();
+  for (const t of ['before the restart', 'written while offline', 'after the restart', 'while you were away']) {
+    assert(texts.filter((x) => x === t).length === 1, `"${t}" shown once after the restarts: ${JSON.stringify(texts)}`);
+  }
+  await srv.kill('SIGTERM');
+  restartServer = null;
+}
+
+// --- the run ------------------------------------------------------------------------------
+
+const scenarios = [
+  [1, 'two users register, become friends, exchange text, emoji and a picture', scenario1],
+  [2, 'a group of three chats; 1:1 messages stay in their own chat', scenario2],
+  [3, 'history survives a reload and pages back on scroll', scenario3],
+  [5, 'API errors are shown in words; logout revokes the session', scenario5],
+  [4, 'server killed and restarted: reconnecting banner, outbox, sync', scenario4],
+];
+let passed = 0;
+let failed = 0;
+let skipped = 0;
+for (const [n, name, fn] of scenarios) {
+  if ((only && !only.has(n)) || (n === 4 && !opt['server-bin'])) {
+    console.log(`skip ${n} - ${name}`);
+    skipped++;
+    continue;
+  }
+  const t0 = Date.now();
+  try {
+    await fn();
+    const bad = problems.splice(0);
+    if (bad.length) throw new Error(bad.join('\n'));
+    console.log(`ok ${n} - ${name} (${((Date.now() - t0) / 1000).toFixed(1)} s)`);
+    passed++;
+  } catch (e) {
+    console.log(`not ok ${n} - ${name} (${((Date.now() - t0) / 1000).toFixed(1)} s)\n  ${String(e.stack || e).replace(/\n/g, '\n  ')}`);
+    failed++;
+    await failureDump(`s${n}`);
+    break; // the scenarios build on each other
+  }
+}
+await restartServer?.kill();
+await browser.close();
+console.log(`browser: ${passed} passed, ${failed} failed, ${skipped} skipped`);
+writeFileSync(join(SHOTS, 'README.txt'), 'Screenshots from tests/browser/run.mjs (phone 390x844 and desktop 1280x800).\n');
+process.exit(failed ? 1 : 0);
