@@ -2,8 +2,8 @@
 
 use super::contacts::{MSG_NO_SUCH_GROUP, MSG_NOT_MEMBER};
 use super::fields::Fields;
-use crate::im::wire::Delivery;
 use super::{ApiReply, Caller, Failure, HISTORY_DEFAULT_LIMIT, HISTORY_MAX_LIMIT};
+use crate::im::wire::Delivery;
 use crate::store::{CMD_GROUP, CMD_SINGLE, Db, Peer, StoreError};
 
 /// `/message/history` (`dstid`, `cmd`, optional `before`, optional `limit`).
