@@ -13,7 +13,7 @@ const BLOCK: usize = 64;
 /// To continue a payload that was cut at byte offset `n`, pass
 /// [`rotate_key`]`(key, n)`.
 pub fn apply_mask(buf: &mut [u8], key: [u8; 4]) {
-    if buf.len() < BLOCK {
+    if buf.len() < 4 * BLOCK {
         // Small payloads are the common case: filling a 64-byte key block would
         // cost more than the XOR itself, so go a machine word at a time.
         return apply_mask_words(buf, key);
