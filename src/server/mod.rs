@@ -826,15 +826,7 @@ fn process_request(conn: &mut Conn, input: &mut [u8], ctx: &mut Ctx<'_>) -> usiz
                 return 0;
             };
             request.body = body.to_vec();
-            ctx.workers.submit(Job::Api {
-                conn: ConnRef {
-                    key: ctx.key,
-                    serial: conn.serial,
-                },
-                request,
-            });
-            conn.state = State::Waiting { keep_alive };
-            conn.deadline = None;
+            hand_off(conn, ctx, keep_alive, |conn| Job::Api { conn, request });
             end
         }
         Routed::Upload {
@@ -859,16 +851,10 @@ fn process_request(conn: &mut Conn, input: &mut [u8], ctx: &mut Ctx<'_>) -> usiz
             head_len + process_body(conn, &mut input[head_len..], ctx)
         }
         Routed::ReadFile(file) => {
-            let keep_alive = file.keep_alive;
-            ctx.workers.submit(Job::ReadFile {
-                conn: ConnRef {
-                    key: ctx.key,
-                    serial: conn.serial,
-                },
+            hand_off(conn, ctx, file.keep_alive, |conn| Job::ReadFile {
+                conn,
                 file,
             });
-            conn.state = State::Waiting { keep_alive };
-            conn.deadline = None;
             head_len
         }
         Routed::Reply {
@@ -912,6 +898,17 @@ fn process_request(conn: &mut Conn, input: &mut [u8], ctx: &mut Ctx<'_>) -> usiz
     }
 }
 
+/// Gives a request to the workers; the connection waits for the reply (and reads
+/// nothing meanwhile).
+fn hand_off(conn: &mut Conn, ctx: &Ctx<'_>, keep_alive: bool, job: impl FnOnce(ConnRef) -> Job) {
+    ctx.workers.submit(job(ConnRef {
+        key: ctx.key,
+        serial: conn.serial,
+    }));
+    conn.state = State::Waiting { keep_alive };
+    conn.deadline = None;
+}
+
 /// Appends the arriving part of an upload's body; hands the upload to a worker
 /// once it is complete. The loop never waits for a slow body.
 fn process_body(conn: &mut Conn, input: &mut [u8], ctx: &mut Ctx<'_>) -> usize {
@@ -928,19 +925,9 @@ fn process_body(conn: &mut Conn, input: &mut [u8], ctx: &mut Ctx<'_>) -> usize {
     *remaining -= n;
     if *remaining == 0 {
         let keep_alive = *keep_alive;
-        let State::Body { upload, .. } =
-            std::mem::replace(&mut conn.state, State::Waiting { keep_alive })
-        else {
-            return n;
-        };
-        ctx.workers.submit(Job::Upload {
-            conn: ConnRef {
-                key: ctx.key,
-                serial: conn.serial,
-            },
-            upload,
-        });
-        conn.deadline = None;
+        if let State::Body { upload, .. } = std::mem::replace(&mut conn.state, State::Request) {
+            hand_off(conn, ctx, keep_alive, |conn| Job::Upload { conn, upload });
+        }
     }
     n
 }
