@@ -923,6 +923,10 @@ fn process_body(conn: &mut Conn, input: &mut [u8], ctx: &mut Ctx<'_>) -> usize {
     let n = input.len().min(*remaining);
     upload.body.extend_from_slice(&input[..n]);
     *remaining -= n;
+    if n > 0 {
+        // A large upload on a slow link may take long; only silence ends it.
+        conn.deadline = Some(Instant::now() + ctx.config.handshake_timeout);
+    }
     if *remaining == 0 {
         let keep_alive = *keep_alive;
         if let State::Body { upload, .. } = std::mem::replace(&mut conn.state, State::Request) {
