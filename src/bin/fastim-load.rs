@@ -1,6 +1,6 @@
 //! `fastim-load`: a load generator for WebSocket echo servers.
 //!
-//! A single-threaded `mio` client built on fastim's own frame codec. Two modes:
+//! A single-threaded `mio` client built on fastim's own frame codec. Three modes:
 //!
 //! - `echo`: C connections each keep W messages of S bytes outstanding for a
 //!   fixed time; reports messages/s, MB/s, latency percentiles, its own CPU and,
@@ -8,6 +8,12 @@
 //!   against what was sent (byte for byte up to 4 KiB, sampled above).
 //! - `idle`: opens N connections and reports how much the server's resident
 //!   memory grew per connection.
+//! - `chat`: fastim's own `/chat` end to end: registers users over the HTTP API,
+//!   puts them in one group (`--mode group`: one sender, everyone else receives)
+//!   or in pairs of friends (`--mode single`), keeps W messages unacknowledged per
+//!   sender, and reports acknowledged messages/s, deliveries/s, send-to-delivery
+//!   and send-to-ack latency, and the server's CPU per message; every delivery is
+//!   checked (each message exactly once per receiver, in increasing id order).
 //!
 //! Frames are built and masked once per run and written straight from that
 //! buffer; echoes are parsed in one large receive buffer: nothing is allocated
@@ -17,9 +23,13 @@
 //! fastim-load echo --url ws://127.0.0.1:8080/echo --connections 1000 --size 64 \
 //!     --in-flight 8 --duration 5 --server-pid 1234
 //! fastim-load idle --url ws://127.0.0.1:8080/echo --connections 10000 --server-pid 1234
+//! fastim-load chat --url http://127.0.0.1:8080 --mode group --clients 1000 --duration 10
+//! fastim-load chat --url http://127.0.0.1:8080 --mode single --pairs 10 --in-flight 8 --duration 10
 //! ```
 
 // A crate root looks for modules next to itself: point into the tool's own folder.
+#[path = "fastim-load/chat.rs"]
+mod chat;
 #[path = "fastim-load/echo.rs"]
 mod echo;
 #[path = "fastim-load/hist.rs"]
@@ -30,6 +40,8 @@ mod idle;
 mod net;
 #[path = "fastim-load/procfs.rs"]
 mod procfs;
+#[path = "fastim-load/setup.rs"]
+mod setup;
 
 use std::fmt::Write as _;
 use std::process::ExitCode;
@@ -39,7 +51,7 @@ use clap::{Parser, Subcommand};
 
 use net::Target;
 
-/// Load generator for WebSocket echo servers (fastim and its peers).
+/// Load generator for WebSocket echo servers (fastim and its peers) and fastim's chat.
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Args {
@@ -103,6 +115,53 @@ enum Mode {
         #[arg(long, default_value_t = 256)]
         batch: usize,
     },
+    /// fastim's /chat end to end: a group with one sender, or pairs of friends.
+    Chat {
+        /// The server, e.g. http://127.0.0.1:8080 (the API and /chat are served there).
+        #[arg(long)]
+        url: String,
+        /// `group`: one group of every client, one sender; `single`: pairs of friends.
+        #[arg(long, value_enum)]
+        mode: ChatModeArg,
+        /// Group mode: users in the group (1 sender, the rest receive).
+        #[arg(long, default_value_t = 10)]
+        clients: usize,
+        /// Single mode: pairs of friends (one sender, one receiver each).
+        #[arg(long, default_value_t = 10)]
+        pairs: usize,
+        /// Messages sent and not yet acknowledged, per sender.
+        #[arg(long, default_value_t = 8)]
+        in_flight: usize,
+        /// Characters of `content` per message.
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+        /// Seconds measured (after the warm-up).
+        #[arg(long)]
+        duration: f64,
+        /// Seconds of traffic before the measurement starts.
+        #[arg(long, default_value_t = 1.0)]
+        warmup: f64,
+        /// The server's process id, to report its CPU time.
+        #[arg(long)]
+        server_pid: Option<u32>,
+        /// HTTP connections used in parallel for the setup (registration is slow: Argon2).
+        #[arg(long, default_value_t = 8)]
+        parallel: usize,
+        /// Mobile number of the first user; user i gets this plus i. An existing
+        /// user (a server that saw an earlier run) is logged in instead (group
+        /// mode: user 0 creates a group each run and may own at most 5).
+        #[arg(long, default_value_t = 1_700_000_000)]
+        mobile_base: u64,
+        /// Handshakes in progress at once while connecting.
+        #[arg(long, default_value_t = 256)]
+        batch: usize,
+    },
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum ChatModeArg {
+    Group,
+    Single,
 }
 
 fn main() -> ExitCode {
@@ -122,6 +181,12 @@ fn run(args: Args) -> Result<bool, String> {
         Ok(n) => {
             let wanted = match &args.mode {
                 Mode::Echo { connections, .. } | Mode::Idle { connections, .. } => *connections,
+                Mode::Chat {
+                    mode: ChatModeArg::Group,
+                    clients,
+                    ..
+                } => *clients,
+                Mode::Chat { pairs, .. } => pairs.saturating_mul(2),
             };
             if (n as usize) < wanted + 16 {
                 return Err(format!(
@@ -187,6 +252,56 @@ fn run(args: Args) -> Result<bool, String> {
                 settle,
                 batch,
                 deadline: deadline((hold + settle).as_secs_f64()),
+            })
+        }
+        Mode::Chat {
+            url,
+            mode,
+            clients,
+            pairs,
+            in_flight,
+            size,
+            duration,
+            warmup,
+            server_pid,
+            parallel,
+            mobile_base,
+            batch,
+        } => {
+            let duration =
+                seconds(duration).ok_or("--duration must be a positive number of seconds")?;
+            let warmup = Duration::try_from_secs_f64(warmup)
+                .map_err(|_| "--warmup must be a number of seconds")?;
+            let (mode, clients) = match mode {
+                ChatModeArg::Group if clients >= 2 => (chat::ChatMode::Group, clients),
+                ChatModeArg::Group => return Err("--clients must be at least 2".into()),
+                ChatModeArg::Single if pairs >= 1 => (chat::ChatMode::Single, pairs * 2),
+                ChatModeArg::Single => return Err("--pairs must be at least 1".into()),
+            };
+            if in_flight == 0 {
+                return Err("--in-flight must be at least 1".into());
+            }
+            let ws = match url.strip_prefix("http://") {
+                Some(rest) => format!("ws://{}", rest.split('/').next().unwrap_or(rest)),
+                None => return Err(format!("{url}: only http:// URLs are supported")),
+            };
+            let mut target = Target::parse(&ws)?;
+            target.path = "/chat".into();
+            // Registration hashes a password (tens of ms each on the server): allow for it.
+            let setup_allowance = 30.0 + 0.2 * clients as f64;
+            chat::run(chat::ChatArgs {
+                target,
+                mode,
+                clients,
+                in_flight,
+                size,
+                duration,
+                warmup,
+                server_pid,
+                parallel,
+                batch,
+                mobile_base,
+                deadline: deadline(setup_allowance + (duration + warmup).as_secs_f64()),
             })
         }
     }

@@ -88,14 +88,14 @@ struct Opening {
 }
 
 impl Opening {
-    fn start(target: &Target, rng: &mut Rng) -> io::Result<Opening> {
+    fn start(target: &Target, extra: &str, rng: &mut Rng) -> io::Result<Opening> {
         let mut nonce = [0u8; 16];
         nonce[..8].copy_from_slice(&rng.next_u64().to_le_bytes());
         nonce[8..].copy_from_slice(&rng.next_u64().to_le_bytes());
         let key = BASE64.encode(nonce);
         let request = format!(
             "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n",
+             Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n",
             target.path, target.authority
         );
         let socket = TcpStream::connect(target.addr)?;
@@ -189,6 +189,20 @@ pub fn open_connections(
     batch: usize,
     deadline: Instant,
 ) -> Result<Vec<TcpStream>, String> {
+    open_connections_with(poll, target, n, batch, deadline, |_| String::new())
+}
+
+/// [`open_connections`], with extra request header lines for connection `i`
+/// (`headers(i)`: complete lines, each ending in CRLF; empty for none), e.g. the
+/// `Authorization` of a `/chat` client.
+pub fn open_connections_with(
+    poll: &mut Poll,
+    target: &Target,
+    n: usize,
+    batch: usize,
+    deadline: Instant,
+    headers: impl Fn(usize) -> String,
+) -> Result<Vec<TcpStream>, String> {
     let mut rng = Rng::from_time();
     let mut opening: Vec<Option<Opening>> = (0..n).map(|_| None).collect();
     let mut open: Vec<Option<TcpStream>> = (0..n).map(|_| None).collect();
@@ -196,7 +210,7 @@ pub fn open_connections(
     let (mut started, mut done, mut busy) = (0, 0, 0);
     while done < n {
         while busy < batch.max(1) && started < n {
-            let mut o = Opening::start(target, &mut rng)
+            let mut o = Opening::start(target, &headers(started), &mut rng)
                 .map_err(|e| format!("connect to {}: {e}", target.addr))?;
             poll.registry()
                 .register(
