@@ -52,6 +52,10 @@ pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a graceful shutdown waits for clients to finish the closing handshake.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
+/// Pending connections the kernel may queue before `accept` (the standard library
+/// asks for 128, which a burst of clients overruns: dropped SYNs cost them a 1 s retry).
+pub const LISTEN_BACKLOG: i32 = 4096;
+
 /// Default cap on simultaneous connections.
 pub const MAX_CONNECTIONS: usize = 100_000;
 

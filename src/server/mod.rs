@@ -112,7 +112,7 @@ impl Server {
             ))
         })?;
         let workers = Workers::start(db_path, resources, waker)?;
-        let mut listener = TcpListener::bind(config.listen)?;
+        let mut listener = listen(config.listen)?;
         let local_addr = listener.local_addr()?;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
@@ -734,6 +734,21 @@ impl Server {
             let _ = self.poll.registry().deregister(&mut conn.socket);
         }
     }
+}
+
+/// A non-blocking listener with a backlog deep enough for bursts of clients.
+fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        None,
+    )?;
+    // Restarting right after a stop must not fail on connections in TIME_WAIT.
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(config::LISTEN_BACKLOG)?;
+    socket.set_nonblocking(true)?;
+    Ok(TcpListener::from_std(socket.into()))
 }
 
 fn database_path(config: &Config) -> PathBuf {

@@ -1,5 +1,5 @@
 //! Target URLs, the client side of the opening handshake, and opening many
-//! connections at once without overrunning the server's listen backlog.
+//! connections at once, in batches, so a burst stays within the server's listen backlog.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
