@@ -1,9 +1,10 @@
-//! The chat writer's work: check each message's right to be sent, then store the
-//! whole batch in one transaction (group commit). Runs on the writer thread.
+//! The chat writer's work: check each message's right to be sent and store the
+//! allowed ones, the whole batch in one transaction (group commit). Runs on the
+//! writer thread.
 
 use log::error;
 
-use crate::store::{Db, NewMessage, Peer, Saved, StoreError};
+use crate::store::{Db, NewMessage, Saved, SendRight};
 
 /// What became of one message of a batch.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -19,64 +20,36 @@ pub enum Outcome {
     },
 }
 
-/// Checks and stores `batch`; outcomes come back in batch order.
+/// Checks and stores `batch` in one transaction; outcomes come back in batch order.
 pub fn commit_batch(db: &mut Db, batch: &[NewMessage], now_ms: i64) -> Vec<Outcome> {
-    let mut outcomes: Vec<Option<Outcome>> = Vec::with_capacity(batch.len());
-    let mut allowed = Vec::with_capacity(batch.len());
-    for message in batch {
-        match check_right(db, message) {
-            Ok(()) => {
-                outcomes.push(None);
-                allowed.push(message.clone());
-            }
-            Err(refusal) => outcomes.push(Some(refusal)),
+    match db.save_messages_checked(batch, now_ms) {
+        Ok(results) => results
+            .into_iter()
+            .map(|r| match r {
+                Ok(saved) => Outcome::Saved(saved),
+                Err(right) => refusal(right),
+            })
+            .collect(),
+        Err(e) => {
+            error!("storing {} chat messages failed: {e}", batch.len());
+            vec![internal(); batch.len()]
         }
     }
-    let mut saved = match db.save_messages(&allowed, now_ms) {
-        Ok(saved) => saved
-            .into_iter()
-            .map(Outcome::Saved)
-            .collect::<Vec<_>>()
-            .into_iter(),
-        Err(e) => {
-            error!("storing {} chat messages failed: {e}", allowed.len());
-            vec![internal(); allowed.len()].into_iter()
-        }
-    };
-    outcomes
-        .into_iter()
-        .map(|o| o.unwrap_or_else(|| saved.next().unwrap_or_else(internal)))
-        .collect()
 }
 
-/// One-to-one only between friends (or to oneself); group only by members.
-fn check_right(db: &Db, message: &NewMessage) -> Result<(), Outcome> {
-    let refuse = |code, msg: &str| Outcome::Refused {
+/// What the sender is told when it may not send.
+fn refusal(right: SendRight) -> Outcome {
+    let (code, msg) = match right {
+        SendRight::NotFriends => (403, "you can only message your friends"),
+        SendRight::NotMember => (403, "you are not a member of this group"),
+        SendRight::NoSuchGroup => (404, "no such group"),
+        // Not produced for a refused message; kept total for the match.
+        SendRight::Allowed => return internal(),
+    };
+    Outcome::Refused {
         code,
         msg: msg.to_owned(),
-    };
-    let allowed = match message.to {
-        Peer::User(peer) if peer == message.sender_id => Ok(true),
-        Peer::User(peer) => db.are_friends(message.sender_id, peer),
-        Peer::Group(group) => match db.group_by_id(group) {
-            Ok(None) => return Err(refuse(404, "no such group")),
-            Ok(Some(_)) => db.is_member(group, message.sender_id),
-            Err(e) => Err(e),
-        },
-    };
-    match allowed {
-        Ok(true) => Ok(()),
-        Ok(false) => Err(match message.to {
-            Peer::User(_) => refuse(403, "you can only message your friends"),
-            Peer::Group(_) => refuse(403, "you are not a member of this group"),
-        }),
-        Err(e) => Err(storage_failure(&e)),
     }
-}
-
-fn storage_failure(e: &StoreError) -> Outcome {
-    error!("checking a chat message failed: {e}");
-    internal()
 }
 
 fn internal() -> Outcome {
@@ -89,8 +62,8 @@ fn internal() -> Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::NewGroup;
     use crate::store::testutil::{test_db, user};
+    use crate::store::{NewGroup, Peer};
 
     fn text(sender: i64, to: Peer, client_ref: &str) -> NewMessage {
         NewMessage {

@@ -68,6 +68,19 @@ pub struct NewMessage {
     pub client_ref: Option<String>,
 }
 
+/// Whether a sender may write to a recipient.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SendRight {
+    /// A friend, oneself, or a group the sender is a member of.
+    Allowed,
+    /// One-to-one to someone who is not a friend.
+    NotFriends,
+    /// To a group the sender is not a member of.
+    NotMember,
+    /// To a group that does not exist.
+    NoSuchGroup,
+}
+
 /// The outcome of saving one message of a batch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct Saved {
@@ -205,11 +218,96 @@ impl Db {
     /// [`StoreError::NoSuchUser`] if a sender does not exist; [`StoreError::Sqlite`] on I/O
     /// failure. Any error rolls back the whole batch: nothing of it is saved.
     pub fn save_messages(&mut self, batch: &[NewMessage], now: i64) -> Result<Vec<Saved>> {
-        let mut saved = Vec::with_capacity(batch.len());
+        let everyone = vec![SendRight::Allowed; batch.len()];
+        let saved = self.save_allowed(batch, &everyone, now)?;
+        Ok(saved.into_iter().flatten().collect())
+    }
+
+    /// Like [`Db::save_messages`], but first checks in the same write transaction that
+    /// each sender may write to its recipient: one-to-one only to a friend (or to
+    /// oneself), group only as a member. Refused messages are not stored; the others are.
+    /// Checking inside the transaction costs no extra locking per message, and nothing
+    /// can change a friendship or membership between the check and the insert.
+    ///
+    /// # Errors
+    /// As [`Db::save_messages`].
+    pub fn save_messages_checked(
+        &mut self,
+        batch: &[NewMessage],
+        now: i64,
+    ) -> Result<Vec<std::result::Result<Saved, SendRight>>> {
         if batch.is_empty() {
-            return Ok(saved);
+            return Ok(Vec::new());
         }
         let tx = self.write_tx()?;
+        let mut rights = Vec::with_capacity(batch.len());
+        {
+            let mut known: std::collections::HashMap<(i64, Peer), SendRight> =
+                std::collections::HashMap::new();
+            let mut friends =
+                tx.prepare_cached("SELECT 1 FROM friends WHERE user_id = ?1 AND friend_id = ?2")?;
+            let mut group = tx.prepare_cached("SELECT 1 FROM chat_groups WHERE id = ?1")?;
+            let mut member = tx.prepare_cached(
+                "SELECT 1 FROM group_members WHERE group_id = ?1 AND user_id = ?2",
+            )?;
+            for m in batch {
+                let key = (m.sender_id, m.to);
+                let right = match known.get(&key) {
+                    Some(right) => *right,
+                    None => {
+                        let right = match m.to {
+                            Peer::User(peer) if peer == m.sender_id => SendRight::Allowed,
+                            Peer::User(peer) if friends.exists(params![m.sender_id, peer])? => {
+                                SendRight::Allowed
+                            }
+                            Peer::User(_) => SendRight::NotFriends,
+                            Peer::Group(g) if !group.exists([g])? => SendRight::NoSuchGroup,
+                            Peer::Group(g) if member.exists(params![g, m.sender_id])? => {
+                                SendRight::Allowed
+                            }
+                            Peer::Group(_) => SendRight::NotMember,
+                        };
+                        known.insert(key, right);
+                        right
+                    }
+                };
+                rights.push(right);
+            }
+        }
+        let saved = Self::insert_batch(&tx, batch, &rights, now)?;
+        tx.commit()?;
+        Ok(saved
+            .into_iter()
+            .zip(rights)
+            .map(|(saved, right)| saved.ok_or(right))
+            .collect())
+    }
+
+    /// Inserts the allowed messages of `batch` in its own transaction.
+    fn save_allowed(
+        &mut self,
+        batch: &[NewMessage],
+        rights: &[SendRight],
+        now: i64,
+    ) -> Result<Vec<Option<Saved>>> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let tx = self.write_tx()?;
+        let saved = Self::insert_batch(&tx, batch, rights, now)?;
+        tx.commit()?;
+        Ok(saved)
+    }
+
+    /// Inserts the messages whose right is [`SendRight::Allowed`] (others get `None`),
+    /// deduplicating by `client_ref`, inside the caller's transaction.
+    fn insert_batch(
+        tx: &rusqlite::Transaction<'_>,
+        batch: &[NewMessage],
+        rights: &[SendRight],
+        now: i64,
+    ) -> Result<Vec<Option<Saved>>> {
+        let mut saved = Vec::with_capacity(batch.len());
         {
             let mut find = tx.prepare_cached(
                 "SELECT id, created_at FROM messages WHERE sender_id = ?1 AND client_ref = ?2",
@@ -221,15 +319,19 @@ impl Db {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
                  RETURNING id",
             )?;
-            for m in batch {
+            for (m, right) in batch.iter().zip(rights) {
+                if *right != SendRight::Allowed {
+                    saved.push(None);
+                    continue;
+                }
                 if let Some(client_ref) = &m.client_ref {
                     let mut rows = find.query(params![m.sender_id, client_ref])?;
                     if let Some(row) = rows.next()? {
-                        saved.push(Saved {
+                        saved.push(Some(Saved {
                             id: row.get(0)?,
                             created_at: row.get(1)?,
                             duplicate: true,
-                        });
+                        }));
                         continue;
                     }
                 }
@@ -258,14 +360,13 @@ impl Db {
                             StoreError::from(e)
                         }
                     })?;
-                saved.push(Saved {
+                saved.push(Some(Saved {
                     id,
                     created_at: now,
                     duplicate: false,
-                });
+                }));
             }
         }
-        tx.commit()?;
         Ok(saved)
     }
 

@@ -30,7 +30,7 @@ use std::time::Duration;
 use rusqlite::{Connection, ErrorCode, TransactionBehavior};
 
 pub use groups::{Group, LeaveOutcome, Member, NewGroup, Role};
-pub use messages::{CMD_GROUP, CMD_SINGLE, NewMessage, Peer, Saved, StoredMessage};
+pub use messages::{CMD_GROUP, CMD_SINGLE, NewMessage, Peer, Saved, SendRight, StoredMessage};
 pub use users::{NewUser, ProfileUpdate, User};
 
 /// How long a statement waits for another connection's write lock before failing.
