@@ -23,7 +23,7 @@ use fastim::ws::frame::{decode_header, write_masked_frame};
 use fastim::ws::{CloseCode, OpCode};
 
 use crate::hist::Histogram;
-use crate::net::{Target, open_connections_with};
+use crate::net::{self, Phase, Schedule, Target, open_connections_with};
 use crate::setup::{self, Http, User};
 use crate::{Json, Snapshot};
 
@@ -153,13 +153,6 @@ struct World {
     stats: Stats,
     size: usize,
     in_flight: u64,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    Warmup,
-    Measure,
-    Drain,
 }
 
 /// Setup timings, for the report.
@@ -364,11 +357,9 @@ fn traffic(
     let mut to_flush: Vec<usize> = world.senders.iter().map(|s| s.conn).collect();
     let mut flushing: Vec<usize> = Vec::new();
     let mut to_read: Vec<usize> = Vec::new();
-    let mut reading: Vec<usize> = Vec::new();
+    let mut ready: Vec<(usize, bool, bool)> = Vec::new();
     let t0 = Instant::now();
-    let warm_end = t0 + args.warmup;
-    let end = warm_end + args.duration;
-    let drain_end = end + DRAIN_TIME;
+    let schedule = Schedule::new(t0, args.warmup, args.duration, DRAIN_TIME);
     let mut phase = Phase::Warmup;
     let mut start: Option<Snapshot> = None;
     let mut stop: Option<Snapshot> = None;
@@ -397,7 +388,7 @@ fn traffic(
             }
         }
         let now = Instant::now();
-        if phase == Phase::Warmup && now >= warm_end {
+        if phase == Phase::Warmup && now >= schedule.warm_end {
             world.stats.deliveries = 0;
             world.stats.acks = 0;
             world.stats.e2e.clear();
@@ -406,12 +397,12 @@ fn traffic(
             start = Some(Snapshot::take(server_pid.as_deref())?);
             phase = Phase::Measure;
         }
-        if phase == Phase::Measure && now >= end {
+        if phase == Phase::Measure && now >= schedule.end {
             stop = Some(Snapshot::take(server_pid.as_deref())?);
             world.stats.measuring = false;
             phase = Phase::Drain;
         }
-        if phase == Phase::Drain && (now >= drain_end || settled(world, conns)) {
+        if phase == Phase::Drain && (now >= schedule.drain_end || settled(world, conns)) {
             break;
         }
         if now >= args.deadline {
@@ -420,31 +411,14 @@ fn traffic(
         if world.senders.iter().all(|s| !conns[s.conn].open) {
             return Err("every sending connection failed".into());
         }
-        let timeout = if to_read.is_empty() {
-            let next = match phase {
-                Phase::Warmup => warm_end,
-                Phase::Measure => end,
-                Phase::Drain => drain_end,
-            };
-            next.saturating_duration_since(now)
-                .min(Duration::from_millis(100))
-        } else {
-            Duration::ZERO
-        };
-        if let Err(e) = poll.poll(&mut events, Some(timeout)) {
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(format!("poll: {e}"));
-        }
-        mem::swap(&mut to_read, &mut reading);
-        let ready = events.iter().map(|e| {
-            let readable = e.is_readable() || e.is_read_closed() || e.is_error();
-            let writable = e.is_writable() || e.is_write_closed();
-            (e.token().0, readable, writable)
-        });
-        let again = reading.drain(..).map(|key| (key, true, false));
-        for (key, readable, writable) in ready.chain(again) {
+        net::wait_ready(
+            poll,
+            &mut events,
+            &mut to_read,
+            schedule.phase_end(phase),
+            &mut ready,
+        )?;
+        for (key, readable, writable) in ready.drain(..) {
             let Some(conn) = conns.get_mut(key) else {
                 continue;
             };

@@ -12,7 +12,7 @@ use fastim::ws::frame::{MAX_HEADER_LEN, decode_header, write_masked_frame};
 use fastim::ws::{CloseCode, OpCode};
 
 use crate::hist::Histogram;
-use crate::net::{Rng, Target, open_connections};
+use crate::net::{self, Phase, Rng, Schedule, Target, open_connections};
 use crate::{Json, Snapshot};
 
 /// Echoes up to this size are compared byte for byte; larger ones are sampled.
@@ -328,13 +328,6 @@ fn flush(conn: &mut Conn, frames: &Frames, t0: Instant, issuing: bool) -> io::Re
     }
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    Warmup,
-    Measure,
-    Drain,
-}
-
 /// Runs the echo load and prints its report; `Ok(false)` when echoes were wrong
 /// or connections failed.
 pub fn run(args: EchoArgs) -> Result<bool, String> {
@@ -386,11 +379,9 @@ pub fn run(args: EchoArgs) -> Result<bool, String> {
     let mut to_flush: Vec<usize> = (0..conns.len()).collect();
     let mut flushing: Vec<usize> = Vec::new();
     let mut to_read: Vec<usize> = Vec::new();
-    let mut reading: Vec<usize> = Vec::new();
+    let mut ready: Vec<(usize, bool, bool)> = Vec::new();
     let t0 = Instant::now();
-    let warm_end = t0 + args.warmup;
-    let end = warm_end + args.duration;
-    let drain_end = end + DRAIN_TIME;
+    let schedule = Schedule::new(t0, args.warmup, args.duration, DRAIN_TIME);
     let mut phase = Phase::Warmup;
     let mut start: Option<Snapshot> = None;
     let mut stop: Option<Snapshot> = None;
@@ -407,20 +398,21 @@ pub fn run(args: EchoArgs) -> Result<bool, String> {
             }
         }
         let now = Instant::now();
-        if phase == Phase::Warmup && now >= warm_end {
+        if phase == Phase::Warmup && now >= schedule.warm_end {
             counters.messages = 0;
             counters.hist.clear();
             counters.measuring = true;
             start = Some(Snapshot::take(server_pid.as_deref())?);
             phase = Phase::Measure;
         }
-        if phase == Phase::Measure && now >= end {
+        if phase == Phase::Measure && now >= schedule.end {
             stop = Some(Snapshot::take(server_pid.as_deref())?);
             counters.measuring = false;
             phase = Phase::Drain;
         }
         if phase == Phase::Drain
-            && (now >= drain_end || conns.iter().all(|c| !c.open || c.received == c.issued))
+            && (now >= schedule.drain_end
+                || conns.iter().all(|c| !c.open || c.received == c.issued))
         {
             break;
         }
@@ -430,31 +422,14 @@ pub fn run(args: EchoArgs) -> Result<bool, String> {
         if counters.failed as usize == conns.len() {
             return Err("every connection failed".into());
         }
-        let timeout = if to_read.is_empty() {
-            let next = match phase {
-                Phase::Warmup => warm_end,
-                Phase::Measure => end,
-                Phase::Drain => drain_end,
-            };
-            next.saturating_duration_since(now)
-                .min(Duration::from_millis(100))
-        } else {
-            Duration::ZERO
-        };
-        if let Err(e) = poll.poll(&mut events, Some(timeout)) {
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(format!("poll: {e}"));
-        }
-        mem::swap(&mut to_read, &mut reading);
-        let ready = events.iter().map(|e| {
-            let readable = e.is_readable() || e.is_read_closed() || e.is_error();
-            let writable = e.is_writable() || e.is_write_closed();
-            (e.token().0, readable, writable)
-        });
-        let again = reading.drain(..).map(|key| (key, true, false));
-        for (key, readable, writable) in ready.chain(again) {
+        net::wait_ready(
+            &mut poll,
+            &mut events,
+            &mut to_read,
+            schedule.phase_end(phase),
+            &mut ready,
+        )?;
+        for (key, readable, writable) in ready.drain(..) {
             let Some(conn) = conns.get_mut(key) else {
                 continue;
             };

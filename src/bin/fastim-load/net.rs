@@ -253,3 +253,82 @@ pub fn open_connections_with(
     }
     Ok(open.into_iter().flatten().collect())
 }
+
+/// The stages of a timed run: warm up, measure, then let what is in flight drain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Load runs but is not counted.
+    Warmup,
+    /// Load runs and is counted.
+    Measure,
+    /// No new messages; waiting for the outstanding ones.
+    Drain,
+}
+
+/// When each stage of a run ends.
+#[derive(Clone, Copy, Debug)]
+pub struct Schedule {
+    /// End of the warm-up, start of the measured interval.
+    pub warm_end: Instant,
+    /// End of the measured interval.
+    pub end: Instant,
+    /// Latest end of the drain.
+    pub drain_end: Instant,
+}
+
+impl Schedule {
+    /// A run starting at `start`.
+    pub fn new(start: Instant, warmup: Duration, duration: Duration, drain: Duration) -> Self {
+        let warm_end = start + warmup;
+        let end = warm_end + duration;
+        Schedule {
+            warm_end,
+            end,
+            drain_end: end + drain,
+        }
+    }
+
+    /// When `phase` ends.
+    pub fn phase_end(&self, phase: Phase) -> Instant {
+        match phase {
+            Phase::Warmup => self.warm_end,
+            Phase::Measure => self.end,
+            Phase::Drain => self.drain_end,
+        }
+    }
+}
+
+/// Waits for readiness, at most until `until` and at most 100 ms, not at all while
+/// reads are pending, and fills `ready` with `(key, readable, writable)`: the
+/// connections the poll reported, then those in `to_read` (reads cut short last
+/// turn, which edge-triggered polling will not report again). An interrupted poll
+/// leaves `ready` empty and `to_read` as it was.
+pub fn wait_ready(
+    poll: &mut Poll,
+    events: &mut Events,
+    to_read: &mut Vec<usize>,
+    until: Instant,
+    ready: &mut Vec<(usize, bool, bool)>,
+) -> Result<(), String> {
+    ready.clear();
+    let timeout = if to_read.is_empty() {
+        until
+            .saturating_duration_since(Instant::now())
+            .min(Duration::from_millis(100))
+    } else {
+        Duration::ZERO
+    };
+    if let Err(e) = poll.poll(events, Some(timeout)) {
+        if e.kind() == io::ErrorKind::Interrupted {
+            return Ok(());
+        }
+        return Err(format!("poll: {e}"));
+    }
+    ready.extend(events.iter().map(|e| {
+        let readable = e.is_readable() || e.is_read_closed() || e.is_error();
+        let writable = e.is_writable() || e.is_write_closed();
+        (e.token().0, readable, writable)
+    }));
+    ready.extend(to_read.drain(..).map(|key| (key, true, false)));
+    Ok(())
+}
