@@ -60,46 +60,13 @@ FASTIM=target/release/fastim
 LOAD=target/release/fastim-load
 
 ulimit -n "$(ulimit -Hn)"
-
-WRAPPER_PID=""    # the `timeout` process around the running server
-SERVER_PID=""     # the server itself
-SERVER_ADDR=""
-DATA_DIRS=()
-
-stop_server() {
-    if [ -n "$WRAPPER_PID" ]; then
-        kill "$WRAPPER_PID" 2>/dev/null || true
-        wait "$WRAPPER_PID" 2>/dev/null || true
-    fi
-    WRAPPER_PID="" SERVER_PID="" SERVER_ADDR=""
-}
-
-cleanup() {
-    stop_server
-    for d in "${DATA_DIRS[@]}"; do rm -rf "$d"; done
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+# shellcheck source=benches/servers.sh
+. "$(dirname "$0")/servers.sh"
 
 # start_server LOG: a fresh fastim with an empty data directory, pinned.
 start_server() {
-    local log=$1 dir
-    dir=$(mktemp -d)
-    DATA_DIRS+=("$dir")
-    timeout 900 taskset -c "$SERVER_CPU" "$FASTIM" --listen 127.0.0.1:0 --data-dir "$dir" 2>"$log" &
-    WRAPPER_PID=$!
-    for _ in $(seq 100); do
-        SERVER_ADDR=$(sed -n 's/.*listening on \([0-9.]*:[0-9]*\).*/\1/p' "$log" | head -n1)
-        [ -n "$SERVER_ADDR" ] && break
-        sleep 0.05
-    done
-    # taskset execs the server: it is the only child of `timeout`.
-    SERVER_PID=$(pgrep -P "$WRAPPER_PID" | head -n1 || true)
-    if [ -z "$SERVER_ADDR" ] || [ -z "$SERVER_PID" ]; then
-        echo "chat.sh: fastim did not start:" >&2
-        cat "$log" >&2
-        exit 1
-    fi
+    new_data_dir
+    launch_server "$1" 900 "$FASTIM" --listen 127.0.0.1:0 --data-dir "$DATA_DIR"
 }
 
 # The load-tool arguments of a scenario.
@@ -120,26 +87,6 @@ scenario_users() {
     g*) echo "$n" ;;
     s*) echo $((2 * n)) ;;
     esac
-}
-
-machine_busy() {
-    awk '/^cpu /{print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat
-}
-
-wait_quiet() {
-    [ "$QUIET_WAIT" -gt 0 ] || return 0
-    local deadline=$((SECONDS + QUIET_WAIT)) a b
-    while :; do
-        a=$(machine_busy)
-        sleep 1
-        b=$(machine_busy)
-        [ $((b - a)) -le 15 ] && return 0
-        if [ "$SECONDS" -ge "$deadline" ]; then
-            echo "  machine still busy ($((b - a)) % of a core): running anyway" >&2
-            return 0
-        fi
-        sleep 4
-    done
 }
 
 # One measurement; sets RESULT (the JSON of the RESULT line, or {}) and STATUS.

@@ -57,54 +57,18 @@ if [ "$(ulimit -n)" -lt $((IDLE_CONNECTIONS + 100)) ]; then
     echo "compare.sh: open-file limit $(ulimit -n) is below $IDLE_CONNECTIONS connections" >&2
     exit 1
 fi
-
-WRAPPER_PID=""    # the `timeout` process around the running server
-SERVER_PID=""     # the server itself
-SERVER_ADDR=""
-DATA_DIRS=()
-
-stop_server() {
-    if [ -n "$WRAPPER_PID" ]; then
-        kill "$WRAPPER_PID" 2>/dev/null || true
-        wait "$WRAPPER_PID" 2>/dev/null || true
-    fi
-    WRAPPER_PID="" SERVER_PID="" SERVER_ADDR=""
-}
-
-cleanup() {
-    stop_server
-    for d in "${DATA_DIRS[@]}"; do rm -rf "$d"; done
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+# shellcheck source=benches/servers.sh
+. "$(dirname "$0")/servers.sh"
 
 # start_server fastim|peer LOG: starts a fresh server on a free port, pinned.
 start_server() {
-    local which=$1 log=$2
-    case $which in
+    case $1 in
     fastim)
-        local dir
-        dir=$(mktemp -d)
-        DATA_DIRS+=("$dir")
-        timeout 600 taskset -c "$SERVER_CPU" "$FASTIM" --listen 127.0.0.1:0 --data-dir "$dir" 2>"$log" &
+        new_data_dir
+        launch_server "$2" 600 "$FASTIM" --listen 127.0.0.1:0 --data-dir "$DATA_DIR"
         ;;
-    peer)
-        timeout 600 taskset -c "$SERVER_CPU" "$PEER" --listen 127.0.0.1:0 2>"$log" &
-        ;;
+    peer) launch_server "$2" 600 "$PEER" --listen 127.0.0.1:0 ;;
     esac
-    WRAPPER_PID=$!
-    for _ in $(seq 100); do
-        SERVER_ADDR=$(sed -n 's/.*listening on \([0-9.]*:[0-9]*\).*/\1/p' "$log" | head -n1)
-        [ -n "$SERVER_ADDR" ] && break
-        sleep 0.05
-    done
-    # taskset execs the server: it is the only child of `timeout`.
-    SERVER_PID=$(pgrep -P "$WRAPPER_PID" | head -n1 || true)
-    if [ -z "$SERVER_ADDR" ] || [ -z "$SERVER_PID" ]; then
-        echo "compare.sh: $which did not start:" >&2
-        cat "$log" >&2
-        exit 1
-    fi
 }
 
 # The load-tool arguments of each scenario.
@@ -115,28 +79,6 @@ scenario_args() {
     c) echo "echo --connections 10 --size 1MiB --binary --in-flight 4" ;;
     d) echo "idle --connections $IDLE_CONNECTIONS --settle 1" ;;
     esac
-}
-
-# Busy ticks (1/100 s) of all CPUs since boot: user nice system irq softirq steal.
-machine_busy() {
-    awk '/^cpu /{print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat
-}
-
-# Waits (at most QUIET_WAIT s) until the machine is idle for a second.
-wait_quiet() {
-    [ "$QUIET_WAIT" -gt 0 ] || return 0
-    local deadline=$((SECONDS + QUIET_WAIT)) a b
-    while :; do
-        a=$(machine_busy)
-        sleep 1
-        b=$(machine_busy)
-        [ $((b - a)) -le 15 ] && return 0
-        if [ "$SECONDS" -ge "$deadline" ]; then
-            echo "  machine still busy ($((b - a)) % of a core): running anyway" >&2
-            return 0
-        fi
-        sleep 4
-    done
 }
 
 run_one() {
