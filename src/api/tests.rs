@@ -7,8 +7,8 @@ use serde_json::{Value, json};
 
 use super::*;
 use crate::secret::{hash_password, new_token};
-use crate::store::testutil::{TestDb, test_db};
-use crate::store::{NewMessage, NewUser, Peer};
+use crate::store::testutil::{TestDb, test_db, text};
+use crate::store::{NewUser, Peer};
 
 const NOW: i64 = 1_700_000_000_000;
 const FORM: &str = "application/x-www-form-urlencoded";
@@ -1145,20 +1145,6 @@ fn members_are_listed_with_roles_for_members_only() {
 
 // ---------------------------------------------------------------------------------------
 // History
-
-fn text(from: i64, to: Peer, content: &str) -> NewMessage {
-    NewMessage {
-        sender_id: from,
-        to,
-        media: 1,
-        content: content.to_owned(),
-        pic: String::new(),
-        url: String::new(),
-        memo: String::new(),
-        amount: 0,
-        client_ref: None,
-    }
-}
 
 fn contents(v: &Value) -> Vec<String> {
     v["rows"]

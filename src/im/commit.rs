@@ -62,20 +62,13 @@ fn internal() -> Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::testutil::{test_db, user};
+    use crate::store::testutil::{test_db, text, user};
     use crate::store::{NewGroup, Peer};
 
-    fn text(sender: i64, to: Peer, client_ref: &str) -> NewMessage {
+    fn sent(sender: i64, to: Peer, client_ref: &str) -> NewMessage {
         NewMessage {
-            sender_id: sender,
-            to,
-            media: 1,
-            content: format!("from {sender}"),
-            pic: String::new(),
-            url: String::new(),
-            memo: String::new(),
-            amount: 0,
             client_ref: Some(client_ref.to_owned()),
+            ..text(sender, to, &format!("from {sender}"))
         }
     }
 
@@ -96,12 +89,12 @@ mod tests {
         let g = db.create_group(a, group, 5, 3).expect("group").id;
 
         let batch = [
-            text(a, Peer::User(b), "1"),
-            text(stranger, Peer::User(a), "2"),
-            text(a, Peer::Group(g), "3"),
-            text(b, Peer::Group(g), "4"),
-            text(a, Peer::Group(9999), "5"),
-            text(a, Peer::User(b), "1"),
+            sent(a, Peer::User(b), "1"),
+            sent(stranger, Peer::User(a), "2"),
+            sent(a, Peer::Group(g), "3"),
+            sent(b, Peer::Group(g), "4"),
+            sent(a, Peer::Group(9999), "5"),
+            sent(a, Peer::User(b), "1"),
         ];
         let outcomes = commit_batch(db, &batch, 10);
         let Outcome::Saved(first) = &outcomes[0] else {

@@ -28,7 +28,7 @@ use crate::im::commit::{Outcome, commit_batch};
 use crate::im::wire::{self, CMD_SYNC_DONE, Reply};
 use crate::resource::ResourceDir;
 use crate::secret::token_digest;
-use crate::store::{Db, NewMessage, StoredMessage};
+use crate::store::{Db, NewMessage};
 use crate::ws::OpCode;
 use crate::ws::frame::write_frame;
 
@@ -396,7 +396,7 @@ fn chat_writer(
             .map(|(pending, outcome)| {
                 let delivery = match &outcome {
                     Outcome::Saved(saved) if !saved.duplicate => {
-                        let stored = stored(&pending.message, saved.id, saved.created_at);
+                        let stored = pending.message.stored(*saved);
                         let mut frame = Vec::new();
                         write_frame(
                             &mut frame,
@@ -422,23 +422,5 @@ fn chat_writer(
         if let Err(e) = waker.wake() {
             warn!("cannot wake the event loop: {e}");
         }
-    }
-}
-
-fn stored(m: &NewMessage, id: i64, created_at: i64) -> StoredMessage {
-    let (cmd, dst_id) = m.to.cmd_and_dst();
-    StoredMessage {
-        id,
-        sender_id: m.sender_id,
-        cmd,
-        dst_id,
-        media: m.media,
-        content: m.content.clone(),
-        pic: m.pic.clone(),
-        url: m.url.clone(),
-        memo: m.memo.clone(),
-        amount: m.amount,
-        client_ref: m.client_ref.clone(),
-        created_at,
     }
 }

@@ -68,6 +68,27 @@ pub struct NewMessage {
     pub client_ref: Option<String>,
 }
 
+impl NewMessage {
+    /// The message as it reads once saved as `saved`.
+    pub fn stored(&self, saved: Saved) -> StoredMessage {
+        let (cmd, dst_id) = self.to.cmd_and_dst();
+        StoredMessage {
+            id: saved.id,
+            sender_id: self.sender_id,
+            cmd,
+            dst_id,
+            media: self.media,
+            content: self.content.clone(),
+            pic: self.pic.clone(),
+            url: self.url.clone(),
+            memo: self.memo.clone(),
+            amount: self.amount,
+            client_ref: self.client_ref.clone(),
+            created_at: saved.created_at,
+        }
+    }
+}
+
 /// Whether a sender may write to a recipient.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SendRight {
@@ -447,20 +468,6 @@ mod tests {
     use super::super::{NewGroup, User};
     use super::*;
 
-    fn text(from: &User, to: Peer, content: &str) -> NewMessage {
-        NewMessage {
-            sender_id: from.id,
-            to,
-            media: 1,
-            content: content.to_owned(),
-            pic: String::new(),
-            url: String::new(),
-            memo: String::new(),
-            amount: 0,
-            client_ref: None,
-        }
-    }
-
     fn with_ref(mut m: NewMessage, r: &str) -> NewMessage {
         m.client_ref = Some(r.to_owned());
         m
@@ -498,7 +505,7 @@ mod tests {
         let mut t = test_db();
         let (a, b, _) = three(&mut t);
         let batch: Vec<_> = (0..10)
-            .map(|i| text(&a, Peer::User(b.id), &format!("m{i}")))
+            .map(|i| text(a.id, Peer::User(b.id), &format!("m{i}")))
             .collect();
         let saved = t.db.save_messages(&batch, 1_000).expect("save");
         assert_eq!(saved.len(), 10);
@@ -506,7 +513,7 @@ mod tests {
         assert!(saved.iter().all(|s| s.created_at == 1_000 && !s.duplicate));
 
         let more =
-            t.db.save_messages(&[text(&a, Peer::User(b.id), "next")], 2_000)
+            t.db.save_messages(&[text(a.id, Peer::User(b.id), "next")], 2_000)
                 .expect("save");
         assert!(more[0].id > saved[9].id);
 
@@ -572,17 +579,17 @@ mod tests {
         let mut t = test_db();
         let (a, b, _) = three(&mut t);
         let first =
-            t.db.save_messages(&[with_ref(text(&a, Peer::User(b.id), "hi"), "r1")], 10)
+            t.db.save_messages(&[with_ref(text(a.id, Peer::User(b.id), "hi"), "r1")], 10)
                 .expect("save");
         assert!(!first[0].duplicate);
 
         let batch = [
-            with_ref(text(&a, Peer::User(b.id), "hi again"), "r1"), // retry of an old one
-            with_ref(text(&a, Peer::User(b.id), "new"), "r2"),
-            with_ref(text(&a, Peer::User(b.id), "new, sent twice"), "r2"), // same batch
-            text(&a, Peer::User(b.id), "no ref"),
-            text(&a, Peer::User(b.id), "no ref"), // no ref: never deduped
-            with_ref(text(&b, Peer::User(a.id), "b's r1"), "r1"), // refs are per sender
+            with_ref(text(a.id, Peer::User(b.id), "hi again"), "r1"), // retry of an old one
+            with_ref(text(a.id, Peer::User(b.id), "new"), "r2"),
+            with_ref(text(a.id, Peer::User(b.id), "new, sent twice"), "r2"), // same batch
+            text(a.id, Peer::User(b.id), "no ref"),
+            text(a.id, Peer::User(b.id), "no ref"), // no ref: never deduped
+            with_ref(text(b.id, Peer::User(a.id), "b's r1"), "r1"), // refs are per sender
         ];
         let saved = t.db.save_messages(&batch, 20).expect("save");
         let dup: Vec<_> = saved.iter().map(|s| s.duplicate).collect();
@@ -603,10 +610,10 @@ mod tests {
         let mut t = test_db();
         let (a, b, _) = three(&mut t);
         let batch = [
-            text(&a, Peer::User(b.id), "ok"),
+            text(a.id, Peer::User(b.id), "ok"),
             NewMessage {
                 sender_id: 999,
-                ..text(&a, Peer::User(b.id), "ghost")
+                ..text(a.id, Peer::User(b.id), "ghost")
             },
         ];
         let err = t.db.save_messages(&batch, 0).expect_err("no such sender");
@@ -620,11 +627,11 @@ mod tests {
         let (a, b, c) = three(&mut t);
         t.db.save_messages(
             &[
-                text(&a, Peer::User(b.id), "a→b"),
-                text(&b, Peer::User(a.id), "b→a"),
-                text(&c, Peer::User(b.id), "c→b"),
-                text(&a, Peer::User(c.id), "a→c"),
-                text(&a, Peer::User(a.id), "a→a"),
+                text(a.id, Peer::User(b.id), "a→b"),
+                text(b.id, Peer::User(a.id), "b→a"),
+                text(c.id, Peer::User(b.id), "c→b"),
+                text(a.id, Peer::User(c.id), "a→c"),
+                text(a.id, Peer::User(a.id), "a→a"),
             ],
             0,
         )
@@ -649,14 +656,14 @@ mod tests {
         let (a, b, c) = three(&mut t);
         let g = group(&mut t, &a, "g");
         let other = group(&mut t, &c, "other");
-        t.db.save_messages(&[text(&a, Peer::Group(g), "before b")], 0)
+        t.db.save_messages(&[text(a.id, Peer::Group(g), "before b")], 0)
             .expect("save");
         t.db.join_group(b.id, g, 1).expect("join");
         t.db.save_messages(
             &[
-                text(&a, Peer::Group(g), "after b"),
-                text(&c, Peer::Group(other), "elsewhere"),
-                text(&b, Peer::Group(g), "b says"),
+                text(a.id, Peer::Group(g), "after b"),
+                text(c.id, Peer::Group(other), "elsewhere"),
+                text(b.id, Peer::Group(g), "b says"),
             ],
             2,
         )
@@ -676,11 +683,11 @@ mod tests {
 
         // Leave, miss a message, rejoin: the missed one stays missed.
         t.db.leave_group(b.id, g).expect("leave");
-        t.db.save_messages(&[text(&a, Peer::Group(g), "while away")], 3)
+        t.db.save_messages(&[text(a.id, Peer::Group(g), "while away")], 3)
             .expect("save");
         assert!(t.db.messages_for(b.id, 0, 100).expect("q").is_empty());
         t.db.join_group(b.id, g, 4).expect("rejoin");
-        t.db.save_messages(&[text(&a, Peer::Group(g), "welcome back")], 5)
+        t.db.save_messages(&[text(a.id, Peer::Group(g), "welcome back")], 5)
             .expect("save");
         assert_eq!(
             contents(&t.db.messages_for(b.id, 0, 100).expect("q")),
@@ -700,12 +707,12 @@ mod tests {
         let mut expected = Vec::new();
         for i in 0..30 {
             let (m, seen) = match i % 6 {
-                0 => (text(&a, Peer::User(b.id), &format!("{i}")), true),
-                1 => (text(&b, Peer::User(c.id), &format!("{i}")), true),
-                2 => (text(&a, Peer::Group(g1), &format!("{i}")), true),
-                3 => (text(&c, Peer::Group(g2), &format!("{i}")), true),
-                4 => (text(&b, Peer::Group(g2), &format!("{i}")), true),
-                _ => (text(&a, Peer::User(c.id), &format!("{i}")), false),
+                0 => (text(a.id, Peer::User(b.id), &format!("{i}")), true),
+                1 => (text(b.id, Peer::User(c.id), &format!("{i}")), true),
+                2 => (text(a.id, Peer::Group(g1), &format!("{i}")), true),
+                3 => (text(c.id, Peer::Group(g2), &format!("{i}")), true),
+                4 => (text(b.id, Peer::Group(g2), &format!("{i}")), true),
+                _ => (text(a.id, Peer::User(c.id), &format!("{i}")), false),
             };
             t.db.save_messages(&[m], i).expect("save");
             if seen {
@@ -737,11 +744,11 @@ mod tests {
         let (a, b, c) = three(&mut t);
         for i in 0..10 {
             let m = if i % 2 == 0 {
-                text(&a, Peer::User(b.id), &format!("{i}"))
+                text(a.id, Peer::User(b.id), &format!("{i}"))
             } else {
-                text(&b, Peer::User(a.id), &format!("{i}"))
+                text(b.id, Peer::User(a.id), &format!("{i}"))
             };
-            t.db.save_messages(&[m, text(&a, Peer::User(c.id), "noise")], i)
+            t.db.save_messages(&[m, text(a.id, Peer::User(c.id), "noise")], i)
                 .expect("save");
         }
         let page1 = t.db.history(a.id, Peer::User(b.id), None, 4).expect("q");
@@ -756,7 +763,7 @@ mod tests {
         assert_eq!(contents(&page3), ["1", "0"], "same from the other side");
 
         // Talking to oneself: each message once.
-        t.db.save_messages(&[text(&c, Peer::User(c.id), "note")], 20)
+        t.db.save_messages(&[text(c.id, Peer::User(c.id), "note")], 20)
             .expect("save");
         assert_eq!(
             contents(&t.db.history(c.id, Peer::User(c.id), None, 10).expect("q")),
@@ -769,11 +776,11 @@ mod tests {
         let mut t = test_db();
         let (a, b, c) = three(&mut t);
         let g = group(&mut t, &a, "g");
-        t.db.save_messages(&[text(&a, Peer::Group(g), "old")], 0)
+        t.db.save_messages(&[text(a.id, Peer::Group(g), "old")], 0)
             .expect("save");
         t.db.join_group(b.id, g, 1).expect("join");
         for i in 0..5 {
-            t.db.save_messages(&[text(&a, Peer::Group(g), &format!("{i}"))], i)
+            t.db.save_messages(&[text(a.id, Peer::Group(g), &format!("{i}"))], i)
                 .expect("save");
         }
         let page1 = t.db.history(b.id, Peer::Group(g), None, 3).expect("q");
@@ -800,10 +807,10 @@ mod tests {
         let mut t = test_db();
         let (a, b, _) = three(&mut t);
         let g = group(&mut t, &a, "g");
-        t.db.save_messages(&[text(&a, Peer::User(b.id), "keep")], 0)
+        t.db.save_messages(&[text(a.id, Peer::User(b.id), "keep")], 0)
             .expect("save");
         let last =
-            t.db.save_messages(&[text(&a, Peer::Group(g), "gone")], 0)
+            t.db.save_messages(&[text(a.id, Peer::Group(g), "gone")], 0)
                 .expect("save")[0]
                 .id;
         t.db.leave_group(a.id, g).expect("delete group");
@@ -812,7 +819,7 @@ mod tests {
             ["keep"]
         );
         let next =
-            t.db.save_messages(&[text(&a, Peer::User(b.id), "next")], 0)
+            t.db.save_messages(&[text(a.id, Peer::User(b.id), "next")], 0)
                 .expect("save")[0]
                 .id;
         assert!(next > last, "AUTOINCREMENT never reuses {last}");

@@ -229,6 +229,21 @@ pub(crate) mod testutil {
         TestDb { db, dir }
     }
 
+    /// A one-to-one or group text message with no client reference.
+    pub fn text(from: i64, to: Peer, content: &str) -> NewMessage {
+        NewMessage {
+            sender_id: from,
+            to,
+            media: 1,
+            content: content.to_owned(),
+            pic: String::new(),
+            url: String::new(),
+            memo: String::new(),
+            amount: 0,
+            client_ref: None,
+        }
+    }
+
     /// Creates a user with mobile `mobile` (and a dummy password hash), at time `now`.
     pub fn user(db: &mut Db, mobile: &str, now: i64) -> User {
         db.create_user(
