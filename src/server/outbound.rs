@@ -36,6 +36,10 @@ pub struct Outbound {
     chunks: VecDeque<Chunk>,
     /// Bytes of the front chunk already written.
     front_written: usize,
+    /// Bytes in every chunk but the last, which callers may still append to: the
+    /// queue's length is asked after every delivery, so it must not walk a queue
+    /// of many shared frames.
+    sealed: usize,
 }
 
 /// What a flush achieved.
@@ -53,7 +57,7 @@ impl Outbound {
         let reusable =
             matches!(self.chunks.back(), Some(Chunk::Owned(v)) if v.len() < APPEND_LIMIT);
         if !reusable {
-            self.chunks.push_back(Chunk::Owned(Vec::new()));
+            self.push(Chunk::Owned(Vec::new()));
         }
         match self.chunks.back_mut() {
             Some(Chunk::Owned(v)) => v,
@@ -63,22 +67,41 @@ impl Outbound {
 
     /// Queues a buffer as it is (a large payload we own), without copying it.
     pub fn push_owned(&mut self, bytes: Vec<u8>) {
-        self.chunks.push_back(Chunk::Owned(bytes));
+        self.push(Chunk::Owned(bytes));
     }
 
     /// Queues an encoded frame shared with other connections.
     pub fn push_shared(&mut self, frame: Rc<[u8]>) {
-        self.chunks.push_back(Chunk::Shared(frame));
+        self.push(Chunk::Shared(frame));
+    }
+
+    fn push(&mut self, chunk: Chunk) {
+        if let Some(last) = self.chunks.back() {
+            self.sealed += last.bytes().len();
+        }
+        self.chunks.push_back(chunk);
     }
 
     /// Bytes waiting to be written.
     pub fn len(&self) -> usize {
-        self.chunks.iter().map(|c| c.bytes().len()).sum::<usize>() - self.front_written
+        let last = self.chunks.back().map_or(0, |c| c.bytes().len());
+        self.sealed + last - self.front_written
     }
 
     /// Whether nothing waits.
     pub fn is_empty(&self) -> bool {
-        self.chunks.iter().all(|c| c.bytes().is_empty())
+        self.len() == 0
+    }
+
+    /// Drops the front chunk, which has been written.
+    fn pop_front(&mut self) {
+        if self.chunks.len() > 1 {
+            if let Some(front) = self.chunks.front() {
+                self.sealed -= front.bytes().len();
+            }
+        }
+        self.chunks.pop_front();
+        self.front_written = 0;
     }
 
     /// Writes as much as the socket takes, in as few calls as it allows.
@@ -89,8 +112,7 @@ impl Outbound {
                 .front()
                 .is_some_and(|c| c.bytes().len() == self.front_written)
             {
-                self.chunks.pop_front();
-                self.front_written = 0;
+                self.pop_front();
             }
             if self.chunks.is_empty() {
                 // Give the ring back: idle connections keep no heap memory.
@@ -129,8 +151,7 @@ impl Outbound {
                 return;
             }
             n -= left;
-            self.chunks.pop_front();
-            self.front_written = 0;
+            self.pop_front();
         }
     }
 }
@@ -161,6 +182,39 @@ mod tests {
         }
     }
 
+    fn naive_len(q: &Outbound) -> usize {
+        q.chunks.iter().map(|c| c.bytes().len()).sum::<usize>() - q.front_written
+    }
+
+    #[test]
+    fn the_count_follows_appends_pushes_and_partial_writes() {
+        let mut q = Outbound::default();
+        let mut sock = Trickle {
+            written: Vec::new(),
+            cap: 7,
+            budget: 0,
+        };
+        for round in 0..50usize {
+            match round % 3 {
+                0 => q.tail().extend_from_slice(&vec![1; round]),
+                1 => q.push_shared(Rc::from(vec![2; round])),
+                _ => q.push_owned(vec![3; round * 10]),
+            }
+            q.tail().push(4);
+            assert_eq!(q.len(), naive_len(&q), "round {round}");
+            sock.budget = round * 5;
+            q.flush_to(&mut sock).expect("no error");
+            assert_eq!(
+                q.len(),
+                naive_len(&q),
+                "round {round} after a partial write"
+            );
+        }
+        sock.budget = usize::MAX;
+        q.flush_to(&mut sock).expect("no error");
+        assert_eq!((q.len(), q.sealed), (0, 0));
+    }
+
     #[test]
     fn partial_writes_keep_order_and_count() {
         let mut q = Outbound::default();
@@ -168,6 +222,7 @@ mod tests {
         q.push_shared(Rc::from(&b"shared "[..]));
         q.tail().extend_from_slice(b"world");
         assert_eq!(q.len(), 18);
+        assert_eq!(q.len(), naive_len(&q));
         let mut sock = Trickle {
             written: Vec::new(),
             cap: 4,
@@ -175,6 +230,7 @@ mod tests {
         };
         assert_eq!(q.flush_to(&mut sock).expect("no error"), Flushed::Blocked);
         assert_eq!(q.len(), 8);
+        assert_eq!(q.len(), naive_len(&q));
         sock.budget = 100;
         assert_eq!(q.flush_to(&mut sock).expect("no error"), Flushed::All);
         assert_eq!(sock.written, b"hello shared world");
