@@ -218,15 +218,14 @@ fn route_file(head: &RequestHead<'_>, config: &Config) -> Routed {
     };
     if let Ok(name) = path.strip_prefix("resource") {
         let name = name.to_str().unwrap_or("");
-        let (Some(kind), Some(file)) = (resource::parse_name(name), config_resource(config, name))
-        else {
+        let Some(kind) = resource::parse_name(name) else {
             return Routed::Reply {
                 response: error_reply(Status::NotFound, "no such image", keep_alive),
                 keep_alive,
             };
         };
         return Routed::ReadFile(FileRequest {
-            path: file,
+            path: config.resource_dir.join(name),
             etag: Some(format!("\"{}\"", &name[..32])),
             content_type: kind.content_type(),
             caching: Caching::Immutable,
@@ -254,10 +253,6 @@ fn route_file(head: &RequestHead<'_>, config: &Config) -> Routed {
         response,
         keep_alive,
     }
-}
-
-fn config_resource(config: &Config, name: &str) -> Option<PathBuf> {
-    resource::parse_name(name).map(|_| config.resource_dir.join(name))
 }
 
 /// The body length a request announces, or the response refusing it: chunked
