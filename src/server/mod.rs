@@ -634,17 +634,18 @@ impl Server {
         };
         // Encoded once, shared by every recipient's queue.
         let frame: Rc<[u8]> = Rc::from(frame);
-        let mut recipients: Vec<usize> = match to {
+        let recipients: Vec<usize> = match to {
             Peer::User(peer) => {
                 let mut r = self.index.conns_of(peer).to_vec();
-                // The sender's other devices see what it sent.
-                r.extend_from_slice(self.index.conns_of(c.sender));
+                // The sender's other devices see what it sent (once, if it wrote to itself).
+                if peer != c.sender {
+                    r.extend_from_slice(self.index.conns_of(c.sender));
+                }
                 r
             }
+            // The index holds each member connection once.
             Peer::Group(group) => self.index.group_conns(group).to_vec(),
         };
-        recipients.sort_unstable();
-        recipients.dedup();
         for key in recipients {
             if key == c.conn.key {
                 continue;
