@@ -28,4 +28,6 @@ pub mod resource;
 pub mod secret;
 pub mod server;
 pub mod store;
+/// Login and registration throttling per address and per account, sans-IO (the caller passes the time).
+pub mod throttle;
 pub mod ws;
