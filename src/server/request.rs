@@ -109,7 +109,8 @@ pub fn route(head: &RequestHead<'_>, config: &Config) -> Routed {
         _ => return route_file(head, config, body_len),
     };
     // What follows an upgrade request's head is WebSocket frames: a declared body
-    // would be read as frames here but skipped by anyone honouring the length.
+    // would be read as frames here but skipped as a body by anyone honouring the
+    // length (RFC 9112 §6.3), so it is refused and the connection closed.
     if body_len > 0 {
         return no_body_refusal();
     }
@@ -223,9 +224,9 @@ fn route_file(head: &RequestHead<'_>, config: &Config, body_len: usize) -> Route
         "HEAD" => true,
         _ => return method_not_allowed("GET, HEAD"),
     };
-    // Files take no body. Skipping a declared one and reading on would trust the
-    // length; reading it as the next request would not (a smuggling shape). So
-    // the request is refused and the connection closed either way.
+    // Files take no body, but a declared one still frames the message (RFC 9112
+    // §6.3). Reading it as the next request is the smuggling shape; skipping it
+    // would bet that every parser in front counted it the same. Refuse and close.
     if body_len > 0 {
         return no_body_refusal();
     }
