@@ -5,5 +5,5 @@ pub mod multipart;
 mod request;
 mod response;
 
-pub use request::{HeadError, RequestHead, parse_head};
+pub use request::{FramingError, HeadError, RequestHead, body_framing, parse_head};
 pub use response::{Status, write_response, write_response_head};

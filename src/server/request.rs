@@ -7,7 +7,7 @@ use super::conn::Endpoint;
 use crate::api::{self, SESSION_COOKIE};
 use crate::config::{self, Config};
 use crate::files::{self, Caching};
-use crate::http::{self, RequestHead, Status};
+use crate::http::{self, FramingError, RequestHead, Status};
 use crate::resource;
 use crate::ws::handshake;
 
@@ -84,14 +84,21 @@ pub struct FileRequest {
 
 /// Routes a request head.
 pub fn route(head: &RequestHead<'_>, config: &Config) -> Routed {
+    // Framing first, for every route (RFC 9112 §6.3): when the body's length is in
+    // doubt, so is where the next request starts, so the only safe answer is a
+    // refusal and the end of the connection.
+    let body_len = match http::body_framing(head) {
+        Ok(n) => n,
+        Err(e) => return framing_refusal(e),
+    };
     let path = head.path();
     if let Some(route) = api::Route::from_path(path) {
-        return route_api(head, route);
+        return route_api(head, route, body_len);
     }
     let endpoint_needs_auth = match path {
         "/echo" if config.echo => false,
         "/chat" => true,
-        "/attach/upload" => return route_upload(head, config),
+        "/attach/upload" => return route_upload(head, config, body_len),
         // A WebSocket handshake for a path without an endpoint ends the connection.
         _ if handshake::is_upgrade(head) => {
             return Routed::Respond(error_response(
@@ -99,8 +106,14 @@ pub fn route(head: &RequestHead<'_>, config: &Config) -> Routed {
                 "no WebSocket endpoint here",
             ));
         }
-        _ => return route_file(head, config),
+        _ => return route_file(head, config, body_len),
     };
+    // What follows an upgrade request's head is WebSocket frames: a declared body
+    // would be read as frames here but skipped as a body by anyone honouring the
+    // length (RFC 9112 §6.3), so it is refused and the connection closed.
+    if body_len > 0 {
+        return no_body_refusal();
+    }
     let accept = match handshake::validate(head) {
         Ok(accept) => accept,
         Err(e) => {
@@ -148,7 +161,7 @@ pub fn route(head: &RequestHead<'_>, config: &Config) -> Routed {
     }
 }
 
-fn route_api(head: &RequestHead<'_>, route: api::Route) -> Routed {
+fn route_api(head: &RequestHead<'_>, route: api::Route, body_len: usize) -> Routed {
     if !route.allows(head.method) {
         return method_not_allowed(if route.allows("GET") {
             "GET, POST"
@@ -156,7 +169,7 @@ fn route_api(head: &RequestHead<'_>, route: api::Route) -> Routed {
             "POST"
         });
     }
-    let content_length = match body_length(head, config::MAX_API_BODY, "64 KiB") {
+    let content_length = match within_limit(body_len, config::MAX_API_BODY, "64 KiB") {
         Ok(n) => n,
         Err(refusal) => return refusal,
     };
@@ -177,7 +190,7 @@ fn route_api(head: &RequestHead<'_>, route: api::Route) -> Routed {
     }
 }
 
-fn route_upload(head: &RequestHead<'_>, config: &Config) -> Routed {
+fn route_upload(head: &RequestHead<'_>, config: &Config, body_len: usize) -> Routed {
     if head.method != "POST" {
         return method_not_allowed("POST");
     }
@@ -192,7 +205,7 @@ fn route_upload(head: &RequestHead<'_>, config: &Config) -> Routed {
         ));
     }
     let limit = config.max_upload + config::UPLOAD_FRAMING;
-    let content_length = match body_length(head, limit, "the upload limit") {
+    let content_length = match within_limit(body_len, limit, "the upload limit") {
         Ok(n) => n,
         Err(refusal) => return refusal,
     };
@@ -205,12 +218,18 @@ fn route_upload(head: &RequestHead<'_>, config: &Config) -> Routed {
 }
 
 /// Web client files and uploaded images, for `GET` and `HEAD`.
-fn route_file(head: &RequestHead<'_>, config: &Config) -> Routed {
+fn route_file(head: &RequestHead<'_>, config: &Config, body_len: usize) -> Routed {
     let head_only = match head.method {
         "GET" => false,
         "HEAD" => true,
         _ => return method_not_allowed("GET, HEAD"),
     };
+    // Files take no body, but a declared one still frames the message (RFC 9112
+    // §6.3). Reading it as the next request is the smuggling shape; skipping it
+    // would bet that every parser in front counted it the same. Refuse and close.
+    if body_len > 0 {
+        return no_body_refusal();
+    }
     let keep_alive = keep_alive(head);
     let if_none_match = header_text(head, "if-none-match").map(str::to_owned);
     let Some(path) = files::safe_path(head.path()) else {
@@ -255,25 +274,30 @@ fn route_file(head: &RequestHead<'_>, config: &Config) -> Routed {
     }
 }
 
-/// The body length a request announces, or the response refusing it: chunked
-/// bodies get 411, lengths over `limit` 413 (before any of the body is read).
-fn body_length(head: &RequestHead<'_>, limit: usize, limit_name: &str) -> Result<usize, Routed> {
-    if head.header("transfer-encoding").is_some() {
-        return Err(Routed::Respond(error_response(
+/// The refusal of a request whose body framing is in doubt: answer, then close
+/// (RFC 9112 §6.3 items 3 and 5).
+fn framing_refusal(e: FramingError) -> Routed {
+    let (status, msg) = match e {
+        FramingError::TransferEncoding => (
             Status::LengthRequired,
             "send the body with a Content-Length",
-        )));
-    }
-    let length = match header_text(head, "content-length").map(|v| v.trim().parse::<usize>()) {
-        None => 0,
-        Some(Ok(n)) => n,
-        Some(Err(_)) => {
-            return Err(Routed::Respond(error_response(
-                Status::BadRequest,
-                "invalid Content-Length",
-            )));
-        }
+        ),
+        FramingError::InvalidLength => (Status::BadRequest, "invalid Content-Length"),
+        FramingError::DuplicateLength => (Status::BadRequest, "conflicting Content-Length values"),
     };
+    Routed::Respond(error_response(status, msg))
+}
+
+/// The refusal of a body sent to a route that takes none.
+fn no_body_refusal() -> Routed {
+    Routed::Respond(error_response(
+        Status::BadRequest,
+        "this route takes no request body",
+    ))
+}
+
+/// The body length, or 413 when it is over `limit` (before any of the body is read).
+fn within_limit(length: usize, limit: usize, limit_name: &str) -> Result<usize, Routed> {
     if length > limit {
         return Err(Routed::Respond(error_response(
             Status::PayloadTooLarge,
@@ -461,5 +485,119 @@ mod tests {
             routed("Origin: http://evil.example\r\n", "/echo"),
             Routed::Upgrade { .. }
         ));
+    }
+
+    fn routed_raw(req: &str) -> Routed {
+        let head = parse_head(req.as_bytes(), 8192)
+            .expect("valid")
+            .expect("complete");
+        route(&head, &Config::default())
+    }
+
+    /// Status and `msg` of a refusal that closes the connection.
+    fn refusal(r: &Routed) -> Option<(u16, String)> {
+        let Routed::Respond(bytes) = r else {
+            return None;
+        };
+        let text = String::from_utf8_lossy(bytes);
+        let (head, body) = text.split_once("\r\n\r\n").expect("a head");
+        assert!(head.contains("\r\nConnection: close\r\n"), "{head}");
+        let json: serde_json::Value = serde_json::from_str(body).expect("a JSON envelope");
+        let code = json["code"].as_u64().expect("code") as u16;
+        assert_eq!(head[9..12].parse::<u16>().ok(), Some(code), "{text}");
+        Some((code, json["msg"].as_str().expect("msg").to_owned()))
+    }
+
+    const UPGRADE: &str = "Host: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+        Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n";
+
+    const FORM: &str = "Content-Type: application/x-www-form-urlencoded\r\n";
+    const MULTIPART: &str =
+        "Cookie: fastim_token=abc\r\nContent-Type: multipart/form-data; boundary=b\r\n";
+
+    #[test]
+    fn framing_is_refused_on_every_route() {
+        const TE: &str = "send the body with a Content-Length";
+        const INVALID: &str = "invalid Content-Length";
+        const CONFLICT: &str = "conflicting Content-Length values";
+        const NO_BODY: &str = "this route takes no request body";
+        const CHUNKED: &str = "Transfer-Encoding: chunked";
+        // (request line, headers, last headers, status, msg); one row a line.
+        #[rustfmt::skip]
+        let cases = [
+            // Transfer-Encoding, on any route, before any route's own checks.
+            ("GET /", "", CHUNKED, 411, TE),
+            ("HEAD /resource/x.png", "", CHUNKED, 411, TE),
+            ("GET /echo", UPGRADE, CHUNKED, 411, TE),
+            ("GET /chat?token=abc", UPGRADE, CHUNKED, 411, TE),
+            ("POST /user/login", FORM, CHUNKED, 411, TE),
+            ("POST /user/login", FORM, "Content-Length: 5\r\nTransfer-Encoding: chunked", 411, TE),
+            ("PUT /user/login", "", CHUNKED, 411, TE),
+            ("POST /attach/upload", MULTIPART, CHUNKED, 411, TE),
+            // Content-Length values that are not one number.
+            ("POST /user/login", FORM, "Content-Length: +2", 400, INVALID),
+            ("POST /user/login", FORM, "Content-Length: 1 2", 400, INVALID),
+            ("POST /user/login", FORM, "Content-Length: 5, 6", 400, CONFLICT),
+            ("POST /user/login", FORM, "Content-Length: 5\r\nContent-Length: 6", 400, CONFLICT),
+            ("POST /attach/upload", MULTIPART, "Content-Length: 5\r\nContent-Length: 50", 400, CONFLICT),
+            ("GET /", "", "Content-Length: -1", 400, INVALID),
+            // A body to a route that takes none.
+            ("GET /", "Host: a\r\n", "Content-Length: 20", 400, NO_BODY),
+            ("HEAD /index.html", "", "Content-Length: 1", 400, NO_BODY),
+            ("GET /nowhere", "", "Content-Length: 5", 400, NO_BODY),
+            ("GET /resource/x.png", "", "Content-Length: 5", 400, NO_BODY),
+            ("GET /echo", UPGRADE, "Content-Length: 5", 400, NO_BODY),
+            ("GET /chat?token=abc", UPGRADE, "Content-Length: 5", 400, NO_BODY),
+            // What was refused before still is, for the same reason.
+            ("POST /index.html", "", "Content-Length: 5", 405, "use GET, HEAD"),
+            ("POST /user/login", FORM, "Content-Length: 100000", 413, "the request body is larger than 64 KiB"),
+        ];
+        for (line, headers, last, code, msg) in cases {
+            let req = format!("{line} HTTP/1.1\r\n{headers}{last}\r\n\r\n");
+            assert_eq!(
+                refusal(&routed_raw(&req)),
+                Some((code, msg.to_owned())),
+                "{req}"
+            );
+        }
+    }
+
+    #[test]
+    fn consistent_framing_is_routed_as_before() {
+        for lengths in [
+            "Content-Length: 5\r\n",
+            "Content-Length: 5, 5\r\nContent-Length: 5\r\n",
+        ] {
+            let req = format!("POST /user/login HTTP/1.1\r\n{FORM}{lengths}\r\n");
+            assert!(
+                matches!(
+                    routed_raw(&req),
+                    Routed::Api {
+                        content_length: 5,
+                        ..
+                    }
+                ),
+                "{req}"
+            );
+        }
+        // No body, declared or not, on files and upgrades.
+        for req in [
+            "GET / HTTP/1.1\r\nHost: a\r\n\r\n".to_owned(),
+            "GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n".to_owned(),
+            "GET /nowhere HTTP/1.1\r\nContent-Length: 0\r\n\r\n".to_owned(),
+        ] {
+            assert!(
+                matches!(
+                    routed_raw(&req),
+                    Routed::Reply {
+                        keep_alive: true,
+                        ..
+                    }
+                ),
+                "{req}"
+            );
+        }
+        let req = format!("GET /echo HTTP/1.1\r\n{UPGRADE}Content-Length: 0\r\n\r\n");
+        assert!(matches!(routed_raw(&req), Routed::Upgrade { .. }), "{req}");
     }
 }
