@@ -38,7 +38,7 @@ pub fn commit_batch(db: &mut Db, batch: &[NewMessage], now_ms: i64) -> Vec<Outco
 }
 
 /// What the sender is told when it may not send.
-fn refusal(right: SendRight) -> Outcome {
+pub fn refusal(right: SendRight) -> Outcome {
     let (code, msg) = match right {
         SendRight::NotFriends => (403, "you can only message your friends"),
         SendRight::NotMember => (403, "you are not a member of this group"),

@@ -7,6 +7,8 @@
 
 use std::collections::{HashMap, HashSet};
 
+use crate::store::{Peer, SendRight};
+
 /// A connection, as the server names it (its slab key).
 pub type ConnKey = usize;
 
@@ -19,6 +21,10 @@ pub struct ChatIndex {
     conns_of: HashMap<i64, Vec<ConnKey>>,
     /// Online connections of each group's members.
     group_conns: HashMap<i64, Vec<ConnKey>>,
+    /// Members of each existing group (a group with no member is deleted).
+    group_sizes: HashMap<i64, u32>,
+    /// Friends of each user (friendship is mutual: both directions are held).
+    friends_of: HashMap<i64, HashSet<i64>>,
 }
 
 impl ChatIndex {
@@ -26,9 +32,47 @@ impl ChatIndex {
     pub fn new(memberships: impl IntoIterator<Item = (i64, i64)>) -> Self {
         let mut index = ChatIndex::default();
         for (group, user) in memberships {
-            index.groups_of.entry(user).or_default().insert(group);
+            if index.groups_of.entry(user).or_default().insert(group) {
+                *index.group_sizes.entry(group).or_default() += 1;
+            }
         }
         index
+    }
+
+    /// Adds these friendships (each pair in either or both directions).
+    pub fn with_friends(mut self, pairs: impl IntoIterator<Item = (i64, i64)>) -> Self {
+        for (a, b) in pairs {
+            self.befriended(a, b);
+        }
+        self
+    }
+
+    /// `a` and `b` became friends.
+    pub fn befriended(&mut self, a: i64, b: i64) {
+        self.friends_of.entry(a).or_default().insert(b);
+        self.friends_of.entry(b).or_default().insert(a);
+    }
+
+    /// May `user` send to `to`? The same rules as the writer's check inside its
+    /// transaction, from memory, so that refused messages never reach the writer.
+    pub fn right(&self, user: i64, to: Peer) -> SendRight {
+        match to {
+            Peer::User(peer)
+                if peer == user
+                    || self
+                        .friends_of
+                        .get(&user)
+                        .is_some_and(|f| f.contains(&peer)) =>
+            {
+                SendRight::Allowed
+            }
+            Peer::User(_) => SendRight::NotFriends,
+            Peer::Group(g) if self.groups_of.get(&user).is_some_and(|gs| gs.contains(&g)) => {
+                SendRight::Allowed
+            }
+            Peer::Group(g) if self.group_sizes.contains_key(&g) => SendRight::NotMember,
+            Peer::Group(_) => SendRight::NoSuchGroup,
+        }
     }
 
     /// A user's connection came online.
@@ -52,6 +96,7 @@ impl ChatIndex {
         if !self.groups_of.entry(user).or_default().insert(group) {
             return;
         }
+        *self.group_sizes.entry(group).or_default() += 1;
         if let Some(conns) = self.conns_of.get(&user) {
             self.group_conns
                 .entry(group)
@@ -62,8 +107,17 @@ impl ChatIndex {
 
     /// `user` left `group`: delivery to them stops.
     pub fn left(&mut self, user: i64, group: i64) {
-        if let Some(groups) = self.groups_of.get_mut(&user) {
-            groups.remove(&group);
+        if self
+            .groups_of
+            .get_mut(&user)
+            .is_some_and(|groups| groups.remove(&group))
+        {
+            if let Some(size) = self.group_sizes.get_mut(&group) {
+                *size -= 1;
+                if *size == 0 {
+                    self.group_sizes.remove(&group);
+                }
+            }
         }
         for conn in self.conns_of.get(&user).into_iter().flatten() {
             remove_from(&mut self.group_conns, group, *conn);
@@ -73,6 +127,7 @@ impl ChatIndex {
     /// `group` no longer exists.
     pub fn group_deleted(&mut self, group: i64) {
         self.group_conns.remove(&group);
+        self.group_sizes.remove(&group);
         for groups in self.groups_of.values_mut() {
             groups.remove(&group);
         }
@@ -130,5 +185,28 @@ mod tests {
         index.disconnect(1, 11);
         index.disconnect(2, 21);
         assert!(index.conns_of.is_empty() && index.group_conns.is_empty());
+    }
+
+    #[test]
+    fn send_rights_follow_friendships_and_memberships() {
+        let mut index = ChatIndex::new([(100, 1), (100, 2)]).with_friends([(1, 2)]);
+        assert_eq!(index.right(1, Peer::User(2)), SendRight::Allowed);
+        assert_eq!(index.right(2, Peer::User(1)), SendRight::Allowed);
+        assert_eq!(index.right(1, Peer::User(1)), SendRight::Allowed);
+        assert_eq!(index.right(1, Peer::User(3)), SendRight::NotFriends);
+        assert_eq!(index.right(1, Peer::Group(100)), SendRight::Allowed);
+        assert_eq!(index.right(3, Peer::Group(100)), SendRight::NotMember);
+        assert_eq!(index.right(3, Peer::Group(999)), SendRight::NoSuchGroup);
+        index.befriended(3, 1);
+        assert_eq!(index.right(1, Peer::User(3)), SendRight::Allowed);
+        index.joined(3, 100);
+        assert_eq!(index.right(3, Peer::Group(100)), SendRight::Allowed);
+        index.left(1, 100);
+        index.left(2, 100);
+        index.left(3, 100);
+        assert_eq!(index.right(3, Peer::Group(100)), SendRight::NoSuchGroup);
+        index.joined(1, 200);
+        index.group_deleted(200);
+        assert_eq!(index.right(1, Peer::Group(200)), SendRight::NoSuchGroup);
     }
 }

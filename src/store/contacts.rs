@@ -54,6 +54,19 @@ impl Db {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
+    /// Every friendship once, as `(smaller id, larger id)`: for the server's in-memory
+    /// send-rights index at start-up.
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`] only.
+    pub fn all_friendships(&self) -> Result<Vec<(i64, i64)>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT user_id, friend_id FROM friends WHERE user_id < friend_id")?;
+        let rows = stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     /// Whether `a` and `b` are friends.
     ///
     /// # Errors
