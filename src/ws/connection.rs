@@ -34,9 +34,10 @@ pub enum Role {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
     /// Largest payload of a single frame.
-    pub max_frame: u64,
-    /// Largest message, all fragments together (inclusive).
-    pub max_message: u64,
+    pub max_frame: u32,
+    /// Largest message, all fragments together (inclusive). 32 bits keep an idle
+    /// connection small; no endpoint takes messages of gigabytes.
+    pub max_message: u32,
 }
 
 /// A complete data message.
@@ -103,9 +104,14 @@ enum Assembly {
 }
 
 /// Most buffer space reserved from a frame header's length before the payload
-/// arrives: large frames get one allocation, yet a header alone cannot make us
-/// allocate more than this.
-const MAX_RESERVE_AHEAD: u64 = 4 * 1024 * 1024;
+/// arrives. Beyond it the buffer grows as bytes actually arrive: a header alone,
+/// which costs the peer 14 bytes, cannot make us hold more than this.
+const MAX_RESERVE_AHEAD: u64 = 64 * 1024;
+
+/// Empty non-final data frames in a row that a message may carry. Each costs the
+/// peer two bytes and us a turn of parsing, and brings the message no closer to its
+/// end; a handful is legal and harmless (§5.4), a stream of them is a stall.
+pub const MAX_EMPTY_FRAGMENTS: u16 = 64;
 
 /// The receiving side and closing handshake of one WebSocket connection.
 #[derive(Debug)]
@@ -115,6 +121,8 @@ pub struct Connection {
     phase: Phase,
     reading: Reading,
     assembly: Assembly,
+    /// Empty non-final data frames since the last one that carried bytes.
+    empty_fragments: u16,
     message: Vec<u8>,
 }
 
@@ -127,6 +135,7 @@ impl Connection {
             phase: Phase::Open,
             reading: Reading::Header,
             assembly: Assembly::Idle,
+            empty_fragments: 0,
             message: Vec::new(),
         }
     }
@@ -134,6 +143,24 @@ impl Connection {
     /// Where the closing handshake stands.
     pub fn phase(&self) -> Phase {
         self.phase
+    }
+
+    /// Whether a frame or a fragmented message has started and not ended: the
+    /// caller holds the peer to a progress deadline meanwhile.
+    pub fn mid_message(&self) -> bool {
+        self.reading != Reading::Header
+            || matches!(self.assembly, Assembly::Text(_) | Assembly::Binary)
+    }
+
+    /// How much of the message in progress has arrived: it grows with every payload
+    /// byte, so a caller can tell a stalled message from a slow one.
+    pub fn message_progress(&self) -> u64 {
+        let remaining = match self.reading {
+            Reading::Payload { remaining, .. } => remaining,
+            Reading::Header => 0,
+        };
+        // Remaining bytes fall as payload arrives; gathered ones grow.
+        (self.message.len() as u64).wrapping_sub(remaining)
     }
 
     /// The endpoint limits this connection enforces.
@@ -235,6 +262,16 @@ impl Connection {
             return Ok((0, None));
         };
         self.check_header(&header)?;
+        if !header.opcode.is_control() {
+            if header.payload_len == 0 && !header.fin {
+                self.empty_fragments += 1;
+                if self.empty_fragments > MAX_EMPTY_FRAGMENTS {
+                    return Err(ProtocolError::EmptyFragments);
+                }
+            } else {
+                self.empty_fragments = 0;
+            }
+        }
         let key = header.mask.unwrap_or([0; 4]);
         let available = (input.len() - header_len) as u64;
 
@@ -270,8 +307,10 @@ impl Connection {
             OpCode::Binary => self.assembly = Assembly::Binary,
             _ => {}
         }
+        let ahead = header.payload_len.min(MAX_RESERVE_AHEAD) as usize;
         self.message
-            .reserve(header.payload_len.min(MAX_RESERVE_AHEAD) as usize);
+            .try_reserve(ahead)
+            .map_err(|_| ProtocolError::NoMemory)?;
         let (consumed, event) = self.continue_payload(
             &mut input[header_len..],
             header.payload_len,
@@ -291,6 +330,11 @@ impl Connection {
     ) -> Result<(usize, Option<Event<'a>>), ProtocolError> {
         let n = remaining.min(input.len() as u64) as usize;
         let start = self.message.len();
+        // Grown by what arrived, never by what was declared; a failed allocation
+        // closes this connection instead of aborting the process.
+        self.message
+            .try_reserve(n)
+            .map_err(|_| ProtocolError::NoMemory)?;
         self.message.extend_from_slice(&input[..n]);
         apply_mask(&mut self.message[start..], key);
         if let Assembly::Text(validator) = &mut self.assembly {
@@ -351,7 +395,7 @@ impl Connection {
             }
             _ => {}
         }
-        if header.payload_len > self.limits.max_frame {
+        if header.payload_len > u64::from(self.limits.max_frame) {
             return Err(ProtocolError::FrameTooLarge);
         }
         let gathered = if in_message {
@@ -359,7 +403,7 @@ impl Connection {
         } else {
             0
         };
-        if header.payload_len > self.limits.max_message.saturating_sub(gathered) {
+        if header.payload_len > u64::from(self.limits.max_message).saturating_sub(gathered) {
             return Err(ProtocolError::MessageTooLarge);
         }
         Ok(())

@@ -38,6 +38,12 @@ pub enum ProtocolError {
     FrameTooLarge,
     /// A message longer than the endpoint's message limit.
     MessageTooLarge,
+    /// More than [`super::connection::MAX_EMPTY_FRAGMENTS`] empty non-final frames in
+    /// a row: a message that never gets closer to its end (our policy, not §5.4's).
+    EmptyFragments,
+    /// Not the peer's fault: memory for its message could not be had. The connection
+    /// is closed with 1011 instead of the process aborting.
+    NoMemory,
 }
 
 impl ProtocolError {
@@ -48,6 +54,8 @@ impl ProtocolError {
             ProtocolError::FrameTooLarge | ProtocolError::MessageTooLarge => {
                 CloseCode::MESSAGE_TOO_BIG
             }
+            ProtocolError::EmptyFragments => CloseCode::POLICY_VIOLATION,
+            ProtocolError::NoMemory => CloseCode::INTERNAL_ERROR,
             _ => CloseCode::PROTOCOL_ERROR,
         }
     }
@@ -74,6 +82,8 @@ impl fmt::Display for ProtocolError {
             ProtocolError::CloseTooShort => f.write_str("one-byte close payload"),
             ProtocolError::FrameTooLarge => f.write_str("frame over the size limit"),
             ProtocolError::MessageTooLarge => f.write_str("message over the size limit"),
+            ProtocolError::EmptyFragments => f.write_str("too many empty fragments in a row"),
+            ProtocolError::NoMemory => f.write_str("server out of memory for this message"),
         }
     }
 }
