@@ -59,6 +59,44 @@ pub const LISTEN_BACKLOG: i32 = 4096;
 /// Default cap on simultaneous connections.
 pub const MAX_CONNECTIONS: usize = 100_000;
 
+/// Default cap on connections from one client address that are not authenticated
+/// chat sockets (HTTP requests and `/echo`); 0 means no cap.
+pub const MAX_UNAUTHENTICATED_PER_ADDRESS: usize = 256;
+
+/// Chat messages a connection may have sent that are not acknowledged yet; at the
+/// cap its socket is not read until an ack goes out.
+pub const MAX_IN_FLIGHT: usize = 256;
+
+/// Chat messages waiting for the writer across all connections; beyond it a
+/// message is refused at once with a 503 error (the client sends it again).
+pub const MAX_WRITER_BACKLOG: usize = 16 * 1024;
+
+/// How long an `/echo` socket may stay silent before it is closed with 1001.
+pub const ECHO_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long a started frame or fragmented message may go without new bytes.
+pub const FRAME_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The slowest an upload body may arrive on average: a body of `n` bytes must be
+/// complete within the handshake timeout plus `n / MIN_BODY_RATE` seconds.
+pub const MIN_BODY_RATE: u64 = 4 * 1024;
+
+/// Uploads whose bodies may be read at once; the next one gets 503.
+pub const MAX_CONCURRENT_UPLOADS: usize = 32;
+
+/// Response bytes that may wait for a client before its next pipelined request is
+/// read: beyond it the connection is not read until the client takes its replies.
+pub const HTTP_OUTPUT_BUDGET: usize = 64 * 1024;
+
+/// Jobs that may wait for the API workers (API calls, files, token checks, sync).
+pub const API_QUEUE: usize = 256;
+
+/// Jobs that may wait for the password-hashing worker (login, register).
+pub const HASH_QUEUE: usize = 32;
+
+/// Seconds a client is told to wait in `Retry-After` when the server is busy.
+pub const BUSY_RETRY_AFTER_SECS: u64 = 1;
+
 /// Bytes that may wait in one connection's outbound queue before the reader is
 /// considered stuck and disconnected: two of the largest messages, plus slack.
 pub fn max_outbound(limits: Limits) -> usize {
@@ -98,6 +136,20 @@ pub struct Config {
     pub resource_dir: PathBuf,
     /// See [`MAX_UPLOAD`].
     pub max_upload: usize,
+    /// See [`MAX_UNAUTHENTICATED_PER_ADDRESS`].
+    pub max_unauthenticated_per_address: usize,
+    /// See [`MAX_IN_FLIGHT`].
+    pub max_in_flight: usize,
+    /// See [`ECHO_IDLE_TIMEOUT`].
+    pub echo_idle_timeout: Duration,
+    /// See [`FRAME_TIMEOUT`].
+    pub frame_timeout: Duration,
+    /// See [`API_QUEUE`].
+    pub api_queue: usize,
+    /// See [`HASH_QUEUE`].
+    pub hash_queue: usize,
+    /// Login and registration limits.
+    pub throttle: crate::throttle::ThrottleConfig,
 }
 
 impl Default for Config {
@@ -114,6 +166,13 @@ impl Default for Config {
             static_dir: None,
             resource_dir: PathBuf::from("resource"),
             max_upload: MAX_UPLOAD,
+            max_unauthenticated_per_address: MAX_UNAUTHENTICATED_PER_ADDRESS,
+            max_in_flight: MAX_IN_FLIGHT,
+            echo_idle_timeout: ECHO_IDLE_TIMEOUT,
+            frame_timeout: FRAME_TIMEOUT,
+            api_queue: API_QUEUE,
+            hash_queue: HASH_QUEUE,
+            throttle: crate::throttle::ThrottleConfig::default(),
         }
     }
 }

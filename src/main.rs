@@ -10,6 +10,7 @@ use log::{error, info, warn};
 
 use fastim::config::{self, Config};
 use fastim::server::Server;
+use fastim::throttle::ThrottleConfig;
 
 /// fastim: a small instant-messaging server with a hand-written WebSocket engine.
 #[derive(Parser, Debug)]
@@ -51,16 +52,64 @@ struct Args {
     /// Largest upload, in MiB.
     #[arg(long, default_value_t = config::MAX_UPLOAD / (1024 * 1024))]
     max_upload_mib: usize,
+    /// Most HTTP and /echo connections from one client address (0: no cap);
+    /// authenticated /chat sockets do not count.
+    #[arg(long, default_value_t = config::MAX_UNAUTHENTICATED_PER_ADDRESS)]
+    max_unauthenticated_per_address: usize,
+    /// Chat messages one connection may have unacknowledged; at the cap the server
+    /// stops reading from it until an ack goes out.
+    #[arg(long, default_value_t = config::MAX_IN_FLIGHT)]
+    max_in_flight: usize,
+    /// Seconds an /echo socket may stay silent before it is closed with 1001.
+    #[arg(long, default_value_t = config::ECHO_IDLE_TIMEOUT.as_secs_f64())]
+    echo_idle_timeout: f64,
+    /// Seconds a started frame or fragmented message may go without new bytes
+    /// before the connection is closed with 1008.
+    #[arg(long, default_value_t = config::FRAME_TIMEOUT.as_secs_f64())]
+    frame_timeout: f64,
+    /// Jobs that may wait for the API workers; beyond it requests get 503.
+    #[arg(long, default_value_t = config::API_QUEUE)]
+    api_queue: usize,
+    /// Logins and registrations that may wait for password hashing; beyond it 503.
+    #[arg(long, default_value_t = config::HASH_QUEUE)]
+    hash_queue: usize,
+    /// Logins per minute from one client address (0: no limit).
+    #[arg(long, default_value_t = ThrottleConfig::default().login_per_address_per_minute)]
+    login_per_minute: u32,
+    /// Registrations per hour from one client address (0: no limit).
+    #[arg(long, default_value_t = ThrottleConfig::default().register_per_address_per_hour)]
+    register_per_hour: u32,
+    /// Password checks per minute against an account that has failed logins
+    /// (0: no limit); delays grow after three failures in a row.
+    #[arg(long, default_value_t = ThrottleConfig::default().account_checks_per_minute)]
+    account_checks_per_minute: u32,
 }
+
+/// File descriptors kept for everything but client sockets: the listener, the poll,
+/// the waker and signals, logs, and each worker's database, WAL and shared-memory files.
+const RESERVED_FDS: u64 = 48;
+
+/// Below this many client sockets the server refuses to start rather than run
+/// and serve nobody.
+const MIN_CLIENT_FDS: u64 = 16;
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let args = Args::parse();
-    let (Some(handshake_timeout), Some(close_timeout), Some(ping_interval)) = (
+    let (
+        Some(handshake_timeout),
+        Some(close_timeout),
+        Some(ping_interval),
+        Some(echo_idle_timeout),
+        Some(frame_timeout),
+    ) = (
         seconds(args.handshake_timeout),
         seconds(args.close_timeout),
         seconds(args.ping_interval),
-    ) else {
+        seconds(args.echo_idle_timeout),
+        seconds(args.frame_timeout),
+    )
+    else {
         error!("timeouts must be positive numbers of seconds");
         return ExitCode::FAILURE;
     };
@@ -73,10 +122,16 @@ fn main() -> ExitCode {
     }
     // Each connection is a file descriptor; keep a few for the listener, logs and data files.
     let max_connections = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) if limit < RESERVED_FDS + MIN_CLIENT_FDS => {
+            error!(
+                "the open-file limit is {limit}: too low to serve anyone; raise it \
+                 (ulimit -n) to at least {}",
+                RESERVED_FDS + MIN_CLIENT_FDS
+            );
+            return ExitCode::FAILURE;
+        }
         Ok(limit) => {
-            let fits = usize::try_from(limit)
-                .unwrap_or(usize::MAX)
-                .saturating_sub(64);
+            let fits = usize::try_from(limit - RESERVED_FDS).unwrap_or(usize::MAX);
             if fits < args.max_connections {
                 info!("open-file limit {limit}: serving at most {fits} connections");
             }
@@ -99,11 +154,24 @@ fn main() -> ExitCode {
         static_dir: args.static_dir,
         resource_dir: args.resource_dir,
         max_upload: args.max_upload_mib.saturating_mul(1024 * 1024),
+        max_unauthenticated_per_address: args.max_unauthenticated_per_address,
+        max_in_flight: args.max_in_flight.clamp(1, usize::from(u16::MAX)),
+        echo_idle_timeout,
+        frame_timeout,
+        api_queue: args.api_queue,
+        hash_queue: args.hash_queue,
+        throttle: ThrottleConfig {
+            login_per_address_per_minute: args.login_per_minute,
+            register_per_address_per_hour: args.register_per_hour,
+            account_checks_per_minute: args.account_checks_per_minute,
+            ..ThrottleConfig::default()
+        },
     };
     let server = match Server::bind(config.clone()) {
         Ok(s) => s,
         Err(e) => {
-            error!("cannot listen on {}: {e}", config.listen);
+            // The error names what failed: the database, the resource directory or the listener.
+            error!("cannot start: {e}");
             return ExitCode::FAILURE;
         }
     };

@@ -144,7 +144,8 @@ fn a_client_sending_one_byte_at_a_time_still_works() {
 
 #[test]
 fn a_thousand_concurrent_clients_each_get_their_own_echoes() {
-    let server = Server::start(&[]);
+    // All from 127.0.0.1: over the default cap of 256 unauthenticated sockets per address.
+    let server = Server::start(&["--max-unauthenticated-per-address", "0"]);
     let url = server.url("/echo");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -350,7 +350,9 @@ impl From<StoreError> for Failure {
 /// The `msg` of a 401 without a token.
 const MSG_LOGIN_REQUIRED: &str = "please log in first";
 /// The `msg` of a 401 with an unknown or expired token.
-const MSG_SESSION_INVALID: &str = "your session has expired or is not valid; please log in again";
+/// What a client with an unknown or expired token is told.
+pub const MSG_SESSION_INVALID: &str =
+    "your session has expired or is not valid; please log in again";
 
 /// The user whose session `token` is, if it exists and has not expired at `now_ms`.
 ///
@@ -358,6 +360,14 @@ const MSG_SESSION_INVALID: &str = "your session has expired or is not valid; ple
 /// [`StoreError::Sqlite`] only.
 pub fn session_user(db: &Db, token: &str, now_ms: i64) -> Result<Option<i64>, StoreError> {
     db.session_user(token_digest(token), now_ms)
+}
+
+/// The account (mobile number) a login request names, for the loop's throttle;
+/// `None` if the body cannot be read (the worker then answers the error).
+pub fn login_account(req: &ApiRequest) -> Option<String> {
+    let fields =
+        Fields::parse(req.content_type.as_deref(), &req.body, req.query.as_deref()).ok()?;
+    fields.trimmed("mobile").ok().flatten().map(str::to_owned)
 }
 
 /// The authenticated caller of a request.

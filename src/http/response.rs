@@ -27,11 +27,14 @@ pub enum Status {
     PayloadTooLarge,
     /// 426: the client must switch to a supported WebSocket version.
     UpgradeRequired,
+    /// 429: a rate limit (logins, registrations); `Retry-After` says when to try again.
+    TooManyRequests,
     /// 431: the request head is over the limit.
     HeaderFieldsTooLarge,
     /// 500: the server failed (e.g. the database); the client did nothing wrong.
     InternalServerError,
-    /// 503: the server is at its connection limit or shutting down.
+    /// 503: the server is at a limit (connections, worker queues); `Retry-After` says
+    /// when to try again.
     ServiceUnavailable,
 }
 
@@ -51,6 +54,7 @@ impl Status {
             Status::PayloadTooLarge => 413,
             Status::UnsupportedMediaType => 415,
             Status::UpgradeRequired => 426,
+            Status::TooManyRequests => 429,
             Status::HeaderFieldsTooLarge => 431,
             Status::InternalServerError => 500,
             Status::ServiceUnavailable => 503,
@@ -72,6 +76,7 @@ impl Status {
             Status::PayloadTooLarge => "Payload Too Large",
             Status::UnsupportedMediaType => "Unsupported Media Type",
             Status::UpgradeRequired => "Upgrade Required",
+            Status::TooManyRequests => "Too Many Requests",
             Status::HeaderFieldsTooLarge => "Request Header Fields Too Large",
             Status::InternalServerError => "Internal Server Error",
             Status::ServiceUnavailable => "Service Unavailable",

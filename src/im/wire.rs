@@ -120,6 +120,17 @@ pub struct WireError {
 }
 
 impl WireError {
+    /// The `cmd 22` frame text that tells the client.
+    pub fn to_json(&self) -> String {
+        Reply::Error {
+            cmd: CMD_ERROR,
+            client_ref: self.client_ref.as_deref(),
+            code: self.code,
+            msg: &self.msg,
+        }
+        .to_json()
+    }
+
     /// A 400 with no reference.
     pub fn malformed(msg: impl Into<String>) -> Self {
         WireError {

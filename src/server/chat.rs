@@ -1,53 +1,123 @@
-//! The `/chat` endpoint: what the loop does with a chat client's frames.
+//! The `/chat` endpoint: what a chat client's frames turn into.
 //!
-//! Parsing and replies that need nothing but the frame happen here, on the loop.
-//! Messages to store are gathered for the chat writer (one batch per loop turn);
-//! sync reads go to the API workers. Nothing here blocks.
+//! Parsing, send rights (from the loop's index) and replies that need nothing but
+//! the frame happen here, on the loop. Allowed messages go to the chat writer
+//! (one batch per loop turn); sync reads go to the API workers. Nothing here blocks.
 
+use super::lifecycle::Services;
 use super::outbound::Outbound;
-use super::workers::{ConnRef, Job, PendingChat, Workers};
+use super::workers::{ConnRef, Job, PendingChat, Ticket, Work};
+use crate::im::commit::{Outcome, refusal};
+use crate::im::index::ChatIndex;
 use crate::im::wire::{self, CMD_ERROR, CMD_HEARTBEAT, Command, Reply, WireError};
+use crate::store::SendRight;
 use crate::ws::frame::write_frame;
 use crate::ws::{Message, OpCode};
 
 /// What a chat frame needs from the loop.
-pub struct ChatTurn<'a> {
+pub struct Turn<'a> {
     /// The connection the frame came from.
     pub conn: ConnRef,
     /// Its authenticated user: the sender of anything it sends.
     pub user: i64,
-    /// Messages to store at the end of this loop turn.
-    pub batch: &'a mut Vec<PendingChat>,
-    /// Where reads go.
-    pub workers: &'a Workers,
+    /// Workers and the writer's budget.
+    pub services: &'a mut dyn Services,
+    /// Who may send to whom.
+    pub index: &'a mut ChatIndex,
 }
 
+/// What a frame started, for the connection's budgets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sent {
+    /// Nothing that waits for a worker (answered here, or refused).
+    Nothing,
+    /// A message went to the writer; its ack will come.
+    Message,
+    /// The client asks for a sync after this id; the connection decides when.
+    Sync(i64),
+}
+
+/// The 503 a client gets when a queue is full: it may send the same thing again.
+const BUSY: &str = "the server is busy; send it again shortly";
+
 /// Handles one message from a chat client.
-pub fn on_message(message: Message<'_>, turn: &mut ChatTurn<'_>, out: &mut Outbound) {
+pub fn on_message(message: Message<'_>, turn: &mut Turn<'_>, out: &mut Outbound) -> Sent {
     let text = match message {
         Message::Text(text) => text,
         Message::Binary(_) => {
             let e =
                 WireError::malformed("binary messages are not accepted on /chat: send JSON text");
-            return reply_error(&e, out);
+            reply_error(&e, out);
+            return Sent::Nothing;
         }
     };
     match wire::parse_command(text) {
         Ok(Command::Heartbeat) => {
             let reply = Reply::Heartbeat { cmd: CMD_HEARTBEAT };
             write_frame(out.tail(), OpCode::Text, reply.to_json().as_bytes());
+            Sent::Nothing
         }
-        Ok(Command::Send(outgoing)) => turn.batch.push(PendingChat {
-            conn: turn.conn,
-            message: outgoing.into_new_message(turn.user),
-        }),
-        Ok(Command::Sync { after }) => turn.workers.submit(Job::Sync {
-            conn: turn.conn,
+        Ok(Command::Send(outgoing)) => {
+            let message = outgoing.into_new_message(turn.user);
+            // Refused messages never reach the writer (it checks again in its transaction).
+            let right = turn.index.right(turn.user, message.to);
+            if right != SendRight::Allowed {
+                if let Outcome::Refused { code, msg } = refusal(right) {
+                    let e = WireError {
+                        client_ref: message.client_ref,
+                        code,
+                        msg,
+                    };
+                    reply_error(&e, out);
+                }
+                return Sent::Nothing;
+            }
+            let client_ref = message.client_ref.clone();
+            let pending = PendingChat {
+                conn: turn.conn,
+                message,
+            };
+            if turn.services.submit_chat(pending).is_err() {
+                let e = WireError {
+                    client_ref,
+                    code: 503,
+                    msg: BUSY.to_owned(),
+                };
+                reply_error(&e, out);
+                return Sent::Nothing;
+            }
+            Sent::Message
+        }
+        Ok(Command::Sync { after }) => Sent::Sync(after),
+        Err(e) => {
+            reply_error(&e, out);
+            Sent::Nothing
+        }
+    }
+}
+
+/// Sends a sync job to the workers; a full queue is answered with a 503 error.
+/// Returns whether the job was taken.
+/// The connection keeps `ticket`: a sync whose connection has gone is skipped.
+pub fn start_sync(turn: &mut Turn<'_>, after: i64, ticket: &Ticket, out: &mut Outbound) -> bool {
+    let job = Job {
+        conn: turn.conn,
+        ticket: ticket.clone(),
+        work: Work::Sync {
             user: turn.user,
             after,
-        }),
-        Err(e) => reply_error(&e, out),
+        },
+    };
+    if turn.services.submit(job).is_ok() {
+        return true;
     }
+    let e = WireError {
+        client_ref: None,
+        code: 503,
+        msg: "the server is busy; sync again shortly".to_owned(),
+    };
+    reply_error(&e, out);
+    false
 }
 
 /// Queues an error reply; the connection stays open.

@@ -1,48 +1,53 @@
 //! The single-threaded `mio` event loop: the only code that touches sockets and the clock.
 //!
 //! One thread owns the listener and every connection. Connections live in a
-//! `slab`; a slot's key is its poll token. All connections read into one
-//! loop-wide buffer and are parsed there in place; a connection keeps bytes of
-//! its own only when a read ends inside a request head or frame header. Output
-//! for a connection is queued during the turn and written once at the end of it.
-//! Blocking work (SQLite, password hashing) goes to [`workers`] and comes back
-//! through a `mio::Waker`.
+//! `slab`; a slot's key is its poll token. Each connection's states, deadlines and
+//! budgets are its [`lifecycle::Lifecycle`], a sans-IO machine: this driver only
+//! moves bytes between sockets and machines, reads the clock, and keeps the timers.
+//! All connections read into one loop-wide buffer, parsed there in place; a
+//! connection keeps bytes of its own only when a read ends inside a request head or
+//! frame header, or arrives while it is over a budget. Output for a connection is
+//! queued during the turn and written once at the end of it. Blocking work (SQLite,
+//! password hashing) goes to [`workers`] and comes back through a `mio::Waker`.
 
 mod chat;
 mod conn;
 mod echo;
+pub mod lifecycle;
 mod outbound;
 mod request;
 mod workers;
 
-use std::io::{self, Read};
-use std::net::{Shutdown, SocketAddr};
+use std::cell::Cell;
+use std::collections::{HashMap, VecDeque};
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, Shutdown, SocketAddr};
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
-use mio::net::TcpListener;
+use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
-use crate::api::{ApiReply, Effect, Upload};
+use crate::api::Effect;
 use crate::config::{self, Config};
-use crate::http::{self, HeadError, Status};
+use crate::http::Status;
 use crate::im::commit::Outcome;
 use crate::im::index::ChatIndex;
 use crate::im::wire::{CMD_ACK, Reply, WireError};
 use crate::resource::ResourceDir;
 use crate::store::{Db, Peer};
-use crate::ws::{self, CloseCode, Event, OpCode, Phase, Role, handshake};
-use chat::ChatTurn;
-use conn::{Conn, Endpoint, State};
-use outbound::{Flushed, Outbound};
-use request::Routed;
-use workers::{Completion, ConnRef, Job, PendingChat, Workers};
+use crate::throttle::Throttle;
+use crate::ws::CloseCode;
+use conn::Conn;
+use lifecycle::{AfterFlush, Env, Lifecycle, Services, State, UploadSlot, Verdict};
+use outbound::Flushed;
+use workers::{Busy, Completion, ConnRef, Job, PendingChat, Workers};
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const SIGNALS: Token = Token(usize::MAX - 2);
@@ -54,6 +59,16 @@ const SWEEP_INTERVAL: Duration = Duration::from_millis(250);
 /// How often expired sessions are deleted from the database.
 const PURGE_INTERVAL: Duration = Duration::from_secs(3600);
 
+/// How often refused connections are summed up in the log (never once per refusal).
+const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Refused connections kept for a moment so that their 503 is read before the close
+/// (closing at once, with their request unread, would reset them).
+const MAX_REFUSED_LINGERING: usize = 1024;
+
+/// How long a refused connection lingers.
+const REFUSED_LINGER: Duration = Duration::from_secs(1);
+
 /// The server: bind it, then [`Server::run`] it until SIGINT or SIGTERM.
 pub struct Server {
     poll: Poll,
@@ -64,35 +79,90 @@ pub struct Server {
     conns: Slab<Conn>,
     next_serial: u64,
     config: Config,
-    /// Online chat connections by user and by group.
+    /// Online chat connections, memberships and friendships.
     index: ChatIndex,
+    /// Login and registration limits.
+    throttle: Throttle,
     /// Chat messages received this turn, stored together at its end.
     chat_batch: Vec<PendingChat>,
+    /// Chat messages given to the writer and not yet answered.
+    writer_backlog: usize,
+    /// Upload bodies being read.
+    uploads: Rc<Cell<usize>>,
+    /// Unauthenticated connections per client address.
+    per_address: HashMap<IpAddr, u32>,
+    /// Refused connections waiting to close, with their deadline.
+    refused: VecDeque<(TcpStream, Instant)>,
+    /// Connections refused since the last log line, by reason.
+    refusals: HashMap<&'static str, u64>,
     /// The loop-wide receive buffer.
     read_buf: Vec<u8>,
     /// Connections with output queued this turn.
     to_flush: Vec<usize>,
     /// Connections whose input was not drained this turn (fairness cap), or that
-    /// may have input waiting after a job finished.
+    /// may have input waiting after a budget freed.
     to_read: Vec<usize>,
     /// Set once a shutdown signal arrived: when the loop gives up waiting.
     shutdown_deadline: Option<Instant>,
 }
 
-/// Whether a connection survives what just happened to it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Fate {
-    Keep,
-    Drop,
-}
-
-/// The parts of the server that handling one connection's input may use.
-struct Ctx<'a> {
-    key: usize,
-    config: &'a Config,
+/// The shared budgets and queues a connection's machine may draw on.
+struct Shared<'a> {
     workers: &'a Workers,
     chat_batch: &'a mut Vec<PendingChat>,
-    index: &'a mut ChatIndex,
+    writer_backlog: &'a mut usize,
+    uploads: &'a Rc<Cell<usize>>,
+}
+
+impl Services for Shared<'_> {
+    fn submit(&mut self, job: Job) -> Result<(), Busy> {
+        self.workers.submit(job)
+    }
+
+    fn submit_chat(&mut self, chat: PendingChat) -> Result<(), Busy> {
+        if *self.writer_backlog >= config::MAX_WRITER_BACKLOG {
+            return Err(Busy);
+        }
+        *self.writer_backlog += 1;
+        self.chat_batch.push(chat);
+        Ok(())
+    }
+
+    fn upload_slot(&mut self) -> Option<UploadSlot> {
+        UploadSlot::take(self.uploads, config::MAX_CONCURRENT_UPLOADS)
+    }
+}
+
+/// Runs `$body` with `$conn` (the connection at `$key`) and `$env` (its [`Env`]),
+/// borrowing the server's fields one by one.
+macro_rules! with_conn {
+    ($server:expr, $key:expr, |$conn:ident, $env:ident| $body:expr) => {{
+        let s = &mut *$server;
+        match s.conns.get_mut($key) {
+            None => None,
+            Some($conn) => {
+                let mut shared = Shared {
+                    workers: &s.workers,
+                    chat_batch: &mut s.chat_batch,
+                    writer_backlog: &mut s.writer_backlog,
+                    uploads: &s.uploads,
+                };
+                let mut env_value = Env {
+                    conn: ConnRef {
+                        key: $key,
+                        serial: $conn.serial,
+                    },
+                    config: &s.config,
+                    services: &mut shared,
+                    index: &mut s.index,
+                    throttle: &mut s.throttle,
+                    peer: $conn.peer,
+                };
+                let $env = &mut env_value;
+                Some($body)
+            }
+        }
+    }};
 }
 
 impl Server {
@@ -100,8 +170,8 @@ impl Server {
     /// binds the listener and installs the signal handlers.
     pub fn bind(config: Config) -> io::Result<Server> {
         let db_path = database_path(&config);
-        let memberships = Db::open(&db_path)
-            .and_then(|db| db.all_memberships())
+        let (memberships, friendships) = Db::open(&db_path)
+            .and_then(|db| Ok((db.all_memberships()?, db.all_friendships()?)))
             .map_err(|e| io::Error::other(format!("database {}: {e}", db_path.display())))?;
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
@@ -111,8 +181,15 @@ impl Server {
                 config.resource_dir.display()
             ))
         })?;
-        let workers = Workers::start(db_path, resources, waker)?;
-        let mut listener = listen(config.listen)?;
+        let workers = Workers::start(
+            db_path,
+            resources,
+            waker,
+            config.api_queue,
+            config.hash_queue,
+        )?;
+        let mut listener = listen(config.listen)
+            .map_err(|e| io::Error::new(e.kind(), format!("listen on {}: {e}", config.listen)))?;
         let local_addr = listener.local_addr()?;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
@@ -127,9 +204,15 @@ impl Server {
             workers,
             conns: Slab::new(),
             next_serial: 0,
+            throttle: Throttle::new(config.throttle.clone()),
             config,
-            index: ChatIndex::new(memberships),
+            index: ChatIndex::new(memberships).with_friends(friendships),
             chat_batch: Vec::new(),
+            writer_backlog: 0,
+            uploads: Rc::new(Cell::new(0)),
+            per_address: HashMap::new(),
+            refused: VecDeque::new(),
+            refusals: HashMap::new(),
             read_buf: vec![0; config::READ_BUFFER],
             to_flush: Vec::new(),
             to_read: Vec::new(),
@@ -147,6 +230,7 @@ impl Server {
         let mut events = Events::with_capacity(1024);
         let mut next_sweep = Instant::now() + SWEEP_INTERVAL;
         let mut next_purge = Instant::now();
+        let mut next_refusal_log = Instant::now() + REFUSAL_LOG_INTERVAL;
         loop {
             let now = Instant::now();
             let timeout = if self.to_read.is_empty() {
@@ -190,8 +274,13 @@ impl Server {
                 self.sweep(now);
                 next_sweep = now + SWEEP_INTERVAL;
             }
+            if now >= next_refusal_log {
+                self.log_refusals();
+                self.throttle.sweep(now);
+                next_refusal_log = now + REFUSAL_LOG_INTERVAL;
+            }
             if now >= next_purge {
-                self.workers.submit(Job::PurgeSessions);
+                self.workers.purge_sessions();
                 next_purge = now + PURGE_INTERVAL;
             }
             if let Some(deadline) = self.shutdown_deadline {
@@ -205,17 +294,25 @@ impl Server {
     }
 
     fn accept(&mut self) {
-        let Some(listener) = &self.listener else {
-            return;
-        };
         loop {
+            let Some(listener) = &self.listener else {
+                return;
+            };
             match listener.accept() {
                 Ok((mut socket, peer)) => {
+                    let ip = peer.ip();
                     if self.conns.len() >= self.config.max_connections {
-                        warn!(
-                            "connection limit {} reached, refusing {peer}",
-                            self.config.max_connections
-                        );
+                        self.refuse_connection(socket, "connection limit reached");
+                        continue;
+                    }
+                    let cap = self.config.max_unauthenticated_per_address;
+                    if cap > 0
+                        && self
+                            .per_address
+                            .get(&ip)
+                            .is_some_and(|&n| n as usize >= cap)
+                    {
+                        self.refuse_connection(socket, "too many connections from your address");
                         continue;
                     }
                     if let Err(e) = socket.set_nodelay(true) {
@@ -231,10 +328,10 @@ impl Server {
                         continue;
                     }
                     debug!("{peer}: accepted as #{}", entry.key());
-                    let now = Instant::now();
                     self.next_serial += 1;
-                    let deadline = now + self.config.handshake_timeout;
-                    entry.insert(Conn::new(socket, self.next_serial, now, deadline));
+                    let life = Lifecycle::new(Instant::now(), &self.config);
+                    entry.insert(Conn::new(socket, self.next_serial, ip, life));
+                    *self.per_address.entry(ip).or_default() += 1;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -244,6 +341,32 @@ impl Server {
                     return;
                 }
             }
+        }
+    }
+
+    /// Answers a connection over a cap with 503 and lets it linger for a moment.
+    fn refuse_connection(&mut self, mut socket: TcpStream, reason: &'static str) {
+        *self.refusals.entry(reason).or_default() += 1;
+        let mut response = Vec::new();
+        request::write_error(
+            &mut response,
+            Status::ServiceUnavailable,
+            reason,
+            false,
+            Some(config::BUSY_RETRY_AFTER_SECS),
+        );
+        // A fresh socket's send buffer takes a few hundred bytes without blocking.
+        let _ = socket.write(&response);
+        let _ = socket.shutdown(Shutdown::Write);
+        if self.refused.len() < MAX_REFUSED_LINGERING {
+            self.refused
+                .push_back((socket, Instant::now() + REFUSED_LINGER));
+        }
+    }
+
+    fn log_refusals(&mut self) {
+        for (reason, n) in self.refusals.drain() {
+            warn!("refused {n} connections in the last {REFUSAL_LOG_INTERVAL:?}: {reason}");
         }
     }
 
@@ -264,129 +387,153 @@ impl Server {
         self.shutdown_deadline = Some(now + config::SHUTDOWN_GRACE);
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
-            let Some(conn) = self.conns.get_mut(key) else {
-                continue;
-            };
-            match &mut conn.state {
-                State::WebSocket { ws, .. } => {
-                    ws.send_close(
-                        Some(CloseCode::GOING_AWAY),
-                        "server shutting down",
-                        conn.out.tail(),
-                    );
-                    self.begin_closing(key, now + config::SHUTDOWN_GRACE);
-                }
-                State::Request
-                | State::Body { .. }
-                | State::Waiting { .. }
-                | State::Upgrading { .. } => self.remove(key),
-                State::Closing | State::Lingering => {}
-            }
+            let verdict = with_conn!(self, key, |conn, env| conn.life.close(
+                now,
+                CloseCode::GOING_AWAY,
+                "server shutting down",
+                env
+            ));
+            self.settle(key, verdict.unwrap_or(Verdict::Drop));
         }
     }
 
-    /// Reads what the socket has (up to the fairness cap) and handles it.
+    /// Reads what the socket has (up to the fairness cap and the connection's
+    /// allowance) and hands it to the connection's machine.
     ///
-    /// A read that returns less than the buffer's room drained the socket, so the
-    /// next arrival will raise a new edge: no need for the extra read that would
-    /// only say `WouldBlock`. Except when the peer has closed (`to_eof`): then read
-    /// on until the end is seen.
+    /// A read that returns less than asked drained the socket, so the next arrival
+    /// will raise a new edge: no need for the extra read that would only say
+    /// `WouldBlock`. Except when the peer has closed (`to_eof`): then read on until
+    /// the end is seen.
     fn on_readable(&mut self, key: usize, to_eof: bool) {
-        let Some(conn) = self.conns.get_mut(key) else {
+        let s = &mut *self;
+        let Some(conn) = s.conns.get_mut(key) else {
             return;
         };
-        if conn.paused {
-            // Resumed (and read) once the queue drains.
+        if !conn.life.wants_read(&s.config) {
+            if to_eof && matches!(conn.life.state(), State::WebSocket { .. }) {
+                // A WebSocket client that hung up while over a budget: what it left
+                // unread is for nobody.
+                debug!("#{key}: peer closed while paused");
+                self.remove(key);
+                return;
+            }
+            // Read again once the budget frees.
+            conn.life.starve();
             return;
         }
-        let buf = &mut self.read_buf;
-        let mut ctx = Ctx {
-            key,
-            config: &self.config,
-            workers: &self.workers,
-            chat_batch: &mut self.chat_batch,
-            index: &mut self.index,
+        let buf = &mut s.read_buf;
+        let mut shared = Shared {
+            workers: &s.workers,
+            chat_batch: &mut s.chat_batch,
+            writer_backlog: &mut s.writer_backlog,
+            uploads: &s.uploads,
         };
-        let mut filled = conn.pending_input.len();
-        buf[..filled].copy_from_slice(&conn.pending_input);
-        conn.pending_input = Vec::new();
-        // Input that waited for a job to finish is handled before reading more.
+        let mut env = Env {
+            conn: ConnRef {
+                key,
+                serial: conn.serial,
+            },
+            config: &s.config,
+            services: &mut shared,
+            index: &mut s.index,
+            throttle: &mut s.throttle,
+            peer: conn.peer,
+        };
+        let now = Instant::now();
+        let pending = conn.life.take_pending();
+        let mut filled = pending.len();
+        buf[..filled].copy_from_slice(&pending);
+        drop(pending);
+        // Input that waited for a budget is handled before reading more.
         if filled > 0 {
-            let consumed = process_input(conn, &mut buf[..filled], &mut ctx);
+            let consumed = conn.life.handle_bytes(now, &mut buf[..filled], &mut env);
             buf.copy_within(consumed..filled, 0);
             filled -= consumed;
         }
         let mut reads = 0;
-        let fate = loop {
-            if reads == config::MAX_READS_PER_TURN {
-                self.to_read.push(key);
-                break Fate::Keep;
+        let verdict = loop {
+            if !conn.life.wants_read(env.config) {
+                conn.life.starve();
+                break Verdict::Keep;
             }
-            match conn.socket.read(&mut buf[filled..]) {
+            if reads == config::MAX_READS_PER_TURN {
+                s.to_read.push(key);
+                break Verdict::Keep;
+            }
+            let end = (filled + conn.life.read_allowance()).min(buf.len());
+            if end <= filled {
+                conn.life.starve();
+                break Verdict::Keep;
+            }
+            match conn.socket.read(&mut buf[filled..end]) {
                 Ok(0) => {
                     debug!("#{key}: peer closed");
                     // A client may send its close frame and shut down at once: try to
                     // answer before dropping.
-                    let _ = conn.out.flush_to(&mut conn.socket);
-                    break Fate::Drop;
+                    let _ = conn.life.out.flush_to(&mut conn.socket);
+                    break Verdict::Drop;
                 }
                 Ok(n) => {
                     reads += 1;
-                    let drained = n < buf.len() - filled && !to_eof;
+                    let drained = n < end - filled && !to_eof;
                     filled += n;
-                    conn.last_input = Instant::now();
-                    let consumed = process_input(conn, &mut buf[..filled], &mut ctx);
+                    let now = Instant::now();
+                    let consumed = conn.life.handle_bytes(now, &mut buf[..filled], &mut env);
                     buf.copy_within(consumed..filled, 0);
                     filled -= consumed;
                     if filled == buf.len() {
                         // Unreachable with sane limits: leftovers are at most one request.
                         warn!("#{key}: unparseable input fills the read buffer");
-                        break Fate::Drop;
+                        break Verdict::Drop;
                     }
                     if drained {
-                        break Fate::Keep;
+                        break Verdict::Keep;
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Fate::Keep,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Verdict::Keep,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     debug!("#{key}: read: {e}");
-                    break Fate::Drop;
+                    break Verdict::Drop;
                 }
             }
         };
-        if fate == Fate::Drop {
+        if filled > 0 && verdict == Verdict::Keep {
+            conn.life.keep_pending(&buf[..filled]);
+        }
+        self.settle(key, verdict);
+    }
+
+    /// After a connection's machine was called: drops it if asked, or if its reader
+    /// has fallen too far behind; schedules its flush, and a read if a budget freed.
+    fn settle(&mut self, key: usize, verdict: Verdict) {
+        if verdict == Verdict::Drop {
             self.remove(key);
             return;
         }
-        if filled > 0 {
-            conn.pending_input = buf[..filled].to_vec();
-        }
-        self.after_output(key);
-    }
-
-    /// Schedules a flush of what a connection has queued, or drops it if its
-    /// reader has fallen too far behind.
-    fn after_output(&mut self, key: usize) {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        if let State::WebSocket { ws, .. } = &conn.state {
-            let queued = conn.out.len();
-            let bound = config::max_outbound(ws.limits());
-            if queued > bound {
-                warn!("#{key}: not reading ({queued} bytes queued, bound {bound}): disconnecting");
-                self.remove(key);
-                return;
-            }
-            if queued > config::pause_reading_above(ws.limits()) && !conn.paused {
-                conn.paused = true;
-                conn.deadline = Some(Instant::now() + self.config.close_timeout);
-            }
+        if conn.life.over_hard_bound() {
+            warn!(
+                "#{key}: not reading ({} bytes queued): disconnecting",
+                conn.life.out.len()
+            );
+            self.remove(key);
+            return;
         }
-        if !conn.out.is_empty() && !conn.flush_queued {
+        conn.life.note_output(Instant::now());
+        if !conn.life.out.is_empty() && !conn.flush_queued {
             conn.flush_queued = true;
             self.to_flush.push(key);
+        }
+        if conn.life.take_resume(&self.config) {
+            self.to_read.push(key);
+        }
+        if conn.counted && conn.life.chat_user().is_some() {
+            // An authenticated chat socket no longer counts against its address.
+            conn.counted = false;
+            uncount(&mut self.per_address, conn.peer);
         }
     }
 
@@ -396,8 +543,8 @@ impl Server {
             return;
         };
         conn.flush_queued = false;
-        let before = conn.out.len();
-        let flushed = match conn.out.flush_to(&mut conn.socket) {
+        let before = conn.life.out.len();
+        let flushed = match conn.life.out.flush_to(&mut conn.socket) {
             Ok(f) => f,
             Err(e) => {
                 debug!("#{key}: write: {e}");
@@ -405,19 +552,10 @@ impl Server {
                 return;
             }
         };
-        if conn.paused {
-            if let State::WebSocket { ws, .. } = &conn.state {
-                if conn.out.len() <= config::pause_reading_above(ws.limits()) / 2 {
-                    conn.paused = false;
-                    conn.deadline = None;
-                    // Input may have waited in the socket meanwhile.
-                    self.to_read.push(key);
-                } else if conn.out.len() < before {
-                    // Slow but reading: the stall clock starts again.
-                    conn.deadline = Some(Instant::now() + self.config.close_timeout);
-                }
-            }
-        }
+        let progressed = conn.life.out.len() < before;
+        let after = conn
+            .life
+            .handle_flushed(Instant::now(), flushed, progressed);
         let wants_write = flushed == Flushed::Blocked;
         if wants_write != conn.wants_write {
             let interest = if wants_write {
@@ -436,33 +574,47 @@ impl Server {
             }
             conn.wants_write = wants_write;
         }
-        if flushed == Flushed::All && matches!(conn.state, State::Closing) {
-            // The server closes the TCP connection first (RFC 6455 §7.1.1): send FIN,
-            // then wait for the peer's.
+        if after == AfterFlush::ShutdownWrite {
             let _ = conn.socket.shutdown(Shutdown::Write);
-            conn.state = State::Lingering;
+        }
+        if conn.life.take_resume(&self.config) {
+            self.to_read.push(key);
         }
     }
 
     /// Handles everything the worker threads have finished.
     fn on_completions(&mut self) {
+        let now = Instant::now();
         while let Some(completion) = self.workers.try_completion() {
             match completion {
-                Completion::Api { conn, reply } => self.finish_api(conn, reply),
-                Completion::Response { conn, bytes } => self.finish_response(conn, &bytes),
+                Completion::Api { conn, mut reply } => {
+                    if let Some(effect) = reply.effect.take() {
+                        self.apply(effect);
+                    }
+                    let r = self.live(conn, |c, env| c.life.finish_api(now, reply, env));
+                    self.settle_live(conn, r);
+                }
+                Completion::Response { conn, bytes } => {
+                    let r = self.live(conn, |c, env| {
+                        c.life.finish_response(now, &bytes, env.config);
+                    });
+                    self.settle_live(conn, r);
+                }
                 Completion::Authenticated {
                     conn,
                     user,
                     session,
-                } => self.finish_upgrade(conn, user, session),
+                } => {
+                    let r = self.live(conn, |c, env| c.life.finish_auth(now, user, session, env));
+                    self.settle_live(conn, r);
+                }
                 Completion::Synced { conn, frames } => {
-                    if let Some(c) = self.live(conn) {
-                        c.out.tail().extend_from_slice(&frames);
-                        self.after_output(conn.key);
-                    }
+                    let r = self.live(conn, |c, env| c.life.finish_sync(&frames, env));
+                    self.settle_live(conn, r);
                 }
                 Completion::Committed(results) => {
                     for c in results {
+                        self.writer_backlog = self.writer_backlog.saturating_sub(1);
                         self.deliver(c);
                     }
                 }
@@ -470,101 +622,26 @@ impl Server {
         }
     }
 
-    /// The connection a job was for, if it is still there.
-    fn live(&mut self, conn: ConnRef) -> Option<&mut Conn> {
-        self.conns
-            .get_mut(conn.key)
-            .filter(|c| c.serial == conn.serial)
+    /// Runs `f` on the connection a job was for, if it is still there.
+    fn live<R>(
+        &mut self,
+        conn: ConnRef,
+        f: impl FnOnce(&mut Conn, &mut Env<'_>) -> R,
+    ) -> Option<R> {
+        let serial_ok = self
+            .conns
+            .get(conn.key)
+            .is_some_and(|c| c.serial == conn.serial);
+        if !serial_ok {
+            return None;
+        }
+        with_conn!(self, conn.key, |c, env| f(c, env))
     }
 
-    /// Sends the 101 for a `/chat` upgrade whose token checked out, or refuses it.
-    fn finish_upgrade(&mut self, conn_ref: ConnRef, user: Option<i64>, session: u64) {
-        let key = conn_ref.key;
-        let close_timeout = self.config.close_timeout;
-        let Some(conn) = self.live(conn_ref) else {
-            return;
-        };
-        let State::Upgrading {
-            accept,
-            claimed_user,
-        } = &conn.state
-        else {
-            return;
-        };
-        match user.filter(|u| claimed_user.is_none_or(|claimed| claimed == *u)) {
-            Some(user) => {
-                handshake::write_accept(conn.out.tail(), accept);
-                conn.state = State::WebSocket {
-                    ws: ws::Connection::new(Role::Server, config::CHAT_LIMITS),
-                    endpoint: Endpoint::Chat { user, session },
-                };
-                conn.deadline = None;
-                conn.last_input = Instant::now();
-                self.index.connect(user, key);
-                debug!("#{key}: chat open for user {user}");
-                // Frames may have arrived right behind the request.
-                self.to_read.push(key);
-            }
-            None => {
-                let response = request::error_response(
-                    Status::Unauthorized,
-                    "invalid or expired session token",
-                );
-                conn.out.tail().extend_from_slice(&response);
-                conn.state = State::Closing;
-                conn.deadline = Some(Instant::now() + close_timeout);
-            }
+    fn settle_live<R>(&mut self, conn: ConnRef, ran: Option<R>) {
+        if ran.is_some() {
+            self.settle(conn.key, Verdict::Keep);
         }
-        self.after_output(key);
-    }
-
-    /// Writes an API reply and applies its effect to the chat index.
-    fn finish_api(&mut self, conn_ref: ConnRef, reply: ApiReply) {
-        if let Some(effect) = reply.effect {
-            self.apply(effect);
-        }
-        let Some(State::Waiting { keep_alive }) = self.live(conn_ref).map(|c| &c.state) else {
-            return;
-        };
-        let mut headers = vec![
-            ("Content-Type", "application/json; charset=utf-8"),
-            ("Cache-Control", "no-store"),
-            (
-                "Connection",
-                if *keep_alive { "keep-alive" } else { "close" },
-            ),
-        ];
-        if let Some(cookie) = &reply.set_cookie {
-            headers.push(("Set-Cookie", cookie));
-        }
-        let mut response = Vec::new();
-        http::write_response(&mut response, reply.status, &headers, &reply.body);
-        self.finish_response(conn_ref, &response);
-    }
-
-    /// Writes the response a worker produced for a waiting connection, then reads
-    /// the next request or closes.
-    fn finish_response(&mut self, conn_ref: ConnRef, response: &[u8]) {
-        let key = conn_ref.key;
-        let (keepalive, close_timeout) = (self.config.handshake_timeout, self.config.close_timeout);
-        let Some(conn) = self.live(conn_ref) else {
-            return;
-        };
-        let State::Waiting { keep_alive } = conn.state else {
-            return;
-        };
-        conn.out.tail().extend_from_slice(response);
-        let now = Instant::now();
-        if keep_alive {
-            conn.state = State::Request;
-            conn.deadline = Some(now + keepalive);
-            // The next request may already be waiting.
-            self.to_read.push(key);
-        } else {
-            conn.state = State::Closing;
-            conn.deadline = Some(now + close_timeout);
-        }
-        self.after_output(key);
     }
 
     /// Keeps the chat index in step with what the API changed.
@@ -573,7 +650,7 @@ impl Server {
             Effect::Joined { user, group } => self.index.joined(user, group),
             Effect::Left { user, group } => self.index.left(user, group),
             Effect::GroupDeleted { group } => self.index.group_deleted(group),
-            Effect::Befriended { .. } => {}
+            Effect::Befriended { user, friend } => self.index.befriended(user, friend),
             Effect::LoggedOut { user, token_digest } => {
                 // Sockets opened with the ended session close with it.
                 let ended = workers::session_id(&token_digest);
@@ -583,23 +660,21 @@ impl Server {
                     .iter()
                     .copied()
                     .filter(|&key| {
-                        self.conns.get(key).is_some_and(|c| {
-                            matches!(c.state, State::WebSocket { endpoint: Endpoint::Chat { session, .. }, .. } if session == ended)
-                        })
+                        self.conns
+                            .get(key)
+                            .and_then(|c| c.life.chat_user())
+                            .is_some_and(|(_, session)| session == ended)
                     })
                     .collect();
-                let deadline = Instant::now() + self.config.close_timeout;
+                let now = Instant::now();
                 for key in doomed {
-                    if let Some(conn) = self.conns.get_mut(key) {
-                        if let State::WebSocket { ws, .. } = &mut conn.state {
-                            ws.send_close(
-                                Some(CloseCode::POLICY_VIOLATION),
-                                "logged out",
-                                conn.out.tail(),
-                            );
-                        }
-                    }
-                    self.begin_closing(key, deadline);
+                    let v = with_conn!(self, key, |c, env| c.life.close(
+                        now,
+                        CloseCode::POLICY_VIOLATION,
+                        "logged out",
+                        env
+                    ));
+                    self.settle(key, v.unwrap_or(Verdict::Drop));
                 }
             }
         }
@@ -607,28 +682,27 @@ impl Server {
 
     /// Acks (or refuses) a stored chat message to its sender and fans it out.
     fn deliver(&mut self, c: workers::Committed) {
-        match &c.outcome {
-            Outcome::Saved(saved) => {
-                let ack = Reply::Ack {
-                    cmd: CMD_ACK,
-                    client_ref: c.client_ref.as_deref(),
-                    id: saved.id,
-                    createat: saved.created_at,
-                };
-                self.send_text(c.conn, &ack.to_json());
+        let reply = match &c.outcome {
+            Outcome::Saved(saved) => Reply::Ack {
+                cmd: CMD_ACK,
+                client_ref: c.client_ref.as_deref(),
+                id: saved.id,
+                createat: saved.created_at,
             }
-            Outcome::Refused { code, msg } => {
-                if let Some(conn) = self.live(c.conn) {
-                    let e = WireError {
-                        client_ref: c.client_ref.clone(),
-                        code: *code,
-                        msg: msg.clone(),
-                    };
-                    chat::reply_error(&e, &mut conn.out);
-                    self.after_output(c.conn.key);
-                }
+            .to_json(),
+            Outcome::Refused { code, msg } => WireError {
+                client_ref: c.client_ref.clone(),
+                code: *code,
+                msg: msg.clone(),
             }
-        }
+            .to_json(),
+        };
+        let sender = c.conn;
+        let r = self.live(sender, |conn, _| {
+            conn.life.finish_chat();
+            conn.life.send_text(&reply);
+        });
+        self.settle_live(sender, r);
         let Some((to, frame)) = c.delivery else {
             return;
         };
@@ -647,92 +721,71 @@ impl Server {
             Peer::Group(group) => self.index.group_conns(group).to_vec(),
         };
         for key in recipients {
-            if key == c.conn.key {
+            if key == sender.key {
                 continue;
             }
             if let Some(conn) = self.conns.get_mut(key) {
-                conn.out.push_shared(frame.clone());
-                self.after_output(key);
+                conn.life.send_shared(frame.clone());
+                self.settle(key, Verdict::Keep);
             }
         }
     }
 
-    fn send_text(&mut self, conn: ConnRef, text: &str) {
-        if let Some(c) = self.live(conn) {
-            ws::frame::write_frame(c.out.tail(), OpCode::Text, text.as_bytes());
-            self.after_output(conn.key);
-        }
-    }
-
-    /// Deadlines, idle buffers, and keeping chat connections alive.
+    /// Deadlines, idle buffers, keeping chat connections alive, refused sockets.
     fn sweep(&mut self, now: Instant) {
-        let ping = self.config.ping_interval;
-        let idle = ping.mul_f64(config::IDLE_PINGS);
-        let mut expired = Vec::new();
-        let mut pinged = Vec::new();
-        for (key, conn) in self.conns.iter_mut() {
-            if conn.deadline.is_some_and(|d| d <= now) {
-                debug!("#{key}: timed out while {}", conn.state.name());
-                expired.push(key);
-                continue;
-            }
-            let quiet = now.saturating_duration_since(conn.last_input);
-            let State::WebSocket { ws, endpoint } = &mut conn.state else {
-                continue;
-            };
-            if quiet >= SWEEP_INTERVAL {
+        let due: Vec<usize> = self
+            .conns
+            .iter_mut()
+            .filter_map(|(key, conn)| {
                 // Busy connections reuse their buffers; quiet ones give them back.
-                ws.release_idle_buffer();
-            }
-            if !matches!(endpoint, Endpoint::Chat { .. }) {
-                continue;
-            }
-            if quiet >= idle {
-                debug!("#{key}: silent for {quiet:?}: closing");
-                ws.send_close(Some(CloseCode::GOING_AWAY), "idle timeout", conn.out.tail());
-                pinged.push(key);
-            } else if quiet >= ping && quiet - ping < SWEEP_INTERVAL {
-                // Once per quiet spell; browsers answer pings by themselves.
-                ws::frame::write_frame(conn.out.tail(), OpCode::Ping, b"");
-                pinged.push(key);
+                conn.life.release_idle(now, SWEEP_INTERVAL);
+                conn.life
+                    .poll_timeout(&self.config)
+                    .is_some_and(|t| t <= now)
+                    .then_some(key)
+            })
+            .collect();
+        for key in due {
+            let v = with_conn!(self, key, |c, env| c.life.handle_timeout(now, env));
+            self.settle(key, v.unwrap_or(Verdict::Drop));
+        }
+        let mut buf = [0u8; 4096];
+        let mut kept = VecDeque::with_capacity(self.refused.len());
+        while let Some((mut socket, until)) = self.refused.pop_front() {
+            // Read what the refused client sent, so that closing does not reset it.
+            let open = loop {
+                match socket.read(&mut buf) {
+                    Ok(0) => break false,
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => break e.kind() == io::ErrorKind::WouldBlock,
+                }
+            };
+            if open && now < until {
+                kept.push_back((socket, until));
             }
         }
-        for key in expired {
-            self.remove(key);
-        }
-        for key in pinged {
-            let closing = self.conns.get(key).is_some_and(
-                |c| matches!(&c.state, State::WebSocket { ws, .. } if ws.phase() != Phase::Open),
-            );
-            if closing {
-                self.begin_closing(key, now + self.config.close_timeout);
-            }
-            self.after_output(key);
-        }
-    }
-
-    /// Moves a connection whose final frame is queued to `Closing` and flushes it.
-    fn begin_closing(&mut self, key: usize, deadline: Instant) {
-        let Some(conn) = self.conns.get_mut(key) else {
-            return;
-        };
-        begin_closing(conn, key, &mut self.index, deadline);
-        if !conn.flush_queued {
-            conn.flush_queued = true;
-            self.to_flush.push(key);
-        }
+        self.refused = kept;
     }
 
     fn remove(&mut self, key: usize) {
         if let Some(mut conn) = self.conns.try_remove(key) {
-            if let State::WebSocket {
-                endpoint: Endpoint::Chat { user, .. },
-                ..
-            } = conn.state
-            {
+            if let Some((user, _)) = conn.life.chat_user() {
                 self.index.disconnect(user, key);
             }
+            if conn.counted {
+                uncount(&mut self.per_address, conn.peer);
+            }
             let _ = self.poll.registry().deregister(&mut conn.socket);
+        }
+    }
+}
+
+fn uncount(per_address: &mut HashMap<IpAddr, u32>, ip: IpAddr) {
+    if let Some(n) = per_address.get_mut(&ip) {
+        *n -= 1;
+        if *n == 0 {
+            per_address.remove(&ip);
         }
     }
 }
@@ -754,276 +807,4 @@ fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
 
 fn database_path(config: &Config) -> PathBuf {
     config.data_dir.join("fastim.db")
-}
-
-/// Handles the bytes at the start of `input` according to the connection's state
-/// and returns how many it consumed.
-fn process_input(conn: &mut Conn, input: &mut [u8], ctx: &mut Ctx<'_>) -> usize {
-    match &mut conn.state {
-        State::Request => process_request(conn, input, ctx),
-        State::Body { .. } => process_body(conn, input, ctx),
-        // The request is answered first; pipelined bytes wait.
-        State::Waiting { .. } | State::Upgrading { .. } => 0,
-        State::WebSocket { ws, endpoint } => {
-            let consumed = process_frames(ws, *endpoint, input, &mut conn.out, ctx, conn.serial);
-            if ws.phase() != Phase::Open {
-                let deadline = Instant::now() + ctx.config.close_timeout;
-                begin_closing(conn, ctx.key, ctx.index, deadline);
-            }
-            consumed
-        }
-        State::Closing | State::Lingering => input.len(),
-    }
-}
-
-/// Our close frame is queued: the connection leaves the chat index (nothing more
-/// may be sent after a close frame) and waits for the peer to end TCP.
-fn begin_closing(conn: &mut Conn, key: usize, index: &mut ChatIndex, deadline: Instant) {
-    if let State::WebSocket {
-        endpoint: Endpoint::Chat { user, .. },
-        ..
-    } = conn.state
-    {
-        index.disconnect(user, key);
-    }
-    conn.state = State::Closing;
-    conn.deadline = Some(deadline);
-}
-
-fn process_request(conn: &mut Conn, input: &mut [u8], ctx: &mut Ctx<'_>) -> usize {
-    let (head_len, routed) = match http::parse_head(input, config::MAX_REQUEST_HEAD) {
-        Ok(None) => return 0,
-        Ok(Some(head)) => (head.len, request::route(&head, ctx.config)),
-        Err(HeadError::TooLarge) => (
-            input.len(),
-            Routed::Respond(request::error_response(
-                Status::HeaderFieldsTooLarge,
-                "request head too large",
-            )),
-        ),
-        Err(HeadError::Malformed) => (
-            input.len(),
-            Routed::Respond(request::error_response(
-                Status::BadRequest,
-                "malformed request",
-            )),
-        ),
-    };
-    match routed {
-        Routed::Upgrade { endpoint, accept } => {
-            handshake::write_accept(conn.out.tail(), &accept);
-            let mut ws = ws::Connection::new(Role::Server, endpoint_limits(endpoint));
-            conn.deadline = None;
-            // Frames may follow the head in the same read.
-            let consumed = process_frames(
-                &mut ws,
-                endpoint,
-                &mut input[head_len..],
-                &mut conn.out,
-                ctx,
-                conn.serial,
-            );
-            conn.state = if ws.phase() == Phase::Open {
-                State::WebSocket { ws, endpoint }
-            } else {
-                conn.deadline = Some(Instant::now() + ctx.config.close_timeout);
-                State::Closing
-            };
-            head_len + consumed
-        }
-        Routed::Api {
-            mut request,
-            content_length,
-            keep_alive,
-        } => {
-            let end = head_len + content_length;
-            let Some(body) = input.get(head_len..end) else {
-                // The body has not all arrived: keep the request and wait for more.
-                return 0;
-            };
-            request.body = body.to_vec();
-            hand_off(conn, ctx, keep_alive, |conn| Job::Api { conn, request });
-            end
-        }
-        Routed::Upload {
-            token,
-            content_type,
-            content_length,
-            keep_alive,
-        } => {
-            let mut body = Vec::new();
-            body.reserve_exact(content_length);
-            conn.state = State::Body {
-                upload: Box::new(Upload {
-                    token,
-                    content_type,
-                    body,
-                    max_file: ctx.config.max_upload,
-                    now_ms: 0,
-                }),
-                remaining: content_length,
-                keep_alive,
-            };
-            head_len + process_body(conn, &mut input[head_len..], ctx)
-        }
-        Routed::ReadFile(file) => {
-            hand_off(conn, ctx, file.keep_alive, |conn| Job::ReadFile {
-                conn,
-                file,
-            });
-            head_len
-        }
-        Routed::Reply {
-            response,
-            keep_alive,
-        } => {
-            conn.out.tail().extend_from_slice(&response);
-            if !keep_alive {
-                conn.state = State::Closing;
-                conn.deadline = Some(Instant::now() + ctx.config.close_timeout);
-                return input.len();
-            }
-            conn.deadline = Some(Instant::now() + ctx.config.handshake_timeout);
-            // Pipelined requests are answered in order.
-            head_len + process_request(conn, &mut input[head_len..], ctx)
-        }
-        Routed::Authenticate {
-            accept,
-            token,
-            claimed_user,
-        } => {
-            ctx.workers.submit(Job::Authenticate {
-                conn: ConnRef {
-                    key: ctx.key,
-                    serial: conn.serial,
-                },
-                token,
-            });
-            conn.state = State::Upgrading {
-                accept: accept.into_boxed_str(),
-                claimed_user,
-            };
-            head_len
-        }
-        Routed::Respond(response) => {
-            conn.out.tail().extend_from_slice(&response);
-            conn.state = State::Closing;
-            conn.deadline = Some(Instant::now() + ctx.config.close_timeout);
-            head_len.max(input.len())
-        }
-    }
-}
-
-/// Gives a request to the workers; the connection waits for the reply (and reads
-/// nothing meanwhile).
-fn hand_off(conn: &mut Conn, ctx: &Ctx<'_>, keep_alive: bool, job: impl FnOnce(ConnRef) -> Job) {
-    ctx.workers.submit(job(ConnRef {
-        key: ctx.key,
-        serial: conn.serial,
-    }));
-    conn.state = State::Waiting { keep_alive };
-    conn.deadline = None;
-}
-
-/// Appends the arriving part of an upload's body; hands the upload to a worker
-/// once it is complete. The loop never waits for a slow body.
-fn process_body(conn: &mut Conn, input: &mut [u8], ctx: &mut Ctx<'_>) -> usize {
-    let State::Body {
-        upload,
-        remaining,
-        keep_alive,
-    } = &mut conn.state
-    else {
-        return 0;
-    };
-    let n = input.len().min(*remaining);
-    upload.body.extend_from_slice(&input[..n]);
-    *remaining -= n;
-    if n > 0 {
-        // A large upload on a slow link may take long; only silence ends it.
-        conn.deadline = Some(Instant::now() + ctx.config.handshake_timeout);
-    }
-    if *remaining == 0 {
-        let keep_alive = *keep_alive;
-        if let State::Body { upload, .. } = std::mem::replace(&mut conn.state, State::Request) {
-            hand_off(conn, ctx, keep_alive, |conn| Job::Upload { conn, upload });
-        }
-    }
-    n
-}
-
-fn endpoint_limits(endpoint: Endpoint) -> ws::Limits {
-    match endpoint {
-        Endpoint::Echo => config::ECHO_LIMITS,
-        Endpoint::Chat { .. } => config::CHAT_LIMITS,
-    }
-}
-
-/// Runs frames through the protocol state machine and the endpoint; returns the
-/// bytes consumed. Protocol errors queue the matching close frame.
-fn process_frames(
-    ws: &mut ws::Connection,
-    endpoint: Endpoint,
-    input: &mut [u8],
-    out: &mut Outbound,
-    ctx: &mut Ctx<'_>,
-    serial: u64,
-) -> usize {
-    let mut pos = 0;
-    loop {
-        match ws.handle_bytes(&mut input[pos..]) {
-            Ok((0, None)) => return pos,
-            Ok((n, None)) => pos += n,
-            Ok((n, Some(event))) => {
-                pos += n;
-                match event {
-                    Event::Message(message) => match endpoint {
-                        Endpoint::Echo => {
-                            let (opcode, len) = echo::shape(&message);
-                            if len < echo::ZERO_COPY_MIN {
-                                echo::reply(message, out);
-                            } else {
-                                match ws.take_message() {
-                                    Some(payload) => echo::reply_owned(opcode, payload, out),
-                                    // Delivered from the input: its payload ends where the call stopped.
-                                    None => ws::frame::write_frame(
-                                        out.tail(),
-                                        opcode,
-                                        &input[pos - len..pos],
-                                    ),
-                                }
-                            }
-                        }
-                        Endpoint::Chat { user, .. } => {
-                            let mut turn = ChatTurn {
-                                conn: ConnRef {
-                                    key: ctx.key,
-                                    serial,
-                                },
-                                user,
-                                batch: ctx.chat_batch,
-                                workers: ctx.workers,
-                            };
-                            chat::on_message(message, &mut turn, out);
-                        }
-                    },
-                    Event::Ping(payload) => {
-                        ws::frame::write_frame(out.tail(), OpCode::Pong, payload)
-                    }
-                    Event::Pong(_) => {}
-                    Event::Close(frame) => {
-                        let code = frame.code;
-                        // §5.5.1: echo the status code; an empty close is answered empty.
-                        ws.send_close(code, "", out.tail());
-                        return input.len();
-                    }
-                }
-            }
-            Err(e) => {
-                debug!("#{}: protocol error: {e}", ctx.key);
-                ws.send_close(Some(e.close_code()), &e.to_string(), out.tail());
-                return input.len();
-            }
-        }
-    }
 }

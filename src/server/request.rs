@@ -336,6 +336,31 @@ fn method_not_allowed(allow: &str) -> Routed {
     Routed::Respond(out)
 }
 
+/// Appends a JSON error envelope response to `out`, with `Retry-After` when the
+/// client should come back later.
+pub fn write_error(
+    out: &mut Vec<u8>,
+    status: Status,
+    msg: &str,
+    keep_alive: bool,
+    retry_after: Option<u64>,
+) {
+    let body = serde_json::json!({ "code": status.code(), "msg": msg }).to_string();
+    let retry = retry_after.map(|s| s.to_string());
+    let mut headers = vec![
+        ("Content-Type", "application/json; charset=utf-8"),
+        ("Cache-Control", "no-store"),
+        (
+            "Connection",
+            if keep_alive { "keep-alive" } else { "close" },
+        ),
+    ];
+    if let Some(retry) = &retry {
+        headers.push(("Retry-After", retry));
+    }
+    http::write_response(out, status, &headers, body.as_bytes());
+}
+
 /// A JSON error envelope response that may keep the connection.
 pub fn error_reply(status: Status, msg: &str, keep_alive: bool) -> Vec<u8> {
     let body = serde_json::json!({ "code": status.code(), "msg": msg }).to_string();

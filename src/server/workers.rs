@@ -4,20 +4,25 @@
 //! `mio::Waker` makes the loop look at them. Each thread owns its own SQLite
 //! connection (WAL lets readers and the writer work at once).
 //!
-//! - API workers ([`API_WORKERS`] threads): HTTP API requests, `/chat` token
-//!   checks, sync reads.
+//! - API workers ([`API_WORKERS`] threads): HTTP API requests, files, token checks,
+//!   sync reads.
+//! - Hash workers ([`HASH_WORKERS`] thread): login and register (Argon2id).
+//!
+//! Both queues are bounded: a full queue refuses the job at once ([`Busy`]) and the
+//! loop answers 503. A job whose connection has gone is dropped unrun ([`Ticket`]).
 //! - The chat writer (one thread): stores chat messages. It takes every batch that
 //!   is waiting and commits them in one transaction, so the cost of a commit is
 //!   shared by everything that arrived meanwhile (group commit).
 
 use std::io;
 use std::path::PathBuf;
-use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use log::{error, info, warn};
+use log::{debug, error, info, warn};
 use mio::Waker;
 
 use super::request::{FileRequest, error_reply};
@@ -35,6 +40,10 @@ use crate::ws::frame::write_frame;
 /// Threads serving API requests and reads.
 pub const API_WORKERS: usize = 2;
 
+/// Threads hashing passwords (login, register): their own pool, so that a burst of
+/// logins cannot starve API reads, token checks and sync.
+pub const HASH_WORKERS: usize = 1;
+
 /// Most messages one sync reply carries; the client asks again for more.
 pub const SYNC_LIMIT: usize = 500;
 
@@ -47,49 +56,86 @@ pub struct ConnRef {
     pub serial: u64,
 }
 
-/// Work for the API workers.
+/// Shared between a connection and its job: once the connection has gone (or
+/// stopped waiting), a job that has not started is dropped instead of run.
+#[derive(Clone, Debug, Default)]
+pub struct Ticket(Arc<AtomicBool>);
+
+impl Ticket {
+    /// A ticket for a new job.
+    pub fn new() -> Ticket {
+        Ticket::default()
+    }
+
+    /// Nobody waits for the job any more.
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the job may be skipped.
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A job for the workers, on behalf of one connection.
 #[derive(Debug)]
-pub enum Job {
+pub struct Job {
+    /// The asking connection.
+    pub conn: ConnRef,
+    /// Cancelled when the connection goes away.
+    pub ticket: Ticket,
+    /// What to do.
+    pub work: Work,
+}
+
+/// The work a [`Job`] carries.
+#[derive(Debug)]
+pub enum Work {
     /// An upload to check and store.
-    Upload {
-        /// The uploading connection.
-        conn: ConnRef,
-        /// The request.
-        upload: Box<Upload>,
-    },
+    Upload(Box<Upload>),
     /// A file to read from disk and answer with.
-    ReadFile {
-        /// The asking connection.
-        conn: ConnRef,
-        /// What to read.
-        file: FileRequest,
-    },
+    ReadFile(FileRequest),
     /// An HTTP API call.
-    Api {
-        /// The asking connection.
-        conn: ConnRef,
-        /// The call.
-        request: ApiRequest,
-    },
-    /// Who does this token belong to (for a `/chat` upgrade)?
+    Api(ApiRequest),
+    /// Who does this token belong to (for a `/chat` upgrade or an upload)?
     Authenticate {
-        /// The upgrading connection.
-        conn: ConnRef,
         /// The token as the client sent it.
         token: String,
     },
-    /// Delete sessions past their expiry.
-    PurgeSessions,
     /// Everything for `user` after message `after`, as ready-to-send frames.
     Sync {
-        /// The asking connection.
-        conn: ConnRef,
         /// Its user.
         user: i64,
         /// The last id the client has.
         after: i64,
     },
 }
+
+/// The pools jobs are queued for, each with a bounded queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Class {
+    /// API reads and writes, files, token checks, sync.
+    Api,
+    /// Password hashing: login and register.
+    Hash,
+}
+
+impl Work {
+    /// Which pool runs it.
+    pub fn class(&self) -> Class {
+        match self {
+            Work::Api(req) if matches!(req.route, api::Route::Login | api::Route::Register) => {
+                Class::Hash
+            }
+            _ => Class::Api,
+        }
+    }
+}
+
+/// A full queue: the job was not taken.
+#[derive(Debug)]
+pub struct Busy;
 
 /// One chat message waiting to be stored.
 #[derive(Debug)]
@@ -124,7 +170,7 @@ pub enum Completion {
         /// The token's user.
         user: Option<i64>,
         /// [`session_id`] of the token.
-        session: u64,
+        session: u32,
     },
     /// A sync reply: delivery frames followed by the sync-done frame.
     Synced {
@@ -154,34 +200,52 @@ pub struct Committed {
 
 /// Handles to the worker threads.
 pub struct Workers {
-    jobs: Option<Sender<Job>>,
+    api: Option<SyncSender<Job>>,
+    hash: Option<SyncSender<Job>>,
+    purge: Option<Sender<()>>,
     chat: Option<Sender<Vec<PendingChat>>>,
     completions: Receiver<Completion>,
     threads: Vec<JoinHandle<()>>,
 }
 
 impl Workers {
-    /// Starts the threads, each with its own connection to the database at `db_path`.
+    /// Starts the threads, each with its own connection to the database at `db_path`;
+    /// the API and hashing queues hold at most `api_queue` and `hash_queue` jobs.
     pub fn start(
         db_path: PathBuf,
         resources: ResourceDir,
         waker: Arc<Waker>,
+        api_queue: usize,
+        hash_queue: usize,
     ) -> io::Result<Workers> {
-        let (job_tx, job_rx) = mpsc::channel::<Job>();
+        let (api_tx, api_rx) = mpsc::sync_channel::<Job>(api_queue.max(1));
+        let (hash_tx, hash_rx) = mpsc::sync_channel::<Job>(hash_queue.max(1));
+        let (purge_tx, purge_rx) = mpsc::channel::<()>();
         let (chat_tx, chat_rx) = mpsc::channel::<Vec<PendingChat>>();
         let (done_tx, done_rx) = mpsc::channel::<Completion>();
-        let job_rx = Arc::new(Mutex::new(job_rx));
         let mut threads = Vec::new();
-        for i in 0..API_WORKERS {
-            let db = open(&db_path)?;
-            let (rx, tx, waker) = (job_rx.clone(), done_tx.clone(), waker.clone());
-            let resources = resources.clone();
-            threads.push(
-                thread::Builder::new()
-                    .name(format!("api-{i}"))
-                    .spawn(move || api_worker(db, &resources, &rx, &tx, &waker))?,
-            );
+        for (name, count, rx) in [
+            ("api", API_WORKERS, api_rx),
+            ("hash", HASH_WORKERS, hash_rx),
+        ] {
+            let rx = Arc::new(Mutex::new(rx));
+            for i in 0..count {
+                let db = open(&db_path)?;
+                let (rx, tx, waker) = (rx.clone(), done_tx.clone(), waker.clone());
+                let resources = resources.clone();
+                threads.push(
+                    thread::Builder::new()
+                        .name(format!("{name}-{i}"))
+                        .spawn(move || api_worker(db, &resources, &rx, &tx, &waker))?,
+                );
+            }
         }
+        let mut db = open(&db_path)?;
+        threads.push(thread::Builder::new().name("purge".into()).spawn(move || {
+            while purge_rx.recv().is_ok() {
+                purge_sessions(&mut db);
+            }
+        })?);
         let db = open(&db_path)?;
         threads.push(
             thread::Builder::new()
@@ -189,23 +253,42 @@ impl Workers {
                 .spawn(move || chat_writer(db, &chat_rx, &done_tx, &waker))?,
         );
         Ok(Workers {
-            jobs: Some(job_tx),
+            api: Some(api_tx),
+            hash: Some(hash_tx),
+            purge: Some(purge_tx),
             chat: Some(chat_tx),
             completions: done_rx,
             threads,
         })
     }
 
-    /// Queues a job for the API workers.
-    pub fn submit(&self, job: Job) {
-        if let Some(jobs) = &self.jobs {
-            if jobs.send(job).is_err() {
-                error!("API workers are gone");
+    /// Queues a job for its pool, or refuses it at once if that queue is full.
+    pub fn submit(&self, job: Job) -> Result<(), Busy> {
+        let queue = match job.work.class() {
+            Class::Api => &self.api,
+            Class::Hash => &self.hash,
+        };
+        let Some(queue) = queue else {
+            return Err(Busy);
+        };
+        match queue.try_send(job) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_)) => Err(Busy),
+            Err(TrySendError::Disconnected(_)) => {
+                error!("workers are gone");
+                Err(Busy)
             }
         }
     }
 
-    /// Queues a batch of chat messages for the writer.
+    /// Asks for expired sessions to be deleted.
+    pub fn purge_sessions(&self) {
+        if let Some(purge) = &self.purge {
+            let _ = purge.send(());
+        }
+    }
+
+    /// Queues a batch of chat messages for the writer (the loop bounds how many wait).
     pub fn submit_chat(&self, batch: Vec<PendingChat>) {
         if let Some(chat) = &self.chat {
             if chat.send(batch).is_err() {
@@ -221,7 +304,9 @@ impl Workers {
 
     /// Lets the threads finish what they have and waits for them.
     pub fn stop(mut self) {
-        self.jobs = None;
+        self.api = None;
+        self.hash = None;
+        self.purge = None;
         self.chat = None;
         for t in self.threads.drain(..) {
             let _ = t.join();
@@ -233,11 +318,12 @@ fn open(path: &std::path::Path) -> io::Result<Db> {
     Db::open(path).map_err(|e| io::Error::other(format!("cannot open {}: {e}", path.display())))
 }
 
-/// A short name for a session: the first 8 bytes of its token's digest.
-pub fn session_id(token_digest: &[u8; 32]) -> u64 {
-    let mut first = [0u8; 8];
-    first.copy_from_slice(&token_digest[..8]);
-    u64::from_le_bytes(first)
+/// A short name for a session: the first 4 bytes of its token's digest (a logout
+/// closes the user's sockets whose session has this name).
+pub fn session_id(token_digest: &[u8; 32]) -> u32 {
+    let mut first = [0u8; 4];
+    first.copy_from_slice(&token_digest[..4]);
+    u32::from_le_bytes(first)
 }
 
 /// Unix time in milliseconds: the store takes time from its caller.
@@ -260,29 +346,34 @@ fn api_worker(
             Ok(rx) => rx.recv(),
             Err(_) => return,
         };
-        let Ok(job) = job else {
+        let Ok(Job { conn, ticket, work }) = job else {
             return;
         };
-        let completion = match job {
-            Job::Upload { conn, mut upload } => {
+        if ticket.is_cancelled() {
+            // Its connection has gone or stopped waiting: nobody would read the answer.
+            debug!("#{}: job dropped, nobody waits for it", conn.key);
+            continue;
+        }
+        let completion = match work {
+            Work::Upload(mut upload) => {
                 upload.now_ms = now_ms();
                 Completion::Api {
                     conn,
                     reply: api::upload(&db, resources, &upload),
                 }
             }
-            Job::ReadFile { conn, file } => Completion::Response {
+            Work::ReadFile(file) => Completion::Response {
                 conn,
                 bytes: read_file(&file),
             },
-            Job::Api { conn, mut request } => {
+            Work::Api(mut request) => {
                 request.now_ms = now_ms();
                 Completion::Api {
                     conn,
                     reply: api::handle(&mut db, request),
                 }
             }
-            Job::Authenticate { conn, token } => {
+            Work::Authenticate { token } => {
                 let user = match api::session_user(&db, &token, now_ms()) {
                     Ok(user) => user,
                     Err(e) => {
@@ -296,18 +387,10 @@ fn api_worker(
                     session: session_id(&token_digest(&token)),
                 }
             }
-            Job::Sync { conn, user, after } => Completion::Synced {
+            Work::Sync { user, after } => Completion::Synced {
                 conn,
                 frames: sync_frames(&mut db, user, after),
             },
-            Job::PurgeSessions => {
-                match db.delete_expired_sessions(now_ms()) {
-                    Ok(0) => {}
-                    Ok(n) => info!("deleted {n} expired sessions"),
-                    Err(e) => error!("deleting expired sessions failed: {e}"),
-                }
-                continue;
-            }
         };
         if done.send(completion).is_err() {
             return;
@@ -315,6 +398,14 @@ fn api_worker(
         if let Err(e) = waker.wake() {
             warn!("cannot wake the event loop: {e}");
         }
+    }
+}
+
+fn purge_sessions(db: &mut Db) {
+    match db.delete_expired_sessions(now_ms()) {
+        Ok(0) => {}
+        Ok(n) => info!("deleted {n} expired sessions"),
+        Err(e) => error!("deleting expired sessions failed: {e}"),
     }
 }
 
