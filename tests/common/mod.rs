@@ -397,3 +397,71 @@ pub fn read_response_to(stream: &mut TcpStream, head_request: bool) -> Response 
     stream.read_exact(&mut body).expect("read body");
     Response { status, head, body }
 }
+
+impl Server {
+    /// Starts the server on `data_dir` with `extra` arguments, run through `wrapper`
+    /// (e.g. `["prlimit", "--as=1073741824", "--"]`) unless it is empty. If the process
+    /// exits before it listens, the error holds what it logged (e.g. an unknown flag).
+    pub fn try_start_in(
+        wrapper: &[&str],
+        data_dir: PathBuf,
+        extra: &[&str],
+    ) -> Result<Server, String> {
+        let binary = env!("CARGO_BIN_EXE_fastim");
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(binary);
+                c
+            }
+            None => Command::new(binary),
+        };
+        command
+            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&data_dir)
+            .arg("--resource-dir")
+            .arg(data_dir.join("resource"))
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().map_err(|e| format!("spawn: {e}"))?;
+        let stderr = child.stderr.take().expect("stderr piped");
+        let mut lines = BufReader::new(stderr).lines();
+        let mut log = String::new();
+        let addr = loop {
+            match lines.next() {
+                Some(Ok(line)) => {
+                    if let Some(rest) = line.split("listening on ").nth(1) {
+                        break rest.trim().parse().expect("address in log line");
+                    }
+                    log.push_str(&line);
+                    log.push('\n');
+                }
+                _ => {
+                    let status = child.wait().map(|s| s.to_string()).unwrap_or_default();
+                    let _ = std::fs::remove_dir_all(&data_dir);
+                    return Err(format!(
+                        "fastim {extra:?} exited before listening ({status}):\n{log}"
+                    ));
+                }
+            }
+        };
+        // FASTIM_TEST_LOG=1 shows the server's log; otherwise it is drained unread.
+        let show = std::env::var_os("FASTIM_TEST_LOG").is_some();
+        std::thread::spawn(move || {
+            for line in lines.by_ref().map_while(Result::ok) {
+                if show {
+                    eprintln!("server: {line}");
+                }
+            }
+        });
+        Ok(Server {
+            addr,
+            child,
+            data_dir,
+            keep_data: false,
+        })
+    }
+}
