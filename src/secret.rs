@@ -6,8 +6,10 @@
 //! source. Only a token's SHA-256 digest is stored, so a copy of the database holds no live
 //! token.
 
-use argon2::password_hash::{PasswordHasher, PasswordVerifier};
-use argon2::{Algorithm, Argon2, Params, Version};
+use std::cell::RefCell;
+
+use argon2::password_hash::phc::{Output, ParamsString, PasswordHash, Salt};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sha2::{Digest, Sha256};
@@ -50,10 +52,49 @@ fn os_random(buf: &mut [u8]) {
 pub fn hash_password(plain: &str) -> String {
     let mut salt = [0u8; SALT_LEN];
     os_random(&mut salt);
-    argon2()
-        .hash_password_with_salt(plain.as_bytes(), &salt)
+    let argon = argon2();
+    let mut out = [0u8; Params::DEFAULT_OUTPUT_LEN];
+    let built = hash_into(&argon, plain.as_bytes(), &salt, &mut out)
+        .then(|| {
+            Some(PasswordHash {
+                algorithm: Algorithm::Argon2id.ident(),
+                version: Some(Version::V0x13.into()),
+                params: ParamsString::try_from(argon.params()).ok()?,
+                salt: Some(Salt::new(&salt).ok()?),
+                hash: Some(Output::new(&out).ok()?),
+            })
+        })
+        .flatten();
+    built
         .expect("Argon2id with a 16-byte salt and default output length cannot fail")
         .to_string()
+}
+
+thread_local! {
+    /// Each hashing thread's Argon2 memory (19 MiB), allocated once and reused:
+    /// allocating and freeing it for every hash made the allocator keep several
+    /// copies per thread (+150 MiB after a burst of logins).
+    static MEMORY: RefCell<Vec<Block>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs Argon2 with this thread's reusable memory; false if it cannot.
+fn hash_into(argon: &Argon2<'_>, password: &[u8], salt: &[u8], out: &mut [u8]) -> bool {
+    MEMORY.with(|memory| {
+        let Ok(mut memory) = memory.try_borrow_mut() else {
+            return false;
+        };
+        let need = argon.params().block_count();
+        let have = memory.len();
+        if have < need {
+            if memory.try_reserve_exact(need - have).is_err() {
+                return false;
+            }
+            memory.resize(need, Block::default());
+        }
+        argon
+            .hash_password_into_with_memory(password, salt, out, &mut memory[..need])
+            .is_ok()
+    })
 }
 
 /// Checks `plain` against a PHC string made by [`hash_password`].
@@ -61,7 +102,33 @@ pub fn hash_password(plain: &str) -> String {
 /// The parameters are read from the string, so hashes made with older parameters still
 /// verify. A malformed string verifies nothing. The comparison is constant-time.
 pub fn verify_password(plain: &str, phc: &str) -> bool {
-    argon2().verify_password(plain.as_bytes(), phc).is_ok()
+    let Ok(hash) = PasswordHash::new(phc) else {
+        return false;
+    };
+    let (Some(salt), Some(expected)) = (&hash.salt, &hash.hash) else {
+        return false;
+    };
+    let (Ok(algorithm), Ok(version), Ok(params)) = (
+        Algorithm::try_from(hash.algorithm.as_str()),
+        Version::try_from(hash.version.unwrap_or(Version::V0x13.into())),
+        Params::try_from(&hash),
+    ) else {
+        return false;
+    };
+    let mut out = [0u8; Output::MAX_LENGTH];
+    let Some(out) = out.get_mut(..expected.len()) else {
+        return false;
+    };
+    if !hash_into(
+        &Argon2::new(algorithm, version, params),
+        plain.as_bytes(),
+        salt,
+        out,
+    ) {
+        return false;
+    }
+    // `Output` compares in constant time.
+    Output::new(out).is_ok_and(|computed| computed == *expected)
 }
 
 /// A new session token: 32 random bytes, base64url without padding (43 characters).
