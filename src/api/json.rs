@@ -104,13 +104,6 @@ impl<'a> From<&'a Member> for MemberRow<'a> {
     }
 }
 
-/// `{"code":..,"msg":".."}`.
-#[derive(Debug, Serialize)]
-pub(super) struct MsgEnvelope<'a> {
-    pub(super) code: i32,
-    pub(super) msg: &'a str,
-}
-
 /// `{"code":0,"msg":"..","data":..}`.
 #[derive(Debug, Serialize)]
 pub(super) struct DataEnvelope<'a, T> {

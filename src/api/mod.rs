@@ -45,7 +45,7 @@ use crate::http::Status;
 use crate::secret::token_digest;
 use crate::store::{Db, StoreError};
 use fields::Fields;
-use json::{DataEnvelope, MsgEnvelope, RowsEnvelope};
+use json::{DataEnvelope, RowsEnvelope};
 
 /// Name of the session cookie.
 pub const SESSION_COOKIE: &str = "fastim_token";
@@ -283,7 +283,17 @@ impl ApiReply {
 
     /// `{"code":0,"msg":msg}`.
     fn done(msg: &str) -> ApiReply {
-        ApiReply::json(Status::Ok, &MsgEnvelope { code: 0, msg })
+        ApiReply::envelope(Status::Ok, 0, msg)
+    }
+
+    /// `{"code":code,"msg":msg}` with `status`, serialized where every refusal is.
+    fn envelope(status: Status, code: i32, msg: &str) -> ApiReply {
+        ApiReply {
+            status,
+            body: crate::http::envelope(code, msg),
+            set_cookie: None,
+            effect: None,
+        }
     }
 
     /// Adds an effect.
@@ -312,6 +322,8 @@ enum Failure {
     NotFound(&'static str),
     /// Our fault; already logged (HTTP 500).
     Internal,
+    /// Refused with this status (the code is the status), e.g. 415 for an upload.
+    Refused(Status, String),
 }
 
 impl Failure {
@@ -327,8 +339,9 @@ impl Failure {
             Failure::Unauthorized(msg) => (Status::Unauthorized, 401, *msg),
             Failure::NotFound(msg) => (Status::NotFound, 404, *msg),
             Failure::Internal => (Status::InternalServerError, 500, "internal error"),
+            Failure::Refused(status, msg) => (*status, i32::from(status.code()), msg.as_str()),
         };
-        ApiReply::json(status, &MsgEnvelope { code, msg })
+        ApiReply::envelope(status, code, msg)
     }
 }
 

@@ -49,18 +49,18 @@ fn run(db: &Db, resources: &ResourceDir, req: &Upload) -> Result<ApiReply, Failu
         }
     };
     if file.len() > req.max_file {
-        return Ok(refusal(
+        return Err(Failure::Refused(
             Status::PayloadTooLarge,
-            &format!(
+            format!(
                 "the picture is larger than {} MiB",
                 req.max_file / (1024 * 1024)
             ),
         ));
     }
     let Some(kind) = ImageKind::sniff(file) else {
-        return Ok(refusal(
+        return Err(Failure::Refused(
             Status::UnsupportedMediaType,
-            "only PNG, JPEG, GIF and WebP pictures can be uploaded",
+            "only PNG, JPEG, GIF and WebP pictures can be uploaded".into(),
         ));
     };
     let name = resources.save(kind, file).map_err(|e| {
@@ -72,14 +72,4 @@ fn run(db: &Db, resources: &ResourceDir, req: &Upload) -> Result<ApiReply, Failu
 
 fn not_multipart() -> Failure {
     Failure::BadRequest("upload the picture as multipart/form-data in a field named file".into())
-}
-
-fn refusal(status: Status, msg: &str) -> ApiReply {
-    ApiReply::json(
-        status,
-        &super::json::MsgEnvelope {
-            code: i32::from(status.code()),
-            msg,
-        },
-    )
 }

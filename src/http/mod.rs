@@ -6,4 +6,4 @@ mod request;
 mod response;
 
 pub use request::{FramingError, HeadError, RequestHead, body_framing, parse_head};
-pub use response::{Status, write_response, write_response_head};
+pub use response::{Refusal, Status, envelope, write_response, write_response_head};

@@ -84,6 +84,102 @@ impl Status {
     }
 }
 
+/// The body `{"code":..,"msg":".."}`: the one place the JSON envelope of a refusal or
+/// of a plain API answer is serialized.
+pub fn envelope(code: i32, msg: &str) -> Vec<u8> {
+    #[derive(serde::Serialize)]
+    struct Envelope<'a> {
+        code: i32,
+        msg: &'a str,
+    }
+    // A struct of a number and a string always serializes.
+    serde_json::to_vec(&Envelope { code, msg }).unwrap_or_default()
+}
+
+/// A request refused with a status and a sentence for a person: what every
+/// refusal of the transport layer becomes on the wire (RFC 9110 status, the JSON
+/// envelope, `Connection`, and `Retry-After` when waiting helps).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    /// The status.
+    pub status: Status,
+    /// Why, for a person.
+    pub msg: std::borrow::Cow<'static, str>,
+    /// Whether the connection stays open for the next request.
+    pub keep_alive: bool,
+    /// Seconds after which trying again may succeed (429, 503).
+    pub retry_after: Option<u64>,
+    /// One more header the status calls for (`Allow` with 405,
+    /// `Sec-WebSocket-Version` with 426).
+    pub header: Option<(&'static str, &'static str)>,
+}
+
+impl Refusal {
+    /// A refusal that closes the connection.
+    pub fn new(status: Status, msg: impl Into<std::borrow::Cow<'static, str>>) -> Refusal {
+        Refusal {
+            status,
+            msg: msg.into(),
+            keep_alive: false,
+            retry_after: None,
+            header: None,
+        }
+    }
+
+    /// The same, keeping the connection if `keep_alive`.
+    #[must_use]
+    pub fn keep_alive(mut self, keep_alive: bool) -> Refusal {
+        self.keep_alive = keep_alive;
+        self
+    }
+
+    /// The same, with `Retry-After: secs`.
+    #[must_use]
+    pub fn retry_after(mut self, secs: u64) -> Refusal {
+        self.retry_after = Some(secs);
+        self
+    }
+
+    /// The same, with one more header.
+    #[must_use]
+    pub fn with_header(mut self, name: &'static str, value: &'static str) -> Refusal {
+        self.header = Some((name, value));
+        self
+    }
+
+    /// Appends the response to `out`.
+    pub fn write(&self, out: &mut Vec<u8>) {
+        let body = envelope(i32::from(self.status.code()), &self.msg);
+        let retry = self.retry_after.map(|s| s.to_string());
+        let mut headers = vec![
+            ("Content-Type", "application/json; charset=utf-8"),
+            ("Cache-Control", "no-store"),
+            (
+                "Connection",
+                if self.keep_alive {
+                    "keep-alive"
+                } else {
+                    "close"
+                },
+            ),
+        ];
+        if let Some(retry) = &retry {
+            headers.push(("Retry-After", retry));
+        }
+        if let Some(header) = self.header {
+            headers.push(header);
+        }
+        write_response(out, self.status, &headers, &body);
+    }
+
+    /// The response as bytes.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.write(&mut out);
+        out
+    }
+}
+
 /// Appends a complete response to `out`. `Content-Length` is added when there is a body
 /// or the status allows one.
 pub fn write_response(out: &mut Vec<u8>, status: Status, headers: &[(&str, &str)], body: &[u8]) {

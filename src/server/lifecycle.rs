@@ -42,7 +42,7 @@ use super::request::{self, Routed};
 use super::workers::{Busy, ConnRef, Job, PendingChat, Ticket, Work};
 use crate::api::{self, ApiReply, Upload};
 use crate::config::{self, Config};
-use crate::http::{self, HeadError, Status};
+use crate::http::{self, HeadError, Refusal, Status};
 use crate::im::index::ChatIndex;
 use crate::throttle::Throttle;
 use crate::ws::{self, CloseCode, Event, OpCode, Phase, Role, handshake};
@@ -466,7 +466,7 @@ impl Lifecycle {
                 if self.deadline.is_some_and(|d| self.at(d) <= now) {
                     debug!("#{}: no worker answer in time", env.conn.key);
                     self.cancel_job();
-                    self.refuse(now, Refusal::Busy, Close::Yes, config);
+                    self.refuse(now, Why::Busy, Close::Yes, config);
                 }
             }
             State::WebSocket { ws, endpoint } => {
@@ -707,7 +707,7 @@ impl Lifecycle {
                 Some(_),
             ) => {
                 let Some(slot) = env.services.upload_slot() else {
-                    return self.refuse(now, Refusal::Busy, Close::Yes, config);
+                    return self.refuse(now, Why::Busy, Close::Yes, config);
                 };
                 let allowed = Duration::from_secs(content_length as u64 / config::MIN_BODY_RATE);
                 self.state = State::Body {
@@ -732,13 +732,13 @@ impl Lifecycle {
             }
             (Authorized::Upgrade { .. }, _) => self.refuse(
                 now,
-                Refusal::Status(Status::Unauthorized, "invalid or expired session token"),
+                Why::Status(Status::Unauthorized, "invalid or expired session token"),
                 Close::Yes,
                 config,
             ),
             (Authorized::Upload { .. }, None) => self.refuse(
                 now,
-                Refusal::Status(Status::Unauthorized, api::MSG_SESSION_INVALID),
+                Why::Status(Status::Unauthorized, api::MSG_SESSION_INVALID),
                 Close::Yes,
                 config,
             ),
@@ -760,7 +760,7 @@ impl Lifecycle {
             Err(HeadError::TooLarge) => {
                 self.refuse(
                     now,
-                    Refusal::Status(Status::HeaderFieldsTooLarge, "request head too large"),
+                    Why::Status(Status::HeaderFieldsTooLarge, "request head too large"),
                     Close::Yes,
                     config,
                 );
@@ -769,7 +769,7 @@ impl Lifecycle {
             Err(HeadError::Malformed) => {
                 self.refuse(
                     now,
-                    Refusal::Status(Status::BadRequest, "malformed request"),
+                    Why::Status(Status::BadRequest, "malformed request"),
                     Close::Yes,
                     config,
                 );
@@ -802,24 +802,14 @@ impl Lifecycle {
                     api::Route::Login => {
                         let account = api::login_account(&request).unwrap_or_default();
                         if let Err(wait) = env.throttle.check_login(now, env.peer, &account) {
-                            self.refuse(
-                                now,
-                                Refusal::Throttled(wait),
-                                Close::from(keep_alive),
-                                config,
-                            );
+                            self.refuse(now, Why::Throttled(wait), Close::from(keep_alive), config);
                             return end;
                         }
                         Some(account.into_boxed_str())
                     }
                     api::Route::Register => {
                         if let Err(wait) = env.throttle.check_register(now, env.peer) {
-                            self.refuse(
-                                now,
-                                Refusal::Throttled(wait),
-                                Close::from(keep_alive),
-                                config,
-                            );
+                            self.refuse(now, Why::Throttled(wait), Close::from(keep_alive), config);
                             return end;
                         }
                         None
@@ -891,10 +881,13 @@ impl Lifecycle {
                 );
                 head_len
             }
-            Routed::Respond(response) => {
-                self.out.tail().extend_from_slice(&response);
-                self.enter_closing(now, config);
-                input.len()
+            Routed::Refuse(refusal) => {
+                self.answer(now, &refusal, config);
+                if refusal.keep_alive {
+                    head_len
+                } else {
+                    input.len()
+                }
             }
         }
     }
@@ -908,7 +901,7 @@ impl Lifecycle {
             work,
         };
         if env.services.submit(job).is_err() {
-            return self.refuse(now, Refusal::Busy, Close::Yes, env.config);
+            return self.refuse(now, Why::Busy, Close::Yes, env.config);
         }
         self.ticket = Some(ticket);
         self.state = waiting;
@@ -930,7 +923,7 @@ impl Lifecycle {
         };
         let n = input.len().min(*remaining);
         if upload.body.try_reserve(n).is_err() {
-            self.refuse(now, Refusal::Busy, Close::Yes, config);
+            self.refuse(now, Why::Busy, Close::Yes, config);
             return input.len();
         }
         upload.body.extend_from_slice(&input[..n]);
@@ -1134,38 +1127,42 @@ impl Lifecycle {
         }
     }
 
-    /// Answers with the JSON error envelope: the one place a refusal becomes bytes.
-    fn refuse(&mut self, now: Instant, refusal: Refusal, close: Close, config: &Config) {
-        let (status, msg, retry_after) = match refusal {
-            Refusal::Status(status, msg) => (status, msg.to_owned(), None),
-            Refusal::Busy => (
-                Status::ServiceUnavailable,
-                "the server is busy; try again shortly".to_owned(),
-                Some(config::BUSY_RETRY_AFTER_SECS),
-            ),
-            Refusal::Throttled(wait) => {
-                let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-                let secs = secs.max(1);
-                (
-                    Status::TooManyRequests,
-                    format!("too many attempts; try again in {secs} s"),
-                    Some(secs),
-                )
-            }
-        };
-        let keep_alive = close == Close::No;
-        request::write_error(self.out.tail(), status, &msg, keep_alive, retry_after);
+    /// Answers with the JSON error envelope and closes or keeps the connection as
+    /// the refusal says: every refusal, the router's and the machine's, ends here.
+    fn answer(&mut self, now: Instant, refusal: &Refusal, config: &Config) {
+        refusal.write(self.out.tail());
         self.ticket = None;
-        if keep_alive {
+        if refusal.keep_alive {
             self.after_answer(now, true, config);
         } else {
             self.enter_closing(now, config);
         }
     }
+
+    /// A refusal of the machine's own (budgets, deadlines, rate limits).
+    fn refuse(&mut self, now: Instant, why: Why, close: Close, config: &Config) {
+        let refusal = match why {
+            Why::Status(status, msg) => Refusal::new(status, msg),
+            Why::Busy => Refusal::new(
+                Status::ServiceUnavailable,
+                "the server is busy; try again shortly",
+            )
+            .retry_after(config::BUSY_RETRY_AFTER_SECS),
+            Why::Throttled(wait) => {
+                let secs = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
+                Refusal::new(
+                    Status::TooManyRequests,
+                    format!("too many attempts; try again in {secs} s"),
+                )
+                .retry_after(secs)
+            }
+        };
+        self.answer(now, &refusal.keep_alive(close == Close::No), config);
+    }
 }
 
-/// Why a request is refused.
-enum Refusal {
+/// Why the machine refuses a request.
+enum Why {
     /// A status with its sentence.
     Status(Status, &'static str),
     /// A worker queue or budget is full: 503 with `Retry-After`.

@@ -36,7 +36,7 @@ use slab::Slab;
 
 use crate::api::Effect;
 use crate::config::{self, Config};
-use crate::http::Status;
+use crate::http::{Refusal, Status};
 use crate::im::commit::Outcome;
 use crate::im::index::ChatIndex;
 use crate::im::wire::{CMD_ACK, Reply, WireError};
@@ -347,14 +347,9 @@ impl Server {
     /// Answers a connection over a cap with 503 and lets it linger for a moment.
     fn refuse_connection(&mut self, mut socket: TcpStream, reason: &'static str) {
         *self.refusals.entry(reason).or_default() += 1;
-        let mut response = Vec::new();
-        request::write_error(
-            &mut response,
-            Status::ServiceUnavailable,
-            reason,
-            false,
-            Some(config::BUSY_RETRY_AFTER_SECS),
-        );
+        let response = Refusal::new(Status::ServiceUnavailable, reason)
+            .retry_after(config::BUSY_RETRY_AFTER_SECS)
+            .to_bytes();
         // A fresh socket's send buffer takes a few hundred bytes without blocking.
         let _ = socket.write(&response);
         let _ = socket.shutdown(Shutdown::Write);

@@ -7,7 +7,7 @@ use super::conn::Endpoint;
 use crate::api::{self, SESSION_COOKIE};
 use crate::config::{self, Config};
 use crate::files::{self, Caching};
-use crate::http::{self, FramingError, RequestHead, Status};
+use crate::http::{self, FramingError, Refusal, RequestHead, Status};
 use crate::resource;
 use crate::ws::handshake;
 
@@ -52,15 +52,15 @@ pub enum Routed {
     },
     /// A file to read from disk on a worker.
     ReadFile(FileRequest),
-    /// Answer, then read the next request.
+    /// Answer (a file built into the binary), then read the next request or close.
     Reply {
         /// The whole response.
         response: Vec<u8>,
         /// Whether the connection stays open.
         keep_alive: bool,
     },
-    /// Answer and close.
-    Respond(Vec<u8>),
+    /// Refuse: the connection's machine writes it, the one place refusals become bytes.
+    Refuse(Refusal),
 }
 
 /// A file to serve from disk.
@@ -101,10 +101,7 @@ pub fn route(head: &RequestHead<'_>, config: &Config) -> Routed {
         "/attach/upload" => return route_upload(head, config, body_len),
         // A WebSocket handshake for a path without an endpoint ends the connection.
         _ if handshake::is_upgrade(head) => {
-            return Routed::Respond(error_response(
-                Status::NotFound,
-                "no WebSocket endpoint here",
-            ));
+            return Routed::Refuse(Refusal::new(Status::NotFound, "no WebSocket endpoint here"));
         }
         _ => return route_file(head, config, body_len),
     };
@@ -116,11 +113,7 @@ pub fn route(head: &RequestHead<'_>, config: &Config) -> Routed {
     }
     let accept = match handshake::validate(head) {
         Ok(accept) => accept,
-        Err(e) => {
-            let mut out = Vec::new();
-            handshake::write_rejection(&mut out, e);
-            return Routed::Respond(out);
-        }
+        Err(e) => return Routed::Refuse(handshake::rejection(e)),
     };
     if !endpoint_needs_auth {
         return Routed::Upgrade {
@@ -129,7 +122,7 @@ pub fn route(head: &RequestHead<'_>, config: &Config) -> Routed {
         };
     }
     if !origin_allowed(head, &config.allowed_origins) {
-        return Routed::Respond(error_response(
+        return Routed::Refuse(Refusal::new(
             Status::Forbidden,
             "this page's origin may not open a chat connection",
         ));
@@ -140,7 +133,7 @@ pub fn route(head: &RequestHead<'_>, config: &Config) -> Routed {
         .or_else(|| query_param(query, "token"))
         .filter(|t| !t.is_empty())
     else {
-        return Routed::Respond(error_response(
+        return Routed::Refuse(Refusal::new(
             Status::Unauthorized,
             "log in first: no session token",
         ));
@@ -150,7 +143,7 @@ pub fn route(head: &RequestHead<'_>, config: &Config) -> Routed {
         Some(id) => match id.parse() {
             Ok(id) => Some(id),
             Err(_) => {
-                return Routed::Respond(error_response(Status::BadRequest, "id must be a number"));
+                return Routed::Refuse(Refusal::new(Status::BadRequest, "id must be a number"));
             }
         },
     };
@@ -195,11 +188,11 @@ fn route_upload(head: &RequestHead<'_>, config: &Config, body_len: usize) -> Rou
         return method_not_allowed("POST");
     }
     let Some(token) = bearer_token(head).or_else(|| cookie(head, SESSION_COOKIE)) else {
-        return Routed::Respond(error_response(Status::Unauthorized, "please log in first"));
+        return Routed::Refuse(Refusal::new(Status::Unauthorized, "please log in first"));
     };
     let content_type = header_text(head, "content-type").unwrap_or("");
     if http::multipart::boundary(content_type).is_err() {
-        return Routed::Respond(error_response(
+        return Routed::Refuse(Refusal::new(
             Status::BadRequest,
             "upload the file as multipart/form-data in a field named file",
         ));
@@ -233,15 +226,14 @@ fn route_file(head: &RequestHead<'_>, config: &Config, body_len: usize) -> Route
     let keep_alive = keep_alive(head);
     let if_none_match = header_text(head, "if-none-match").map(str::to_owned);
     let Some(path) = files::safe_path(head.path()) else {
-        return Routed::Respond(error_response(Status::BadRequest, "invalid path"));
+        return Routed::Refuse(Refusal::new(Status::BadRequest, "invalid path"));
     };
     if let Ok(name) = path.strip_prefix("resource") {
         let name = name.to_str().unwrap_or("");
         let Some(kind) = resource::parse_name(name) else {
-            return Routed::Reply {
-                response: error_reply(Status::NotFound, "no such image", keep_alive),
-                keep_alive,
-            };
+            return Routed::Refuse(
+                Refusal::new(Status::NotFound, "no such image").keep_alive(keep_alive),
+            );
         };
         return Routed::ReadFile(FileRequest {
             path: config.resource_dir.join(name),
@@ -264,13 +256,12 @@ fn route_file(head: &RequestHead<'_>, config: &Config, body_len: usize) -> Route
             keep_alive,
         });
     }
-    let response = match files::embedded(&path) {
-        Some(file) => files::response(&file, head_only, if_none_match.as_deref(), keep_alive),
-        None => error_reply(Status::NotFound, "not found", keep_alive),
-    };
-    Routed::Reply {
-        response,
-        keep_alive,
+    match files::embedded(&path) {
+        Some(file) => Routed::Reply {
+            response: files::response(&file, head_only, if_none_match.as_deref(), keep_alive),
+            keep_alive,
+        },
+        None => Routed::Refuse(Refusal::new(Status::NotFound, "not found").keep_alive(keep_alive)),
     }
 }
 
@@ -285,12 +276,12 @@ fn framing_refusal(e: FramingError) -> Routed {
         FramingError::InvalidLength => (Status::BadRequest, "invalid Content-Length"),
         FramingError::DuplicateLength => (Status::BadRequest, "conflicting Content-Length values"),
     };
-    Routed::Respond(error_response(status, msg))
+    Routed::Refuse(Refusal::new(status, msg))
 }
 
 /// The refusal of a body sent to a route that takes none.
 fn no_body_refusal() -> Routed {
-    Routed::Respond(error_response(
+    Routed::Refuse(Refusal::new(
         Status::BadRequest,
         "this route takes no request body",
     ))
@@ -299,9 +290,9 @@ fn no_body_refusal() -> Routed {
 /// The body length, or 413 when it is over `limit` (before any of the body is read).
 fn within_limit(length: usize, limit: usize, limit_name: &str) -> Result<usize, Routed> {
     if length > limit {
-        return Err(Routed::Respond(error_response(
+        return Err(Routed::Refuse(Refusal::new(
             Status::PayloadTooLarge,
-            &format!("the request body is larger than {limit_name}"),
+            format!("the request body is larger than {limit_name}"),
         )));
     }
     Ok(length)
@@ -320,80 +311,10 @@ fn header_text<'b>(head: &RequestHead<'b>, name: &str) -> Option<&'b str> {
     head.header(name).and_then(|v| std::str::from_utf8(v).ok())
 }
 
-fn method_not_allowed(allow: &str) -> Routed {
-    let body = serde_json::json!({ "code": 405, "msg": format!("use {allow}") }).to_string();
-    let mut out = Vec::new();
-    http::write_response(
-        &mut out,
-        Status::MethodNotAllowed,
-        &[
-            ("Content-Type", "application/json; charset=utf-8"),
-            ("Allow", allow),
-            ("Connection", "close"),
-        ],
-        body.as_bytes(),
-    );
-    Routed::Respond(out)
-}
-
-/// Appends a JSON error envelope response to `out`, with `Retry-After` when the
-/// client should come back later.
-pub fn write_error(
-    out: &mut Vec<u8>,
-    status: Status,
-    msg: &str,
-    keep_alive: bool,
-    retry_after: Option<u64>,
-) {
-    let body = serde_json::json!({ "code": status.code(), "msg": msg }).to_string();
-    let retry = retry_after.map(|s| s.to_string());
-    let mut headers = vec![
-        ("Content-Type", "application/json; charset=utf-8"),
-        ("Cache-Control", "no-store"),
-        (
-            "Connection",
-            if keep_alive { "keep-alive" } else { "close" },
-        ),
-    ];
-    if let Some(retry) = &retry {
-        headers.push(("Retry-After", retry));
-    }
-    http::write_response(out, status, &headers, body.as_bytes());
-}
-
-/// A JSON error envelope response that may keep the connection.
-pub fn error_reply(status: Status, msg: &str, keep_alive: bool) -> Vec<u8> {
-    let body = serde_json::json!({ "code": status.code(), "msg": msg }).to_string();
-    let mut out = Vec::new();
-    http::write_response(
-        &mut out,
-        status,
-        &[
-            ("Content-Type", "application/json; charset=utf-8"),
-            (
-                "Connection",
-                if keep_alive { "keep-alive" } else { "close" },
-            ),
-        ],
-        body.as_bytes(),
-    );
-    out
-}
-
-/// A final response with the JSON error envelope.
-pub fn error_response(status: Status, msg: &str) -> Vec<u8> {
-    let body = serde_json::json!({ "code": status.code(), "msg": msg }).to_string();
-    let mut out = Vec::new();
-    http::write_response(
-        &mut out,
-        status,
-        &[
-            ("Content-Type", "application/json; charset=utf-8"),
-            ("Connection", "close"),
-        ],
-        body.as_bytes(),
-    );
-    out
+fn method_not_allowed(allow: &'static str) -> Routed {
+    Routed::Refuse(
+        Refusal::new(Status::MethodNotAllowed, format!("use {allow}")).with_header("Allow", allow),
+    )
 }
 
 /// A browser always sends `Origin` on a WebSocket upgrade; it must be this server
@@ -460,7 +381,7 @@ mod tests {
 
     fn status(r: &Routed) -> Option<String> {
         match r {
-            Routed::Respond(bytes) => Some(String::from_utf8_lossy(&bytes[9..12]).into_owned()),
+            Routed::Refuse(r) => Some(r.status.code().to_string()),
             _ => None,
         }
     }
@@ -521,10 +442,11 @@ mod tests {
 
     /// Status and `msg` of a refusal that closes the connection.
     fn refusal(r: &Routed) -> Option<(u16, String)> {
-        let Routed::Respond(bytes) = r else {
+        let Routed::Refuse(r) = r else {
             return None;
         };
-        let text = String::from_utf8_lossy(bytes);
+        let bytes = r.to_bytes();
+        let text = String::from_utf8_lossy(&bytes);
         let (head, body) = text.split_once("\r\n\r\n").expect("a head");
         assert!(head.contains("\r\nConnection: close\r\n"), "{head}");
         let json: serde_json::Value = serde_json::from_str(body).expect("a JSON envelope");
@@ -617,7 +539,10 @@ mod tests {
                     Routed::Reply {
                         keep_alive: true,
                         ..
-                    }
+                    } | Routed::Refuse(Refusal {
+                        keep_alive: true,
+                        ..
+                    })
                 ),
                 "{req}"
             );

@@ -25,10 +25,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use log::{debug, error, info, warn};
 use mio::Waker;
 
-use super::request::{FileRequest, error_reply};
+use super::request::FileRequest;
 use crate::api::{self, ApiReply, ApiRequest, Upload};
 use crate::files::{self, File};
-use crate::http::Status;
+use crate::http::{Refusal, Status};
 use crate::im::commit::{Outcome, commit_batch};
 use crate::im::wire::{self, CMD_SYNC_DONE, Reply};
 use crate::resource::ResourceDir;
@@ -431,7 +431,9 @@ fn read_file(req: &FileRequest) -> Vec<u8> {
             if e.kind() != io::ErrorKind::NotFound && e.kind() != io::ErrorKind::IsADirectory {
                 warn!("reading {}: {e}", req.path.display());
             }
-            error_reply(Status::NotFound, "not found", req.keep_alive)
+            Refusal::new(Status::NotFound, "not found")
+                .keep_alive(req.keep_alive)
+                .to_bytes()
         }
     }
 }

@@ -9,7 +9,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use sha1::{Digest, Sha1};
 
-use crate::http::{RequestHead, Status, write_response};
+use crate::http::{Refusal, RequestHead, Status, write_response};
 
 /// The GUID of §1.3 that every accept key is hashed with.
 pub const GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
@@ -125,16 +125,15 @@ pub fn write_accept(out: &mut Vec<u8>, accept: &str) {
     );
 }
 
-/// Appends the HTTP response that refuses a handshake.
-pub fn write_rejection(out: &mut Vec<u8>, error: HandshakeError) {
-    let mut headers = vec![
-        ("Content-Type", "text/plain; charset=utf-8"),
-        ("Connection", "close"),
-    ];
+/// The HTTP refusal of a handshake: its status and message, and for a version we
+/// do not speak the `Sec-WebSocket-Version` we do (§4.4).
+pub fn rejection(error: HandshakeError) -> Refusal {
+    let refusal = Refusal::new(error.status(), error.message());
     if error == HandshakeError::UnsupportedVersion {
-        headers.push(("Sec-WebSocket-Version", VERSION));
+        refusal.with_header("Sec-WebSocket-Version", VERSION)
+    } else {
+        refusal
     }
-    write_response(out, error.status(), &headers, error.message().as_bytes());
 }
 
 /// Whether a comma-separated header value contains `token`, ignoring case.
@@ -247,10 +246,10 @@ mod tests {
             "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n"
         );
-        let mut out = Vec::new();
-        write_rejection(&mut out, HandshakeError::UnsupportedVersion);
+        let out = rejection(HandshakeError::UnsupportedVersion).to_bytes();
         let text = String::from_utf8(out).expect("ascii");
         assert!(text.starts_with("HTTP/1.1 426 Upgrade Required\r\n"));
         assert!(text.contains("Sec-WebSocket-Version: 13\r\n"));
+        assert!(text.contains(r#"{"code":426,"msg":"#), "{text}");
     }
 }
