@@ -65,7 +65,9 @@ start_server() {
     case $1 in
     fastim)
         new_data_dir
-        launch_server "$2" 600 "$FASTIM" --listen 127.0.0.1:0 --data-dir "$DATA_DIR"
+        # Every load connection comes from 127.0.0.1: lift the per-address cap.
+        launch_server "$2" 600 "$FASTIM" --listen 127.0.0.1:0 --data-dir "$DATA_DIR" \
+            --max-unauthenticated-per-address 0
         ;;
     peer) launch_server "$2" 600 "$PEER" --listen 127.0.0.1:0 ;;
     esac
