@@ -13,7 +13,7 @@
 //! | success with data | 200 | `{"code":0,"msg":"","data":…}` |
 //! | success with a list | 200 | `{"code":0,"msg":"","rows":[…],"total":n}` |
 //! | success without data | 200 | `{"code":0,"msg":"friend added"}` |
-//! | application failure | 200 | `{"code":-1,"msg":"passwd must be 6 to 128 characters"}` |
+//! | application failure | 200 | `{"code":-1,"msg":"passwd must be 8 to 128 characters"}` |
 //! | body not parseable | 400 | `{"code":400,"msg":"…"}` |
 //! | no, unknown or expired token | 401 | `{"code":401,"msg":"…"}` |
 //! | `/user/find` of an unknown id | 404 | `{"code":404,"msg":"no such user"}` |

@@ -27,7 +27,7 @@ pub(super) const MSG_MOBILE_TAKEN: &str = "this mobile number is already registe
 /// `/user/register`: validates, stores the user with an Argon2id hash, and logs them in.
 pub(super) fn register(db: &mut Db, fields: &Fields, now: i64) -> Result<ApiReply, Failure> {
     let mobile = fields::mobile(fields)?;
-    let passwd = fields::new_password(fields)?;
+    let passwd = fields::new_password(fields, &mobile)?;
     let nickname = fields::required_name(fields, "nickname", NICKNAME_MAX)?;
     let avatar = fields::text_at_most(fields, "avatar", AVATAR_MAX)?.unwrap_or_default();
     let sex = fields::sex(fields)?.unwrap_or_else(|| "U".to_owned());
