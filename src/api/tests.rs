@@ -30,6 +30,7 @@ fn request(
         query: None,
         token: token.map(str::to_owned),
         now_ms: NOW,
+        secure: false,
     }
 }
 
@@ -449,6 +450,59 @@ fn login_answers_the_same_for_unknown_mobile_and_wrong_password() {
         session_user(&t.db, &token, NOW + SESSION_TTL_MS).expect("q"),
         None
     );
+}
+
+#[test]
+fn cookies_are_secure_behind_https() {
+    let mut t = test_db();
+    let secure = |route: Route, body: &str, token: Option<&str>| {
+        let mut req = request(route, Some(FORM), body.as_bytes(), token);
+        req.secure = true;
+        req
+    };
+    let (reply, v) = call(
+        &mut t.db,
+        secure(
+            Route::Register,
+            "mobile=13800000001&passwd=secret-1&nickname=a",
+            None,
+        ),
+    );
+    let token = ok((reply.clone(), v))["data"]["token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    assert_eq!(
+        reply.set_cookie.as_deref(),
+        Some(
+            format!(
+                "fastim_token={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age=2592000; Secure"
+            )
+            .as_str()
+        )
+    );
+    let (reply, v) = call(
+        &mut t.db,
+        secure(Route::Login, "mobile=13800000001&passwd=secret-1", None),
+    );
+    ok((reply.clone(), v));
+    let cookie = reply.set_cookie.expect("cookie");
+    assert!(cookie.ends_with("; Secure"), "{cookie}");
+    let (reply, v) = call(&mut t.db, secure(Route::Logout, "", Some(&token)));
+    ok((reply.clone(), v));
+    assert_eq!(
+        reply.set_cookie.as_deref(),
+        Some("fastim_token=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0; Secure")
+    );
+    // Plain HTTP: no Secure (a browser would drop the cookie on http://).
+    let (reply, _) = form(
+        &mut t.db,
+        Route::Login,
+        "mobile=13800000001&passwd=secret-1",
+        None,
+    );
+    let cookie = reply.set_cookie.expect("cookie");
+    assert!(!cookie.contains("Secure"), "{cookie}");
 }
 
 #[test]
