@@ -95,8 +95,16 @@ pub fn content_type(path: &Path) -> &'static str {
     }
 }
 
+/// The `Content-Security-Policy` header of the web client's HTML pages: the policy of
+/// `index.html`'s `<meta>` tag plus `frame-ancestors 'none'`, which only a header can carry
+/// (browsers ignore it in a `<meta>`). With `X-Frame-Options: DENY` for older browsers, no
+/// other site can frame the client to trick clicks out of a logged-in user.
+pub const HTML_CSP: &str = "default-src 'self'; img-src 'self' blob:; connect-src 'self'; \
+     script-src 'self'; style-src 'self'; object-src 'none'; base-uri 'none'; \
+     form-action 'none'; frame-ancestors 'none'";
+
 /// The complete response for `file`: 304 if the client's `If-None-Match` matches,
-/// headers only for `HEAD`.
+/// headers only for `HEAD`. HTML pages also get [`HTML_CSP`] and `X-Frame-Options: DENY`.
 pub fn response(
     file: &File<'_>,
     head_only: bool,
@@ -108,13 +116,17 @@ pub fn response(
         Caching::Immutable => "public, max-age=31536000, immutable",
     };
     let connection = if keep_alive { "keep-alive" } else { "close" };
-    let headers = [
+    let mut headers = vec![
         ("Content-Type", file.content_type),
         ("ETag", file.etag.as_str()),
         ("Cache-Control", cache),
         ("X-Content-Type-Options", "nosniff"),
-        ("Connection", connection),
     ];
+    if is_html(file.content_type) {
+        headers.push(("Content-Security-Policy", HTML_CSP));
+        headers.push(("X-Frame-Options", "DENY"));
+    }
+    headers.push(("Connection", connection));
     let mut out = Vec::new();
     let matches = if_none_match.is_some_and(|v| {
         v.split(',')
@@ -128,6 +140,14 @@ pub fn response(
         write_response(&mut out, Status::Ok, &headers, &file.body);
     }
     out
+}
+
+/// Whether a `Content-Type` is an HTML document.
+fn is_html(content_type: &str) -> bool {
+    content_type
+        .split(';')
+        .next()
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("text/html"))
 }
 
 fn quoted_hex(bytes: &[u8]) -> String {
@@ -192,5 +212,46 @@ mod tests {
             "{not_modified}"
         );
         assert!(!not_modified.contains("Content-Length"));
+        assert!(
+            !full.contains("X-Frame-Options") && !full.contains("Content-Security-Policy"),
+            "only HTML pages need them: {full}"
+        );
+    }
+
+    #[test]
+    fn html_pages_cannot_be_framed() {
+        let file = embedded(Path::new("index.html")).expect("index.html is embedded");
+        for (head_only, if_none_match) in [(false, None), (true, None), (false, Some(&file.etag))] {
+            let r = String::from_utf8(response(
+                &file,
+                head_only,
+                if_none_match.map(String::as_str),
+                true,
+            ))
+            .expect("utf-8");
+            assert!(r.contains("\r\nX-Frame-Options: DENY\r\n"), "{r}");
+            assert!(
+                r.contains(&format!("\r\nContent-Security-Policy: {HTML_CSP}\r\n")),
+                "{r}"
+            );
+        }
+        assert!(HTML_CSP.ends_with("; frame-ancestors 'none'"));
+        assert!(is_html("Text/HTML"));
+        assert!(!is_html("text/html-sandboxed"));
+    }
+
+    /// The header repeats the page's `<meta>` policy, so the two never disagree (a browser
+    /// enforces both); only `frame-ancestors` is the header's own.
+    #[test]
+    fn the_header_policy_is_the_pages_policy_plus_frame_ancestors() {
+        let file = embedded(Path::new("index.html")).expect("index.html is embedded");
+        let page = String::from_utf8(file.body.into_owned()).expect("utf-8");
+        let meta = page
+            .split("http-equiv=\"Content-Security-Policy\"")
+            .nth(1)
+            .and_then(|rest| rest.split("content=\"").nth(1))
+            .and_then(|rest| rest.split('"').next())
+            .expect("index.html has a CSP meta tag");
+        assert_eq!(format!("{meta}; frame-ancestors 'none'"), HTML_CSP);
     }
 }

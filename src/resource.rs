@@ -8,6 +8,7 @@
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use sha2::{Digest, Sha256};
 
@@ -123,12 +124,49 @@ impl ResourceDir {
         if path.exists() {
             return Ok(name);
         }
-        let tmp = self.dir.join(format!(".{hash}.{}.tmp", std::process::id()));
-        let mut file = fs::File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        fs::rename(&tmp, &path)?;
+        // Unique per save, not only per process: two workers storing the same picture at
+        // once must not write into, or clean up, each other's temporary file.
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let tmp = self.dir.join(format!(
+            ".{hash}.{}.{}.tmp",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        write_then_rename(&tmp, &path, bytes)?;
         Ok(name)
+    }
+}
+
+/// Writes `bytes` to `tmp`, flushes them to disk and renames `tmp` to `dest`. On any
+/// error the temporary file is removed, so a failed upload leaves nothing behind.
+fn write_then_rename(tmp: &Path, dest: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut file = fs::File::create(tmp)?;
+    let guard = RemoveOnDrop(Some(tmp));
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    drop(file);
+    fs::rename(tmp, dest)?;
+    guard.disarm();
+    Ok(())
+}
+
+/// Removes a file when dropped (on every early return), unless disarmed.
+struct RemoveOnDrop<'p>(Option<&'p Path>);
+
+impl RemoveOnDrop<'_> {
+    /// The file is where it belongs now: leave it.
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for RemoveOnDrop<'_> {
+    fn drop(&mut self) {
+        if let Some(path) = self.0 {
+            if let Err(e) = fs::remove_file(path) {
+                log::warn!("cannot remove {}: {e}", path.display());
+            }
+        }
     }
 }
 
@@ -179,5 +217,62 @@ mod tests {
         assert_eq!(a, b);
         assert_eq!(fs::read_dir(dir.path()).expect("list").count(), 1);
         assert_eq!(fs::read(store.path(&a).expect("path")).expect("read"), png);
+    }
+
+    fn names_in(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .expect("list")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn a_failed_rename_leaves_no_temporary_file() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        // The final name is taken by a non-empty directory: rename(2) refuses to replace
+        // it with a file (EISDIR), as root too.
+        let dest = dir.path().join("taken.png");
+        fs::create_dir(&dest).expect("dir");
+        fs::write(dest.join("inside"), b"x").expect("file in dir");
+        let tmp = dir.path().join(".taken.1.0.tmp");
+        let err =
+            write_then_rename(&tmp, &dest, b"\x89PNG\r\n\x1a\nrest").expect_err("the rename fails");
+        assert_ne!(err.kind(), io::ErrorKind::NotFound, "{err}");
+        assert_eq!(names_in(dir.path()), ["taken.png"], "no .tmp left");
+        assert_eq!(names_in(&dest), ["inside"], "the directory is untouched");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_failed_write_leaves_no_temporary_file() {
+        // /dev/full takes the open and refuses every write (ENOSPC), as root too; the
+        // temporary name is a link to it, as a full disk would behave.
+        let full = Path::new("/dev/full");
+        if !full.exists() {
+            eprintln!("skipped: no /dev/full");
+            return;
+        }
+        let dir = tempfile::tempdir().expect("temp dir");
+        let tmp = dir.path().join(".x.1.0.tmp");
+        std::os::unix::fs::symlink(full, &tmp).expect("symlink");
+        let dest = dir.path().join("x.png");
+        let err =
+            write_then_rename(&tmp, &dest, b"\x89PNG\r\n\x1a\nrest").expect_err("the write fails");
+        assert_eq!(err.kind(), io::ErrorKind::StorageFull, "{err}");
+        assert_eq!(names_in(dir.path()), Vec::<String>::new(), "nothing left");
+        assert!(full.exists(), "only the link was removed");
+    }
+
+    #[test]
+    fn saves_leave_no_temporary_files() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = ResourceDir::open(dir.path()).expect("open");
+        let a = store.save(ImageKind::Gif, b"GIF89a one").expect("save");
+        let b = store.save(ImageKind::Gif, b"GIF89a two").expect("save");
+        let mut expected = vec![a, b];
+        expected.sort();
+        assert_eq!(names_in(dir.path()), expected);
     }
 }

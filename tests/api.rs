@@ -131,6 +131,58 @@ fn accounts_the_way_the_original_client_uses_them() {
     );
 }
 
+/// Behind a TLS-terminating proxy (`X-Forwarded-Proto: https`) the session cookie, and
+/// the one that clears it, carry `Secure`; on plain HTTP they do not.
+#[test]
+fn session_cookie_is_secure_behind_an_https_proxy() {
+    let server = Server::start(&[]);
+    let https = [
+        ("Content-Type", "application/x-www-form-urlencoded"),
+        ("X-Forwarded-Proto", "https"),
+    ];
+    let mut http = Http::new(server.addr);
+    let r = http.request(
+        "POST",
+        "/user/register",
+        &https,
+        b"mobile=13800000001&passwd=secret-1&nickname=s",
+    );
+    assert_eq!(r.json()["code"], 0, "{}", r.json());
+    let cookie = r.header("set-cookie").expect("cookie").to_owned();
+    assert!(cookie.starts_with("fastim_token="), "{cookie}");
+    assert!(cookie.ends_with("; Secure"), "{cookie}");
+
+    let mut plain = Http::new(server.addr);
+    let r = plain.form("/user/login", "mobile=13800000001&passwd=secret-1");
+    assert_eq!(r.json()["code"], 0, "{}", r.json());
+    let cookie = r.header("set-cookie").expect("cookie");
+    assert!(!cookie.contains("Secure"), "{cookie}");
+
+    let r = http.request(
+        "POST",
+        "/user/login",
+        &https,
+        b"mobile=13800000001&passwd=secret-1",
+    );
+    assert!(
+        r.header("set-cookie")
+            .is_some_and(|c| c.ends_with("; Secure")),
+        "{}",
+        r.head
+    );
+    let r = http.request(
+        "POST",
+        "/user/logout",
+        &[("X-Forwarded-Proto", "HTTPS")],
+        b"",
+    );
+    assert_eq!(r.json()["code"], 0, "{}", r.json());
+    assert_eq!(
+        r.header("set-cookie"),
+        Some("fastim_token=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0; Secure")
+    );
+}
+
 #[test]
 fn http_conditions_below_the_application_keep_real_statuses() {
     let server = Server::start(&[]);

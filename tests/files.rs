@@ -202,6 +202,28 @@ fn paths_cannot_escape_and_the_client_is_served() {
             .status,
         304
     );
+    // No other site may frame the client (clickjacking); the rest of the policy stays.
+    assert_eq!(
+        index.header("x-frame-options"),
+        Some("DENY"),
+        "{}",
+        index.head
+    );
+    let csp = index
+        .header("content-security-policy")
+        .unwrap_or_else(|| panic!("a CSP header: {}", index.head));
+    let directives: Vec<&str> = csp.split(';').map(str::trim).collect();
+    for d in [
+        "frame-ancestors 'none'",
+        "default-src 'self'",
+        "script-src 'self'",
+        "object-src 'none'",
+    ] {
+        assert!(directives.contains(&d), "{d} in {csp}");
+    }
+    let script = http.request("GET", "/app.js", &[], b"");
+    assert_eq!(script.status, 200);
+    assert_eq!(script.header("x-frame-options"), None, "only pages need it");
     let head = http.request("HEAD", "/index.html", &[], b"");
     assert_eq!((head.status, head.body.len()), (200, 0));
     assert_eq!(
@@ -209,4 +231,36 @@ fn paths_cannot_escape_and_the_client_is_served() {
         Some(index.body.len().to_string())
     );
     assert_eq!(http.request("POST", "/index.html", &[], b"").status, 405);
+}
+
+/// Pages read from `--static-dir` (on a worker, not from the binary) get the same
+/// anti-framing headers as the embedded ones.
+#[test]
+fn pages_from_a_static_dir_cannot_be_framed_either() {
+    let dir = common::fresh_data_dir();
+    let site = dir.join("site");
+    std::fs::create_dir_all(&site).expect("site dir");
+    std::fs::write(site.join("index.html"), "<!doctype html><p>local</p>").expect("page");
+    std::fs::write(site.join("a.txt"), "text").expect("text");
+    let site = site.to_str().expect("utf-8 path").to_owned();
+    let server = Server::start_in(dir, &["--static-dir", &site]);
+    let mut http = Http::new(server.addr);
+    let page = http.request("GET", "/", &[], b"");
+    assert_eq!(page.status, 200);
+    assert!(String::from_utf8_lossy(&page.body).contains("local"));
+    assert_eq!(
+        page.header("x-frame-options"),
+        Some("DENY"),
+        "{}",
+        page.head
+    );
+    assert!(
+        page.header("content-security-policy")
+            .is_some_and(|c| c.ends_with("; frame-ancestors 'none'")),
+        "{}",
+        page.head
+    );
+    let text = http.request("GET", "/a.txt", &[], b"");
+    assert_eq!(text.status, 200);
+    assert_eq!(text.header("x-frame-options"), None);
 }

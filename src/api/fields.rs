@@ -190,13 +190,65 @@ pub(super) fn mobile(fields: &Fields) -> Result<String, Failure> {
     Ok(m.to_owned())
 }
 
-/// A new password: 6 to 128 characters, taken as sent (not trimmed).
-pub(super) fn new_password(fields: &Fields) -> Result<String, Failure> {
+/// Fewest characters in a new password.
+pub(super) const PASSWORD_MIN: usize = 8;
+/// Most characters in a new password.
+pub(super) const PASSWORD_MAX: usize = 128;
+
+/// The most common passwords of at least [`PASSWORD_MIN`] characters (from the public
+/// top-100 lists, plus a few common with Chinese users), lowercase. A new password is
+/// compared with them case-insensitively after trimming. Shorter ones need no entry: the
+/// length rule refuses them.
+#[rustfmt::skip]
+const COMMON_PASSWORDS: &[&str] = &[
+    "00000000", "11111111", "88888888", "12345678", "123456789", "1234567890",
+    "12345678910", "1234567891", "87654321", "987654321", "9876543210", "11223344",
+    "12341234", "12344321", "123123123", "123321123", "147258369", "147852369", "123654789",
+    "741852963", "789456123", "qwerty123", "qwerty12", "qwerty1234", "qwertyui",
+    "qwertyuiop", "qwer1234", "1234qwer", "qwe123qwe", "123qweasd", "qweasdzxc",
+    "qazwsxedc", "1q2w3e4r", "1q2w3e4r5t", "1q2w3e4r5t6y", "q1w2e3r4", "q1w2e3r4t5",
+    "1qaz2wsx", "1qazxsw2", "zaq12wsx", "zaq1zaq1", "zaq1xsw2", "asdfghjkl", "asdfasdf",
+    "asdf1234", "zxcvbnm1", "zxcvbnm123", "password", "password1", "password12",
+    "password123", "password!", "passw0rd", "p@ssw0rd", "p@ssword", "pa55word", "passwort",
+    "iloveyou", "iloveyou1", "iloveyou2", "princess", "princess1", "sunshine", "sunshine1",
+    "football", "football1", "baseball", "basketball", "superman", "starwars", "whatever",
+    "trustno1", "welcome1", "welcome123", "letmein1", "letmein123", "abc12345", "abcd1234",
+    "1234abcd", "a1b2c3d4", "abcdefgh", "abc123456", "a12345678", "a123456789", "aa123456",
+    "aa12345678", "123456aa", "123456abc", "qq123456", "admin123", "admin1234",
+    "administrator", "changeme", "computer", "internet", "michael1", "jennifer", "jordan23",
+    "liverpool", "chelsea1", "charlie1", "butterfly", "chocolate", "freedom1", "mustang1",
+    "shadow12", "master12", "dragon12", "monkey12", "blink182", "woaini1314", "woaini520",
+    "5201314520",
+];
+
+/// A new password (registration, and any future password change): [`PASSWORD_MIN`] to
+/// [`PASSWORD_MAX`] characters, not only whitespace, not one character repeated, not
+/// the account's `mobile` number, not one of [`COMMON_PASSWORDS`]. Stored as sent (not
+/// trimmed); the comparisons are made on the trimmed value.
+pub(super) fn new_password(fields: &Fields, mobile: &str) -> Result<String, Failure> {
     let p = fields
         .text("passwd")?
         .filter(|p| !p.is_empty())
         .ok_or_else(|| Failure::field("passwd is required"))?;
-    check_len("passwd", p, 6, 128)?;
+    check_len("passwd", p, PASSWORD_MIN, PASSWORD_MAX)?;
+    let trimmed = p.trim();
+    if trimmed.is_empty() {
+        return Err(Failure::field("passwd must not be only whitespace"));
+    }
+    let mut chars = trimmed.chars();
+    if chars.next().is_some_and(|first| chars.all(|c| c == first)) {
+        return Err(Failure::field("passwd must not be one character repeated"));
+    }
+    let mobile = mobile.trim();
+    if trimmed == mobile || Some(trimmed) == mobile.strip_prefix('+') {
+        return Err(Failure::field("passwd must not be your mobile number"));
+    }
+    let lower = trimmed.to_lowercase();
+    if COMMON_PASSWORDS.contains(&lower.as_str()) {
+        return Err(Failure::field(
+            "passwd is one of the most common passwords; choose another",
+        ));
+    }
     Ok(p.to_owned())
 }
 
@@ -409,26 +461,109 @@ mod tests {
         assert_eq!(app_msg(mobile(&form("mobile=%20"))), "mobile is required");
     }
 
+    fn pw(value: &str) -> Result<String, Failure> {
+        let body = form_urlencoded_value(value);
+        new_password(&form(&format!("passwd={body}")), "+8613800000000")
+    }
+
+    /// Percent-encodes every byte, so any test password survives the form decoder.
+    fn form_urlencoded_value(value: &str) -> String {
+        value.bytes().map(|b| format!("%{b:02X}")).collect()
+    }
+
     #[test]
     fn password_rule_counts_characters_and_keeps_spaces() {
-        assert_eq!(new_password(&form("passwd=%20abcde")).expect("6"), " abcde");
-        assert!(new_password(&form(&format!("passwd={}", "x".repeat(128)))).is_ok());
-        assert!(
-            new_password(&form(
-                "passwd=%E5%AF%86%E7%A0%81%E5%AF%86%E7%A0%81%E5%AF%86"
-            ))
-            .is_err()
-        );
-        let msg = "passwd must be 6 to 128 characters";
-        assert_eq!(app_msg(new_password(&form("passwd=abcde"))), msg);
+        assert_eq!(pw(" abcdefg").expect("8"), " abcdefg", "taken as sent");
+        assert_eq!(pw("secret-1").expect("8"), "secret-1");
+        assert!(pw(&"xy".repeat(64)).is_ok(), "128");
+        assert!(pw("密码密码密码密").is_err(), "7 characters, 21 bytes");
+        assert!(pw("密码密码密码密码").is_ok(), "8 characters");
+        let msg = "passwd must be 8 to 128 characters";
+        for short in ["123456", "      ", "abcdefg", "secret1"] {
+            assert_eq!(app_msg(pw(short)), msg, "{short:?}");
+        }
+        assert_eq!(app_msg(pw(&"xy".repeat(65))), msg);
         assert_eq!(
-            app_msg(new_password(&form(&format!("passwd={}", "x".repeat(129))))),
-            msg
-        );
-        assert_eq!(
-            app_msg(new_password(&form("passwd="))),
+            app_msg(new_password(&form("passwd="), "12345")),
             "passwd is required"
         );
+        assert_eq!(
+            app_msg(new_password(&form("x=1"), "12345")),
+            "passwd is required"
+        );
+    }
+
+    #[test]
+    fn weak_passwords_are_refused() {
+        for blank in [
+            "        ",
+            " \t \n    ",
+            "\u{3000}\u{3000}\u{3000}\u{3000}   \t",
+        ] {
+            assert_eq!(
+                app_msg(pw(blank)),
+                "passwd must not be only whitespace",
+                "{blank:?}"
+            );
+        }
+        for same in [
+            "aaaaaaaa",
+            "________",
+            "  zzzzzzzz  ",
+            "ééééééééé",
+            &"7".repeat(128),
+        ] {
+            assert_eq!(
+                app_msg(pw(same)),
+                "passwd must not be one character repeated",
+                "{same:?}"
+            );
+        }
+        for own in ["+8613800000000", "8613800000000", " 8613800000000 "] {
+            assert_eq!(
+                app_msg(pw(own)),
+                "passwd must not be your mobile number",
+                "{own:?}"
+            );
+        }
+        let common = "passwd is one of the most common passwords; choose another";
+        for weak in [
+            "12345678",
+            "password",
+            "PassWord",
+            "qwerty123",
+            "QWERTY123",
+            "iloveyou",
+            " iloveyou ",
+            "Password1",
+            "1q2w3e4r",
+            "woaini1314",
+        ] {
+            assert_eq!(app_msg(pw(weak)), common, "{weak:?}");
+        }
+        // Near misses are fine: the list is of exact passwords, not words to avoid.
+        for fine in [
+            "password-for-me",
+            "12345678a!",
+            "whatever1",
+            "hunter22",
+            "pass word 1",
+        ] {
+            assert!(pw(fine).is_ok(), "{fine:?}");
+        }
+    }
+
+    #[test]
+    fn common_password_list_is_lowercase_and_long_enough() {
+        for &p in COMMON_PASSWORDS {
+            assert_eq!(p, p.to_lowercase(), "{p}");
+            assert_eq!(p, p.trim(), "{p}");
+            assert!(
+                (PASSWORD_MIN..=PASSWORD_MAX).contains(&p.chars().count()),
+                "{p} could never reach the list check"
+            );
+        }
+        assert!(COMMON_PASSWORDS.len() >= 100);
     }
 
     #[test]

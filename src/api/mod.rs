@@ -13,7 +13,7 @@
 //! | success with data | 200 | `{"code":0,"msg":"","data":…}` |
 //! | success with a list | 200 | `{"code":0,"msg":"","rows":[…],"total":n}` |
 //! | success without data | 200 | `{"code":0,"msg":"friend added"}` |
-//! | application failure | 200 | `{"code":-1,"msg":"passwd must be 6 to 128 characters"}` |
+//! | application failure | 200 | `{"code":-1,"msg":"passwd must be 8 to 128 characters"}` |
 //! | body not parseable | 400 | `{"code":400,"msg":"…"}` |
 //! | no, unknown or expired token | 401 | `{"code":401,"msg":"…"}` |
 //! | `/user/find` of an unknown id | 404 | `{"code":404,"msg":"no such user"}` |
@@ -176,6 +176,9 @@ pub struct ApiRequest {
     pub token: Option<String>,
     /// The current time, unix milliseconds.
     pub now_ms: i64,
+    /// Whether the client reached us over HTTPS (a TLS-terminating proxy in front said
+    /// `X-Forwarded-Proto: https`): the session cookie then carries `Secure`.
+    pub secure: bool,
 }
 
 /// What the event loop must change in its in-memory state after sending the reply.
@@ -411,12 +414,13 @@ fn run(db: &mut Db, req: &ApiRequest) -> Result<ApiReply, Failure> {
     };
     let fields = Fields::parse(req.content_type.as_deref(), &req.body, req.query.as_deref())?;
     let now = req.now_ms;
+    let secure = req.secure;
     match (route, caller) {
-        (Route::Register, _) => users::register(db, &fields, now),
-        (Route::Login, _) => users::login(db, &fields, now),
+        (Route::Register, _) => users::register(db, &fields, now, secure),
+        (Route::Login, _) => users::login(db, &fields, now, secure),
         // Not reached: every other route needs a session.
         (_, None) => Err(Failure::Unauthorized(MSG_LOGIN_REQUIRED)),
-        (Route::Logout, Some(c)) => users::logout(db, &c),
+        (Route::Logout, Some(c)) => users::logout(db, &c, secure),
         (Route::Me, Some(c)) => users::me(db, &c),
         (Route::Find, Some(_)) => users::find(db, &fields),
         (Route::UpdateProfile, Some(c)) => users::update(db, &c, &fields),
@@ -443,15 +447,26 @@ fn authenticate<'r>(db: &Db, req: &'r ApiRequest) -> Result<Caller<'r>, Failure>
     Ok(Caller { id, token })
 }
 
-/// The `Set-Cookie` value that stores `token` for [`SESSION_TTL_MS`].
-pub fn session_cookie(token: &str) -> String {
+/// The `Set-Cookie` value that stores `token` for [`SESSION_TTL_MS`]; with `Secure` when
+/// the client came over HTTPS ([`ApiRequest::secure`]), so the browser never sends the
+/// token over plain HTTP.
+pub fn session_cookie(token: &str, secure: bool) -> String {
     format!(
-        "{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}",
-        SESSION_TTL_MS / 1000
+        "{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
+        SESSION_TTL_MS / 1000,
+        secure_attribute(secure)
     )
 }
 
-/// The `Set-Cookie` value that deletes the session cookie.
-pub fn clear_session_cookie() -> String {
-    format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0")
+/// The `Set-Cookie` value that deletes the session cookie (`Secure` as for
+/// [`session_cookie`]: a browser ignores a plain-HTTP attempt to overwrite a secure cookie).
+pub fn clear_session_cookie(secure: bool) -> String {
+    format!(
+        "{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{}",
+        secure_attribute(secure)
+    )
+}
+
+fn secure_attribute(secure: bool) -> &'static str {
+    if secure { "; Secure" } else { "" }
 }

@@ -30,6 +30,7 @@ fn request(
         query: None,
         token: token.map(str::to_owned),
         now_ms: NOW,
+        secure: false,
     }
 }
 
@@ -189,7 +190,7 @@ fn register_as_the_original_client_does_and_use_the_token() {
     let mut t = test_db();
     // util.js post(): name=encodeURI(value) joined by &. register.html sends these fields,
     // with sex "" when the select was not touched, and passwdr (the confirmation).
-    let body = "mobile=13800000000&passwd=a+b%20c%25&passwdr=a+b%20c%25&nickname=%E5%BC%A0\
+    let body = "mobile=13800000000&passwd=a+b%20c%25ok&passwdr=a+b%20c%25ok&nickname=%E5%BC%A0\
                 &memo=%E4%BD%A0%E5%A5%BD&avatar=/asset/images/user.jpg&sex=";
     let (reply, v) = form(&mut t.db, Route::Register, body, None);
     let v = ok((reply.clone(), v));
@@ -230,18 +231,18 @@ fn register_as_the_original_client_does_and_use_the_token() {
         "no token on /user/me"
     );
 
-    // The password is "a+b c%": + literal, %20 a space, %25 a percent sign.
+    // The password is "a+b c%ok": + literal, %20 a space, %25 a percent sign.
     let login = ok(form(
         &mut t.db,
         Route::Login,
-        "mobile=13800000000&passwd=a+b%20c%25",
+        "mobile=13800000000&passwd=a+b%20c%25ok",
         None,
     ));
     assert_eq!(login["data"]["id"], id);
     let msg = fail(form(
         &mut t.db,
         Route::Login,
-        "mobile=13800000000&passwd=a%20b%20c%25",
+        "mobile=13800000000&passwd=a%20b%20c%25ok",
         None,
     ));
     assert_eq!(msg, "wrong mobile number or password");
@@ -253,7 +254,7 @@ fn register_with_json_accepts_numbers_for_text_and_ignores_unknown_fields() {
     let v = ok(post_json(
         &mut t.db,
         Route::Register,
-        &json!({"mobile": 13800000001_i64, "passwd": "secret1", "nickname": "  Bob  ",
+        &json!({"mobile": 13800000001_i64, "passwd": "secret-1", "nickname": "  Bob  ",
                 "sex": "M", "id": 77, "token": "mine", "createat": 5}),
         None,
     ));
@@ -271,20 +272,20 @@ fn register_with_json_accepts_numbers_for_text_and_ignores_unknown_fields() {
 fn register_validation_names_the_field() {
     let mut t = test_db();
     let long = |n: usize| "x".repeat(n);
-    let base = "mobile=13800000000&passwd=secret1&nickname=Ann";
+    let base = "mobile=13800000000&passwd=secret-1&nickname=Ann";
     let cases: Vec<(String, &str)> = vec![
         (
-            "passwd=secret1&nickname=Ann".to_owned(),
+            "passwd=secret-1&nickname=Ann".to_owned(),
             "mobile is required",
         ),
         (
-            "mobile=1380000&passwd=secret1&nickname=Ann"
+            "mobile=1380000&passwd=secret-1&nickname=Ann"
                 .to_owned()
                 .replace("1380000", "1234"),
             "mobile must be 5 to 20 digits, optionally starting with +",
         ),
         (
-            "mobile=138-0000-0000&passwd=secret1&nickname=Ann".to_owned(),
+            "mobile=138-0000-0000&passwd=secret-1&nickname=Ann".to_owned(),
             "mobile must be 5 to 20 digits, optionally starting with +",
         ),
         (
@@ -292,27 +293,43 @@ fn register_validation_names_the_field() {
             "passwd is required",
         ),
         (
-            "mobile=13800000000&passwd=12345&nickname=Ann".to_owned(),
-            "passwd must be 6 to 128 characters",
+            "mobile=13800000000&passwd=1234567&nickname=Ann".to_owned(),
+            "passwd must be 8 to 128 characters",
         ),
         (
             format!("mobile=13800000000&passwd={}&nickname=Ann", long(129)),
-            "passwd must be 6 to 128 characters",
+            "passwd must be 8 to 128 characters",
         ),
         (
-            "mobile=13800000000&passwd=secret1".to_owned(),
+            "mobile=13800000000&passwd=%20%20%20%20%20%20%20%20&nickname=Ann".to_owned(),
+            "passwd must not be only whitespace",
+        ),
+        (
+            "mobile=13800000000&passwd=aaaaaaaa&nickname=Ann".to_owned(),
+            "passwd must not be one character repeated",
+        ),
+        (
+            "mobile=13800000000&passwd=13800000000&nickname=Ann".to_owned(),
+            "passwd must not be your mobile number",
+        ),
+        (
+            "mobile=13800000000&passwd=%20Qwerty123&nickname=Ann".to_owned(),
+            "passwd is one of the most common passwords; choose another",
+        ),
+        (
+            "mobile=13800000000&passwd=secret-1".to_owned(),
             "nickname is required",
         ),
         (
-            "mobile=13800000000&passwd=secret1&nickname=%20%20".to_owned(),
+            "mobile=13800000000&passwd=secret-1&nickname=%20%20".to_owned(),
             "nickname is required",
         ),
         (
-            format!("mobile=13800000000&passwd=secret1&nickname={}", long(21)),
+            format!("mobile=13800000000&passwd=secret-1&nickname={}", long(21)),
             "nickname must be 1 to 20 characters",
         ),
         (
-            "mobile=13800000000&passwd=secret1&nickname=a%09b".to_owned(),
+            "mobile=13800000000&passwd=secret-1&nickname=a%09b".to_owned(),
             "nickname must not contain control characters",
         ),
         (
@@ -340,7 +357,7 @@ fn register_validation_names_the_field() {
     // At the limits, all is accepted.
     let body = format!(
         "mobile=%2B12345678901234567890&passwd={}&nickname={}&avatar={}&memo={}&sex=W",
-        long(128),
+        "xy".repeat(64),
         "张".repeat(20),
         long(250),
         long(140)
@@ -355,7 +372,7 @@ fn register_refuses_a_taken_mobile() {
     let msg = fail(form(
         &mut t.db,
         Route::Register,
-        "mobile=13800000000&passwd=secret1&nickname=Ann",
+        "mobile=13800000000&passwd=secret-1&nickname=Ann",
         None,
     ));
     assert_eq!(msg, "this mobile number is already registered");
@@ -433,6 +450,59 @@ fn login_answers_the_same_for_unknown_mobile_and_wrong_password() {
         session_user(&t.db, &token, NOW + SESSION_TTL_MS).expect("q"),
         None
     );
+}
+
+#[test]
+fn cookies_are_secure_behind_https() {
+    let mut t = test_db();
+    let secure = |route: Route, body: &str, token: Option<&str>| {
+        let mut req = request(route, Some(FORM), body.as_bytes(), token);
+        req.secure = true;
+        req
+    };
+    let (reply, v) = call(
+        &mut t.db,
+        secure(
+            Route::Register,
+            "mobile=13800000001&passwd=secret-1&nickname=a",
+            None,
+        ),
+    );
+    let token = ok((reply.clone(), v))["data"]["token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    assert_eq!(
+        reply.set_cookie.as_deref(),
+        Some(
+            format!(
+                "fastim_token={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age=2592000; Secure"
+            )
+            .as_str()
+        )
+    );
+    let (reply, v) = call(
+        &mut t.db,
+        secure(Route::Login, "mobile=13800000001&passwd=secret-1", None),
+    );
+    ok((reply.clone(), v));
+    let cookie = reply.set_cookie.expect("cookie");
+    assert!(cookie.ends_with("; Secure"), "{cookie}");
+    let (reply, v) = call(&mut t.db, secure(Route::Logout, "", Some(&token)));
+    ok((reply.clone(), v));
+    assert_eq!(
+        reply.set_cookie.as_deref(),
+        Some("fastim_token=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0; Secure")
+    );
+    // Plain HTTP: no Secure (a browser would drop the cookie on http://).
+    let (reply, _) = form(
+        &mut t.db,
+        Route::Login,
+        "mobile=13800000001&passwd=secret-1",
+        None,
+    );
+    let cookie = reply.set_cookie.expect("cookie");
+    assert!(!cookie.contains("Secure"), "{cookie}");
 }
 
 #[test]
@@ -1337,7 +1407,7 @@ fn no_reply_carries_a_password_hash_or_anyone_elses_token() {
             db,
             Route::Register,
             &format!(
-                "mobile={mobile}&passwd=password1&nickname=user{}",
+                "mobile={mobile}&passwd=correct-horse&nickname=user{}",
                 &mobile[mobile.len() - 1..]
             ),
             None,
@@ -1352,7 +1422,7 @@ fn no_reply_carries_a_password_hash_or_anyone_elses_token() {
     let login = ok(form(
         &mut t.db,
         Route::Login,
-        "mobile=13800000002&passwd=password1",
+        "mobile=13800000002&passwd=correct-horse",
         None,
     ));
     let bob_token2 = login["data"]["token"].as_str().expect("token").to_owned();
@@ -1393,7 +1463,7 @@ fn no_reply_carries_a_password_hash_or_anyone_elses_token() {
     let (reply, _) = form(
         &mut t.db,
         Route::Login,
-        "mobile=13800000001&passwd=password1",
+        "mobile=13800000001&passwd=correct-horse",
         None,
     );
     bodies.push(reply.body);
@@ -1461,7 +1531,7 @@ fn an_extreme_clock_does_not_overflow() {
     let mut req = request(
         Route::Register,
         Some(FORM),
-        b"mobile=13800000001&passwd=secret1&nickname=a",
+        b"mobile=13800000001&passwd=secret-1&nickname=a",
         None,
     );
     req.now_ms = i64::MAX;

@@ -25,9 +25,14 @@ pub(super) const MSG_BAD_LOGIN: &str = "wrong mobile number or password";
 pub(super) const MSG_MOBILE_TAKEN: &str = "this mobile number is already registered";
 
 /// `/user/register`: validates, stores the user with an Argon2id hash, and logs them in.
-pub(super) fn register(db: &mut Db, fields: &Fields, now: i64) -> Result<ApiReply, Failure> {
+pub(super) fn register(
+    db: &mut Db,
+    fields: &Fields,
+    now: i64,
+    secure: bool,
+) -> Result<ApiReply, Failure> {
     let mobile = fields::mobile(fields)?;
-    let passwd = fields::new_password(fields)?;
+    let passwd = fields::new_password(fields, &mobile)?;
     let nickname = fields::required_name(fields, "nickname", NICKNAME_MAX)?;
     let avatar = fields::text_at_most(fields, "avatar", AVATAR_MAX)?.unwrap_or_default();
     let sex = fields::sex(fields)?.unwrap_or_else(|| "U".to_owned());
@@ -48,7 +53,7 @@ pub(super) fn register(db: &mut Db, fields: &Fields, now: i64) -> Result<ApiRepl
         StoreError::MobileTaken => Failure::App(MSG_MOBILE_TAKEN.to_owned()),
         other => other.into(),
     })?;
-    start_session(db, &user, now)
+    start_session(db, &user, now, secure)
 }
 
 /// A password hash that nothing matches, verified against when the mobile number is
@@ -59,7 +64,12 @@ fn dummy_hash() -> &'static str {
 }
 
 /// `/user/login`: checks the password and starts a new session.
-pub(super) fn login(db: &mut Db, fields: &Fields, now: i64) -> Result<ApiReply, Failure> {
+pub(super) fn login(
+    db: &mut Db,
+    fields: &Fields,
+    now: i64,
+    secure: bool,
+) -> Result<ApiReply, Failure> {
     let mobile = fields
         .trimmed("mobile")?
         .ok_or_else(|| Failure::field("mobile is required"))?;
@@ -68,7 +78,9 @@ pub(super) fn login(db: &mut Db, fields: &Fields, now: i64) -> Result<ApiReply, 
         .filter(|p| !p.is_empty())
         .ok_or_else(|| Failure::field("passwd is required"))?;
     match db.user_login_row(mobile)? {
-        Some((user, hash)) if verify_password(passwd, &hash) => start_session(db, &user, now),
+        Some((user, hash)) if verify_password(passwd, &hash) => {
+            start_session(db, &user, now, secure)
+        }
         Some(_) => Err(Failure::App(MSG_BAD_LOGIN.to_owned())),
         None => {
             let _ = verify_password(passwd, dummy_hash());
@@ -77,23 +89,25 @@ pub(super) fn login(db: &mut Db, fields: &Fields, now: i64) -> Result<ApiReply, 
     }
 }
 
-/// Creates a session for `user` and answers with their profile, the token and the cookie.
-fn start_session(db: &mut Db, user: &User, now: i64) -> Result<ApiReply, Failure> {
+/// Creates a session for `user` and answers with their profile, the token and the cookie
+/// (`Secure` if `secure`).
+fn start_session(db: &mut Db, user: &User, now: i64, secure: bool) -> Result<ApiReply, Failure> {
     let token = new_token();
     db.create_session(
         user.id,
         token_digest(&token),
         now.saturating_add(SESSION_TTL_MS),
     )?;
-    Ok(ApiReply::data(OwnProfile::new(user, Some(&token))).with_cookie(session_cookie(&token)))
+    Ok(ApiReply::data(OwnProfile::new(user, Some(&token)))
+        .with_cookie(session_cookie(&token, secure)))
 }
 
 /// `/user/logout`: ends the caller's session (only that one) and clears the cookie.
-pub(super) fn logout(db: &mut Db, caller: &Caller<'_>) -> Result<ApiReply, Failure> {
+pub(super) fn logout(db: &mut Db, caller: &Caller<'_>, secure: bool) -> Result<ApiReply, Failure> {
     let digest = token_digest(caller.token);
     db.delete_session(digest)?;
     Ok(ApiReply::done("logged out")
-        .with_cookie(clear_session_cookie())
+        .with_cookie(clear_session_cookie(secure))
         .with_effect(Effect::LoggedOut {
             user: caller.id,
             token_digest: digest,

@@ -177,6 +177,7 @@ fn route_api(head: &RequestHead<'_>, route: api::Route, body_len: usize) -> Rout
                 .or_else(|| cookie(head, SESSION_COOKIE))
                 .map(str::to_owned),
             now_ms: 0,
+            secure: forwarded_https(head),
         },
         content_length,
         keep_alive,
@@ -340,6 +341,17 @@ fn origin_allowed(head: &RequestHead<'_>, allowed: &[String]) -> bool {
         .is_some_and(|host| host.eq_ignore_ascii_case(origin_host))
 }
 
+/// Whether a TLS-terminating proxy in front says the client used HTTPS: the first value
+/// of the (first) `X-Forwarded-Proto` header is `https`, in any case. Only ever adds
+/// `Secure` to the session cookie, so a client that sends it itself gains nothing.
+fn forwarded_https(head: &RequestHead<'_>) -> bool {
+    header_text(head, "x-forwarded-proto").is_some_and(|v| {
+        v.split(',')
+            .next()
+            .is_some_and(|first| first.trim().eq_ignore_ascii_case("https"))
+    })
+}
+
 fn bearer_token<'b>(head: &RequestHead<'b>) -> Option<&'b str> {
     let value = std::str::from_utf8(head.header("authorization")?).ok()?;
     let (scheme, token) = value.trim().split_once(' ')?;
@@ -383,6 +395,40 @@ mod tests {
         match r {
             Routed::Refuse(r) => Some(r.status.code().to_string()),
             _ => None,
+        }
+    }
+
+    #[test]
+    fn api_requests_know_whether_a_proxy_saw_https() {
+        let secure = |extra_headers: &str| {
+            let req = format!(
+                "POST /user/login HTTP/1.1\r\nHost: chat.example\r\nContent-Length: 0\r\n{extra_headers}\r\n"
+            );
+            let head = parse_head(req.as_bytes(), 8192)
+                .expect("valid")
+                .expect("complete");
+            match route(&head, &Config::default()) {
+                Routed::Api { request, .. } => request.secure,
+                other => panic!("{extra_headers}: {other:?}"),
+            }
+        };
+        for yes in [
+            "X-Forwarded-Proto: https\r\n",
+            "x-forwarded-proto: HTTPS\r\n",
+            "X-Forwarded-Proto:  https , http\r\n",
+            "X-Forwarded-Proto: https\r\nX-Forwarded-Proto: http\r\n",
+        ] {
+            assert!(secure(yes), "{yes}");
+        }
+        for no in [
+            "",
+            "X-Forwarded-Proto: http\r\n",
+            "X-Forwarded-Proto: http, https\r\n",
+            "X-Forwarded-Proto: httpsx\r\n",
+            "X-Forwarded-Proto:\r\n",
+            "Forwarded: proto=https\r\n",
+        ] {
+            assert!(!secure(no), "{no}");
         }
     }
 

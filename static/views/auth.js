@@ -7,6 +7,22 @@ import { uploadImage } from '../images.js';
 
 const MOBILE = /^\+?[0-9]{5,20}$/; // PROTOCOL.md field rules: any country, not only China
 
+// The server's password rule (PROTOCOL.md field rules), checked here so the form can say
+// what is wrong before a round trip. The server also refuses the most common passwords;
+// its list stays on the server, and its message is shown as it comes.
+const PASSWORD_RULE = '8 to 128 characters, not your mobile number, not a common password.';
+
+function passwordProblem(pw, mobile) {
+  const chars = [...pw]; // characters, as the server counts them, not UTF-16 units
+  const trimmed = pw.trim();
+  if (chars.length < 8 || chars.length > 128) return 'The password must have 8 to 128 characters.';
+  if (!trimmed) return 'The password must not be only spaces.';
+  const cs = [...trimmed];
+  if (cs.every((c) => c === cs[0])) return 'The password must not be one character repeated.';
+  if (trimmed === mobile || trimmed === mobile.replace(/^\+/, '')) return 'The password must not be your mobile number.';
+  return '';
+}
+
 function field(label, input, hint) {
   return h('label', { class: 'field' }, h('span', { class: 'field-label', text: label }), input, hint && h('span', { class: 'field-hint', text: hint }));
 }
@@ -68,7 +84,7 @@ export function registerView({ onLoggedIn }) {
     preview.querySelector('img')?.setAttribute('data-testid', 'reg-avatar-img');
   });
   const mobile = h('input', { type: 'tel', inputmode: 'tel', autocomplete: 'username', required: true, placeholder: 'e.g. 13800000000', 'data-testid': 'reg-mobile' });
-  const pw = h('input', { type: 'password', autocomplete: 'new-password', required: true, placeholder: 'At least 6 characters', 'data-testid': 'reg-password' });
+  const pw = h('input', { type: 'password', autocomplete: 'new-password', required: true, placeholder: 'At least 8 characters', 'data-testid': 'reg-password' });
   const pw2 = h('input', { type: 'password', autocomplete: 'new-password', required: true, placeholder: 'Once more', 'data-testid': 'reg-password2' });
   const nickname = h('input', { type: 'text', autocomplete: 'nickname', maxlength: 20, required: true, placeholder: 'How friends see you', 'data-testid': 'reg-nickname' });
   const sexM = h('input', { type: 'radio', name: 'sex', value: 'M', 'data-testid': 'reg-sex-M' });
@@ -83,7 +99,7 @@ export function registerView({ onLoggedIn }) {
     brand('Create your account'),
     h('label', { class: 'avatar-pick', title: 'Choose a profile picture' }, preview, h('span', { class: 'avatar-pick-text', text: 'Profile picture' }), fileInput),
     field('Mobile number', mobile),
-    field('Password', pw),
+    field('Password', pw, PASSWORD_RULE),
     field('Confirm password', pw2),
     field('Nickname', nickname),
     h(
@@ -105,7 +121,7 @@ export function registerView({ onLoggedIn }) {
     const nick = nickname.value.trim();
     const problem =
       (!MOBILE.test(m) && 'Mobile number: 5 to 20 digits, optionally starting with +.') ||
-      ((pw.value.length < 6 || pw.value.length > 128) && 'The password must have 6 to 128 characters.') ||
+      passwordProblem(pw.value, m) ||
       (pw.value !== pw2.value && 'The two passwords are not the same.') ||
       (!nick && 'Choose a nickname.') ||
       ([...nick].length > 20 && 'The nickname can have at most 20 characters.');

@@ -358,9 +358,16 @@ async function scenario5() {
   await tid(E.page, 'login-error').filter({ hasText: 'wrong mobile number or password' }).waitFor();
   await tid(E.page, 'goto-register').click();
   await tid(E.page, 'reg-mobile').fill(A.mobile);
+  await tid(E.page, 'reg-nickname').fill('Eve');
+  // The password rule: the form's own check first, then the server's list of common ones.
+  for (const [weak, said] of [['1234567', '8 to 128 characters'], ['Password1', 'most common passwords']]) {
+    await tid(E.page, 'reg-password').fill(weak);
+    await tid(E.page, 'reg-password2').fill(weak);
+    await tid(E.page, 'reg-submit').click();
+    await tid(E.page, 'reg-error').filter({ hasText: said }).waitFor();
+  }
   await tid(E.page, 'reg-password').fill('whatever1');
   await tid(E.page, 'reg-password2').fill('whatever2');
-  await tid(E.page, 'reg-nickname').fill('Eve');
   await tid(E.page, 'reg-submit').click();
   await tid(E.page, 'reg-error').filter({ hasText: 'not the same' }).waitFor();
   await tid(E.page, 'reg-password2').fill('whatever1');
