@@ -1191,3 +1191,7 @@ fn endpoint_limits(endpoint: Endpoint) -> ws::Limits {
         Endpoint::Chat { .. } => config::CHAT_LIMITS,
     }
 }
+
+#[cfg(test)]
+#[path = "lifecycle_tests.rs"]
+mod tests;
