@@ -99,9 +99,17 @@ pub const BUSY_RETRY_AFTER_SECS: u64 = 1;
 
 /// Bytes that may wait in one connection's outbound queue before the reader is
 /// considered stuck and disconnected: two of the largest messages, plus slack.
+/// Only messages from others (fan-out) can reach it: a connection's own replies
+/// stop being read at [`pause_reading_above`].
 pub fn max_outbound(limits: Limits) -> usize {
-    2 * limits.max_message as usize + 1024 * 1024
+    // Reading stops above `pause_reading_above`, checked before each frame: one more
+    // reply (the largest message and its frame header) may follow it.
+    2 * limits.max_message as usize + 1024 * 1024 + REPLY_SLACK
 }
+
+/// Room in [`max_outbound`] for the header of the reply that may follow the pause
+/// threshold, and a pong or an error frame besides.
+const REPLY_SLACK: usize = 1024;
 
 /// Above this many queued bytes the server stops reading from the connection until
 /// the queue has drained to half of it; a connection that stays paused without any

@@ -210,7 +210,7 @@ pub struct Lifecycle {
     born: Instant,
     /// The current state's deadline, where it has a fixed one (head, body,
     /// waiting, closing); WebSocket deadlines are computed from the times below.
-    deadline: Option<Ms>,
+    deadline: Ms,
     /// Bytes waiting for the socket.
     pub out: Outbound,
     /// Input read but not consumed: part of a head or frame header, or bytes that
@@ -234,6 +234,8 @@ pub struct Lifecycle {
     paused: bool,
     /// Input stopped at a budget; read again once it frees.
     starved: bool,
+    /// Bytes of the next input that were kept from earlier reads, not new.
+    reoffered: u32,
     /// A ping went out in this quiet spell.
     pinged: bool,
 }
@@ -253,6 +255,9 @@ impl Drop for Lifecycle {
 struct Ms(u32);
 
 impl Ms {
+    /// No deadline.
+    const NONE: Ms = Ms(u32::MAX);
+
     /// Offsets past this re-base the clock (about 12 days).
     const REBASE: u32 = 1 << 30;
 
@@ -271,7 +276,7 @@ impl Lifecycle {
         Lifecycle {
             state: State::Request,
             born: now,
-            deadline: Some(Ms::since(now, now + config.handshake_timeout)),
+            deadline: Ms::since(now, now + config.handshake_timeout),
             out: Outbound::default(),
             pending: Box::default(),
             last_input: Ms(0),
@@ -284,6 +289,7 @@ impl Lifecycle {
             queued_after: 0,
             paused: false,
             starved: false,
+            reoffered: 0,
             pinged: false,
         }
     }
@@ -304,8 +310,8 @@ impl Lifecycle {
         ] {
             m.0 = m.0.saturating_sub(shift);
         }
-        if let Some(d) = &mut self.deadline {
-            d.0 = d.0.saturating_sub(shift);
+        if self.deadline != Ms::NONE {
+            self.deadline.0 = self.deadline.0.saturating_sub(shift);
         }
         Ms::since(self.born, t)
     }
@@ -316,7 +322,12 @@ impl Lifecycle {
     }
 
     fn set_deadline(&mut self, at: Instant) {
-        self.deadline = Some(self.ms(at));
+        self.deadline = self.ms(at).min(Ms(Ms::NONE.0 - 1));
+    }
+
+    /// The current state's fixed deadline, if it has one.
+    fn deadline(&self) -> Option<Instant> {
+        (self.deadline != Ms::NONE).then(|| self.at(self.deadline))
     }
 
     /// Where the connection stands.
@@ -384,7 +395,10 @@ impl Lifecycle {
 
     /// Input kept from earlier reads; the driver puts it before new bytes.
     pub fn take_pending(&mut self) -> Box<[u8]> {
-        std::mem::take(&mut self.pending)
+        let pending = std::mem::take(&mut self.pending);
+        // Offered again, these bytes are not new activity (idle and ping clocks).
+        self.reoffered = u32::try_from(pending.len()).unwrap_or(u32::MAX);
+        pending
     }
 
     /// Keeps unconsumed input for the next call.
@@ -400,7 +414,9 @@ impl Lifecycle {
     /// Handles input; returns how many bytes of `input` were consumed. The rest must
     /// come back first in the next call. Stops early at a budget.
     pub fn handle_bytes(&mut self, now: Instant, input: &mut [u8], env: &mut Env<'_>) -> usize {
-        if !input.is_empty() {
+        let fresh = input.len() > self.reoffered as usize;
+        self.reoffered = 0;
+        if fresh {
             self.last_input = self.ms(now);
             self.pinged = false;
         }
@@ -419,7 +435,9 @@ impl Lifecycle {
                 break;
             }
         }
-        if pos < input.len() && !matches!(self.state, State::Closing | State::Lingering) {
+        // Stopped at a budget (not merely at incomplete input, which only more bytes
+        // can finish): read again once the budget frees.
+        if pos < input.len() && !self.wants_read(env.config) {
             self.starved = true;
         }
         self.note_progress(now);
@@ -429,7 +447,7 @@ impl Lifecycle {
     /// The next moment [`Lifecycle::handle_timeout`] has something to do.
     pub fn poll_timeout(&self, config: &Config) -> Option<Instant> {
         let State::WebSocket { ws, endpoint } = &self.state else {
-            return self.deadline.map(|d| self.at(d));
+            return self.deadline();
         };
         let mut next = match endpoint {
             Endpoint::Echo => self.at(self.last_input) + config.echo_idle_timeout,
@@ -457,13 +475,13 @@ impl Lifecycle {
         );
         match &mut self.state {
             State::Request | State::Body { .. } | State::Closing | State::Lingering => {
-                if self.deadline.is_some_and(|d| self.at(d) <= now) {
+                if self.deadline().is_some_and(|d| d <= now) {
                     debug!("#{}: timed out while {}", env.conn.key, self.state.name());
                     return Verdict::Drop;
                 }
             }
             State::Waiting { .. } | State::Authorizing(_) => {
-                if self.deadline.is_some_and(|d| self.at(d) <= now) {
+                if self.deadline().is_some_and(|d| d <= now) {
                     debug!("#{}: no worker answer in time", env.conn.key);
                     self.cancel_job();
                     self.refuse(now, Why::Busy, Close::Yes, config);
@@ -690,7 +708,7 @@ impl Lifecycle {
                     ws: ws::Connection::new(Role::Server, config::CHAT_LIMITS),
                     endpoint: Endpoint::Chat { user, session },
                 };
-                self.deadline = None;
+                self.deadline = Ms::NONE;
                 self.last_input = self.ms(now);
                 env.index.connect(user, env.conn.key);
                 debug!("#{}: chat open for user {user}", env.conn.key);
@@ -783,7 +801,7 @@ impl Lifecycle {
                     ws: ws::Connection::new(Role::Server, endpoint_limits(endpoint)),
                     endpoint,
                 };
-                self.deadline = None;
+                self.deadline = Ms::NONE;
                 self.last_progress = self.ms(now);
                 head_len
             }

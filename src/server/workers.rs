@@ -47,6 +47,11 @@ pub const HASH_WORKERS: usize = 1;
 /// Most messages one sync reply carries; the client asks again for more.
 pub const SYNC_LIMIT: usize = 500;
 
+/// Most bytes one sync reply carries (plus one message): well under a chat
+/// connection's outbound bound, so that a sync of long messages never looks like a
+/// client that does not read.
+pub const SYNC_MAX_BYTES: usize = 256 * 1024;
+
 /// A connection as a job remembers it: the slot, and which occupant of the slot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConnRef {
@@ -441,13 +446,19 @@ fn read_file(req: &FileRequest) -> Vec<u8> {
 fn sync_frames(db: &mut Db, user: i64, after: i64) -> Vec<u8> {
     let mut frames = Vec::new();
     let (last, more) = match db.messages_for(user, after, SYNC_LIMIT + 1) {
-        Ok(mut messages) => {
-            let more = messages.len() > SYNC_LIMIT;
-            messages.truncate(SYNC_LIMIT);
-            for m in &messages {
+        Ok(messages) => {
+            let mut more = messages.len() > SYNC_LIMIT;
+            let mut last = after;
+            for m in messages.iter().take(SYNC_LIMIT) {
+                if frames.len() >= SYNC_MAX_BYTES {
+                    // Long messages: the rest comes with the client's next sync.
+                    more = true;
+                    break;
+                }
                 write_frame(&mut frames, OpCode::Text, wire::delivery_json(m).as_bytes());
+                last = m.id;
             }
-            (messages.last().map_or(after, |m| m.id), more)
+            (last, more)
         }
         Err(e) => {
             error!("sync for user {user} failed: {e}");
@@ -515,5 +526,41 @@ fn chat_writer(
         if let Err(e) = waker.wake() {
             warn!("cannot wake the event loop: {e}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Peer;
+    use crate::store::testutil::{test_db, text, user};
+
+    #[test]
+    fn a_sync_reply_stops_at_its_byte_cap_and_says_more() {
+        let mut t = test_db();
+        let a = user(&mut t.db, "13900000001", 1).id;
+        let b = user(&mut t.db, "13900000002", 1).id;
+        t.db.add_friend(a, b, 1).expect("friends");
+        let long = "x".repeat(4_000);
+        let batch: Vec<_> = (0..200).map(|_| text(a, Peer::User(b), &long)).collect();
+        t.db.save_messages(&batch, 2).expect("stored");
+        let frames = sync_frames(&mut t.db, b, 0);
+        assert!(
+            frames.len() <= SYNC_MAX_BYTES + 8 * 1024,
+            "{} bytes in one sync reply",
+            frames.len()
+        );
+        let tail = String::from_utf8_lossy(&frames[frames.len() - 40..]).into_owned();
+        assert!(tail.contains(r#""more":true"#), "{tail}");
+        // Short messages: all 200 in one reply, nothing more.
+        let mut t = test_db();
+        let a = user(&mut t.db, "13900000001", 1).id;
+        let b = user(&mut t.db, "13900000002", 1).id;
+        t.db.add_friend(a, b, 1).expect("friends");
+        let batch: Vec<_> = (0..200).map(|_| text(a, Peer::User(b), "hi")).collect();
+        t.db.save_messages(&batch, 2).expect("stored");
+        let frames = sync_frames(&mut t.db, b, 0);
+        let tail = String::from_utf8_lossy(&frames[frames.len() - 40..]).into_owned();
+        assert!(tail.contains(r#""more":false"#), "{tail}");
     }
 }
