@@ -215,7 +215,10 @@ pub struct Lifecycle {
     pub out: Outbound,
     /// Input read but not consumed: part of a head or frame header, or bytes that
     /// arrived while the connection was over a budget.
-    pending: Box<[u8]>,
+    /// Boxed twice so that none costs one word, not a slice's or a vector's
+    /// several: kept input is rare, idle connections are many.
+    #[allow(clippy::box_collection)]
+    pending: Option<Box<Vec<u8>>>,
     /// When input last arrived.
     last_input: Ms,
     /// When the message in progress last grew, and how long it was then.
@@ -278,7 +281,7 @@ impl Lifecycle {
             born: now,
             deadline: Ms::since(now, now + config.handshake_timeout),
             out: Outbound::default(),
-            pending: Box::default(),
+            pending: None,
             last_input: Ms(0),
             last_progress: Ms(0),
             progress_mark: 0,
@@ -370,9 +373,9 @@ impl Lifecycle {
     /// How many bytes the driver may read for this connection now.
     pub fn read_allowance(&self) -> usize {
         match &self.state {
-            State::Request => HTTP_INPUT.saturating_sub(self.pending.len()),
+            State::Request => HTTP_INPUT.saturating_sub(self.pending_len()),
             State::Waiting { .. } | State::Authorizing(_) => 0,
-            _ => config::READ_BUFFER.saturating_sub(self.pending.len()),
+            _ => config::READ_BUFFER.saturating_sub(self.pending_len()),
         }
     }
 
@@ -394,21 +397,25 @@ impl Lifecycle {
     }
 
     /// Input kept from earlier reads; the driver puts it before new bytes.
-    pub fn take_pending(&mut self) -> Box<[u8]> {
-        let pending = std::mem::take(&mut self.pending);
+    pub fn take_pending(&mut self) -> Vec<u8> {
+        let pending = self.pending.take().map(|b| *b).unwrap_or_default();
         // Offered again, these bytes are not new activity (idle and ping clocks).
         self.reoffered = u32::try_from(pending.len()).unwrap_or(u32::MAX);
         pending
     }
 
+    fn pending_len(&self) -> usize {
+        self.pending.as_ref().map_or(0, |p| p.len())
+    }
+
     /// Keeps unconsumed input for the next call.
     pub fn keep_pending(&mut self, input: &[u8]) {
-        self.pending = input.into();
+        self.pending = (!input.is_empty()).then(|| Box::new(input.to_vec()));
     }
 
     /// Whether input is kept.
     pub fn has_pending(&self) -> bool {
-        !self.pending.is_empty()
+        self.pending.is_some()
     }
 
     /// Handles input; returns how many bytes of `input` were consumed. The rest must

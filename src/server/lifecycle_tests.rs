@@ -130,7 +130,7 @@ impl Harness {
     fn feed(&mut self, t: u64, bytes: &[u8]) -> usize {
         let now = self.at(t);
         let (life, mut env) = self.parts();
-        let mut buf = life.take_pending().into_vec();
+        let mut buf = life.take_pending();
         buf.extend_from_slice(bytes);
         let consumed = life.handle_bytes(now, &mut buf, &mut env);
         assert!(consumed <= buf.len());

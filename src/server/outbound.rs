@@ -35,11 +35,20 @@ impl Chunk {
 pub struct Outbound {
     chunks: VecDeque<Chunk>,
     /// Bytes of the front chunk already written.
-    front_written: usize,
+    front_written: u32,
     /// Bytes in every chunk but the last, which callers may still append to: the
     /// queue's length is asked after every delivery, so it must not walk a queue
     /// of many shared frames.
-    sealed: usize,
+    ///
+    /// 32 bits keep an idle connection small: every producer is bounded far below
+    /// 4 GiB (the outbound bounds, the upload and message limits).
+    sealed: u32,
+}
+
+/// A length as the queue counts it.
+fn len32(n: usize) -> u32 {
+    debug_assert!(u32::try_from(n).is_ok(), "an outbound queue of {n} bytes");
+    u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 /// What a flush achieved.
@@ -77,7 +86,7 @@ impl Outbound {
 
     fn push(&mut self, chunk: Chunk) {
         if let Some(last) = self.chunks.back() {
-            self.sealed += last.bytes().len();
+            self.sealed += len32(last.bytes().len());
         }
         self.chunks.push_back(chunk);
     }
@@ -85,7 +94,7 @@ impl Outbound {
     /// Bytes waiting to be written.
     pub fn len(&self) -> usize {
         let last = self.chunks.back().map_or(0, |c| c.bytes().len());
-        self.sealed + last - self.front_written
+        self.sealed as usize + last - self.front_written as usize
     }
 
     /// Whether nothing waits.
@@ -97,7 +106,7 @@ impl Outbound {
     fn pop_front(&mut self) {
         if self.chunks.len() > 1 {
             if let Some(front) = self.chunks.front() {
-                self.sealed -= front.bytes().len();
+                self.sealed -= len32(front.bytes().len());
             }
         }
         self.chunks.pop_front();
@@ -110,7 +119,7 @@ impl Outbound {
             while self
                 .chunks
                 .front()
-                .is_some_and(|c| c.bytes().len() == self.front_written)
+                .is_some_and(|c| c.bytes().len() == self.front_written as usize)
             {
                 self.pop_front();
             }
@@ -124,7 +133,7 @@ impl Outbound {
             for (i, chunk) in self.chunks.iter().take(MAX_IOVECS).enumerate() {
                 let bytes = chunk.bytes();
                 slices[i] = IoSlice::new(if i == 0 {
-                    &bytes[self.front_written..]
+                    &bytes[self.front_written as usize..]
                 } else {
                     bytes
                 });
@@ -145,9 +154,9 @@ impl Outbound {
             let Some(front) = self.chunks.front() else {
                 return;
             };
-            let left = front.bytes().len() - self.front_written;
+            let left = front.bytes().len() - self.front_written as usize;
             if n < left {
-                self.front_written += n;
+                self.front_written += len32(n);
                 return;
             }
             n -= left;
@@ -183,7 +192,7 @@ mod tests {
     }
 
     fn naive_len(q: &Outbound) -> usize {
-        q.chunks.iter().map(|c| c.bytes().len()).sum::<usize>() - q.front_written
+        q.chunks.iter().map(|c| c.bytes().len()).sum::<usize>() - q.front_written as usize
     }
 
     #[test]

@@ -14,7 +14,8 @@ pub struct InvalidUtf8;
 /// Tracks the validated prefix of a message buffer that only ever grows.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Utf8Validator {
-    valid_up_to: usize,
+    /// 32 bits, as message limits are ([`super::Limits`]): an idle connection stays small.
+    valid_up_to: u32,
 }
 
 impl Utf8Validator {
@@ -28,23 +29,20 @@ impl Utf8Validator {
     /// A character cut off at the end of `message` is accepted for now, as long
     /// as the bytes present can still begin a valid character.
     pub fn advance(&mut self, message: &[u8]) -> Result<(), InvalidUtf8> {
-        match std::str::from_utf8(&message[self.valid_up_to..]) {
-            Ok(_) => {
-                self.valid_up_to = message.len();
-                Ok(())
-            }
+        let start = self.valid_up_to as usize;
+        let valid = match std::str::from_utf8(&message[start..]) {
+            Ok(_) => message.len(),
             // `error_len() == None`: the input ended inside a sequence that is valid so far.
-            Err(e) if e.error_len().is_none() => {
-                self.valid_up_to += e.valid_up_to();
-                Ok(())
-            }
-            Err(_) => Err(InvalidUtf8),
-        }
+            Err(e) if e.error_len().is_none() => start + e.valid_up_to(),
+            Err(_) => return Err(InvalidUtf8),
+        };
+        self.valid_up_to = u32::try_from(valid).map_err(|_| InvalidUtf8)?;
+        Ok(())
     }
 
     /// Checks that a complete message does not end inside a character.
     pub fn finish(&self, message: &[u8]) -> Result<(), InvalidUtf8> {
-        if self.valid_up_to == message.len() {
+        if self.valid_up_to as usize == message.len() {
             Ok(())
         } else {
             Err(InvalidUtf8)
