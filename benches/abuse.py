@@ -4,6 +4,7 @@ release fastim with default flags, with what it costs the server (RSS from
 /proc/<pid>/status) and what it costs a bystander (latency).
 
     cargo build --release --bin fastim && python3 benches/abuse.py [attack ...]
+    FASTIM_BIN=/path/to/other/fastim python3 benches/abuse.py chat   # another build
 
 Attacks: chat pipeline partial upload sync login (all by default). Every
 client talks to 127.0.0.1 only; every loop is bounded in time; the server is killed
@@ -23,7 +24,8 @@ import tempfile
 import threading
 import time
 
-BIN = os.path.join(os.path.dirname(__file__), "..", "target", "release", "fastim")
+BIN = os.environ.get("FASTIM_BIN") or os.path.join(
+    os.path.dirname(__file__), "..", "target", "release", "fastim")
 MIB = 1024 * 1024
 
 

@@ -555,11 +555,21 @@ impl Lifecycle {
 
     /// Called after output was queued: pauses reading above the high-water mark.
     pub fn note_output(&mut self, now: Instant) {
-        if let State::WebSocket { ws, .. } = &self.state {
-            if !self.paused && self.out.len() > config::pause_reading_above(ws.limits()) {
-                self.paused = true;
-                self.last_write = self.ms(now);
+        if self.must_pause() {
+            self.paused = true;
+            self.last_write = self.ms(now);
+        }
+    }
+
+    /// Whether [`Lifecycle::note_output`] would pause reading: the driver asks
+    /// first, so that a fan-out to many connections reads the clock only for the
+    /// few that pause.
+    pub fn must_pause(&self) -> bool {
+        match &self.state {
+            State::WebSocket { ws, .. } => {
+                !self.paused && self.out.len() > config::pause_reading_above(ws.limits())
             }
+            _ => false,
         }
     }
 

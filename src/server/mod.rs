@@ -104,6 +104,9 @@ pub struct Server {
     to_read: Vec<usize>,
     /// Set once a shutdown signal arrived: when the loop gives up waiting.
     shutdown_deadline: Option<Instant>,
+    /// The time of this loop turn, read once when the poll returns: the clock is
+    /// not read again for every connection and every delivery.
+    now: Instant,
 }
 
 /// The shared budgets and queues a connection's machine may draw on.
@@ -217,6 +220,7 @@ impl Server {
             to_flush: Vec::new(),
             to_read: Vec::new(),
             shutdown_deadline: None,
+            now: Instant::now(),
         })
     }
 
@@ -244,6 +248,7 @@ impl Server {
                 }
                 return Err(e);
             }
+            self.now = Instant::now();
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept(),
@@ -270,6 +275,7 @@ impl Server {
                 self.flush(key);
             }
             let now = Instant::now();
+            self.now = now;
             if now >= next_sweep {
                 self.sweep(now);
                 next_sweep = now + SWEEP_INTERVAL;
@@ -329,7 +335,7 @@ impl Server {
                     }
                     debug!("{peer}: accepted as #{}", entry.key());
                     self.next_serial += 1;
-                    let life = Lifecycle::new(Instant::now(), &self.config);
+                    let life = Lifecycle::new(self.now, &self.config);
                     entry.insert(Conn::new(socket, self.next_serial, ip, life));
                     *self.per_address.entry(ip).or_default() += 1;
                 }
@@ -354,8 +360,7 @@ impl Server {
         let _ = socket.write(&response);
         let _ = socket.shutdown(Shutdown::Write);
         if self.refused.len() < MAX_REFUSED_LINGERING {
-            self.refused
-                .push_back((socket, Instant::now() + REFUSED_LINGER));
+            self.refused.push_back((socket, self.now + REFUSED_LINGER));
         }
     }
 
@@ -378,7 +383,7 @@ impl Server {
         if let Some(mut listener) = self.listener.take() {
             let _ = self.poll.registry().deregister(&mut listener);
         }
-        let now = Instant::now();
+        let now = self.now;
         self.shutdown_deadline = Some(now + config::SHUTDOWN_GRACE);
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
@@ -434,7 +439,7 @@ impl Server {
             throttle: &mut s.throttle,
             peer: conn.peer,
         };
-        let now = Instant::now();
+        let now = s.now;
         let pending = conn.life.take_pending();
         let mut filled = pending.len();
         buf[..filled].copy_from_slice(&pending);
@@ -472,7 +477,7 @@ impl Server {
                     reads += 1;
                     let drained = n < end - filled && !to_eof;
                     filled += n;
-                    let now = Instant::now();
+                    let now = s.now;
                     let consumed = conn.life.handle_bytes(now, &mut buf[..filled], &mut env);
                     buf.copy_within(consumed..filled, 0);
                     filled -= consumed;
@@ -517,7 +522,9 @@ impl Server {
             self.remove(key);
             return;
         }
-        conn.life.note_output(Instant::now());
+        if conn.life.must_pause() {
+            conn.life.note_output(self.now);
+        }
         if !conn.life.out.is_empty() && !conn.flush_queued {
             conn.flush_queued = true;
             self.to_flush.push(key);
@@ -548,9 +555,7 @@ impl Server {
             }
         };
         let progressed = conn.life.out.len() < before;
-        let after = conn
-            .life
-            .handle_flushed(Instant::now(), flushed, progressed);
+        let after = conn.life.handle_flushed(self.now, flushed, progressed);
         let wants_write = flushed == Flushed::Blocked;
         if wants_write != conn.wants_write {
             let interest = if wants_write {
@@ -579,7 +584,7 @@ impl Server {
 
     /// Handles everything the worker threads have finished.
     fn on_completions(&mut self) {
-        let now = Instant::now();
+        let now = self.now;
         while let Some(completion) = self.workers.try_completion() {
             match completion {
                 Completion::Api { conn, mut reply } => {
@@ -661,7 +666,7 @@ impl Server {
                             .is_some_and(|(_, session)| session == ended)
                     })
                     .collect();
-                let now = Instant::now();
+                let now = self.now;
                 for key in doomed {
                     let v = with_conn!(self, key, |c, env| c.life.close(
                         now,
@@ -719,9 +724,26 @@ impl Server {
             if key == sender.key {
                 continue;
             }
-            if let Some(conn) = self.conns.get_mut(key) {
-                conn.life.send_shared(frame.clone());
-                self.settle(key, Verdict::Keep);
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
+            conn.life.send_shared(frame.clone());
+            // A delivery frees no budget and changes no state: only the bounds and
+            // the flush matter here (this runs once per recipient).
+            if conn.life.over_hard_bound() {
+                warn!(
+                    "#{key}: not reading ({} bytes queued): disconnecting",
+                    conn.life.out.len()
+                );
+                self.remove(key);
+                continue;
+            }
+            if conn.life.must_pause() {
+                conn.life.note_output(self.now);
+            }
+            if !conn.flush_queued {
+                conn.flush_queued = true;
+                self.to_flush.push(key);
             }
         }
     }
