@@ -999,10 +999,11 @@ impl Lifecycle {
         let endpoint = *endpoint;
         let mut closing = false;
         let mut close_code = None;
+        let pause_above = config::pause_reading_above(ws.limits());
         loop {
             // Budgets are checked before each frame: a client that pipelines faster
             // than it reads is slowed down here, never cut off.
-            let room = self.out.len() <= config::pause_reading_above(ws.limits())
+            let room = self.out.len() <= pause_above
                 && match endpoint {
                     Endpoint::Echo => true,
                     Endpoint::Chat { .. } => {
