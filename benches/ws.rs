@@ -113,9 +113,10 @@ fn fragmented_text(total: usize, fragment: usize) -> Vec<u8> {
 /// until the message comes out; returns its length.
 fn receive_whole(input: &mut [u8]) -> usize {
     let mut conn = Connection::new(Role::Server, ECHO_LIMITS);
+    let mut replies = Vec::new();
     let mut pos = 0;
     loop {
-        match conn.handle_bytes(&mut input[pos..]) {
+        match conn.handle_bytes(&mut input[pos..], &mut replies) {
             Ok((_, Some(Event::Message(m)))) => {
                 return match m {
                     fastim::ws::Message::Text(t) => t.len(),
@@ -133,13 +134,14 @@ fn receive_whole(input: &mut [u8]) -> usize {
 /// as the server sees it: unconsumed bytes move to the front before the next read.
 fn receive_chunked(input: &[u8], chunk: usize, buf: &mut [u8]) -> usize {
     let mut conn = Connection::new(Role::Server, ECHO_LIMITS);
+    let mut replies = Vec::new();
     let mut filled = 0;
     for read in input.chunks(chunk) {
         buf[filled..filled + read.len()].copy_from_slice(read);
         filled += read.len();
         let mut pos = 0;
         loop {
-            match conn.handle_bytes(&mut buf[pos..filled]) {
+            match conn.handle_bytes(&mut buf[pos..filled], &mut replies) {
                 Ok((_, Some(Event::Message(m)))) => {
                     return match m {
                         fastim::ws::Message::Text(t) => t.len(),

@@ -56,18 +56,15 @@ impl Feeder {
         let mut pos = 0;
         loop {
             let left = self.buf.len() - pos;
-            match self.conn.handle_bytes(&mut self.buf[pos..]) {
+            // Pongs (and close replies) are the connection's own.
+            match self.conn.handle_bytes(&mut self.buf[pos..], &mut self.pongs) {
                 Ok((0, None)) => break,
                 Ok((n, event)) => {
                     assert!(n > 0, "an event without consuming bytes would loop forever");
                     assert!(n <= left, "consumed {n} of {left} bytes");
                     pos += n;
                     if let Some(event) = event {
-                        let event = to_owned(event);
-                        if let Owned::Ping(p) = &event {
-                            self.conn.send_pong(p, &mut self.pongs);
-                        }
-                        self.events.push(event);
+                        self.events.push(to_owned(event));
                     }
                 }
                 Err(e) => {

@@ -240,7 +240,8 @@ fuzz_target!(|input: Input| {
         assert!(server.buf.is_empty(), "every frame was complete");
     }
 
-    // The pongs written for the pings, read back by a client, carry the same payloads.
+    // The replies the connection wrote by itself, read back by a client: a pong per
+    // ping with the same payload, and the close frames of the closing handshake.
     let mut client = Feeder::new(Role::Client, limits);
     client.push(&server.pongs);
     let pings: Vec<Owned> = events
@@ -251,5 +252,11 @@ fuzz_target!(|input: Input| {
         })
         .collect();
     assert_eq!(client.error, None);
-    assert_eq!(client.events, pings);
+    let pongs: Vec<Owned> = client
+        .events
+        .iter()
+        .filter(|e| matches!(e, Owned::Pong(_)))
+        .cloned()
+        .collect();
+    assert_eq!(pongs, pings);
 });

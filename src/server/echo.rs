@@ -1,7 +1,7 @@
 //! The `/echo` endpoint: every message goes back to its sender with its type.
 
 use super::outbound::Outbound;
-use crate::ws::frame::{MAX_HEADER_LEN, encode_header, write_frame};
+use crate::ws::frame::write_frame;
 use crate::ws::{Message, OpCode};
 
 /// Messages at least this long that were gathered in the connection's own buffer
@@ -22,12 +22,4 @@ pub fn reply(message: Message<'_>, out: &mut Outbound) {
         Message::Text(text) => write_frame(out.tail(), OpCode::Text, text.as_bytes()),
         Message::Binary(data) => write_frame(out.tail(), OpCode::Binary, data),
     }
-}
-
-/// Queues the echo of a message whose buffer we own: header, then the buffer itself.
-pub fn reply_owned(opcode: OpCode, payload: Vec<u8>, out: &mut Outbound) {
-    let mut header = [0u8; MAX_HEADER_LEN];
-    let n = encode_header(&mut header, true, opcode, payload.len() as u64, None);
-    out.tail().extend_from_slice(&header[..n]);
-    out.push_owned(payload);
 }

@@ -45,7 +45,7 @@ use crate::config::{self, Config};
 use crate::http::{self, HeadError, Refusal, Status};
 use crate::im::index::ChatIndex;
 use crate::throttle::Throttle;
-use crate::ws::{self, CloseCode, Event, OpCode, Phase, Role, handshake};
+use crate::ws::{self, CloseCode, Event, Role, handshake};
 
 /// Where a connection stands.
 #[derive(Debug)]
@@ -518,7 +518,7 @@ impl Lifecycle {
                         }
                         Endpoint::Chat { .. } if quiet >= config.ping_interval && !self.pinged => {
                             // Once per quiet spell; browsers answer pings by themselves.
-                            ws::frame::write_frame(self.out.tail(), OpCode::Ping, b"");
+                            let _ = ws.send_ping(b"", self.out.tail());
                             self.pinged = true;
                             None
                         }
@@ -609,7 +609,9 @@ impl Lifecycle {
     ) -> Verdict {
         match &mut self.state {
             State::WebSocket { ws, .. } => {
-                ws.send_close(Some(code), reason, self.out.tail());
+                if let Err(e) = ws.send_close(Some(code), reason, self.out.tail()) {
+                    debug!("#{}: {e}", env.conn.key);
+                }
                 self.begin_closing(now, env);
                 Verdict::Keep
             }
@@ -622,16 +624,16 @@ impl Lifecycle {
     /// close frame (RFC 6455 §5.5.1).
     pub fn send_text(&mut self, text: &str) {
         if let State::WebSocket { ws, .. } = &self.state {
-            if ws.phase() == Phase::Open {
-                ws::frame::write_frame(self.out.tail(), OpCode::Text, text.as_bytes());
-            }
+            // Refused after our close frame (RFC 6455 §5.5.1): the reply is for nobody.
+            let _ = ws.send_text(text, self.out.tail());
         }
     }
 
     /// Queues a frame encoded once for many recipients, on an open WebSocket.
     pub fn send_shared(&mut self, frame: Rc<[u8]>) {
         if let State::WebSocket { ws, .. } = &self.state {
-            if ws.phase() == Phase::Open {
+            // Encoded once for every recipient; the protocol says whether it may go.
+            if ws.may_send().is_ok() {
                 self.out.push_shared(frame);
             }
         }
@@ -998,7 +1000,6 @@ impl Lifecycle {
         };
         let endpoint = *endpoint;
         let mut closing = false;
-        let mut close_code = None;
         let pause_above = config::pause_reading_above(ws.limits());
         loop {
             // Budgets are checked before each frame: a client that pipelines faster
@@ -1014,7 +1015,8 @@ impl Lifecycle {
             if !room {
                 break;
             }
-            match ws.handle_bytes(&mut input[pos..]) {
+            // The protocol answers pings and close frames itself, into the same queue.
+            match ws.handle_bytes(&mut input[pos..], self.out.tail()) {
                 Ok((0, None)) => break,
                 Ok((n, None)) => pos += n,
                 Ok((n, Some(event))) => {
@@ -1028,7 +1030,13 @@ impl Lifecycle {
                                 } else {
                                     match ws.take_message() {
                                         Some(payload) => {
-                                            echo::reply_owned(opcode, payload, &mut self.out);
+                                            // The buffer itself goes out behind its header.
+                                            if ws
+                                                .send_header(opcode, payload.len(), self.out.tail())
+                                                .is_ok()
+                                            {
+                                                self.out.push_owned(payload);
+                                            }
                                         }
                                         // Delivered from the input: its payload ends where the call stopped.
                                         None => ws::frame::write_frame(
@@ -1070,31 +1078,23 @@ impl Lifecycle {
                                 }
                             }
                         },
-                        // No pong after our close frame: the machine reports no ping then.
-                        Event::Ping(payload) => {
-                            ws::frame::write_frame(self.out.tail(), OpCode::Pong, payload);
-                        }
-                        Event::Pong(_) => {}
-                        Event::Close(frame) => {
-                            close_code = Some(frame.code);
+                        // Already answered by the protocol (its pong, its close frame).
+                        Event::Ping(_) | Event::Pong(_) => {}
+                        Event::Close(_) => {
+                            closing = true;
                             pos = input.len();
                             break;
                         }
                     }
                 }
                 Err(e) => {
+                    // The protocol has queued the close frame with the error's code.
                     debug!("#{}: protocol error: {e}", env.conn.key);
-                    ws.send_close(Some(e.close_code()), &e.to_string(), self.out.tail());
                     closing = true;
                     pos = input.len();
                     break;
                 }
             }
-        }
-        if let Some(code) = close_code {
-            // §5.5.1: echo the status code; an empty close is answered empty.
-            ws.send_close(code, "", self.out.tail());
-            closing = true;
         }
         if closing {
             self.begin_closing(now, env);

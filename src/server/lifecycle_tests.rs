@@ -7,6 +7,7 @@ use std::net::Ipv4Addr;
 use super::*;
 use crate::store::Peer;
 use crate::throttle::ThrottleConfig;
+use crate::ws::OpCode;
 use crate::ws::frame::{decode_header, write_masked_frame};
 
 // ---- harness ----

@@ -17,7 +17,10 @@ use std::mem;
 
 use super::close::{CloseCode, CloseFrame, parse_close_payload};
 use super::error::ProtocolError;
-use super::frame::{FrameHeader, OpCode, decode_header, write_frame};
+use super::frame::{
+    FrameHeader, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN, OpCode, decode_header, encode_header,
+    write_frame,
+};
 use super::mask::{apply_mask, rotate_key};
 use super::utf8::Utf8Validator;
 
@@ -75,6 +78,32 @@ pub enum Phase {
     /// Both close frames have been sent; only the TCP close is left.
     Closed,
 }
+
+/// Why a message or frame could not be sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SendError {
+    /// Our close frame is out: §5.5.1 allows nothing after it.
+    Closed,
+    /// A control frame's payload is at most 125 bytes (§5.5).
+    ControlTooLong,
+    /// A header for a data message was asked with a control opcode.
+    NotData,
+    /// This connection plays the client, whose frames need a mask key (§5.3).
+    ClientRole,
+}
+
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SendError::Closed => "our close frame was sent: nothing may follow it",
+            SendError::ControlTooLong => "a control frame carries at most 125 bytes",
+            SendError::NotData => "a message header needs a data opcode",
+            SendError::ClientRole => "a client connection cannot send without a mask key",
+        })
+    }
+}
+
+impl std::error::Error for SendError {}
 
 /// Which frame part the next input bytes belong to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -168,15 +197,21 @@ impl Connection {
         self.limits
     }
 
-    /// Consumes bytes from the start of `input`, which the call may unmask in place.
+    /// Consumes bytes from the start of `input`, which the call may unmask in place,
+    /// and appends to `out` what the protocol answers by itself.
     ///
     /// Returns the number of bytes consumed and at most one event. `(0, None)`
     /// means the input holds no complete unit yet: call again once more bytes have
-    /// arrived, with the unconsumed bytes first. Any error is fatal: answer it with
-    /// [`Connection::send_close`] and the error's [`ProtocolError::close_code`].
+    /// arrived, with the unconsumed bytes first.
+    ///
+    /// The connection owns the replies the protocol requires: a ping is answered
+    /// with its pong (§5.5.2, §5.5.3) and a close frame with ours, echoing its code
+    /// (§5.5.1), before the event is handed out; an error is answered with a close
+    /// frame carrying [`ProtocolError::close_code`] and is fatal: feed nothing more.
     pub fn handle_bytes<'a>(
         &'a mut self,
         input: &'a mut [u8],
+        out: &mut Vec<u8>,
     ) -> Result<(usize, Option<Event<'a>>), ProtocolError> {
         if self.assembly == Assembly::Delivered {
             self.message.clear();
@@ -191,44 +226,107 @@ impl Connection {
                 remaining,
                 key,
                 fin,
-            } => self.continue_payload(input, remaining, key, fin),
-            Reading::Header => self.start_frame(input),
+            } => self.continue_payload(input, remaining, key, fin, out),
+            Reading::Header => self.start_frame(input, out),
         }
     }
 
-    /// Appends a pong answering a ping's `payload` to `out` (§5.5.3), while open.
-    pub fn send_pong(&self, payload: &[u8], out: &mut Vec<u8>) {
-        if self.phase == Phase::Open {
-            write_frame(out, OpCode::Pong, payload);
+    /// Whether data and pings may still be sent: not after our close frame
+    /// (§5.5.1: "the endpoint MUST NOT send any more data frames").
+    pub fn may_send(&self) -> Result<(), SendError> {
+        if self.role == Role::Client {
+            // A client masks every frame with an unpredictable key (§5.3); this
+            // crate sends only as a server.
+            return Err(SendError::ClientRole);
         }
+        match self.phase {
+            Phase::Open | Phase::CloseReceived => Ok(()),
+            Phase::CloseSent | Phase::Closed => Err(SendError::Closed),
+        }
+    }
+
+    /// Appends a text message as one frame.
+    pub fn send_text(&self, text: &str, out: &mut Vec<u8>) -> Result<(), SendError> {
+        self.send(OpCode::Text, text.as_bytes(), out)
+    }
+
+    /// Appends a binary message as one frame.
+    pub fn send_binary(&self, data: &[u8], out: &mut Vec<u8>) -> Result<(), SendError> {
+        self.send(OpCode::Binary, data, out)
+    }
+
+    /// Appends a message as one frame, keeping its type.
+    pub fn send_message(&self, message: Message<'_>, out: &mut Vec<u8>) -> Result<(), SendError> {
+        match message {
+            Message::Text(text) => self.send_text(text, out),
+            Message::Binary(data) => self.send_binary(data, out),
+        }
+    }
+
+    /// Appends only the header of a one-frame message of `len` bytes: the caller
+    /// queues the payload right after it without copying it (a large echo).
+    pub fn send_header(
+        &self,
+        opcode: OpCode,
+        len: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<(), SendError> {
+        if opcode.is_control() {
+            return Err(SendError::NotData);
+        }
+        self.may_send()?;
+        let mut header = [0u8; MAX_HEADER_LEN];
+        let n = encode_header(&mut header, true, opcode, len as u64, None);
+        out.extend_from_slice(&header[..n]);
+        Ok(())
+    }
+
+    /// Appends a ping (§5.5.2); its payload is at most 125 bytes.
+    pub fn send_ping(&self, payload: &[u8], out: &mut Vec<u8>) -> Result<(), SendError> {
+        self.send(OpCode::Ping, payload, out)
+    }
+
+    fn send(&self, opcode: OpCode, payload: &[u8], out: &mut Vec<u8>) -> Result<(), SendError> {
+        self.may_send()?;
+        if opcode.is_control() && payload.len() > MAX_CONTROL_PAYLOAD {
+            return Err(SendError::ControlTooLong);
+        }
+        write_frame(out, opcode, payload);
+        Ok(())
     }
 
     /// Appends a close frame to `out` and advances the closing handshake.
     ///
-    /// With no code the payload is empty. Does nothing once our close frame is sent:
-    /// §5.5.1 allows one close frame per direction. Returns whether a frame was written.
-    pub fn send_close(&mut self, code: Option<CloseCode>, reason: &str, out: &mut Vec<u8>) -> bool {
+    /// With no code the payload is empty; a reason is cut to fit a control frame
+    /// (at a character boundary). §5.5.1 allows one close frame per direction:
+    /// once ours is sent this is [`SendError::Closed`].
+    pub fn send_close(
+        &mut self,
+        code: Option<CloseCode>,
+        reason: &str,
+        out: &mut Vec<u8>,
+    ) -> Result<(), SendError> {
+        self.may_send()?;
         let next = match self.phase {
             Phase::Open => Phase::CloseSent,
-            Phase::CloseReceived => Phase::Closed,
-            Phase::CloseSent | Phase::Closed => return false,
+            _ => Phase::Closed,
         };
         match code {
             Some(code) => {
-                let mut payload = Vec::with_capacity(2 + reason.len());
-                payload.extend_from_slice(&code.0.to_be_bytes());
+                let mut payload = [0u8; MAX_CONTROL_PAYLOAD];
+                payload[..2].copy_from_slice(&code.0.to_be_bytes());
                 // A reason never makes a close frame a fragmented control frame.
-                let mut end = reason.len().min(123);
+                let mut end = reason.len().min(MAX_CONTROL_PAYLOAD - 2);
                 while !reason.is_char_boundary(end) {
                     end -= 1;
                 }
-                payload.extend_from_slice(&reason.as_bytes()[..end]);
-                write_frame(out, OpCode::Close, &payload);
+                payload[2..2 + end].copy_from_slice(&reason.as_bytes()[..end]);
+                write_frame(out, OpCode::Close, &payload[..2 + end]);
             }
             None => write_frame(out, OpCode::Close, &[]),
         }
         self.phase = next;
-        true
+        Ok(())
     }
 
     /// Takes the buffer of the message just delivered, if it was gathered in the
@@ -257,16 +355,20 @@ impl Connection {
     fn start_frame<'a>(
         &'a mut self,
         input: &'a mut [u8],
+        out: &mut Vec<u8>,
     ) -> Result<(usize, Option<Event<'a>>), ProtocolError> {
-        let Some((header, header_len)) = decode_header(input)? else {
+        let Some((header, header_len)) = decode_header(input).map_err(|e| self.fail(e, out))?
+        else {
             return Ok((0, None));
         };
-        self.check_header(&header)?;
+        if let Err(e) = self.check_header(&header) {
+            return Err(self.fail(e, out));
+        }
         if !header.opcode.is_control() {
             if header.payload_len == 0 && !header.fin {
                 self.empty_fragments += 1;
                 if self.empty_fragments > MAX_EMPTY_FRAGMENTS {
-                    return Err(ProtocolError::EmptyFragments);
+                    return Err(self.fail(ProtocolError::EmptyFragments, out));
                 }
             } else {
                 self.empty_fragments = 0;
@@ -283,7 +385,7 @@ impl Connection {
             let end = header_len + header.payload_len as usize;
             let payload = &mut input[header_len..end];
             apply_mask(payload, key);
-            return Ok((end, self.control_event(header.opcode, payload)?));
+            return Ok((end, self.control_event(header.opcode, payload, out)?));
         }
 
         if header.fin && self.assembly == Assembly::Idle && available >= header.payload_len {
@@ -295,7 +397,10 @@ impl Connection {
             let payload = &mut input[header_len..end];
             apply_mask(payload, key);
             let message = if header.opcode == OpCode::Text {
-                Message::Text(std::str::from_utf8(payload).map_err(|_| ProtocolError::InvalidUtf8)?)
+                match std::str::from_utf8(payload) {
+                    Ok(text) => Message::Text(text),
+                    Err(_) => return Err(self.fail(ProtocolError::InvalidUtf8, out)),
+                }
             } else {
                 Message::Binary(payload)
             };
@@ -308,14 +413,15 @@ impl Connection {
             _ => {}
         }
         let ahead = header.payload_len.min(MAX_RESERVE_AHEAD) as usize;
-        self.message
-            .try_reserve(ahead)
-            .map_err(|_| ProtocolError::NoMemory)?;
+        if self.message.try_reserve(ahead).is_err() {
+            return Err(self.fail(ProtocolError::NoMemory, out));
+        }
         let (consumed, event) = self.continue_payload(
             &mut input[header_len..],
             header.payload_len,
             key,
             header.fin,
+            out,
         )?;
         Ok((header_len + consumed, event))
     }
@@ -327,21 +433,24 @@ impl Connection {
         remaining: u64,
         key: [u8; 4],
         fin: bool,
+        out: &mut Vec<u8>,
     ) -> Result<(usize, Option<Event<'a>>), ProtocolError> {
         let n = remaining.min(input.len() as u64) as usize;
         let start = self.message.len();
         // Grown by what arrived, never by what was declared; a failed allocation
         // closes this connection instead of aborting the process.
-        self.message
-            .try_reserve(n)
-            .map_err(|_| ProtocolError::NoMemory)?;
+        if self.message.try_reserve(n).is_err() {
+            return Err(self.fail(ProtocolError::NoMemory, out));
+        }
         self.message.extend_from_slice(&input[..n]);
         apply_mask(&mut self.message[start..], key);
-        if let Assembly::Text(validator) = &mut self.assembly {
-            // Fail on the first bad byte even if the frame is far from complete (§8.1).
-            validator
-                .advance(&self.message)
-                .map_err(|_| ProtocolError::InvalidUtf8)?;
+        // Fail on the first bad byte even if the frame is far from complete (§8.1).
+        let valid = match &mut self.assembly {
+            Assembly::Text(validator) => validator.advance(&self.message).is_ok(),
+            _ => true,
+        };
+        if !valid {
+            return Err(self.fail(ProtocolError::InvalidUtf8, out));
         }
         let remaining = remaining - n as u64;
         if remaining > 0 {
@@ -356,20 +465,33 @@ impl Connection {
         if !fin {
             return Ok((n, None));
         }
-        let message = match mem::replace(&mut self.assembly, Assembly::Delivered) {
-            Assembly::Text(_) => {
-                // The incremental checks failed fast on bad bytes; this one also
-                // rejects a message that ends inside a character, and yields the &str.
-                let text =
-                    std::str::from_utf8(&self.message).map_err(|_| ProtocolError::InvalidUtf8)?;
-                Message::Text(text)
+        let assembly = mem::replace(&mut self.assembly, Assembly::Delivered);
+        if let Assembly::Text(validator) = assembly {
+            // The incremental checks failed fast on bad bytes; this one rejects a
+            // message that ends inside a character.
+            if validator.finish(&self.message).is_err() {
+                return Err(self.fail(ProtocolError::InvalidUtf8, out));
             }
+        }
+        let message = match assembly {
+            // Valid by now; the conversion yields the &str.
+            Assembly::Text(_) => match std::str::from_utf8(&self.message) {
+                Ok(text) => Message::Text(text),
+                Err(_) => return Err(ProtocolError::InvalidUtf8),
+            },
             _ => Message::Binary(&self.message),
         };
         if self.phase != Phase::Open {
             return Ok((n, None));
         }
         Ok((n, Some(Event::Message(message))))
+    }
+
+    /// Answers a protocol error with the close frame carrying its code (once: not
+    /// after our close frame, §5.5.1) and hands the error back.
+    fn fail(&mut self, e: ProtocolError, out: &mut Vec<u8>) -> ProtocolError {
+        let _ = self.send_close(Some(e.close_code()), &e.to_string(), out);
+        e
     }
 
     /// Validates a header against the role, the fragmentation state and the limits,
@@ -413,19 +535,34 @@ impl Connection {
         &mut self,
         opcode: OpCode,
         payload: &'a [u8],
+        out: &mut Vec<u8>,
     ) -> Result<Option<Event<'a>>, ProtocolError> {
         match opcode {
             OpCode::Close => {
-                let frame = parse_close_payload(payload)?;
-                self.phase = match self.phase {
-                    Phase::Open => Phase::CloseReceived,
-                    _ => Phase::Closed,
+                let frame = match parse_close_payload(payload) {
+                    Ok(frame) => frame,
+                    Err(e) => return Err(self.fail(e, out)),
                 };
+                match self.phase {
+                    Phase::Open => {
+                        self.phase = Phase::CloseReceived;
+                        // §5.5.1: answer with a close frame, echoing the status code;
+                        // an empty close is answered empty.
+                        let _ = self.send_close(frame.code, "", out);
+                    }
+                    _ => self.phase = Phase::Closed,
+                }
                 Ok(Some(Event::Close(frame)))
             }
             // Once our close frame is out, §5.5.1 says we send nothing more: no pongs.
             _ if self.phase != Phase::Open => Ok(None),
-            OpCode::Ping => Ok(Some(Event::Ping(payload))),
+            OpCode::Ping => {
+                // §5.5.3: a pong with the ping's payload, as soon as practical.
+                if self.role == Role::Server {
+                    write_frame(out, OpCode::Pong, payload);
+                }
+                Ok(Some(Event::Ping(payload)))
+            }
             _ => Ok(Some(Event::Pong(payload))),
         }
     }
@@ -470,7 +607,7 @@ mod tests {
             pending.extend_from_slice(chunk);
             let mut pos = 0;
             loop {
-                match conn.handle_bytes(&mut pending[pos..]) {
+                match conn.handle_bytes(&mut pending[pos..], &mut Vec::new()) {
                     Ok((0, None)) => break,
                     Ok((n, event)) => {
                         pos += n;
@@ -551,7 +688,7 @@ mod tests {
             let mut s = frame(true, OpCode::Binary, &payload);
             let total = s.len();
             let mut conn = Connection::new(Role::Server, limits);
-            match conn.handle_bytes(&mut s) {
+            match conn.handle_bytes(&mut s, &mut Vec::new()) {
                 Ok((n, Some(Event::Message(Message::Binary(b))))) => {
                     assert_eq!(n, total);
                     assert_eq!(b, &payload[..]);
@@ -704,7 +841,8 @@ mod tests {
             frame(true, OpCode::Text, b"late"),
         ]
         .concat();
-        let (n, event) = conn.handle_bytes(&mut s).expect("valid close");
+        let mut out = Vec::new();
+        let (n, event) = conn.handle_bytes(&mut s, &mut out).expect("valid close");
         assert_eq!(
             event,
             Some(Event::Close(CloseFrame {
@@ -712,24 +850,31 @@ mod tests {
                 reason: "ok"
             }))
         );
-        assert_eq!(conn.phase(), Phase::CloseReceived);
-        // Data after the close frame is ignored.
-        assert_eq!(
-            conn.handle_bytes(&mut s[n..]).map(|(_, e)| e.is_none()),
-            Ok(true)
-        );
-        let mut out = Vec::new();
-        assert!(conn.send_close(Some(CloseCode::NORMAL), "", &mut out));
+        // §5.5.1: the connection answered by itself, echoing the code.
         assert_eq!(out, [0x88, 0x02, 0x03, 0xe8]);
         assert_eq!(conn.phase(), Phase::Closed);
-        assert!(!conn.send_close(Some(CloseCode::NORMAL), "", &mut out));
+        // Data after the close frame is ignored, and nothing more may be sent.
+        assert_eq!(
+            conn.handle_bytes(&mut s[n..], &mut out)
+                .map(|(_, e)| e.is_none()),
+            Ok(true)
+        );
+        assert_eq!(
+            conn.send_close(Some(CloseCode::NORMAL), "", &mut out),
+            Err(SendError::Closed)
+        );
+        assert_eq!(conn.send_text("x", &mut out), Err(SendError::Closed));
+        assert_eq!(out.len(), 4);
     }
 
     #[test]
     fn close_handshake_server_first() {
         let mut conn = Connection::new(Role::Server, LIMITS);
         let mut out = Vec::new();
-        assert!(conn.send_close(Some(CloseCode::GOING_AWAY), "bye", &mut out));
+        assert_eq!(
+            conn.send_close(Some(CloseCode::GOING_AWAY), "bye", &mut out),
+            Ok(())
+        );
         assert_eq!(out, [0x88, 0x05, 0x03, 0xe9, b'b', b'y', b'e']);
         assert_eq!(conn.phase(), Phase::CloseSent);
         // While waiting for the peer's close, its data and pings get no answer.
@@ -742,12 +887,66 @@ mod tests {
         let mut pos = 0;
         let mut events = Vec::new();
         while pos < s.len() {
-            let (n, e) = conn.handle_bytes(&mut s[pos..]).expect("valid");
+            let (n, e) = conn
+                .handle_bytes(&mut s[pos..], &mut Vec::new())
+                .expect("valid");
             pos += n;
             events.push(e.map(|e| matches!(e, Event::Close(_))));
         }
         assert_eq!(events, [None, None, Some(true)]);
         assert_eq!(conn.phase(), Phase::Closed);
+        assert_eq!(out.len(), 7, "no pong and no second close after ours");
+    }
+
+    #[test]
+    fn the_connection_answers_pings_and_errors_itself() {
+        let mut conn = Connection::new(Role::Server, LIMITS);
+        let mut out = Vec::new();
+        let mut s = frame(true, OpCode::Ping, b"hey");
+        let (_, e) = conn.handle_bytes(&mut s, &mut out).expect("valid");
+        assert_eq!(e, Some(Event::Ping(b"hey")));
+        assert_eq!(out, [0x8a, 0x03, b'h', b'e', b'y']);
+        out.clear();
+        let mut bad = frame(true, OpCode::Text, &[0xff]);
+        assert_eq!(
+            conn.handle_bytes(&mut bad, &mut out).err(),
+            Some(ProtocolError::InvalidUtf8)
+        );
+        // The close frame with the error's code (1007) and its reason.
+        assert_eq!(&out[..4], [0x88, 2 + 13, 0x03, 0xef]);
+        assert_eq!(&out[4..], b"invalid UTF-8");
+        assert_eq!(conn.phase(), Phase::CloseSent);
+        assert_eq!(conn.send_ping(b"", &mut out), Err(SendError::Closed));
+    }
+
+    #[test]
+    fn sending_frames_and_refusals() {
+        let mut conn = Connection::new(Role::Server, LIMITS);
+        let mut out = Vec::new();
+        conn.send_text("hi", &mut out).expect("open");
+        conn.send_binary(&[1, 2], &mut out).expect("open");
+        conn.send_header(OpCode::Binary, 300, &mut out)
+            .expect("open");
+        assert_eq!(
+            out,
+            [
+                0x81, 0x02, b'h', b'i', 0x82, 0x02, 1, 2, 0x82, 0x7e, 0x01, 0x2c
+            ]
+        );
+        assert_eq!(
+            conn.send_ping(&[0; 126], &mut out),
+            Err(SendError::ControlTooLong)
+        );
+        assert_eq!(
+            conn.send_header(OpCode::Ping, 1, &mut out),
+            Err(SendError::NotData)
+        );
+        assert_eq!(conn.may_send(), Ok(()));
+        conn.send_close(None, "", &mut out).expect("first close");
+        assert_eq!(conn.may_send(), Err(SendError::Closed));
+        assert_eq!(conn.send_text("late", &mut out), Err(SendError::Closed));
+        let client = Connection::new(Role::Client, LIMITS);
+        assert_eq!(client.may_send(), Err(SendError::ClientRole));
     }
 
     #[test]
@@ -755,12 +954,16 @@ mod tests {
         let mut conn = Connection::new(Role::Server, LIMITS);
         let mut s = frame(true, OpCode::Binary, &[7; 1000]);
         // Half a frame: streamed into the connection's buffer.
-        let (n, e) = conn.handle_bytes(&mut s[..500]).expect("valid");
+        let (n, e) = conn
+            .handle_bytes(&mut s[..500], &mut Vec::new())
+            .expect("valid");
         assert!(e.is_none() && n == 500);
         assert!(conn.message.capacity() > 0);
         conn.release_idle_buffer();
         assert!(conn.message.capacity() > 0, "kept mid-frame");
-        let (_, e) = conn.handle_bytes(&mut s[500..]).expect("valid");
+        let (_, e) = conn
+            .handle_bytes(&mut s[500..], &mut Vec::new())
+            .expect("valid");
         assert!(matches!(e, Some(Event::Message(Message::Binary(b))) if b.len() == 1000));
         conn.release_idle_buffer();
         assert_eq!(conn.message.capacity(), 0);
@@ -771,14 +974,14 @@ mod tests {
         let mut conn = Connection::new(Role::Client, LIMITS);
         let mut s = frame(true, OpCode::Text, b"x");
         assert_eq!(
-            conn.handle_bytes(&mut s).err(),
+            conn.handle_bytes(&mut s, &mut Vec::new()).err(),
             Some(ProtocolError::MaskedFrame)
         );
         let mut conn = Connection::new(Role::Client, LIMITS);
         let mut s = Vec::new();
         write_frame(&mut s, OpCode::Text, b"x");
         assert!(matches!(
-            conn.handle_bytes(&mut s),
+            conn.handle_bytes(&mut s, &mut Vec::new()),
             Ok((3, Some(Event::Message(Message::Text("x")))))
         ));
     }

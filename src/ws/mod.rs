@@ -20,6 +20,6 @@ pub mod mask;
 pub mod utf8;
 
 pub use close::{CloseCode, CloseFrame};
-pub use connection::{Connection, Event, Limits, Message, Phase, Role};
+pub use connection::{Connection, Event, Limits, Message, Phase, Role, SendError};
 pub use error::ProtocolError;
 pub use frame::OpCode;
