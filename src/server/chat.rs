@@ -5,14 +5,12 @@
 //! (one batch per loop turn); sync reads go to the API workers. Nothing here blocks.
 
 use super::lifecycle::Services;
-use super::outbound::Outbound;
 use super::workers::{ConnRef, Job, PendingChat, Ticket, Work};
 use crate::im::commit::{Outcome, refusal};
 use crate::im::index::ChatIndex;
-use crate::im::wire::{self, CMD_ERROR, CMD_HEARTBEAT, Command, Reply, WireError};
+use crate::im::wire::{self, CMD_HEARTBEAT, Command, Reply, WireError};
 use crate::store::SendRight;
-use crate::ws::frame::write_frame;
-use crate::ws::{Message, OpCode};
+use crate::ws::Message;
 
 /// What a chat frame needs from the loop.
 pub struct Turn<'a> {
@@ -26,11 +24,13 @@ pub struct Turn<'a> {
     pub index: &'a mut ChatIndex,
 }
 
-/// What a frame started, for the connection's budgets.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// What a frame started, for the connection's budgets, and what to answer at once.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Sent {
-    /// Nothing that waits for a worker (answered here, or refused).
+    /// Nothing that waits for a worker.
     Nothing,
+    /// Answer this at once (a heartbeat, or an error: the connection stays open).
+    Reply(String),
     /// A message went to the writer; its ack will come.
     Message,
     /// The client asks for a sync after this id; the connection decides when.
@@ -41,22 +41,20 @@ pub enum Sent {
 const BUSY: &str = "the server is busy; send it again shortly";
 
 /// Handles one message from a chat client.
-pub fn on_message(message: Message<'_>, turn: &mut Turn<'_>, out: &mut Outbound) -> Sent {
+///
+/// Replies are returned, not written: the connection sends them (and refuses to
+/// after its close frame).
+pub fn on_message(message: Message<'_>, turn: &mut Turn<'_>) -> Sent {
     let text = match message {
         Message::Text(text) => text,
         Message::Binary(_) => {
             let e =
                 WireError::malformed("binary messages are not accepted on /chat: send JSON text");
-            reply_error(&e, out);
-            return Sent::Nothing;
+            return Sent::Reply(e.to_json());
         }
     };
     match wire::parse_command(text) {
-        Ok(Command::Heartbeat) => {
-            let reply = Reply::Heartbeat { cmd: CMD_HEARTBEAT };
-            write_frame(out.tail(), OpCode::Text, reply.to_json().as_bytes());
-            Sent::Nothing
-        }
+        Ok(Command::Heartbeat) => Sent::Reply(Reply::Heartbeat { cmd: CMD_HEARTBEAT }.to_json()),
         Ok(Command::Send(outgoing)) => {
             let message = outgoing.into_new_message(turn.user);
             // Refused messages never reach the writer (it checks again in its transaction).
@@ -68,7 +66,7 @@ pub fn on_message(message: Message<'_>, turn: &mut Turn<'_>, out: &mut Outbound)
                         code,
                         msg,
                     };
-                    reply_error(&e, out);
+                    return Sent::Reply(e.to_json());
                 }
                 return Sent::Nothing;
             }
@@ -83,23 +81,18 @@ pub fn on_message(message: Message<'_>, turn: &mut Turn<'_>, out: &mut Outbound)
                     code: 503,
                     msg: BUSY.to_owned(),
                 };
-                reply_error(&e, out);
-                return Sent::Nothing;
+                return Sent::Reply(e.to_json());
             }
             Sent::Message
         }
         Ok(Command::Sync { after }) => Sent::Sync(after),
-        Err(e) => {
-            reply_error(&e, out);
-            Sent::Nothing
-        }
+        Err(e) => Sent::Reply(e.to_json()),
     }
 }
 
-/// Sends a sync job to the workers; a full queue is answered with a 503 error.
-/// Returns whether the job was taken.
-/// The connection keeps `ticket`: a sync whose connection has gone is skipped.
-pub fn start_sync(turn: &mut Turn<'_>, after: i64, ticket: &Ticket, out: &mut Outbound) -> bool {
+/// Sends a sync job to the workers. A full queue is `Err` with the 503 error to
+/// answer. The connection keeps `ticket`: a sync whose connection has gone is skipped.
+pub fn start_sync(turn: &mut Turn<'_>, after: i64, ticket: &Ticket) -> Result<(), String> {
     let job = Job {
         conn: turn.conn,
         ticket: ticket.clone(),
@@ -109,24 +102,12 @@ pub fn start_sync(turn: &mut Turn<'_>, after: i64, ticket: &Ticket, out: &mut Ou
         },
     };
     if turn.services.submit(job).is_ok() {
-        return true;
+        return Ok(());
     }
     let e = WireError {
         client_ref: None,
         code: 503,
         msg: "the server is busy; sync again shortly".to_owned(),
     };
-    reply_error(&e, out);
-    false
-}
-
-/// Queues an error reply; the connection stays open.
-pub fn reply_error(e: &WireError, out: &mut Outbound) {
-    let reply = Reply::Error {
-        cmd: CMD_ERROR,
-        client_ref: e.client_ref.as_deref(),
-        code: e.code,
-        msg: &e.msg,
-    };
-    write_frame(out.tail(), OpCode::Text, reply.to_json().as_bytes());
+    Err(e.to_json())
 }

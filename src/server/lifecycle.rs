@@ -1054,27 +1054,35 @@ impl Lifecycle {
                                     services: &mut *env.services,
                                     index: &mut *env.index,
                                 };
-                                match chat::on_message(message, &mut turn, &mut self.out) {
-                                    chat::Sent::Nothing => {}
-                                    chat::Sent::Message => self.in_flight += 1,
+                                let reply = match chat::on_message(message, &mut turn) {
+                                    chat::Sent::Nothing => None,
+                                    chat::Sent::Reply(reply) => Some(reply),
+                                    chat::Sent::Message => {
+                                        self.in_flight += 1;
+                                        None
+                                    }
                                     chat::Sent::Sync(after) => match self.sync {
                                         Sync::Idle => {
                                             let ticket = Ticket::new();
-                                            if chat::start_sync(
-                                                &mut turn,
-                                                after,
-                                                &ticket,
-                                                &mut self.out,
-                                            ) {
-                                                self.sync = Sync::Running;
-                                                self.ticket = Some(ticket);
+                                            match chat::start_sync(&mut turn, after, &ticket) {
+                                                Ok(()) => {
+                                                    self.sync = Sync::Running;
+                                                    self.ticket = Some(ticket);
+                                                    None
+                                                }
+                                                Err(busy) => Some(busy),
                                             }
                                         }
                                         Sync::Running | Sync::Queued => {
                                             self.sync = Sync::Queued;
                                             self.queued_after = after;
+                                            None
                                         }
                                     },
+                                };
+                                if let Some(reply) = reply {
+                                    // The message's borrow has ended: the connection sends.
+                                    let _ = ws.send_text(&reply, self.out.tail());
                                 }
                             }
                         },
@@ -1110,9 +1118,12 @@ impl Lifecycle {
             index: &mut *env.index,
         };
         let ticket = Ticket::new();
-        if chat::start_sync(&mut turn, after, &ticket, &mut self.out) {
-            self.sync = Sync::Running;
-            self.ticket = Some(ticket);
+        match chat::start_sync(&mut turn, after, &ticket) {
+            Ok(()) => {
+                self.sync = Sync::Running;
+                self.ticket = Some(ticket);
+            }
+            Err(busy) => self.send_text(&busy),
         }
         self.starved = true;
     }
