@@ -19,8 +19,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use common::{Http, RawClient, Response, Server, fresh_data_dir, masked_frame};
-use fastim::secret::{new_token, token_digest};
-use fastim::store::{Db, NewMessage, NewUser, Peer};
+use fastim::store::{Db, NewMessage, Peer};
 use serde_json::{Value, json};
 use tungstenite::stream::MaybeTlsStream;
 use tungstenite::{Message, WebSocket};
@@ -103,23 +102,8 @@ fn seed(data_dir: &Path, history: usize) -> World {
     std::fs::create_dir_all(data_dir).expect("data dir");
     let mut db = Db::open(&data_dir.join("fastim.db")).expect("open db");
     let mut account = |mobile: &str| {
-        let user = db
-            .create_user(
-                NewUser {
-                    mobile: mobile.into(),
-                    password_hash: "unused".into(),
-                    nickname: format!("user {mobile}"),
-                    avatar: String::new(),
-                    sex: "U".into(),
-                    memo: String::new(),
-                },
-                1,
-            )
-            .expect("user");
-        let token = new_token();
-        db.create_session(user.id, token_digest(&token), i64::MAX / 2)
-            .expect("session");
-        Account { id: user.id, token }
+        let (id, token) = common::seed_account(&mut db, mobile);
+        Account { id, token }
     };
     let (a, b, c, d) = (
         account("1001"),

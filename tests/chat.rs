@@ -9,8 +9,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::{RawClient, Server, fresh_data_dir};
-use fastim::secret::{new_token, token_digest};
-use fastim::store::{Db, NewGroup, NewUser};
+use fastim::store::{Db, NewGroup};
 use serde_json::{Value, json};
 use tungstenite::client::IntoClientRequest;
 use tungstenite::stream::MaybeTlsStream;
@@ -37,25 +36,9 @@ struct World {
 fn seed(data_dir: &Path) -> World {
     std::fs::create_dir_all(data_dir).expect("data dir");
     let mut db = Db::open(&data_dir.join("fastim.db")).expect("open db");
-    let far_future = i64::MAX / 2;
     let mut account = |mobile: &str| {
-        let user = db
-            .create_user(
-                NewUser {
-                    mobile: mobile.into(),
-                    password_hash: "unused".into(),
-                    nickname: format!("user {mobile}"),
-                    avatar: String::new(),
-                    sex: "U".into(),
-                    memo: String::new(),
-                },
-                1,
-            )
-            .expect("user");
-        let token = new_token();
-        db.create_session(user.id, token_digest(&token), far_future)
-            .expect("session");
-        Account { id: user.id, token }
+        let (id, token) = common::seed_account(&mut db, mobile);
+        Account { id, token }
     };
     let (a, b, c, d) = (
         account("1001"),

@@ -511,24 +511,12 @@ impl Server {
             self.remove(key);
             return;
         }
+        if !self.after_output(key) {
+            return;
+        }
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        if conn.life.over_hard_bound() {
-            warn!(
-                "#{key}: not reading ({} bytes queued): disconnecting",
-                conn.life.out.len()
-            );
-            self.remove(key);
-            return;
-        }
-        if conn.life.must_pause() {
-            conn.life.note_output(self.now);
-        }
-        if !conn.life.out.is_empty() && !conn.flush_queued {
-            conn.flush_queued = true;
-            self.to_flush.push(key);
-        }
         if conn.life.take_resume(&self.config) {
             self.to_read.push(key);
         }
@@ -537,6 +525,31 @@ impl Server {
             conn.counted = false;
             uncount(&mut self.per_address, conn.peer);
         }
+    }
+
+    /// After output was queued for a connection: drops it if its reader is too far
+    /// behind (returns false), pauses its reading at the high-water mark, and
+    /// schedules the flush.
+    fn after_output(&mut self, key: usize) -> bool {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return false;
+        };
+        if conn.life.over_hard_bound() {
+            warn!(
+                "#{key}: not reading ({} bytes queued): disconnecting",
+                conn.life.out.len()
+            );
+            self.remove(key);
+            return false;
+        }
+        if conn.life.must_pause() {
+            conn.life.note_output(self.now);
+        }
+        if !conn.life.out.is_empty() && !conn.flush_queued {
+            conn.flush_queued = true;
+            self.to_flush.push(key);
+        }
+        true
     }
 
     /// Writes a connection's queue; shuts the write side once a final message is out.
@@ -730,21 +743,7 @@ impl Server {
             conn.life.send_shared(frame.clone());
             // A delivery frees no budget and changes no state: only the bounds and
             // the flush matter here (this runs once per recipient).
-            if conn.life.over_hard_bound() {
-                warn!(
-                    "#{key}: not reading ({} bytes queued): disconnecting",
-                    conn.life.out.len()
-                );
-                self.remove(key);
-                continue;
-            }
-            if conn.life.must_pause() {
-                conn.life.note_output(self.now);
-            }
-            if !conn.flush_queued {
-                conn.flush_queued = true;
-                self.to_flush.push(key);
-            }
+            self.after_output(key);
         }
     }
 

@@ -465,3 +465,25 @@ impl Server {
         })
     }
 }
+
+/// A user created straight in the database, with a session that does not expire:
+/// `(id, token)`. For tests that seed their world before the server starts.
+pub fn seed_account(db: &mut fastim::store::Db, mobile: &str) -> (i64, String) {
+    let user = db
+        .create_user(
+            fastim::store::NewUser {
+                mobile: mobile.into(),
+                password_hash: "unused".into(),
+                nickname: format!("user {mobile}"),
+                avatar: String::new(),
+                sex: "U".into(),
+                memo: String::new(),
+            },
+            1,
+        )
+        .expect("user");
+    let token = fastim::secret::new_token();
+    db.create_session(user.id, fastim::secret::token_digest(&token), i64::MAX / 2)
+        .expect("session");
+    (user.id, token)
+}
