@@ -375,3 +375,30 @@ fn logging_out_closes_the_sessions_sockets() {
     let (_, head) = RawClient::request(server.addr, &request);
     assert!(head.starts_with("HTTP/1.1 401"), "{head}");
 }
+
+/// `GET /healthz` for load balancers: 200 while the loop, the workers and the
+/// database answer; 503 with the envelope when the database cannot be written.
+#[test]
+fn health_says_whether_the_database_takes_writes() {
+    let server = Server::start(&[]);
+    let mut http = Http::new(server.addr);
+    let ok = http.request("GET", "/healthz", &[], b"");
+    assert_eq!(ok.status, 200);
+    assert_eq!(ok.json(), serde_json::json!({"code": 0, "msg": "ok"}));
+    let head = http.request("HEAD", "/healthz", &[], b"");
+    assert_eq!(head.status, 200);
+    assert!(head.body.is_empty());
+    assert_eq!(http.request("POST", "/healthz", &[], b"").status, 405);
+
+    // Another process holds the write lock past the server's busy timeout.
+    let db = rusqlite::Connection::open(server.data_dir.join("fastim.db")).expect("open");
+    db.execute_batch("BEGIN IMMEDIATE").expect("write lock");
+    let mut http = Http::new(server.addr);
+    let busy = http.request("GET", "/healthz", &[], b"");
+    assert_eq!(busy.status, 503, "{}", String::from_utf8_lossy(&busy.body));
+    assert_eq!(busy.json()["code"], 503);
+    assert!(busy.header("retry-after").is_some());
+    db.execute_batch("ROLLBACK").expect("release");
+    let mut http = Http::new(server.addr);
+    assert_eq!(http.request("GET", "/healthz", &[], b"").status, 200);
+}

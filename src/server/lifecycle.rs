@@ -893,6 +893,24 @@ impl Lifecycle {
                 );
                 head_len
             }
+            Routed::Health {
+                head_only,
+                keep_alive,
+            } => {
+                self.hand_off(
+                    now,
+                    Work::Health {
+                        head_only,
+                        keep_alive,
+                    },
+                    State::Waiting {
+                        keep_alive,
+                        login: None,
+                    },
+                    env,
+                );
+                head_len
+            }
             Routed::Reply {
                 response,
                 keep_alive,

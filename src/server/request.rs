@@ -52,6 +52,13 @@ pub enum Routed {
     },
     /// A file to read from disk on a worker.
     ReadFile(FileRequest),
+    /// A health check, run on a worker.
+    Health {
+        /// `HEAD` rather than `GET`.
+        head_only: bool,
+        /// Whether the connection stays open.
+        keep_alive: bool,
+    },
     /// Answer (a file built into the binary), then read the next request or close.
     Reply {
         /// The whole response.
@@ -94,6 +101,9 @@ pub fn route(head: &RequestHead<'_>, config: &Config) -> Routed {
     let path = head.path();
     if let Some(route) = api::Route::from_path(path) {
         return route_api(head, route, body_len);
+    }
+    if path == "/healthz" {
+        return route_health(head, body_len);
     }
     let endpoint_needs_auth = match path {
         "/echo" if config.echo => false,
@@ -207,6 +217,23 @@ fn route_upload(head: &RequestHead<'_>, config: &Config, body_len: usize) -> Rou
         token: token.to_owned(),
         content_type: content_type.to_owned(),
         content_length,
+        keep_alive: keep_alive(head),
+    }
+}
+
+/// `GET /healthz` for load balancers: answered by a worker, so a 200 says the loop
+/// and the workers run and the database takes writes.
+fn route_health(head: &RequestHead<'_>, body_len: usize) -> Routed {
+    let head_only = match head.method {
+        "GET" => false,
+        "HEAD" => true,
+        _ => return method_not_allowed("GET, HEAD"),
+    };
+    if body_len > 0 {
+        return no_body_refusal();
+    }
+    Routed::Health {
+        head_only,
         keep_alive: keep_alive(head),
     }
 }

@@ -27,6 +27,7 @@ use mio::Waker;
 
 use super::request::FileRequest;
 use crate::api::{self, ApiReply, ApiRequest, Upload};
+use crate::config;
 use crate::files::{self, File};
 use crate::http::{Refusal, Status};
 use crate::im::commit::{Outcome, commit_batch};
@@ -107,6 +108,13 @@ pub enum Work {
     Authenticate {
         /// The token as the client sent it.
         token: String,
+    },
+    /// Is the database writable? Answered as an HTTP response.
+    Health {
+        /// `HEAD` rather than `GET`.
+        head_only: bool,
+        /// Whether the connection stays open.
+        keep_alive: bool,
     },
     /// Everything for `user` after message `after`, as ready-to-send frames.
     Sync {
@@ -392,6 +400,13 @@ fn api_worker(
                     session: session_id(&token_digest(&token)),
                 }
             }
+            Work::Health {
+                head_only,
+                keep_alive,
+            } => Completion::Response {
+                conn,
+                bytes: health(&mut db, head_only, keep_alive),
+            },
             Work::Sync { user, after } => Completion::Synced {
                 conn,
                 frames: sync_frames(&mut db, user, after),
@@ -412,6 +427,43 @@ fn purge_sessions(db: &mut Db) {
         Ok(n) => info!("deleted {n} expired sessions"),
         Err(e) => error!("deleting expired sessions failed: {e}"),
     }
+}
+
+/// 200 `{"code":0,"msg":"ok"}` when the database takes writes, else 503.
+fn health(db: &mut Db, head_only: bool, keep_alive: bool) -> Vec<u8> {
+    let mut bytes = match db.check_writable() {
+        Ok(()) => {
+            let mut out = Vec::new();
+            crate::http::write_response(
+                &mut out,
+                Status::Ok,
+                &[
+                    ("Content-Type", "application/json; charset=utf-8"),
+                    ("Cache-Control", "no-store"),
+                    (
+                        "Connection",
+                        if keep_alive { "keep-alive" } else { "close" },
+                    ),
+                ],
+                &crate::http::envelope(0, "ok"),
+            );
+            out
+        }
+        Err(e) => {
+            error!("health check: the database is not writable: {e}");
+            Refusal::new(Status::ServiceUnavailable, "the database is not writable")
+                .retry_after(config::BUSY_RETRY_AFTER_SECS)
+                .keep_alive(keep_alive)
+                .to_bytes()
+        }
+    };
+    if head_only {
+        // The same head, no body (RFC 9110 §9.3.2).
+        if let Some(end) = bytes.windows(4).position(|w| w == b"\r\n\r\n") {
+            bytes.truncate(end + 4);
+        }
+    }
+    bytes
 }
 
 /// Reads a file and answers with it (or 404).

@@ -189,6 +189,18 @@ impl Db {
         Ok(schema::user_version(&self.conn)?)
     }
 
+    /// Proves the database can be written: takes the write lock (`BEGIN IMMEDIATE`)
+    /// and lets it go without changing anything. For health checks.
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`] when the lock cannot be had (read-only file, disk or
+    /// lock trouble, another writer holding it past the busy timeout).
+    pub fn check_writable(&mut self) -> Result<()> {
+        let tx = self.write_tx()?;
+        tx.rollback()?;
+        Ok(())
+    }
+
     /// Starts a write transaction that takes the write lock at once (`BEGIN IMMEDIATE`).
     ///
     /// Every read-then-write in the store runs in one of these, so a check ("does the owner
