@@ -5,7 +5,9 @@
 //! - `echo`: C connections each keep W messages of S bytes outstanding for a
 //!   fixed time; reports messages/s, MB/s, latency percentiles, its own CPU and,
 //!   with `--server-pid`, the server's CPU per message. Every echo is checked
-//!   against what was sent (byte for byte up to 4 KiB, sampled above).
+//!   against what was sent (byte for byte up to 4 KiB, sampled above); with
+//!   `--no-verify` (payloads of 64 KiB or more) only its type and length are,
+//!   and its payload is discarded in the kernel unread.
 //! - `idle`: opens N connections and reports how much the server's resident
 //!   memory grew per connection.
 //! - `chat`: fastim's own `/chat` end to end: registers users over the HTTP API,
@@ -87,6 +89,12 @@ enum Mode {
         /// Send binary messages instead of text.
         #[arg(long)]
         binary: bool,
+        /// Do not compare echoed payloads (only for --size of 64 KiB or more): check
+        /// each echo's type and length, and discard its payload in the kernel
+        /// (Linux: `recv` with MSG_TRUNC) instead of copying it, so that the tool
+        /// keeps up with a server that echoes bulk data faster than it can copy.
+        #[arg(long)]
+        no_verify: bool,
         /// The server's process id, to report its CPU time.
         #[arg(long)]
         server_pid: Option<u32>,
@@ -209,6 +217,7 @@ fn run(args: Args) -> Result<bool, String> {
             duration,
             warmup,
             binary,
+            no_verify,
             server_pid,
             batch,
         } => {
@@ -227,6 +236,7 @@ fn run(args: Args) -> Result<bool, String> {
                 duration,
                 warmup,
                 binary,
+                verify: !no_verify,
                 server_pid,
                 batch,
                 deadline: deadline((duration + warmup).as_secs_f64()),

@@ -19,24 +19,18 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use mio::net::TcpStream;
 use mio::{Events, Poll};
 
+use fastim::ws::OpCode;
 use fastim::ws::frame::{decode_header, write_masked_frame};
-use fastim::ws::{CloseCode, OpCode};
 
 use crate::hist::Histogram;
-use crate::net::{self, Phase, Schedule, Target, open_connections_with};
+use crate::net::{self, Link, MASK_KEY, Phase, Schedule, Target, open_connections_with};
 use crate::setup::{self, Http, User};
 use crate::{Json, Snapshot};
 
-/// The masking key of every frame (see the echo mode).
-const MASK_KEY: [u8; 4] = [0x5a, 0x17, 0xc3, 0x9e];
 /// The shared receive buffer.
 const READ_BUFFER: usize = 1024 * 1024;
-/// Reads from one connection before the loop serves the others.
-const MAX_READS_PER_TURN: usize = 16;
 /// How long acks and deliveries may take to come in after the measurement.
 const DRAIN_TIME: Duration = Duration::from_secs(10);
-/// How long the closing handshakes may take.
-const CLOSE_TIME: Duration = Duration::from_secs(2);
 /// The password of every load user.
 const PASSWORD: &str = "fastim-load-pw";
 
@@ -121,6 +115,15 @@ struct Conn {
     receiver: Option<usize>,
     queued: bool,
     open: bool,
+}
+
+impl Link for Conn {
+    fn parts(&mut self) -> (&mut TcpStream, &mut bool) {
+        (&mut self.socket, &mut self.open)
+    }
+    fn all_written(&self) -> bool {
+        self.out_pos == self.out.len()
+    }
 }
 
 /// Figures of the measured interval and verification counts of the whole run.
@@ -313,7 +316,7 @@ pub fn run(args: ChatArgs) -> Result<bool, String> {
     );
     let (start, stop) = traffic(&args, &mut poll, &mut conns, &mut world)?;
     let open = conns.iter().filter(|c| c.open).count();
-    close_all(&mut conns, &mut poll);
+    net::close_all(&mut conns, &mut poll, &mut vec![0u8; 64 * 1024]);
     report(&args, &times, &world, &start, &stop, open)
 }
 
@@ -384,7 +387,7 @@ fn traffic(
                 }
             }
             if let Err(e) = flush(conn, &mut world.senders, t0) {
-                fail(conn, poll, &mut world.stats, &format!("write: {e}"));
+                net::fail(conn, poll, &mut world.stats.failed, &format!("write: {e}"));
             }
         }
         let now = Instant::now();
@@ -440,14 +443,19 @@ fn traffic(
                             let sender = &mut world.senders[s];
                             issue(conn, sender, world.size, world.in_flight, &mut scratch);
                             if let Err(e) = flush(conn, &mut world.senders, t0) {
-                                fail(conn, poll, &mut world.stats, &format!("write: {e}"));
+                                net::fail(
+                                    conn,
+                                    poll,
+                                    &mut world.stats.failed,
+                                    &format!("write: {e}"),
+                                );
                                 continue;
                             }
                         }
                         wake |= conn.out_pos < conn.out.len();
                     }
                     Err(e) => {
-                        fail(conn, poll, &mut world.stats, &e);
+                        net::fail(conn, poll, &mut world.stats.failed, &e);
                         continue;
                     }
                 }
@@ -551,31 +559,28 @@ fn read_conn(
     t0: Instant,
 ) -> Result<(bool, bool), String> {
     let mut finished = false;
-    for _ in 0..MAX_READS_PER_TURN {
-        let kept = conn.carry.len();
-        if kept >= buf.len() / 2 {
-            return Err("a frame from the server is larger than the read buffer".into());
-        }
-        buf[..kept].copy_from_slice(&conn.carry);
-        match conn.socket.read(&mut buf[kept..]) {
-            Ok(0) => return Err("server closed the connection".into()),
-            Ok(n) => {
-                let now = t0.elapsed().as_nanos() as u64;
-                let data = &buf[..kept + n];
-                let used = frames(key, conn, data, world, now, &mut finished)?;
-                conn.carry.clear();
-                conn.carry.extend_from_slice(&data[used..]);
-                if kept + n < buf.len() {
-                    // A short read emptied the socket (see the echo mode).
-                    return Ok((false, finished));
-                }
+    let more = net::read_turn(
+        &mut (conn, buf),
+        |(conn, buf)| {
+            let kept = conn.carry.len();
+            if kept >= buf.len() / 2 {
+                return Err(io::Error::other(
+                    "a frame from the server is larger than the read buffer",
+                ));
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok((false, finished)),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(format!("read: {e}")),
-        }
-    }
-    Ok((true, finished))
+            buf[..kept].copy_from_slice(&conn.carry);
+            Ok((conn.socket.read(&mut buf[kept..])?, buf.len() - kept))
+        },
+        |(conn, buf), n| {
+            let now = t0.elapsed().as_nanos() as u64;
+            let data = &buf[..conn.carry.len() + n];
+            let used = frames(key, conn, data, world, now, &mut finished)?;
+            conn.carry.clear();
+            conn.carry.extend_from_slice(&data[used..]);
+            Ok(())
+        },
+    )?;
+    Ok((more, finished))
 }
 
 /// Handles the complete frames in `data`; returns how many bytes they took.
@@ -818,73 +823,6 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
         i += 1;
     }
     None
-}
-
-fn fail(conn: &mut Conn, poll: &mut Poll, stats: &mut Stats, why: &str) {
-    conn.open = false;
-    stats.failed += 1;
-    if stats.failed <= 5 {
-        eprintln!("connection failed: {why}");
-    }
-    let _ = poll.registry().deregister(&mut conn.socket);
-}
-
-/// Sends a close frame on every open connection and waits (briefly) for the server to end them.
-fn close_all(conns: &mut [Conn], poll: &mut Poll) {
-    let mut close = Vec::new();
-    write_masked_frame(
-        &mut close,
-        true,
-        OpCode::Close,
-        &CloseCode::NORMAL.0.to_be_bytes(),
-        MASK_KEY,
-    );
-    let mut waiting = 0;
-    for conn in conns.iter_mut().filter(|c| c.open) {
-        let clean = conn.out_pos == conn.out.len()
-            && conn.socket.write(&close).is_ok_and(|n| n == close.len());
-        if clean {
-            waiting += 1;
-        } else {
-            conn.open = false;
-        }
-    }
-    let deadline = Instant::now() + CLOSE_TIME;
-    let mut events = Events::with_capacity(1024);
-    let mut buf = vec![0u8; 64 * 1024];
-    while waiting > 0 && Instant::now() < deadline {
-        if poll
-            .poll(&mut events, Some(Duration::from_millis(50)))
-            .is_err()
-        {
-            return;
-        }
-        for event in events.iter() {
-            let Some(conn) = conns.get_mut(event.token().0) else {
-                continue;
-            };
-            if !conn.open {
-                continue;
-            }
-            loop {
-                match conn.socket.read(&mut buf) {
-                    Ok(0) => {
-                        conn.open = false;
-                        waiting -= 1;
-                        break;
-                    }
-                    Ok(_) => {}
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(_) => {
-                        conn.open = false;
-                        waiting -= 1;
-                        break;
-                    }
-                }
-            }
-        }
-    }
 }
 
 fn report(

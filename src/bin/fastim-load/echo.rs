@@ -2,32 +2,28 @@
 //! measure what comes back.
 
 use std::io::{self, IoSlice, Read, Write};
-use std::mem;
+use std::mem::{self, MaybeUninit};
 use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 use mio::{Events, Poll};
+use socket2::SockRef;
 
+use fastim::ws::OpCode;
 use fastim::ws::frame::{MAX_HEADER_LEN, decode_header, write_masked_frame};
-use fastim::ws::{CloseCode, OpCode};
 
 use crate::hist::Histogram;
-use crate::net::{self, Phase, Rng, Schedule, Target, open_connections};
+use crate::net::{self, Link, MASK_KEY, Phase, Rng, Schedule, Target, open_connections};
 use crate::{Json, Snapshot};
 
 /// Echoes up to this size are compared byte for byte; larger ones are sampled.
 const FULL_CHECK: usize = 4096;
-/// The masking key of every frame of a run (RFC 6455 wants a fresh one per frame;
-/// servers cannot tell and must not care).
-const MASK_KEY: [u8; 4] = [0x5a, 0x17, 0xc3, 0x9e];
+/// The smallest payload whose verification may be turned off (`--no-verify`).
+pub const NO_VERIFY_MIN: usize = 64 * 1024;
 /// The shared receive buffer.
 const READ_BUFFER: usize = 1024 * 1024;
-/// Reads from one connection before the loop serves the others.
-const MAX_READS_PER_TURN: usize = 16;
 /// How long outstanding echoes may take to come back after the measurement.
 const DRAIN_TIME: Duration = Duration::from_secs(5);
-/// How long the closing handshakes may take.
-const CLOSE_TIME: Duration = Duration::from_secs(2);
 
 /// What to run.
 pub struct EchoArgs {
@@ -38,6 +34,9 @@ pub struct EchoArgs {
     pub duration: Duration,
     pub warmup: Duration,
     pub binary: bool,
+    /// Compare echoed payloads with what was sent; when off (payloads of at least
+    /// [`NO_VERIFY_MIN`] bytes only), their bytes are discarded in the kernel.
+    pub verify: bool,
     pub server_pid: Option<u32>,
     pub batch: usize,
     pub deadline: Instant,
@@ -55,10 +54,12 @@ struct Frames {
     size: usize,
     count: usize,
     opcode: OpCode,
+    /// Whether payloads are compared (else only headers are read).
+    verify: bool,
 }
 
 impl Frames {
-    fn new(size: usize, binary: bool) -> Frames {
+    fn new(size: usize, binary: bool, verify: bool) -> Frames {
         let opcode = if binary { OpCode::Binary } else { OpCode::Text };
         let mut probe = Vec::new();
         write_masked_frame(&mut probe, true, opcode, &vec![0; size], MASK_KEY);
@@ -92,6 +93,7 @@ impl Frames {
             size,
             count,
             opcode,
+            verify,
         }
     }
 
@@ -143,6 +145,17 @@ struct Conn {
     /// On the flush list of this turn.
     queued: bool,
     open: bool,
+    /// Bytes of the frame stream issued: `issued` frames.
+    issued_bytes: u64,
+}
+
+impl Link for Conn {
+    fn parts(&mut self) -> (&mut TcpStream, &mut bool) {
+        (&mut self.socket, &mut self.open)
+    }
+    fn all_written(&self) -> bool {
+        self.written == self.issued_bytes
+    }
 }
 
 /// Counters of the measured interval.
@@ -163,43 +176,103 @@ impl Counters {
     }
 }
 
-enum Reading {
-    /// The socket has nothing more for now.
-    Drained,
-    /// The fairness cap was hit: read again this turn.
-    More,
+/// What one read of a connection works with.
+struct Reader<'a> {
+    conn: &'a mut Conn,
+    /// Where frames are read and parsed.
+    buf: &'a mut [u8],
+    /// Room for payload bytes discarded in the kernel: never written.
+    skip: &'a mut [MaybeUninit<u8>],
 }
 
-/// Reads and checks everything a connection has (up to the fairness cap).
+/// Reads and checks everything a connection has (up to the fairness cap);
+/// returns whether to read it again this turn.
+///
+/// Unverified payloads are not read: a read asks for at most a frame header
+/// (and the first payload bytes behind it), then [`discard`] drops the rest of
+/// the payload in the kernel.
 fn read_conn(
     conn: &mut Conn,
     buf: &mut [u8],
+    skip: &mut [MaybeUninit<u8>],
     frames: &Frames,
     counters: &mut Counters,
     t0: Instant,
-) -> Result<Reading, String> {
-    for _ in 0..MAX_READS_PER_TURN {
-        let kept = conn.header_len;
-        buf[..kept].copy_from_slice(&conn.header[..kept]);
-        match conn.socket.read(&mut buf[kept..]) {
-            Ok(0) => return Err("server closed the connection".into()),
-            Ok(n) => {
-                let now = t0.elapsed().as_nanos() as u64;
-                conn.header_len = 0;
-                parse(conn, &buf[..kept + n], frames, counters, now)?;
-                if kept + n < buf.len() {
-                    // A short read emptied the socket: on Linux, data arriving from now
-                    // on raises a new edge, so the read that would say WouldBlock is
-                    // skipped (as tokio does), a third of the syscalls with small batches.
-                    return Ok(Reading::Drained);
-                }
+) -> Result<bool, String> {
+    // Bytes of the payload being received, when they are to be discarded unread.
+    let skipping = |conn: &Conn| match conn.payload {
+        Some((remaining, _)) if !frames.verify => Some(remaining),
+        _ => None,
+    };
+    let mut cx = Reader { conn, buf, skip };
+    net::read_turn(
+        &mut cx,
+        |cx| {
+            if let Some(remaining) = skipping(cx.conn) {
+                let asked = remaining.min(cx.skip.len());
+                return Ok((discard(&cx.conn.socket, &mut cx.skip[..asked])?, asked));
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Reading::Drained),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(format!("read: {e}")),
+            let kept = cx.conn.header_len;
+            cx.buf[..kept].copy_from_slice(&cx.conn.header[..kept]);
+            let end = if frames.verify {
+                cx.buf.len()
+            } else {
+                MAX_HEADER_LEN
+            };
+            Ok((cx.conn.socket.read(&mut cx.buf[kept..end])?, end - kept))
+        },
+        |cx, n| {
+            let now = t0.elapsed().as_nanos() as u64;
+            if skipping(cx.conn).is_some() {
+                return payload(cx.conn, n, None, frames, counters, now);
+            }
+            let kept = mem::take(&mut cx.conn.header_len);
+            parse(cx.conn, &cx.buf[..kept + n], frames, counters, now)
+        },
+    )
+}
+
+/// Drops up to `room.len()` bytes of the socket's input and returns how many. On
+/// Linux, `recv` with `MSG_TRUNC` on a TCP socket discards the bytes in the kernel
+/// instead of copying them (tcp(7)): `room` is never written, it only bounds the
+/// count.
+#[cfg(target_os = "linux")]
+fn discard(socket: &TcpStream, room: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
+    SockRef::from(socket).recv_with_flags(room, libc::MSG_TRUNC)
+}
+
+/// Elsewhere `MSG_TRUNC` means something else on TCP: read the bytes and drop them.
+#[cfg(not(target_os = "linux"))]
+fn discard(socket: &TcpStream, room: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
+    SockRef::from(socket).recv(room)
+}
+
+/// Takes the next `n` bytes of the echo being received (`data`, checked against
+/// what was sent, or `None`: discarded unread) and completes it at its end.
+fn payload(
+    conn: &mut Conn,
+    n: usize,
+    data: Option<&[u8]>,
+    frames: &Frames,
+    counters: &mut Counters,
+    now: u64,
+) -> Result<(), String> {
+    let Some((remaining, offset)) = conn.payload else {
+        return Err("payload bytes outside a frame".into());
+    };
+    if let Some(data) = data.filter(|_| frames.verify) {
+        if !frames.check(conn.received, offset, data) {
+            let seq = conn.received;
+            counters.error(|| format!("echo of message {seq} differs from it"));
         }
     }
-    Ok(Reading::More)
+    if remaining == n {
+        conn.payload = None;
+        complete(conn, counters, now)
+    } else {
+        conn.payload = Some((remaining - n, offset + n));
+        Ok(())
+    }
 }
 
 /// Walks the server's frames in `data`, checking each echo against what was sent.
@@ -212,19 +285,10 @@ fn parse(
 ) -> Result<(), String> {
     let mut pos = 0;
     while pos < data.len() {
-        if let Some((remaining, offset)) = conn.payload {
+        if let Some((remaining, _)) = conn.payload {
             let n = remaining.min(data.len() - pos);
-            if !frames.check(conn.received, offset, &data[pos..pos + n]) {
-                let seq = conn.received;
-                counters.error(|| format!("echo of message {seq} differs from it"));
-            }
+            payload(conn, n, Some(&data[pos..pos + n]), frames, counters, now)?;
             pos += n;
-            if remaining == n {
-                conn.payload = None;
-                complete(conn, counters, now)?;
-            } else {
-                conn.payload = Some((remaining - n, offset + n));
-            }
             continue;
         }
         let (header, header_len) = match decode_header(&data[pos..]) {
@@ -290,13 +354,14 @@ fn complete(conn: &mut Conn, counters: &mut Counters, now: u64) -> Result<(), St
 /// and writes what is pending, in as few calls as the socket allows.
 fn flush(conn: &mut Conn, frames: &Frames, t0: Instant, issuing: bool) -> io::Result<()> {
     let w = conn.sent_at.len() as u64;
+    let frame_len = frames.frame_len as u64;
     if issuing {
         conn.issued = conn.received + w;
+        conn.issued_bytes = conn.issued * frame_len;
     }
-    let frame_len = frames.frame_len as u64;
     let ring = frames.wire.len() as u64;
+    let end = conn.issued_bytes;
     loop {
-        let end = conn.issued * frame_len;
         if conn.written >= end {
             return Ok(());
         }
@@ -331,7 +396,12 @@ fn flush(conn: &mut Conn, frames: &Frames, t0: Instant, issuing: bool) -> io::Re
 /// Runs the echo load and prints its report; `Ok(false)` when echoes were wrong
 /// or connections failed.
 pub fn run(args: EchoArgs) -> Result<bool, String> {
-    let frames = Frames::new(args.size, args.binary);
+    if !args.verify && args.size < NO_VERIFY_MIN {
+        return Err(format!(
+            "--no-verify is for payloads of at least {NO_VERIFY_MIN} bytes; smaller ones are always compared"
+        ));
+    }
+    let frames = Frames::new(args.size, args.binary, args.verify);
     let w = args.in_flight.max(1);
     let server_pid = args.server_pid.map(|p| p.to_string());
     let mut poll = Poll::new().map_err(|e| format!("poll: {e}"))?;
@@ -364,6 +434,7 @@ pub fn run(args: EchoArgs) -> Result<bool, String> {
                 payload: None,
                 queued: true,
                 open: true,
+                issued_bytes: 0,
             }
         })
         .collect();
@@ -375,6 +446,7 @@ pub fn run(args: EchoArgs) -> Result<bool, String> {
         failed: 0,
     };
     let mut buf = vec![0u8; READ_BUFFER];
+    let mut skip = vec![MaybeUninit::<u8>::uninit(); if args.verify { 0 } else { READ_BUFFER }];
     let mut events = Events::with_capacity(1024);
     let mut to_flush: Vec<usize> = (0..conns.len()).collect();
     let mut flushing: Vec<usize> = Vec::new();
@@ -393,7 +465,7 @@ pub fn run(args: EchoArgs) -> Result<bool, String> {
             conn.queued = false;
             if conn.open {
                 if let Err(e) = flush(conn, &frames, t0, issuing) {
-                    fail(conn, &mut poll, &mut counters, &format!("write: {e}"));
+                    net::fail(conn, &poll, &mut counters.failed, &format!("write: {e}"));
                 }
             }
         }
@@ -438,11 +510,11 @@ pub fn run(args: EchoArgs) -> Result<bool, String> {
             }
             let before = conn.received;
             if readable {
-                match read_conn(conn, &mut buf, &frames, &mut counters, t0) {
-                    Ok(Reading::Drained) => {}
-                    Ok(Reading::More) => to_read.push(key),
+                match read_conn(conn, &mut buf, &mut skip, &frames, &mut counters, t0) {
+                    Ok(false) => {}
+                    Ok(true) => to_read.push(key),
                     Err(e) => {
-                        fail(conn, &mut poll, &mut counters, &e);
+                        net::fail(conn, &poll, &mut counters.failed, &e);
                         continue;
                     }
                 }
@@ -461,79 +533,12 @@ pub fn run(args: EchoArgs) -> Result<bool, String> {
     if outstanding > 0 {
         counters.error(|| format!("{outstanding} echoes still missing after the drain"));
     }
-    close_all(&mut conns, &frames, &mut poll, &mut buf);
+    net::close_all(&mut conns, &mut poll, &mut buf);
     let (Some(start), Some(stop)) = (start, stop) else {
         return Err("the run ended before the measurement".into());
     };
     report(&args, &frames, &counters, &start, &stop);
     Ok(counters.errors == 0 && counters.failed == 0)
-}
-
-fn fail(conn: &mut Conn, poll: &mut Poll, counters: &mut Counters, why: &str) {
-    conn.open = false;
-    counters.failed += 1;
-    if counters.failed <= 5 {
-        eprintln!("connection failed: {why}");
-    }
-    let _ = poll.registry().deregister(&mut conn.socket);
-}
-
-/// Sends a close frame on every open connection and waits (briefly) for the server to end them.
-fn close_all(conns: &mut [Conn], frames: &Frames, poll: &mut Poll, buf: &mut [u8]) {
-    let mut close = Vec::new();
-    write_masked_frame(
-        &mut close,
-        true,
-        OpCode::Close,
-        &CloseCode::NORMAL.0.to_be_bytes(),
-        MASK_KEY,
-    );
-    let mut waiting = 0;
-    for conn in conns.iter_mut().filter(|c| c.open) {
-        // Anything still unwritten would precede the close frame: give up on it.
-        let clean = conn.written == conn.issued * frames.frame_len as u64
-            && conn.socket.write(&close).is_ok_and(|n| n == close.len());
-        if clean {
-            waiting += 1;
-        } else {
-            conn.open = false;
-        }
-    }
-    let deadline = Instant::now() + CLOSE_TIME;
-    let mut events = Events::with_capacity(1024);
-    while waiting > 0 && Instant::now() < deadline {
-        if poll
-            .poll(&mut events, Some(Duration::from_millis(50)))
-            .is_err()
-        {
-            return;
-        }
-        for event in events.iter() {
-            let Some(conn) = conns.get_mut(event.token().0) else {
-                continue;
-            };
-            if !conn.open {
-                continue;
-            }
-            loop {
-                match conn.socket.read(buf) {
-                    Ok(0) => {
-                        conn.open = false;
-                        waiting -= 1;
-                        break;
-                    }
-                    Ok(_) => {}
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(_) => {
-                        conn.open = false;
-                        waiting -= 1;
-                        break;
-                    }
-                }
-            }
-        }
-    }
 }
 
 fn report(
@@ -586,8 +591,13 @@ fn report(
             cpu * 1e6 / messages.max(1.0)
         );
     }
+    let checked = if frames.verify {
+        "payloads compared"
+    } else {
+        "types and lengths only: payloads discarded unread (--no-verify)"
+    };
     println!(
-        "  verification: {} errors, {} connections failed",
+        "  verification: {} errors, {} connections failed ({checked})",
         counters.errors, counters.failed
     );
     if load_cpu > 90.0 {
@@ -618,7 +628,47 @@ fn report(
             "server_us_per_msg",
             server_cpu.map(|c| c * 1e6 / messages.max(1.0)),
         )
+        .str(
+            "payloads",
+            if frames.verify {
+                "compared"
+            } else {
+                "discarded"
+            },
+        )
         .int("errors", counters.errors)
         .int("failed_connections", counters.failed);
     println!("RESULT {}", json.finish());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `discard` drops exactly the bytes it reports, and the stream goes on right after them.
+    #[test]
+    fn discard_skips_bytes_in_order() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let client =
+            std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+        let (mut server, _) = listener.accept().expect("accept");
+        let skipped_len = 200 * 1024;
+        let mut sent: Vec<u8> = (0..skipped_len).map(|i| (i % 251) as u8).collect();
+        sent.extend_from_slice(b"tail");
+        let writer = std::thread::spawn(move || server.write_all(&sent));
+        // Blocking: each call waits for data; none returns more than asked.
+        let mut client = TcpStream::from_std(client);
+        let mut room = vec![MaybeUninit::uninit(); 64 * 1024];
+        let mut skipped = 0;
+        while skipped < skipped_len {
+            let asked = (skipped_len - skipped).min(room.len());
+            let n = discard(&client, &mut room[..asked]).expect("discard");
+            assert!(n > 0 && n <= asked, "discarded {n} of {asked}");
+            skipped += n;
+        }
+        let mut tail = [0u8; 4];
+        client.read_exact(&mut tail).expect("read the tail");
+        assert_eq!(&tail, b"tail");
+        writer.join().expect("writer").expect("write");
+    }
 }

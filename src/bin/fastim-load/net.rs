@@ -1,5 +1,8 @@
-//! Target URLs, the client side of the opening handshake, and opening many
-//! connections at once, in batches, so a burst stays within the server's listen backlog.
+//! Target URLs, the client side of the opening handshake, opening many
+//! connections at once, in batches, so a burst stays within the server's listen
+//! backlog, and the connection handling the echo and chat modes share: the
+//! timed run's phases, waiting for readiness, reading a connection for a turn,
+//! giving up on one, and the closing handshakes.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -10,7 +13,9 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
+use fastim::ws::frame::write_masked_frame;
 use fastim::ws::handshake::accept_key;
+use fastim::ws::{CloseCode, OpCode};
 
 /// Longest handshake response we wait for.
 const MAX_RESPONSE: usize = 8 * 1024;
@@ -331,4 +336,123 @@ pub fn wait_ready(
     }));
     ready.extend(to_read.drain(..).map(|key| (key, true, false)));
     Ok(())
+}
+
+/// The masking key of every frame the tool sends (RFC 6455 wants a fresh one per
+/// frame; servers cannot tell and must not care).
+pub const MASK_KEY: [u8; 4] = [0x5a, 0x17, 0xc3, 0x9e];
+/// Reads from one connection before the loop serves the others.
+pub const MAX_READS_PER_TURN: usize = 16;
+/// How long the closing handshakes may take.
+const CLOSE_TIME: Duration = Duration::from_secs(2);
+/// Connection failures reported on stderr; the rest are only counted.
+const FAILURES_SHOWN: u64 = 5;
+
+/// What the shared connection handling needs of a mode's connection.
+pub trait Link {
+    /// The socket, and whether the connection is still in use.
+    fn parts(&mut self) -> (&mut TcpStream, &mut bool);
+    /// Whether everything queued has been written, so a close frame may follow.
+    fn all_written(&self) -> bool;
+}
+
+/// Gives up on a connection: marks it closed, counts it in `failed`, says why
+/// (for the first few), and stops polling it.
+pub fn fail(link: &mut impl Link, poll: &Poll, failed: &mut u64, why: &str) {
+    let (socket, open) = link.parts();
+    *open = false;
+    *failed += 1;
+    if *failed <= FAILURES_SHOWN {
+        eprintln!("connection failed: {why}");
+    }
+    let _ = poll.registry().deregister(socket);
+}
+
+/// Reads a connection until its socket is empty, at most [`MAX_READS_PER_TURN`]
+/// times; returns whether to read it again this turn (the cap was hit).
+///
+/// `read(cx)` makes one read and returns the bytes it got and the most it asked
+/// for; `handle(cx, n)` deals with the `n` bytes that read got. A read shorter
+/// than asked emptied the socket: on Linux, data arriving from then on raises a
+/// new edge, so the read that would say WouldBlock is skipped (as tokio does), a
+/// third of the system calls with small batches.
+pub fn read_turn<C>(
+    cx: &mut C,
+    mut read: impl FnMut(&mut C) -> io::Result<(usize, usize)>,
+    mut handle: impl FnMut(&mut C, usize) -> Result<(), String>,
+) -> Result<bool, String> {
+    for _ in 0..MAX_READS_PER_TURN {
+        match read(cx) {
+            Ok((0, _)) => return Err("server closed the connection".into()),
+            Ok((n, asked)) => {
+                handle(cx, n)?;
+                if n < asked {
+                    return Ok(false);
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(format!("read: {e}")),
+        }
+    }
+    Ok(true)
+}
+
+/// Sends a close frame on every open connection whose output is all written and
+/// waits (at most [`CLOSE_TIME`]) for the server to end them; what arrives
+/// meanwhile is read into `buf` and dropped. The others are marked closed.
+pub fn close_all<L: Link>(links: &mut [L], poll: &mut Poll, buf: &mut [u8]) {
+    let mut close = Vec::new();
+    write_masked_frame(
+        &mut close,
+        true,
+        OpCode::Close,
+        &CloseCode::NORMAL.0.to_be_bytes(),
+        MASK_KEY,
+    );
+    let mut waiting = 0;
+    for link in links.iter_mut() {
+        let all_written = link.all_written();
+        let (socket, open) = link.parts();
+        if !*open {
+            continue;
+        }
+        // Anything still unwritten would precede the close frame: give up on it.
+        if all_written && socket.write(&close).is_ok_and(|n| n == close.len()) {
+            waiting += 1;
+        } else {
+            *open = false;
+        }
+    }
+    let deadline = Instant::now() + CLOSE_TIME;
+    let mut events = Events::with_capacity(1024);
+    while waiting > 0 && Instant::now() < deadline {
+        if poll
+            .poll(&mut events, Some(Duration::from_millis(50)))
+            .is_err()
+        {
+            return;
+        }
+        for event in events.iter() {
+            let Some((socket, open)) = links.get_mut(event.token().0).map(Link::parts) else {
+                continue;
+            };
+            if !*open {
+                continue;
+            }
+            loop {
+                match socket.read(buf) {
+                    Ok(0) => {}
+                    Ok(_) => continue,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(_) => {}
+                }
+                // End of stream or an error: the server is done with it.
+                *open = false;
+                waiting -= 1;
+                break;
+            }
+        }
+    }
 }
