@@ -725,7 +725,7 @@ mod tests {
         assert_eq!(done.groups_deleted, [alone.id]);
         assert_eq!(done.messages, 3);
         assert_eq!(t.db.user_by_id(a.id).expect("q"), None);
-        assert_eq!(t.db.friends(b.id).expect("q"), [c.clone()]);
+        assert_eq!(t.db.friends(b.id).expect("q"), std::slice::from_ref(&c));
         assert_eq!(
             t.db.group_by_id(owned.id)
                 .expect("q")
