@@ -16,9 +16,12 @@
 //! - [`store`]: the only code that touches SQLite (users, sessions, contacts, groups,
 //!   messages); blocking, so it runs on worker threads, never on the event loop.
 //! - [`secret`]: password hashing (Argon2id) and session tokens (stored as SHA-256 digests).
+//! - [`admin`]: the administration subcommands (`fastim admin`, `backup`, `restore`,
+//!   `check`), which call the store from a process of their own.
 //! - [`api`]: the HTTP API routes (`/user/*`, `/contact/*`, `/message/history`), run on
 //!   worker threads against the store.
 
+pub mod admin;
 pub mod api;
 pub mod config;
 pub mod files;

@@ -1,4 +1,5 @@
-//! The `fastim` server binary.
+//! The `fastim` binary: the server, or with a subcommand the administration tools
+//! ([`fastim::admin`]).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -8,6 +9,7 @@ use std::time::Duration;
 use clap::Parser;
 use log::{error, info, warn};
 
+use fastim::admin::Command;
 use fastim::config::{self, Config};
 use fastim::server::Server;
 use fastim::throttle::ThrottleConfig;
@@ -16,11 +18,15 @@ use fastim::throttle::ThrottleConfig;
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Args {
+    /// Without a subcommand, the server runs.
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Address to listen on (port 0 picks a free port).
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
-    /// Directory for persistent data; created if missing.
-    #[arg(long, default_value = "data")]
+    /// Directory for persistent data; created if missing (by the server; the other
+    /// subcommands need it to exist).
+    #[arg(long, default_value = "data", global = true)]
     data_dir: PathBuf,
     /// Do not serve the /echo WebSocket endpoint.
     #[arg(long)]
@@ -96,6 +102,18 @@ const MIN_CLIENT_FDS: u64 = 16;
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let args = Args::parse();
+    if let Some(command) = args.command {
+        let stdin = std::io::stdin();
+        let mut input = stdin.lock();
+        let mut out = std::io::stdout().lock();
+        return match fastim::admin::run(command, &args.data_dir, &mut input, &mut out) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(msg) => {
+                eprintln!("fastim: {msg}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let (
         Some(handshake_timeout),
         Some(close_timeout),

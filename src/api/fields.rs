@@ -181,13 +181,21 @@ pub(super) fn mobile(fields: &Fields) -> Result<String, Failure> {
     let m = fields
         .trimmed("mobile")?
         .ok_or_else(|| Failure::field("mobile is required"))?;
+    check_mobile(m).map(str::to_owned).map_err(Failure::field)
+}
+
+/// The mobile rule of [`mobile`] on a plain string (for the command line): the trimmed
+/// number, or the message that says what is wrong.
+///
+/// # Errors
+/// The refusal, as a sentence.
+pub fn check_mobile(m: &str) -> Result<&str, String> {
+    let m = m.trim();
     let digits = m.strip_prefix('+').unwrap_or(m);
     if !(5..=20).contains(&digits.len()) || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(Failure::field(
-            "mobile must be 5 to 20 digits, optionally starting with +",
-        ));
+        return Err("mobile must be 5 to 20 digits, optionally starting with +".to_owned());
     }
-    Ok(m.to_owned())
+    Ok(m)
 }
 
 /// Fewest characters in a new password.
@@ -230,26 +238,59 @@ pub(super) fn new_password(fields: &Fields, mobile: &str) -> Result<String, Fail
         .text("passwd")?
         .filter(|p| !p.is_empty())
         .ok_or_else(|| Failure::field("passwd is required"))?;
-    check_len("passwd", p, PASSWORD_MIN, PASSWORD_MAX)?;
+    check_new_password(p, mobile).map_err(Failure::field)?;
+    Ok(p.to_owned())
+}
+
+/// The rule of [`new_password`] on a plain string, for the command line (`fastim admin
+/// user add` and `passwd` refuse what registration refuses).
+///
+/// # Errors
+/// The refusal, as a sentence naming `passwd`.
+pub fn check_new_password(p: &str, mobile: &str) -> Result<(), String> {
+    if p.is_empty() {
+        return Err("passwd is required".to_owned());
+    }
+    let n = p.chars().count();
+    if !(PASSWORD_MIN..=PASSWORD_MAX).contains(&n) {
+        return Err(format!(
+            "passwd must be {PASSWORD_MIN} to {PASSWORD_MAX} characters"
+        ));
+    }
     let trimmed = p.trim();
     if trimmed.is_empty() {
-        return Err(Failure::field("passwd must not be only whitespace"));
+        return Err("passwd must not be only whitespace".to_owned());
     }
     let mut chars = trimmed.chars();
     if chars.next().is_some_and(|first| chars.all(|c| c == first)) {
-        return Err(Failure::field("passwd must not be one character repeated"));
+        return Err("passwd must not be one character repeated".to_owned());
     }
     let mobile = mobile.trim();
     if trimmed == mobile || Some(trimmed) == mobile.strip_prefix('+') {
-        return Err(Failure::field("passwd must not be your mobile number"));
+        return Err("passwd must not be your mobile number".to_owned());
     }
     let lower = trimmed.to_lowercase();
     if COMMON_PASSWORDS.contains(&lower.as_str()) {
-        return Err(Failure::field(
-            "passwd is one of the most common passwords; choose another",
-        ));
+        return Err("passwd is one of the most common passwords; choose another".to_owned());
     }
-    Ok(p.to_owned())
+    Ok(())
+}
+
+/// A nickname for the command line: trimmed, 1 to `max` characters, no control
+/// characters (the rule of [`name`]).
+///
+/// # Errors
+/// The refusal, as a sentence naming `nickname`.
+pub fn check_nickname(n: &str, max: usize) -> Result<&str, String> {
+    let n = n.trim();
+    let len = n.chars().count();
+    if len == 0 || len > max {
+        return Err(format!("nickname must be 1 to {max} characters"));
+    }
+    if n.chars().any(char::is_control) {
+        return Err("nickname must not contain control characters".to_owned());
+    }
+    Ok(n)
 }
 
 /// A display name (user nickname or group name): trimmed, `1..=max` characters, no

@@ -37,7 +37,9 @@ mod users;
 #[cfg(test)]
 mod tests;
 
+pub use fields::{check_mobile, check_new_password, check_nickname};
 pub use upload::{Upload, upload};
+pub use users::{MSG_BLOCKED, NICKNAME_MAX};
 
 use serde::Serialize;
 

@@ -453,6 +453,32 @@ fn login_answers_the_same_for_unknown_mobile_and_wrong_password() {
 }
 
 #[test]
+fn a_blocked_account_is_told_so_only_with_the_right_password() {
+    let mut t = test_db();
+    let alice = quick_user(&mut t.db, "13800000001");
+    assert_eq!(t.db.set_blocked(alice.id, true).expect("block"), 1);
+    assert_eq!(session_user(&t.db, &alice.token, NOW).expect("q"), None);
+    let body = format!("mobile=13800000001&passwd={}", PASSWORD.replace(' ', "%20"));
+    let (reply, _) = form(&mut t.db, Route::Login, &body, None);
+    assert_eq!(
+        String::from_utf8_lossy(&reply.body),
+        r#"{"code":-1,"msg":"this account is blocked"}"#
+    );
+    assert_eq!(
+        fail(form(
+            &mut t.db,
+            Route::Login,
+            "mobile=13800000001&passwd=nope-nope",
+            None
+        )),
+        "wrong mobile number or password",
+        "a guesser learns nothing"
+    );
+    t.db.set_blocked(alice.id, false).expect("unblock");
+    ok(form(&mut t.db, Route::Login, &body, None));
+}
+
+#[test]
 fn cookies_are_secure_behind_https() {
     let mut t = test_db();
     let secure = |route: Route, body: &str, token: Option<&str>| {

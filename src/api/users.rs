@@ -12,7 +12,7 @@ use crate::secret::{hash_password, new_token, token_digest, verify_password};
 use crate::store::{Db, NewUser, ProfileUpdate, StoreError, User};
 
 /// Longest nickname, in characters.
-pub(super) const NICKNAME_MAX: usize = 20;
+pub const NICKNAME_MAX: usize = 20;
 /// Longest avatar URL, in characters.
 pub(super) const AVATAR_MAX: usize = 250;
 /// Longest user memo, in characters.
@@ -23,6 +23,10 @@ pub(super) const USER_MEMO_MAX: usize = 140;
 pub(super) const MSG_BAD_LOGIN: &str = "wrong mobile number or password";
 /// The answer when registering a taken number.
 pub(super) const MSG_MOBILE_TAKEN: &str = "this mobile number is already registered";
+/// The answer to a right password for an account an administrator blocked
+/// (`fastim admin user block`). Given only after the password checked out, so it tells
+/// nothing to someone guessing.
+pub const MSG_BLOCKED: &str = "this account is blocked";
 
 /// `/user/register`: validates, stores the user with an Argon2id hash, and logs them in.
 pub(super) fn register(
@@ -78,8 +82,11 @@ pub(super) fn login(
         .filter(|p| !p.is_empty())
         .ok_or_else(|| Failure::field("passwd is required"))?;
     match db.user_login_row(mobile)? {
-        Some((user, hash)) if verify_password(passwd, &hash) => {
-            start_session(db, &user, now, secure)
+        Some(row) if verify_password(passwd, &row.password_hash) => {
+            if row.blocked {
+                return Err(Failure::App(MSG_BLOCKED.to_owned()));
+            }
+            start_session(db, &row.user, now, secure)
         }
         Some(_) => Err(Failure::App(MSG_BAD_LOGIN.to_owned())),
         None => {

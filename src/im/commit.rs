@@ -43,6 +43,7 @@ pub fn refusal(right: SendRight) -> Outcome {
         SendRight::NotFriends => (403, "you can only message your friends"),
         SendRight::NotMember => (403, "you are not a member of this group"),
         SendRight::NoSuchGroup => (404, "no such group"),
+        SendRight::Blocked => (403, crate::api::MSG_BLOCKED),
         // Not produced for a refused message; kept total for the match.
         SendRight::Allowed => return internal(),
     };

@@ -102,12 +102,13 @@ pub enum LeaveOutcome {
 }
 
 /// The columns [`group_from_row`] reads, for a `chat_groups` table aliased `g`.
-const GROUP_COLUMNS: &str = "g.id, g.name, g.owner_id, g.icon, g.cate, g.memo, g.created_at";
+pub(super) const GROUP_COLUMNS: &str =
+    "g.id, g.name, g.owner_id, g.icon, g.cate, g.memo, g.created_at";
 /// The same columns unqualified, for `RETURNING` clauses.
 const GROUP_RETURNING: &str = "id, name, owner_id, icon, cate, memo, created_at";
 
 /// Reads a [`Group`] from the first seven columns of `row`.
-fn group_from_row(row: &Row<'_>) -> rusqlite::Result<Group> {
+pub(super) fn group_from_row(row: &Row<'_>) -> rusqlite::Result<Group> {
     Ok(Group {
         id: row.get(0)?,
         name: row.get(1)?,
@@ -152,6 +153,54 @@ fn insert_member(tx: &Transaction<'_>, group: i64, user: i64, role: Role, now: i
         }
     })?;
     Ok(())
+}
+
+/// [`Db::leave_group`] inside the caller's write transaction (also used when a user is
+/// deleted).
+pub(super) fn leave_in(tx: &Transaction<'_>, user: i64, group: i64) -> Result<LeaveOutcome> {
+    if !group_exists(tx, group)? {
+        return Err(StoreError::NoSuchGroup);
+    }
+    let outcome = match role_of(tx, group, user)? {
+        None => return Err(StoreError::NotMember),
+        Some(Role::Member) => LeaveOutcome::Left,
+        Some(Role::Owner) => {
+            let heir: Option<i64> = tx
+                .prepare_cached(
+                    "SELECT user_id FROM group_members
+                     WHERE group_id = ?1 AND user_id <> ?2
+                     ORDER BY joined_at, join_msg_id, user_id
+                     LIMIT 1",
+                )?
+                .query_row([group, user], |row| row.get(0))
+                .optional()?;
+            match heir {
+                Some(heir) => {
+                    tx.prepare_cached(
+                        "UPDATE group_members SET role = 'owner'
+                         WHERE group_id = ?1 AND user_id = ?2",
+                    )?
+                    .execute([group, heir])?;
+                    tx.prepare_cached("UPDATE chat_groups SET owner_id = ?2 WHERE id = ?1")?
+                        .execute([group, heir])?;
+                    LeaveOutcome::OwnershipTransferred { new_owner: heir }
+                }
+                None => {
+                    tx.prepare_cached("DELETE FROM messages WHERE cmd = 11 AND dst_id = ?1")?
+                        .execute([group])?;
+                    // Cascades to the last membership row.
+                    tx.prepare_cached("DELETE FROM chat_groups WHERE id = ?1")?
+                        .execute([group])?;
+                    LeaveOutcome::GroupDeleted
+                }
+            }
+        }
+    };
+    if outcome != LeaveOutcome::GroupDeleted {
+        tx.prepare_cached("DELETE FROM group_members WHERE group_id = ?1 AND user_id = ?2")?
+            .execute([group, user])?;
+    }
+    Ok(outcome)
 }
 
 impl Db {
@@ -259,48 +308,7 @@ impl Db {
     /// [`StoreError::NoSuchGroup`], [`StoreError::NotMember`].
     pub fn leave_group(&mut self, user: i64, group: i64) -> Result<LeaveOutcome> {
         let tx = self.write_tx()?;
-        if !group_exists(&tx, group)? {
-            return Err(StoreError::NoSuchGroup);
-        }
-        let outcome = match role_of(&tx, group, user)? {
-            None => return Err(StoreError::NotMember),
-            Some(Role::Member) => LeaveOutcome::Left,
-            Some(Role::Owner) => {
-                let heir: Option<i64> = tx
-                    .prepare_cached(
-                        "SELECT user_id FROM group_members
-                         WHERE group_id = ?1 AND user_id <> ?2
-                         ORDER BY joined_at, join_msg_id, user_id
-                         LIMIT 1",
-                    )?
-                    .query_row([group, user], |row| row.get(0))
-                    .optional()?;
-                match heir {
-                    Some(heir) => {
-                        tx.prepare_cached(
-                            "UPDATE group_members SET role = 'owner'
-                             WHERE group_id = ?1 AND user_id = ?2",
-                        )?
-                        .execute([group, heir])?;
-                        tx.prepare_cached("UPDATE chat_groups SET owner_id = ?2 WHERE id = ?1")?
-                            .execute([group, heir])?;
-                        LeaveOutcome::OwnershipTransferred { new_owner: heir }
-                    }
-                    None => {
-                        tx.prepare_cached("DELETE FROM messages WHERE cmd = 11 AND dst_id = ?1")?
-                            .execute([group])?;
-                        // Cascades to the last membership row.
-                        tx.prepare_cached("DELETE FROM chat_groups WHERE id = ?1")?
-                            .execute([group])?;
-                        LeaveOutcome::GroupDeleted
-                    }
-                }
-            }
-        };
-        if outcome != LeaveOutcome::GroupDeleted {
-            tx.prepare_cached("DELETE FROM group_members WHERE group_id = ?1 AND user_id = ?2")?
-                .execute([group, user])?;
-        }
+        let outcome = leave_in(&tx, user, group)?;
         tx.commit()?;
         Ok(outcome)
     }

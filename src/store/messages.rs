@@ -100,6 +100,8 @@ pub enum SendRight {
     NotMember,
     /// To a group that does not exist.
     NoSuchGroup,
+    /// The sender was blocked by an administrator (or deleted) while connected.
+    Blocked,
 }
 
 /// The outcome of saving one message of a batch.
@@ -271,12 +273,17 @@ impl Db {
             let mut member = tx.prepare_cached(
                 "SELECT 1 FROM group_members WHERE group_id = ?1 AND user_id = ?2",
             )?;
+            // A blocked or deleted sender may still hold a /chat socket opened before: the
+            // server checks sessions only at the upgrade, so refuse what it sends.
+            let mut active =
+                tx.prepare_cached("SELECT 1 FROM users WHERE id = ?1 AND NOT blocked")?;
             for m in batch {
                 let key = (m.sender_id, m.to);
                 let right = match known.get(&key) {
                     Some(right) => *right,
                     None => {
                         let right = match m.to {
+                            _ if !active.exists([m.sender_id])? => SendRight::Blocked,
                             Peer::User(peer) if peer == m.sender_id => SendRight::Allowed,
                             Peer::User(peer) if friends.exists(params![m.sender_id, peer])? => {
                                 SendRight::Allowed

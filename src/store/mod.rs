@@ -16,6 +16,7 @@
 //! The tables, one file each: [`schema`] (migrations), `users`, `sessions`, `contacts`,
 //! `groups`, `messages`.
 
+pub mod admin;
 mod contacts;
 mod groups;
 mod messages;
@@ -31,7 +32,7 @@ use rusqlite::{Connection, ErrorCode, TransactionBehavior};
 
 pub use groups::{Group, LeaveOutcome, Member, NewGroup, Role};
 pub use messages::{CMD_GROUP, CMD_SINGLE, NewMessage, Peer, Saved, SendRight, StoredMessage};
-pub use users::{NewUser, ProfileUpdate, User};
+pub use users::{LoginRow, NewUser, ProfileUpdate, User};
 
 /// How long a statement waits for another connection's write lock before failing.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -42,7 +43,8 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 /// Why a store operation failed.
 ///
 /// Every variant but [`StoreError::Sqlite`] and [`StoreError::SchemaTooNew`] is a domain
-/// answer the caller can show to the user; those two are our own (or the disk's) fault.
+/// answer the caller can show to the user; those two (and `Io`, `Restore` of the
+/// administration commands) are our own (or the disk's) fault.
 #[derive(Debug)]
 pub enum StoreError {
     /// A user with this mobile number already exists.
@@ -75,6 +77,10 @@ pub enum StoreError {
     },
     /// SQLite failed (I/O, corruption, lock timeout, or a bug in a query).
     Sqlite(rusqlite::Error),
+    /// A file operation around the database failed (backup, restore).
+    Io(std::io::Error),
+    /// A file offered for restore is not a sound fastim database.
+    Restore(String),
 }
 
 impl fmt::Display for StoreError {
@@ -96,6 +102,8 @@ impl fmt::Display for StoreError {
                 "database schema version {found} is newer than this build knows ({known})"
             ),
             StoreError::Sqlite(e) => write!(f, "database error: {e}"),
+            StoreError::Io(e) => write!(f, "file error: {e}"),
+            StoreError::Restore(why) => f.write_str(why),
         }
     }
 }
@@ -104,8 +112,15 @@ impl std::error::Error for StoreError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             StoreError::Sqlite(e) => Some(e),
+            StoreError::Io(e) => Some(e),
             _ => None,
         }
+    }
+}
+
+impl From<std::io::Error> for StoreError {
+    fn from(e: std::io::Error) -> Self {
+        StoreError::Io(e)
     }
 }
 

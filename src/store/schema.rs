@@ -97,8 +97,15 @@ CREATE INDEX messages_by_sender ON messages(sender_id, cmd, id);
 CREATE INDEX messages_by_pair ON messages(sender_id, dst_id, id) WHERE cmd = 10;
 "#;
 
+/// Version 2: a user an administrator blocked (`fastim admin user block`) cannot log in
+/// or send. `ADD COLUMN` with a constant default rewrites no row, so the step is instant
+/// on a big file and safe while a server reads it.
+const V2: &str = r#"
+ALTER TABLE users ADD COLUMN blocked INTEGER NOT NULL DEFAULT 0 CHECK (blocked IN (0, 1));
+"#;
+
 /// The migration steps, oldest first. `MIGRATIONS[i]` takes version `i` to `i + 1`.
-pub const MIGRATIONS: &[&str] = &[V1];
+pub const MIGRATIONS: &[&str] = &[V1, V2];
 
 /// The schema version this build creates and understands.
 pub const LATEST: i64 = MIGRATIONS.len() as i64;
@@ -194,6 +201,29 @@ mod tests {
         assert!(matches!(migrate(&mut conn), Err(StoreError::Sqlite(_))));
         assert_eq!(user_version(&conn).expect("version"), 0);
         assert_eq!(tables(&conn), ["users"], "the failed step was rolled back");
+    }
+
+    #[test]
+    fn a_version_1_file_gains_the_blocked_flag_and_keeps_its_users() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut conn = Connection::open(dir.path().join("m.db")).expect("open");
+        conn.execute_batch(V1).expect("v1");
+        conn.pragma_update(None, "user_version", 1).expect("set");
+        conn.execute(
+            "INSERT INTO users (mobile, password_hash, created_at) VALUES ('13800000001', 'h', 1)",
+            [],
+        )
+        .expect("old user");
+        assert_eq!(migrate(&mut conn).expect("migrate"), 1);
+        assert_eq!(user_version(&conn).expect("version"), LATEST);
+        let blocked: i64 = conn
+            .query_row("SELECT blocked FROM users", [], |r| r.get(0))
+            .expect("blocked");
+        assert_eq!(blocked, 0, "existing users are not blocked");
+        assert!(
+            conn.execute("UPDATE users SET blocked = 2", []).is_err(),
+            "only 0 or 1"
+        );
     }
 
     #[test]

@@ -55,6 +55,18 @@ pub struct ProfileUpdate {
     pub memo: Option<String>,
 }
 
+/// What login needs of a user: the user, their password hash, and whether an
+/// administrator blocked them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoginRow {
+    /// The user.
+    pub user: User,
+    /// PHC string of the password.
+    pub password_hash: String,
+    /// Blocked users are refused after their password checked out.
+    pub blocked: bool,
+}
+
 /// The columns [`user_from_row`] reads, for a `users` table aliased `u`.
 pub(super) const USER_COLUMNS: &str =
     "u.id, u.mobile, u.nickname, u.avatar, u.sex, u.memo, u.created_at";
@@ -138,12 +150,19 @@ impl Db {
     ///
     /// # Errors
     /// [`StoreError::Sqlite`] only.
-    pub fn user_login_row(&self, mobile: &str) -> Result<Option<(User, String)>> {
-        let sql =
-            format!("SELECT {USER_COLUMNS}, u.password_hash FROM users u WHERE u.mobile = ?1");
+    pub fn user_login_row(&self, mobile: &str) -> Result<Option<LoginRow>> {
+        let sql = format!(
+            "SELECT {USER_COLUMNS}, u.password_hash, u.blocked FROM users u WHERE u.mobile = ?1"
+        );
         let mut stmt = self.conn.prepare_cached(&sql)?;
         Ok(stmt
-            .query_row([mobile], |row| Ok((user_from_row(row)?, row.get(7)?)))
+            .query_row([mobile], |row| {
+                Ok(LoginRow {
+                    user: user_from_row(row)?,
+                    password_hash: row.get(7)?,
+                    blocked: row.get(8)?,
+                })
+            })
             .optional()?)
     }
 
@@ -262,12 +281,13 @@ mod tests {
         let alice =
             t.db.create_user(new_user("13800000001"), 1)
                 .expect("create");
-        let (user, hash) =
+        let row =
             t.db.user_login_row("13800000001")
                 .expect("query")
                 .expect("found");
-        assert_eq!(user, alice);
-        assert_eq!(hash, "$argon2id$v=19$dummy");
+        assert_eq!(row.user, alice);
+        assert_eq!(row.password_hash, "$argon2id$v=19$dummy");
+        assert!(!row.blocked);
         assert_eq!(t.db.user_login_row("13800000002").expect("query"), None);
     }
 
@@ -293,11 +313,11 @@ mod tests {
         assert_eq!(updated.sex, alice.sex);
         assert_eq!(updated.mobile, alice.mobile);
         assert_eq!(t.db.user_by_id(alice.id).expect("read"), Some(updated));
-        let (_, hash) =
+        let row =
             t.db.user_login_row(&alice.mobile)
                 .expect("query")
                 .expect("found");
-        assert_eq!(hash, "$argon2id$v=19$dummy", "hash untouched");
+        assert_eq!(row.password_hash, "$argon2id$v=19$dummy", "hash untouched");
 
         let err =
             t.db.update_profile(alice.id + 100, ProfileUpdate::default())
