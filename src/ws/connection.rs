@@ -16,6 +16,7 @@
 use std::mem;
 
 use super::close::{CloseCode, CloseFrame, parse_close_payload};
+use super::deflate::{Inflater, PerMessageDeflate};
 use super::error::ProtocolError;
 use super::frame::{FrameHeader, OpCode, decode_header, write_frame};
 use super::mask::{apply_mask, rotate_key};
@@ -99,9 +100,15 @@ enum Assembly {
     Text(Utf8Validator),
     /// A binary message.
     Binary,
+    /// A compressed message (RFC 7692 §6): its payload as received, inflated and
+    /// checked (UTF-8 if `text`) when the last frame is in.
+    Compressed { text: bool },
     /// A message was handed out from the buffer; clear it before the next frame.
     Delivered,
 }
+
+/// RSV1 in [`FrameHeader::rsv`]: permessage-deflate's "Per-Message Compressed" bit.
+const RSV1: u8 = 0x4;
 
 /// Most buffer space reserved from a frame header's length before the payload
 /// arrives. Beyond it the buffer grows as bytes actually arrive: a header alone,
@@ -123,6 +130,8 @@ pub struct Connection {
     assembly: Assembly,
     /// Empty non-final data frames since the last one that carried bytes.
     empty_fragments: u16,
+    /// permessage-deflate, when the handshake negotiated it (RFC 7692).
+    deflate: Option<PerMessageDeflate>,
     message: Vec<u8>,
 }
 
@@ -136,9 +145,81 @@ impl Connection {
             reading: Reading::Header,
             assembly: Assembly::Idle,
             empty_fragments: 0,
+            deflate: None,
             message: Vec::new(),
         }
     }
+
+    // ---- permessage-deflate (RFC 7692): negotiation result, lent inflater ----
+
+    /// The same connection with permessage-deflate as the handshake negotiated it:
+    /// RSV1 then marks a compressed message (§6).
+    pub fn with_deflate(mut self, deflate: Option<PerMessageDeflate>) -> Self {
+        self.deflate = deflate;
+        self
+    }
+
+    /// What the handshake negotiated, for the code that sends (see
+    /// [`super::deflate::Deflater::write_message`]).
+    pub fn deflate(&self) -> Option<PerMessageDeflate> {
+        self.deflate
+    }
+
+    /// [`Connection::handle_bytes`] with a decompressor lent for compressed
+    /// messages: the connection keeps no zlib state of its own (the server
+    /// answers `client_no_context_takeover`, RFC 7692 §7.1.1.2), so one
+    /// [`Inflater`] serves every connection of its owner, one message at a time.
+    pub fn handle_bytes_with<'a>(
+        &'a mut self,
+        inflater: &mut Inflater,
+        input: &'a mut [u8],
+    ) -> Result<(usize, Option<Event<'a>>), ProtocolError> {
+        if self.assembly == Assembly::Delivered {
+            self.message.clear();
+            self.assembly = Assembly::Idle;
+        }
+        if matches!(self.phase, Phase::CloseReceived | Phase::Closed) {
+            // §5.5.1: after a close frame the peer sends nothing more; ignore what it does.
+            return Ok((input.len(), None));
+        }
+        match self.reading {
+            Reading::Payload {
+                remaining,
+                key,
+                fin,
+            } => self.continue_payload(inflater, input, remaining, key, fin),
+            Reading::Header => self.start_frame(inflater, input),
+        }
+    }
+
+    /// Inflates a complete compressed message from `payload` (RFC 7692 §7.2.2)
+    /// into the message buffer and checks it as the uncompressed one would be.
+    fn inflate_message<'a>(
+        &'a mut self,
+        inflater: &mut Inflater,
+        payload: Option<&[u8]>,
+        text: bool,
+    ) -> Result<Message<'a>, ProtocolError> {
+        let max = self.limits.max_message as usize;
+        match payload {
+            Some(payload) => inflater.inflate(payload, max, &mut self.message)?,
+            None => {
+                let mut inflated = Vec::new();
+                inflater.inflate(&self.message, max, &mut inflated)?;
+                self.message = inflated;
+            }
+        }
+        self.assembly = Assembly::Delivered;
+        Ok(if text {
+            Message::Text(
+                std::str::from_utf8(&self.message).map_err(|_| ProtocolError::InvalidUtf8)?,
+            )
+        } else {
+            Message::Binary(&self.message)
+        })
+    }
+
+    // ---- end of permessage-deflate ----
 
     /// Where the closing handshake stands.
     pub fn phase(&self) -> Phase {
@@ -149,7 +230,10 @@ impl Connection {
     /// caller holds the peer to a progress deadline meanwhile.
     pub fn mid_message(&self) -> bool {
         self.reading != Reading::Header
-            || matches!(self.assembly, Assembly::Text(_) | Assembly::Binary)
+            || matches!(
+                self.assembly,
+                Assembly::Text(_) | Assembly::Binary | Assembly::Compressed { .. }
+            )
     }
 
     /// How much of the message in progress has arrived: it grows with every payload
@@ -178,22 +262,8 @@ impl Connection {
         &'a mut self,
         input: &'a mut [u8],
     ) -> Result<(usize, Option<Event<'a>>), ProtocolError> {
-        if self.assembly == Assembly::Delivered {
-            self.message.clear();
-            self.assembly = Assembly::Idle;
-        }
-        if matches!(self.phase, Phase::CloseReceived | Phase::Closed) {
-            // §5.5.1: after a close frame the peer sends nothing more; ignore what it does.
-            return Ok((input.len(), None));
-        }
-        match self.reading {
-            Reading::Payload {
-                remaining,
-                key,
-                fin,
-            } => self.continue_payload(input, remaining, key, fin),
-            Reading::Header => self.start_frame(input),
-        }
+        // Without deflate no message is compressed, and this one is never used.
+        self.handle_bytes_with(&mut Inflater::new(), input)
     }
 
     /// Appends a pong answering a ping's `payload` to `out` (§5.5.3), while open.
@@ -256,6 +326,7 @@ impl Connection {
 
     fn start_frame<'a>(
         &'a mut self,
+        inflater: &mut Inflater,
         input: &'a mut [u8],
     ) -> Result<(usize, Option<Event<'a>>), ProtocolError> {
         let Some((header, header_len)) = decode_header(input)? else {
@@ -294,6 +365,11 @@ impl Connection {
             }
             let payload = &mut input[header_len..end];
             apply_mask(payload, key);
+            if header.rsv & RSV1 != 0 {
+                let text = header.opcode == OpCode::Text;
+                let message = self.inflate_message(inflater, Some(payload), text)?;
+                return Ok((end, Some(Event::Message(message))));
+            }
             let message = if header.opcode == OpCode::Text {
                 Message::Text(std::str::from_utf8(payload).map_err(|_| ProtocolError::InvalidUtf8)?)
             } else {
@@ -303,6 +379,11 @@ impl Connection {
         }
 
         match header.opcode {
+            OpCode::Text | OpCode::Binary if header.rsv & RSV1 != 0 => {
+                self.assembly = Assembly::Compressed {
+                    text: header.opcode == OpCode::Text,
+                };
+            }
             OpCode::Text => self.assembly = Assembly::Text(Utf8Validator::new()),
             OpCode::Binary => self.assembly = Assembly::Binary,
             _ => {}
@@ -312,6 +393,7 @@ impl Connection {
             .try_reserve(ahead)
             .map_err(|_| ProtocolError::NoMemory)?;
         let (consumed, event) = self.continue_payload(
+            inflater,
             &mut input[header_len..],
             header.payload_len,
             key,
@@ -323,6 +405,7 @@ impl Connection {
     /// Streams payload bytes of the current data frame into the message buffer.
     fn continue_payload<'a>(
         &'a mut self,
+        inflater: &mut Inflater,
         input: &'a mut [u8],
         remaining: u64,
         key: [u8; 4],
@@ -356,6 +439,14 @@ impl Connection {
         if !fin {
             return Ok((n, None));
         }
+        if let Assembly::Compressed { text } = self.assembly {
+            if self.phase != Phase::Open {
+                self.assembly = Assembly::Delivered;
+                return Ok((n, None));
+            }
+            let message = self.inflate_message(inflater, None, text)?;
+            return Ok((n, Some(Event::Message(message))));
+        }
         let message = match mem::replace(&mut self.assembly, Assembly::Delivered) {
             Assembly::Text(_) => {
                 // The incremental checks failed fast on bad bytes; this one also
@@ -375,8 +466,12 @@ impl Connection {
     /// Validates a header against the role, the fragmentation state and the limits,
     /// before any of its payload is stored.
     fn check_header(&self, header: &FrameHeader) -> Result<(), ProtocolError> {
-        if header.rsv != 0 {
-            // No extension is ever negotiated, so no RSV bit has a meaning (§5.2).
+        // §5.2: RSV bits "MUST be 0 unless an extension is negotiated". RFC 7692 §6:
+        // permessage-deflate gives RSV1 a meaning on the first frame of a data
+        // message only; §6.1: not on control frames, nor on continuations.
+        let rsv1_allowed =
+            self.deflate.is_some() && matches!(header.opcode, OpCode::Text | OpCode::Binary);
+        if header.rsv & !RSV1 != 0 || (header.rsv & RSV1 != 0 && !rsv1_allowed) {
             return Err(ProtocolError::ReservedBits);
         }
         match (self.role, header.mask.is_some()) {
@@ -387,7 +482,10 @@ impl Connection {
         if header.opcode.is_control() {
             return Ok(());
         }
-        let in_message = matches!(self.assembly, Assembly::Text(_) | Assembly::Binary);
+        let in_message = matches!(
+            self.assembly,
+            Assembly::Text(_) | Assembly::Binary | Assembly::Compressed { .. }
+        );
         match (header.opcode, in_message) {
             (OpCode::Continuation, false) => return Err(ProtocolError::UnexpectedContinuation),
             (OpCode::Text | OpCode::Binary, true) => {
