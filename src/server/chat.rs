@@ -11,6 +11,7 @@ use crate::im::commit::{Outcome, refusal};
 use crate::im::index::ChatIndex;
 use crate::im::wire::{self, CMD_ERROR, CMD_HEARTBEAT, Command, Reply, WireError};
 use crate::store::SendRight;
+use crate::ws::PerMessageDeflate;
 use crate::ws::frame::write_frame;
 use crate::ws::{Message, OpCode};
 
@@ -24,6 +25,10 @@ pub struct Turn<'a> {
     pub services: &'a mut dyn Services,
     /// Who may send to whom.
     pub index: &'a mut ChatIndex,
+    /// The connection's permessage-deflate, for replies built elsewhere (sync).
+    pub deflate: Option<PerMessageDeflate>,
+    /// See [`crate::config::DEFLATE_MIN_BYTES`].
+    pub deflate_min_bytes: usize,
 }
 
 /// What a frame started, for the connection's budgets.
@@ -106,6 +111,8 @@ pub fn start_sync(turn: &mut Turn<'_>, after: i64, ticket: &Ticket, out: &mut Ou
         work: Work::Sync {
             user: turn.user,
             after,
+            deflate: turn.deflate,
+            min_bytes: turn.deflate_min_bytes,
         },
     };
     if turn.services.submit(job).is_ok() {

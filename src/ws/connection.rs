@@ -561,14 +561,19 @@ mod tests {
     /// Feeds `stream` in chunks of `step` bytes the way the server does: unconsumed
     /// bytes stay at the front and the next chunk is appended.
     fn pump(stream: &[u8], step: usize) -> Vec<Got> {
-        let mut conn = Connection::new(Role::Server, LIMITS);
+        pump_conn(Connection::new(Role::Server, LIMITS), stream, step)
+    }
+
+    /// [`pump`] on a given connection, with one lent inflater for all its messages.
+    fn pump_conn(mut conn: Connection, stream: &[u8], step: usize) -> Vec<Got> {
+        let mut inflater = Inflater::new();
         let mut got = Vec::new();
         let mut pending: Vec<u8> = Vec::new();
         for chunk in stream.chunks(step.max(1)) {
             pending.extend_from_slice(chunk);
             let mut pos = 0;
             loop {
-                match conn.handle_bytes(&mut pending[pos..]) {
+                match conn.handle_bytes_with(&mut inflater, &mut pending[pos..]) {
                     Ok((0, None)) => break,
                     Ok((n, event)) => {
                         pos += n;
@@ -881,6 +886,210 @@ mod tests {
         ));
     }
 
+    // ---- permessage-deflate (RFC 7692) ----
+
+    const DEFLATE: Option<PerMessageDeflate> = Some(PerMessageDeflate {
+        server_window_bits: 15,
+    });
+
+    fn deflating(limits: Limits) -> Connection {
+        Connection::new(Role::Server, limits).with_deflate(DEFLATE)
+    }
+
+    /// A client's compression of one message, written independently of ours:
+    /// raw DEFLATE, sync flush, the 0x00 0x00 0xff 0xff tail removed (§7.2.1).
+    fn deflate_raw(data: &[u8]) -> Vec<u8> {
+        use flate2::{Compress, Compression, FlushCompress};
+        let mut c = Compress::new(Compression::default(), false);
+        let mut out = Vec::with_capacity(data.len() + 64);
+        loop {
+            let used = c.total_in() as usize;
+            c.compress_vec(&data[used..], &mut out, FlushCompress::Sync)
+                .expect("compresses");
+            if c.total_in() as usize == data.len() && out.len() < out.capacity() {
+                break;
+            }
+            out.reserve(out.capacity());
+        }
+        assert_eq!(out.split_off(out.len() - 4), [0x00, 0x00, 0xff, 0xff]);
+        out
+    }
+
+    /// A masked frame with RSV1 set.
+    fn rsv1_frame(fin: bool, opcode: OpCode, payload: &[u8]) -> Vec<u8> {
+        let mut f = frame(fin, opcode, payload);
+        f[0] |= 0x40;
+        f
+    }
+
+    /// A message compressed and cut into fragments at `cuts` (of the compressed
+    /// payload); RSV1 on the first only (§6.1).
+    fn compressed_message(opcode: OpCode, data: &[u8], cuts: &[usize]) -> Vec<u8> {
+        let z = deflate_raw(data);
+        let mut cuts: Vec<usize> = cuts.iter().map(|&c| c.min(z.len())).collect();
+        cuts.push(z.len());
+        cuts.sort_unstable();
+        cuts.dedup();
+        let mut stream = Vec::new();
+        let mut start = 0;
+        for (i, &end) in cuts.iter().enumerate() {
+            let fin = end == z.len();
+            stream.extend(if i == 0 {
+                rsv1_frame(fin, opcode, &z[start..end])
+            } else {
+                frame(fin, OpCode::Continuation, &z[start..end])
+            });
+            start = end;
+        }
+        stream
+    }
+
+    #[test]
+    fn rsv1_is_allowed_on_the_first_data_frame_only() {
+        // Without the extension RSV1 stays a protocol error (RFC 6455 §5.2).
+        assert_eq!(
+            pump_all_ways(&rsv1_frame(true, OpCode::Text, b"x")),
+            [Got::Error(ProtocolError::ReservedBits)]
+        );
+        let with = |stream: &[u8]| {
+            let whole = pump_conn(deflating(LIMITS), stream, stream.len());
+            for step in [1, 2, 7] {
+                assert_eq!(pump_conn(deflating(LIMITS), stream, step), whole);
+            }
+            whole
+        };
+        let hello = compressed_message(OpCode::Text, b"Hello", &[]);
+        assert_eq!(with(&hello), [Got::Text("Hello".into())]);
+        // §6.1: not on control frames, nor on continuations.
+        for bad in [
+            rsv1_frame(true, OpCode::Ping, b""),
+            rsv1_frame(true, OpCode::Close, &[0x03, 0xe8]),
+            [
+                frame(false, OpCode::Text, b"a"),
+                rsv1_frame(true, OpCode::Continuation, b"b"),
+            ]
+            .concat(),
+        ] {
+            assert_eq!(with(&bad), [Got::Error(ProtocolError::ReservedBits)]);
+        }
+        // RSV2 and RSV3 have no meaning with permessage-deflate either.
+        let mut rsv2 = frame(true, OpCode::Text, b"x");
+        rsv2[0] |= 0x20;
+        assert_eq!(with(&rsv2), [Got::Error(ProtocolError::ReservedBits)]);
+        // Uncompressed messages still pass, between compressed ones.
+        let mixed = [hello.clone(), frame(true, OpCode::Binary, &[1, 2]), hello].concat();
+        assert_eq!(
+            with(&mixed),
+            [
+                Got::Text("Hello".into()),
+                Got::Binary(vec![1, 2]),
+                Got::Text("Hello".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn rfc_7692_examples() {
+        // §7.2.3.1: "Hello" compressed, in one frame and in two fragments.
+        let z = [0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00];
+        let one = rsv1_frame(true, OpCode::Text, &z);
+        let two = [
+            rsv1_frame(false, OpCode::Text, &z[..3]),
+            frame(true, OpCode::Continuation, &z[3..]),
+        ]
+        .concat();
+        for s in [one, two] {
+            assert_eq!(
+                pump_conn(deflating(LIMITS), &s, 1),
+                [Got::Text("Hello".into())]
+            );
+        }
+        // §7.2.3.2: the same with context takeover is not ours to read, but
+        // §7.2.3.3's uncompressed DEFLATE block is.
+        let stored = [
+            0x00, 0x05, 0x00, 0xfa, 0xff, b'H', b'e', b'l', b'l', b'o', 0x00,
+        ];
+        let s = rsv1_frame(true, OpCode::Text, &stored);
+        assert_eq!(
+            pump_conn(deflating(LIMITS), &s, 3),
+            [Got::Text("Hello".into())]
+        );
+        // §7.2.3.6: an empty message is a single 0x00.
+        let s = rsv1_frame(true, OpCode::Binary, &[0x00]);
+        assert_eq!(
+            pump_conn(deflating(LIMITS), &s, 1),
+            [Got::Binary(Vec::new())]
+        );
+    }
+
+    #[test]
+    fn bad_compressed_payloads_are_1007() {
+        let garbage = rsv1_frame(true, OpCode::Binary, &[0xff, 0xff, 0xff, 0xff]);
+        let not_utf8 = compressed_message(OpCode::Text, b"ok \xff", &[]);
+        for (s, e) in [
+            (garbage, ProtocolError::BadCompression),
+            (not_utf8, ProtocolError::InvalidUtf8),
+        ] {
+            assert_eq!(pump_conn(deflating(LIMITS), &s, 2), [Got::Error(e)]);
+            assert_eq!(e.close_code().0, 1007);
+        }
+    }
+
+    #[test]
+    fn a_decompression_bomb_is_stopped_at_the_limit() {
+        // About 100 KiB of compressed zeros that would inflate to 100 MiB.
+        let limits = Limits {
+            max_frame: 1 << 20,
+            max_message: 16 << 20,
+        };
+        let z = deflate_raw(&vec![0u8; 100 << 20]);
+        assert!(z.len() < 128 << 10, "{}", z.len());
+        for mut s in [
+            rsv1_frame(true, OpCode::Binary, &z),
+            [
+                rsv1_frame(false, OpCode::Binary, &z[..1000]),
+                frame(true, OpCode::Continuation, &z[1000..]),
+            ]
+            .concat(),
+        ] {
+            let mut conn = deflating(limits);
+            let mut inflater = Inflater::new();
+            let mut pos = 0;
+            let error = loop {
+                match conn.handle_bytes_with(&mut inflater, &mut s[pos..]) {
+                    Ok((n, None)) if n > 0 => pos += n,
+                    Err(e) => break e,
+                    other => panic!("{other:?}"),
+                }
+            };
+            assert_eq!(error, ProtocolError::MessageTooLarge);
+            assert_eq!(error.close_code().0, 1009);
+            // Never more than one byte past the limit was held.
+            assert!(
+                conn.message.capacity() <= (16 << 20) + 1,
+                "{}",
+                conn.message.capacity()
+            );
+        }
+        // The compressed size counts against the limits as it is received.
+        let s = rsv1_frame(true, OpCode::Binary, &vec![0; 1025]);
+        assert_eq!(
+            pump_conn(deflating(LIMITS), &s, 100),
+            [Got::Error(ProtocolError::FrameTooLarge)]
+        );
+        // Inflated, the limit is inclusive.
+        let exactly = compressed_message(OpCode::Binary, &[7; 4096], &[3]);
+        assert_eq!(
+            pump_conn(deflating(LIMITS), &exactly, 5),
+            [Got::Binary(vec![7; 4096])]
+        );
+        let over = compressed_message(OpCode::Binary, &[7; 4097], &[3]);
+        assert_eq!(
+            pump_conn(deflating(LIMITS), &over, 5),
+            [Got::Error(ProtocolError::MessageTooLarge)]
+        );
+    }
+
     /// A frame description for the property tests.
     fn arb_frame() -> impl Strategy<Value = Vec<u8>> {
         let op = prop::sample::select(vec![
@@ -906,6 +1115,39 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn compressed_messages_survive_any_chunking(
+            text in "(.{0,40}){0,30}",
+            binary in prop::collection::vec(0u8..4, 0..1500),
+            cuts in prop::collection::vec(0usize..400, 0..4),
+            step in 1usize..60,
+        ) {
+            // Compressed as a client would, fragmented anywhere, a ping between the
+            // messages, fed in chunks of any size: the messages come back.
+            let mut stream = compressed_message(OpCode::Text, text.as_bytes(), &cuts);
+            stream.extend(frame(true, OpCode::Ping, b"p"));
+            stream.extend(compressed_message(OpCode::Binary, &binary, &cuts));
+            let conn = Connection::new(Role::Server, Limits { max_frame: 1 << 16, max_message: 1 << 16 })
+                .with_deflate(DEFLATE);
+            prop_assert_eq!(
+                pump_conn(conn, &stream, step),
+                vec![Got::Text(text.clone()), Got::Ping(b"p".to_vec()), Got::Binary(binary.clone())]
+            );
+        }
+
+        #[test]
+        fn our_compressor_round_trips(data in prop::collection::vec(0u8..8, 0..5000), step in 1usize..100) {
+            // What the server sends, masked as if a client had sent it, reads back.
+            let mut out = Vec::new();
+            crate::ws::Deflater::new().write_compressed(15, OpCode::Binary, &data, &mut out);
+            let (header, n) = decode_header(&out).expect("valid").expect("whole");
+            let mut masked = frame(true, OpCode::Binary, &out[n..]);
+            masked[0] |= (header.rsv & RSV1) << 4;
+            let conn = Connection::new(Role::Server, Limits { max_frame: 1 << 16, max_message: 1 << 16 })
+                .with_deflate(DEFLATE);
+            prop_assert_eq!(pump_conn(conn, &masked, step), vec![Got::Binary(data.clone())]);
+        }
+
         #[test]
         fn chunking_never_changes_the_result(frames in prop::collection::vec(arb_frame(), 0..12), step in 1usize..50) {
             let stream = frames.concat();

@@ -357,7 +357,7 @@ pub struct Deflater {
 impl std::fmt::Debug for Deflater {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let sizes: Vec<usize> = (9..=15)
-            .filter(|&b| self.by_bits[usize::from(b - 9)].is_some())
+            .filter(|&b| self.by_bits[b - 9].is_some())
             .collect();
         f.debug_struct("Deflater").field("windows", &sizes).finish()
     }
@@ -453,6 +453,16 @@ impl Deflater {
             self.scratch = Vec::new();
         }
     }
+}
+
+/// The codecs one driver lends to all its connections: what a connection would
+/// otherwise keep per connection, kept once per loop or thread instead.
+#[derive(Debug, Default)]
+pub struct Codec {
+    /// For compressed messages received.
+    pub inflater: Inflater,
+    /// For messages sent compressed.
+    pub deflater: Deflater,
 }
 
 /// The RSV1 bit in a frame's first byte: "Per-Message Compressed" (§6).

@@ -23,6 +23,6 @@ pub mod utf8;
 
 pub use close::{CloseCode, CloseFrame};
 pub use connection::{Connection, Event, Limits, Message, Phase, Role};
-pub use deflate::{Deflater, Inflater, PerMessageDeflate};
+pub use deflate::{Codec, Deflater, Inflater, PerMessageDeflate};
 pub use error::ProtocolError;
 pub use frame::OpCode;
