@@ -216,7 +216,7 @@ fn handshake_accept(c: &mut Criterion) {
                 .expect("complete head");
             let accept = handshake::validate(&head).expect("valid upgrade");
             out.clear();
-            handshake::write_accept(&mut out, &accept);
+            handshake::write_accept(&mut out, &accept, None);
             black_box(out.len())
         })
     });

@@ -36,6 +36,11 @@ pub const CHAT_LIMITS: Limits = Limits {
     max_message: 64 * 1024,
 };
 
+/// Messages shorter than this go out uncompressed even when permessage-deflate
+/// was negotiated (`--deflate-min-bytes`): compressing a short message costs more
+/// CPU than the bytes it saves.
+pub const DEFLATE_MIN_BYTES: usize = 1024;
+
 /// A chat connection quiet for this long is pinged; one quiet for
 /// [`IDLE_PINGS`] times as long is dropped.
 pub const PING_INTERVAL: Duration = Duration::from_secs(30);
@@ -128,6 +133,10 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Serve the `/echo` endpoint.
     pub echo: bool,
+    /// Accept permessage-deflate offers (RFC 7692); `--no-deflate` declines them.
+    pub deflate: bool,
+    /// See [`DEFLATE_MIN_BYTES`].
+    pub deflate_min_bytes: usize,
     /// See [`HANDSHAKE_TIMEOUT`].
     pub handshake_timeout: Duration,
     /// See [`CLOSE_TIMEOUT`].
@@ -166,6 +175,8 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data_dir: PathBuf::from("data"),
             echo: true,
+            deflate: true,
+            deflate_min_bytes: DEFLATE_MIN_BYTES,
             handshake_timeout: HANDSHAKE_TIMEOUT,
             close_timeout: CLOSE_TIMEOUT,
             max_connections: MAX_CONNECTIONS,

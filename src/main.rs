@@ -31,6 +31,13 @@ struct Args {
     /// Do not serve the /echo WebSocket endpoint.
     #[arg(long)]
     no_echo: bool,
+    /// Decline permessage-deflate (RFC 7692) offers: every message goes uncompressed.
+    #[arg(long)]
+    no_deflate: bool,
+    /// With permessage-deflate, messages shorter than this many bytes are sent
+    /// uncompressed.
+    #[arg(long, default_value_t = config::DEFLATE_MIN_BYTES)]
+    deflate_min_bytes: usize,
     /// Seconds a client may take to complete the opening handshake.
     #[arg(long, default_value_t = config::HANDSHAKE_TIMEOUT.as_secs_f64())]
     handshake_timeout: f64,
@@ -164,6 +171,8 @@ fn main() -> ExitCode {
         listen: args.listen,
         data_dir: args.data_dir,
         echo: !args.no_echo,
+        deflate: !args.no_deflate,
+        deflate_min_bytes: args.deflate_min_bytes,
         handshake_timeout,
         close_timeout,
         max_connections,

@@ -8,7 +8,10 @@ use std::net::TcpStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{RawClient, Server, fresh_data_dir};
+use common::{
+    RawClient, Server, deflate_message, fresh_data_dir, inflate_message, masked_frame,
+    upgrade_request_offering,
+};
 use fastim::store::{Db, NewGroup};
 use serde_json::{Value, json};
 use tungstenite::client::IntoClientRequest;
@@ -452,4 +455,86 @@ fn a_member_that_does_not_read_is_disconnected_without_stalling_the_group() {
         stalled.sees_tcp_close(),
         "the non-reading member is still connected"
     );
+}
+
+/// A raw `/chat` connection that negotiated permessage-deflate (RFC 7692).
+fn connect_deflate(server: &Server, who: &Account) -> RawClient {
+    let path = format!("/chat?id={}&token={}", who.id, who.token);
+    let (client, head) = RawClient::request(
+        server.addr,
+        &upgrade_request_offering(&path, "permessage-deflate"),
+    );
+    assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+    assert!(
+        head.contains("Sec-WebSocket-Extensions: permessage-deflate;"),
+        "{head}"
+    );
+    client
+}
+
+/// The next text frame of a raw client as JSON, inflated if RSV1 is set; and
+/// whether it was compressed.
+fn recv_raw(client: &mut RawClient) -> (Value, bool) {
+    loop {
+        let (b0, payload) = client.read_frame_raw().expect("a frame");
+        match b0 & 0x0f {
+            0x1 => {
+                let compressed = b0 & 0x40 != 0;
+                let text = if compressed {
+                    inflate_message(&payload, 15)
+                } else {
+                    payload
+                };
+                return (serde_json::from_slice(&text).expect("JSON"), compressed);
+            }
+            0x9 | 0xa => {}
+            other => panic!("unexpected opcode {other}"),
+        }
+    }
+}
+
+#[test]
+fn long_deliveries_and_sync_replies_go_compressed_to_clients_with_deflate() {
+    let (server, w) = start();
+    let mut a = connect_deflate(&server, &w.a);
+    let mut b = connect_deflate(&server, &w.b);
+    let mut c = connect(&server, &w.c);
+    let long = "deflate me ".repeat(300);
+    let msg = json!({"cmd": 11, "dstid": w.group, "media": 1, "content": long, "ref": "z1"});
+    // The sender compresses too; the ack is short and plain.
+    a.send(&{
+        let mut f = masked_frame(true, 0x1, &deflate_message(msg.to_string().as_bytes()));
+        f[0] |= 0x40;
+        f
+    });
+    let (ack, compressed) = recv_raw(&mut a);
+    assert_eq!((ack["cmd"].as_i64(), compressed), (Some(21), false));
+    // b negotiated deflate: compressed; c did not: plain, same message.
+    let (got, compressed) = recv_raw(&mut b);
+    assert_eq!(
+        (got["content"].as_str(), compressed),
+        (Some(long.as_str()), true)
+    );
+    assert_eq!(recv(&mut c)["content"], long.as_str());
+    // A short one goes plain to everyone.
+    a.send_frame(true, 0x1, text(w.b.id, "hi", "z2").to_string().as_bytes());
+    assert_eq!(recv_raw(&mut a).0["cmd"], 21);
+    let (got, compressed) = recv_raw(&mut b);
+    assert_eq!((got["content"].as_str(), compressed), (Some("hi"), false));
+    // A sync reply: the long delivery compressed, the short one and sync-done plain.
+    b.send_frame(
+        true,
+        0x1,
+        json!({"cmd": 20, "id": 0}).to_string().as_bytes(),
+    );
+    let mut seen = Vec::new();
+    loop {
+        let (v, compressed) = recv_raw(&mut b);
+        if v["cmd"] == 23 {
+            assert!(!compressed);
+            break;
+        }
+        seen.push((v["content"].as_str().map(str::len), compressed));
+    }
+    assert_eq!(seen, [(Some(long.len()), true), (Some(2), false)]);
 }

@@ -11,11 +11,12 @@ fuzz_target!(|data: &[u8]| {
     };
     assert!(head.len <= data.len() && head.len <= 8192);
     let _ = (head.path(), head.query());
+    let _ = fastim::ws::handshake::negotiate_deflate(&head);
     let mut out = Vec::new();
     match validate(&head) {
         Ok(accept) => {
             assert_eq!(accept.len(), 28, "base64 of a SHA-1");
-            write_accept(&mut out, &accept);
+            write_accept(&mut out, &accept, None);
             assert!(out.starts_with(b"HTTP/1.1 101 "));
         }
         Err(e) => {

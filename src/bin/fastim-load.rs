@@ -122,6 +122,10 @@ enum Mode {
         /// Handshakes in progress at once while connecting.
         #[arg(long, default_value_t = 256)]
         batch: usize,
+        /// Offer permessage-deflate in every handshake (the server keeps no
+        /// per-connection zlib state, so the cost should not change).
+        #[arg(long)]
+        offer_deflate: bool,
     },
     /// fastim's /chat end to end: a group with one sender, or pairs of friends.
     Chat {
@@ -249,6 +253,7 @@ fn run(args: Args) -> Result<bool, String> {
             hold,
             settle,
             batch,
+            offer_deflate,
         } => {
             let hold = Duration::try_from_secs_f64(hold)
                 .map_err(|_| "--hold must be a number of seconds")?;
@@ -262,6 +267,7 @@ fn run(args: Args) -> Result<bool, String> {
                 settle,
                 batch,
                 deadline: deadline((hold + settle).as_secs_f64()),
+                offer_deflate,
             })
         }
         Mode::Chat {

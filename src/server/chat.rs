@@ -10,7 +10,7 @@ use crate::im::commit::{Outcome, refusal};
 use crate::im::index::ChatIndex;
 use crate::im::wire::{self, CMD_HEARTBEAT, Command, Reply, WireError};
 use crate::store::SendRight;
-use crate::ws::Message;
+use crate::ws::{Message, PerMessageDeflate};
 
 /// What a chat frame needs from the loop.
 pub struct Turn<'a> {
@@ -22,6 +22,10 @@ pub struct Turn<'a> {
     pub services: &'a mut dyn Services,
     /// Who may send to whom.
     pub index: &'a mut ChatIndex,
+    /// The connection's permessage-deflate, for replies built elsewhere (sync).
+    pub deflate: Option<PerMessageDeflate>,
+    /// See [`crate::config::DEFLATE_MIN_BYTES`].
+    pub deflate_min_bytes: usize,
 }
 
 /// What a frame started, for the connection's budgets, and what to answer at once.
@@ -99,6 +103,8 @@ pub fn start_sync(turn: &mut Turn<'_>, after: i64, ticket: &Ticket) -> Result<()
         work: Work::Sync {
             user: turn.user,
             after,
+            deflate: turn.deflate,
+            min_bytes: turn.deflate_min_bytes,
         },
     };
     if turn.services.submit(job).is_ok() {

@@ -2,7 +2,7 @@
 
 use super::outbound::Outbound;
 use crate::ws::frame::write_frame;
-use crate::ws::{Message, OpCode};
+use crate::ws::{Deflater, Message, OpCode, PerMessageDeflate};
 
 /// Messages at least this long that were gathered in the connection's own buffer
 /// are echoed by moving that buffer into the outbound queue instead of copying it.
@@ -22,4 +22,20 @@ pub fn reply(message: Message<'_>, out: &mut Outbound) {
         Message::Text(text) => write_frame(out.tail(), OpCode::Text, text.as_bytes()),
         Message::Binary(data) => write_frame(out.tail(), OpCode::Binary, data),
     }
+}
+
+/// Queues the echo of `message` compressed (RFC 7692 §7.2.1) by the loop's
+/// compressor, or plain if it is short or does not shrink.
+pub fn reply_compressed(
+    message: Message<'_>,
+    deflate: Option<PerMessageDeflate>,
+    min_bytes: usize,
+    deflater: &mut Deflater,
+    out: &mut Outbound,
+) {
+    let (opcode, payload) = match message {
+        Message::Text(text) => (OpCode::Text, text.as_bytes()),
+        Message::Binary(data) => (OpCode::Binary, data),
+    };
+    deflater.write_message(deflate, min_bytes, opcode, payload, out.tail());
 }

@@ -45,7 +45,8 @@ use crate::config::{self, Config};
 use crate::http::{self, HeadError, Refusal, Status};
 use crate::im::index::ChatIndex;
 use crate::throttle::Throttle;
-use crate::ws::{self, CloseCode, Event, Role, handshake};
+use crate::ws::deflate::Agreement;
+use crate::ws::{self, CloseCode, Codec, Event, Role, handshake};
 
 /// Where a connection stands.
 #[derive(Debug)]
@@ -98,6 +99,8 @@ pub enum Authorized {
         accept: Box<str>,
         /// The user id the client claimed (`?id=`), which must match the token's.
         claimed_user: Option<i64>,
+        /// The permessage-deflate offer accepted, if any.
+        deflate: Option<Agreement>,
     },
     /// Read the upload's body.
     Upload {
@@ -172,6 +175,8 @@ pub struct Env<'a> {
     pub throttle: &'a mut Throttle,
     /// The client's address.
     pub peer: IpAddr,
+    /// The (de)compressor lent to every connection with permessage-deflate.
+    pub codec: &'a mut Codec,
 }
 
 /// Whether the driver keeps the connection after a call.
@@ -629,6 +634,14 @@ impl Lifecycle {
         }
     }
 
+    /// The permessage-deflate an open WebSocket negotiated (RFC 7692).
+    pub fn deflate(&self) -> Option<ws::PerMessageDeflate> {
+        match &self.state {
+            State::WebSocket { ws, .. } => ws.deflate(),
+            _ => None,
+        }
+    }
+
     /// Queues a frame encoded once for many recipients, on an open WebSocket.
     pub fn send_shared(&mut self, frame: Rc<[u8]>) {
         if let State::WebSocket { ws, .. } = &self.state {
@@ -719,12 +732,15 @@ impl Lifecycle {
                 Authorized::Upgrade {
                     accept,
                     claimed_user,
+                    deflate,
                 },
                 Some(user),
             ) if claimed_user.is_none_or(|claimed| claimed == user) => {
-                handshake::write_accept(self.out.tail(), &accept);
+                let extensions = deflate.as_ref().map(|a| a.response.as_str());
+                handshake::write_accept(self.out.tail(), &accept, extensions);
                 self.state = State::WebSocket {
-                    ws: ws::Connection::new(Role::Server, config::CHAT_LIMITS),
+                    ws: ws::Connection::new(Role::Server, config::CHAT_LIMITS)
+                        .with_deflate(deflate.map(|a| a.params)),
                     endpoint: Endpoint::Chat { user, session },
                 };
                 self.deadline = Ms::NONE;
@@ -814,10 +830,16 @@ impl Lifecycle {
             }
         };
         match routed {
-            Routed::Upgrade { endpoint, accept } => {
-                handshake::write_accept(self.out.tail(), &accept);
+            Routed::Upgrade {
+                endpoint,
+                accept,
+                deflate,
+            } => {
+                let extensions = deflate.as_ref().map(|a| a.response.as_str());
+                handshake::write_accept(self.out.tail(), &accept, extensions);
                 self.state = State::WebSocket {
-                    ws: ws::Connection::new(Role::Server, endpoint_limits(endpoint)),
+                    ws: ws::Connection::new(Role::Server, endpoint_limits(endpoint))
+                        .with_deflate(deflate.map(|a| a.params)),
                     endpoint,
                 };
                 self.deadline = Ms::NONE;
@@ -923,10 +945,12 @@ impl Lifecycle {
                 accept,
                 token,
                 claimed_user,
+                deflate,
             } => {
                 let next = Authorized::Upgrade {
                     accept: accept.into_boxed_str(),
                     claimed_user,
+                    deflate,
                 };
                 self.hand_off(
                     now,
@@ -1017,6 +1041,7 @@ impl Lifecycle {
             return 0;
         };
         let endpoint = *endpoint;
+        let deflate = ws.deflate();
         let mut closing = false;
         let pause_above = config::pause_reading_above(ws.limits());
         loop {
@@ -1034,7 +1059,8 @@ impl Lifecycle {
                 break;
             }
             // The protocol answers pings and close frames itself, into the same queue.
-            match ws.handle_bytes(&mut input[pos..], self.out.tail()) {
+            match ws.handle_bytes_with(&mut env.codec.inflater, &mut input[pos..], self.out.tail())
+            {
                 Ok((0, None)) => break,
                 Ok((n, None)) => pos += n,
                 Ok((n, Some(event))) => {
@@ -1043,7 +1069,18 @@ impl Lifecycle {
                         Event::Message(message) => match endpoint {
                             Endpoint::Echo => {
                                 let (opcode, len) = echo::shape(&message);
-                                if len < echo::ZERO_COPY_MIN {
+                                if deflate.is_some_and(|d| d.compresses())
+                                    && len >= config.deflate_min_bytes
+                                {
+                                    // RFC 7692 §7.2.1: compressed, with RSV1.
+                                    echo::reply_compressed(
+                                        message,
+                                        deflate,
+                                        config.deflate_min_bytes,
+                                        &mut env.codec.deflater,
+                                        &mut self.out,
+                                    );
+                                } else if len < echo::ZERO_COPY_MIN {
                                     echo::reply(message, &mut self.out);
                                 } else {
                                     match ws.take_message() {
@@ -1071,6 +1108,8 @@ impl Lifecycle {
                                     user,
                                     services: &mut *env.services,
                                     index: &mut *env.index,
+                                    deflate,
+                                    deflate_min_bytes: config.deflate_min_bytes,
                                 };
                                 let reply = match chat::on_message(message, &mut turn) {
                                     chat::Sent::Nothing => None,
@@ -1134,6 +1173,8 @@ impl Lifecycle {
             user,
             services: &mut *env.services,
             index: &mut *env.index,
+            deflate: self.deflate(),
+            deflate_min_bytes: env.config.deflate_min_bytes,
         };
         let ticket = Ticket::new();
         match chat::start_sync(&mut turn, after, &ticket) {

@@ -80,6 +80,7 @@ struct Harness {
     index: ChatIndex,
     throttle: Throttle,
     life: Lifecycle,
+    codec: crate::ws::Codec,
 }
 
 /// Users 1 and 2 are friends and members of group 100; user 3 is a stranger.
@@ -103,6 +104,7 @@ fn harness_with(config: Config, throttle: ThrottleConfig) -> Harness {
         },
         index: ChatIndex::new([(100, 1), (100, 2), (200, 3)]).with_friends([(1, 2)]),
         throttle: Throttle::new(throttle),
+        codec: crate::ws::Codec::default(),
     }
 }
 
@@ -122,6 +124,7 @@ impl Harness {
                 index: &mut self.index,
                 throttle: &mut self.throttle,
                 peer: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7)),
+                codec: &mut self.codec,
             },
         )
     }
@@ -1268,7 +1271,7 @@ fn sync(after: i64) -> Vec<u8> {
 
 fn sync_job(job: &Job) -> i64 {
     match job.work {
-        Work::Sync { user: 1, after } => after,
+        Work::Sync { user: 1, after, .. } => after,
         ref other => panic!("{other:?}"),
     }
 }

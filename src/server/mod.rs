@@ -43,7 +43,7 @@ use crate::im::wire::{CMD_ACK, Reply, WireError};
 use crate::resource::ResourceDir;
 use crate::store::{Db, Peer};
 use crate::throttle::Throttle;
-use crate::ws::CloseCode;
+use crate::ws::{self, CloseCode, Codec};
 use conn::Conn;
 use lifecycle::{AfterFlush, Env, Lifecycle, Services, State, UploadSlot, Verdict};
 use outbound::Flushed;
@@ -97,6 +97,8 @@ pub struct Server {
     refusals: HashMap<&'static str, u64>,
     /// The loop-wide receive buffer.
     read_buf: Vec<u8>,
+    /// The loop-wide permessage-deflate codecs, reset for every message.
+    codec: Codec,
     /// Connections with output queued this turn.
     to_flush: Vec<usize>,
     /// Connections whose input was not drained this turn (fairness cap), or that
@@ -160,6 +162,7 @@ macro_rules! with_conn {
                     index: &mut s.index,
                     throttle: &mut s.throttle,
                     peer: $conn.peer,
+                    codec: &mut s.codec,
                 };
                 let $env = &mut env_value;
                 Some($body)
@@ -217,6 +220,7 @@ impl Server {
             refused: VecDeque::new(),
             refusals: HashMap::new(),
             read_buf: vec![0; config::READ_BUFFER],
+            codec: Codec::default(),
             to_flush: Vec::new(),
             to_read: Vec::new(),
             shutdown_deadline: None,
@@ -438,6 +442,7 @@ impl Server {
             index: &mut s.index,
             throttle: &mut s.throttle,
             peer: conn.peer,
+            codec: &mut s.codec,
         };
         let now = s.now;
         let pending = conn.life.take_pending();
@@ -719,8 +724,9 @@ impl Server {
         let Some((to, frame)) = c.delivery else {
             return;
         };
-        // Encoded once, shared by every recipient's queue.
-        let frame: Rc<[u8]> = Rc::from(frame);
+        // Encoded once, shared by every recipient's queue; and compressed once
+        // for the recipients with permessage-deflate (RFC 7692), with the
+        // smallest window any of them allows (§7.1.2.1).
         let recipients: Vec<usize> = match to {
             Peer::User(peer) => {
                 let mut r = self.index.conns_of(peer).to_vec();
@@ -733,6 +739,8 @@ impl Server {
             // The index holds each member connection once.
             Peer::Group(group) => self.index.group_conns(group).to_vec(),
         };
+        let compressed = self.compress_delivery(&frame, &recipients, sender.key);
+        let frame: Rc<[u8]> = Rc::from(frame);
         for key in recipients {
             if key == sender.key {
                 continue;
@@ -740,11 +748,44 @@ impl Server {
             let Some(conn) = self.conns.get_mut(key) else {
                 continue;
             };
-            conn.life.send_shared(frame.clone());
+            let shared = match (&compressed, conn.life.deflate()) {
+                (Some(compressed), Some(d)) if d.compresses() => compressed.clone(),
+                _ => frame.clone(),
+            };
+            conn.life.send_shared(shared);
             // A delivery frees no budget and changes no state: only the bounds and
             // the flush matter here (this runs once per recipient).
             self.after_output(key);
         }
+    }
+
+    /// The compressed form of a delivery frame, if any recipient negotiated
+    /// permessage-deflate and the payload reaches the threshold.
+    fn compress_delivery(
+        &mut self,
+        frame: &[u8],
+        recipients: &[usize],
+        sender: usize,
+    ) -> Option<Rc<[u8]>> {
+        let Ok(Some((header, n))) = ws::frame::decode_header(frame) else {
+            return None;
+        };
+        let payload = &frame[n..];
+        if payload.len() < self.config.deflate_min_bytes {
+            return None;
+        }
+        let bits = recipients
+            .iter()
+            .filter(|&&key| key != sender)
+            .filter_map(|&key| self.conns.get(key)?.life.deflate())
+            .filter(|d| d.compresses())
+            .map(|d| d.server_window_bits)
+            .min()?;
+        let mut out = Vec::new();
+        self.codec
+            .deflater
+            .write_compressed(bits, header.opcode, payload, &mut out);
+        Some(Rc::from(out))
     }
 
     /// Deadlines, idle buffers, keeping chat connections alive, refused sockets.

@@ -9,6 +9,7 @@ use crate::config::{self, Config};
 use crate::files::{self, Caching};
 use crate::http::{self, FramingError, Refusal, RequestHead, Status};
 use crate::resource;
+use crate::ws::deflate::Agreement;
 use crate::ws::handshake;
 
 /// The decision for one request head.
@@ -20,6 +21,8 @@ pub enum Routed {
         endpoint: Endpoint,
         /// `Sec-WebSocket-Accept`.
         accept: String,
+        /// The permessage-deflate offer accepted, if any.
+        deflate: Option<Agreement>,
     },
     /// Check the token on a worker, then upgrade to `/chat` or refuse.
     Authenticate {
@@ -29,6 +32,8 @@ pub enum Routed {
         token: String,
         /// The user id the client claims (`?id=`).
         claimed_user: Option<i64>,
+        /// The permessage-deflate offer accepted, if any.
+        deflate: Option<Agreement>,
     },
     /// An API call: read `content_length` bytes of body, then hand it to a worker.
     Api {
@@ -125,10 +130,16 @@ pub fn route(head: &RequestHead<'_>, config: &Config) -> Routed {
         Ok(accept) => accept,
         Err(e) => return Routed::Refuse(handshake::rejection(e)),
     };
+    let deflate = if config.deflate {
+        handshake::negotiate_deflate(head)
+    } else {
+        None
+    };
     if !endpoint_needs_auth {
         return Routed::Upgrade {
             endpoint: Endpoint::Echo,
             accept,
+            deflate,
         };
     }
     if !origin_allowed(head, &config.allowed_origins) {
@@ -161,6 +172,7 @@ pub fn route(head: &RequestHead<'_>, config: &Config) -> Routed {
         accept,
         token: token.to_owned(),
         claimed_user,
+        deflate,
     }
 }
 

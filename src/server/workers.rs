@@ -37,6 +37,7 @@ use crate::secret::token_digest;
 use crate::store::{Db, NewMessage};
 use crate::ws::OpCode;
 use crate::ws::frame::write_frame;
+use crate::ws::{Deflater, PerMessageDeflate};
 
 /// Threads serving API requests and reads.
 pub const API_WORKERS: usize = 2;
@@ -122,6 +123,10 @@ pub enum Work {
         user: i64,
         /// The last id the client has.
         after: i64,
+        /// The connection's permessage-deflate: long deliveries go compressed.
+        deflate: Option<PerMessageDeflate>,
+        /// See [`crate::config::DEFLATE_MIN_BYTES`].
+        min_bytes: usize,
     },
 }
 
@@ -353,6 +358,8 @@ fn api_worker(
     done: &Sender<Completion>,
     waker: &Waker,
 ) {
+    // This worker's compressor for sync replies, reset for every message.
+    let mut deflater = Deflater::new();
     loop {
         // Hold the lock only while taking a job, not while doing it.
         let job = match jobs.lock() {
@@ -407,9 +414,14 @@ fn api_worker(
                 conn,
                 bytes: health(&mut db, head_only, keep_alive),
             },
-            Work::Sync { user, after } => Completion::Synced {
+            Work::Sync {
+                user,
+                after,
+                deflate,
+                min_bytes,
+            } => Completion::Synced {
                 conn,
-                frames: sync_frames(&mut db, user, after),
+                frames: sync_frames(&mut db, user, after, (deflate, min_bytes, &mut deflater)),
             },
         };
         if done.send(completion).is_err() {
@@ -495,7 +507,12 @@ fn read_file(req: &FileRequest) -> Vec<u8> {
     }
 }
 
-fn sync_frames(db: &mut Db, user: i64, after: i64) -> Vec<u8> {
+/// How a sync reply's deliveries are encoded: the connection's permessage-deflate,
+/// the threshold, and this worker's own compressor.
+type SyncDeflate<'a> = (Option<PerMessageDeflate>, usize, &'a mut Deflater);
+
+fn sync_frames(db: &mut Db, user: i64, after: i64, deflate: SyncDeflate<'_>) -> Vec<u8> {
+    let (deflate, min_bytes, deflater) = deflate;
     let mut frames = Vec::new();
     let (last, more) = match db.messages_for(user, after, SYNC_LIMIT + 1) {
         Ok(messages) => {
@@ -507,7 +524,14 @@ fn sync_frames(db: &mut Db, user: i64, after: i64) -> Vec<u8> {
                     more = true;
                     break;
                 }
-                write_frame(&mut frames, OpCode::Text, wire::delivery_json(m).as_bytes());
+                let json = wire::delivery_json(m);
+                deflater.write_message(
+                    deflate,
+                    min_bytes,
+                    OpCode::Text,
+                    json.as_bytes(),
+                    &mut frames,
+                );
                 last = m.id;
             }
             (last, more)
@@ -596,7 +620,7 @@ mod tests {
         let long = "x".repeat(4_000);
         let batch: Vec<_> = (0..200).map(|_| text(a, Peer::User(b), &long)).collect();
         t.db.save_messages(&batch, 2).expect("stored");
-        let frames = sync_frames(&mut t.db, b, 0);
+        let frames = sync_frames(&mut t.db, b, 0, (None, 0, &mut Deflater::new()));
         assert!(
             frames.len() <= SYNC_MAX_BYTES + 8 * 1024,
             "{} bytes in one sync reply",
@@ -611,7 +635,7 @@ mod tests {
         t.db.add_friend(a, b, 1).expect("friends");
         let batch: Vec<_> = (0..200).map(|_| text(a, Peer::User(b), "hi")).collect();
         t.db.save_messages(&batch, 2).expect("stored");
-        let frames = sync_frames(&mut t.db, b, 0);
+        let frames = sync_frames(&mut t.db, b, 0, (None, 0, &mut Deflater::new()));
         let tail = String::from_utf8_lossy(&frames[frames.len() - 40..]).into_owned();
         assert!(tail.contains(r#""more":false"#), "{tail}");
     }

@@ -16,6 +16,7 @@
 use std::mem;
 
 use super::close::{CloseCode, CloseFrame, parse_close_payload};
+use super::deflate::{Inflater, PerMessageDeflate};
 use super::error::ProtocolError;
 use super::frame::{
     FrameHeader, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN, OpCode, decode_header, encode_header,
@@ -128,9 +129,15 @@ enum Assembly {
     Text(Utf8Validator),
     /// A binary message.
     Binary,
+    /// A compressed message (RFC 7692 §6): its payload as received, inflated and
+    /// checked (UTF-8 if `text`) when the last frame is in.
+    Compressed { text: bool },
     /// A message was handed out from the buffer; clear it before the next frame.
     Delivered,
 }
+
+/// RSV1 in [`FrameHeader::rsv`]: permessage-deflate's "Per-Message Compressed" bit.
+const RSV1: u8 = 0x4;
 
 /// Most buffer space reserved from a frame header's length before the payload
 /// arrives. Beyond it the buffer grows as bytes actually arrive: a header alone,
@@ -152,6 +159,8 @@ pub struct Connection {
     assembly: Assembly,
     /// Empty non-final data frames since the last one that carried bytes.
     empty_fragments: u16,
+    /// permessage-deflate, when the handshake negotiated it (RFC 7692).
+    deflate: Option<PerMessageDeflate>,
     message: Vec<u8>,
 }
 
@@ -165,9 +174,91 @@ impl Connection {
             reading: Reading::Header,
             assembly: Assembly::Idle,
             empty_fragments: 0,
+            deflate: None,
             message: Vec::new(),
         }
     }
+
+    // ---- permessage-deflate (RFC 7692): negotiation result, lent inflater ----
+
+    /// The same connection with permessage-deflate as the handshake negotiated it:
+    /// RSV1 then marks a compressed message (§6).
+    pub fn with_deflate(mut self, deflate: Option<PerMessageDeflate>) -> Self {
+        self.deflate = deflate;
+        self
+    }
+
+    /// What the handshake negotiated, for the code that sends (see
+    /// [`super::deflate::Deflater::write_message`]).
+    pub fn deflate(&self) -> Option<PerMessageDeflate> {
+        self.deflate
+    }
+
+    /// [`Connection::handle_bytes`] with a decompressor lent for compressed
+    /// messages: the connection keeps no zlib state of its own (the server
+    /// answers `client_no_context_takeover`, RFC 7692 §7.1.1.2), so one
+    /// [`Inflater`] serves every connection of its owner, one message at a time.
+    pub fn handle_bytes_with<'a>(
+        &'a mut self,
+        inflater: &mut Inflater,
+        input: &'a mut [u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(usize, Option<Event<'a>>), ProtocolError> {
+        if self.assembly == Assembly::Delivered {
+            self.message.clear();
+            self.assembly = Assembly::Idle;
+        }
+        if matches!(self.phase, Phase::CloseReceived | Phase::Closed) {
+            // §5.5.1: after a close frame the peer sends nothing more; ignore what it does.
+            return Ok((input.len(), None));
+        }
+        match self.reading {
+            Reading::Payload {
+                remaining,
+                key,
+                fin,
+            } => self.continue_payload(inflater, input, remaining, key, fin, out),
+            Reading::Header => self.start_frame(inflater, input, out),
+        }
+    }
+
+    /// Inflates a complete compressed message from `payload` (RFC 7692 §7.2.2)
+    /// into the message buffer and checks it as the uncompressed one would be.
+    fn inflate_message<'a>(
+        &'a mut self,
+        inflater: &mut Inflater,
+        payload: Option<&[u8]>,
+        text: bool,
+        out: &mut Vec<u8>,
+    ) -> Result<Message<'a>, ProtocolError> {
+        let max = self.limits.max_message as usize;
+        let inflated = match payload {
+            Some(payload) => inflater.inflate(payload, max, &mut self.message),
+            None => {
+                let mut inflated = Vec::new();
+                let done = inflater.inflate(&self.message, max, &mut inflated);
+                self.message = inflated;
+                done
+            }
+        };
+        if let Err(e) = inflated {
+            return Err(self.fail(e, out));
+        }
+        self.assembly = Assembly::Delivered;
+        if !text {
+            return Ok(Message::Binary(&self.message));
+        }
+        // Checked first so that a failure can still answer with its close frame.
+        if std::str::from_utf8(&self.message).is_err() {
+            return Err(self.fail(ProtocolError::InvalidUtf8, out));
+        }
+        match std::str::from_utf8(&self.message) {
+            Ok(text) => Ok(Message::Text(text)),
+            Err(_) => Err(ProtocolError::InvalidUtf8),
+        }
+    }
+
+    // ---- end of permessage-deflate ----
 
     /// Where the closing handshake stands.
     pub fn phase(&self) -> Phase {
@@ -178,7 +269,10 @@ impl Connection {
     /// caller holds the peer to a progress deadline meanwhile.
     pub fn mid_message(&self) -> bool {
         self.reading != Reading::Header
-            || matches!(self.assembly, Assembly::Text(_) | Assembly::Binary)
+            || matches!(
+                self.assembly,
+                Assembly::Text(_) | Assembly::Binary | Assembly::Compressed { .. }
+            )
     }
 
     /// How much of the message in progress has arrived: it grows with every payload
@@ -213,22 +307,8 @@ impl Connection {
         input: &'a mut [u8],
         out: &mut Vec<u8>,
     ) -> Result<(usize, Option<Event<'a>>), ProtocolError> {
-        if self.assembly == Assembly::Delivered {
-            self.message.clear();
-            self.assembly = Assembly::Idle;
-        }
-        if matches!(self.phase, Phase::CloseReceived | Phase::Closed) {
-            // §5.5.1: after a close frame the peer sends nothing more; ignore what it does.
-            return Ok((input.len(), None));
-        }
-        match self.reading {
-            Reading::Payload {
-                remaining,
-                key,
-                fin,
-            } => self.continue_payload(input, remaining, key, fin, out),
-            Reading::Header => self.start_frame(input, out),
-        }
+        // Without deflate no message is compressed, and this one is never used.
+        self.handle_bytes_with(&mut Inflater::new(), input, out)
     }
 
     /// Whether data and pings may still be sent: not after our close frame
@@ -354,6 +434,7 @@ impl Connection {
 
     fn start_frame<'a>(
         &'a mut self,
+        inflater: &mut Inflater,
         input: &'a mut [u8],
         out: &mut Vec<u8>,
     ) -> Result<(usize, Option<Event<'a>>), ProtocolError> {
@@ -396,6 +477,11 @@ impl Connection {
             }
             let payload = &mut input[header_len..end];
             apply_mask(payload, key);
+            if header.rsv & RSV1 != 0 {
+                let text = header.opcode == OpCode::Text;
+                let message = self.inflate_message(inflater, Some(payload), text, out)?;
+                return Ok((end, Some(Event::Message(message))));
+            }
             let message = if header.opcode == OpCode::Text {
                 match std::str::from_utf8(payload) {
                     Ok(text) => Message::Text(text),
@@ -408,6 +494,11 @@ impl Connection {
         }
 
         match header.opcode {
+            OpCode::Text | OpCode::Binary if header.rsv & RSV1 != 0 => {
+                self.assembly = Assembly::Compressed {
+                    text: header.opcode == OpCode::Text,
+                };
+            }
             OpCode::Text => self.assembly = Assembly::Text(Utf8Validator::new()),
             OpCode::Binary => self.assembly = Assembly::Binary,
             _ => {}
@@ -417,6 +508,7 @@ impl Connection {
             return Err(self.fail(ProtocolError::NoMemory, out));
         }
         let (consumed, event) = self.continue_payload(
+            inflater,
             &mut input[header_len..],
             header.payload_len,
             key,
@@ -429,6 +521,7 @@ impl Connection {
     /// Streams payload bytes of the current data frame into the message buffer.
     fn continue_payload<'a>(
         &'a mut self,
+        inflater: &mut Inflater,
         input: &'a mut [u8],
         remaining: u64,
         key: [u8; 4],
@@ -465,6 +558,14 @@ impl Connection {
         if !fin {
             return Ok((n, None));
         }
+        if let Assembly::Compressed { text } = self.assembly {
+            if self.phase != Phase::Open {
+                self.assembly = Assembly::Delivered;
+                return Ok((n, None));
+            }
+            let message = self.inflate_message(inflater, None, text, out)?;
+            return Ok((n, Some(Event::Message(message))));
+        }
         let assembly = mem::replace(&mut self.assembly, Assembly::Delivered);
         if let Assembly::Text(validator) = assembly {
             // The incremental checks failed fast on bad bytes; this one rejects a
@@ -497,8 +598,12 @@ impl Connection {
     /// Validates a header against the role, the fragmentation state and the limits,
     /// before any of its payload is stored.
     fn check_header(&self, header: &FrameHeader) -> Result<(), ProtocolError> {
-        if header.rsv != 0 {
-            // No extension is ever negotiated, so no RSV bit has a meaning (§5.2).
+        // §5.2: RSV bits "MUST be 0 unless an extension is negotiated". RFC 7692 §6:
+        // permessage-deflate gives RSV1 a meaning on the first frame of a data
+        // message only; §6.1: not on control frames, nor on continuations.
+        let rsv1_allowed =
+            self.deflate.is_some() && matches!(header.opcode, OpCode::Text | OpCode::Binary);
+        if header.rsv & !RSV1 != 0 || (header.rsv & RSV1 != 0 && !rsv1_allowed) {
             return Err(ProtocolError::ReservedBits);
         }
         match (self.role, header.mask.is_some()) {
@@ -509,7 +614,10 @@ impl Connection {
         if header.opcode.is_control() {
             return Ok(());
         }
-        let in_message = matches!(self.assembly, Assembly::Text(_) | Assembly::Binary);
+        let in_message = matches!(
+            self.assembly,
+            Assembly::Text(_) | Assembly::Binary | Assembly::Compressed { .. }
+        );
         match (header.opcode, in_message) {
             (OpCode::Continuation, false) => return Err(ProtocolError::UnexpectedContinuation),
             (OpCode::Text | OpCode::Binary, true) => {
@@ -600,14 +708,19 @@ mod tests {
     /// Feeds `stream` in chunks of `step` bytes the way the server does: unconsumed
     /// bytes stay at the front and the next chunk is appended.
     fn pump(stream: &[u8], step: usize) -> Vec<Got> {
-        let mut conn = Connection::new(Role::Server, LIMITS);
+        pump_conn(Connection::new(Role::Server, LIMITS), stream, step)
+    }
+
+    /// [`pump`] on a given connection, with one lent inflater for all its messages.
+    fn pump_conn(mut conn: Connection, stream: &[u8], step: usize) -> Vec<Got> {
+        let mut inflater = Inflater::new();
         let mut got = Vec::new();
         let mut pending: Vec<u8> = Vec::new();
         for chunk in stream.chunks(step.max(1)) {
             pending.extend_from_slice(chunk);
             let mut pos = 0;
             loop {
-                match conn.handle_bytes(&mut pending[pos..], &mut Vec::new()) {
+                match conn.handle_bytes_with(&mut inflater, &mut pending[pos..], &mut Vec::new()) {
                     Ok((0, None)) => break,
                     Ok((n, event)) => {
                         pos += n;
@@ -986,6 +1099,210 @@ mod tests {
         ));
     }
 
+    // ---- permessage-deflate (RFC 7692) ----
+
+    const DEFLATE: Option<PerMessageDeflate> = Some(PerMessageDeflate {
+        server_window_bits: 15,
+    });
+
+    fn deflating(limits: Limits) -> Connection {
+        Connection::new(Role::Server, limits).with_deflate(DEFLATE)
+    }
+
+    /// A client's compression of one message, written independently of ours:
+    /// raw DEFLATE, sync flush, the 0x00 0x00 0xff 0xff tail removed (§7.2.1).
+    fn deflate_raw(data: &[u8]) -> Vec<u8> {
+        use flate2::{Compress, Compression, FlushCompress};
+        let mut c = Compress::new(Compression::default(), false);
+        let mut out = Vec::with_capacity(data.len() + 64);
+        loop {
+            let used = c.total_in() as usize;
+            c.compress_vec(&data[used..], &mut out, FlushCompress::Sync)
+                .expect("compresses");
+            if c.total_in() as usize == data.len() && out.len() < out.capacity() {
+                break;
+            }
+            out.reserve(out.capacity());
+        }
+        assert_eq!(out.split_off(out.len() - 4), [0x00, 0x00, 0xff, 0xff]);
+        out
+    }
+
+    /// A masked frame with RSV1 set.
+    fn rsv1_frame(fin: bool, opcode: OpCode, payload: &[u8]) -> Vec<u8> {
+        let mut f = frame(fin, opcode, payload);
+        f[0] |= 0x40;
+        f
+    }
+
+    /// A message compressed and cut into fragments at `cuts` (of the compressed
+    /// payload); RSV1 on the first only (§6.1).
+    fn compressed_message(opcode: OpCode, data: &[u8], cuts: &[usize]) -> Vec<u8> {
+        let z = deflate_raw(data);
+        let mut cuts: Vec<usize> = cuts.iter().map(|&c| c.min(z.len())).collect();
+        cuts.push(z.len());
+        cuts.sort_unstable();
+        cuts.dedup();
+        let mut stream = Vec::new();
+        let mut start = 0;
+        for (i, &end) in cuts.iter().enumerate() {
+            let fin = end == z.len();
+            stream.extend(if i == 0 {
+                rsv1_frame(fin, opcode, &z[start..end])
+            } else {
+                frame(fin, OpCode::Continuation, &z[start..end])
+            });
+            start = end;
+        }
+        stream
+    }
+
+    #[test]
+    fn rsv1_is_allowed_on_the_first_data_frame_only() {
+        // Without the extension RSV1 stays a protocol error (RFC 6455 §5.2).
+        assert_eq!(
+            pump_all_ways(&rsv1_frame(true, OpCode::Text, b"x")),
+            [Got::Error(ProtocolError::ReservedBits)]
+        );
+        let with = |stream: &[u8]| {
+            let whole = pump_conn(deflating(LIMITS), stream, stream.len());
+            for step in [1, 2, 7] {
+                assert_eq!(pump_conn(deflating(LIMITS), stream, step), whole);
+            }
+            whole
+        };
+        let hello = compressed_message(OpCode::Text, b"Hello", &[]);
+        assert_eq!(with(&hello), [Got::Text("Hello".into())]);
+        // §6.1: not on control frames, nor on continuations.
+        for bad in [
+            rsv1_frame(true, OpCode::Ping, b""),
+            rsv1_frame(true, OpCode::Close, &[0x03, 0xe8]),
+            [
+                frame(false, OpCode::Text, b"a"),
+                rsv1_frame(true, OpCode::Continuation, b"b"),
+            ]
+            .concat(),
+        ] {
+            assert_eq!(with(&bad), [Got::Error(ProtocolError::ReservedBits)]);
+        }
+        // RSV2 and RSV3 have no meaning with permessage-deflate either.
+        let mut rsv2 = frame(true, OpCode::Text, b"x");
+        rsv2[0] |= 0x20;
+        assert_eq!(with(&rsv2), [Got::Error(ProtocolError::ReservedBits)]);
+        // Uncompressed messages still pass, between compressed ones.
+        let mixed = [hello.clone(), frame(true, OpCode::Binary, &[1, 2]), hello].concat();
+        assert_eq!(
+            with(&mixed),
+            [
+                Got::Text("Hello".into()),
+                Got::Binary(vec![1, 2]),
+                Got::Text("Hello".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn rfc_7692_examples() {
+        // §7.2.3.1: "Hello" compressed, in one frame and in two fragments.
+        let z = [0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00];
+        let one = rsv1_frame(true, OpCode::Text, &z);
+        let two = [
+            rsv1_frame(false, OpCode::Text, &z[..3]),
+            frame(true, OpCode::Continuation, &z[3..]),
+        ]
+        .concat();
+        for s in [one, two] {
+            assert_eq!(
+                pump_conn(deflating(LIMITS), &s, 1),
+                [Got::Text("Hello".into())]
+            );
+        }
+        // §7.2.3.2: the same with context takeover is not ours to read, but
+        // §7.2.3.3's uncompressed DEFLATE block is.
+        let stored = [
+            0x00, 0x05, 0x00, 0xfa, 0xff, b'H', b'e', b'l', b'l', b'o', 0x00,
+        ];
+        let s = rsv1_frame(true, OpCode::Text, &stored);
+        assert_eq!(
+            pump_conn(deflating(LIMITS), &s, 3),
+            [Got::Text("Hello".into())]
+        );
+        // §7.2.3.6: an empty message is a single 0x00.
+        let s = rsv1_frame(true, OpCode::Binary, &[0x00]);
+        assert_eq!(
+            pump_conn(deflating(LIMITS), &s, 1),
+            [Got::Binary(Vec::new())]
+        );
+    }
+
+    #[test]
+    fn bad_compressed_payloads_are_1007() {
+        let garbage = rsv1_frame(true, OpCode::Binary, &[0xff, 0xff, 0xff, 0xff]);
+        let not_utf8 = compressed_message(OpCode::Text, b"ok \xff", &[]);
+        for (s, e) in [
+            (garbage, ProtocolError::BadCompression),
+            (not_utf8, ProtocolError::InvalidUtf8),
+        ] {
+            assert_eq!(pump_conn(deflating(LIMITS), &s, 2), [Got::Error(e)]);
+            assert_eq!(e.close_code().0, 1007);
+        }
+    }
+
+    #[test]
+    fn a_decompression_bomb_is_stopped_at_the_limit() {
+        // About 100 KiB of compressed zeros that would inflate to 100 MiB.
+        let limits = Limits {
+            max_frame: 1 << 20,
+            max_message: 16 << 20,
+        };
+        let z = deflate_raw(&vec![0u8; 100 << 20]);
+        assert!(z.len() < 128 << 10, "{}", z.len());
+        for mut s in [
+            rsv1_frame(true, OpCode::Binary, &z),
+            [
+                rsv1_frame(false, OpCode::Binary, &z[..1000]),
+                frame(true, OpCode::Continuation, &z[1000..]),
+            ]
+            .concat(),
+        ] {
+            let mut conn = deflating(limits);
+            let mut inflater = Inflater::new();
+            let mut pos = 0;
+            let error = loop {
+                match conn.handle_bytes_with(&mut inflater, &mut s[pos..], &mut Vec::new()) {
+                    Ok((n, None)) if n > 0 => pos += n,
+                    Err(e) => break e,
+                    other => panic!("{other:?}"),
+                }
+            };
+            assert_eq!(error, ProtocolError::MessageTooLarge);
+            assert_eq!(error.close_code().0, 1009);
+            // Never more than one byte past the limit was held.
+            assert!(
+                conn.message.capacity() <= (16 << 20) + 1,
+                "{}",
+                conn.message.capacity()
+            );
+        }
+        // The compressed size counts against the limits as it is received.
+        let s = rsv1_frame(true, OpCode::Binary, &vec![0; 1025]);
+        assert_eq!(
+            pump_conn(deflating(LIMITS), &s, 100),
+            [Got::Error(ProtocolError::FrameTooLarge)]
+        );
+        // Inflated, the limit is inclusive.
+        let exactly = compressed_message(OpCode::Binary, &[7; 4096], &[3]);
+        assert_eq!(
+            pump_conn(deflating(LIMITS), &exactly, 5),
+            [Got::Binary(vec![7; 4096])]
+        );
+        let over = compressed_message(OpCode::Binary, &[7; 4097], &[3]);
+        assert_eq!(
+            pump_conn(deflating(LIMITS), &over, 5),
+            [Got::Error(ProtocolError::MessageTooLarge)]
+        );
+    }
+
     /// A frame description for the property tests.
     fn arb_frame() -> impl Strategy<Value = Vec<u8>> {
         let op = prop::sample::select(vec![
@@ -1011,6 +1328,39 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn compressed_messages_survive_any_chunking(
+            text in "(.{0,40}){0,30}",
+            binary in prop::collection::vec(0u8..4, 0..1500),
+            cuts in prop::collection::vec(0usize..400, 0..4),
+            step in 1usize..60,
+        ) {
+            // Compressed as a client would, fragmented anywhere, a ping between the
+            // messages, fed in chunks of any size: the messages come back.
+            let mut stream = compressed_message(OpCode::Text, text.as_bytes(), &cuts);
+            stream.extend(frame(true, OpCode::Ping, b"p"));
+            stream.extend(compressed_message(OpCode::Binary, &binary, &cuts));
+            let conn = Connection::new(Role::Server, Limits { max_frame: 1 << 16, max_message: 1 << 16 })
+                .with_deflate(DEFLATE);
+            prop_assert_eq!(
+                pump_conn(conn, &stream, step),
+                vec![Got::Text(text.clone()), Got::Ping(b"p".to_vec()), Got::Binary(binary.clone())]
+            );
+        }
+
+        #[test]
+        fn our_compressor_round_trips(data in prop::collection::vec(0u8..8, 0..5000), step in 1usize..100) {
+            // What the server sends, masked as if a client had sent it, reads back.
+            let mut out = Vec::new();
+            crate::ws::Deflater::new().write_compressed(15, OpCode::Binary, &data, &mut out);
+            let (header, n) = decode_header(&out).expect("valid").expect("whole");
+            let mut masked = frame(true, OpCode::Binary, &out[n..]);
+            masked[0] |= (header.rsv & RSV1) << 4;
+            let conn = Connection::new(Role::Server, Limits { max_frame: 1 << 16, max_message: 1 << 16 })
+                .with_deflate(DEFLATE);
+            prop_assert_eq!(pump_conn(conn, &masked, step), vec![Got::Binary(data.clone())]);
+        }
+
         #[test]
         fn chunking_never_changes_the_result(frames in prop::collection::vec(arb_frame(), 0..12), step in 1usize..50) {
             let stream = frames.concat();

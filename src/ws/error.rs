@@ -41,6 +41,8 @@ pub enum ProtocolError {
     /// More than [`super::connection::MAX_EMPTY_FRAGMENTS`] empty non-final frames in
     /// a row: a message that never gets closer to its end (our policy, not §5.4's).
     EmptyFragments,
+    /// RFC 7692 §7.2.2: a compressed message that is not valid DEFLATE data.
+    BadCompression,
     /// Not the peer's fault: memory for its message could not be had. The connection
     /// is closed with 1011 instead of the process aborting.
     NoMemory,
@@ -50,7 +52,9 @@ impl ProtocolError {
     /// The close code that answers this error on the wire.
     pub fn close_code(self) -> CloseCode {
         match self {
-            ProtocolError::InvalidUtf8 => CloseCode::INVALID_PAYLOAD,
+            ProtocolError::InvalidUtf8 | ProtocolError::BadCompression => {
+                CloseCode::INVALID_PAYLOAD
+            }
             ProtocolError::FrameTooLarge | ProtocolError::MessageTooLarge => {
                 CloseCode::MESSAGE_TOO_BIG
             }
@@ -83,6 +87,7 @@ impl fmt::Display for ProtocolError {
             ProtocolError::FrameTooLarge => f.write_str("frame over the size limit"),
             ProtocolError::MessageTooLarge => f.write_str("message over the size limit"),
             ProtocolError::EmptyFragments => f.write_str("too many empty fragments in a row"),
+            ProtocolError::BadCompression => f.write_str("invalid compressed data"),
             ProtocolError::NoMemory => f.write_str("server out of memory for this message"),
         }
     }

@@ -9,6 +9,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use sha1::{Digest, Sha1};
 
+use super::deflate::{self, Agreement};
 use crate::http::{Refusal, RequestHead, Status, write_response};
 
 /// The GUID of §1.3 that every accept key is hashed with.
@@ -108,21 +109,32 @@ pub fn accept_key(key: &[u8]) -> String {
     BASE64.encode(sha.finalize())
 }
 
-/// Appends the `101 Switching Protocols` response to `out`.
+/// The permessage-deflate offer to accept, from every `Sec-WebSocket-Extensions`
+/// header of the request (§9.1: the header may repeat; RFC 7692 §5.1).
+pub fn negotiate_deflate(head: &RequestHead<'_>) -> Option<Agreement> {
+    deflate::negotiate(
+        head.headers
+            .iter()
+            .filter(|(name, _)| name.eq_ignore_ascii_case("sec-websocket-extensions"))
+            .map(|&(_, value)| value),
+    )
+}
+
+/// Appends the `101 Switching Protocols` response to `out`, with the accepted
+/// extension's `Sec-WebSocket-Extensions` value if there is one.
 ///
-/// No extension or subprotocol is ever selected, so any the client offered are
-/// declined by leaving them out (§4.2.2).
-pub fn write_accept(out: &mut Vec<u8>, accept: &str) {
-    write_response(
-        out,
-        Status::SwitchingProtocols,
-        &[
-            ("Upgrade", "websocket"),
-            ("Connection", "Upgrade"),
-            ("Sec-WebSocket-Accept", accept),
-        ],
-        &[],
-    );
+/// No subprotocol is ever selected, and extensions other than the one accepted
+/// are declined by leaving them out (§4.2.2, §9.1).
+pub fn write_accept(out: &mut Vec<u8>, accept: &str, extensions: Option<&str>) {
+    let mut headers = vec![
+        ("Upgrade", "websocket"),
+        ("Connection", "Upgrade"),
+        ("Sec-WebSocket-Accept", accept),
+    ];
+    if let Some(extensions) = extensions {
+        headers.push(("Sec-WebSocket-Extensions", extensions));
+    }
+    write_response(out, Status::SwitchingProtocols, &headers, &[]);
 }
 
 /// The HTTP refusal of a handshake: its status and message, and for a version we
@@ -238,13 +250,40 @@ mod tests {
     }
 
     #[test]
+    fn extension_headers_are_read_in_order() {
+        let req = GOOD.replace(
+            "Origin:",
+            "Sec-WebSocket-Extensions: x-foo, permessage-deflate; bad\r\n\
+             sec-websocket-extensions: permessage-deflate; server_max_window_bits=10\r\nOrigin:",
+        );
+        let head = parse_head(req.as_bytes(), 8192)
+            .expect("parses")
+            .expect("complete");
+        let agreed = negotiate_deflate(&head).expect("second header's offer");
+        assert_eq!(agreed.params.server_window_bits, 10);
+        let head = parse_head(GOOD.as_bytes(), 8192)
+            .expect("parses")
+            .expect("complete");
+        assert_eq!(negotiate_deflate(&head), None);
+    }
+
+    #[test]
     fn responses() {
         let mut out = Vec::new();
-        write_accept(&mut out, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+        write_accept(&mut out, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=", None);
         assert_eq!(
             String::from_utf8(out).expect("ascii"),
             "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n"
+        );
+        let mut out = Vec::new();
+        write_accept(&mut out, "x", Some("permessage-deflate"));
+        let text = String::from_utf8(out).expect("ascii");
+        assert!(
+            text.ends_with(
+                "Sec-WebSocket-Accept: x\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\r\n"
+            ),
+            "{text}"
         );
         let out = rejection(HandshakeError::UnsupportedVersion).to_bytes();
         let text = String::from_utf8(out).expect("ascii");

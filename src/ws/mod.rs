@@ -9,10 +9,12 @@
 //! - [`mask`]: payload masking (§5.3).
 //! - [`utf8`]: incremental validation of text (§8.1).
 //! - [`close`]: close codes and payloads (§5.5.1, §7.4).
+//! - [`deflate`]: permessage-deflate (RFC 7692): negotiation and the lent codecs.
 //! - [`connection`]: frames to messages, control frames, the closing handshake.
 
 pub mod close;
 pub mod connection;
+pub mod deflate;
 pub mod error;
 pub mod frame;
 pub mod handshake;
@@ -21,5 +23,6 @@ pub mod utf8;
 
 pub use close::{CloseCode, CloseFrame};
 pub use connection::{Connection, Event, Limits, Message, Phase, Role, SendError};
+pub use deflate::{Codec, Deflater, Inflater, PerMessageDeflate};
 pub use error::ProtocolError;
 pub use frame::OpCode;

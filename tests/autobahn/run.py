@@ -28,7 +28,7 @@ import sys
 import time
 
 AGENT = "fastim"
-CASES = ["1.*", "2.*", "3.*", "4.*", "5.*", "6.*", "7.*", "9.*", "10.*"]
+CASES = ["1.*", "2.*", "3.*", "4.*", "5.*", "6.*", "7.*", "9.*", "10.*", "12.*", "13.*"]
 FIELDS = ("behavior", "behaviorClose")
 VERDICT_ORDER = ["OK", "NON-STRICT", "INFORMATIONAL", "UNIMPLEMENTED", "FAILED"]
 
@@ -53,7 +53,8 @@ def parse_args(argv):
     ap.add_argument("--update", action="store_true", help="rewrite --expected from this run (refused if any FAILED)")
     ap.add_argument("--wstest", default=os.environ.get("AUTOBAHN_WSTEST", DEFAULT_WSTEST),
                     help="wstest wrapper (default: target/autobahn/wstest, or $AUTOBAHN_WSTEST)")
-    ap.add_argument("--timeout", type=float, default=600.0, help="hard limit for the wstest run, seconds")
+    # Cases 12 and 13 (permessage-deflate) take about 7 minutes of the run.
+    ap.add_argument("--timeout", type=float, default=1500.0, help="hard limit for the wstest run, seconds")
     args = ap.parse_args(argv)
     if not re.match(r"^ws://127\.0\.0\.1:\d+(/|$)", args.url):
         ap.error("--url must be ws://127.0.0.1:PORT/... (this harness only targets the loopback address)")

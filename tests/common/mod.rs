@@ -187,6 +187,12 @@ impl RawClient {
 
     /// Reads one server frame: (fin, opcode, payload). `None` on EOF.
     pub fn read_frame(&mut self) -> Option<(bool, u8, Vec<u8>)> {
+        let (b0, payload) = self.read_frame_raw()?;
+        Some((b0 & 0x80 != 0, b0 & 0x0f, payload))
+    }
+
+    /// Reads one server frame: its first byte (FIN, RSV, opcode) and payload.
+    pub fn read_frame_raw(&mut self) -> Option<(u8, Vec<u8>)> {
         loop {
             if self.buf.len() >= 2 {
                 let b1 = self.buf[1];
@@ -204,11 +210,10 @@ impl RawClient {
                     n => (n as usize, 2),
                 };
                 if start > 0 && self.buf.len() >= start + len {
-                    let fin = self.buf[0] & 0x80 != 0;
-                    let opcode = self.buf[0] & 0x0f;
+                    let b0 = self.buf[0];
                     let payload = self.buf[start..start + len].to_vec();
                     self.buf.drain(..start + len);
-                    return Some((fin, opcode, payload));
+                    return Some((b0, payload));
                 }
             }
             let mut chunk = vec![0u8; 64 * 1024];
@@ -486,4 +491,51 @@ pub fn seed_account(db: &mut fastim::store::Db, mobile: &str) -> (i64, String) {
     db.create_session(user.id, fastim::secret::token_digest(&token), i64::MAX / 2)
         .expect("session");
     (user.id, token)
+}
+
+/// An upgrade request on `path` that offers `extensions` (a Sec-WebSocket-Extensions value).
+pub fn upgrade_request_offering(path: &str, extensions: &str) -> String {
+    upgrade_request(path).replace(
+        "\r\n\r\n",
+        &format!("\r\nSec-WebSocket-Extensions: {extensions}\r\n\r\n"),
+    )
+}
+
+/// A client's permessage-deflate compression of one message, written with flate2
+/// directly (RFC 7692 §7.2.1): raw DEFLATE, sync flush, the 4-byte tail removed.
+pub fn deflate_message(data: &[u8]) -> Vec<u8> {
+    use flate2::{Compress, Compression, FlushCompress};
+    let mut c = Compress::new(Compression::default(), false);
+    let mut out = Vec::with_capacity(data.len() / 2 + 64);
+    loop {
+        let used = c.total_in() as usize;
+        c.compress_vec(&data[used..], &mut out, FlushCompress::Sync)
+            .expect("compress");
+        if c.total_in() as usize == data.len() && out.len() < out.capacity() {
+            break;
+        }
+        out.reserve(out.capacity().max(64));
+    }
+    assert!(out.ends_with(&[0x00, 0x00, 0xff, 0xff]));
+    out.truncate(out.len() - 4);
+    out
+}
+
+/// Inflates a server's compressed message (§7.2.2: the tail put back) with a
+/// decompressor of `window_bits`.
+pub fn inflate_message(payload: &[u8], window_bits: u8) -> Vec<u8> {
+    use flate2::{Decompress, FlushDecompress};
+    let mut d = Decompress::new_with_window_bits(false, window_bits);
+    let mut input = payload.to_vec();
+    input.extend_from_slice(&[0x00, 0x00, 0xff, 0xff]);
+    let mut out = Vec::with_capacity(input.len() * 4 + 64);
+    loop {
+        let used = d.total_in() as usize;
+        d.decompress_vec(&input[used..], &mut out, FlushDecompress::Sync)
+            .expect("the server's compressed data inflates");
+        if d.total_in() as usize == input.len() && out.len() < out.capacity() {
+            return out;
+        }
+        out.reserve(out.capacity());
+    }
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use mio::{Events, Poll};
 
 use crate::Json;
-use crate::net::{Target, open_connections};
+use crate::net::{Target, open_connections_with};
 use crate::procfs::rss_bytes;
 
 /// What to run.
@@ -19,6 +19,8 @@ pub struct IdleArgs {
     pub settle: Duration,
     pub batch: usize,
     pub deadline: Instant,
+    /// Offer permessage-deflate in every handshake.
+    pub offer_deflate: bool,
 }
 
 /// Opens the connections, measures the server's RSS growth, holds, closes.
@@ -29,12 +31,18 @@ pub fn run(args: IdleArgs) -> Result<bool, String> {
     let before = rss()?;
     let mut poll = Poll::new().map_err(|e| format!("poll: {e}"))?;
     let opened = Instant::now();
-    let mut sockets = open_connections(
+    let offer = if args.offer_deflate {
+        "Sec-WebSocket-Extensions: permessage-deflate\r\n"
+    } else {
+        ""
+    };
+    let mut sockets = open_connections_with(
         &mut poll,
         &args.target,
         args.connections,
         args.batch,
         args.deadline,
+        |_| offer.to_owned(),
     )?;
     let open_secs = opened.elapsed().as_secs_f64();
     // Let the server finish whatever it does after a handshake, then wait for RSS to stop moving.
