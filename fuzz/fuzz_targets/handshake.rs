@@ -2,7 +2,7 @@
 //! Any bytes as a request head: parse, validate the upgrade, write the answer.
 
 use fastim::http::parse_head;
-use fastim::ws::handshake::{validate, write_accept, write_rejection};
+use fastim::ws::handshake::{rejection, validate, write_accept};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -20,7 +20,7 @@ fuzz_target!(|data: &[u8]| {
             assert!(out.starts_with(b"HTTP/1.1 101 "));
         }
         Err(e) => {
-            write_rejection(&mut out, e);
+            rejection(e).write(&mut out);
             assert!(out.starts_with(b"HTTP/1.1 4"));
         }
     }

@@ -88,10 +88,31 @@ function watch(page, name) {
   });
 }
 
+// The Sec-WebSocket-Extensions answer of each page's /chat handshakes, from the
+// DevTools protocol (a page's WebSocket object does not show it).
+const chatExtensions = new Map(); // page name -> [extensions header of each /chat handshake]
+
+async function watchHandshakes(page, name) {
+  const cdp = await page.context().newCDPSession(page);
+  await cdp.send('Network.enable');
+  const chatSockets = new Set();
+  cdp.on('Network.webSocketCreated', (e) => {
+    if (new URL(e.url).pathname === '/chat') chatSockets.add(e.requestId);
+  });
+  cdp.on('Network.webSocketHandshakeResponseReceived', (e) => {
+    if (!chatSockets.has(e.requestId)) return;
+    const headers = e.response.headers || {};
+    const ext = Object.entries(headers).find(([k]) => k.toLowerCase() === 'sec-websocket-extensions');
+    if (!chatExtensions.has(name)) chatExtensions.set(name, []);
+    chatExtensions.get(name).push(ext ? ext[1] : '');
+  });
+}
+
 async function newUser(name, { phone = true } = {}) {
   const ctx = await browser.newContext(phone ? { viewport: PHONE, isMobile: true, hasTouch: true } : { viewport: DESKTOP });
   const page = await ctx.newPage();
   watch(page, name);
+  await watchHandshakes(page, name);
   return { name, ctx, page };
 }
 
@@ -213,6 +234,10 @@ async function scenario1() {
   await tid(A.page, 'chat-title').filter({ hasText: 'Bob' }).waitFor();
   await sendText(A.page, 'Hello Bob!');
   await expectSent(A.page, 'Hello Bob!');
+  // Chromium offers permessage-deflate on every socket; the server accepts it (RFC 7692).
+  await until('A\'s /chat handshake negotiated permessage-deflate', () =>
+    (chatExtensions.get('A') || []).some((ext) => ext.startsWith('permessage-deflate')),
+  );
   await aliceRow.getByTestId('unread-badge').filter({ hasText: '1' }).waitFor();
   await aliceRow.click();
   await message(B.page, 'Hello Bob!').waitFor();
