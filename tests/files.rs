@@ -264,3 +264,26 @@ fn pages_from_a_static_dir_cannot_be_framed_either() {
     assert_eq!(text.status, 200);
     assert_eq!(text.header("x-frame-options"), None);
 }
+
+/// A `HEAD` that is refused gets the same head as a `GET`, without the body: on a
+/// kept-alive connection the next answer must not be read out of a stray body.
+#[test]
+fn a_refused_head_has_no_body_and_the_connection_goes_on() {
+    let server = start();
+    let mut stream = std::net::TcpStream::connect(server.addr).expect("connect");
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .expect("timeout");
+    for path in ["/resource/nope.png", "/no-such-file.js"] {
+        let req = format!(
+            "HEAD {path} HTTP/1.1\r\nHost: x\r\n\r\nGET /emoji.js HTTP/1.1\r\nHost: x\r\n\r\n"
+        );
+        std::io::Write::write_all(&mut stream, req.as_bytes()).expect("send");
+        let head = common::read_response_to(&mut stream, true);
+        assert_eq!(head.status, 404, "{path}");
+        assert!(head.header("content-length").is_some_and(|n| n != "0"));
+        let next = common::read_response(&mut stream);
+        assert_eq!(next.status, 200, "the answer after HEAD {path}");
+        assert!(!next.body.is_empty(), "the file itself");
+    }
+}

@@ -112,6 +112,9 @@ pub struct Refusal {
     /// One more header the status calls for (`Allow` with 405,
     /// `Sec-WebSocket-Version` with 426).
     pub header: Option<(&'static str, &'static str)>,
+    /// The answer to a `HEAD`: the same head, no body (RFC 9110 §9.3.2), so that a
+    /// kept-alive connection does not read the body as the next response.
+    pub head_only: bool,
 }
 
 impl Refusal {
@@ -123,7 +126,15 @@ impl Refusal {
             keep_alive: false,
             retry_after: None,
             header: None,
+            head_only: false,
         }
+    }
+
+    /// The same, as the answer to a `HEAD` if `head_only`.
+    #[must_use]
+    pub fn for_head(mut self, head_only: bool) -> Refusal {
+        self.head_only = head_only;
+        self
     }
 
     /// The same, keeping the connection if `keep_alive`.
@@ -169,7 +180,11 @@ impl Refusal {
         if let Some(header) = self.header {
             headers.push(header);
         }
-        write_response(out, self.status, &headers, &body);
+        if self.head_only {
+            write_response_head(out, self.status, &headers, Some(body.len()));
+        } else {
+            write_response(out, self.status, &headers, &body);
+        }
     }
 
     /// The response as bytes.

@@ -272,7 +272,9 @@ fn route_file(head: &RequestHead<'_>, config: &Config, body_len: usize) -> Route
         let name = name.to_str().unwrap_or("");
         let Some(kind) = resource::parse_name(name) else {
             return Routed::Refuse(
-                Refusal::new(Status::NotFound, "no such image").keep_alive(keep_alive),
+                Refusal::new(Status::NotFound, "no such image")
+                    .keep_alive(keep_alive)
+                    .for_head(head_only),
             );
         };
         return Routed::ReadFile(FileRequest {
@@ -301,7 +303,11 @@ fn route_file(head: &RequestHead<'_>, config: &Config, body_len: usize) -> Route
             response: files::response(&file, head_only, if_none_match.as_deref(), keep_alive),
             keep_alive,
         },
-        None => Routed::Refuse(Refusal::new(Status::NotFound, "not found").keep_alive(keep_alive)),
+        None => Routed::Refuse(
+            Refusal::new(Status::NotFound, "not found")
+                .keep_alive(keep_alive)
+                .for_head(head_only),
+        ),
     }
 }
 

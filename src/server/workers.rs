@@ -502,6 +502,7 @@ fn read_file(req: &FileRequest) -> Vec<u8> {
             }
             Refusal::new(Status::NotFound, "not found")
                 .keep_alive(req.keep_alive)
+                .for_head(req.head_only)
                 .to_bytes()
         }
     }
