@@ -372,7 +372,7 @@ impl Lifecycle {
     }
 
     fn chat_has_room(&self, config: &Config) -> bool {
-        (self.in_flight as usize) < config.max_in_flight && !matches!(self.sync, Sync::Queued)
+        chat_room(self.in_flight, self.sync, config)
     }
 
     /// How many bytes the driver may read for this connection now.
@@ -1050,10 +1050,7 @@ impl Lifecycle {
             let room = self.out.len() <= pause_above
                 && match endpoint {
                     Endpoint::Echo => true,
-                    Endpoint::Chat { .. } => {
-                        (self.in_flight as usize) < config.max_in_flight
-                            && !matches!(self.sync, Sync::Queued)
-                    }
+                    Endpoint::Chat { .. } => chat_room(self.in_flight, self.sync, config),
                 };
             if !room {
                 break;
@@ -1289,6 +1286,13 @@ impl From<bool> for Close {
     fn from(keep_alive: bool) -> Close {
         if keep_alive { Close::No } else { Close::Yes }
     }
+}
+
+/// A chat connection's budget for one more frame: an unacked slot and no second
+/// sync waiting (shared by `wants_read` and the per-frame check, which holds the
+/// protocol machine borrowed).
+fn chat_room(in_flight: u16, sync: Sync, config: &Config) -> bool {
+    (in_flight as usize) < config.max_in_flight && !matches!(sync, Sync::Queued)
 }
 
 fn endpoint_limits(endpoint: Endpoint) -> ws::Limits {

@@ -401,19 +401,13 @@ impl Server {
         }
     }
 
-    /// Reads what the socket has (up to the fairness cap and the connection's
-    /// allowance) and hands it to the connection's machine.
-    ///
-    /// A read that returns less than asked drained the socket, so the next arrival
-    /// will raise a new edge: no need for the extra read that would only say
-    /// `WouldBlock`. Except when the peer has closed (`to_eof`): then read on until
-    /// the end is seen.
+    /// Reads what the socket has for a connection that wants input (see
+    /// [`read_turn`]); one over a budget is only marked to be read again later.
     fn on_readable(&mut self, key: usize, to_eof: bool) {
-        let s = &mut *self;
-        let Some(conn) = s.conns.get_mut(key) else {
+        let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        if !conn.life.wants_read(&s.config) {
+        if !conn.life.wants_read(&self.config) {
             if to_eof && matches!(conn.life.state(), State::WebSocket { .. }) {
                 // A WebSocket client that hung up while over a budget: what it left
                 // unread is for nobody.
@@ -425,86 +419,17 @@ impl Server {
             conn.life.starve();
             return;
         }
-        let buf = &mut s.read_buf;
-        let mut shared = Shared {
-            workers: &s.workers,
-            chat_batch: &mut s.chat_batch,
-            writer_backlog: &mut s.writer_backlog,
-            uploads: &s.uploads,
-        };
-        let mut env = Env {
-            conn: ConnRef {
-                key,
-                serial: conn.serial,
-            },
-            config: &s.config,
-            services: &mut shared,
-            index: &mut s.index,
-            throttle: &mut s.throttle,
-            peer: conn.peer,
-            codec: &mut s.codec,
-        };
-        let now = s.now;
-        let pending = conn.life.take_pending();
-        let mut filled = pending.len();
-        buf[..filled].copy_from_slice(&pending);
-        drop(pending);
-        // Input that waited for a budget is handled before reading more.
-        if filled > 0 {
-            let consumed = conn.life.handle_bytes(now, &mut buf[..filled], &mut env);
-            buf.copy_within(consumed..filled, 0);
-            filled -= consumed;
-        }
-        let mut reads = 0;
-        let verdict = loop {
-            if !conn.life.wants_read(env.config) {
-                conn.life.starve();
-                break Verdict::Keep;
-            }
-            if reads == config::MAX_READS_PER_TURN {
-                s.to_read.push(key);
-                break Verdict::Keep;
-            }
-            let end = (filled + conn.life.read_allowance()).min(buf.len());
-            if end <= filled {
-                conn.life.starve();
-                break Verdict::Keep;
-            }
-            match conn.socket.read(&mut buf[filled..end]) {
-                Ok(0) => {
-                    debug!("#{key}: peer closed");
-                    // A client may send its close frame and shut down at once: try to
-                    // answer before dropping.
-                    let _ = conn.life.out.flush_to(&mut conn.socket);
-                    break Verdict::Drop;
-                }
-                Ok(n) => {
-                    reads += 1;
-                    let drained = n < end - filled && !to_eof;
-                    filled += n;
-                    let now = s.now;
-                    let consumed = conn.life.handle_bytes(now, &mut buf[..filled], &mut env);
-                    buf.copy_within(consumed..filled, 0);
-                    filled -= consumed;
-                    if filled == buf.len() {
-                        // Unreachable with sane limits: leftovers are at most one request.
-                        warn!("#{key}: unparseable input fills the read buffer");
-                        break Verdict::Drop;
-                    }
-                    if drained {
-                        break Verdict::Keep;
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Verdict::Keep,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    debug!("#{key}: read: {e}");
-                    break Verdict::Drop;
-                }
-            }
-        };
-        if filled > 0 && verdict == Verdict::Keep {
-            conn.life.keep_pending(&buf[..filled]);
+        // The loop-wide buffer is lent out for the call (a move of three words).
+        let mut buf = std::mem::take(&mut self.read_buf);
+        let now = self.now;
+        let turn = with_conn!(self, key, |conn, env| read_turn(
+            conn, env, &mut buf, now, to_eof
+        ));
+        self.read_buf = buf;
+        let (verdict, again) = turn.unwrap_or((Verdict::Drop, false));
+        if again {
+            // The fairness cap: the rest waits for the next turn.
+            self.to_read.push(key);
         }
         self.settle(key, verdict);
     }
@@ -836,6 +761,86 @@ impl Server {
             let _ = self.poll.registry().deregister(&mut conn.socket);
         }
     }
+}
+
+/// One turn of reading for a connection that wants input: kept input first, then
+/// reads (up to the fairness cap and its allowance) handed to its machine. Returns
+/// the verdict and whether the cap left input for another turn.
+///
+/// A read that returns less than asked drained the socket, so the next arrival
+/// will raise a new edge: no need for the extra read that would only say
+/// `WouldBlock`. Except when the peer has closed (`to_eof`): then read on until
+/// the end is seen.
+fn read_turn(
+    conn: &mut Conn,
+    env: &mut Env<'_>,
+    buf: &mut [u8],
+    now: Instant,
+    to_eof: bool,
+) -> (Verdict, bool) {
+    let key = env.conn.key;
+    let pending = conn.life.take_pending();
+    let mut filled = pending.len();
+    buf[..filled].copy_from_slice(&pending);
+    drop(pending);
+    // Input that waited for a budget is handled before reading more.
+    if filled > 0 {
+        let consumed = conn.life.handle_bytes(now, &mut buf[..filled], env);
+        buf.copy_within(consumed..filled, 0);
+        filled -= consumed;
+    }
+    let mut reads = 0;
+    let mut again = false;
+    let verdict = loop {
+        if !conn.life.wants_read(env.config) {
+            conn.life.starve();
+            break Verdict::Keep;
+        }
+        if reads == config::MAX_READS_PER_TURN {
+            again = true;
+            break Verdict::Keep;
+        }
+        let end = (filled + conn.life.read_allowance()).min(buf.len());
+        if end <= filled {
+            conn.life.starve();
+            break Verdict::Keep;
+        }
+        match conn.socket.read(&mut buf[filled..end]) {
+            Ok(0) => {
+                debug!("#{key}: peer closed");
+                // A client may send its close frame and shut down at once: try to
+                // answer before dropping.
+                let _ = conn.life.out.flush_to(&mut conn.socket);
+                break Verdict::Drop;
+            }
+            Ok(n) => {
+                reads += 1;
+                let drained = n < end - filled && !to_eof;
+                filled += n;
+                let consumed = conn.life.handle_bytes(now, &mut buf[..filled], env);
+                buf.copy_within(consumed..filled, 0);
+                filled -= consumed;
+                if filled == buf.len() {
+                    // Unreachable with sane limits: leftovers are at most one request.
+                    warn!("#{key}: unparseable input fills the read buffer");
+                    break Verdict::Drop;
+                }
+                if drained {
+                    break Verdict::Keep;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Verdict::Keep,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                debug!("#{key}: read: {e}");
+                break Verdict::Drop;
+            }
+        }
+    };
+    if filled > 0 && verdict == Verdict::Keep {
+        conn.life.keep_pending(&buf[..filled]);
+    }
+    (verdict, again)
 }
 
 fn uncount(per_address: &mut HashMap<IpAddr, u32>, ip: IpAddr) {

@@ -233,17 +233,30 @@ fn route_upload(head: &RequestHead<'_>, config: &Config, body_len: usize) -> Rou
     }
 }
 
-/// `GET /healthz` for load balancers: answered by a worker, so a 200 says the loop
-/// and the workers run and the database takes writes.
-fn route_health(head: &RequestHead<'_>, body_len: usize) -> Routed {
+/// A `GET` or `HEAD` without a body (files, health): whether it is `HEAD`, or the
+/// refusal. Such routes take no body, but a declared one still frames the message
+/// (RFC 9112 §6.3): reading it as the next request is the smuggling shape, and
+/// skipping it would bet that every parser in front counted it the same. Refuse
+/// and close.
+fn read_only(head: &RequestHead<'_>, body_len: usize) -> Result<bool, Routed> {
     let head_only = match head.method {
         "GET" => false,
         "HEAD" => true,
-        _ => return method_not_allowed("GET, HEAD"),
+        _ => return Err(method_not_allowed("GET, HEAD")),
     };
     if body_len > 0 {
-        return no_body_refusal();
+        return Err(no_body_refusal());
     }
+    Ok(head_only)
+}
+
+/// `GET /healthz` for load balancers: answered by a worker, so a 200 says the loop
+/// and the workers run and the database takes writes.
+fn route_health(head: &RequestHead<'_>, body_len: usize) -> Routed {
+    let head_only = match read_only(head, body_len) {
+        Ok(head_only) => head_only,
+        Err(refusal) => return refusal,
+    };
     Routed::Health {
         head_only,
         keep_alive: keep_alive(head),
@@ -252,17 +265,10 @@ fn route_health(head: &RequestHead<'_>, body_len: usize) -> Routed {
 
 /// Web client files and uploaded images, for `GET` and `HEAD`.
 fn route_file(head: &RequestHead<'_>, config: &Config, body_len: usize) -> Routed {
-    let head_only = match head.method {
-        "GET" => false,
-        "HEAD" => true,
-        _ => return method_not_allowed("GET, HEAD"),
+    let head_only = match read_only(head, body_len) {
+        Ok(head_only) => head_only,
+        Err(refusal) => return refusal,
     };
-    // Files take no body, but a declared one still frames the message (RFC 9112
-    // §6.3). Reading it as the next request is the smuggling shape; skipping it
-    // would bet that every parser in front counted it the same. Refuse and close.
-    if body_len > 0 {
-        return no_body_refusal();
-    }
     let keep_alive = keep_alive(head);
     let if_none_match = header_text(head, "if-none-match").map(str::to_owned);
     let Some(path) = files::safe_path(head.path()) else {
