@@ -21,6 +21,11 @@ pub const UPLOAD_FRAMING: usize = 64 * 1024;
 /// The loop-wide receive buffer that every connection reads into.
 pub const READ_BUFFER: usize = 256 * 1024;
 
+/// Output a connection's input may make before it is written, while the rest of
+/// the input waits: replies leave as they are made, 16 KiB at a time, not all at
+/// the end of a long read.
+pub const CORK_BYTES: usize = 16 * 1024;
+
 /// Reads from one connection per readiness event before the loop serves others.
 pub const MAX_READS_PER_TURN: usize = 16;
 

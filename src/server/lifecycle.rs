@@ -246,6 +246,9 @@ pub struct Lifecycle {
     reoffered: u32,
     /// A ping went out in this quiet spell.
     pinged: bool,
+    /// The last [`Lifecycle::handle_bytes`] stopped because it had queued
+    /// [`config::CORK_BYTES`]: the driver writes them, then offers the rest again.
+    corked: bool,
 }
 
 impl Drop for Lifecycle {
@@ -299,6 +302,7 @@ impl Lifecycle {
             starved: false,
             reoffered: 0,
             pinged: false,
+            corked: false,
         }
     }
 
@@ -433,6 +437,10 @@ impl Lifecycle {
             self.pinged = false;
         }
         let mut pos = 0;
+        // Output this call may queue before it hands the socket a turn (see
+        // [`Lifecycle::take_corked`]).
+        let cork_at = self.out.len().saturating_add(config::CORK_BYTES);
+        self.corked = false;
         loop {
             let before = pos;
             let rest = &mut input[pos..];
@@ -440,12 +448,18 @@ impl Lifecycle {
                 State::Request => self.on_request(now, rest, env),
                 State::Body { .. } => self.on_body(now, rest, env),
                 State::Waiting { .. } | State::Authorizing(_) => 0,
-                State::WebSocket { .. } => self.on_frames(now, rest, env),
+                State::WebSocket { .. } => self.on_frames(now, rest, env, cork_at),
                 State::Closing | State::Lingering => rest.len(),
             };
             if pos == before || pos == input.len() {
                 break;
             }
+        }
+        if pos < input.len()
+            && self.out.len() >= cork_at
+            && matches!(self.state, State::WebSocket { .. })
+        {
+            self.corked = true;
         }
         // Stopped at a budget (not merely at incomplete input, which only more bytes
         // can finish): read again once the budget frees.
@@ -454,6 +468,15 @@ impl Lifecycle {
         }
         self.note_progress(now);
         pos
+    }
+
+    /// Whether the last [`Lifecycle::handle_bytes`] stopped with input left because
+    /// it had queued [`config::CORK_BYTES`] of output: the driver should write
+    /// them now and offer the rest again, so the peer reads the first replies
+    /// while the rest are made (a client with many messages in flight then never
+    /// waits for the whole batch). Cleared by asking.
+    pub fn take_corked(&mut self) -> bool {
+        std::mem::take(&mut self.corked)
     }
 
     /// The next moment [`Lifecycle::handle_timeout`] has something to do.
@@ -1034,7 +1057,13 @@ impl Lifecycle {
 
     /// Runs frames through the protocol machine and the endpoint while the budgets
     /// allow; returns the bytes consumed.
-    fn on_frames(&mut self, now: Instant, input: &mut [u8], env: &mut Env<'_>) -> usize {
+    fn on_frames(
+        &mut self,
+        now: Instant,
+        input: &mut [u8],
+        env: &mut Env<'_>,
+        cork_at: usize,
+    ) -> usize {
         let config = env.config;
         let mut pos = 0;
         let State::WebSocket { ws, endpoint } = &mut self.state else {
@@ -1047,7 +1076,9 @@ impl Lifecycle {
         loop {
             // Budgets are checked before each frame: a client that pipelines faster
             // than it reads is slowed down here, never cut off.
-            let room = self.out.len() <= pause_above
+            let queued = self.out.len();
+            let room = queued <= pause_above
+                && queued < cork_at
                 && match endpoint {
                     Endpoint::Echo => true,
                     Endpoint::Chat { .. } => chat_room(self.in_flight, self.sync, config),

@@ -136,7 +136,11 @@ impl Harness {
         let (life, mut env) = self.parts();
         let mut buf = life.take_pending();
         buf.extend_from_slice(bytes);
-        let consumed = life.handle_bytes(now, &mut buf, &mut env);
+        let mut consumed = life.handle_bytes(now, &mut buf, &mut env);
+        // As the driver does: a corked call is offered the rest at once.
+        while life.take_corked() {
+            consumed += life.handle_bytes(now, &mut buf[consumed..], &mut env);
+        }
         assert!(consumed <= buf.len());
         if consumed < buf.len() {
             life.keep_pending(&buf[consumed..]);
@@ -947,6 +951,51 @@ fn large_echoes_come_back_intact_whole_or_in_pieces() {
     assert_eq!(frames.len(), 3);
     for frame in frames {
         assert_eq!(frame, (OpCode::Binary, payload.clone()));
+    }
+}
+
+#[test]
+fn many_small_echoes_leave_in_corks_of_16_kib_not_all_at_the_end() {
+    let mut h = harness();
+    h.open_echo();
+    h.flush(50);
+    let mut input = Vec::new();
+    for i in 0..2_000u32 {
+        input.extend_from_slice(&masked_text(&format!("message {i:>6} of a long window")));
+    }
+    let now = h.at(100);
+    let (life, mut env) = h.parts();
+    let mut consumed = 0;
+    let mut corks = Vec::new();
+    loop {
+        consumed += life.handle_bytes(now, &mut input[consumed..], &mut env);
+        let queued = life.out.len();
+        if !life.take_corked() {
+            break;
+        }
+        // The call stopped once 16 KiB were queued, within one reply of it.
+        assert!(
+            (config::CORK_BYTES..config::CORK_BYTES + 64).contains(&queued),
+            "{queued}"
+        );
+        let mut written = Vec::new();
+        life.out.flush_to(&mut written).expect("a Vec takes all");
+        corks.push(written);
+    }
+    assert_eq!(consumed, input.len());
+    assert!(!life.take_corked(), "asking clears it");
+    let mut tail = Vec::new();
+    life.out.flush_to(&mut tail).expect("a Vec takes all");
+    corks.push(tail);
+    assert!(corks.len() >= 4, "{} corks", corks.len());
+    let echoed: Vec<_> = corks.iter().flat_map(|c| frames(c)).collect();
+    assert_eq!(echoed.len(), 2_000);
+    for (i, (opcode, payload)) in echoed.iter().enumerate() {
+        assert_eq!(*opcode, OpCode::Text);
+        assert_eq!(
+            payload,
+            format!("message {i:>6} of a long window").as_bytes()
+        );
     }
 }
 

@@ -817,7 +817,22 @@ fn read_turn(
                 reads += 1;
                 let drained = n < end - filled && !to_eof;
                 filled += n;
-                let consumed = conn.life.handle_bytes(now, &mut buf[..filled], env);
+                let mut consumed = conn.life.handle_bytes(now, &mut buf[..filled], env);
+                while conn.life.take_corked() {
+                    // Replies leave while the rest of the input is handled.
+                    let before = conn.life.out.len();
+                    match conn.life.out.flush_to(&mut conn.socket) {
+                        Ok(flushed) => {
+                            let progressed = conn.life.out.len() < before;
+                            conn.life.handle_flushed(now, flushed, progressed);
+                        }
+                        Err(e) => {
+                            debug!("#{key}: write: {e}");
+                            return (Verdict::Drop, false);
+                        }
+                    }
+                    consumed += conn.life.handle_bytes(now, &mut buf[consumed..filled], env);
+                }
                 buf.copy_within(consumed..filled, 0);
                 filled -= consumed;
                 if filled == buf.len() {
