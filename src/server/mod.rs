@@ -46,7 +46,7 @@ use crate::throttle::Throttle;
 use crate::ws::{self, CloseCode, Codec};
 use conn::Conn;
 use lifecycle::{AfterFlush, Env, Lifecycle, Services, State, UploadSlot, Verdict};
-use outbound::Flushed;
+use outbound::{Flushed, Outbound};
 use workers::{Busy, Completion, ConnRef, Job, PendingChat, Workers};
 
 const LISTENER: Token = Token(usize::MAX - 1);
@@ -99,6 +99,11 @@ pub struct Server {
     read_buf: Vec<u8>,
     /// The loop-wide permessage-deflate codecs, reset for every message.
     codec: Codec,
+    /// A warm outbound queue, lent to each connection that has nothing queued for
+    /// its read turn and taken back once its replies are written: a busy socket
+    /// makes its replies without allocating. Only a partial write leaves the
+    /// connection with the buffer (and the loop makes a new one).
+    spare_out: Outbound,
     /// Connections with output queued this turn.
     to_flush: Vec<usize>,
     /// Connections whose input was not drained this turn (fairness cap), or that
@@ -221,6 +226,7 @@ impl Server {
             refusals: HashMap::new(),
             read_buf: vec![0; config::READ_BUFFER],
             codec: Codec::default(),
+            spare_out: Outbound::default(),
             to_flush: Vec::new(),
             to_read: Vec::new(),
             shutdown_deadline: None,
@@ -419,6 +425,10 @@ impl Server {
             conn.life.starve();
             return;
         }
+        let lent = conn.life.out.is_empty();
+        if lent {
+            std::mem::swap(&mut conn.life.out, &mut self.spare_out);
+        }
         // The loop-wide buffer is lent out for the call (a move of three words).
         let mut buf = std::mem::take(&mut self.read_buf);
         let now = self.now;
@@ -431,7 +441,21 @@ impl Server {
             // The fairness cap: the rest waits for the next turn.
             self.to_read.push(key);
         }
+        if lent && verdict == Verdict::Keep {
+            self.return_lent(key);
+        }
         self.settle(key, verdict);
+    }
+
+    /// Writes the replies a connection made in the loop's warm queue, and takes
+    /// the queue back if they all left.
+    fn return_lent(&mut self, key: usize) {
+        self.flush_with(key, true);
+        if let Some(conn) = self.conns.get_mut(key) {
+            if conn.life.out.is_empty() {
+                std::mem::swap(&mut conn.life.out, &mut self.spare_out);
+            }
+        }
     }
 
     /// After a connection's machine was called: drops it if asked, or if its reader
@@ -484,12 +508,22 @@ impl Server {
 
     /// Writes a connection's queue; shuts the write side once a final message is out.
     fn flush(&mut self, key: usize) {
+        self.flush_with(key, false);
+    }
+
+    /// [`Server::flush`], keeping the queue's buffer if `keep` (a lent queue).
+    fn flush_with(&mut self, key: usize, keep: bool) {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
         conn.flush_queued = false;
         let before = conn.life.out.len();
-        let flushed = match conn.life.out.flush_to(&mut conn.socket) {
+        let result = if keep {
+            conn.life.out.flush_keeping(&mut conn.socket)
+        } else {
+            conn.life.out.flush_to(&mut conn.socket)
+        };
+        let flushed = match result {
             Ok(f) => f,
             Err(e) => {
                 debug!("#{key}: write: {e}");
@@ -821,7 +855,7 @@ fn read_turn(
                 while conn.life.take_corked() {
                     // Replies leave while the rest of the input is handled.
                     let before = conn.life.out.len();
-                    match conn.life.out.flush_to(&mut conn.socket) {
+                    match conn.life.out.flush_keeping(&mut conn.socket) {
                         Ok(flushed) => {
                             let progressed = conn.life.out.len() < before;
                             conn.life.handle_flushed(now, flushed, progressed);

@@ -12,6 +12,9 @@ use std::rc::Rc;
 /// make the next small frame wait behind a reallocation.
 const APPEND_LIMIT: usize = 256 * 1024;
 
+/// The most a kept buffer holds on to (see [`Outbound::flush_keeping`]).
+const KEEP_LIMIT: usize = 512 * 1024;
+
 /// Most chunks handed to one `writev`.
 const MAX_IOVECS: usize = 64;
 
@@ -113,19 +116,45 @@ impl Outbound {
         self.front_written = 0;
     }
 
-    /// Writes as much as the socket takes, in as few calls as it allows.
+    /// Writes as much as the socket takes, in as few calls as it allows. An
+    /// emptied queue gives its memory back: idle connections keep no heap memory.
     pub fn flush_to(&mut self, socket: &mut impl Write) -> io::Result<Flushed> {
+        self.flush_inner(socket, false)
+    }
+
+    /// Like [`Outbound::flush_to`], but an emptied queue keeps its ring and its
+    /// last buffer (cleared) for the next appends: the loop lends such a warm
+    /// queue to each connection for its read turn, so replies cost no allocation.
+    pub fn flush_keeping(&mut self, socket: &mut impl Write) -> io::Result<Flushed> {
+        self.flush_inner(socket, true)
+    }
+
+    fn flush_inner(&mut self, socket: &mut impl Write, keep: bool) -> io::Result<Flushed> {
         loop {
-            while self
-                .chunks
-                .front()
-                .is_some_and(|c| c.bytes().len() == self.front_written as usize)
-            {
+            loop {
+                let only = self.chunks.len() == 1;
+                let Some(front) = self.chunks.front_mut() else {
+                    break;
+                };
+                if front.bytes().len() != self.front_written as usize {
+                    break;
+                }
+                if keep && only {
+                    if let Chunk::Owned(v) = front {
+                        v.clear();
+                        if v.capacity() > KEEP_LIMIT {
+                            v.shrink_to(KEEP_LIMIT);
+                        }
+                        self.front_written = 0;
+                        return Ok(Flushed::All);
+                    }
+                }
                 self.pop_front();
             }
             if self.chunks.is_empty() {
-                // Give the ring back: idle connections keep no heap memory.
-                self.chunks = VecDeque::new();
+                if !keep {
+                    self.chunks = VecDeque::new();
+                }
                 return Ok(Flushed::All);
             }
             let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
@@ -155,7 +184,9 @@ impl Outbound {
                 return;
             };
             let left = front.bytes().len() - self.front_written as usize;
-            if n < left {
+            // The last chunk stays, written: the flush loop decides whether it is
+            // dropped or kept for reuse.
+            if n < left || self.chunks.len() == 1 {
                 self.front_written += len32(n);
                 return;
             }
@@ -222,6 +253,40 @@ mod tests {
         sock.budget = usize::MAX;
         q.flush_to(&mut sock).expect("no error");
         assert_eq!((q.len(), q.sealed), (0, 0));
+    }
+
+    #[test]
+    fn a_kept_queue_reuses_its_buffer_and_a_flushed_one_frees_it() {
+        let mut q = Outbound::default();
+        let mut sock = Trickle {
+            written: Vec::new(),
+            cap: usize::MAX,
+            budget: usize::MAX,
+        };
+        q.tail().extend_from_slice(&[7; 3000]);
+        q.push_shared(Rc::from(&b"shared"[..]));
+        q.tail().extend_from_slice(b"end");
+        assert_eq!(q.flush_keeping(&mut sock).expect("no error"), Flushed::All);
+        assert!(q.is_empty());
+        assert_eq!(q.chunks.len(), 1, "the last buffer stays");
+        let buffer = q.tail().as_ptr();
+        let capacity = q.tail().capacity();
+        assert!(capacity >= 3, "{capacity}");
+        // The next turn appends into the same allocation.
+        q.tail().extend_from_slice(b"again");
+        assert_eq!(q.tail().as_ptr(), buffer);
+        assert_eq!(q.len(), 5);
+        assert_eq!(q.flush_keeping(&mut sock).expect("no error"), Flushed::All);
+        assert_eq!((q.len(), q.sealed, q.front_written), (0, 0, 0));
+        // A connection's own queue gives everything back.
+        q.tail().extend_from_slice(b"last");
+        assert_eq!(q.flush_to(&mut sock).expect("no error"), Flushed::All);
+        assert_eq!(q.chunks.capacity(), 0);
+        assert_eq!(sock.written.len(), 3000 + 6 + 3 + 5 + 4);
+        // A huge buffer is not kept whole.
+        q.tail().extend_from_slice(&vec![1; 2 * KEEP_LIMIT]);
+        q.flush_keeping(&mut sock).expect("no error");
+        assert!(q.tail().capacity() <= KEEP_LIMIT);
     }
 
     #[test]
