@@ -248,11 +248,12 @@ impl Connection {
         if !text {
             return Ok(Message::Binary(&self.message));
         }
-        // Checked first so that a failure can still answer with its close frame.
-        if std::str::from_utf8(&self.message).is_err() {
+        if simdutf8::basic::from_utf8(&self.message).is_err() {
             return Err(self.fail(ProtocolError::InvalidUtf8, out));
         }
-        match std::str::from_utf8(&self.message) {
+        // Checked once above; this second pass only yields the `&str` (the
+        // failure needed `self` for its close frame while the first borrow lived).
+        match simdutf8::basic::from_utf8(&self.message) {
             Ok(text) => Ok(Message::Text(text)),
             Err(_) => Err(ProtocolError::InvalidUtf8),
         }
@@ -483,7 +484,7 @@ impl Connection {
                 return Ok((end, Some(Event::Message(message))));
             }
             let message = if header.opcode == OpCode::Text {
-                match std::str::from_utf8(payload) {
+                match simdutf8::basic::from_utf8(payload) {
                     Ok(text) => Message::Text(text),
                     Err(_) => return Err(self.fail(ProtocolError::InvalidUtf8, out)),
                 }
@@ -576,7 +577,7 @@ impl Connection {
         }
         let message = match assembly {
             // Valid by now; the conversion yields the &str.
-            Assembly::Text(_) => match std::str::from_utf8(&self.message) {
+            Assembly::Text(_) => match simdutf8::basic::from_utf8(&self.message) {
                 Ok(text) => Message::Text(text),
                 Err(_) => return Err(ProtocolError::InvalidUtf8),
             },
