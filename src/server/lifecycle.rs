@@ -1086,6 +1086,13 @@ impl Lifecycle {
             if !room {
                 break;
             }
+            if ws.wants_buffer() {
+                // A large payload is being gathered: into a kept buffer, not a growing one.
+                // Its own smaller buffer is let go: kept, it would only crowd the spares.
+                if let Some(spare) = env.codec.spares.take_larger_than(ws.buffer_capacity()) {
+                    drop(ws.give_buffer(spare));
+                }
+            }
             // The protocol answers pings and close frames itself, into the same queue.
             match ws.handle_bytes_with(&mut env.codec.inflater, &mut input[pos..], self.out.tail())
             {

@@ -179,7 +179,7 @@ impl Harness {
         let flushed = self
             .life
             .out
-            .flush_to(&mut written)
+            .flush_to(&mut written, &mut crate::ws::Spares::default())
             .expect("a Vec takes all");
         assert_eq!(flushed, Flushed::All);
         let after = self
@@ -565,7 +565,10 @@ fn closing_is_dropped_at_the_close_timeout_if_the_reply_never_leaves() {
     let flushed = h
         .life
         .out
-        .flush_to(&mut Trickle { budget: 10 })
+        .flush_to(
+            &mut Trickle { budget: 10 },
+            &mut crate::ws::Spares::default(),
+        )
         .expect("blocks");
     assert_eq!(flushed, Flushed::Blocked);
     let after = h.life.handle_flushed(h.at(150), flushed, true);
@@ -979,13 +982,17 @@ fn many_small_echoes_leave_in_corks_of_16_kib_not_all_at_the_end() {
             "{queued}"
         );
         let mut written = Vec::new();
-        life.out.flush_to(&mut written).expect("a Vec takes all");
+        life.out
+            .flush_to(&mut written, &mut crate::ws::Spares::default())
+            .expect("a Vec takes all");
         corks.push(written);
     }
     assert_eq!(consumed, input.len());
     assert!(!life.take_corked(), "asking clears it");
     let mut tail = Vec::new();
-    life.out.flush_to(&mut tail).expect("a Vec takes all");
+    life.out
+        .flush_to(&mut tail, &mut crate::ws::Spares::default())
+        .expect("a Vec takes all");
     corks.push(tail);
     assert!(corks.len() >= 4, "{} corks", corks.len());
     let echoed: Vec<_> = corks.iter().flat_map(|c| frames(c)).collect();
@@ -997,6 +1004,37 @@ fn many_small_echoes_leave_in_corks_of_16_kib_not_all_at_the_end() {
             format!("message {i:>6} of a long window").as_bytes()
         );
     }
+}
+
+#[test]
+fn a_large_echo_buffer_is_kept_once_written_and_gathers_the_next_message() {
+    let mut h = harness();
+    h.open_echo();
+    h.flush(50);
+    let payload: Vec<u8> = (0..1_000_000u32).map(|i| (i * 13) as u8).collect();
+    let frame = masked(OpCode::Binary, &payload);
+    let mut addresses = Vec::new();
+    for round in 0..3u64 {
+        for piece in frame.chunks(256 * 1024) {
+            assert_eq!(h.feed(100 + round, piece), 0);
+        }
+        let mut written = Vec::new();
+        let (life, env) = h.parts();
+        life.out
+            .flush_to(&mut written, &mut env.codec.spares)
+            .expect("a Vec takes all");
+        assert_eq!(frames(&written), [(OpCode::Binary, payload.clone())]);
+        assert!(h.codec.spares.bytes() >= 1_000_000, "round {round}: kept");
+        let spare = h.codec.spares.take_larger_than(0).expect("kept");
+        addresses.push(spare.as_ptr());
+        h.codec.spares.give(spare);
+    }
+    // From the second message on, every one is gathered in the same kept buffer.
+    assert_eq!(addresses[1], addresses[2]);
+    // Unused for two trims: freed.
+    h.codec.spares.trim();
+    h.codec.spares.trim();
+    assert_eq!(h.codec.spares.bytes(), 0);
 }
 
 #[test]
@@ -1115,7 +1153,10 @@ fn a_paused_writer_resumes_at_half_and_is_dropped_after_the_close_timeout_withou
     let f = h
         .life
         .out
-        .flush_to(&mut Trickle { budget: 1_000 })
+        .flush_to(
+            &mut Trickle { budget: 1_000 },
+            &mut crate::ws::Spares::default(),
+        )
         .expect("blocks");
     assert_eq!(
         h.life.handle_flushed(h.at(1_000), f, true),
@@ -1139,7 +1180,7 @@ fn a_paused_writer_resumes_at_half_and_is_dropped_after_the_close_timeout_withou
     let f = h
         .life
         .out
-        .flush_to(&mut Trickle { budget })
+        .flush_to(&mut Trickle { budget }, &mut crate::ws::Spares::default())
         .expect("blocks");
     h.life.handle_flushed(h.at(300), f, true);
     assert!(h.wants_read());

@@ -519,9 +519,13 @@ impl Server {
         conn.flush_queued = false;
         let before = conn.life.out.len();
         let result = if keep {
-            conn.life.out.flush_keeping(&mut conn.socket)
+            conn.life
+                .out
+                .flush_keeping(&mut conn.socket, &mut self.codec.spares)
         } else {
-            conn.life.out.flush_to(&mut conn.socket)
+            conn.life
+                .out
+                .flush_to(&mut conn.socket, &mut self.codec.spares)
         };
         let flushed = match result {
             Ok(f) => f,
@@ -749,6 +753,7 @@ impl Server {
 
     /// Deadlines, idle buffers, keeping chat connections alive, refused sockets.
     fn sweep(&mut self, now: Instant) {
+        self.codec.spares.trim();
         let due: Vec<usize> = self
             .conns
             .iter_mut()
@@ -844,7 +849,10 @@ fn read_turn(
                 debug!("#{key}: peer closed");
                 // A client may send its close frame and shut down at once: try to
                 // answer before dropping.
-                let _ = conn.life.out.flush_to(&mut conn.socket);
+                let _ = conn
+                    .life
+                    .out
+                    .flush_to(&mut conn.socket, &mut env.codec.spares);
                 break Verdict::Drop;
             }
             Ok(n) => {
@@ -855,7 +863,11 @@ fn read_turn(
                 while conn.life.take_corked() {
                     // Replies leave while the rest of the input is handled.
                     let before = conn.life.out.len();
-                    match conn.life.out.flush_keeping(&mut conn.socket) {
+                    match conn
+                        .life
+                        .out
+                        .flush_keeping(&mut conn.socket, &mut env.codec.spares)
+                    {
                         Ok(flushed) => {
                             let progressed = conn.life.out.len() < before;
                             conn.life.handle_flushed(now, flushed, progressed);

@@ -8,11 +8,13 @@ use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};
 use std::rc::Rc;
 
+use crate::ws::Spares;
+
 /// An owned buffer stops taking appends at this size, so a huge echo does not
 /// make the next small frame wait behind a reallocation.
 const APPEND_LIMIT: usize = 256 * 1024;
 
-/// The most a kept buffer holds on to (see [`Outbound::flush_keeping`]).
+/// The largest buffer [`Outbound::flush_keeping`] keeps.
 const KEEP_LIMIT: usize = 512 * 1024;
 
 /// Most chunks handed to one `writev`.
@@ -105,31 +107,47 @@ impl Outbound {
         self.len() == 0
     }
 
-    /// Drops the front chunk, which has been written.
-    fn pop_front(&mut self) {
+    /// Drops the front chunk, which has been written; a large buffer of ours goes
+    /// to `spares` for the next large message.
+    fn pop_front(&mut self, spares: &mut Spares) {
         if self.chunks.len() > 1 {
             if let Some(front) = self.chunks.front() {
                 self.sealed -= len32(front.bytes().len());
             }
         }
-        self.chunks.pop_front();
+        if let Some(Chunk::Owned(buf)) = self.chunks.pop_front() {
+            spares.give(buf);
+        }
         self.front_written = 0;
     }
 
     /// Writes as much as the socket takes, in as few calls as it allows. An
     /// emptied queue gives its memory back: idle connections keep no heap memory.
-    pub fn flush_to(&mut self, socket: &mut impl Write) -> io::Result<Flushed> {
-        self.flush_inner(socket, false)
+    pub fn flush_to(
+        &mut self,
+        socket: &mut impl Write,
+        spares: &mut Spares,
+    ) -> io::Result<Flushed> {
+        self.flush_inner(socket, spares, false)
     }
 
     /// Like [`Outbound::flush_to`], but an emptied queue keeps its ring and its
     /// last buffer (cleared) for the next appends: the loop lends such a warm
     /// queue to each connection for its read turn, so replies cost no allocation.
-    pub fn flush_keeping(&mut self, socket: &mut impl Write) -> io::Result<Flushed> {
-        self.flush_inner(socket, true)
+    pub fn flush_keeping(
+        &mut self,
+        socket: &mut impl Write,
+        spares: &mut Spares,
+    ) -> io::Result<Flushed> {
+        self.flush_inner(socket, spares, true)
     }
 
-    fn flush_inner(&mut self, socket: &mut impl Write, keep: bool) -> io::Result<Flushed> {
+    fn flush_inner(
+        &mut self,
+        socket: &mut impl Write,
+        spares: &mut Spares,
+        keep: bool,
+    ) -> io::Result<Flushed> {
         loop {
             loop {
                 let only = self.chunks.len() == 1;
@@ -140,16 +158,17 @@ impl Outbound {
                     break;
                 }
                 if keep && only {
+                    // A large payload buffer goes to the spares instead: kept here it
+                    // would be lent, half used, to every connection.
                     if let Chunk::Owned(v) = front {
-                        v.clear();
-                        if v.capacity() > KEEP_LIMIT {
-                            v.shrink_to(KEEP_LIMIT);
+                        if v.capacity() <= KEEP_LIMIT {
+                            v.clear();
+                            self.front_written = 0;
+                            return Ok(Flushed::All);
                         }
-                        self.front_written = 0;
-                        return Ok(Flushed::All);
                     }
                 }
-                self.pop_front();
+                self.pop_front(spares);
             }
             if self.chunks.is_empty() {
                 if !keep {
@@ -170,7 +189,7 @@ impl Outbound {
             }
             match socket.write_vectored(&slices[..count]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => self.consume(n),
+                Ok(n) => self.consume(n, spares),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Flushed::Blocked),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
@@ -178,7 +197,7 @@ impl Outbound {
         }
     }
 
-    fn consume(&mut self, mut n: usize) {
+    fn consume(&mut self, mut n: usize, spares: &mut Spares) {
         while n > 0 {
             let Some(front) = self.chunks.front() else {
                 return;
@@ -191,7 +210,7 @@ impl Outbound {
                 return;
             }
             n -= left;
-            self.pop_front();
+            self.pop_front(spares);
         }
     }
 }
@@ -243,7 +262,8 @@ mod tests {
             q.tail().push(4);
             assert_eq!(q.len(), naive_len(&q), "round {round}");
             sock.budget = round * 5;
-            q.flush_to(&mut sock).expect("no error");
+            q.flush_to(&mut sock, &mut Spares::default())
+                .expect("no error");
             assert_eq!(
                 q.len(),
                 naive_len(&q),
@@ -251,7 +271,8 @@ mod tests {
             );
         }
         sock.budget = usize::MAX;
-        q.flush_to(&mut sock).expect("no error");
+        q.flush_to(&mut sock, &mut Spares::default())
+            .expect("no error");
         assert_eq!((q.len(), q.sealed), (0, 0));
     }
 
@@ -266,7 +287,11 @@ mod tests {
         q.tail().extend_from_slice(&[7; 3000]);
         q.push_shared(Rc::from(&b"shared"[..]));
         q.tail().extend_from_slice(b"end");
-        assert_eq!(q.flush_keeping(&mut sock).expect("no error"), Flushed::All);
+        assert_eq!(
+            q.flush_keeping(&mut sock, &mut Spares::default())
+                .expect("no error"),
+            Flushed::All
+        );
         assert!(q.is_empty());
         assert_eq!(q.chunks.len(), 1, "the last buffer stays");
         let buffer = q.tail().as_ptr();
@@ -276,16 +301,25 @@ mod tests {
         q.tail().extend_from_slice(b"again");
         assert_eq!(q.tail().as_ptr(), buffer);
         assert_eq!(q.len(), 5);
-        assert_eq!(q.flush_keeping(&mut sock).expect("no error"), Flushed::All);
+        assert_eq!(
+            q.flush_keeping(&mut sock, &mut Spares::default())
+                .expect("no error"),
+            Flushed::All
+        );
         assert_eq!((q.len(), q.sealed, q.front_written), (0, 0, 0));
         // A connection's own queue gives everything back.
         q.tail().extend_from_slice(b"last");
-        assert_eq!(q.flush_to(&mut sock).expect("no error"), Flushed::All);
+        assert_eq!(
+            q.flush_to(&mut sock, &mut Spares::default())
+                .expect("no error"),
+            Flushed::All
+        );
         assert_eq!(q.chunks.capacity(), 0);
         assert_eq!(sock.written.len(), 3000 + 6 + 3 + 5 + 4);
         // A huge buffer is not kept whole.
         q.tail().extend_from_slice(&vec![1; 2 * KEEP_LIMIT]);
-        q.flush_keeping(&mut sock).expect("no error");
+        q.flush_keeping(&mut sock, &mut Spares::default())
+            .expect("no error");
         assert!(q.tail().capacity() <= KEEP_LIMIT);
     }
 
@@ -302,11 +336,19 @@ mod tests {
             cap: 4,
             budget: 10,
         };
-        assert_eq!(q.flush_to(&mut sock).expect("no error"), Flushed::Blocked);
+        assert_eq!(
+            q.flush_to(&mut sock, &mut Spares::default())
+                .expect("no error"),
+            Flushed::Blocked
+        );
         assert_eq!(q.len(), 8);
         assert_eq!(q.len(), naive_len(&q));
         sock.budget = 100;
-        assert_eq!(q.flush_to(&mut sock).expect("no error"), Flushed::All);
+        assert_eq!(
+            q.flush_to(&mut sock, &mut Spares::default())
+                .expect("no error"),
+            Flushed::All
+        );
         assert_eq!(sock.written, b"hello shared world");
         assert!(q.is_empty());
         assert_eq!(q.chunks.capacity(), 0);

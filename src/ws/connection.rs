@@ -144,6 +144,9 @@ const RSV1: u8 = 0x4;
 /// which costs the peer 14 bytes, cannot make us hold more than this.
 const MAX_RESERVE_AHEAD: u64 = 64 * 1024;
 
+/// Payload bytes copied into the message buffer before they are unmasked there.
+const UNMASK_PIECE: usize = 16 * 1024;
+
 /// Empty non-final data frames in a row that a message may carry. Each costs the
 /// peer two bytes and us a turn of parsing, and brings the message no closer to its
 /// end; a handful is legal and harmless (§5.4), a stream of them is a stall.
@@ -422,6 +425,37 @@ impl Connection {
         Some(mem::take(&mut self.message))
     }
 
+    /// Whether the payload being gathered will outgrow the message buffer: a
+    /// larger buffer offered now with [`Connection::give_buffer`] saves the
+    /// growth (and its copies).
+    pub fn wants_buffer(&self) -> bool {
+        match self.reading {
+            Reading::Payload { remaining, .. } => {
+                remaining > (self.message.capacity() - self.message.len()) as u64
+            }
+            Reading::Header => false,
+        }
+    }
+
+    /// The capacity of the message buffer, to offer it only larger ones.
+    pub fn buffer_capacity(&self) -> usize {
+        self.message.capacity()
+    }
+
+    /// Offers a spare buffer: the connection gathers into it from now on if it is
+    /// larger than its own (moving what it has gathered so far) and hands back the
+    /// buffer it does not use, cleared.
+    pub fn give_buffer(&mut self, mut spare: Vec<u8>) -> Vec<u8> {
+        spare.clear();
+        if spare.capacity() <= self.message.capacity() || spare.capacity() < self.message.len() {
+            return spare;
+        }
+        spare.extend_from_slice(&self.message);
+        let mut old = mem::replace(&mut self.message, spare);
+        old.clear();
+        old
+    }
+
     /// Frees the message buffer if no message is in progress, so an idle
     /// connection holds no heap memory.
     pub fn release_idle_buffer(&mut self) {
@@ -530,14 +564,18 @@ impl Connection {
         out: &mut Vec<u8>,
     ) -> Result<(usize, Option<Event<'a>>), ProtocolError> {
         let n = remaining.min(input.len() as u64) as usize;
-        let start = self.message.len();
         // Grown by what arrived, never by what was declared; a failed allocation
         // closes this connection instead of aborting the process.
         if self.message.try_reserve(n).is_err() {
             return Err(self.fail(ProtocolError::NoMemory, out));
         }
-        self.message.extend_from_slice(&input[..n]);
-        apply_mask(&mut self.message[start..], key);
+        // Copied and unmasked a piece at a time, so the second pass finds the
+        // bytes still in the cache (pieces of a multiple of 4 keep the key aligned).
+        for piece in input[..n].chunks(UNMASK_PIECE) {
+            let at = self.message.len();
+            self.message.extend_from_slice(piece);
+            apply_mask(&mut self.message[at..], key);
+        }
         // Fail on the first bad byte even if the frame is far from complete (§8.1).
         let valid = match &mut self.assembly {
             Assembly::Text(validator) => validator.advance(&self.message).is_ok(),
@@ -1081,6 +1119,52 @@ mod tests {
         assert!(matches!(e, Some(Event::Message(Message::Binary(b))) if b.len() == 1000));
         conn.release_idle_buffer();
         assert_eq!(conn.message.capacity(), 0);
+    }
+
+    #[test]
+    fn a_larger_spare_buffer_takes_over_a_payload_being_gathered() {
+        let limits = Limits {
+            max_frame: 1 << 20,
+            max_message: 1 << 20,
+        };
+        let mut conn = Connection::new(Role::Server, limits);
+        let payload: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let mut s = frame(true, OpCode::Binary, &payload);
+        assert!(!conn.wants_buffer(), "no payload in progress");
+        let (first, _) = conn
+            .handle_bytes(&mut s[..70_000], &mut Vec::new())
+            .expect("valid");
+        assert!(conn.wants_buffer(), "300 kB will not fit");
+        // A smaller spare is handed back untouched.
+        let back = conn.give_buffer(Vec::with_capacity(1000));
+        assert_eq!(back.capacity(), 1000);
+        let spare = Vec::with_capacity(1 << 20);
+        let spare_at = spare.as_ptr();
+        let old = conn.give_buffer(spare);
+        assert!(
+            old.is_empty() && old.capacity() > 0,
+            "its own buffer comes back"
+        );
+        assert!(!conn.wants_buffer());
+        // The rest arrives in odd pieces (the key stays aligned across them).
+        let mut pos = first;
+        while pos < s.len() {
+            let end = (pos + 40_001).min(s.len());
+            let (n, e) = conn
+                .handle_bytes(&mut s[pos..end], &mut Vec::new())
+                .expect("valid");
+            pos += n;
+            if let Some(Event::Message(Message::Binary(b))) = e {
+                assert_eq!(b, &payload[..]);
+                assert_eq!(pos, s.len());
+            }
+        }
+        let taken = conn.take_message().expect("gathered in the buffer");
+        assert_eq!(
+            taken.as_ptr(),
+            spare_at,
+            "gathered in the spare, without growing"
+        );
     }
 
     #[test]
