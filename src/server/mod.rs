@@ -193,6 +193,10 @@ impl Server {
             waker,
             config.api_queue,
             config.hash_queue,
+            config.history_days.map(|days| workers::Retention {
+                days,
+                interval: config.retention_interval,
+            }),
         )?;
         let mut listener = listen(config.listen)
             .map_err(|e| io::Error::new(e.kind(), format!("listen on {}: {e}", config.listen)))?;
