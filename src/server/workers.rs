@@ -14,6 +14,10 @@
 //!   is waiting and commits them in one transaction, so the cost of a commit is
 //!   shared by everything that arrived meanwhile (group commit).
 //! - The purge thread: deletes expired sessions when the loop asks.
+//! - The watch thread: every [`REVOCATION_POLL`] reads what `fastim admin` revoked
+//!   since it last looked (blocked or deleted users, ended sessions; see
+//!   `store/revocations.rs`) and hands it to the loop as [`Completion::Revoked`]; the
+//!   loop closes those sockets. The loop never waits for the database.
 //! - The retention thread, with `--history-days`: every [`Retention::interval`]
 //!   removes the messages older than that, [`RETENTION_BATCH`] per transaction with
 //!   [`RETENTION_PAUSE`] between, so the chat writer never waits long for the lock.
@@ -38,7 +42,7 @@ use crate::im::commit::{Outcome, commit_batch};
 use crate::im::wire::{self, CMD_SYNC_DONE, Reply};
 use crate::resource::ResourceDir;
 use crate::secret::token_digest;
-use crate::store::{Db, NewMessage};
+use crate::store::{Db, NewMessage, Reason};
 use crate::ws::OpCode;
 use crate::ws::frame::write_frame;
 use crate::ws::{Deflater, PerMessageDeflate};
@@ -58,6 +62,13 @@ pub const SYNC_LIMIT: usize = 500;
 /// client that does not read.
 pub const SYNC_MAX_BYTES: usize = 256 * 1024;
 
+/// How often the watch thread looks for revocations: a blocked or deleted user's
+/// sockets, and those of ended sessions, close within about this long.
+pub const REVOCATION_POLL: Duration = Duration::from_secs(2);
+
+/// Most revocations read at once (the watch thread reads on while pages are full).
+const REVOCATION_PAGE: usize = 1_000;
+
 /// Messages removed per retention transaction.
 pub const RETENTION_BATCH: usize = 1_000;
 
@@ -71,6 +82,17 @@ pub struct Retention {
     pub days: u32,
     /// The time between two runs (the first runs at start).
     pub interval: Duration,
+}
+
+/// Chat sockets to close because of an administrator's change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Revoked {
+    /// Whose sockets; `None`: everyone's.
+    pub user: Option<i64>,
+    /// Only the sockets of this session ([`session_id`]); `None`: all of `user`'s.
+    pub session: Option<u32>,
+    /// Why: the close frame's reason.
+    pub reason: Reason,
 }
 
 /// A connection as a job remembers it: the slot, and which occupant of the slot.
@@ -218,6 +240,8 @@ pub enum Completion {
     },
     /// A chat batch was committed.
     Committed(Vec<Committed>),
+    /// Sockets to close: what `fastim admin` revoked, oldest first.
+    Revoked(Vec<Revoked>),
 }
 
 /// The fate of one chat message.
@@ -240,7 +264,7 @@ pub struct Workers {
     api: Option<SyncSender<Job>>,
     hash: Option<SyncSender<Job>>,
     purge: Option<Sender<()>>,
-    /// Never sent on: dropping one wakes and stops the retention thread.
+    /// Never sent on: dropping one wakes and stops the watch or the retention thread.
     stops: Vec<Sender<()>>,
     chat: Option<Sender<Vec<PendingChat>>>,
     completions: Receiver<Completion>,
@@ -298,6 +322,15 @@ impl Workers {
                     .spawn(move || retain(&mut db, policy, &stop))?,
             );
         }
+        let db = open(&db_path)?;
+        let (stop_tx, stop) = mpsc::channel::<()>();
+        stops.push(stop_tx);
+        let (tx, wake) = (done_tx.clone(), waker.clone());
+        threads.push(
+            thread::Builder::new()
+                .name("watch".into())
+                .spawn(move || watch_revocations(&db, &stop, &tx, &wake))?,
+        );
         let db = open(&db_path)?;
         threads.push(
             thread::Builder::new()
@@ -472,6 +505,53 @@ fn api_worker(
 /// Waits `pause`; false once the workers are stopping.
 fn pause(stop: &Receiver<()>, pause: Duration) -> bool {
     matches!(stop.recv_timeout(pause), Err(RecvTimeoutError::Timeout))
+}
+
+/// The watch thread: hands what `fastim admin` revoked to the loop (module docs).
+fn watch_revocations(db: &Db, stop: &Receiver<()>, done: &Sender<Completion>, waker: &Waker) {
+    // Only what is revoked from now on: sockets opened later are checked on opening.
+    let mut cursor = None;
+    loop {
+        let Some(after) = cursor else {
+            match db.revocation_cursor() {
+                Ok(c) => cursor = Some(c),
+                Err(e) => error!("reading revocations failed: {e}"),
+            }
+            if !pause(stop, REVOCATION_POLL) {
+                return;
+            }
+            continue;
+        };
+        let full = match db.revocations_after(after, REVOCATION_PAGE) {
+            Ok(rows) if rows.is_empty() => false,
+            Ok(rows) => {
+                let full = rows.len() == REVOCATION_PAGE;
+                cursor = rows.last().map(|r| r.seq);
+                let revoked = rows
+                    .iter()
+                    .map(|r| Revoked {
+                        user: r.user,
+                        session: r.session.as_ref().map(session_id),
+                        reason: r.reason,
+                    })
+                    .collect();
+                if done.send(Completion::Revoked(revoked)).is_err() {
+                    return;
+                }
+                if let Err(e) = waker.wake() {
+                    warn!("cannot wake the event loop: {e}");
+                }
+                full
+            }
+            Err(e) => {
+                error!("reading revocations failed: {e}");
+                false
+            }
+        };
+        if !full && !pause(stop, REVOCATION_POLL) {
+            return;
+        }
+    }
 }
 
 /// The retention thread: removes old messages now and at every interval.
