@@ -104,6 +104,9 @@ pub const API_QUEUE: usize = 256;
 /// Jobs that may wait for the password-hashing worker (login, register).
 pub const HASH_QUEUE: usize = 32;
 
+/// How often messages older than `--history-days` are removed.
+pub const RETENTION_INTERVAL: Duration = Duration::from_secs(3600);
+
 /// Seconds a client is told to wait in `Retry-After` when the server is busy.
 pub const BUSY_RETRY_AFTER_SECS: u64 = 1;
 
@@ -172,6 +175,10 @@ pub struct Config {
     pub hash_queue: usize,
     /// Login and registration limits.
     pub throttle: crate::throttle::ThrottleConfig,
+    /// Keep messages this many days (`--history-days`); `None` keeps everything.
+    pub history_days: Option<u32>,
+    /// See [`RETENTION_INTERVAL`].
+    pub retention_interval: Duration,
 }
 
 impl Default for Config {
@@ -197,6 +204,8 @@ impl Default for Config {
             api_queue: API_QUEUE,
             hash_queue: HASH_QUEUE,
             throttle: crate::throttle::ThrottleConfig::default(),
+            history_days: None,
+            retention_interval: RETENTION_INTERVAL,
         }
     }
 }

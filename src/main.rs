@@ -96,6 +96,13 @@ struct Args {
     /// (0: no limit); delays grow after three failures in a row.
     #[arg(long, default_value_t = ThrottleConfig::default().account_checks_per_minute)]
     account_checks_per_minute: u32,
+    /// Keep chat messages this many days: older ones are removed while the server
+    /// runs, and sync and history say where history starts (default: keep everything).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    history_days: Option<u32>,
+    /// Seconds between two removals of old messages (for tests).
+    #[arg(long, hide = true, default_value_t = config::RETENTION_INTERVAL.as_secs_f64())]
+    retention_interval: f64,
 }
 
 /// File descriptors kept for everything but client sockets: the listener, the poll,
@@ -136,6 +143,10 @@ fn main() -> ExitCode {
     )
     else {
         error!("timeouts must be positive numbers of seconds");
+        return ExitCode::FAILURE;
+    };
+    let Some(retention_interval) = seconds(args.retention_interval) else {
+        error!("--retention-interval must be a positive number of seconds");
         return ExitCode::FAILURE;
     };
     if let Err(e) = std::fs::create_dir_all(&args.data_dir) {
@@ -193,6 +204,8 @@ fn main() -> ExitCode {
             account_checks_per_minute: args.account_checks_per_minute,
             ..ThrottleConfig::default()
         },
+        history_days: args.history_days,
+        retention_interval,
     };
     let server = match Server::bind(config.clone()) {
         Ok(s) => s,
@@ -207,6 +220,9 @@ fn main() -> ExitCode {
     info!("database: {}", config.data_dir.join("fastim.db").display());
     if config.echo {
         info!("echo endpoint: ws://{addr}/echo");
+    }
+    if let Some(days) = config.history_days {
+        info!("keeping messages for {days} days");
     }
     match server.run() {
         Ok(()) => ExitCode::SUCCESS,

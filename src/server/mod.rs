@@ -198,6 +198,10 @@ impl Server {
             waker,
             config.api_queue,
             config.hash_queue,
+            config.history_days.map(|days| workers::Retention {
+                days,
+                interval: config.retention_interval,
+            }),
         )?;
         let mut listener = listen(config.listen)
             .map_err(|e| io::Error::new(e.kind(), format!("listen on {}: {e}", config.listen)))?;
@@ -599,6 +603,11 @@ impl Server {
                         self.deliver(c);
                     }
                 }
+                Completion::Revoked(revoked) => {
+                    for r in revoked {
+                        self.revoke(r);
+                    }
+                }
             }
         }
     }
@@ -635,30 +644,54 @@ impl Server {
             Effect::LoggedOut { user, token_digest } => {
                 // Sockets opened with the ended session close with it.
                 let ended = workers::session_id(&token_digest);
-                let doomed: Vec<usize> = self
-                    .index
-                    .conns_of(user)
-                    .iter()
-                    .copied()
-                    .filter(|&key| {
-                        self.conns
-                            .get(key)
-                            .and_then(|c| c.life.chat_user())
-                            .is_some_and(|(_, session)| session == ended)
-                    })
-                    .collect();
-                let now = self.now;
-                for key in doomed {
-                    let v = with_conn!(self, key, |c, env| c.life.close(
-                        now,
-                        CloseCode::POLICY_VIOLATION,
-                        "logged out",
-                        env
-                    ));
-                    self.settle(key, v.unwrap_or(Verdict::Drop));
-                }
+                self.close_chats(Some(user), Some(ended), "logged out");
             }
         }
+    }
+
+    /// Closes the chat sockets an administrator's change ended, and forgets a
+    /// deleted user.
+    fn revoke(&mut self, r: workers::Revoked) {
+        let n = self.close_chats(r.user, r.session, r.reason.close_reason());
+        if let (crate::store::Reason::Deleted, Some(user)) = (r.reason, r.user) {
+            self.index.forget_user(user);
+        }
+        let whom = r
+            .user
+            .map_or("every user".to_owned(), |u| format!("user {u}"));
+        info!(
+            "{}: closed {n} chat sockets of {whom}",
+            r.reason.close_reason()
+        );
+    }
+
+    /// Closes with 1008 and `reason` the chat sockets of `user` (of everyone if
+    /// `None`) opened with `session` (with any if `None`); returns how many.
+    fn close_chats(&mut self, user: Option<i64>, session: Option<u32>, reason: &str) -> usize {
+        let doomed: Vec<usize> = match user {
+            Some(user) => self.index.conns_of(user).to_vec(),
+            None => self.conns.iter().map(|(key, _)| key).collect(),
+        };
+        let doomed: Vec<usize> = doomed
+            .into_iter()
+            .filter(|&key| {
+                self.conns
+                    .get(key)
+                    .and_then(|c| c.life.chat_user())
+                    .is_some_and(|(_, s)| session.is_none_or(|ended| s == ended))
+            })
+            .collect();
+        let now = self.now;
+        for &key in &doomed {
+            let v = with_conn!(self, key, |c, env| c.life.close(
+                now,
+                CloseCode::POLICY_VIOLATION,
+                reason,
+                env
+            ));
+            self.settle(key, v.unwrap_or(Verdict::Drop));
+        }
+        doomed.len()
     }
 
     /// Acks (or refuses) a stored chat message to its sender and fans it out.
