@@ -38,7 +38,11 @@ impl Chunk {
 /// The outbound queue; empty queues hold no heap memory.
 #[derive(Debug, Default)]
 pub struct Outbound {
-    chunks: VecDeque<Chunk>,
+    /// Boxed: an idle connection pays one word for it, not a ring's four (most
+    /// connections' output goes out through the loop's lent queue and never
+    /// fills their own).
+    #[allow(clippy::box_collection)]
+    chunks: Option<Box<VecDeque<Chunk>>>,
     /// Bytes of the front chunk already written.
     front_written: u32,
     /// Bytes in every chunk but the last, which callers may still append to: the
@@ -68,15 +72,18 @@ pub enum Flushed {
 impl Outbound {
     /// A buffer to append frames to, at the back of the queue.
     pub fn tail(&mut self) -> &mut Vec<u8> {
-        let reusable =
-            matches!(self.chunks.back(), Some(Chunk::Owned(v)) if v.len() < APPEND_LIMIT);
+        let reusable = matches!(self.back(), Some(Chunk::Owned(v)) if v.len() < APPEND_LIMIT);
         if !reusable {
             self.push(Chunk::Owned(Vec::new()));
         }
-        match self.chunks.back_mut() {
+        match self.chunks.as_deref_mut().and_then(|ring| ring.back_mut()) {
             Some(Chunk::Owned(v)) => v,
             _ => unreachable!("an owned chunk was just pushed"),
         }
+    }
+
+    fn back(&self) -> Option<&Chunk> {
+        self.chunks.as_deref().and_then(|ring| ring.back())
     }
 
     /// Queues a buffer as it is (a large payload we own), without copying it.
@@ -90,15 +97,16 @@ impl Outbound {
     }
 
     fn push(&mut self, chunk: Chunk) {
-        if let Some(last) = self.chunks.back() {
+        let ring = self.chunks.get_or_insert_with(Box::default);
+        if let Some(last) = ring.back() {
             self.sealed += len32(last.bytes().len());
         }
-        self.chunks.push_back(chunk);
+        ring.push_back(chunk);
     }
 
     /// Bytes waiting to be written.
     pub fn len(&self) -> usize {
-        let last = self.chunks.back().map_or(0, |c| c.bytes().len());
+        let last = self.back().map_or(0, |c| c.bytes().len());
         self.sealed as usize + last - self.front_written as usize
     }
 
@@ -110,12 +118,15 @@ impl Outbound {
     /// Drops the front chunk, which has been written; a large buffer of ours goes
     /// to `spares` for the next large message.
     fn pop_front(&mut self, spares: &mut Spares) {
-        if self.chunks.len() > 1 {
-            if let Some(front) = self.chunks.front() {
+        let Some(ring) = self.chunks.as_deref_mut() else {
+            return;
+        };
+        if ring.len() > 1 {
+            if let Some(front) = ring.front() {
                 self.sealed -= len32(front.bytes().len());
             }
         }
-        if let Some(Chunk::Owned(buf)) = self.chunks.pop_front() {
+        if let Some(Chunk::Owned(buf)) = ring.pop_front() {
             spares.give(buf);
         }
         self.front_written = 0;
@@ -149,9 +160,9 @@ impl Outbound {
         keep: bool,
     ) -> io::Result<Flushed> {
         loop {
-            loop {
-                let only = self.chunks.len() == 1;
-                let Some(front) = self.chunks.front_mut() else {
+            while let Some(ring) = self.chunks.as_deref_mut() {
+                let only = ring.len() == 1;
+                let Some(front) = ring.front_mut() else {
                     break;
                 };
                 if front.bytes().len() != self.front_written as usize {
@@ -170,15 +181,15 @@ impl Outbound {
                 }
                 self.pop_front(spares);
             }
-            if self.chunks.is_empty() {
+            let Some(ring) = self.chunks.as_deref().filter(|r| !r.is_empty()) else {
                 if !keep {
-                    self.chunks = VecDeque::new();
+                    self.chunks = None;
                 }
                 return Ok(Flushed::All);
-            }
+            };
             let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
             let mut count = 0;
-            for (i, chunk) in self.chunks.iter().take(MAX_IOVECS).enumerate() {
+            for (i, chunk) in ring.iter().take(MAX_IOVECS).enumerate() {
                 let bytes = chunk.bytes();
                 slices[i] = IoSlice::new(if i == 0 {
                     &bytes[self.front_written as usize..]
@@ -199,13 +210,16 @@ impl Outbound {
 
     fn consume(&mut self, mut n: usize, spares: &mut Spares) {
         while n > 0 {
-            let Some(front) = self.chunks.front() else {
+            let Some(ring) = self.chunks.as_deref() else {
+                return;
+            };
+            let Some(front) = ring.front() else {
                 return;
             };
             let left = front.bytes().len() - self.front_written as usize;
             // The last chunk stays, written: the flush loop decides whether it is
             // dropped or kept for reuse.
-            if n < left || self.chunks.len() == 1 {
+            if n < left || ring.len() == 1 {
                 self.front_written += len32(n);
                 return;
             }
@@ -242,7 +256,12 @@ mod tests {
     }
 
     fn naive_len(q: &Outbound) -> usize {
-        q.chunks.iter().map(|c| c.bytes().len()).sum::<usize>() - q.front_written as usize
+        q.chunks
+            .iter()
+            .flat_map(|ring| ring.iter())
+            .map(|c| c.bytes().len())
+            .sum::<usize>()
+            - q.front_written as usize
     }
 
     #[test]
@@ -293,7 +312,11 @@ mod tests {
             Flushed::All
         );
         assert!(q.is_empty());
-        assert_eq!(q.chunks.len(), 1, "the last buffer stays");
+        assert_eq!(
+            q.chunks.as_ref().map(|r| r.len()),
+            Some(1),
+            "the last buffer stays"
+        );
         let buffer = q.tail().as_ptr();
         let capacity = q.tail().capacity();
         assert!(capacity >= 3, "{capacity}");
@@ -314,7 +337,7 @@ mod tests {
                 .expect("no error"),
             Flushed::All
         );
-        assert_eq!(q.chunks.capacity(), 0);
+        assert!(q.chunks.is_none());
         assert_eq!(sock.written.len(), 3000 + 6 + 3 + 5 + 4);
         // A huge buffer is not kept whole.
         q.tail().extend_from_slice(&vec![1; 2 * KEEP_LIMIT]);
@@ -351,6 +374,6 @@ mod tests {
         );
         assert_eq!(sock.written, b"hello shared world");
         assert!(q.is_empty());
-        assert_eq!(q.chunks.capacity(), 0);
+        assert!(q.chunks.is_none());
     }
 }
