@@ -55,6 +55,12 @@ struct Args {
     /// pages may open /chat; repeat for more.
     #[arg(long = "allow-origin")]
     allowed_origins: Vec<String>,
+    /// A reverse proxy's IP address: its X-Forwarded-For names the client (for the
+    /// login and registration limits), its X-Forwarded-Proto: https makes cookies
+    /// Secure, and its connections are not capped per address; repeat for more.
+    /// From anyone else both headers are ignored.
+    #[arg(long = "trust-proxy", value_name = "ADDR")]
+    trusted_proxies: Vec<std::net::IpAddr>,
     /// Serve the web client from this directory (for editing it) instead of the
     /// copy built into the binary.
     #[arg(long)]
@@ -66,7 +72,7 @@ struct Args {
     #[arg(long, default_value_t = config::MAX_UPLOAD / (1024 * 1024))]
     max_upload_mib: usize,
     /// Most HTTP and /echo connections from one client address (0: no cap);
-    /// authenticated /chat sockets do not count.
+    /// authenticated /chat sockets and trusted proxies do not count.
     #[arg(long, default_value_t = config::MAX_UNAUTHENTICATED_PER_ADDRESS)]
     max_unauthenticated_per_address: usize,
     /// Chat messages one connection may have unacknowledged; at the cap the server
@@ -193,6 +199,11 @@ fn main() -> ExitCode {
             account_checks_per_minute: args.account_checks_per_minute,
             ..ThrottleConfig::default()
         },
+        trusted_proxies: args
+            .trusted_proxies
+            .iter()
+            .map(std::net::IpAddr::to_canonical)
+            .collect(),
     };
     let server = match Server::bind(config.clone()) {
         Ok(s) => s,
