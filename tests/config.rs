@@ -398,3 +398,52 @@ fn the_deployment_example_reads() {
         .expect("TOML");
     assert_eq!(written, t, "the example states every key as it results");
 }
+
+/// The systemd unit's command line is one this binary accepts, with the example file,
+/// and keeps the data in the state directory; `systemd-analyze verify` passes where
+/// it is installed.
+#[test]
+fn the_systemd_unit_runs_this_binary() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let unit = std::fs::read_to_string(format!("{root}/deploy/fastim.service")).expect("unit");
+    let exec = unit
+        .replace("\\\n", " ")
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .expect("an ExecStart line")
+        .to_owned();
+    let example = format!("{root}/deploy/fastim.toml");
+    let words: Vec<&str> = exec.split_whitespace().collect();
+    assert_eq!(words[0], "/usr/local/bin/fastim", "{exec}");
+    assert!(unit.contains("StateDirectory=fastim\n"), "{unit}");
+    let args: Vec<&str> = words[1..]
+        .iter()
+        .map(|w| {
+            if *w == "/etc/fastim/fastim.toml" {
+                example.as_str()
+            } else {
+                w
+            }
+        })
+        .collect();
+    let dir = Dir::new();
+    let t = printed(&args, &[], &dir.0);
+    assert_eq!(t["data-dir"].as_str(), Some("/var/lib/fastim/data"));
+    assert_eq!(t["resource-dir"].as_str(), Some("/var/lib/fastim/resource"));
+
+    let Ok(version) = Command::new("systemd-analyze").arg("--version").output() else {
+        eprintln!("systemd-analyze is not installed: the unit is not verified");
+        return;
+    };
+    assert!(version.status.success());
+    let local = dir.file(
+        "fastim.service",
+        &unit.replace("/usr/local/bin/fastim", env!("CARGO_BIN_EXE_fastim")),
+    );
+    let out = Command::new("timeout")
+        .args(["60", "systemd-analyze", "verify", &local])
+        .output()
+        .expect("systemd-analyze verify");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && err.trim().is_empty(), "{err}");
+}
