@@ -378,6 +378,10 @@ fn subcommands_take_the_same_config() {
         err.contains(&format!("no database at {other}/fastim.db")),
         "{err}"
     );
+    // --print-config is the server's: refused with a subcommand.
+    let (status, out, err) = run(&["--print-config", "check", "--config", &file], &[], &dir.0);
+    assert_eq!(status.code(), Some(2), "{out}{err}");
+    assert!(err.contains("not with a subcommand"), "{err}");
     // With no file, the default ./data of the working directory.
     let (status, _, err) = run(&["check"], &[], &dir.0);
     assert!(!status.success());
