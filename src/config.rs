@@ -1,6 +1,6 @@
 //! Every limit and timeout of the server, in one place, with its default.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -179,6 +179,19 @@ pub struct Config {
     pub history_days: Option<u32>,
     /// See [`RETENTION_INTERVAL`].
     pub retention_interval: Duration,
+    /// Reverse proxies (`--trust-proxy`) whose `X-Forwarded-For` and
+    /// `X-Forwarded-Proto` are believed, and whose own connections are not capped
+    /// per address (every client behind them shares their address).
+    pub trusted_proxies: Vec<IpAddr>,
+}
+
+impl Config {
+    /// Whether `ip` is one of [`Config::trusted_proxies`] (IPv4-mapped IPv6
+    /// addresses count as the IPv4 address they carry).
+    pub fn is_trusted_proxy(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.trusted_proxies.iter().any(|t| t.to_canonical() == ip)
+    }
 }
 
 impl Default for Config {
@@ -206,6 +219,7 @@ impl Default for Config {
             throttle: crate::throttle::ThrottleConfig::default(),
             history_days: None,
             retention_interval: RETENTION_INTERVAL,
+            trusted_proxies: Vec::new(),
         }
     }
 }

@@ -173,7 +173,8 @@ pub struct Env<'a> {
     pub index: &'a mut ChatIndex,
     /// Login and registration limits.
     pub throttle: &'a mut Throttle,
-    /// The client's address.
+    /// The TCP peer's address (behind a trusted proxy, the proxy's: the request
+    /// router finds the client's).
     pub peer: IpAddr,
     /// The (de)compressor lent to every connection with permessage-deflate.
     pub codec: &'a mut Codec,
@@ -832,7 +833,7 @@ impl Lifecycle {
         let config = env.config;
         let (head_len, routed) = match http::parse_head(input, config::MAX_REQUEST_HEAD) {
             Ok(None) => return 0,
-            Ok(Some(head)) => (head.len, request::route(&head, config)),
+            Ok(Some(head)) => (head.len, request::route(&head, config, env.peer)),
             Err(HeadError::TooLarge) => {
                 self.refuse(
                     now,
@@ -871,6 +872,7 @@ impl Lifecycle {
             }
             Routed::Api {
                 mut request,
+                client,
                 content_length,
                 keep_alive,
             } => {
@@ -883,14 +885,14 @@ impl Lifecycle {
                 let login = match request.route {
                     api::Route::Login => {
                         let account = api::login_account(&request).unwrap_or_default();
-                        if let Err(wait) = env.throttle.check_login(now, env.peer, &account) {
+                        if let Err(wait) = env.throttle.check_login(now, client, &account) {
                             self.refuse(now, Why::Throttled(wait), Close::from(keep_alive), config);
                             return end;
                         }
                         Some(account.into_boxed_str())
                     }
                     api::Route::Register => {
-                        if let Err(wait) = env.throttle.check_register(now, env.peer) {
+                        if let Err(wait) = env.throttle.check_register(now, client) {
                             self.refuse(now, Why::Throttled(wait), Close::from(keep_alive), config);
                             return end;
                         }

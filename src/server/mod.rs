@@ -325,8 +325,11 @@ impl Server {
                         self.refuse_connection(socket, "connection limit reached");
                         continue;
                     }
+                    // A trusted proxy carries every client behind it: not capped, not counted.
+                    let proxy = self.config.is_trusted_proxy(ip);
                     let cap = self.config.max_unauthenticated_per_address;
                     if cap > 0
+                        && !proxy
                         && self
                             .per_address
                             .get(&ip)
@@ -350,8 +353,12 @@ impl Server {
                     debug!("{peer}: accepted as #{}", entry.key());
                     self.next_serial += 1;
                     let life = Lifecycle::new(self.now, &self.config);
-                    entry.insert(Conn::new(socket, self.next_serial, ip, life));
-                    *self.per_address.entry(ip).or_default() += 1;
+                    let mut conn = Conn::new(socket, self.next_serial, ip, life);
+                    conn.counted = !proxy;
+                    entry.insert(conn);
+                    if !proxy {
+                        *self.per_address.entry(ip).or_default() += 1;
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
