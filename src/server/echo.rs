@@ -1,8 +1,7 @@
 //! The `/echo` endpoint: every message goes back to its sender with its type.
 
 use super::outbound::Outbound;
-use crate::ws::frame::write_frame;
-use crate::ws::{Deflater, Message, OpCode, PerMessageDeflate};
+use crate::ws::{Deflater, Message, OpCode, PerMessageDeflate, Sender};
 
 /// Messages at least this long that were gathered in the connection's own buffer
 /// are echoed by moving that buffer into the outbound queue instead of copying it.
@@ -16,12 +15,11 @@ pub fn shape(message: &Message<'_>) -> (OpCode, usize) {
     }
 }
 
-/// Queues the echo of `message`, copying it.
-pub fn reply(message: Message<'_>, out: &mut Outbound) {
-    match message {
-        Message::Text(text) => write_frame(out.tail(), OpCode::Text, text.as_bytes()),
-        Message::Binary(data) => write_frame(out.tail(), OpCode::Binary, data),
-    }
+/// Queues the echo of `message`, copying it, through the connection's sending
+/// side as it was when the message arrived (the message still borrows it).
+pub fn reply(message: Message<'_>, sender: Sender, out: &mut Outbound) {
+    // A message is only delivered while the connection is open: this never fails.
+    let _ = sender.send_message(message, out.tail());
 }
 
 /// Queues the echo of `message` compressed (RFC 7692 §7.2.1) by the loop's

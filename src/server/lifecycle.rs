@@ -1095,6 +1095,8 @@ impl Lifecycle {
                     drop(ws.give_buffer(spare));
                 }
             }
+            // For the echo, which is encoded while the message still borrows `ws`.
+            let sender = ws.sender();
             // The protocol answers pings and close frames itself, into the same queue.
             match ws.handle_bytes_with(&mut env.codec.inflater, &mut input[pos..], self.out.tail())
             {
@@ -1118,7 +1120,7 @@ impl Lifecycle {
                                         &mut self.out,
                                     );
                                 } else if len < echo::ZERO_COPY_MIN {
-                                    echo::reply(message, &mut self.out);
+                                    echo::reply(message, sender, &mut self.out);
                                 } else {
                                     match ws.take_message() {
                                         Some(payload) => {
@@ -1131,11 +1133,13 @@ impl Lifecycle {
                                             }
                                         }
                                         // Delivered from the input: its payload ends where the call stopped.
-                                        None => ws::frame::write_frame(
-                                            self.out.tail(),
-                                            opcode,
-                                            &input[pos - len..pos],
-                                        ),
+                                        None => {
+                                            let _ = ws.send_data(
+                                                opcode,
+                                                &input[pos - len..pos],
+                                                self.out.tail(),
+                                            );
+                                        }
                                     }
                                 }
                             }

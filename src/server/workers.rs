@@ -43,8 +43,7 @@ use crate::im::wire::{self, CMD_SYNC_DONE, Reply};
 use crate::resource::ResourceDir;
 use crate::secret::token_digest;
 use crate::store::{Db, NewMessage, Reason};
-use crate::ws::OpCode;
-use crate::ws::frame::write_frame;
+use crate::ws::{self, OpCode};
 use crate::ws::{Deflater, PerMessageDeflate};
 
 /// Threads serving API requests and reads.
@@ -708,7 +707,7 @@ fn sync_frames(db: &mut Db, user: i64, after: i64, deflate: SyncDeflate<'_>) -> 
                 code: 500,
                 msg: "sync failed; try again",
             };
-            write_frame(&mut frames, OpCode::Text, reply.to_json().as_bytes());
+            let _ = ws::Sender::SHARED.send_text(&reply.to_json(), &mut frames);
             return frames;
         }
     };
@@ -718,7 +717,7 @@ fn sync_frames(db: &mut Db, user: i64, after: i64, deflate: SyncDeflate<'_>) -> 
         more,
         oldest,
     };
-    write_frame(&mut frames, OpCode::Text, done.to_json().as_bytes());
+    let _ = ws::Sender::SHARED.send_text(&done.to_json(), &mut frames);
     frames
 }
 
@@ -743,11 +742,8 @@ fn chat_writer(
                     Outcome::Saved(saved) if !saved.duplicate => {
                         let stored = pending.message.stored(*saved);
                         let mut frame = Vec::new();
-                        write_frame(
-                            &mut frame,
-                            OpCode::Text,
-                            wire::delivery_json(&stored).as_bytes(),
-                        );
+                        let _ =
+                            ws::Sender::SHARED.send_text(&wire::delivery_json(&stored), &mut frame);
                         Some((pending.message.to, frame))
                     }
                     _ => None,

@@ -106,6 +106,97 @@ impl std::fmt::Display for SendError {
 
 impl std::error::Error for SendError {}
 
+/// The sending side of a connection at one moment: what encoding a frame needs
+/// (who we are, whether our close frame is out), as a copy, so a reply can be
+/// encoded while the message it answers still borrows the connection. It sends
+/// unmasked frames only: a server's (§5.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sender {
+    role: Role,
+    phase: Phase,
+}
+
+impl Sender {
+    /// A server's sending side bound to no connection: for frames encoded once and
+    /// shared by many connections (a group delivery, a sync reply), each of which
+    /// checks [`Connection::may_send`] when it takes the frame.
+    pub const SHARED: Sender = Sender {
+        role: Role::Server,
+        phase: Phase::Open,
+    };
+
+    /// See [`Connection::may_send`].
+    pub fn may_send(&self) -> Result<(), SendError> {
+        if self.role == Role::Client {
+            // A client masks every frame with an unpredictable key (§5.3); this
+            // crate sends only as a server.
+            return Err(SendError::ClientRole);
+        }
+        match self.phase {
+            Phase::Open | Phase::CloseReceived => Ok(()),
+            Phase::CloseSent | Phase::Closed => Err(SendError::Closed),
+        }
+    }
+
+    /// Appends a text message as one frame.
+    pub fn send_text(&self, text: &str, out: &mut Vec<u8>) -> Result<(), SendError> {
+        self.send(OpCode::Text, text.as_bytes(), out)
+    }
+
+    /// Appends a binary message as one frame.
+    pub fn send_binary(&self, data: &[u8], out: &mut Vec<u8>) -> Result<(), SendError> {
+        self.send(OpCode::Binary, data, out)
+    }
+
+    /// Appends a message as one frame, keeping its type.
+    pub fn send_message(&self, message: Message<'_>, out: &mut Vec<u8>) -> Result<(), SendError> {
+        match message {
+            Message::Text(text) => self.send_text(text, out),
+            Message::Binary(data) => self.send_binary(data, out),
+        }
+    }
+
+    /// Appends a one-frame data message of type `opcode` (text already known to
+    /// be UTF-8, e.g. an echo of a checked message).
+    pub fn send_data(
+        &self,
+        opcode: OpCode,
+        payload: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), SendError> {
+        if opcode.is_control() {
+            return Err(SendError::NotData);
+        }
+        self.send(opcode, payload, out)
+    }
+
+    /// See [`Connection::send_header`].
+    pub fn send_header(
+        &self,
+        opcode: OpCode,
+        len: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<(), SendError> {
+        if opcode.is_control() {
+            return Err(SendError::NotData);
+        }
+        self.may_send()?;
+        let mut header = [0u8; MAX_HEADER_LEN];
+        let n = encode_header(&mut header, true, opcode, len as u64, None);
+        out.extend_from_slice(&header[..n]);
+        Ok(())
+    }
+
+    fn send(&self, opcode: OpCode, payload: &[u8], out: &mut Vec<u8>) -> Result<(), SendError> {
+        self.may_send()?;
+        if opcode.is_control() && payload.len() > MAX_CONTROL_PAYLOAD {
+            return Err(SendError::ControlTooLong);
+        }
+        write_frame(out, opcode, payload);
+        Ok(())
+    }
+}
+
 /// Which frame part the next input bytes belong to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Reading {
@@ -316,35 +407,43 @@ impl Connection {
     }
 
     /// Whether data and pings may still be sent: not after our close frame
-    /// (§5.5.1: "the endpoint MUST NOT send any more data frames").
+    /// (RFC 6455 §5.5.1), and not by a client, whose frames need a mask key.
     pub fn may_send(&self) -> Result<(), SendError> {
-        if self.role == Role::Client {
-            // A client masks every frame with an unpredictable key (§5.3); this
-            // crate sends only as a server.
-            return Err(SendError::ClientRole);
-        }
-        match self.phase {
-            Phase::Open | Phase::CloseReceived => Ok(()),
-            Phase::CloseSent | Phase::Closed => Err(SendError::Closed),
+        self.sender().may_send()
+    }
+
+    /// The sending side as it stands now, to encode a reply while a message of
+    /// this connection is still borrowed (an echo of the message itself).
+    pub fn sender(&self) -> Sender {
+        Sender {
+            role: self.role,
+            phase: self.phase,
         }
     }
 
     /// Appends a text message as one frame.
     pub fn send_text(&self, text: &str, out: &mut Vec<u8>) -> Result<(), SendError> {
-        self.send(OpCode::Text, text.as_bytes(), out)
+        self.sender().send_text(text, out)
     }
 
     /// Appends a binary message as one frame.
     pub fn send_binary(&self, data: &[u8], out: &mut Vec<u8>) -> Result<(), SendError> {
-        self.send(OpCode::Binary, data, out)
+        self.sender().send_binary(data, out)
     }
 
     /// Appends a message as one frame, keeping its type.
     pub fn send_message(&self, message: Message<'_>, out: &mut Vec<u8>) -> Result<(), SendError> {
-        match message {
-            Message::Text(text) => self.send_text(text, out),
-            Message::Binary(data) => self.send_binary(data, out),
-        }
+        self.sender().send_message(message, out)
+    }
+
+    /// Appends a one-frame data message of type `opcode`.
+    pub fn send_data(
+        &self,
+        opcode: OpCode,
+        payload: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), SendError> {
+        self.sender().send_data(opcode, payload, out)
     }
 
     /// Appends only the header of a one-frame message of `len` bytes: the caller
@@ -355,28 +454,12 @@ impl Connection {
         len: usize,
         out: &mut Vec<u8>,
     ) -> Result<(), SendError> {
-        if opcode.is_control() {
-            return Err(SendError::NotData);
-        }
-        self.may_send()?;
-        let mut header = [0u8; MAX_HEADER_LEN];
-        let n = encode_header(&mut header, true, opcode, len as u64, None);
-        out.extend_from_slice(&header[..n]);
-        Ok(())
+        self.sender().send_header(opcode, len, out)
     }
 
     /// Appends a ping (§5.5.2); its payload is at most 125 bytes.
     pub fn send_ping(&self, payload: &[u8], out: &mut Vec<u8>) -> Result<(), SendError> {
-        self.send(OpCode::Ping, payload, out)
-    }
-
-    fn send(&self, opcode: OpCode, payload: &[u8], out: &mut Vec<u8>) -> Result<(), SendError> {
-        self.may_send()?;
-        if opcode.is_control() && payload.len() > MAX_CONTROL_PAYLOAD {
-            return Err(SendError::ControlTooLong);
-        }
-        write_frame(out, opcode, payload);
-        Ok(())
+        self.sender().send(OpCode::Ping, payload, out)
     }
 
     /// Appends a close frame to `out` and advances the closing handshake.

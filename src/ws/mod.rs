@@ -24,7 +24,7 @@ pub mod spares;
 pub mod utf8;
 
 pub use close::{CloseCode, CloseFrame};
-pub use connection::{Connection, Event, Limits, Message, Phase, Role, SendError};
+pub use connection::{Connection, Event, Limits, Message, Phase, Role, SendError, Sender};
 pub use deflate::{Codec, Deflater, Inflater, PerMessageDeflate};
 pub use error::ProtocolError;
 pub use frame::OpCode;
