@@ -1185,6 +1185,50 @@ mod tests {
     }
 
     #[test]
+    fn a_sender_keeps_the_rules_of_the_moment_it_was_taken() {
+        let mut conn = Connection::new(Role::Server, LIMITS);
+        // An echo's sender is taken while the connection is open...
+        let open = conn.sender();
+        let mut s = frame(true, OpCode::Text, b"echo me");
+        let (_, event) = conn.handle_bytes(&mut s, &mut Vec::new()).expect("valid");
+        let Some(Event::Message(message)) = event else {
+            panic!("a message")
+        };
+        let mut out = Vec::new();
+        open.send_message(message, &mut out).expect("open");
+        assert_eq!(out, frame_unmasked(OpCode::Text, b"echo me"));
+        assert_eq!(
+            open.send_data(OpCode::Pong, b"", &mut out),
+            Err(SendError::NotData)
+        );
+        // ...one taken after our close frame refuses, as the connection does.
+        conn.send_close(None, "", &mut Vec::new())
+            .expect("first close");
+        assert_eq!(
+            conn.sender().send_text("late", &mut out),
+            Err(SendError::Closed)
+        );
+        assert_eq!(
+            conn.send_data(OpCode::Binary, b"x", &mut out),
+            Err(SendError::Closed)
+        );
+        // Shared frames are a server's: unmasked, and refused by a closed connection
+        // when it takes them (`may_send`).
+        let mut shared = Vec::new();
+        Sender::SHARED
+            .send_text("to many", &mut shared)
+            .expect("a server's");
+        assert_eq!(shared, frame_unmasked(OpCode::Text, b"to many"));
+        assert_eq!(conn.may_send(), Err(SendError::Closed));
+    }
+
+    fn frame_unmasked(opcode: OpCode, payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        write_frame(&mut out, opcode, payload);
+        out
+    }
+
+    #[test]
     fn idle_connection_frees_its_buffer() {
         let mut conn = Connection::new(Role::Server, LIMITS);
         let mut s = frame(true, OpCode::Binary, &[7; 1000]);
