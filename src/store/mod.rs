@@ -165,6 +165,14 @@ fn sql_limit(limit: usize) -> i64 {
     i64::try_from(limit).unwrap_or(i64::MAX)
 }
 
+/// Page cache of one connection, in KiB, as `PRAGMA cache_size` takes it
+/// (negative: a size, not a page count). SQLite's default is 2 MiB; the chat writer
+/// re-reads the messages table's index pages from the OS on every commit with it.
+const CACHE_KIB: i64 = -16 * 1024;
+
+/// WAL pages after which a commit checkpoints (about 40 MiB of WAL).
+const WAL_AUTOCHECKPOINT_PAGES: i64 = 10_000;
+
 /// A connection to the fastim database.
 #[derive(Debug)]
 pub struct Db {
@@ -197,6 +205,16 @@ impl Db {
         }
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", true)?;
+        // Statement journals (each insert of a batch may have to be undone alone)
+        // and temporary tables in memory, not in a temporary file written page by
+        // page: that file was most of a chat commit's system time.
+        conn.pragma_update(None, "temp_store", "MEMORY")?;
+        conn.pragma_update(None, "cache_size", CACHE_KIB)?;
+        // A checkpoint copies the newest version of every page in the WAL into the
+        // database: the chat writer rewrites the same index pages in every commit,
+        // so checkpointing every 1,000 pages (SQLite's default) copied each of them
+        // again every few commits.
+        conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)?;
         schema::migrate(&mut conn)?;
         Ok(Db { conn })
     }
