@@ -36,7 +36,7 @@ SERVER_CPU=${SERVER_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 SERVERS=${SERVERS:-fastim peer fwsk}
 SCENARIOS=("$@")
-[ ${#SCENARIOS[@]} -eq 0 ] && SCENARIOS=(a b c d)
+[ ${#SCENARIOS[@]} -eq 0 ] && SCENARIOS=(a b c d e f)
 
 OUT=target/bench
 mkdir -p "$OUT"
@@ -97,6 +97,10 @@ scenario_args() {
     # checked): copying 1 MiB echoes capped the load tool below the servers.
     c) echo "echo --connections 10 --size 1MiB --binary --in-flight 4 --no-verify" ;;
     d) echo "idle --connections $IDLE_CONNECTIONS --settle 1" ;;
+    # Latency-bound loads: one connection with a short window, and many
+    # connections with one message each in flight.
+    e) echo "echo --connections 1 --size 64 --in-flight 64" ;;
+    f) echo "echo --connections 100 --size 64 --in-flight 1" ;;
     esac
 }
 
@@ -181,7 +185,15 @@ ROWS = [
     ("c", "", "server CPU (% of a core)", "server_cpu_pct", "{:.0f}", None),
     ("c", "", "latency p99 (us)", "p99_us", "{:,.0f}", None),
     ("c", "", "other processes' CPU (% of a core)", "other_cpu_pct", "{:.0f}", None),
-    ("d", "10,000 idle conns", "server RSS per connection (bytes)", "bytes_per_conn", "{:,.0f}", ("abs<=", 512)),
+    ("d", "10,000 idle conns", "server RSS per connection (bytes)", "bytes_per_conn", "{:,.0f}", ("abs<=", 256)),
+    ("e", "1 conn, 64 B, 64 in flight", "messages/s", "msgs_per_s", "{:,.0f}", (">=", 1.0)),
+    ("e", "", "latency p50 (us)", "p50_us", "{:,.0f}", None),
+    ("e", "", "server CPU per message (us)", "server_us_per_msg", "{:.3f}", None),
+    ("e", "", "other processes' CPU (% of a core)", "other_cpu_pct", "{:.0f}", None),
+    ("f", "100 conns, 64 B, 1 in flight each", "messages/s", "msgs_per_s", "{:,.0f}", (">=", 1.0)),
+    ("f", "", "latency p50 (us)", "p50_us", "{:,.0f}", None),
+    ("f", "", "server CPU per message (us)", "server_us_per_msg", "{:.3f}", None),
+    ("f", "", "other processes' CPU (% of a core)", "other_cpu_pct", "{:.0f}", None),
 ]
 
 scenarios = {r["scenario"] for r in runs}
