@@ -197,6 +197,104 @@ fn assembly(c: &mut Criterion) {
     group.finish();
 }
 
+/// Chat deliveries as a sync reply carries them, about `len` bytes of JSON: what
+/// permessage-deflate would compress.
+fn deliveries(len: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len + 400);
+    let mut id = 1000;
+    while out.len() < len {
+        let content = if id % 3 == 0 {
+            "好的，明天见！我们在老地方吃饭"
+        } else {
+            "see you tomorrow at the usual place, 7pm?"
+        };
+        out.extend_from_slice(
+            format!(
+                r#"{{"id":{id},"userid":{},"cmd":10,"dstid":{},"media":1,"content":"{content}","pic":"","url":"","memo":"","amount":0,"createat":17950000{id:05}}}"#,
+                2 + id % 2,
+                3 - id % 2
+            )
+            .as_bytes(),
+        );
+        id += 1;
+    }
+    out.truncate(len);
+    out
+}
+
+fn deflate(c: &mut Criterion) {
+    let mut group = c.benchmark_group("deflate");
+    let pmd = fastim::ws::PerMessageDeflate {
+        server_window_bits: 15,
+    };
+    let mut deflater = fastim::ws::Deflater::new();
+    let mut inflater = fastim::ws::Inflater::new();
+    for len in [1024usize, 16 * 1024, 64 * 1024] {
+        let payload = deliveries(len);
+        group.throughput(Throughput::Bytes(len as u64));
+        let mut out = Vec::with_capacity(2 * len);
+        group.bench_function(BenchmarkId::new("compress_message", len), |b| {
+            b.iter(|| {
+                out.clear();
+                deflater.write_message(Some(pmd), 0, OpCode::Binary, black_box(&payload), &mut out);
+                black_box(out.len())
+            })
+        });
+        // What a client sends: the compressed payload, masked, with RSV1 (RFC 7692 §6).
+        out.clear();
+        deflater.write_message(Some(pmd), 0, OpCode::Binary, &payload, &mut out);
+        let (header, n) = decode_header(&out).expect("valid").expect("whole");
+        let mut frame = Vec::new();
+        write_masked_frame(&mut frame, true, OpCode::Binary, &out[n..], KEY);
+        frame[0] |= 0x40;
+        eprintln!(
+            "deflate {len} B of chat JSON: {} B compressed ({:.0} %)",
+            header.payload_len,
+            100.0 * header.payload_len as f64 / len as f64
+        );
+        group.bench_function(BenchmarkId::new("receive_compressed", len), |b| {
+            b.iter_batched_ref(
+                || {
+                    (
+                        Connection::new(Role::Server, ECHO_LIMITS).with_deflate(Some(pmd)),
+                        frame.clone(),
+                    )
+                },
+                |(conn, input)| match conn.handle_bytes_with(&mut inflater, input, &mut Vec::new())
+                {
+                    Ok((_, Some(Event::Message(m)))) => {
+                        black_box(matches!(m, fastim::ws::Message::Binary(b) if b.len() == len))
+                    }
+                    other => panic!("{other:?}"),
+                },
+                BatchSize::SmallInput,
+            )
+        });
+    }
+    group.finish();
+}
+
+fn utf8(c: &mut Criterion) {
+    let mut group = c.benchmark_group("utf8");
+    for (name, text) in [
+        ("ascii_json", deliveries(4096)),
+        (
+            "chinese",
+            "好的，明天见！我们在老地方吃饭".repeat(100).into_bytes(),
+        ),
+    ] {
+        group.throughput(Throughput::Bytes(text.len() as u64));
+        let text = String::from_utf8_lossy(&text).into_owned().into_bytes();
+        group.bench_function(BenchmarkId::new("std", name), |b| {
+            b.iter(|| black_box(std::str::from_utf8(black_box(&text)).is_ok()))
+        });
+        group.bench_function(BenchmarkId::new("simdutf8", name), |b| {
+            b.iter(|| black_box(simdutf8::basic::from_utf8(black_box(&text)).is_ok()))
+        });
+    }
+    group.finish();
+}
+
 fn handshake_accept(c: &mut Criterion) {
     let mut group = c.benchmark_group("handshake");
     // What a browser sends (Chrome's headers, trimmed of cookies).
@@ -228,6 +326,6 @@ criterion_group! {
     config = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(2));
-    targets = header_decode, unmask, encode, assembly, handshake_accept
+    targets = header_decode, unmask, encode, assembly, deflate, utf8, handshake_accept
 }
 criterion_main!(benches);

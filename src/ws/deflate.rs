@@ -398,13 +398,8 @@ impl Deflater {
         out: &mut Vec<u8>,
     ) {
         let bits = window_bits.clamp(9, 15);
-        let c = self.by_bits[usize::from(bits - 9)].get_or_insert_with(|| {
-            Box::new(Compress::new_with_window_bits(
-                Compression::default(),
-                false,
-                bits,
-            ))
-        });
+        let c = self.by_bits[usize::from(bits - 9)]
+            .get_or_insert_with(|| Box::new(Compress::new_with_window_bits(LEVEL, false, bits)));
         c.reset();
         let scratch = &mut self.scratch;
         scratch.clear();
@@ -466,6 +461,13 @@ pub struct Codec {
     /// Large message buffers between messages.
     pub spares: super::Spares,
 }
+
+/// The compression level of messages we send: zlib's fastest. On chat JSON
+/// (`cargo bench --bench ws -- deflate`) it costs a fifth to an eighth of the
+/// default level's time (1 KiB: 4.3 against 20 µs; 64 KiB: 39 against 327 µs) for
+/// output a few points larger (25 % of the input against 24 % at 1 KiB, 6 %
+/// against 4 % at 64 KiB): a chat server sends many messages, once each.
+const LEVEL: Compression = Compression::fast();
 
 /// The RSV1 bit in a frame's first byte: "Per-Message Compressed" (§6).
 pub const RSV1: u8 = 0x40;
