@@ -11,6 +11,7 @@
 //! - [`close`]: close codes and payloads (§5.5.1, §7.4).
 //! - [`deflate`]: permessage-deflate (RFC 7692): negotiation and the lent codecs.
 //! - [`connection`]: frames to messages, control frames, the closing handshake.
+//! - [`inspect`]: frames described for people (the frame inspector, `--trace-frames`).
 
 pub mod close;
 pub mod connection;
@@ -18,6 +19,7 @@ pub mod deflate;
 pub mod error;
 pub mod frame;
 pub mod handshake;
+pub mod inspect;
 pub mod mask;
 pub mod utf8;
 
