@@ -167,6 +167,10 @@ pub struct Config {
     pub hash_queue: usize,
     /// Login and registration limits.
     pub throttle: crate::throttle::ThrottleConfig,
+    /// `--trace-frames`: log every upgrade's handshake heads and every frame.
+    pub trace_frames: bool,
+    /// `--inspector`: serve the frame inspector page and its feed.
+    pub inspector: bool,
 }
 
 impl Default for Config {
@@ -192,6 +196,8 @@ impl Default for Config {
             api_queue: API_QUEUE,
             hash_queue: HASH_QUEUE,
             throttle: crate::throttle::ThrottleConfig::default(),
+            trace_frames: false,
+            inspector: false,
         }
     }
 }

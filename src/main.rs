@@ -96,6 +96,15 @@ struct Args {
     /// (0: no limit); delays grow after three failures in a row.
     #[arg(long, default_value_t = ThrottleConfig::default().account_checks_per_minute)]
     account_checks_per_minute: u32,
+    /// Log every WebSocket upgrade's request and response heads and every frame
+    /// both ways (header fields, masking key, length form, the first payload
+    /// bytes), one line per frame. Costly: for studying, not for production.
+    #[arg(long)]
+    trace_frames: bool,
+    /// Serve the frame inspector at /inspector/: a page that shows each frame of
+    /// its own /echo connection, fed by /inspector/feed.
+    #[arg(long)]
+    inspector: bool,
 }
 
 /// File descriptors kept for everything but client sockets: the listener, the poll,
@@ -193,6 +202,8 @@ fn main() -> ExitCode {
             account_checks_per_minute: args.account_checks_per_minute,
             ..ThrottleConfig::default()
         },
+        trace_frames: args.trace_frames,
+        inspector: args.inspector,
     };
     let server = match Server::bind(config.clone()) {
         Ok(s) => s,
@@ -207,6 +218,12 @@ fn main() -> ExitCode {
     info!("database: {}", config.data_dir.join("fastim.db").display());
     if config.echo {
         info!("echo endpoint: ws://{addr}/echo");
+    }
+    if config.inspector {
+        info!("frame inspector: http://{addr}/inspector/");
+    }
+    if config.trace_frames {
+        info!("--trace-frames: logging every handshake and frame");
     }
     match server.run() {
         Ok(()) => ExitCode::SUCCESS,

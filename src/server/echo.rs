@@ -1,7 +1,7 @@
 //! The `/echo` endpoint: every message goes back to its sender with its type.
 
 use super::outbound::Outbound;
-use crate::ws::frame::write_frame;
+use crate::ws::frame::{MAX_HEADER_LEN, encode_header, write_frame};
 use crate::ws::{Deflater, Message, OpCode, PerMessageDeflate};
 
 /// Messages at least this long that were gathered in the connection's own buffer
@@ -38,4 +38,77 @@ pub fn reply_compressed(
         Message::Binary(data) => (OpCode::Binary, data),
     };
     deflater.write_message(deflate, min_bytes, opcode, payload, out.tail());
+}
+
+/// Queues the echo of `message` in frames of `size` payload bytes (RFC 6455
+/// §5.4), uncompressed: the frame inspector's fragmented echo. At most
+/// `max_fragments` frames; a longer message gets larger fragments.
+pub fn reply_fragmented(message: Message<'_>, size: u32, max_fragments: usize, out: &mut Outbound) {
+    let (opcode, payload) = match message {
+        Message::Text(text) => (OpCode::Text, text.as_bytes()),
+        Message::Binary(data) => (OpCode::Binary, data),
+    };
+    let size = (size.max(1) as usize).max(payload.len().div_ceil(max_fragments.max(1)));
+    let out = out.tail();
+    let mut chunks = payload.chunks(size).peekable();
+    let mut op = opcode;
+    if chunks.peek().is_none() {
+        return write_frame(out, opcode, &[]);
+    }
+    while let Some(chunk) = chunks.next() {
+        let mut header = [0u8; MAX_HEADER_LEN];
+        let fin = chunks.peek().is_none();
+        let n = encode_header(&mut header, fin, op, chunk.len() as u64, None);
+        out.extend_from_slice(&header[..n]);
+        out.extend_from_slice(chunk);
+        op = OpCode::Continuation;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ws::frame::decode_header;
+
+    fn frames(mut bytes: &[u8]) -> Vec<(bool, OpCode, Vec<u8>)> {
+        let mut v = Vec::new();
+        while !bytes.is_empty() {
+            let (h, n) = decode_header(bytes).expect("valid").expect("complete");
+            let end = n + h.payload_len as usize;
+            v.push((h.fin, h.opcode, bytes[n..end].to_vec()));
+            bytes = &bytes[end..];
+        }
+        v
+    }
+
+    fn fragmented(message: Message<'_>, size: u32, max: usize) -> Vec<(bool, OpCode, Vec<u8>)> {
+        let mut out = Outbound::default();
+        reply_fragmented(message, size, max, &mut out);
+        let mut sink = Vec::new();
+        out.flush_to(&mut sink).expect("a Vec takes everything");
+        frames(&sink)
+    }
+
+    #[test]
+    fn fragmented_echoes_split_where_asked() {
+        assert_eq!(
+            fragmented(Message::Text("Hello"), 2, 1024),
+            vec![
+                (false, OpCode::Text, b"He".to_vec()),
+                (false, OpCode::Continuation, b"ll".to_vec()),
+                (true, OpCode::Continuation, b"o".to_vec()),
+            ]
+        );
+        assert_eq!(
+            fragmented(Message::Binary(b"abc"), 10, 1024),
+            vec![(true, OpCode::Binary, b"abc".to_vec())]
+        );
+        assert_eq!(
+            fragmented(Message::Text(""), 3, 1024),
+            vec![(true, OpCode::Text, Vec::new())]
+        );
+        // At most `max` fragments: 10 bytes in at most 3 frames of 1 asked.
+        let f = fragmented(Message::Binary(&[1; 10]), 1, 3);
+        assert_eq!(f.iter().map(|f| f.2.len()).collect::<Vec<_>>(), [4, 4, 2]);
+    }
 }

@@ -13,6 +13,7 @@
 mod chat;
 mod conn;
 mod echo;
+mod inspector;
 pub mod lifecycle;
 mod outbound;
 mod request;
@@ -109,6 +110,10 @@ pub struct Server {
     /// The time of this loop turn, read once when the poll returns: the clock is
     /// not read again for every connection and every delivery.
     now: Instant,
+    /// `--trace-frames` or `--inspector`: connections are watched frame by frame.
+    inspecting: bool,
+    /// The frame inspector's feeds and tokens.
+    inspector: inspector::Hub,
 }
 
 /// The shared budgets and queues a connection's machine may draw on.
@@ -117,6 +122,7 @@ struct Shared<'a> {
     chat_batch: &'a mut Vec<PendingChat>,
     writer_backlog: &'a mut usize,
     uploads: &'a Rc<Cell<usize>>,
+    inspector: &'a mut Vec<(ConnRef, inspector::Command)>,
 }
 
 impl Services for Shared<'_> {
@@ -136,6 +142,10 @@ impl Services for Shared<'_> {
     fn upload_slot(&mut self) -> Option<UploadSlot> {
         UploadSlot::take(self.uploads, config::MAX_CONCURRENT_UPLOADS)
     }
+
+    fn inspector(&mut self, feed: ConnRef, command: inspector::Command) {
+        self.inspector.push((feed, command));
+    }
 }
 
 /// Runs `$body` with `$conn` (the connection at `$key`) and `$env` (its [`Env`]),
@@ -151,6 +161,7 @@ macro_rules! with_conn {
                     chat_batch: &mut s.chat_batch,
                     writer_backlog: &mut s.writer_backlog,
                     uploads: &s.uploads,
+                    inspector: &mut s.inspector.commands,
                 };
                 let mut env_value = Env {
                     conn: ConnRef {
@@ -202,6 +213,7 @@ impl Server {
         let mut signals = Signals::new([SIGINT, SIGTERM])?;
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)?;
+        let inspecting = config.trace_frames || config.inspector;
         Ok(Server {
             poll,
             listener: Some(listener),
@@ -225,6 +237,8 @@ impl Server {
             to_read: Vec::new(),
             shutdown_deadline: None,
             now: Instant::now(),
+            inspecting,
+            inspector: inspector::Hub::default(),
         })
     }
 
@@ -340,7 +354,15 @@ impl Server {
                     debug!("{peer}: accepted as #{}", entry.key());
                     self.next_serial += 1;
                     let life = Lifecycle::new(self.now, &self.config);
-                    entry.insert(Conn::new(socket, self.next_serial, ip, life));
+                    let mut conn = Conn::new(socket, self.next_serial, ip, life);
+                    if self.inspecting {
+                        conn.tap = Some(inspector::Traced::new(
+                            entry.key(),
+                            self.config.trace_frames,
+                            self.config.inspector,
+                        ));
+                    }
+                    entry.insert(conn);
                     *self.per_address.entry(ip).or_default() += 1;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -432,6 +454,9 @@ impl Server {
             self.to_read.push(key);
         }
         self.settle(key, verdict);
+        if self.inspecting {
+            self.inspector_turn(key);
+        }
     }
 
     /// After a connection's machine was called: drops it if asked, or if its reader
@@ -489,7 +514,7 @@ impl Server {
         };
         conn.flush_queued = false;
         let before = conn.life.out.len();
-        let flushed = match conn.life.out.flush_to(&mut conn.socket) {
+        let flushed = match inspector::flush_out(conn) {
             Ok(f) => f,
             Err(e) => {
                 debug!("#{key}: write: {e}");
@@ -523,6 +548,16 @@ impl Server {
         if conn.life.take_resume(&self.config) {
             self.to_read.push(key);
         }
+        if self.inspecting {
+            self.inspector_turn(key);
+        }
+    }
+
+    /// Closes an open WebSocket with `code` and settles it.
+    fn close_with(&mut self, key: usize, code: CloseCode, reason: &str) {
+        let now = self.now;
+        let v = with_conn!(self, key, |c, env| c.life.close(now, code, reason, env));
+        self.settle(key, v.unwrap_or(Verdict::Drop));
     }
 
     /// Handles everything the worker threads have finished.
@@ -759,6 +794,9 @@ impl Server {
                 uncount(&mut self.per_address, conn.peer);
             }
             let _ = self.poll.registry().deregister(&mut conn.socket);
+            if self.inspecting {
+                self.inspector_removed(key, &mut conn);
+            }
         }
     }
 }
@@ -810,11 +848,15 @@ fn read_turn(
                 debug!("#{key}: peer closed");
                 // A client may send its close frame and shut down at once: try to
                 // answer before dropping.
-                let _ = conn.life.out.flush_to(&mut conn.socket);
+                let _ = inspector::flush_out(conn);
                 break Verdict::Drop;
             }
             Ok(n) => {
                 reads += 1;
+                if let Some(tap) = &mut conn.tap {
+                    // Before the connection unmasks the payloads in place.
+                    tap.input(&buf[filled..filled + n]);
+                }
                 let drained = n < end - filled && !to_eof;
                 filled += n;
                 let consumed = conn.life.handle_bytes(now, &mut buf[..filled], env);

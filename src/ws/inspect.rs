@@ -261,10 +261,15 @@ impl fmt::Display for FrameRecord {
             }
             let text = if self.compressed {
                 "(compressed)".to_owned()
+            } else if self.close().is_some() {
+                String::new()
             } else {
                 format!("{:?}", preview_text(&unmasked[..shown]))
             };
-            write!(f, " payload={}{more} {text}", hex(&unmasked[..shown]))?;
+            write!(f, " payload={}{more}", hex(&unmasked[..shown]))?;
+            if !text.is_empty() {
+                write!(f, " {text}")?;
+            }
         }
         Ok(())
     }
