@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Http, MASK, RawClient, Server, fresh_data_dir};
+use common::{Http, MASK, RawClient, Server, fresh_data_dir, upgrade_request};
 use serde_json::Value;
 use tungstenite::Message;
 use tungstenite::protocol::CloseFrame;
@@ -491,4 +491,48 @@ fn feed_errors_are_explained() {
     feed.send(Message::text(r#"{"cmd":"token"}"#))
         .expect("send");
     assert_eq!(next(&mut feed)["type"], "token");
+}
+#[test]
+fn without_the_flag_the_inspector_routes_are_404() {
+    let plain = Server::start(&[]);
+    let on = Server::start(&["--inspector"]);
+    for path in [
+        "/inspector/",
+        "/inspector/inspector.js",
+        "/inspector/inspector.css",
+        "/inspector/feed",
+        "/inspector",
+    ] {
+        let r = Http::new(plain.addr).request("GET", path, &[], b"");
+        assert_eq!(r.status, 404, "{path}");
+        assert_eq!(r.json()["code"], 404, "{path}");
+    }
+    let (_, head) = RawClient::request(plain.addr, &upgrade_request("/inspector/feed"));
+    assert!(head.starts_with("HTTP/1.1 404 "), "{head}");
+    // With it: the page, its files and the feed.
+    for path in [
+        "/inspector/",
+        "/inspector/inspector.js",
+        "/inspector/inspector.css",
+    ] {
+        let r = Http::new(on.addr).request("GET", path, &[], b"");
+        assert_eq!(r.status, 200, "{path}");
+    }
+    let page = Http::new(on.addr).request("GET", "/inspector/", &[], b"");
+    assert!(
+        page.header("content-type")
+            .is_some_and(|t| t.starts_with("text/html"))
+    );
+    assert!(String::from_utf8_lossy(&page.body).contains("/inspector/inspector.js"));
+    let (_, head) = RawClient::request(on.addr, &upgrade_request("/inspector/feed"));
+    assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+    let r = Http::new(on.addr).request("GET", "/inspector/feed", &[], b"");
+    assert_eq!(r.status, 400);
+    // An /echo with a trace parameter is a plain echo without the flag.
+    let mut echo = RawClient::connect(plain.addr, "/echo?trace=whatever");
+    echo.send_frame(true, 0x1, b"still an echo");
+    assert_eq!(
+        echo.read_frame(),
+        Some((true, 0x1, b"still an echo".to_vec()))
+    );
 }
