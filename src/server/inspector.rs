@@ -188,6 +188,8 @@ impl Sink {
         let key = self.key;
         match &seen {
             Seen::Request { head, path, trace } => {
+                // Whatever it is, the loop decides now whether to keep watching.
+                self.attention = true;
                 if self.log {
                     info!(
                         "#{key} handshake C→S request head ({} bytes):\n{}",
@@ -199,7 +201,6 @@ impl Sink {
                     if let Some(token) = trace {
                         self.token = Some(token.clone());
                         self.for_feed = true;
-                        self.attention = true;
                     }
                 }
             }
@@ -732,6 +733,44 @@ mod tests {
             ),
             None
         );
+    }
+
+    fn upgrade(target: &str) -> String {
+        format!(
+            "GET {target} HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+    }
+
+    #[test]
+    fn connections_nobody_watches_let_go_after_their_first_head() {
+        // --inspector alone: an untraced echo, a chat, plain HTTP.
+        for request in [
+            upgrade("/echo"),
+            upgrade("/chat?token=x"),
+            upgrade("/inspector/feed"),
+            "GET / HTTP/1.1\r\nHost: h\r\n\r\n".to_owned(),
+        ] {
+            let mut t = Traced::new(1, false, true);
+            t.input(request.as_bytes());
+            assert!(t.wants_attention() && t.idle(), "{request}");
+        }
+        // A traced echo is kept, and so is everything under --trace-frames but plain HTTP.
+        let mut t = Traced::new(1, false, true);
+        t.input(upgrade("/echo?trace=abc").as_bytes());
+        assert!(t.wants_attention() && !t.idle());
+        assert_eq!(t.sink.token.as_deref(), Some("abc"));
+        assert_eq!(t.sink.queue.len(), 1, "the request head waits for the feed");
+        let mut t = Traced::new(1, true, false);
+        t.input(upgrade("/echo?trace=abc").as_bytes());
+        assert!(!t.idle());
+        assert_eq!(
+            t.sink.token, None,
+            "tokens mean nothing without --inspector"
+        );
+        let mut t = Traced::new(1, true, false);
+        t.input(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n");
+        assert!(t.wants_attention() && t.idle());
     }
 
     #[test]
