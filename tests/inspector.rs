@@ -461,6 +461,45 @@ fn common_hex(bytes: &[u8]) -> String {
 }
 
 #[test]
+fn a_feed_that_cannot_keep_up_is_told_how_many_records_it_missed() {
+    let server = Server::start(&["--inspector"]);
+    let (mut feed, token) = open_feed(&server);
+    let mut echo = RawClient::connect(server.addr, &format!("/echo?trace={token}"));
+    // 5,000 empty messages in one write: far more records than one delivery may hold.
+    const N: usize = 5000;
+    let burst: Vec<u8> = (0..N)
+        .flat_map(|_| common::masked_frame(true, 0x2, b""))
+        .collect();
+    echo.send(&burst);
+    for _ in 0..N {
+        echo.read_frame().expect("echo");
+    }
+    echo.send_frame(true, 0x1, b"end");
+    assert_eq!(echo.read_frame(), Some((true, 0x1, b"end".to_vec())));
+    let (mut frames, mut dropped, mut ends) = (0u64, 0u64, 0);
+    while ends < 2 {
+        let v = next(&mut feed);
+        match v["type"].as_str() {
+            Some("frame") => {
+                frames += 1;
+                if v["text"] == "end" {
+                    ends += 1;
+                }
+            }
+            Some("dropped") => dropped += v["frames"].as_u64().expect("count"),
+            _ => {}
+        }
+    }
+    assert!(dropped > 0, "nothing was dropped of {N} messages each way");
+    // Every frame of both directions is either shown or counted.
+    assert_eq!(
+        frames + dropped,
+        2 * N as u64 + 2,
+        "{frames} shown, {dropped} dropped"
+    );
+}
+
+#[test]
 fn feed_errors_are_explained() {
     let server = Server::start(&["--inspector"]);
     let (mut feed, _) = open_feed(&server);

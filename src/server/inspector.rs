@@ -513,6 +513,12 @@ impl Server {
             }
             out.life.send_text(&json);
         }
+        if dropped > 0 && out.life.out.len() <= FEED_BACKLOG {
+            // Said at once, not only before the next record.
+            out.life
+                .send_text(&json!({"type": "dropped", "frames": dropped}).to_string());
+            dropped = 0;
+        }
         if let Some(traced) = self.conns.get_mut(key).and_then(|c| c.tap.as_mut()) {
             traced.sink.dropped += dropped;
         }

@@ -977,6 +977,57 @@ mod tests {
         assert_eq!(w.remaining, (1 << 40) - 100_000);
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_frames_cut_anywhere_give_the_same_records(
+            frames in proptest::collection::vec(
+                (proptest::prelude::any::<u8>(), 0usize..300, proptest::prelude::any::<Option<[u8; 4]>>()),
+                1..8,
+            ),
+            cuts in proptest::collection::vec(0usize..2000, 0..6),
+        ) {
+            let mut bytes = Vec::new();
+            let mut want = Vec::new();
+            for (b0, len, mask) in &frames {
+                let mut h = [0u8; MAX_HEADER_LEN];
+                let n = encode_header(&mut h, true, OpCode::Binary, *len as u64, *mask);
+                h[0] = *b0; // any FIN, RSV and opcode, reserved ones too
+                bytes.extend_from_slice(&h[..n]);
+                bytes.extend((0..*len).map(|i| i as u8));
+                want.push((*b0 & 0x0f, *len as u64, *mask));
+            }
+            let mut w = FrameWalker::new(16);
+            let mut got = Vec::new();
+            let mut rest = &bytes[..];
+            for cut in cuts {
+                let (a, b) = rest.split_at(cut.min(rest.len()));
+                w.feed(a, |r| got.push(r));
+                rest = b;
+            }
+            w.feed(rest, |r| got.push(r));
+            let shape: Vec<(u8, u64, Option<[u8; 4]>)> =
+                got.iter().map(|r| (r.opcode, r.payload_len, r.mask)).collect();
+            proptest::prop_assert_eq!(shape, want);
+            for r in &got {
+                let cap = if r.is_control() { MAX_PREFIX } else { 16 };
+                proptest::prop_assert_eq!(r.prefix.len() as u64, r.payload_len.min(cap as u64));
+            }
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(
+            chunks in proptest::collection::vec(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40), 0..8),
+        ) {
+            let mut w = FrameWalker::new(16);
+            let mut tap = Tap::new(16);
+            for c in &chunks {
+                w.feed(c, |_| {});
+                tap.input(c, |_| {});
+                tap.output(c, |_| {});
+            }
+        }
+    }
+
     #[test]
     fn text_previews_cut_characters_cleanly() {
         assert_eq!(preview_text("é𝄞".as_bytes()), "é𝄞");
