@@ -208,6 +208,35 @@ fn trace_frames_logs_the_handshake_and_every_frame() {
 }
 
 #[test]
+fn trace_frames_marks_compressed_messages() {
+    let (server, log) = start_logged(fresh_data_dir(), &["--trace-frames"]);
+    let request = common::upgrade_request_offering("/echo", "permessage-deflate");
+    let (mut client, head) = RawClient::request(server.addr, &request);
+    assert!(head.contains("permessage-deflate"), "{head}");
+    let text = "compress me ".repeat(200);
+    let mut frame = common::masked_frame(true, 0x1, &common::deflate_message(text.as_bytes()));
+    frame[0] |= 0x40;
+    client.send(&frame);
+    let (b0, payload) = client.read_frame_raw().expect("the echo");
+    assert_eq!(b0, 0xc1, "final, compressed, text");
+    assert_eq!(common::inflate_message(&payload, 15), text.as_bytes());
+    let log = log.wait_for("S→C frame 1:");
+    assert!(
+        log.contains("    Sec-WebSocket-Extensions: permessage-deflate"),
+        "{log}"
+    );
+    for arrow in ["C→S", "S→C"] {
+        let line = &frame_lines(&log, arrow)[0];
+        assert!(
+            line.starts_with("1: FIN=1 RSV1=1 RSV2=0 RSV3=0 opcode=0x1 (text)")
+                && line.contains(" (7-bit) compressed ")
+                && line.ends_with(" (compressed)"),
+            "{line}"
+        );
+    }
+}
+
+#[test]
 fn trace_frames_shows_chat_upgrades_without_their_secrets() {
     let data = fresh_data_dir();
     std::fs::create_dir_all(&data).expect("data dir");
