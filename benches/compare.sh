@@ -8,6 +8,9 @@
 #   REPEATS=1 DURATION=2 benches/compare.sh a c
 #   SKIP_BUILD=1 benches/compare.sh         # reuse target/release binaries
 #
+# SERVERS="fastim base" BASE_BIN=/path/to/an/older/fastim compares two builds of
+# fastim the same way (the table then shows fastim only; results.jsonl has both).
+#
 # On a shared machine: before each run, wait up to QUIET_WAIT seconds (default 60)
 # for the machine to be idle (under 15 % of a core busy), and run a measurement
 # again (up to RETRIES more times, default 2) when other processes used more than
@@ -31,6 +34,7 @@ RETRIES=${RETRIES:-2}
 MAX_OTHER_CPU=${MAX_OTHER_CPU:-25}
 SERVER_CPU=${SERVER_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
+SERVERS=${SERVERS:-fastim peer fwsk}
 SCENARIOS=("$@")
 [ ${#SCENARIOS[@]} -eq 0 ] && SCENARIOS=(a b c d)
 
@@ -72,6 +76,11 @@ start_server() {
         new_data_dir
         # Every load connection comes from 127.0.0.1: lift the per-address cap.
         launch_server "$2" 600 "$FASTIM" --listen 127.0.0.1:0 --data-dir "$DATA_DIR" \
+            --max-unauthenticated-per-address 0
+        ;;
+    base)
+        new_data_dir
+        launch_server "$2" 600 "$BASE_BIN" --listen 127.0.0.1:0 --data-dir "$DATA_DIR" \
             --max-unauthenticated-per-address 0
         ;;
     peer) launch_server "$2" 600 "$PEER" --listen 127.0.0.1:0 ;;
@@ -133,7 +142,7 @@ measure() {
 for scenario in "${SCENARIOS[@]}"; do
     echo "scenario $scenario: $(scenario_args "$scenario")" >&2
     for rep in $(seq "$REPEATS"); do
-        for server in fastim peer fwsk; do
+        for server in $SERVERS; do
             run_one "$scenario" "$server" "$rep"
         done
     done

@@ -136,7 +136,13 @@ pub enum GroupCmd {
 /// `fastim admin session …`.
 #[derive(Subcommand, Debug)]
 pub enum SessionCmd {
-    /// End the sessions of one user, or of everyone with --all.
+    /// A user's sessions that have not expired: their ids and expiry.
+    List {
+        /// Id or mobile number.
+        user: String,
+    },
+    /// End the sessions of one user (or only the one --session names), or of everyone
+    /// with --all. A running server closes their chat sockets within seconds.
     Revoke {
         /// Id or mobile number.
         #[arg(required_unless_present = "all", conflicts_with = "all")]
@@ -144,6 +150,9 @@ pub enum SessionCmd {
         /// End every session of every user.
         #[arg(long)]
         all: bool,
+        /// End only this session of the user (an id from `session list`).
+        #[arg(long, conflicts_with = "all")]
+        session: Option<String>,
     },
 }
 
@@ -251,7 +260,35 @@ fn admin(
     match what {
         Admin::User(cmd) => user(db, cmd, json, now, input, out),
         Admin::Group(cmd) => group(db, cmd, json, out),
-        Admin::Session(SessionCmd::Revoke { user, all }) => {
+        Admin::Session(SessionCmd::List { user }) => {
+            let u = find(db, &user)?;
+            let sessions = db.sessions_of(u.id, now).map_err(db_err)?;
+            if json {
+                return print_json(out, &sessions);
+            }
+            let mut t = vec![["session".to_owned(), "expires (UTC)".to_owned()]];
+            t.extend(sessions.iter().map(|s| [s.id.clone(), time(s.expires_at)]));
+            table(out, &t)
+        }
+        Admin::Session(SessionCmd::Revoke {
+            user: Some(key),
+            session: Some(session),
+            ..
+        }) => {
+            let u = find(db, &key)?;
+            if !db.revoke_session(u.id, &session).map_err(db_err)? {
+                return Err(format!(
+                    "user {} ({}) has no session {session:?} (see `fastim admin session list`)",
+                    u.id, u.mobile
+                ));
+            }
+            if json {
+                print_json(out, &json!({ "revoked": 1 }))
+            } else {
+                writeln!(out, "revoked session {session} of {}", u.mobile).map_err(io_err)
+            }
+        }
+        Admin::Session(SessionCmd::Revoke { user, all, .. }) => {
             let (n, whom) = match user {
                 Some(key) if !all => {
                     let u = find(db, &key)?;

@@ -1,6 +1,6 @@
 //! Every limit and timeout of the server, in one place, with its default.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -20,6 +20,11 @@ pub const UPLOAD_FRAMING: usize = 64 * 1024;
 
 /// The loop-wide receive buffer that every connection reads into.
 pub const READ_BUFFER: usize = 256 * 1024;
+
+/// Output a connection's input may make before it is written, while the rest of
+/// the input waits: replies leave as they are made, 16 KiB at a time, not all at
+/// the end of a long read.
+pub const CORK_BYTES: usize = 16 * 1024;
 
 /// Reads from one connection per readiness event before the loop serves others.
 pub const MAX_READS_PER_TURN: usize = 16;
@@ -99,6 +104,9 @@ pub const API_QUEUE: usize = 256;
 /// Jobs that may wait for the password-hashing worker (login, register).
 pub const HASH_QUEUE: usize = 32;
 
+/// How often messages older than `--history-days` are removed.
+pub const RETENTION_INTERVAL: Duration = Duration::from_secs(3600);
+
 /// Seconds a client is told to wait in `Retry-After` when the server is busy.
 pub const BUSY_RETRY_AFTER_SECS: u64 = 1;
 
@@ -167,10 +175,27 @@ pub struct Config {
     pub hash_queue: usize,
     /// Login and registration limits.
     pub throttle: crate::throttle::ThrottleConfig,
+    /// Keep messages this many days (`--history-days`); `None` keeps everything.
+    pub history_days: Option<u32>,
+    /// See [`RETENTION_INTERVAL`].
+    pub retention_interval: Duration,
+    /// Reverse proxies (`--trust-proxy`) whose `X-Forwarded-For` and
+    /// `X-Forwarded-Proto` are believed, and whose own connections are not capped
+    /// per address (every client behind them shares their address).
+    pub trusted_proxies: Vec<IpAddr>,
     /// `--trace-frames`: log every upgrade's handshake heads and every frame.
     pub trace_frames: bool,
     /// `--inspector`: serve the frame inspector page and its feed.
     pub inspector: bool,
+}
+
+impl Config {
+    /// Whether `ip` is one of [`Config::trusted_proxies`] (IPv4-mapped IPv6
+    /// addresses count as the IPv4 address they carry).
+    pub fn is_trusted_proxy(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.trusted_proxies.iter().any(|t| t.to_canonical() == ip)
+    }
 }
 
 impl Default for Config {
@@ -196,6 +221,9 @@ impl Default for Config {
             api_queue: API_QUEUE,
             hash_queue: HASH_QUEUE,
             throttle: crate::throttle::ThrottleConfig::default(),
+            history_days: None,
+            retention_interval: RETENTION_INTERVAL,
+            trusted_proxies: Vec::new(),
             trace_frames: false,
             inspector: false,
         }

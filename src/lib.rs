@@ -13,6 +13,7 @@
 //! - [`http`]: request-head parsing and response writing.
 //! - [`server`]: the single-threaded `mio` event loop that owns every socket.
 //! - [`config`]: limits and timeouts, each with its default.
+//! - [`cli`]: the flags, and the same settings from `FASTIM_*` variables and a TOML file.
 //! - [`store`]: the only code that touches SQLite (users, sessions, contacts, groups,
 //!   messages); blocking, so it runs on worker threads, never on the event loop.
 //! - [`secret`]: password hashing (Argon2id) and session tokens (stored as SHA-256 digests).
@@ -23,6 +24,7 @@
 
 pub mod admin;
 pub mod api;
+pub mod cli;
 pub mod config;
 pub mod files;
 pub mod http;

@@ -450,7 +450,8 @@ fn check_a_healthy_and_a_corrupted_database_and_stats_count() {
 
     let run = ok(&["check"], &dir, "");
     assert!(run.stdout.contains("integrity: ok"), "{}", run.stdout);
-    assert!(run.stdout.contains("schema version: 2"), "{}", run.stdout);
+    let version = format!("schema version: {}", fastim::store::schema::LATEST);
+    assert!(run.stdout.contains(&version), "{}", run.stdout);
 
     // A copy with a scribbled middle fails the check.
     let work = tempfile::tempdir().expect("temp dir");
@@ -482,4 +483,170 @@ fn check_a_healthy_and_a_corrupted_database_and_stats_count() {
         200
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Waits for the server's close frame on `ws` (the read timeout bounds it): its code
+/// and reason, and how long it took.
+fn closed_by_server(ws: &mut Ws) -> (u16, String, Duration) {
+    let started = Instant::now();
+    loop {
+        match ws.read() {
+            Ok(Message::Close(Some(frame))) => {
+                return (
+                    u16::from(frame.code),
+                    frame.reason.as_str().to_owned(),
+                    started.elapsed(),
+                );
+            }
+            Ok(Message::Close(None)) => panic!("a close frame without a code"),
+            Ok(_) => {}
+            Err(e) => panic!("no close frame within the read timeout: {e}"),
+        }
+    }
+}
+
+/// The socket is open: a heartbeat is answered.
+fn answers(ws: &mut Ws) {
+    ws.send(Message::text(r#"{"cmd":0}"#))
+        .expect("send heartbeat");
+    loop {
+        match ws.read().expect("the socket is open") {
+            Message::Text(t) => {
+                assert_eq!(t.as_str(), r#"{"cmd":0}"#);
+                return;
+            }
+            Message::Ping(_) | Message::Pong(_) => {}
+            other => panic!("expected the heartbeat's answer, got {other:?}"),
+        }
+    }
+}
+
+/// The upgrade with this session is refused with 401.
+fn refused(server: &Server, id: i64, token: &str) {
+    let url = server.url(&format!("/chat?id={id}&token={token}"));
+    match tungstenite::connect(url) {
+        Err(tungstenite::Error::Http(response)) => assert_eq!(response.status(), 401),
+        Err(e) => panic!("expected 401, got {e}"),
+        Ok(_) => panic!("the upgrade was accepted"),
+    }
+}
+
+/// The close the server sends when an administrator ends a socket's right to exist.
+fn assert_closed(ws: &mut Ws, reason: &str) {
+    let (code, why, took) = closed_by_server(ws);
+    assert_eq!((code, why.as_str()), (1008, reason));
+    assert!(took < Duration::from_secs(5), "closed after {took:?}");
+}
+
+#[test]
+fn a_running_server_closes_the_sockets_of_blocked_deleted_and_revoked_users() {
+    let dir = fresh_data_dir();
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("fastim.db");
+    let mut db = Db::open(&path).expect("open");
+    let (ann, phone) = common::seed_account(&mut db, "13800000001");
+    let laptop = fastim::secret::new_token();
+    db.create_session(ann, fastim::secret::token_digest(&laptop), i64::MAX / 2)
+        .expect("second device");
+    let (bob, bob_token) = common::seed_account(&mut db, "13800000002");
+    let (carol, carol_token) = common::seed_account(&mut db, "13800000003");
+    let (dave, dave_token) = common::seed_account(&mut db, "13800000004");
+    let (erin, erin_token) = common::seed_account(&mut db, "13800000005");
+    db.add_friend(ann, carol, 1).expect("friends");
+    drop(db);
+    let server = Server::start_in(dir.clone(), NO_THROTTLE);
+    let mut ann_phone = connect(&server, ann, &phone);
+    let mut ann_laptop = connect(&server, ann, &laptop);
+    let mut bob_ws = connect(&server, bob, &bob_token);
+    let mut carol_ws = connect(&server, carol, &carol_token);
+    let mut dave_ws = connect(&server, dave, &dave_token);
+    let mut erin_ws = connect(&server, erin, &erin_token);
+    for ws in [&mut ann_phone, &mut ann_laptop, &mut bob_ws] {
+        answers(ws);
+    }
+
+    // One session of ann's: that device closes, her other one stays.
+    let name = fastim::store::admin::session_name(&fastim::secret::token_digest(&phone));
+    let listed = ok(
+        &["admin", "session", "list", "13800000001", "--json"],
+        &dir,
+        "",
+    )
+    .json();
+    let ids: Vec<&str> = listed
+        .as_array()
+        .expect("sessions")
+        .iter()
+        .filter_map(|s| s["id"].as_str())
+        .collect();
+    assert!(ids.contains(&name.as_str()) && ids.len() == 2, "{listed}");
+    fails(
+        &[
+            "admin",
+            "session",
+            "revoke",
+            "13800000002",
+            "--session",
+            &name,
+        ],
+        &dir,
+        "",
+        "has no session",
+    );
+    ok(
+        &[
+            "admin",
+            "session",
+            "revoke",
+            "13800000001",
+            "--session",
+            &name,
+        ],
+        &dir,
+        "",
+    );
+    assert_closed(&mut ann_phone, "session revoked");
+    answers(&mut ann_laptop);
+    refused(&server, ann, &phone);
+    connect(&server, ann, &laptop);
+
+    // Blocked: closed, and cannot come back.
+    ok(&["admin", "user", "block", "13800000002"], &dir, "");
+    assert_closed(&mut bob_ws, "account blocked");
+    refused(&server, bob, &bob_token);
+    answers(&mut ann_laptop);
+
+    // Deleted: closed, and forgotten (ann, a friend, can no longer write to carol).
+    ok(&["admin", "user", "delete", "13800000003"], &dir, "");
+    assert_closed(&mut carol_ws, "account deleted");
+    refused(&server, carol, &carol_token);
+    ann_laptop
+        .send(Message::text(
+            json!({"cmd": 10, "dstid": carol, "content": "still there?", "ref": "c1"}).to_string(),
+        ))
+        .expect("send");
+    let reply: Value = match ann_laptop.read().expect("reply") {
+        Message::Text(t) => serde_json::from_str(t.as_str()).expect("json"),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        (reply["cmd"].clone(), reply["code"].clone()),
+        (json!(22), json!(403)),
+        "{reply}"
+    );
+
+    // A new password ends every session of the user.
+    ok(
+        &["admin", "user", "passwd", "13800000004"],
+        &dir,
+        "new-password-4\n",
+    );
+    assert_closed(&mut dave_ws, "password changed");
+    answers(&mut erin_ws);
+
+    // Everyone.
+    ok(&["admin", "session", "revoke", "--all"], &dir, "");
+    assert_closed(&mut ann_laptop, "session revoked");
+    assert_closed(&mut erin_ws, "session revoked");
+    refused(&server, erin, &erin_token);
 }

@@ -131,11 +131,12 @@ fn accounts_the_way_the_original_client_uses_them() {
     );
 }
 
-/// Behind a TLS-terminating proxy (`X-Forwarded-Proto: https`) the session cookie, and
-/// the one that clears it, carry `Secure`; on plain HTTP they do not.
+/// Behind a trusted TLS-terminating proxy (`X-Forwarded-Proto: https`) the session
+/// cookie, and the one that clears it, carry `Secure`; on plain HTTP they do not.
+/// (tests/proxy.rs has the same header from a peer that is not trusted.)
 #[test]
 fn session_cookie_is_secure_behind_an_https_proxy() {
-    let server = Server::start(&[]);
+    let server = Server::start(&["--trust-proxy", "127.0.0.1"]);
     let https = [
         ("Content-Type", "application/x-www-form-urlencoded"),
         ("X-Forwarded-Proto", "https"),

@@ -182,6 +182,10 @@ fn two_friends_chat_both_ways_and_history_keeps_the_order() {
         (done["id"].clone(), done["more"].clone()),
         (ack_b["id"].clone(), json!(false))
     );
+    assert_eq!(
+        done["oldest"], 1,
+        "without --history-days nothing is removed"
+    );
 }
 
 #[test]

@@ -11,7 +11,9 @@ use crate::store::{CMD_GROUP, CMD_SINGLE, Db, Peer, StoreError};
 /// `cmd` 10: the 1:1 messages between the caller and user `dstid`, whoever that is (only
 /// the caller's own conversation can come back). `cmd` 11: group `dstid`'s messages since
 /// the caller joined, for members only. `limit` defaults to
-/// [`HISTORY_DEFAULT_LIMIT`] and is cut to [`HISTORY_MAX_LIMIT`].
+/// [`HISTORY_DEFAULT_LIMIT`] and is cut to [`HISTORY_MAX_LIMIT`]. The reply's `oldest`
+/// is where history starts ([`Db::history_start`]): nothing older than it will come
+/// back, whatever `before` asks.
 pub(super) fn history(db: &Db, caller: &Caller<'_>, fields: &Fields) -> Result<ApiReply, Failure> {
     let dst = fields.required_int("dstid")?;
     let peer = match fields.int("cmd") {
@@ -46,7 +48,9 @@ pub(super) fn history(db: &Db, caller: &Caller<'_>, fields: &Fields) -> Result<A
             StoreError::NotMember => Failure::field(MSG_NOT_MEMBER),
             other => other.into(),
         })?;
+    // Read after the rows, as sync does: retention in between only moves it later.
+    let oldest = db.history_start()?;
     // History rows are the chat wire's deliveries: one format for both.
     let rows: Vec<Delivery<'_>> = messages.iter().map(Delivery::from).collect();
-    Ok(ApiReply::rows(&rows))
+    Ok(ApiReply::rows_from(&rows, Some(oldest)))
 }

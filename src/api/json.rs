@@ -112,11 +112,14 @@ pub(super) struct DataEnvelope<'a, T> {
     pub(super) data: T,
 }
 
-/// `{"code":0,"msg":"","rows":[..],"total":n}`.
+/// `{"code":0,"msg":"","rows":[..],"total":n}` (and `"oldest":id` for history).
 #[derive(Debug, Serialize)]
 pub(super) struct RowsEnvelope<'a, T> {
     pub(super) code: i32,
     pub(super) msg: &'a str,
     pub(super) rows: &'a [T],
     pub(super) total: usize,
+    /// `/message/history` only: where history starts (see `Db::history_start`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) oldest: Option<i64>,
 }

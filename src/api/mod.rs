@@ -275,6 +275,11 @@ impl ApiReply {
 
     /// `{"code":0,"msg":"","rows":[…],"total":n}`.
     fn rows<T: Serialize>(rows: &[T]) -> ApiReply {
+        ApiReply::rows_from(rows, None)
+    }
+
+    /// [`ApiReply::rows`], with `"oldest":id` when `oldest` is given.
+    fn rows_from<T: Serialize>(rows: &[T], oldest: Option<i64>) -> ApiReply {
         ApiReply::json(
             Status::Ok,
             &RowsEnvelope {
@@ -282,6 +287,7 @@ impl ApiReply {
                 msg: "",
                 rows,
                 total: rows.len(),
+                oldest,
             },
         )
     }

@@ -1375,6 +1375,47 @@ fn history_of_one_to_one_chats_is_only_the_callers_own() {
 }
 
 #[test]
+fn history_says_where_retention_made_it_start() {
+    let mut t = test_db();
+    let alice = quick_user(&mut t.db, "13800000001");
+    let bob = quick_user(&mut t.db, "13800000002");
+    let old: Vec<_> = (0..3)
+        .map(|i| text(alice.id, Peer::User(bob.id), &format!("old {i}")))
+        .collect();
+    let old = t.db.save_messages(&old, NOW - 10).expect("old");
+    let new =
+        t.db.save_messages(&[text(bob.id, Peer::User(alice.id), "new")], NOW)
+            .expect("new");
+    let query = format!("dstid={}&cmd=10", bob.id);
+    let v = ok(get(&mut t.db, Route::History, &query, Some(&alice.token)));
+    assert_eq!(v["oldest"], 1, "nothing removed yet");
+    assert_eq!(v["total"], 4);
+
+    t.db.remove_old_messages(NOW, 1_000).expect("retention");
+    let v = ok(get(&mut t.db, Route::History, &query, Some(&alice.token)));
+    assert_eq!(contents(&v), ["new"]);
+    assert_eq!(v["oldest"], old[2].id + 1);
+    assert_eq!(
+        v["oldest"], new[0].id,
+        "history starts at the first kept message"
+    );
+    // Asking before where history starts: nothing, and where it starts.
+    let v = ok(get(
+        &mut t.db,
+        Route::History,
+        &format!("{query}&before={}", old[2].id),
+        Some(&alice.token),
+    ));
+    assert_eq!(
+        (v["total"].clone(), v["oldest"].clone()),
+        (json!(0), json!(new[0].id))
+    );
+    // The list envelopes of other routes are unchanged.
+    let v = ok(get(&mut t.db, Route::LoadFriends, "", Some(&alice.token)));
+    assert!(v.get("oldest").is_none(), "{v}");
+}
+
+#[test]
 fn history_of_a_group_is_for_members_only_and_starts_at_joining() {
     let mut t = test_db();
     let alice = quick_user(&mut t.db, "13800000001");

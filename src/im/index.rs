@@ -133,6 +133,30 @@ impl ChatIndex {
         }
     }
 
+    /// `user` was deleted: their memberships and friendships go (a group they were the
+    /// last member of goes with them), and so does any connection still listed.
+    pub fn forget_user(&mut self, user: i64) {
+        for conn in self.conns_of.remove(&user).unwrap_or_default() {
+            for group in self.groups_of.get(&user).into_iter().flatten() {
+                remove_from(&mut self.group_conns, *group, conn);
+            }
+        }
+        for group in self.groups_of.remove(&user).unwrap_or_default() {
+            if let Some(size) = self.group_sizes.get_mut(&group) {
+                *size -= 1;
+                if *size == 0 {
+                    self.group_sizes.remove(&group);
+                    self.group_conns.remove(&group);
+                }
+            }
+        }
+        for friend in self.friends_of.remove(&user).unwrap_or_default() {
+            if let Some(friends) = self.friends_of.get_mut(&friend) {
+                friends.remove(&user);
+            }
+        }
+    }
+
     /// Online connections of a user.
     pub fn conns_of(&self, user: i64) -> &[ConnKey] {
         self.conns_of.get(&user).map_or(&[], Vec::as_slice)
@@ -185,6 +209,36 @@ mod tests {
         index.disconnect(1, 11);
         index.disconnect(2, 21);
         assert!(index.conns_of.is_empty() && index.group_conns.is_empty());
+    }
+
+    #[test]
+    fn a_forgotten_user_leaves_no_connection_membership_or_friendship() {
+        let mut index =
+            ChatIndex::new([(100, 1), (100, 2), (200, 1)]).with_friends([(1, 2), (1, 3)]);
+        index.connect(1, 10);
+        index.connect(2, 20);
+        index.connect(1, 11);
+        index.forget_user(1);
+        assert!(index.conns_of(1).is_empty());
+        assert_eq!(index.group_conns(100), [20]);
+        assert!(index.group_conns(200).is_empty());
+        assert_eq!(index.right(2, Peer::User(1)), SendRight::NotFriends);
+        assert_eq!(index.right(3, Peer::User(1)), SendRight::NotFriends);
+        assert_eq!(index.right(1, Peer::Group(100)), SendRight::NotMember);
+        assert_eq!(
+            index.right(2, Peer::Group(200)),
+            SendRight::NoSuchGroup,
+            "their last group went with them"
+        );
+        assert_eq!(index.right(2, Peer::Group(100)), SendRight::Allowed);
+        // A connection closed before (the usual order) is simply not there.
+        index.connect(2, 21);
+        index.disconnect(2, 20);
+        index.disconnect(2, 21);
+        index.forget_user(2);
+        assert!(index.group_conns.is_empty() && index.conns_of.is_empty());
+        assert!(index.friends_of.values().all(HashSet::is_empty));
+        index.forget_user(99);
     }
 
     #[test]

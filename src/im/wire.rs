@@ -277,7 +277,7 @@ pub enum Reply<'a> {
         /// What was wrong.
         msg: &'a str,
     },
-    /// `{"cmd":23,"id":..,"more":..}`: the sync reply is complete up to `id`.
+    /// `{"cmd":23,"id":..,"more":..,"oldest":..}`: the sync reply is complete up to `id`.
     SyncDone {
         /// Always [`CMD_SYNC_DONE`].
         cmd: i64,
@@ -285,6 +285,10 @@ pub enum Reply<'a> {
         id: i64,
         /// Whether more messages wait: send another sync from `id`.
         more: bool,
+        /// Where history starts: retention (`--history-days`) has removed every message
+        /// with a smaller id; 1 while it has removed none. A client that synced from
+        /// an id below `oldest - 1` may have missed messages that are gone.
+        oldest: i64,
     },
 }
 
@@ -418,6 +422,16 @@ mod tests {
         assert_eq!(
             ack.to_json(),
             r#"{"cmd":21,"ref":"c1","id":5,"createat":9}"#
+        );
+        let done = Reply::SyncDone {
+            cmd: CMD_SYNC_DONE,
+            id: 58,
+            more: false,
+            oldest: 31,
+        };
+        assert_eq!(
+            done.to_json(),
+            r#"{"cmd":23,"id":58,"more":false,"oldest":31}"#
         );
         let m = StoredMessage {
             id: 5,

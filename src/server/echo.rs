@@ -1,8 +1,7 @@
 //! The `/echo` endpoint: every message goes back to its sender with its type.
 
 use super::outbound::Outbound;
-use crate::ws::frame::{MAX_HEADER_LEN, encode_header, write_frame};
-use crate::ws::{Deflater, Message, OpCode, PerMessageDeflate};
+use crate::ws::{Deflater, Message, OpCode, PerMessageDeflate, Sender};
 
 /// Messages at least this long that were gathered in the connection's own buffer
 /// are echoed by moving that buffer into the outbound queue instead of copying it.
@@ -16,12 +15,11 @@ pub fn shape(message: &Message<'_>) -> (OpCode, usize) {
     }
 }
 
-/// Queues the echo of `message`, copying it.
-pub fn reply(message: Message<'_>, out: &mut Outbound) {
-    match message {
-        Message::Text(text) => write_frame(out.tail(), OpCode::Text, text.as_bytes()),
-        Message::Binary(data) => write_frame(out.tail(), OpCode::Binary, data),
-    }
+/// Queues the echo of `message`, copying it, through the connection's sending
+/// side as it was when the message arrived (the message still borrows it).
+pub fn reply(message: Message<'_>, sender: Sender, out: &mut Outbound) {
+    // A message is only delivered while the connection is open: this never fails.
+    let _ = sender.send_message(message, out.tail());
 }
 
 /// Queues the echo of `message` compressed (RFC 7692 §7.2.1) by the loop's
@@ -43,28 +41,16 @@ pub fn reply_compressed(
 /// Queues the echo of `message` in frames of `size` payload bytes (RFC 6455
 /// §5.4), uncompressed: the frame inspector's fragmented echo. At most
 /// `max_fragments` frames; a longer message gets larger fragments.
-pub fn reply_fragmented(message: Message<'_>, size: u32, max_fragments: usize, out: &mut Outbound) {
-    let (opcode, payload) = match message {
-        Message::Text(text) => (OpCode::Text, text.as_bytes()),
-        Message::Binary(data) => (OpCode::Binary, data),
-    };
-    let size = (size.max(1) as usize).max(payload.len().div_ceil(max_fragments.max(1)));
-    let out = out.tail();
-    let mut chunks = payload.chunks(size).peekable();
-    let mut op = opcode;
-    if chunks.peek().is_none() {
-        return write_frame(out, opcode, &[]);
-    }
-    while let Some(chunk) = chunks.next() {
-        let mut header = [0u8; MAX_HEADER_LEN];
-        let fin = chunks.peek().is_none();
-        let n = encode_header(&mut header, fin, op, chunk.len() as u64, None);
-        out.extend_from_slice(&header[..n]);
-        out.extend_from_slice(chunk);
-        op = OpCode::Continuation;
-    }
+pub fn reply_fragmented(
+    message: Message<'_>,
+    sender: Sender,
+    size: u32,
+    max_fragments: usize,
+    out: &mut Outbound,
+) {
+    // A message is only delivered while the connection is open: this never fails.
+    let _ = sender.send_fragmented(message, size as usize, max_fragments, out.tail());
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -83,9 +69,10 @@ mod tests {
 
     fn fragmented(message: Message<'_>, size: u32, max: usize) -> Vec<(bool, OpCode, Vec<u8>)> {
         let mut out = Outbound::default();
-        reply_fragmented(message, size, max, &mut out);
+        reply_fragmented(message, Sender::SHARED, size, max, &mut out);
         let mut sink = Vec::new();
-        out.flush_to(&mut sink).expect("a Vec takes everything");
+        out.flush_to(&mut sink, &mut crate::ws::Spares::default())
+            .expect("a Vec takes everything");
         frames(&sink)
     }
 

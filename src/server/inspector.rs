@@ -36,7 +36,7 @@ use super::lifecycle::Verdict;
 use super::outbound::Flushed;
 use super::workers::ConnRef;
 use crate::ws::inspect::{self, Direction, FrameRecord, Seen, Tap};
-use crate::ws::{CloseCode, Limits, Message};
+use crate::ws::{CloseCode, Limits, Message, Spares};
 
 /// Payload bytes a feed record shows of a data frame (a control frame's are all shown).
 pub const FEED_PREFIX: usize = inspect::MAX_PREFIX;
@@ -356,14 +356,26 @@ impl Write for Tapped<'_> {
     }
 }
 
-/// Writes a connection's queue to its socket, through its tap if it is watched.
-pub fn flush_out(conn: &mut Conn) -> io::Result<Flushed> {
+/// Writes a connection's queue to its socket, through its tap if it is watched;
+/// `keep` keeps the queue's buffer (a lent queue, [`Outbound::flush_keeping`]).
+///
+/// [`Outbound::flush_keeping`]: super::outbound::Outbound::flush_keeping
+pub fn flush_out(conn: &mut Conn, spares: &mut Spares, keep: bool) -> io::Result<Flushed> {
+    let out = &mut conn.life.out;
     match &mut conn.tap {
-        None => conn.life.out.flush_to(&mut conn.socket),
-        Some(traced) => conn.life.out.flush_to(&mut Tapped {
-            socket: &mut conn.socket,
-            traced,
-        }),
+        None if keep => out.flush_keeping(&mut conn.socket, spares),
+        None => out.flush_to(&mut conn.socket, spares),
+        Some(traced) => {
+            let mut tapped = Tapped {
+                socket: &mut conn.socket,
+                traced,
+            };
+            if keep {
+                out.flush_keeping(&mut tapped, spares)
+            } else {
+                out.flush_to(&mut tapped, spares)
+            }
+        }
     }
 }
 

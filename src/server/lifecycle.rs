@@ -176,7 +176,8 @@ pub struct Env<'a> {
     pub index: &'a mut ChatIndex,
     /// Login and registration limits.
     pub throttle: &'a mut Throttle,
-    /// The client's address.
+    /// The TCP peer's address (behind a trusted proxy, the proxy's: the request
+    /// router finds the client's).
     pub peer: IpAddr,
     /// The (de)compressor lent to every connection with permessage-deflate.
     pub codec: &'a mut Codec,
@@ -249,6 +250,9 @@ pub struct Lifecycle {
     reoffered: u32,
     /// A ping went out in this quiet spell.
     pinged: bool,
+    /// The last [`Lifecycle::handle_bytes`] stopped because it had queued
+    /// [`config::CORK_BYTES`]: the driver writes them, then offers the rest again.
+    corked: bool,
     /// The frame inspector asked for the next echo in fragments of this many
     /// bytes (0: whole, as always).
     echo_fragments: u32,
@@ -305,6 +309,7 @@ impl Lifecycle {
             starved: false,
             reoffered: 0,
             pinged: false,
+            corked: false,
             echo_fragments: 0,
         }
     }
@@ -440,6 +445,10 @@ impl Lifecycle {
             self.pinged = false;
         }
         let mut pos = 0;
+        // Output this call may queue before it hands the socket a turn (see
+        // [`Lifecycle::take_corked`]).
+        let cork_at = self.out.len().saturating_add(config::CORK_BYTES);
+        self.corked = false;
         loop {
             let before = pos;
             let rest = &mut input[pos..];
@@ -447,12 +456,18 @@ impl Lifecycle {
                 State::Request => self.on_request(now, rest, env),
                 State::Body { .. } => self.on_body(now, rest, env),
                 State::Waiting { .. } | State::Authorizing(_) => 0,
-                State::WebSocket { .. } => self.on_frames(now, rest, env),
+                State::WebSocket { .. } => self.on_frames(now, rest, env, cork_at),
                 State::Closing | State::Lingering => rest.len(),
             };
             if pos == before || pos == input.len() {
                 break;
             }
+        }
+        if pos < input.len()
+            && self.out.len() >= cork_at
+            && matches!(self.state, State::WebSocket { .. })
+        {
+            self.corked = true;
         }
         // Stopped at a budget (not merely at incomplete input, which only more bytes
         // can finish): read again once the budget frees.
@@ -461,6 +476,15 @@ impl Lifecycle {
         }
         self.note_progress(now);
         pos
+    }
+
+    /// Whether the last [`Lifecycle::handle_bytes`] stopped with input left because
+    /// it had queued [`config::CORK_BYTES`] of output: the driver should write
+    /// them now and offer the rest again, so the peer reads the first replies
+    /// while the rest are made (a client with many messages in flight then never
+    /// waits for the whole batch). Cleared by asking.
+    pub fn take_corked(&mut self) -> bool {
+        std::mem::take(&mut self.corked)
     }
 
     /// The next moment [`Lifecycle::handle_timeout`] has something to do.
@@ -834,7 +858,7 @@ impl Lifecycle {
         let config = env.config;
         let (head_len, routed) = match http::parse_head(input, config::MAX_REQUEST_HEAD) {
             Ok(None) => return 0,
-            Ok(Some(head)) => (head.len, request::route(&head, config)),
+            Ok(Some(head)) => (head.len, request::route(&head, config, env.peer)),
             Err(HeadError::TooLarge) => {
                 self.refuse(
                     now,
@@ -876,6 +900,7 @@ impl Lifecycle {
             }
             Routed::Api {
                 mut request,
+                client,
                 content_length,
                 keep_alive,
             } => {
@@ -888,14 +913,14 @@ impl Lifecycle {
                 let login = match request.route {
                     api::Route::Login => {
                         let account = api::login_account(&request).unwrap_or_default();
-                        if let Err(wait) = env.throttle.check_login(now, env.peer, &account) {
+                        if let Err(wait) = env.throttle.check_login(now, client, &account) {
                             self.refuse(now, Why::Throttled(wait), Close::from(keep_alive), config);
                             return end;
                         }
                         Some(account.into_boxed_str())
                     }
                     api::Route::Register => {
-                        if let Err(wait) = env.throttle.check_register(now, env.peer) {
+                        if let Err(wait) = env.throttle.check_register(now, client) {
                             self.refuse(now, Why::Throttled(wait), Close::from(keep_alive), config);
                             return end;
                         }
@@ -1062,7 +1087,13 @@ impl Lifecycle {
 
     /// Runs frames through the protocol machine and the endpoint while the budgets
     /// allow; returns the bytes consumed.
-    fn on_frames(&mut self, now: Instant, input: &mut [u8], env: &mut Env<'_>) -> usize {
+    fn on_frames(
+        &mut self,
+        now: Instant,
+        input: &mut [u8],
+        env: &mut Env<'_>,
+        cork_at: usize,
+    ) -> usize {
         let config = env.config;
         let mut pos = 0;
         let State::WebSocket { ws, endpoint } = &mut self.state else {
@@ -1075,7 +1106,9 @@ impl Lifecycle {
         loop {
             // Budgets are checked before each frame: a client that pipelines faster
             // than it reads is slowed down here, never cut off.
-            let room = self.out.len() <= pause_above
+            let queued = self.out.len();
+            let room = queued <= pause_above
+                && queued < cork_at
                 && match endpoint {
                     Endpoint::Echo | Endpoint::Inspector => true,
                     Endpoint::Chat { .. } => chat_room(self.in_flight, self.sync, config),
@@ -1083,6 +1116,15 @@ impl Lifecycle {
             if !room {
                 break;
             }
+            if ws.wants_buffer() {
+                // A large payload is being gathered: into a kept buffer, not a growing one.
+                // Its own smaller buffer is let go: kept, it would only crowd the spares.
+                if let Some(spare) = env.codec.spares.take_larger_than(ws.buffer_capacity()) {
+                    drop(ws.give_buffer(spare));
+                }
+            }
+            // For the echo, which is encoded while the message still borrows `ws`.
+            let sender = ws.sender();
             // The protocol answers pings and close frames itself, into the same queue.
             match ws.handle_bytes_with(&mut env.codec.inflater, &mut input[pos..], self.out.tail())
             {
@@ -1098,6 +1140,7 @@ impl Lifecycle {
                                     // The inspector's fragmented echo (RFC 6455 §5.4).
                                     echo::reply_fragmented(
                                         message,
+                                        sender,
                                         std::mem::take(&mut self.echo_fragments),
                                         inspector::MAX_FRAGMENTS,
                                         &mut self.out,
@@ -1114,7 +1157,7 @@ impl Lifecycle {
                                         &mut self.out,
                                     );
                                 } else if len < echo::ZERO_COPY_MIN {
-                                    echo::reply(message, &mut self.out);
+                                    echo::reply(message, sender, &mut self.out);
                                 } else {
                                     match ws.take_message() {
                                         Some(payload) => {
@@ -1127,11 +1170,13 @@ impl Lifecycle {
                                             }
                                         }
                                         // Delivered from the input: its payload ends where the call stopped.
-                                        None => ws::frame::write_frame(
-                                            self.out.tail(),
-                                            opcode,
-                                            &input[pos - len..pos],
-                                        ),
+                                        None => {
+                                            let _ = ws.send_data(
+                                                opcode,
+                                                &input[pos - len..pos],
+                                                self.out.tail(),
+                                            );
+                                        }
                                     }
                                 }
                             }

@@ -136,7 +136,11 @@ impl Harness {
         let (life, mut env) = self.parts();
         let mut buf = life.take_pending();
         buf.extend_from_slice(bytes);
-        let consumed = life.handle_bytes(now, &mut buf, &mut env);
+        let mut consumed = life.handle_bytes(now, &mut buf, &mut env);
+        // As the driver does: a corked call is offered the rest at once.
+        while life.take_corked() {
+            consumed += life.handle_bytes(now, &mut buf[consumed..], &mut env);
+        }
         assert!(consumed <= buf.len());
         if consumed < buf.len() {
             life.keep_pending(&buf[consumed..]);
@@ -175,7 +179,7 @@ impl Harness {
         let flushed = self
             .life
             .out
-            .flush_to(&mut written)
+            .flush_to(&mut written, &mut crate::ws::Spares::default())
             .expect("a Vec takes all");
         assert_eq!(flushed, Flushed::All);
         let after = self
@@ -561,7 +565,10 @@ fn closing_is_dropped_at_the_close_timeout_if_the_reply_never_leaves() {
     let flushed = h
         .life
         .out
-        .flush_to(&mut Trickle { budget: 10 })
+        .flush_to(
+            &mut Trickle { budget: 10 },
+            &mut crate::ws::Spares::default(),
+        )
         .expect("blocks");
     assert_eq!(flushed, Flushed::Blocked);
     let after = h.life.handle_flushed(h.at(150), flushed, true);
@@ -951,6 +958,86 @@ fn large_echoes_come_back_intact_whole_or_in_pieces() {
 }
 
 #[test]
+fn many_small_echoes_leave_in_corks_of_16_kib_not_all_at_the_end() {
+    let mut h = harness();
+    h.open_echo();
+    h.flush(50);
+    let mut input = Vec::new();
+    for i in 0..2_000u32 {
+        input.extend_from_slice(&masked_text(&format!("message {i:>6} of a long window")));
+    }
+    let now = h.at(100);
+    let (life, mut env) = h.parts();
+    let mut consumed = 0;
+    let mut corks = Vec::new();
+    loop {
+        consumed += life.handle_bytes(now, &mut input[consumed..], &mut env);
+        let queued = life.out.len();
+        if !life.take_corked() {
+            break;
+        }
+        // The call stopped once 16 KiB were queued, within one reply of it.
+        assert!(
+            (config::CORK_BYTES..config::CORK_BYTES + 64).contains(&queued),
+            "{queued}"
+        );
+        let mut written = Vec::new();
+        life.out
+            .flush_to(&mut written, &mut crate::ws::Spares::default())
+            .expect("a Vec takes all");
+        corks.push(written);
+    }
+    assert_eq!(consumed, input.len());
+    assert!(!life.take_corked(), "asking clears it");
+    let mut tail = Vec::new();
+    life.out
+        .flush_to(&mut tail, &mut crate::ws::Spares::default())
+        .expect("a Vec takes all");
+    corks.push(tail);
+    assert!(corks.len() >= 4, "{} corks", corks.len());
+    let echoed: Vec<_> = corks.iter().flat_map(|c| frames(c)).collect();
+    assert_eq!(echoed.len(), 2_000);
+    for (i, (opcode, payload)) in echoed.iter().enumerate() {
+        assert_eq!(*opcode, OpCode::Text);
+        assert_eq!(
+            payload,
+            format!("message {i:>6} of a long window").as_bytes()
+        );
+    }
+}
+
+#[test]
+fn a_large_echo_buffer_is_kept_once_written_and_gathers_the_next_message() {
+    let mut h = harness();
+    h.open_echo();
+    h.flush(50);
+    let payload: Vec<u8> = (0..1_000_000u32).map(|i| (i * 13) as u8).collect();
+    let frame = masked(OpCode::Binary, &payload);
+    let mut addresses = Vec::new();
+    for round in 0..3u64 {
+        for piece in frame.chunks(256 * 1024) {
+            assert_eq!(h.feed(100 + round, piece), 0);
+        }
+        let mut written = Vec::new();
+        let (life, env) = h.parts();
+        life.out
+            .flush_to(&mut written, &mut env.codec.spares)
+            .expect("a Vec takes all");
+        assert_eq!(frames(&written), [(OpCode::Binary, payload.clone())]);
+        assert!(h.codec.spares.bytes() >= 1_000_000, "round {round}: kept");
+        let spare = h.codec.spares.take_larger_than(0).expect("kept");
+        addresses.push(spare.as_ptr());
+        h.codec.spares.give(spare);
+    }
+    // From the second message on, every one is gathered in the same kept buffer.
+    assert_eq!(addresses[1], addresses[2]);
+    // Unused for two trims: freed.
+    h.codec.spares.trim();
+    h.codec.spares.trim();
+    assert_eq!(h.codec.spares.bytes(), 0);
+}
+
+#[test]
 fn an_idle_echo_socket_is_closed_with_1001_then_closing() {
     let mut h = harness();
     h.open_echo();
@@ -1066,7 +1153,10 @@ fn a_paused_writer_resumes_at_half_and_is_dropped_after_the_close_timeout_withou
     let f = h
         .life
         .out
-        .flush_to(&mut Trickle { budget: 1_000 })
+        .flush_to(
+            &mut Trickle { budget: 1_000 },
+            &mut crate::ws::Spares::default(),
+        )
         .expect("blocks");
     assert_eq!(
         h.life.handle_flushed(h.at(1_000), f, true),
@@ -1090,7 +1180,7 @@ fn a_paused_writer_resumes_at_half_and_is_dropped_after_the_close_timeout_withou
     let f = h
         .life
         .out
-        .flush_to(&mut Trickle { budget })
+        .flush_to(&mut Trickle { budget }, &mut crate::ws::Spares::default())
         .expect("blocks");
     h.life.handle_flushed(h.at(300), f, true);
     assert!(h.wants_read());

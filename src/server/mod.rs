@@ -47,7 +47,7 @@ use crate::throttle::Throttle;
 use crate::ws::{self, CloseCode, Codec};
 use conn::Conn;
 use lifecycle::{AfterFlush, Env, Lifecycle, Services, State, UploadSlot, Verdict};
-use outbound::Flushed;
+use outbound::{Flushed, Outbound};
 use workers::{Busy, Completion, ConnRef, Job, PendingChat, Workers};
 
 const LISTENER: Token = Token(usize::MAX - 1);
@@ -100,6 +100,11 @@ pub struct Server {
     read_buf: Vec<u8>,
     /// The loop-wide permessage-deflate codecs, reset for every message.
     codec: Codec,
+    /// A warm outbound queue, lent to each connection that has nothing queued for
+    /// its read turn and taken back once its replies are written: a busy socket
+    /// makes its replies without allocating. Only a partial write leaves the
+    /// connection with the buffer (and the loop makes a new one).
+    spare_out: Outbound,
     /// Connections with output queued this turn.
     to_flush: Vec<usize>,
     /// Connections whose input was not drained this turn (fairness cap), or that
@@ -204,6 +209,10 @@ impl Server {
             waker,
             config.api_queue,
             config.hash_queue,
+            config.history_days.map(|days| workers::Retention {
+                days,
+                interval: config.retention_interval,
+            }),
         )?;
         let mut listener = listen(config.listen)
             .map_err(|e| io::Error::new(e.kind(), format!("listen on {}: {e}", config.listen)))?;
@@ -233,6 +242,7 @@ impl Server {
             refusals: HashMap::new(),
             read_buf: vec![0; config::READ_BUFFER],
             codec: Codec::default(),
+            spare_out: Outbound::default(),
             to_flush: Vec::new(),
             to_read: Vec::new(),
             shutdown_deadline: None,
@@ -329,8 +339,11 @@ impl Server {
                         self.refuse_connection(socket, "connection limit reached");
                         continue;
                     }
+                    // A trusted proxy carries every client behind it: not capped, not counted.
+                    let proxy = self.config.is_trusted_proxy(ip);
                     let cap = self.config.max_unauthenticated_per_address;
                     if cap > 0
+                        && !proxy
                         && self
                             .per_address
                             .get(&ip)
@@ -355,6 +368,7 @@ impl Server {
                     self.next_serial += 1;
                     let life = Lifecycle::new(self.now, &self.config);
                     let mut conn = Conn::new(socket, self.next_serial, ip, life);
+                    conn.counted = !proxy;
                     if self.inspecting {
                         conn.tap = Some(inspector::Traced::new(
                             entry.key(),
@@ -363,7 +377,9 @@ impl Server {
                         ));
                     }
                     entry.insert(conn);
-                    *self.per_address.entry(ip).or_default() += 1;
+                    if !proxy {
+                        *self.per_address.entry(ip).or_default() += 1;
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -441,6 +457,10 @@ impl Server {
             conn.life.starve();
             return;
         }
+        let lent = conn.life.out.is_empty();
+        if lent {
+            std::mem::swap(&mut conn.life.out, &mut self.spare_out);
+        }
         // The loop-wide buffer is lent out for the call (a move of three words).
         let mut buf = std::mem::take(&mut self.read_buf);
         let now = self.now;
@@ -453,9 +473,23 @@ impl Server {
             // The fairness cap: the rest waits for the next turn.
             self.to_read.push(key);
         }
+        if lent && verdict == Verdict::Keep {
+            self.return_lent(key);
+        }
         self.settle(key, verdict);
         if self.inspecting {
             self.inspector_turn(key);
+        }
+    }
+
+    /// Writes the replies a connection made in the loop's warm queue, and takes
+    /// the queue back if they all left.
+    fn return_lent(&mut self, key: usize) {
+        self.flush_with(key, true);
+        if let Some(conn) = self.conns.get_mut(key) {
+            if conn.life.out.is_empty() {
+                std::mem::swap(&mut conn.life.out, &mut self.spare_out);
+            }
         }
     }
 
@@ -509,12 +543,17 @@ impl Server {
 
     /// Writes a connection's queue; shuts the write side once a final message is out.
     fn flush(&mut self, key: usize) {
+        self.flush_with(key, false);
+    }
+
+    /// [`Server::flush`], keeping the queue's buffer if `keep` (a lent queue).
+    fn flush_with(&mut self, key: usize, keep: bool) {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
         conn.flush_queued = false;
         let before = conn.life.out.len();
-        let flushed = match inspector::flush_out(conn) {
+        let flushed = match inspector::flush_out(conn, &mut self.codec.spares, keep) {
             Ok(f) => f,
             Err(e) => {
                 debug!("#{key}: write: {e}");
@@ -596,6 +635,11 @@ impl Server {
                         self.deliver(c);
                     }
                 }
+                Completion::Revoked(revoked) => {
+                    for r in revoked {
+                        self.revoke(r);
+                    }
+                }
             }
         }
     }
@@ -632,30 +676,54 @@ impl Server {
             Effect::LoggedOut { user, token_digest } => {
                 // Sockets opened with the ended session close with it.
                 let ended = workers::session_id(&token_digest);
-                let doomed: Vec<usize> = self
-                    .index
-                    .conns_of(user)
-                    .iter()
-                    .copied()
-                    .filter(|&key| {
-                        self.conns
-                            .get(key)
-                            .and_then(|c| c.life.chat_user())
-                            .is_some_and(|(_, session)| session == ended)
-                    })
-                    .collect();
-                let now = self.now;
-                for key in doomed {
-                    let v = with_conn!(self, key, |c, env| c.life.close(
-                        now,
-                        CloseCode::POLICY_VIOLATION,
-                        "logged out",
-                        env
-                    ));
-                    self.settle(key, v.unwrap_or(Verdict::Drop));
-                }
+                self.close_chats(Some(user), Some(ended), "logged out");
             }
         }
+    }
+
+    /// Closes the chat sockets an administrator's change ended, and forgets a
+    /// deleted user.
+    fn revoke(&mut self, r: workers::Revoked) {
+        let n = self.close_chats(r.user, r.session, r.reason.close_reason());
+        if let (crate::store::Reason::Deleted, Some(user)) = (r.reason, r.user) {
+            self.index.forget_user(user);
+        }
+        let whom = r
+            .user
+            .map_or("every user".to_owned(), |u| format!("user {u}"));
+        info!(
+            "{}: closed {n} chat sockets of {whom}",
+            r.reason.close_reason()
+        );
+    }
+
+    /// Closes with 1008 and `reason` the chat sockets of `user` (of everyone if
+    /// `None`) opened with `session` (with any if `None`); returns how many.
+    fn close_chats(&mut self, user: Option<i64>, session: Option<u32>, reason: &str) -> usize {
+        let doomed: Vec<usize> = match user {
+            Some(user) => self.index.conns_of(user).to_vec(),
+            None => self.conns.iter().map(|(key, _)| key).collect(),
+        };
+        let doomed: Vec<usize> = doomed
+            .into_iter()
+            .filter(|&key| {
+                self.conns
+                    .get(key)
+                    .and_then(|c| c.life.chat_user())
+                    .is_some_and(|(_, s)| session.is_none_or(|ended| s == ended))
+            })
+            .collect();
+        let now = self.now;
+        for &key in &doomed {
+            let v = with_conn!(self, key, |c, env| c.life.close(
+                now,
+                CloseCode::POLICY_VIOLATION,
+                reason,
+                env
+            ));
+            self.settle(key, v.unwrap_or(Verdict::Drop));
+        }
+        doomed.len()
     }
 
     /// Acks (or refuses) a stored chat message to its sender and fans it out.
@@ -750,6 +818,7 @@ impl Server {
 
     /// Deadlines, idle buffers, keeping chat connections alive, refused sockets.
     fn sweep(&mut self, now: Instant) {
+        self.codec.spares.trim();
         let due: Vec<usize> = self
             .conns
             .iter_mut()
@@ -848,7 +917,7 @@ fn read_turn(
                 debug!("#{key}: peer closed");
                 // A client may send its close frame and shut down at once: try to
                 // answer before dropping.
-                let _ = inspector::flush_out(conn);
+                let _ = inspector::flush_out(conn, &mut env.codec.spares, false);
                 break Verdict::Drop;
             }
             Ok(n) => {
@@ -859,7 +928,22 @@ fn read_turn(
                 }
                 let drained = n < end - filled && !to_eof;
                 filled += n;
-                let consumed = conn.life.handle_bytes(now, &mut buf[..filled], env);
+                let mut consumed = conn.life.handle_bytes(now, &mut buf[..filled], env);
+                while conn.life.take_corked() {
+                    // Replies leave while the rest of the input is handled.
+                    let before = conn.life.out.len();
+                    match inspector::flush_out(conn, &mut env.codec.spares, true) {
+                        Ok(flushed) => {
+                            let progressed = conn.life.out.len() < before;
+                            conn.life.handle_flushed(now, flushed, progressed);
+                        }
+                        Err(e) => {
+                            debug!("#{key}: write: {e}");
+                            return (Verdict::Drop, false);
+                        }
+                    }
+                    consumed += conn.life.handle_bytes(now, &mut buf[consumed..filled], env);
+                }
                 buf.copy_within(consumed..filled, 0);
                 filled -= consumed;
                 if filled == buf.len() {

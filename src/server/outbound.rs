@@ -8,9 +8,14 @@ use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};
 use std::rc::Rc;
 
+use crate::ws::Spares;
+
 /// An owned buffer stops taking appends at this size, so a huge echo does not
 /// make the next small frame wait behind a reallocation.
 const APPEND_LIMIT: usize = 256 * 1024;
+
+/// The largest buffer [`Outbound::flush_keeping`] keeps.
+const KEEP_LIMIT: usize = 512 * 1024;
 
 /// Most chunks handed to one `writev`.
 const MAX_IOVECS: usize = 64;
@@ -33,7 +38,11 @@ impl Chunk {
 /// The outbound queue; empty queues hold no heap memory.
 #[derive(Debug, Default)]
 pub struct Outbound {
-    chunks: VecDeque<Chunk>,
+    /// Boxed: an idle connection pays one word for it, not a ring's four (most
+    /// connections' output goes out through the loop's lent queue and never
+    /// fills their own).
+    #[allow(clippy::box_collection)]
+    chunks: Option<Box<VecDeque<Chunk>>>,
     /// Bytes of the front chunk already written.
     front_written: u32,
     /// Bytes in every chunk but the last, which callers may still append to: the
@@ -63,15 +72,18 @@ pub enum Flushed {
 impl Outbound {
     /// A buffer to append frames to, at the back of the queue.
     pub fn tail(&mut self) -> &mut Vec<u8> {
-        let reusable =
-            matches!(self.chunks.back(), Some(Chunk::Owned(v)) if v.len() < APPEND_LIMIT);
+        let reusable = matches!(self.back(), Some(Chunk::Owned(v)) if v.len() < APPEND_LIMIT);
         if !reusable {
             self.push(Chunk::Owned(Vec::new()));
         }
-        match self.chunks.back_mut() {
+        match self.chunks.as_deref_mut().and_then(|ring| ring.back_mut()) {
             Some(Chunk::Owned(v)) => v,
             _ => unreachable!("an owned chunk was just pushed"),
         }
+    }
+
+    fn back(&self) -> Option<&Chunk> {
+        self.chunks.as_deref().and_then(|ring| ring.back())
     }
 
     /// Queues a buffer as it is (a large payload we own), without copying it.
@@ -85,15 +97,16 @@ impl Outbound {
     }
 
     fn push(&mut self, chunk: Chunk) {
-        if let Some(last) = self.chunks.back() {
+        let ring = self.chunks.get_or_insert_with(Box::default);
+        if let Some(last) = ring.back() {
             self.sealed += len32(last.bytes().len());
         }
-        self.chunks.push_back(chunk);
+        ring.push_back(chunk);
     }
 
     /// Bytes waiting to be written.
     pub fn len(&self) -> usize {
-        let last = self.chunks.back().map_or(0, |c| c.bytes().len());
+        let last = self.back().map_or(0, |c| c.bytes().len());
         self.sealed as usize + last - self.front_written as usize
     }
 
@@ -102,35 +115,81 @@ impl Outbound {
         self.len() == 0
     }
 
-    /// Drops the front chunk, which has been written.
-    fn pop_front(&mut self) {
-        if self.chunks.len() > 1 {
-            if let Some(front) = self.chunks.front() {
+    /// Drops the front chunk, which has been written; a large buffer of ours goes
+    /// to `spares` for the next large message.
+    fn pop_front(&mut self, spares: &mut Spares) {
+        let Some(ring) = self.chunks.as_deref_mut() else {
+            return;
+        };
+        if ring.len() > 1 {
+            if let Some(front) = ring.front() {
                 self.sealed -= len32(front.bytes().len());
             }
         }
-        self.chunks.pop_front();
+        if let Some(Chunk::Owned(buf)) = ring.pop_front() {
+            spares.give(buf);
+        }
         self.front_written = 0;
     }
 
-    /// Writes as much as the socket takes, in as few calls as it allows.
-    pub fn flush_to(&mut self, socket: &mut impl Write) -> io::Result<Flushed> {
+    /// Writes as much as the socket takes, in as few calls as it allows. An
+    /// emptied queue gives its memory back: idle connections keep no heap memory.
+    pub fn flush_to(
+        &mut self,
+        socket: &mut impl Write,
+        spares: &mut Spares,
+    ) -> io::Result<Flushed> {
+        self.flush_inner(socket, spares, false)
+    }
+
+    /// Like [`Outbound::flush_to`], but an emptied queue keeps its ring and its
+    /// last buffer (cleared) for the next appends: the loop lends such a warm
+    /// queue to each connection for its read turn, so replies cost no allocation.
+    pub fn flush_keeping(
+        &mut self,
+        socket: &mut impl Write,
+        spares: &mut Spares,
+    ) -> io::Result<Flushed> {
+        self.flush_inner(socket, spares, true)
+    }
+
+    fn flush_inner(
+        &mut self,
+        socket: &mut impl Write,
+        spares: &mut Spares,
+        keep: bool,
+    ) -> io::Result<Flushed> {
         loop {
-            while self
-                .chunks
-                .front()
-                .is_some_and(|c| c.bytes().len() == self.front_written as usize)
-            {
-                self.pop_front();
+            while let Some(ring) = self.chunks.as_deref_mut() {
+                let only = ring.len() == 1;
+                let Some(front) = ring.front_mut() else {
+                    break;
+                };
+                if front.bytes().len() != self.front_written as usize {
+                    break;
+                }
+                if keep && only {
+                    // A large payload buffer goes to the spares instead: kept here it
+                    // would be lent, half used, to every connection.
+                    if let Chunk::Owned(v) = front {
+                        if v.capacity() <= KEEP_LIMIT {
+                            v.clear();
+                            self.front_written = 0;
+                            return Ok(Flushed::All);
+                        }
+                    }
+                }
+                self.pop_front(spares);
             }
-            if self.chunks.is_empty() {
-                // Give the ring back: idle connections keep no heap memory.
-                self.chunks = VecDeque::new();
+            let Some(ring) = self.chunks.as_deref().filter(|r| !r.is_empty()) else {
+                if !keep {
+                    self.chunks = None;
+                }
                 return Ok(Flushed::All);
-            }
+            };
             let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
             let mut count = 0;
-            for (i, chunk) in self.chunks.iter().take(MAX_IOVECS).enumerate() {
+            for (i, chunk) in ring.iter().take(MAX_IOVECS).enumerate() {
                 let bytes = chunk.bytes();
                 slices[i] = IoSlice::new(if i == 0 {
                     &bytes[self.front_written as usize..]
@@ -141,7 +200,7 @@ impl Outbound {
             }
             match socket.write_vectored(&slices[..count]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => self.consume(n),
+                Ok(n) => self.consume(n, spares),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Flushed::Blocked),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
@@ -149,18 +208,23 @@ impl Outbound {
         }
     }
 
-    fn consume(&mut self, mut n: usize) {
+    fn consume(&mut self, mut n: usize, spares: &mut Spares) {
         while n > 0 {
-            let Some(front) = self.chunks.front() else {
+            let Some(ring) = self.chunks.as_deref() else {
+                return;
+            };
+            let Some(front) = ring.front() else {
                 return;
             };
             let left = front.bytes().len() - self.front_written as usize;
-            if n < left {
+            // The last chunk stays, written: the flush loop decides whether it is
+            // dropped or kept for reuse.
+            if n < left || ring.len() == 1 {
                 self.front_written += len32(n);
                 return;
             }
             n -= left;
-            self.pop_front();
+            self.pop_front(spares);
         }
     }
 }
@@ -192,7 +256,12 @@ mod tests {
     }
 
     fn naive_len(q: &Outbound) -> usize {
-        q.chunks.iter().map(|c| c.bytes().len()).sum::<usize>() - q.front_written as usize
+        q.chunks
+            .iter()
+            .flat_map(|ring| ring.iter())
+            .map(|c| c.bytes().len())
+            .sum::<usize>()
+            - q.front_written as usize
     }
 
     #[test]
@@ -212,7 +281,8 @@ mod tests {
             q.tail().push(4);
             assert_eq!(q.len(), naive_len(&q), "round {round}");
             sock.budget = round * 5;
-            q.flush_to(&mut sock).expect("no error");
+            q.flush_to(&mut sock, &mut Spares::default())
+                .expect("no error");
             assert_eq!(
                 q.len(),
                 naive_len(&q),
@@ -220,8 +290,60 @@ mod tests {
             );
         }
         sock.budget = usize::MAX;
-        q.flush_to(&mut sock).expect("no error");
+        q.flush_to(&mut sock, &mut Spares::default())
+            .expect("no error");
         assert_eq!((q.len(), q.sealed), (0, 0));
+    }
+
+    #[test]
+    fn a_kept_queue_reuses_its_buffer_and_a_flushed_one_frees_it() {
+        let mut q = Outbound::default();
+        let mut sock = Trickle {
+            written: Vec::new(),
+            cap: usize::MAX,
+            budget: usize::MAX,
+        };
+        q.tail().extend_from_slice(&[7; 3000]);
+        q.push_shared(Rc::from(&b"shared"[..]));
+        q.tail().extend_from_slice(b"end");
+        assert_eq!(
+            q.flush_keeping(&mut sock, &mut Spares::default())
+                .expect("no error"),
+            Flushed::All
+        );
+        assert!(q.is_empty());
+        assert_eq!(
+            q.chunks.as_ref().map(|r| r.len()),
+            Some(1),
+            "the last buffer stays"
+        );
+        let buffer = q.tail().as_ptr();
+        let capacity = q.tail().capacity();
+        assert!(capacity >= 3, "{capacity}");
+        // The next turn appends into the same allocation.
+        q.tail().extend_from_slice(b"again");
+        assert_eq!(q.tail().as_ptr(), buffer);
+        assert_eq!(q.len(), 5);
+        assert_eq!(
+            q.flush_keeping(&mut sock, &mut Spares::default())
+                .expect("no error"),
+            Flushed::All
+        );
+        assert_eq!((q.len(), q.sealed, q.front_written), (0, 0, 0));
+        // A connection's own queue gives everything back.
+        q.tail().extend_from_slice(b"last");
+        assert_eq!(
+            q.flush_to(&mut sock, &mut Spares::default())
+                .expect("no error"),
+            Flushed::All
+        );
+        assert!(q.chunks.is_none());
+        assert_eq!(sock.written.len(), 3000 + 6 + 3 + 5 + 4);
+        // A huge buffer is not kept whole.
+        q.tail().extend_from_slice(&vec![1; 2 * KEEP_LIMIT]);
+        q.flush_keeping(&mut sock, &mut Spares::default())
+            .expect("no error");
+        assert!(q.tail().capacity() <= KEEP_LIMIT);
     }
 
     #[test]
@@ -237,13 +359,21 @@ mod tests {
             cap: 4,
             budget: 10,
         };
-        assert_eq!(q.flush_to(&mut sock).expect("no error"), Flushed::Blocked);
+        assert_eq!(
+            q.flush_to(&mut sock, &mut Spares::default())
+                .expect("no error"),
+            Flushed::Blocked
+        );
         assert_eq!(q.len(), 8);
         assert_eq!(q.len(), naive_len(&q));
         sock.budget = 100;
-        assert_eq!(q.flush_to(&mut sock).expect("no error"), Flushed::All);
+        assert_eq!(
+            q.flush_to(&mut sock, &mut Spares::default())
+                .expect("no error"),
+            Flushed::All
+        );
         assert_eq!(sock.written, b"hello shared world");
         assert!(q.is_empty());
-        assert_eq!(q.chunks.capacity(), 0);
+        assert!(q.chunks.is_none());
     }
 }

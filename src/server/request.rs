@@ -1,6 +1,10 @@
 //! What an HTTP request on a fresh connection turns into: a WebSocket upgrade,
 //! a token check before one, or a final response.
+//!
+//! Who sent it is decided here too, from data alone (the TCP peer and the trusted
+//! proxies of `--trust-proxy`): see [`client`].
 
+use std::net::IpAddr;
 use std::path::PathBuf;
 
 use super::conn::Endpoint;
@@ -39,6 +43,9 @@ pub enum Routed {
     Api {
         /// Everything but the body and the time.
         request: api::ApiRequest,
+        /// The client's address for the login and registration throttles: the TCP
+        /// peer, or the client a trusted proxy names (see [`client`]).
+        client: IpAddr,
         /// Body length from `Content-Length`.
         content_length: usize,
         /// Whether the connection stays open after the reply.
@@ -94,8 +101,76 @@ pub struct FileRequest {
     pub keep_alive: bool,
 }
 
-/// Routes a request head.
-pub fn route(head: &RequestHead<'_>, config: &Config) -> Routed {
+/// Who sent a request, as far as the server can tell.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Client {
+    /// The client's address: the TCP peer, or the one a trusted proxy names.
+    pub addr: IpAddr,
+    /// Whether a trusted proxy says the client used HTTPS.
+    pub https: bool,
+}
+
+/// Who sent a request that arrived from `peer`. `X-Forwarded-For` and
+/// `X-Forwarded-Proto` are believed only when `peer` is one of the `trusted`
+/// proxies; from anyone else both are ignored (a client could name any address
+/// and escape its throttle).
+///
+/// The address is found as nginx's `real_ip_recursive` finds it: the values of every
+/// `X-Forwarded-For` header, in order, are one list, and it is read from the right,
+/// each proxy having appended the address it was connected from. Entries that are
+/// themselves trusted proxies are passed over; the first that is not is the client.
+/// If every entry is trusted, the left-most is. An entry that is not an IP address
+/// (optionally with a port, `[v6]:port` for IPv6) ends the search: the last trusted
+/// hop before it is taken as the client, since nothing further left can be believed.
+///
+/// IPv4-mapped IPv6 addresses count as the IPv4 address they carry, here and in
+/// `trusted`.
+pub fn client(head: &RequestHead<'_>, peer: IpAddr, trusted: &[IpAddr]) -> Client {
+    let peer = peer.to_canonical();
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|t| t.to_canonical() == ip);
+    if !is_trusted(peer) {
+        return Client {
+            addr: peer,
+            https: false,
+        };
+    }
+    let mut addr = peer;
+    let entries = head
+        .headers
+        .iter()
+        .filter(|(name, _)| name.eq_ignore_ascii_case("x-forwarded-for"))
+        .flat_map(|(_, value)| value.split(|&b| b == b','));
+    // Headers are read in order, so the list is reversed as a whole: collect the
+    // entries (a request head is at most `MAX_REQUEST_HEAD` bytes).
+    let entries: Vec<&[u8]> = entries.collect();
+    for entry in entries.into_iter().rev() {
+        let Some(ip) = forwarded_ip(entry) else {
+            break;
+        };
+        addr = ip;
+        if !is_trusted(ip) {
+            break;
+        }
+    }
+    Client {
+        addr,
+        https: forwarded_https(head),
+    }
+}
+
+/// One `X-Forwarded-For` entry as an address: `a.b.c.d`, `a.b.c.d:port`, an IPv6
+/// address, or `[v6]:port`.
+fn forwarded_ip(entry: &[u8]) -> Option<IpAddr> {
+    let text = std::str::from_utf8(entry).ok()?.trim();
+    let ip = text
+        .parse::<IpAddr>()
+        .or_else(|_| text.parse::<std::net::SocketAddr>().map(|s| s.ip()))
+        .ok()?;
+    Some(ip.to_canonical())
+}
+
+/// Routes a request head that arrived from `peer`.
+pub fn route(head: &RequestHead<'_>, config: &Config, peer: IpAddr) -> Routed {
     // Framing first, for every route (RFC 9112 §6.3): when the body's length is in
     // doubt, so is where the next request starts, so the only safe answer is a
     // refusal and the end of the connection.
@@ -105,7 +180,8 @@ pub fn route(head: &RequestHead<'_>, config: &Config) -> Routed {
     };
     let path = head.path();
     if let Some(route) = api::Route::from_path(path) {
-        return route_api(head, route, body_len);
+        let client = client(head, peer, &config.trusted_proxies);
+        return route_api(head, route, body_len, client);
     }
     if path == "/healthz" {
         return route_health(head, body_len);
@@ -127,7 +203,7 @@ pub fn route(head: &RequestHead<'_>, config: &Config) -> Routed {
     // would be read as frames here but skipped as a body by anyone honouring the
     // length (RFC 9112 §6.3), so it is refused and the connection closed.
     if body_len > 0 {
-        return no_body_refusal();
+        return Routed::Refuse(no_body());
     }
     let accept = match handshake::validate(head) {
         Ok(accept) => accept,
@@ -194,7 +270,7 @@ fn route_inspector(head: &RequestHead<'_>, config: &Config, body_len: usize) -> 
                     .keep_alive(keep_alive(head))
                     .for_head(head_only),
             ),
-            Err(refusal) => refusal,
+            Err(refusal) => Routed::Refuse(refusal),
         };
     }
     if path == "/inspector" {
@@ -213,7 +289,7 @@ fn route_inspector(head: &RequestHead<'_>, config: &Config, body_len: usize) -> 
         ));
     }
     if body_len > 0 {
-        return no_body_refusal();
+        return Routed::Refuse(no_body());
     }
     let accept = match handshake::validate(head) {
         Ok(accept) => accept,
@@ -243,7 +319,7 @@ fn inspector_declines_deflate(head: &RequestHead<'_>, config: &Config) -> bool {
         })
 }
 
-fn route_api(head: &RequestHead<'_>, route: api::Route, body_len: usize) -> Routed {
+fn route_api(head: &RequestHead<'_>, route: api::Route, body_len: usize, client: Client) -> Routed {
     if !route.allows(head.method) {
         return method_not_allowed(if route.allows("GET") {
             "GET, POST"
@@ -253,7 +329,7 @@ fn route_api(head: &RequestHead<'_>, route: api::Route, body_len: usize) -> Rout
     }
     let content_length = match within_limit(body_len, config::MAX_API_BODY, "64 KiB") {
         Ok(n) => n,
-        Err(refusal) => return refusal,
+        Err(refusal) => return Routed::Refuse(refusal),
     };
     let keep_alive = keep_alive(head);
     Routed::Api {
@@ -266,8 +342,9 @@ fn route_api(head: &RequestHead<'_>, route: api::Route, body_len: usize) -> Rout
                 .or_else(|| cookie(head, SESSION_COOKIE))
                 .map(str::to_owned),
             now_ms: 0,
-            secure: forwarded_https(head),
+            secure: client.https,
         },
+        client: client.addr,
         content_length,
         keep_alive,
     }
@@ -290,7 +367,7 @@ fn route_upload(head: &RequestHead<'_>, config: &Config, body_len: usize) -> Rou
     let limit = config.max_upload + config::UPLOAD_FRAMING;
     let content_length = match within_limit(body_len, limit, "the upload limit") {
         Ok(n) => n,
-        Err(refusal) => return refusal,
+        Err(refusal) => return Routed::Refuse(refusal),
     };
     Routed::Upload {
         token: token.to_owned(),
@@ -305,14 +382,14 @@ fn route_upload(head: &RequestHead<'_>, config: &Config, body_len: usize) -> Rou
 /// (RFC 9112 §6.3): reading it as the next request is the smuggling shape, and
 /// skipping it would bet that every parser in front counted it the same. Refuse
 /// and close.
-fn read_only(head: &RequestHead<'_>, body_len: usize) -> Result<bool, Routed> {
+fn read_only(head: &RequestHead<'_>, body_len: usize) -> Result<bool, Refusal> {
     let head_only = match head.method {
         "GET" => false,
         "HEAD" => true,
-        _ => return Err(method_not_allowed("GET, HEAD")),
+        _ => return Err(not_allowed("GET, HEAD")),
     };
     if body_len > 0 {
-        return Err(no_body_refusal());
+        return Err(no_body());
     }
     Ok(head_only)
 }
@@ -322,7 +399,7 @@ fn read_only(head: &RequestHead<'_>, body_len: usize) -> Result<bool, Routed> {
 fn route_health(head: &RequestHead<'_>, body_len: usize) -> Routed {
     let head_only = match read_only(head, body_len) {
         Ok(head_only) => head_only,
-        Err(refusal) => return refusal,
+        Err(refusal) => return Routed::Refuse(refusal),
     };
     Routed::Health {
         head_only,
@@ -334,7 +411,7 @@ fn route_health(head: &RequestHead<'_>, body_len: usize) -> Routed {
 fn route_file(head: &RequestHead<'_>, config: &Config, body_len: usize) -> Routed {
     let head_only = match read_only(head, body_len) {
         Ok(head_only) => head_only,
-        Err(refusal) => return refusal,
+        Err(refusal) => return Routed::Refuse(refusal),
     };
     let keep_alive = keep_alive(head);
     let if_none_match = header_text(head, "if-none-match").map(str::to_owned);
@@ -399,20 +476,17 @@ fn framing_refusal(e: FramingError) -> Routed {
 }
 
 /// The refusal of a body sent to a route that takes none.
-fn no_body_refusal() -> Routed {
-    Routed::Refuse(Refusal::new(
-        Status::BadRequest,
-        "this route takes no request body",
-    ))
+fn no_body() -> Refusal {
+    Refusal::new(Status::BadRequest, "this route takes no request body")
 }
 
 /// The body length, or 413 when it is over `limit` (before any of the body is read).
-fn within_limit(length: usize, limit: usize, limit_name: &str) -> Result<usize, Routed> {
+fn within_limit(length: usize, limit: usize, limit_name: &str) -> Result<usize, Refusal> {
     if length > limit {
-        return Err(Routed::Refuse(Refusal::new(
+        return Err(Refusal::new(
             Status::PayloadTooLarge,
             format!("the request body is larger than {limit_name}"),
-        )));
+        ));
     }
     Ok(length)
 }
@@ -431,9 +505,11 @@ fn header_text<'b>(head: &RequestHead<'b>, name: &str) -> Option<&'b str> {
 }
 
 fn method_not_allowed(allow: &'static str) -> Routed {
-    Routed::Refuse(
-        Refusal::new(Status::MethodNotAllowed, format!("use {allow}")).with_header("Allow", allow),
-    )
+    Routed::Refuse(not_allowed(allow))
+}
+
+fn not_allowed(allow: &'static str) -> Refusal {
+    Refusal::new(Status::MethodNotAllowed, format!("use {allow}")).with_header("Allow", allow)
 }
 
 /// A browser always sends `Origin` on a WebSocket upgrade; it must be this server
@@ -460,8 +536,9 @@ fn origin_allowed(head: &RequestHead<'_>, allowed: &[String]) -> bool {
 }
 
 /// Whether a TLS-terminating proxy in front says the client used HTTPS: the first value
-/// of the (first) `X-Forwarded-Proto` header is `https`, in any case. Only ever adds
-/// `Secure` to the session cookie, so a client that sends it itself gains nothing.
+/// of the (first) `X-Forwarded-Proto` header is `https`, in any case. Asked only of a
+/// request from a trusted proxy ([`client`]), which must set the header itself rather
+/// than pass on the client's.
 fn forwarded_https(head: &RequestHead<'_>) -> bool {
     header_text(head, "x-forwarded-proto").is_some_and(|v| {
         v.split(',')
@@ -497,6 +574,9 @@ fn query_param<'q>(query: &'q str, name: &str) -> Option<&'q str> {
 mod tests {
     use super::*;
     use crate::http::parse_head;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    const PEER: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
     fn routed(extra_headers: &str, target: &str) -> Routed {
         let req = format!(
@@ -506,7 +586,7 @@ mod tests {
         let head = parse_head(req.as_bytes(), 8192)
             .expect("valid")
             .expect("complete");
-        route(&head, &Config::default())
+        route(&head, &Config::default(), PEER)
     }
 
     fn status(r: &Routed) -> Option<String> {
@@ -516,20 +596,30 @@ mod tests {
         }
     }
 
-    #[test]
-    fn api_requests_know_whether_a_proxy_saw_https() {
-        let secure = |extra_headers: &str| {
-            let req = format!(
-                "POST /user/login HTTP/1.1\r\nHost: chat.example\r\nContent-Length: 0\r\n{extra_headers}\r\n"
-            );
-            let head = parse_head(req.as_bytes(), 8192)
-                .expect("valid")
-                .expect("complete");
-            match route(&head, &Config::default()) {
-                Routed::Api { request, .. } => request.secure,
-                other => panic!("{extra_headers}: {other:?}"),
-            }
+    /// `secure` and the throttles' address of a login with `extra_headers` from
+    /// `peer`, with 127.0.0.1 and 10.0.0.1 trusted.
+    fn api_client(extra_headers: &str, peer: IpAddr) -> (bool, IpAddr) {
+        let req = format!(
+            "POST /user/login HTTP/1.1\r\nHost: chat.example\r\nContent-Length: 0\r\n{extra_headers}\r\n"
+        );
+        let head = parse_head(req.as_bytes(), 8192)
+            .expect("valid")
+            .expect("complete");
+        let config = Config {
+            trusted_proxies: vec![PEER, IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1))],
+            ..Config::default()
         };
+        match route(&head, &config, peer) {
+            Routed::Api {
+                request, client, ..
+            } => (request.secure, client),
+            other => panic!("{extra_headers}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn api_requests_know_whether_a_trusted_proxy_saw_https() {
+        let secure = |extra_headers: &str| api_client(extra_headers, PEER).0;
         for yes in [
             "X-Forwarded-Proto: https\r\n",
             "x-forwarded-proto: HTTPS\r\n",
@@ -548,6 +638,70 @@ mod tests {
         ] {
             assert!(!secure(no), "{no}");
         }
+        // From a peer that is not a trusted proxy, the header is the client's own word.
+        let stranger = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7));
+        assert!(!api_client("X-Forwarded-Proto: https\r\n", stranger).0);
+        // Nor with an empty trusted set: the default.
+        let req =
+            "POST /user/login HTTP/1.1\r\nContent-Length: 0\r\nX-Forwarded-Proto: https\r\n\r\n";
+        let head = parse_head(req.as_bytes(), 8192)
+            .expect("valid")
+            .expect("complete");
+        assert_eq!(
+            client(&head, PEER, &[]),
+            Client {
+                addr: PEER,
+                https: false
+            }
+        );
+    }
+
+    #[test]
+    fn the_client_is_the_right_most_forwarded_address_not_a_trusted_proxy() {
+        let ip = |s: &str| s.parse::<IpAddr>().expect("an address");
+        let stranger = ip("192.0.2.7");
+        // (headers, peer, the address the throttles count)
+        #[rustfmt::skip]
+        let cases = [
+            ("", PEER, "127.0.0.1"),
+            ("X-Forwarded-For: 203.0.113.5\r\n", PEER, "203.0.113.5"),
+            // What the client wrote itself is to the left of what the proxy appended.
+            ("X-Forwarded-For: 198.51.100.1, 203.0.113.5\r\n", PEER, "203.0.113.5"),
+            // Trusted hops are passed over; several headers are one list, in order.
+            ("X-Forwarded-For: 198.51.100.1, 203.0.113.5, 10.0.0.1\r\n", PEER, "203.0.113.5"),
+            ("X-Forwarded-For: 198.51.100.1\r\nx-forwarded-for: 203.0.113.5,10.0.0.1\r\n", PEER, "203.0.113.5"),
+            // All trusted: the left-most.
+            ("X-Forwarded-For: 10.0.0.1, 127.0.0.1\r\n", PEER, "10.0.0.1"),
+            // Ports and brackets; IPv6; IPv4-mapped IPv6 as IPv4.
+            ("X-Forwarded-For: 203.0.113.5:4711\r\n", PEER, "203.0.113.5"),
+            ("X-Forwarded-For: [2001:db8::1]:443\r\n", PEER, "2001:db8::1"),
+            ("X-Forwarded-For: 2001:db8::2\r\n", PEER, "2001:db8::2"),
+            ("X-Forwarded-For: ::ffff:203.0.113.9\r\n", PEER, "203.0.113.9"),
+            // Not an address: the search ends at the last trusted hop.
+            ("X-Forwarded-For: 203.0.113.5, unknown\r\n", PEER, "127.0.0.1"),
+            ("X-Forwarded-For: 203.0.113.5, garbage, 10.0.0.1\r\n", PEER, "10.0.0.1"),
+            ("X-Forwarded-For: 203.0.113.5,\r\n", PEER, "127.0.0.1"),
+            ("X-Forwarded-For:\r\n", PEER, "127.0.0.1"),
+            // From a peer that is not trusted, the header is ignored.
+            ("X-Forwarded-For: 203.0.113.5\r\n", stranger, "192.0.2.7"),
+        ];
+        for (headers, peer, want) in cases {
+            assert_eq!(
+                api_client(headers, peer).1,
+                ip(want),
+                "{headers} from {peer}"
+            );
+        }
+        // A trusted proxy connected over a dual-stack socket.
+        let mapped = IpAddr::V6(Ipv4Addr::LOCALHOST.to_ipv6_mapped());
+        assert_eq!(
+            api_client("X-Forwarded-For: 203.0.113.5\r\n", mapped).1,
+            ip("203.0.113.5")
+        );
+        assert_eq!(
+            api_client("", IpAddr::V6(Ipv6Addr::LOCALHOST)).1,
+            IpAddr::V6(Ipv6Addr::LOCALHOST)
+        );
     }
 
     #[test]
@@ -601,7 +755,7 @@ mod tests {
         let head = parse_head(req.as_bytes(), 8192)
             .expect("valid")
             .expect("complete");
-        route(&head, &Config::default())
+        route(&head, &Config::default(), PEER)
     }
 
     /// Status and `msg` of a refusal that closes the connection.

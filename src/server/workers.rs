@@ -13,14 +13,22 @@
 //! - The chat writer (one thread): stores chat messages. It takes every batch that
 //!   is waiting and commits them in one transaction, so the cost of a commit is
 //!   shared by everything that arrived meanwhile (group commit).
+//! - The purge thread: deletes expired sessions when the loop asks.
+//! - The watch thread: every [`REVOCATION_POLL`] reads what `fastim admin` revoked
+//!   since it last looked (blocked or deleted users, ended sessions; see
+//!   `store/revocations.rs`) and hands it to the loop as [`Completion::Revoked`]; the
+//!   loop closes those sockets. The loop never waits for the database.
+//! - The retention thread, with `--history-days`: every [`Retention::interval`]
+//!   removes the messages older than that, [`RETENTION_BATCH`] per transaction with
+//!   [`RETENTION_PAUSE`] between, so the chat writer never waits long for the lock.
 
 use std::io;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TrySendError};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use log::{debug, error, info, warn};
 use mio::Waker;
@@ -34,9 +42,8 @@ use crate::im::commit::{Outcome, commit_batch};
 use crate::im::wire::{self, CMD_SYNC_DONE, Reply};
 use crate::resource::ResourceDir;
 use crate::secret::token_digest;
-use crate::store::{Db, NewMessage};
-use crate::ws::OpCode;
-use crate::ws::frame::write_frame;
+use crate::store::{Db, NewMessage, Reason};
+use crate::ws::{self, OpCode};
 use crate::ws::{Deflater, PerMessageDeflate};
 
 /// Threads serving API requests and reads.
@@ -53,6 +60,39 @@ pub const SYNC_LIMIT: usize = 500;
 /// connection's outbound bound, so that a sync of long messages never looks like a
 /// client that does not read.
 pub const SYNC_MAX_BYTES: usize = 256 * 1024;
+
+/// How often the watch thread looks for revocations: a blocked or deleted user's
+/// sockets, and those of ended sessions, close within about this long.
+pub const REVOCATION_POLL: Duration = Duration::from_secs(2);
+
+/// Most revocations read at once (the watch thread reads on while pages are full).
+const REVOCATION_PAGE: usize = 1_000;
+
+/// Messages removed per retention transaction.
+pub const RETENTION_BATCH: usize = 1_000;
+
+/// The pause between two retention transactions, in which the chat writer commits.
+pub const RETENTION_PAUSE: Duration = Duration::from_millis(100);
+
+/// `--history-days`: how long messages are kept, and how often old ones are removed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retention {
+    /// Messages older than this many days are removed.
+    pub days: u32,
+    /// The time between two runs (the first runs at start).
+    pub interval: Duration,
+}
+
+/// Chat sockets to close because of an administrator's change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Revoked {
+    /// Whose sockets; `None`: everyone's.
+    pub user: Option<i64>,
+    /// Only the sockets of this session ([`session_id`]); `None`: all of `user`'s.
+    pub session: Option<u32>,
+    /// Why: the close frame's reason.
+    pub reason: Reason,
+}
 
 /// A connection as a job remembers it: the slot, and which occupant of the slot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -199,6 +239,8 @@ pub enum Completion {
     },
     /// A chat batch was committed.
     Committed(Vec<Committed>),
+    /// Sockets to close: what `fastim admin` revoked, oldest first.
+    Revoked(Vec<Revoked>),
 }
 
 /// The fate of one chat message.
@@ -221,6 +263,8 @@ pub struct Workers {
     api: Option<SyncSender<Job>>,
     hash: Option<SyncSender<Job>>,
     purge: Option<Sender<()>>,
+    /// Never sent on: dropping one wakes and stops the watch or the retention thread.
+    stops: Vec<Sender<()>>,
     chat: Option<Sender<Vec<PendingChat>>>,
     completions: Receiver<Completion>,
     threads: Vec<JoinHandle<()>>,
@@ -228,19 +272,22 @@ pub struct Workers {
 
 impl Workers {
     /// Starts the threads, each with its own connection to the database at `db_path`;
-    /// the API and hashing queues hold at most `api_queue` and `hash_queue` jobs.
+    /// the API and hashing queues hold at most `api_queue` and `hash_queue` jobs. With
+    /// `retention`, old messages are removed as it says.
     pub fn start(
         db_path: PathBuf,
         resources: ResourceDir,
         waker: Arc<Waker>,
         api_queue: usize,
         hash_queue: usize,
+        retention: Option<Retention>,
     ) -> io::Result<Workers> {
         let (api_tx, api_rx) = mpsc::sync_channel::<Job>(api_queue.max(1));
         let (hash_tx, hash_rx) = mpsc::sync_channel::<Job>(hash_queue.max(1));
         let (purge_tx, purge_rx) = mpsc::channel::<()>();
         let (chat_tx, chat_rx) = mpsc::channel::<Vec<PendingChat>>();
         let (done_tx, done_rx) = mpsc::channel::<Completion>();
+        let mut stops = Vec::new();
         let mut threads = Vec::new();
         for (name, count, rx) in [
             ("api", API_WORKERS, api_rx),
@@ -264,6 +311,25 @@ impl Workers {
                 purge_sessions(&mut db);
             }
         })?);
+        if let Some(policy) = retention {
+            let mut db = open(&db_path)?;
+            let (stop_tx, stop) = mpsc::channel::<()>();
+            stops.push(stop_tx);
+            threads.push(
+                thread::Builder::new()
+                    .name("retention".into())
+                    .spawn(move || retain(&mut db, policy, &stop))?,
+            );
+        }
+        let db = open(&db_path)?;
+        let (stop_tx, stop) = mpsc::channel::<()>();
+        stops.push(stop_tx);
+        let (tx, wake) = (done_tx.clone(), waker.clone());
+        threads.push(
+            thread::Builder::new()
+                .name("watch".into())
+                .spawn(move || watch_revocations(&db, &stop, &tx, &wake))?,
+        );
         let db = open(&db_path)?;
         threads.push(
             thread::Builder::new()
@@ -274,6 +340,7 @@ impl Workers {
             api: Some(api_tx),
             hash: Some(hash_tx),
             purge: Some(purge_tx),
+            stops,
             chat: Some(chat_tx),
             completions: done_rx,
             threads,
@@ -325,6 +392,7 @@ impl Workers {
         self.api = None;
         self.hash = None;
         self.purge = None;
+        self.stops.clear();
         self.chat = None;
         for t in self.threads.drain(..) {
             let _ = t.join();
@@ -433,6 +501,95 @@ fn api_worker(
     }
 }
 
+/// Waits `pause`; false once the workers are stopping.
+fn pause(stop: &Receiver<()>, pause: Duration) -> bool {
+    matches!(stop.recv_timeout(pause), Err(RecvTimeoutError::Timeout))
+}
+
+/// The watch thread: hands what `fastim admin` revoked to the loop (module docs).
+fn watch_revocations(db: &Db, stop: &Receiver<()>, done: &Sender<Completion>, waker: &Waker) {
+    // Only what is revoked from now on: sockets opened later are checked on opening.
+    let mut cursor = None;
+    loop {
+        let Some(after) = cursor else {
+            match db.revocation_cursor() {
+                Ok(c) => cursor = Some(c),
+                Err(e) => error!("reading revocations failed: {e}"),
+            }
+            if !pause(stop, REVOCATION_POLL) {
+                return;
+            }
+            continue;
+        };
+        let full = match db.revocations_after(after, REVOCATION_PAGE) {
+            Ok(rows) if rows.is_empty() => false,
+            Ok(rows) => {
+                let full = rows.len() == REVOCATION_PAGE;
+                cursor = rows.last().map(|r| r.seq);
+                let revoked = rows
+                    .iter()
+                    .map(|r| Revoked {
+                        user: r.user,
+                        session: r.session.as_ref().map(session_id),
+                        reason: r.reason,
+                    })
+                    .collect();
+                if done.send(Completion::Revoked(revoked)).is_err() {
+                    return;
+                }
+                if let Err(e) = waker.wake() {
+                    warn!("cannot wake the event loop: {e}");
+                }
+                full
+            }
+            Err(e) => {
+                error!("reading revocations failed: {e}");
+                false
+            }
+        };
+        if !full && !pause(stop, REVOCATION_POLL) {
+            return;
+        }
+    }
+}
+
+/// The retention thread: removes old messages now and at every interval.
+fn retain(db: &mut Db, policy: Retention, stop: &Receiver<()>) {
+    let keep_ms = i64::from(policy.days) * 86_400_000;
+    loop {
+        let cutoff = now_ms().saturating_sub(keep_ms);
+        let mut removed = 0;
+        loop {
+            match db.remove_old_messages(cutoff, RETENTION_BATCH) {
+                Ok(batch) => {
+                    removed += batch.removed;
+                    if !batch.more {
+                        if removed > 0 {
+                            info!(
+                                "removed {removed} messages older than {} days; history \
+                                 starts at message {}",
+                                policy.days,
+                                batch.horizon + 1
+                            );
+                        }
+                        break;
+                    }
+                }
+                Err(e) => {
+                    error!("removing old messages failed (will try again): {e}");
+                    break;
+                }
+            }
+            if !pause(stop, RETENTION_PAUSE) {
+                return;
+            }
+        }
+        if !pause(stop, policy.interval) {
+            return;
+        }
+    }
+}
+
 fn purge_sessions(db: &mut Db) {
     match db.delete_expired_sessions(now_ms()) {
         Ok(0) => {}
@@ -515,8 +672,13 @@ type SyncDeflate<'a> = (Option<PerMessageDeflate>, usize, &'a mut Deflater);
 fn sync_frames(db: &mut Db, user: i64, after: i64, deflate: SyncDeflate<'_>) -> Vec<u8> {
     let (deflate, min_bytes, deflater) = deflate;
     let mut frames = Vec::new();
-    let (last, more) = match db.messages_for(user, after, SYNC_LIMIT + 1) {
-        Ok(messages) => {
+    // Where history starts is read after the messages: retention running in between
+    // can only make it later, never hide a gap the messages already show.
+    let read = db
+        .messages_for(user, after, SYNC_LIMIT + 1)
+        .and_then(|messages| Ok((messages, db.history_start()?)));
+    let (last, more, oldest) = match read {
+        Ok((messages, oldest)) => {
             let mut more = messages.len() > SYNC_LIMIT;
             let mut last = after;
             for m in messages.iter().take(SYNC_LIMIT) {
@@ -535,7 +697,7 @@ fn sync_frames(db: &mut Db, user: i64, after: i64, deflate: SyncDeflate<'_>) -> 
                 );
                 last = m.id;
             }
-            (last, more)
+            (last, more, oldest)
         }
         Err(e) => {
             error!("sync for user {user} failed: {e}");
@@ -545,7 +707,7 @@ fn sync_frames(db: &mut Db, user: i64, after: i64, deflate: SyncDeflate<'_>) -> 
                 code: 500,
                 msg: "sync failed; try again",
             };
-            write_frame(&mut frames, OpCode::Text, reply.to_json().as_bytes());
+            let _ = ws::Sender::SHARED.send_text(&reply.to_json(), &mut frames);
             return frames;
         }
     };
@@ -553,8 +715,9 @@ fn sync_frames(db: &mut Db, user: i64, after: i64, deflate: SyncDeflate<'_>) -> 
         cmd: CMD_SYNC_DONE,
         id: last,
         more,
+        oldest,
     };
-    write_frame(&mut frames, OpCode::Text, done.to_json().as_bytes());
+    let _ = ws::Sender::SHARED.send_text(&done.to_json(), &mut frames);
     frames
 }
 
@@ -579,11 +742,8 @@ fn chat_writer(
                     Outcome::Saved(saved) if !saved.duplicate => {
                         let stored = pending.message.stored(*saved);
                         let mut frame = Vec::new();
-                        write_frame(
-                            &mut frame,
-                            OpCode::Text,
-                            wire::delivery_json(&stored).as_bytes(),
-                        );
+                        let _ =
+                            ws::Sender::SHARED.send_text(&wire::delivery_json(&stored), &mut frame);
                         Some((pending.message.to, frame))
                     }
                     _ => None,

@@ -8,7 +8,10 @@
 //! takes effect for it at once through the checks it already makes. A revoked session is
 //! refused at the next API call or `/chat` upgrade; a message from a blocked or deleted
 //! user, or to a deleted group or account, is refused by
-//! [`Db::save_messages_checked`]'s checks inside its transaction.
+//! [`Db::save_messages_checked`]'s checks inside its transaction. The sockets a server
+//! holds open are told of in the same transaction: a block, a deletion, a password
+//! change and ended sessions write a row to `revocations` (`revocations.rs`), which the
+//! server polls to close those sockets.
 //!
 //! # Deleting a user
 //!
@@ -31,6 +34,7 @@ use rusqlite::{Connection, OpenFlags, params};
 use serde::Serialize;
 
 use super::groups::{GROUP_COLUMNS, Group, LeaveOutcome, group_from_row, leave_in};
+use super::revocations::{Reason, record};
 use super::users::{USER_COLUMNS, User, user_exists, user_from_row};
 use super::{Db, Result, StoreError, schema};
 
@@ -79,6 +83,36 @@ pub struct DeletedUser {
     pub groups_deleted: Vec<i64>,
     /// Messages deleted (what they sent, and one-to-one messages to them).
     pub messages: usize,
+}
+
+/// A session as an administrator sees it: never its token, nor the whole digest.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SessionInfo {
+    /// The first 8 bytes of the token's SHA-256, as 16 hexadecimal digits: what
+    /// `admin session revoke --session` takes.
+    pub id: String,
+    /// When it expires, unix ms.
+    pub expires_at: i64,
+}
+
+/// The name [`SessionInfo::id`] of the session whose token has this digest.
+pub fn session_name(token_digest: &[u8; 32]) -> String {
+    token_digest[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn parse_session_name(id: &str) -> Option<[u8; 8]> {
+    let id = id.trim();
+    if id.len() != 16 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let mut out = [0u8; 8];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&id[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
 }
 
 /// Counts over the whole database.
@@ -251,6 +285,7 @@ impl Db {
             return Err(StoreError::NoSuchUser);
         }
         let revoked = tx.execute("DELETE FROM sessions WHERE user_id = ?1", [id])?;
+        record(&tx, Some(id), None, Reason::PasswordChanged)?;
         tx.commit()?;
         Ok(revoked)
     }
@@ -271,6 +306,7 @@ impl Db {
             return Err(StoreError::NoSuchUser);
         }
         let revoked = if blocked {
+            record(&tx, Some(id), None, Reason::Blocked)?;
             tx.execute("DELETE FROM sessions WHERE user_id = ?1", [id])?
         } else {
             0
@@ -289,6 +325,7 @@ impl Db {
             return Err(StoreError::NoSuchUser);
         }
         let n = tx.execute("DELETE FROM sessions WHERE user_id = ?1", [user])?;
+        record(&tx, Some(user), None, Reason::Revoked)?;
         tx.commit()?;
         Ok(n)
     }
@@ -298,7 +335,66 @@ impl Db {
     /// # Errors
     /// [`StoreError::Sqlite`] only.
     pub fn revoke_all_sessions(&mut self) -> Result<usize> {
-        Ok(self.conn.execute("DELETE FROM sessions", [])?)
+        let tx = self.write_tx()?;
+        let n = tx.execute("DELETE FROM sessions", [])?;
+        record(&tx, None, None, Reason::Revoked)?;
+        tx.commit()?;
+        Ok(n)
+    }
+
+    /// The sessions of `user` that have not expired at `now`, newest expiry first.
+    ///
+    /// # Errors
+    /// [`StoreError::NoSuchUser`].
+    pub fn sessions_of(&self, user: i64, now: i64) -> Result<Vec<SessionInfo>> {
+        if !user_exists(&self.conn, user)? {
+            return Err(StoreError::NoSuchUser);
+        }
+        let mut stmt = self.conn.prepare(
+            "SELECT token_digest, expires_at FROM sessions
+             WHERE user_id = ?1 AND expires_at > ?2 ORDER BY expires_at DESC, token_digest",
+        )?;
+        let rows = stmt.query_map(params![user, now], |row| {
+            let digest: [u8; 32] = row.get(0)?;
+            Ok(SessionInfo {
+                id: session_name(&digest),
+                expires_at: row.get(1)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Ends the one session of `user` named `id` (its [`SessionInfo::id`]); the user's
+    /// other sessions stay. Returns whether it existed.
+    ///
+    /// # Errors
+    /// [`StoreError::NoSuchUser`]. An `id` that is not 16 hexadecimal digits names no
+    /// session (`Ok(false)`).
+    pub fn revoke_session(&mut self, user: i64, id: &str) -> Result<bool> {
+        let tx = self.write_tx()?;
+        if !user_exists(&tx, user)? {
+            return Err(StoreError::NoSuchUser);
+        }
+        let Some(prefix) = parse_session_name(id) else {
+            return Ok(false);
+        };
+        let mut low = [0u8; 32];
+        low[..8].copy_from_slice(&prefix);
+        let mut high = [0xffu8; 32];
+        high[..8].copy_from_slice(&prefix);
+        let digests: Vec<[u8; 32]> = tx
+            .prepare(
+                "SELECT token_digest FROM sessions
+                 WHERE token_digest BETWEEN ?1 AND ?2 AND user_id = ?3",
+            )?
+            .query_map(params![low, high, user], |row| row.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        for digest in &digests {
+            tx.execute("DELETE FROM sessions WHERE token_digest = ?1", [digest])?;
+            record(&tx, Some(user), Some(*digest), Reason::Revoked)?;
+        }
+        tx.commit()?;
+        Ok(!digests.is_empty())
     }
 
     /// Deletes a user and what belongs to them, in one transaction (see the module
@@ -336,6 +432,7 @@ impl Db {
             [id],
         )? / 2;
         tx.execute("DELETE FROM users WHERE id = ?1", [id])?;
+        record(&tx, Some(id), None, Reason::Deleted)?;
         tx.commit()?;
         Ok(done)
     }
@@ -689,6 +786,108 @@ mod tests {
         ));
         assert_eq!(t.db.revoke_all_sessions().expect("all"), 1);
         assert_eq!(t.db.session_user([3; 32], 0).expect("q"), None);
+    }
+
+    #[test]
+    fn one_session_is_listed_by_name_and_revoked_alone() {
+        let mut t = test_db();
+        let a = user(&mut t.db, "13800000001", 1);
+        let b = user(&mut t.db, "13800000002", 1);
+        let mut phone = [0u8; 32];
+        phone[0] = 0xab;
+        let mut laptop = phone;
+        laptop[31] = 1; // Same first 8 bytes as another user's session: never mixed up.
+        let mut other = phone;
+        other[7] = 0xcd;
+        t.db.create_session(a.id, phone, 200).expect("phone");
+        t.db.create_session(a.id, other, 100).expect("other");
+        t.db.create_session(b.id, laptop, 100).expect("b's");
+        t.db.create_session(a.id, [9; 32], 10)
+            .expect("expired at 50");
+        let listed = t.db.sessions_of(a.id, 50).expect("list");
+        assert_eq!(
+            listed,
+            [
+                SessionInfo {
+                    id: "ab00000000000000".into(),
+                    expires_at: 200
+                },
+                SessionInfo {
+                    id: "ab000000000000cd".into(),
+                    expires_at: 100
+                },
+            ]
+        );
+        let cursor = t.db.revocation_cursor().expect("cursor");
+        assert!(
+            t.db.revoke_session(a.id, "AB00000000000000")
+                .expect("revoke")
+        );
+        assert_eq!(t.db.session_user(phone, 0).expect("q"), None);
+        assert_eq!(t.db.session_user(other, 0).expect("q"), Some(a.id));
+        assert_eq!(t.db.session_user(laptop, 0).expect("q"), Some(b.id));
+        assert_eq!(
+            t.db.revocations_after(cursor, 10).expect("rows"),
+            [super::super::Revocation {
+                seq: cursor + 1,
+                user: Some(a.id),
+                session: Some(phone),
+                reason: Reason::Revoked,
+            }]
+        );
+        assert!(!t.db.revoke_session(a.id, "ab00000000000000").expect("gone"));
+        for bad in [
+            "",
+            "ab",
+            "+b00000000000000",
+            "zz00000000000000",
+            "ab000000000000cd00",
+        ] {
+            assert!(!t.db.revoke_session(a.id, bad).expect(bad), "{bad}");
+        }
+        assert_eq!(t.db.revocation_cursor().expect("cursor"), cursor + 1);
+        assert!(matches!(
+            t.db.revoke_session(999, "ab000000000000cd"),
+            Err(StoreError::NoSuchUser)
+        ));
+        assert!(matches!(
+            t.db.sessions_of(999, 0),
+            Err(StoreError::NoSuchUser)
+        ));
+    }
+
+    #[test]
+    fn every_change_that_ends_sockets_records_a_revocation_with_it() {
+        let mut t = test_db();
+        let a = user(&mut t.db, "13800000001", 1);
+        let b = user(&mut t.db, "13800000002", 1);
+        let start = t.db.revocation_cursor().expect("cursor");
+        t.db.set_blocked(a.id, true).expect("block");
+        t.db.set_blocked(a.id, false)
+            .expect("unblock records nothing");
+        t.db.set_password(a.id, "h").expect("passwd");
+        t.db.revoke_sessions(b.id).expect("revoke b");
+        t.db.revoke_all_sessions().expect("revoke all");
+        t.db.delete_user(b.id).expect("delete b");
+        // A refused change records nothing.
+        assert!(t.db.set_blocked(999, true).is_err());
+        assert!(t.db.delete_user(999).is_err());
+        let rows: Vec<_> =
+            t.db.revocations_after(start, 100)
+                .expect("rows")
+                .into_iter()
+                .map(|r| (r.user, r.session, r.reason))
+                .collect();
+        assert_eq!(
+            rows,
+            [
+                (Some(a.id), None, Reason::Blocked),
+                (Some(a.id), None, Reason::PasswordChanged),
+                (Some(b.id), None, Reason::Revoked),
+                (None, None, Reason::Revoked),
+                (Some(b.id), None, Reason::Deleted),
+            ]
+        );
     }
 
     #[test]

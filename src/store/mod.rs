@@ -14,12 +14,15 @@
 //! recipient); that is the caller's job before it calls in.
 //!
 //! The tables, one file each: [`schema`] (migrations), `users`, `sessions`, `contacts`,
-//! `groups`, `messages`.
+//! `groups`, `messages`, `retention` (removing old messages), `revocations` (what the
+//! administration commands tell a running server).
 
 pub mod admin;
 mod contacts;
 mod groups;
 mod messages;
+mod retention;
+mod revocations;
 pub mod schema;
 mod sessions;
 mod users;
@@ -32,6 +35,8 @@ use rusqlite::{Connection, ErrorCode, TransactionBehavior};
 
 pub use groups::{Group, LeaveOutcome, Member, NewGroup, Role};
 pub use messages::{CMD_GROUP, CMD_SINGLE, NewMessage, Peer, Saved, SendRight, StoredMessage};
+pub use retention::RetentionBatch;
+pub use revocations::{KEEP_REVOCATIONS, Reason, Revocation};
 pub use users::{LoginRow, NewUser, ProfileUpdate, User};
 
 /// How long a statement waits for another connection's write lock before failing.

@@ -104,8 +104,37 @@ const V2: &str = r#"
 ALTER TABLE users ADD COLUMN blocked INTEGER NOT NULL DEFAULT 0 CHECK (blocked IN (0, 1));
 "#;
 
+/// Version 3: what a running server must notice without a restart, and where retention
+/// has cut history.
+///
+/// `revocations` is written by `fastim admin` in the same transaction as the change it
+/// announces (a block, a deletion, ended sessions); the server polls it by `seq` and
+/// closes the sockets concerned (see `revocations.rs`). `AUTOINCREMENT`: a `seq` is never
+/// reused after old rows are pruned, so a server's cursor never skips a new row.
+///
+/// `retention` holds one row: `horizon`, the largest message id `--history-days` has
+/// removed. Every message with an id up to it is gone; history starts after it (see
+/// `retention.rs`).
+const V3: &str = r#"
+CREATE TABLE revocations (
+    seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+    -- NULL: every user.
+    user_id      INTEGER,
+    -- NULL: every session of the user (or of everyone).
+    token_digest BLOB CHECK (token_digest IS NULL OR length(token_digest) = 32),
+    reason       TEXT    NOT NULL CHECK (reason IN ('blocked', 'deleted', 'revoked', 'password')),
+    CHECK (user_id IS NOT NULL OR token_digest IS NULL)
+) STRICT;
+
+CREATE TABLE retention (
+    id      INTEGER PRIMARY KEY CHECK (id = 1),
+    horizon INTEGER NOT NULL CHECK (horizon >= 0)
+) STRICT;
+INSERT INTO retention (id, horizon) VALUES (1, 0);
+"#;
+
 /// The migration steps, oldest first. `MIGRATIONS[i]` takes version `i` to `i + 1`.
-pub const MIGRATIONS: &[&str] = &[V1, V2];
+pub const MIGRATIONS: &[&str] = &[V1, V2, V3];
 
 /// The schema version this build creates and understands.
 pub const LATEST: i64 = MIGRATIONS.len() as i64;
@@ -184,6 +213,8 @@ mod tests {
                 "friends",
                 "group_members",
                 "messages",
+                "retention",
+                "revocations",
                 "sessions",
                 "sqlite_sequence",
                 "users"
@@ -214,7 +245,7 @@ mod tests {
             [],
         )
         .expect("old user");
-        assert_eq!(migrate(&mut conn).expect("migrate"), 1);
+        assert_eq!(migrate(&mut conn).expect("migrate"), 2);
         assert_eq!(user_version(&conn).expect("version"), LATEST);
         let blocked: i64 = conn
             .query_row("SELECT blocked FROM users", [], |r| r.get(0))
@@ -223,6 +254,55 @@ mod tests {
         assert!(
             conn.execute("UPDATE users SET blocked = 2", []).is_err(),
             "only 0 or 1"
+        );
+    }
+
+    #[test]
+    fn a_version_2_file_gains_revocations_and_an_empty_retention_horizon() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut conn = Connection::open(dir.path().join("m.db")).expect("open");
+        conn.execute_batch(V1).expect("v1");
+        conn.execute_batch(V2).expect("v2");
+        conn.pragma_update(None, "user_version", 2).expect("set");
+        conn.execute(
+            "INSERT INTO users (mobile, password_hash, created_at) VALUES ('13800000001', 'h', 1)",
+            [],
+        )
+        .expect("old user");
+        conn.execute(
+            "INSERT INTO messages (sender_id, cmd, dst_id, created_at) VALUES (1, 10, 1, 1)",
+            [],
+        )
+        .expect("old message");
+        assert_eq!(migrate(&mut conn).expect("migrate"), 1);
+        let horizon: i64 = conn
+            .query_row("SELECT horizon FROM retention", [], |r| r.get(0))
+            .expect("horizon");
+        assert_eq!(horizon, 0, "nothing removed yet");
+        let kept: i64 = conn
+            .query_row("SELECT count(*) FROM messages", [], |r| r.get(0))
+            .expect("count");
+        assert_eq!(kept, 1);
+        assert!(
+            conn.execute("INSERT INTO retention VALUES (2, 0)", [])
+                .is_err(),
+            "one row only"
+        );
+        assert!(
+            conn.execute(
+                "INSERT INTO revocations (user_id, token_digest, reason) VALUES (NULL, zeroblob(32), 'revoked')",
+                [],
+            )
+            .is_err(),
+            "a session belongs to a user"
+        );
+        assert!(
+            conn.execute(
+                "INSERT INTO revocations (user_id, reason) VALUES (1, 'tired')",
+                [],
+            )
+            .is_err(),
+            "known reasons only"
         );
     }
 

@@ -106,6 +106,134 @@ impl std::fmt::Display for SendError {
 
 impl std::error::Error for SendError {}
 
+/// The sending side of a connection at one moment: what encoding a frame needs
+/// (who we are, whether our close frame is out), as a copy, so a reply can be
+/// encoded while the message it answers still borrows the connection. It sends
+/// unmasked frames only: a server's (§5.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sender {
+    role: Role,
+    phase: Phase,
+}
+
+impl Sender {
+    /// A server's sending side bound to no connection: for frames encoded once and
+    /// shared by many connections (a group delivery, a sync reply), each of which
+    /// checks [`Connection::may_send`] when it takes the frame.
+    pub const SHARED: Sender = Sender {
+        role: Role::Server,
+        phase: Phase::Open,
+    };
+
+    /// See [`Connection::may_send`].
+    pub fn may_send(&self) -> Result<(), SendError> {
+        if self.role == Role::Client {
+            // A client masks every frame with an unpredictable key (§5.3); this
+            // crate sends only as a server.
+            return Err(SendError::ClientRole);
+        }
+        match self.phase {
+            Phase::Open | Phase::CloseReceived => Ok(()),
+            Phase::CloseSent | Phase::Closed => Err(SendError::Closed),
+        }
+    }
+
+    /// Appends a text message as one frame.
+    pub fn send_text(&self, text: &str, out: &mut Vec<u8>) -> Result<(), SendError> {
+        self.send(OpCode::Text, text.as_bytes(), out)
+    }
+
+    /// Appends a binary message as one frame.
+    pub fn send_binary(&self, data: &[u8], out: &mut Vec<u8>) -> Result<(), SendError> {
+        self.send(OpCode::Binary, data, out)
+    }
+
+    /// Appends a message as one frame, keeping its type.
+    pub fn send_message(&self, message: Message<'_>, out: &mut Vec<u8>) -> Result<(), SendError> {
+        match message {
+            Message::Text(text) => self.send_text(text, out),
+            Message::Binary(data) => self.send_binary(data, out),
+        }
+    }
+
+    /// Appends a one-frame data message of type `opcode` (text already known to
+    /// be UTF-8, e.g. an echo of a checked message).
+    pub fn send_data(
+        &self,
+        opcode: OpCode,
+        payload: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), SendError> {
+        if opcode.is_control() {
+            return Err(SendError::NotData);
+        }
+        self.send(opcode, payload, out)
+    }
+
+    /// See [`Connection::send_header`].
+    pub fn send_header(
+        &self,
+        opcode: OpCode,
+        len: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<(), SendError> {
+        if opcode.is_control() {
+            return Err(SendError::NotData);
+        }
+        self.may_send()?;
+        let mut header = [0u8; MAX_HEADER_LEN];
+        let n = encode_header(&mut header, true, opcode, len as u64, None);
+        out.extend_from_slice(&header[..n]);
+        Ok(())
+    }
+
+    /// Appends a message as fragments of `size` payload bytes (§5.4): the first
+    /// frame with the message's opcode and FIN clear, then continuation frames,
+    /// the last with FIN set; an empty message is one frame. At most
+    /// `max_fragments` frames: a longer message gets larger fragments. (The frame
+    /// inspector's fragmented echo: this server sends whole messages otherwise.)
+    pub fn send_fragmented(
+        &self,
+        message: Message<'_>,
+        size: usize,
+        max_fragments: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<(), SendError> {
+        self.may_send()?;
+        let (opcode, payload) = match message {
+            Message::Text(text) => (OpCode::Text, text.as_bytes()),
+            Message::Binary(data) => (OpCode::Binary, data),
+        };
+        if payload.is_empty() {
+            write_frame(out, opcode, &[]);
+            return Ok(());
+        }
+        let size = size
+            .max(1)
+            .max(payload.len().div_ceil(max_fragments.max(1)));
+        let mut chunks = payload.chunks(size).peekable();
+        let mut op = opcode;
+        while let Some(chunk) = chunks.next() {
+            let mut header = [0u8; MAX_HEADER_LEN];
+            let fin = chunks.peek().is_none();
+            let n = encode_header(&mut header, fin, op, chunk.len() as u64, None);
+            out.extend_from_slice(&header[..n]);
+            out.extend_from_slice(chunk);
+            op = OpCode::Continuation;
+        }
+        Ok(())
+    }
+
+    fn send(&self, opcode: OpCode, payload: &[u8], out: &mut Vec<u8>) -> Result<(), SendError> {
+        self.may_send()?;
+        if opcode.is_control() && payload.len() > MAX_CONTROL_PAYLOAD {
+            return Err(SendError::ControlTooLong);
+        }
+        write_frame(out, opcode, payload);
+        Ok(())
+    }
+}
+
 /// Which frame part the next input bytes belong to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Reading {
@@ -143,6 +271,9 @@ const RSV1: u8 = 0x4;
 /// arrives. Beyond it the buffer grows as bytes actually arrive: a header alone,
 /// which costs the peer 14 bytes, cannot make us hold more than this.
 const MAX_RESERVE_AHEAD: u64 = 64 * 1024;
+
+/// Payload bytes copied into the message buffer before they are unmasked there.
+const UNMASK_PIECE: usize = 16 * 1024;
 
 /// Empty non-final data frames in a row that a message may carry. Each costs the
 /// peer two bytes and us a turn of parsing, and brings the message no closer to its
@@ -248,11 +379,12 @@ impl Connection {
         if !text {
             return Ok(Message::Binary(&self.message));
         }
-        // Checked first so that a failure can still answer with its close frame.
-        if std::str::from_utf8(&self.message).is_err() {
+        if simdutf8::basic::from_utf8(&self.message).is_err() {
             return Err(self.fail(ProtocolError::InvalidUtf8, out));
         }
-        match std::str::from_utf8(&self.message) {
+        // Checked once above; this second pass only yields the `&str` (the
+        // failure needed `self` for its close frame while the first borrow lived).
+        match simdutf8::basic::from_utf8(&self.message) {
             Ok(text) => Ok(Message::Text(text)),
             Err(_) => Err(ProtocolError::InvalidUtf8),
         }
@@ -312,35 +444,43 @@ impl Connection {
     }
 
     /// Whether data and pings may still be sent: not after our close frame
-    /// (§5.5.1: "the endpoint MUST NOT send any more data frames").
+    /// (RFC 6455 §5.5.1), and not by a client, whose frames need a mask key.
     pub fn may_send(&self) -> Result<(), SendError> {
-        if self.role == Role::Client {
-            // A client masks every frame with an unpredictable key (§5.3); this
-            // crate sends only as a server.
-            return Err(SendError::ClientRole);
-        }
-        match self.phase {
-            Phase::Open | Phase::CloseReceived => Ok(()),
-            Phase::CloseSent | Phase::Closed => Err(SendError::Closed),
+        self.sender().may_send()
+    }
+
+    /// The sending side as it stands now, to encode a reply while a message of
+    /// this connection is still borrowed (an echo of the message itself).
+    pub fn sender(&self) -> Sender {
+        Sender {
+            role: self.role,
+            phase: self.phase,
         }
     }
 
     /// Appends a text message as one frame.
     pub fn send_text(&self, text: &str, out: &mut Vec<u8>) -> Result<(), SendError> {
-        self.send(OpCode::Text, text.as_bytes(), out)
+        self.sender().send_text(text, out)
     }
 
     /// Appends a binary message as one frame.
     pub fn send_binary(&self, data: &[u8], out: &mut Vec<u8>) -> Result<(), SendError> {
-        self.send(OpCode::Binary, data, out)
+        self.sender().send_binary(data, out)
     }
 
     /// Appends a message as one frame, keeping its type.
     pub fn send_message(&self, message: Message<'_>, out: &mut Vec<u8>) -> Result<(), SendError> {
-        match message {
-            Message::Text(text) => self.send_text(text, out),
-            Message::Binary(data) => self.send_binary(data, out),
-        }
+        self.sender().send_message(message, out)
+    }
+
+    /// Appends a one-frame data message of type `opcode`.
+    pub fn send_data(
+        &self,
+        opcode: OpCode,
+        payload: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), SendError> {
+        self.sender().send_data(opcode, payload, out)
     }
 
     /// Appends only the header of a one-frame message of `len` bytes: the caller
@@ -351,28 +491,12 @@ impl Connection {
         len: usize,
         out: &mut Vec<u8>,
     ) -> Result<(), SendError> {
-        if opcode.is_control() {
-            return Err(SendError::NotData);
-        }
-        self.may_send()?;
-        let mut header = [0u8; MAX_HEADER_LEN];
-        let n = encode_header(&mut header, true, opcode, len as u64, None);
-        out.extend_from_slice(&header[..n]);
-        Ok(())
+        self.sender().send_header(opcode, len, out)
     }
 
     /// Appends a ping (§5.5.2); its payload is at most 125 bytes.
     pub fn send_ping(&self, payload: &[u8], out: &mut Vec<u8>) -> Result<(), SendError> {
-        self.send(OpCode::Ping, payload, out)
-    }
-
-    fn send(&self, opcode: OpCode, payload: &[u8], out: &mut Vec<u8>) -> Result<(), SendError> {
-        self.may_send()?;
-        if opcode.is_control() && payload.len() > MAX_CONTROL_PAYLOAD {
-            return Err(SendError::ControlTooLong);
-        }
-        write_frame(out, opcode, payload);
-        Ok(())
+        self.sender().send(OpCode::Ping, payload, out)
     }
 
     /// Appends a close frame to `out` and advances the closing handshake.
@@ -419,6 +543,37 @@ impl Connection {
         }
         self.assembly = Assembly::Idle;
         Some(mem::take(&mut self.message))
+    }
+
+    /// Whether the payload being gathered will outgrow the message buffer: a
+    /// larger buffer offered now with [`Connection::give_buffer`] saves the
+    /// growth (and its copies).
+    pub fn wants_buffer(&self) -> bool {
+        match self.reading {
+            Reading::Payload { remaining, .. } => {
+                remaining > (self.message.capacity() - self.message.len()) as u64
+            }
+            Reading::Header => false,
+        }
+    }
+
+    /// The capacity of the message buffer, to offer it only larger ones.
+    pub fn buffer_capacity(&self) -> usize {
+        self.message.capacity()
+    }
+
+    /// Offers a spare buffer: the connection gathers into it from now on if it is
+    /// larger than its own (moving what it has gathered so far) and hands back the
+    /// buffer it does not use, cleared.
+    pub fn give_buffer(&mut self, mut spare: Vec<u8>) -> Vec<u8> {
+        spare.clear();
+        if spare.capacity() <= self.message.capacity() || spare.capacity() < self.message.len() {
+            return spare;
+        }
+        spare.extend_from_slice(&self.message);
+        let mut old = mem::replace(&mut self.message, spare);
+        old.clear();
+        old
     }
 
     /// Frees the message buffer if no message is in progress, so an idle
@@ -483,7 +638,7 @@ impl Connection {
                 return Ok((end, Some(Event::Message(message))));
             }
             let message = if header.opcode == OpCode::Text {
-                match std::str::from_utf8(payload) {
+                match simdutf8::basic::from_utf8(payload) {
                     Ok(text) => Message::Text(text),
                     Err(_) => return Err(self.fail(ProtocolError::InvalidUtf8, out)),
                 }
@@ -529,14 +684,18 @@ impl Connection {
         out: &mut Vec<u8>,
     ) -> Result<(usize, Option<Event<'a>>), ProtocolError> {
         let n = remaining.min(input.len() as u64) as usize;
-        let start = self.message.len();
         // Grown by what arrived, never by what was declared; a failed allocation
         // closes this connection instead of aborting the process.
         if self.message.try_reserve(n).is_err() {
             return Err(self.fail(ProtocolError::NoMemory, out));
         }
-        self.message.extend_from_slice(&input[..n]);
-        apply_mask(&mut self.message[start..], key);
+        // Copied and unmasked a piece at a time, so the second pass finds the
+        // bytes still in the cache (pieces of a multiple of 4 keep the key aligned).
+        for piece in input[..n].chunks(UNMASK_PIECE) {
+            let at = self.message.len();
+            self.message.extend_from_slice(piece);
+            apply_mask(&mut self.message[at..], key);
+        }
         // Fail on the first bad byte even if the frame is far from complete (§8.1).
         let valid = match &mut self.assembly {
             Assembly::Text(validator) => validator.advance(&self.message).is_ok(),
@@ -576,7 +735,7 @@ impl Connection {
         }
         let message = match assembly {
             // Valid by now; the conversion yields the &str.
-            Assembly::Text(_) => match std::str::from_utf8(&self.message) {
+            Assembly::Text(_) => match simdutf8::basic::from_utf8(&self.message) {
                 Ok(text) => Message::Text(text),
                 Err(_) => return Err(ProtocolError::InvalidUtf8),
             },
@@ -1063,6 +1222,50 @@ mod tests {
     }
 
     #[test]
+    fn a_sender_keeps_the_rules_of_the_moment_it_was_taken() {
+        let mut conn = Connection::new(Role::Server, LIMITS);
+        // An echo's sender is taken while the connection is open...
+        let open = conn.sender();
+        let mut s = frame(true, OpCode::Text, b"echo me");
+        let (_, event) = conn.handle_bytes(&mut s, &mut Vec::new()).expect("valid");
+        let Some(Event::Message(message)) = event else {
+            panic!("a message")
+        };
+        let mut out = Vec::new();
+        open.send_message(message, &mut out).expect("open");
+        assert_eq!(out, frame_unmasked(OpCode::Text, b"echo me"));
+        assert_eq!(
+            open.send_data(OpCode::Pong, b"", &mut out),
+            Err(SendError::NotData)
+        );
+        // ...one taken after our close frame refuses, as the connection does.
+        conn.send_close(None, "", &mut Vec::new())
+            .expect("first close");
+        assert_eq!(
+            conn.sender().send_text("late", &mut out),
+            Err(SendError::Closed)
+        );
+        assert_eq!(
+            conn.send_data(OpCode::Binary, b"x", &mut out),
+            Err(SendError::Closed)
+        );
+        // Shared frames are a server's: unmasked, and refused by a closed connection
+        // when it takes them (`may_send`).
+        let mut shared = Vec::new();
+        Sender::SHARED
+            .send_text("to many", &mut shared)
+            .expect("a server's");
+        assert_eq!(shared, frame_unmasked(OpCode::Text, b"to many"));
+        assert_eq!(conn.may_send(), Err(SendError::Closed));
+    }
+
+    fn frame_unmasked(opcode: OpCode, payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        write_frame(&mut out, opcode, payload);
+        out
+    }
+
+    #[test]
     fn idle_connection_frees_its_buffer() {
         let mut conn = Connection::new(Role::Server, LIMITS);
         let mut s = frame(true, OpCode::Binary, &[7; 1000]);
@@ -1080,6 +1283,52 @@ mod tests {
         assert!(matches!(e, Some(Event::Message(Message::Binary(b))) if b.len() == 1000));
         conn.release_idle_buffer();
         assert_eq!(conn.message.capacity(), 0);
+    }
+
+    #[test]
+    fn a_larger_spare_buffer_takes_over_a_payload_being_gathered() {
+        let limits = Limits {
+            max_frame: 1 << 20,
+            max_message: 1 << 20,
+        };
+        let mut conn = Connection::new(Role::Server, limits);
+        let payload: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let mut s = frame(true, OpCode::Binary, &payload);
+        assert!(!conn.wants_buffer(), "no payload in progress");
+        let (first, _) = conn
+            .handle_bytes(&mut s[..70_000], &mut Vec::new())
+            .expect("valid");
+        assert!(conn.wants_buffer(), "300 kB will not fit");
+        // A smaller spare is handed back untouched.
+        let back = conn.give_buffer(Vec::with_capacity(1000));
+        assert_eq!(back.capacity(), 1000);
+        let spare = Vec::with_capacity(1 << 20);
+        let spare_at = spare.as_ptr();
+        let old = conn.give_buffer(spare);
+        assert!(
+            old.is_empty() && old.capacity() > 0,
+            "its own buffer comes back"
+        );
+        assert!(!conn.wants_buffer());
+        // The rest arrives in odd pieces (the key stays aligned across them).
+        let mut pos = first;
+        while pos < s.len() {
+            let end = (pos + 40_001).min(s.len());
+            let (n, e) = conn
+                .handle_bytes(&mut s[pos..end], &mut Vec::new())
+                .expect("valid");
+            pos += n;
+            if let Some(Event::Message(Message::Binary(b))) = e {
+                assert_eq!(b, &payload[..]);
+                assert_eq!(pos, s.len());
+            }
+        }
+        let taken = conn.take_message().expect("gathered in the buffer");
+        assert_eq!(
+            taken.as_ptr(),
+            spare_at,
+            "gathered in the spare, without growing"
+        );
     }
 
     #[test]

@@ -463,6 +463,8 @@ pub struct Codec {
     pub inflater: Inflater,
     /// For messages sent compressed.
     pub deflater: Deflater,
+    /// Large message buffers between messages.
+    pub spares: super::Spares,
 }
 
 /// The RSV1 bit in a frame's first byte: "Per-Message Compressed" (§6).

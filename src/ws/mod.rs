@@ -10,6 +10,7 @@
 //! - [`utf8`]: incremental validation of text (§8.1).
 //! - [`close`]: close codes and payloads (§5.5.1, §7.4).
 //! - [`deflate`]: permessage-deflate (RFC 7692): negotiation and the lent codecs.
+//! - [`spares`]: large message buffers kept between messages.
 //! - [`connection`]: frames to messages, control frames, the closing handshake.
 //! - [`inspect`]: frames described for people (the frame inspector, `--trace-frames`).
 
@@ -21,10 +22,12 @@ pub mod frame;
 pub mod handshake;
 pub mod inspect;
 pub mod mask;
+pub mod spares;
 pub mod utf8;
 
 pub use close::{CloseCode, CloseFrame};
-pub use connection::{Connection, Event, Limits, Message, Phase, Role, SendError};
+pub use connection::{Connection, Event, Limits, Message, Phase, Role, SendError, Sender};
 pub use deflate::{Codec, Deflater, Inflater, PerMessageDeflate};
 pub use error::ProtocolError;
 pub use frame::OpCode;
+pub use spares::Spares;

@@ -30,7 +30,7 @@ impl Utf8Validator {
     /// as the bytes present can still begin a valid character.
     pub fn advance(&mut self, message: &[u8]) -> Result<(), InvalidUtf8> {
         let start = self.valid_up_to as usize;
-        let valid = match std::str::from_utf8(&message[start..]) {
+        let valid = match simdutf8::compat::from_utf8(&message[start..]) {
             Ok(_) => message.len(),
             // `error_len() == None`: the input ended inside a sequence that is valid so far.
             Err(e) if e.error_len().is_none() => start + e.valid_up_to(),
