@@ -173,6 +173,31 @@ pub struct Args {
     /// Seconds between two removals of old messages (for tests; not in files).
     #[arg(long, hide = true, default_value_t = config::RETENTION_INTERVAL.as_secs_f64())]
     pub retention_interval: f64,
+    /// Log every WebSocket upgrade's request and response heads and every frame
+    /// both ways (header fields, masking key, length form, the first payload
+    /// bytes), one line per frame. Costly: for studying, not for production.
+    #[arg(
+        long,
+        action = ArgAction::Set,
+        num_args = 0..=1,
+        require_equals = true,
+        default_value = "false",
+        default_missing_value = "true",
+        value_parser = BoolishValueParser::new(),
+    )]
+    pub trace_frames: bool,
+    /// Serve the frame inspector at /inspector/: a page that shows each frame of
+    /// its own /echo connection, fed by /inspector/feed.
+    #[arg(
+        long,
+        action = ArgAction::Set,
+        num_args = 0..=1,
+        require_equals = true,
+        default_value = "false",
+        default_missing_value = "true",
+        value_parser = BoolishValueParser::new(),
+    )]
+    pub inspector: bool,
 }
 
 /// The settings as a `--config` file holds them: one optional key per flag, named as
@@ -229,6 +254,10 @@ pub struct Settings {
     pub account_checks_per_minute: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub history_days: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_frames: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inspector: Option<bool>,
 }
 
 impl Settings {
@@ -278,6 +307,8 @@ impl Settings {
             register_per_hour: Some(args.register_per_hour),
             account_checks_per_minute: Some(args.account_checks_per_minute),
             history_days: args.history_days,
+            trace_frames: Some(args.trace_frames),
+            inspector: Some(args.inspector),
         }
     }
 
@@ -430,6 +461,8 @@ impl Args {
             trusted_proxies: self.trust_proxy.iter().map(IpAddr::to_canonical).collect(),
             history_days: self.history_days,
             retention_interval,
+            trace_frames: self.trace_frames,
+            inspector: self.inspector,
         })
     }
 }

@@ -183,6 +183,10 @@ pub struct Config {
     /// `X-Forwarded-Proto` are believed, and whose own connections are not capped
     /// per address (every client behind them shares their address).
     pub trusted_proxies: Vec<IpAddr>,
+    /// `--trace-frames`: log every upgrade's handshake heads and every frame.
+    pub trace_frames: bool,
+    /// `--inspector`: serve the frame inspector page and its feed.
+    pub inspector: bool,
 }
 
 impl Config {
@@ -220,6 +224,8 @@ impl Default for Config {
             history_days: None,
             retention_interval: RETENTION_INTERVAL,
             trusted_proxies: Vec::new(),
+            trace_frames: false,
+            inspector: false,
         }
     }
 }

@@ -111,6 +111,12 @@ fn main() -> ExitCode {
     if config.echo {
         info!("echo endpoint: ws://{addr}/echo");
     }
+    if config.inspector {
+        info!("frame inspector: http://{addr}/inspector/");
+    }
+    if config.trace_frames {
+        info!("--trace-frames: logging every handshake and frame");
+    }
     match server.run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

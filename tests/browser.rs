@@ -51,7 +51,11 @@ fn web_client_in_chromium() {
     let resources = data.join("resource");
     let server = Server::start_in(
         data,
-        &["--resource-dir", resources.to_str().expect("utf-8 path")],
+        &[
+            "--resource-dir",
+            resources.to_str().expect("utf-8 path"),
+            "--inspector",
+        ],
     );
     let restart_data = fresh_data_dir();
     let screenshots = root.join("target/screenshots");

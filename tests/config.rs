@@ -264,7 +264,7 @@ fn printed_configuration_reads_back_the_same() {
     assert_eq!(first, second);
     // Every key is there (static-dir because it was set).
     let table: toml::Table = first.parse().expect("TOML");
-    assert_eq!(table.len(), 23, "{first}");
+    assert_eq!(table.len(), 25, "{first}");
     assert_eq!(table["login-per-minute"].as_integer(), Some(7));
     assert_eq!(table["static-dir"].as_str(), Some("web"));
 }
@@ -394,7 +394,7 @@ fn the_deployment_example_reads() {
     let dir = Dir::new();
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/fastim.toml");
     let t = printed(&["--config", example], &[], &dir.0);
-    assert_eq!(t.len(), 22, "{t:?}");
+    assert_eq!(t.len(), 24, "{t:?}");
     assert_eq!(t["data-dir"].as_str(), Some("/var/lib/fastim/data"));
     let written: toml::Table = std::fs::read_to_string(example)
         .expect("the example")

@@ -4,6 +4,7 @@ use std::net::IpAddr;
 
 use mio::net::TcpStream;
 
+use super::inspector::Traced;
 use super::lifecycle::Lifecycle;
 
 /// The WebSocket services this server offers, by path.
@@ -19,6 +20,8 @@ pub enum Endpoint {
         /// connections opened with that session.
         session: u32,
     },
+    /// `/inspector/feed` (`--inspector`): the frames of a traced `/echo`.
+    Inspector,
 }
 
 /// One client connection in its slab slot: the socket and what the driver needs
@@ -41,6 +44,8 @@ pub struct Conn {
     pub wants_write: bool,
     /// Whether the slot is on the loop's list of connections to flush this turn.
     pub flush_queued: bool,
+    /// Its bytes as frames, for `--trace-frames` and the inspector.
+    pub tap: Option<Box<Traced>>,
 }
 
 impl Conn {
@@ -54,6 +59,7 @@ impl Conn {
             counted: true,
             wants_write: false,
             flush_queued: false,
+            tap: None,
         }
     }
 }

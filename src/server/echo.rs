@@ -37,3 +37,65 @@ pub fn reply_compressed(
     };
     deflater.write_message(deflate, min_bytes, opcode, payload, out.tail());
 }
+
+/// Queues the echo of `message` in frames of `size` payload bytes (RFC 6455
+/// §5.4), uncompressed: the frame inspector's fragmented echo. At most
+/// `max_fragments` frames; a longer message gets larger fragments.
+pub fn reply_fragmented(
+    message: Message<'_>,
+    sender: Sender,
+    size: u32,
+    max_fragments: usize,
+    out: &mut Outbound,
+) {
+    // A message is only delivered while the connection is open: this never fails.
+    let _ = sender.send_fragmented(message, size as usize, max_fragments, out.tail());
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ws::frame::decode_header;
+
+    fn frames(mut bytes: &[u8]) -> Vec<(bool, OpCode, Vec<u8>)> {
+        let mut v = Vec::new();
+        while !bytes.is_empty() {
+            let (h, n) = decode_header(bytes).expect("valid").expect("complete");
+            let end = n + h.payload_len as usize;
+            v.push((h.fin, h.opcode, bytes[n..end].to_vec()));
+            bytes = &bytes[end..];
+        }
+        v
+    }
+
+    fn fragmented(message: Message<'_>, size: u32, max: usize) -> Vec<(bool, OpCode, Vec<u8>)> {
+        let mut out = Outbound::default();
+        reply_fragmented(message, Sender::SHARED, size, max, &mut out);
+        let mut sink = Vec::new();
+        out.flush_to(&mut sink, &mut crate::ws::Spares::default())
+            .expect("a Vec takes everything");
+        frames(&sink)
+    }
+
+    #[test]
+    fn fragmented_echoes_split_where_asked() {
+        assert_eq!(
+            fragmented(Message::Text("Hello"), 2, 1024),
+            vec![
+                (false, OpCode::Text, b"He".to_vec()),
+                (false, OpCode::Continuation, b"ll".to_vec()),
+                (true, OpCode::Continuation, b"o".to_vec()),
+            ]
+        );
+        assert_eq!(
+            fragmented(Message::Binary(b"abc"), 10, 1024),
+            vec![(true, OpCode::Binary, b"abc".to_vec())]
+        );
+        assert_eq!(
+            fragmented(Message::Text(""), 3, 1024),
+            vec![(true, OpCode::Text, Vec::new())]
+        );
+        // At most `max` fragments: 10 bytes in at most 3 frames of 1 asked.
+        let f = fragmented(Message::Binary(&[1; 10]), 1, 3);
+        assert_eq!(f.iter().map(|f| f.2.len()).collect::<Vec<_>>(), [4, 4, 2]);
+    }
+}

@@ -37,6 +37,7 @@ use log::debug;
 use super::chat;
 use super::conn::Endpoint;
 use super::echo;
+use super::inspector;
 use super::outbound::{Flushed, Outbound};
 use super::request::{self, Routed};
 use super::workers::{Busy, ConnRef, Job, PendingChat, Ticket, Work};
@@ -159,6 +160,8 @@ pub trait Services {
     fn submit_chat(&mut self, chat: PendingChat) -> Result<(), Busy>;
     /// A place for an upload's body, if fewer than the maximum are being read.
     fn upload_slot(&mut self) -> Option<UploadSlot>;
+    /// A frame inspector feed's command, for the loop to run after the turn.
+    fn inspector(&mut self, _feed: ConnRef, _command: inspector::Command) {}
 }
 
 /// The loop state one call may use.
@@ -250,6 +253,9 @@ pub struct Lifecycle {
     /// The last [`Lifecycle::handle_bytes`] stopped because it had queued
     /// [`config::CORK_BYTES`]: the driver writes them, then offers the rest again.
     corked: bool,
+    /// The frame inspector asked for the next echo in fragments of this many
+    /// bytes (0: whole, as always).
+    echo_fragments: u32,
 }
 
 impl Drop for Lifecycle {
@@ -304,6 +310,7 @@ impl Lifecycle {
             reoffered: 0,
             pinged: false,
             corked: false,
+            echo_fragments: 0,
         }
     }
 
@@ -368,7 +375,7 @@ impl Lifecycle {
                 !self.paused
                     && self.out.len() <= config::pause_reading_above(ws.limits())
                     && match endpoint {
-                        Endpoint::Echo => true,
+                        Endpoint::Echo | Endpoint::Inspector => true,
                         Endpoint::Chat { .. } => self.chat_has_room(config),
                     }
             }
@@ -486,7 +493,9 @@ impl Lifecycle {
             return self.deadline();
         };
         let mut next = match endpoint {
-            Endpoint::Echo => self.at(self.last_input) + config.echo_idle_timeout,
+            Endpoint::Echo | Endpoint::Inspector => {
+                self.at(self.last_input) + config.echo_idle_timeout
+            }
             Endpoint::Chat { .. } if self.pinged => {
                 self.at(self.last_input) + config.ping_interval.mul_f64(config::IDLE_PINGS)
             }
@@ -537,7 +546,9 @@ impl Lifecycle {
                     Some((CloseCode::POLICY_VIOLATION, "message not completed in time"))
                 } else {
                     match endpoint {
-                        Endpoint::Echo if quiet >= config.echo_idle_timeout => {
+                        Endpoint::Echo | Endpoint::Inspector
+                            if quiet >= config.echo_idle_timeout =>
+                        {
                             Some((CloseCode::GOING_AWAY, "idle timeout"))
                         }
                         Endpoint::Chat { .. }
@@ -656,6 +667,20 @@ impl Lifecycle {
             // Refused after our close frame (RFC 6455 §5.5.1): the reply is for nobody.
             let _ = ws.send_text(text, self.out.tail());
         }
+    }
+
+    /// Queues a ping on an open WebSocket (the frame inspector's "server ping").
+    pub fn send_ping(&mut self, payload: &[u8]) -> Result<(), ws::SendError> {
+        match &self.state {
+            State::WebSocket { ws, .. } => ws.send_ping(payload, self.out.tail()),
+            _ => Err(ws::SendError::Closed),
+        }
+    }
+
+    /// The next message an `/echo` connection echoes goes out in fragments of
+    /// `size` bytes (the frame inspector's command).
+    pub fn fragment_next_echo(&mut self, size: u32) {
+        self.echo_fragments = size;
     }
 
     /// The permessage-deflate an open WebSocket negotiated (RFC 7692).
@@ -868,6 +893,9 @@ impl Lifecycle {
                 };
                 self.deadline = Ms::NONE;
                 self.last_progress = self.ms(now);
+                if endpoint == Endpoint::Inspector {
+                    env.services.inspector(env.conn, inspector::Command::Open);
+                }
                 head_len
             }
             Routed::Api {
@@ -1082,7 +1110,7 @@ impl Lifecycle {
             let room = queued <= pause_above
                 && queued < cork_at
                 && match endpoint {
-                    Endpoint::Echo => true,
+                    Endpoint::Echo | Endpoint::Inspector => true,
                     Endpoint::Chat { .. } => chat_room(self.in_flight, self.sync, config),
                 };
             if !room {
@@ -1108,7 +1136,16 @@ impl Lifecycle {
                         Event::Message(message) => match endpoint {
                             Endpoint::Echo => {
                                 let (opcode, len) = echo::shape(&message);
-                                if deflate.is_some_and(|d| d.compresses())
+                                if self.echo_fragments != 0 {
+                                    // The inspector's fragmented echo (RFC 6455 §5.4).
+                                    echo::reply_fragmented(
+                                        message,
+                                        sender,
+                                        std::mem::take(&mut self.echo_fragments),
+                                        inspector::MAX_FRAGMENTS,
+                                        &mut self.out,
+                                    );
+                                } else if deflate.is_some_and(|d| d.compresses())
                                     && len >= config.deflate_min_bytes
                                 {
                                     // RFC 7692 §7.2.1: compressed, with RSV1.
@@ -1183,6 +1220,13 @@ impl Lifecycle {
                                     let _ = ws.send_text(&reply, self.out.tail());
                                 }
                             }
+                            Endpoint::Inspector => match inspector::Command::parse(message) {
+                                Ok(command) => env.services.inspector(env.conn, command),
+                                Err(msg) => {
+                                    let _ =
+                                        ws.send_text(&inspector::error_json(&msg), self.out.tail());
+                                }
+                            },
                         },
                         // Already answered by the protocol (its pong, its close frame).
                         Event::Ping(_) | Event::Pong(_) => {}
@@ -1343,6 +1387,7 @@ fn endpoint_limits(endpoint: Endpoint) -> ws::Limits {
     match endpoint {
         Endpoint::Echo => config::ECHO_LIMITS,
         Endpoint::Chat { .. } => config::CHAT_LIMITS,
+        Endpoint::Inspector => inspector::FEED_LIMITS,
     }
 }
 

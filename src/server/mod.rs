@@ -13,6 +13,7 @@
 mod chat;
 mod conn;
 mod echo;
+mod inspector;
 pub mod lifecycle;
 mod outbound;
 mod request;
@@ -114,6 +115,10 @@ pub struct Server {
     /// The time of this loop turn, read once when the poll returns: the clock is
     /// not read again for every connection and every delivery.
     now: Instant,
+    /// `--trace-frames` or `--inspector`: connections are watched frame by frame.
+    inspecting: bool,
+    /// The frame inspector's feeds and tokens.
+    inspector: inspector::Hub,
 }
 
 /// The shared budgets and queues a connection's machine may draw on.
@@ -122,6 +127,7 @@ struct Shared<'a> {
     chat_batch: &'a mut Vec<PendingChat>,
     writer_backlog: &'a mut usize,
     uploads: &'a Rc<Cell<usize>>,
+    inspector: &'a mut Vec<(ConnRef, inspector::Command)>,
 }
 
 impl Services for Shared<'_> {
@@ -141,6 +147,10 @@ impl Services for Shared<'_> {
     fn upload_slot(&mut self) -> Option<UploadSlot> {
         UploadSlot::take(self.uploads, config::MAX_CONCURRENT_UPLOADS)
     }
+
+    fn inspector(&mut self, feed: ConnRef, command: inspector::Command) {
+        self.inspector.push((feed, command));
+    }
 }
 
 /// Runs `$body` with `$conn` (the connection at `$key`) and `$env` (its [`Env`]),
@@ -156,6 +166,7 @@ macro_rules! with_conn {
                     chat_batch: &mut s.chat_batch,
                     writer_backlog: &mut s.writer_backlog,
                     uploads: &s.uploads,
+                    inspector: &mut s.inspector.commands,
                 };
                 let mut env_value = Env {
                     conn: ConnRef {
@@ -211,6 +222,7 @@ impl Server {
         let mut signals = Signals::new([SIGINT, SIGTERM])?;
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)?;
+        let inspecting = config.trace_frames || config.inspector;
         Ok(Server {
             poll,
             listener: Some(listener),
@@ -235,6 +247,8 @@ impl Server {
             to_read: Vec::new(),
             shutdown_deadline: None,
             now: Instant::now(),
+            inspecting,
+            inspector: inspector::Hub::default(),
         })
     }
 
@@ -355,6 +369,13 @@ impl Server {
                     let life = Lifecycle::new(self.now, &self.config);
                     let mut conn = Conn::new(socket, self.next_serial, ip, life);
                     conn.counted = !proxy;
+                    if self.inspecting {
+                        conn.tap = Some(inspector::Traced::new(
+                            entry.key(),
+                            self.config.trace_frames,
+                            self.config.inspector,
+                        ));
+                    }
                     entry.insert(conn);
                     if !proxy {
                         *self.per_address.entry(ip).or_default() += 1;
@@ -456,6 +477,9 @@ impl Server {
             self.return_lent(key);
         }
         self.settle(key, verdict);
+        if self.inspecting {
+            self.inspector_turn(key);
+        }
     }
 
     /// Writes the replies a connection made in the loop's warm queue, and takes
@@ -529,16 +553,7 @@ impl Server {
         };
         conn.flush_queued = false;
         let before = conn.life.out.len();
-        let result = if keep {
-            conn.life
-                .out
-                .flush_keeping(&mut conn.socket, &mut self.codec.spares)
-        } else {
-            conn.life
-                .out
-                .flush_to(&mut conn.socket, &mut self.codec.spares)
-        };
-        let flushed = match result {
+        let flushed = match inspector::flush_out(conn, &mut self.codec.spares, keep) {
             Ok(f) => f,
             Err(e) => {
                 debug!("#{key}: write: {e}");
@@ -572,6 +587,16 @@ impl Server {
         if conn.life.take_resume(&self.config) {
             self.to_read.push(key);
         }
+        if self.inspecting {
+            self.inspector_turn(key);
+        }
+    }
+
+    /// Closes an open WebSocket with `code` and settles it.
+    fn close_with(&mut self, key: usize, code: CloseCode, reason: &str) {
+        let now = self.now;
+        let v = with_conn!(self, key, |c, env| c.life.close(now, code, reason, env));
+        self.settle(key, v.unwrap_or(Verdict::Drop));
     }
 
     /// Handles everything the worker threads have finished.
@@ -838,6 +863,9 @@ impl Server {
                 uncount(&mut self.per_address, conn.peer);
             }
             let _ = self.poll.registry().deregister(&mut conn.socket);
+            if self.inspecting {
+                self.inspector_removed(key, &mut conn);
+            }
         }
     }
 }
@@ -889,25 +917,22 @@ fn read_turn(
                 debug!("#{key}: peer closed");
                 // A client may send its close frame and shut down at once: try to
                 // answer before dropping.
-                let _ = conn
-                    .life
-                    .out
-                    .flush_to(&mut conn.socket, &mut env.codec.spares);
+                let _ = inspector::flush_out(conn, &mut env.codec.spares, false);
                 break Verdict::Drop;
             }
             Ok(n) => {
                 reads += 1;
+                if let Some(tap) = &mut conn.tap {
+                    // Before the connection unmasks the payloads in place.
+                    tap.input(&buf[filled..filled + n]);
+                }
                 let drained = n < end - filled && !to_eof;
                 filled += n;
                 let mut consumed = conn.life.handle_bytes(now, &mut buf[..filled], env);
                 while conn.life.take_corked() {
                     // Replies leave while the rest of the input is handled.
                     let before = conn.life.out.len();
-                    match conn
-                        .life
-                        .out
-                        .flush_keeping(&mut conn.socket, &mut env.codec.spares)
-                    {
+                    match inspector::flush_out(conn, &mut env.codec.spares, true) {
                         Ok(flushed) => {
                             let progressed = conn.life.out.len() < before;
                             conn.life.handle_flushed(now, flushed, progressed);

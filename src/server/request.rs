@@ -186,6 +186,9 @@ pub fn route(head: &RequestHead<'_>, config: &Config, peer: IpAddr) -> Routed {
     if path == "/healthz" {
         return route_health(head, body_len);
     }
+    if path == "/inspector" || path.starts_with("/inspector/") {
+        return route_inspector(head, config, body_len);
+    }
     let endpoint_needs_auth = match path {
         "/echo" if config.echo => false,
         "/chat" => true,
@@ -206,7 +209,7 @@ pub fn route(head: &RequestHead<'_>, config: &Config, peer: IpAddr) -> Routed {
         Ok(accept) => accept,
         Err(e) => return Routed::Refuse(handshake::rejection(e)),
     };
-    let deflate = if config.deflate {
+    let deflate = if config.deflate && !inspector_declines_deflate(head, config) {
         handshake::negotiate_deflate(head)
     } else {
         None
@@ -250,6 +253,70 @@ pub fn route(head: &RequestHead<'_>, config: &Config, peer: IpAddr) -> Routed {
         claimed_user,
         deflate,
     }
+}
+
+/// The frame inspector's routes (`--inspector`): the page under `/inspector/` and
+/// its feed, `/inspector/feed`. Without the flag they are unknown, like any
+/// other path.
+fn route_inspector(head: &RequestHead<'_>, config: &Config, body_len: usize) -> Routed {
+    let path = head.path();
+    if !config.inspector {
+        if handshake::is_upgrade(head) {
+            return Routed::Refuse(Refusal::new(Status::NotFound, "no WebSocket endpoint here"));
+        }
+        return match read_only(head, body_len) {
+            Ok(head_only) => Routed::Refuse(
+                Refusal::new(Status::NotFound, "not found")
+                    .keep_alive(keep_alive(head))
+                    .for_head(head_only),
+            ),
+            Err(refusal) => Routed::Refuse(refusal),
+        };
+    }
+    if path == "/inspector" {
+        return Routed::Refuse(
+            Refusal::new(Status::NotFound, "the frame inspector is at /inspector/")
+                .keep_alive(keep_alive(head)),
+        );
+    }
+    if path != "/inspector/feed" {
+        return route_file(head, config, body_len);
+    }
+    if !handshake::is_upgrade(head) {
+        return Routed::Refuse(Refusal::new(
+            Status::BadRequest,
+            "the inspector feed is a WebSocket: open ws://…/inspector/feed",
+        ));
+    }
+    if body_len > 0 {
+        return Routed::Refuse(no_body());
+    }
+    let accept = match handshake::validate(head) {
+        Ok(accept) => accept,
+        Err(e) => return Routed::Refuse(handshake::rejection(e)),
+    };
+    if !origin_allowed(head, &config.allowed_origins) {
+        return Routed::Refuse(Refusal::new(
+            Status::Forbidden,
+            "this page's origin may not open the inspector feed",
+        ));
+    }
+    Routed::Upgrade {
+        endpoint: Endpoint::Inspector,
+        accept,
+        // The feed's records are short JSON texts.
+        deflate: None,
+    }
+}
+
+/// A traced `/echo` (`?trace=`, with `--inspector`) takes permessage-deflate only
+/// when the page asks for it with `deflate=1`: a browser compresses every
+/// message it sends, and a learner should first see the bytes they typed.
+fn inspector_declines_deflate(head: &RequestHead<'_>, config: &Config) -> bool {
+    config.inspector
+        && head.query().is_some_and(|q| {
+            query_param(q, "trace").is_some() && query_param(q, "deflate") != Some("1")
+        })
 }
 
 fn route_api(head: &RequestHead<'_>, route: api::Route, body_len: usize, client: Client) -> Routed {

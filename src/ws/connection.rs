@@ -187,6 +187,43 @@ impl Sender {
         Ok(())
     }
 
+    /// Appends a message as fragments of `size` payload bytes (§5.4): the first
+    /// frame with the message's opcode and FIN clear, then continuation frames,
+    /// the last with FIN set; an empty message is one frame. At most
+    /// `max_fragments` frames: a longer message gets larger fragments. (The frame
+    /// inspector's fragmented echo: this server sends whole messages otherwise.)
+    pub fn send_fragmented(
+        &self,
+        message: Message<'_>,
+        size: usize,
+        max_fragments: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<(), SendError> {
+        self.may_send()?;
+        let (opcode, payload) = match message {
+            Message::Text(text) => (OpCode::Text, text.as_bytes()),
+            Message::Binary(data) => (OpCode::Binary, data),
+        };
+        if payload.is_empty() {
+            write_frame(out, opcode, &[]);
+            return Ok(());
+        }
+        let size = size
+            .max(1)
+            .max(payload.len().div_ceil(max_fragments.max(1)));
+        let mut chunks = payload.chunks(size).peekable();
+        let mut op = opcode;
+        while let Some(chunk) = chunks.next() {
+            let mut header = [0u8; MAX_HEADER_LEN];
+            let fin = chunks.peek().is_none();
+            let n = encode_header(&mut header, fin, op, chunk.len() as u64, None);
+            out.extend_from_slice(&header[..n]);
+            out.extend_from_slice(chunk);
+            op = OpCode::Continuation;
+        }
+        Ok(())
+    }
+
     fn send(&self, opcode: OpCode, payload: &[u8], out: &mut Vec<u8>) -> Result<(), SendError> {
         self.may_send()?;
         if opcode.is_control() && payload.len() > MAX_CONTROL_PAYLOAD {

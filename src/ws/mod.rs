@@ -12,6 +12,7 @@
 //! - [`deflate`]: permessage-deflate (RFC 7692): negotiation and the lent codecs.
 //! - [`spares`]: large message buffers kept between messages.
 //! - [`connection`]: frames to messages, control frames, the closing handshake.
+//! - [`inspect`]: frames described for people (the frame inspector, `--trace-frames`).
 
 pub mod close;
 pub mod connection;
@@ -19,6 +20,7 @@ pub mod deflate;
 pub mod error;
 pub mod frame;
 pub mod handshake;
+pub mod inspect;
 pub mod mask;
 pub mod spares;
 pub mod utf8;

@@ -480,6 +480,111 @@ async function scenario4() {
   restartServer = null;
 }
 
+/** Screenshots at phone and desktop size with `target` scrolled into view at each size. */
+async function shootAt(page, name, target) {
+  const before = page.viewportSize();
+  for (const [label, size] of [['phone', PHONE], ['desktop', DESKTOP]]) {
+    await page.setViewportSize(size);
+    await page.waitForTimeout(200);
+    if (target) await target.evaluate((el) => el.scrollIntoView({ block: 'start' }));
+    else await page.evaluate(() => window.scrollTo(0, 0));
+    await page.waitForTimeout(100);
+    await page.screenshot({ path: join(SHOTS, `${name}-${label}.png`) });
+  }
+  await page.setViewportSize(before);
+}
+
+async function scenario6() {
+  // The frame inspector (--inspector): the page's own /echo connection, frame by frame.
+  const I = await newUser('I', { phone: false });
+  const page = I.page;
+  await page.goto(`${BASE}/inspector/`);
+  await tid(page, 'echo-state').filter({ hasText: 'Open' }).waitFor();
+  await tid(page, 'handshake').filter({ hasText: 'GET /echo?trace=' }).waitFor();
+  await tid(page, 'handshake').filter({ hasText: 'HTTP/1.1 101 Switching Protocols' }).waitFor();
+  const frames = (from, opcode) => page.locator(`[data-testid=frame][data-from=${from}][data-opcode=${opcode}]`);
+  const hexBytes = async (loc) => (await loc.textContent()).trim().split(/\s+/).map((x) => parseInt(x, 16));
+
+  // A typed message: masked by the browser with a key the page shows, unmasked to what was typed.
+  const typed = 'Hello, frames ✓';
+  await tid(page, 'insp-input').fill(typed);
+  await tid(page, 'insp-send').click();
+  const sent = frames('client', 'text').last();
+  await sent.waitFor();
+  assert((await sent.getByTestId('payload-text').textContent()) === typed, 'the unmasked text is what was typed');
+  const keyText = (await sent.getByTestId('field-mask-key').locator('.val').textContent()).trim();
+  assert(/^[0-9a-f]{2}( [0-9a-f]{2}){3}$/.test(keyText), `a masking key is shown: ${keyText}`);
+  const key = keyText.split(' ').map((x) => parseInt(x, 16));
+  const masked = await hexBytes(sent.getByTestId('payload-masked'));
+  const clear = await hexBytes(sent.getByTestId('payload-hex'));
+  const utf8 = [...new TextEncoder().encode(typed)];
+  assert(JSON.stringify(clear) === JSON.stringify(utf8), `the unmasked bytes are the UTF-8 of the text: ${clear}`);
+  assert(JSON.stringify(masked.map((b, i) => b ^ key[i % 4])) === JSON.stringify(utf8), 'masked XOR key is the payload (§5.3)');
+  assert((await sent.getByTestId('field-mask').locator('.val').textContent()) === '1', 'MASK=1 on the browser frame');
+  assert((await sent.getByTestId('field-len').locator('.val').textContent()) === String(utf8.length), 'the payload length is shown');
+  const echoed = frames('server', 'text').last();
+  await echoed.waitFor();
+  assert((await echoed.getByTestId('payload-text').textContent()) === typed, 'the server echoes the text');
+  assert((await echoed.getByTestId('field-mask').locator('.val').textContent()) === '0', 'MASK=0 on the server frame');
+  assert((await echoed.getByTestId('header-bits').textContent()).startsWith('1FIN0RSV10RSV20RSV30001opcode 1'), 'the header bit by bit');
+
+  // The next echo in fragments of 4 bytes: a text frame with FIN=0, then continuations.
+  await tid(page, 'insp-frag-size').fill('4');
+  await tid(page, 'insp-fragment').click();
+  await tid(page, 'insp-note').filter({ hasText: 'fragments of 4 bytes' }).waitFor();
+  await tid(page, 'insp-input').fill('in pieces!');
+  await tid(page, 'insp-send').click();
+  await frames('server', 'continuation').nth(1).waitFor();
+  const first = frames('server', 'text').last();
+  assert((await first.getAttribute('data-fin')) === '0', 'the first fragment has FIN=0');
+  assert((await first.getByTestId('payload-text').textContent()) === 'in p', 'the first fragment holds 4 bytes');
+  const last = frames('server', 'continuation').last();
+  assert((await last.getAttribute('data-fin')) === '1', 'the last fragment has FIN=1');
+  assert((await last.getByTestId('payload-text').textContent()) === 's!', `the last fragment: ${await last.getByTestId('payload-text').textContent()}`);
+  await tid(page, 'insp-note').filter({ hasText: 'onmessage got the echo: "in pieces!"' }).waitFor();
+
+  // The server pings; the browser answers with a pong the page could never send itself.
+  await tid(page, 'insp-ping').click();
+  const pong = frames('client', 'pong').last();
+  await pong.waitFor();
+  await frames('server', 'ping').last().waitFor();
+  assert((await pong.getByTestId('payload-text').textContent()) === 'are you there?', 'the pong carries the ping payload');
+  await shootAt(page, '07-inspector', null);
+  await shootAt(page, '08-inspector-ping', frames('server', 'ping').last());
+
+  // The closing handshake, both close frames with code and reason.
+  await tid(page, 'insp-close-code').fill('4000');
+  await tid(page, 'insp-close-reason').fill('bye now');
+  await tid(page, 'insp-close').click();
+  const closeC = frames('client', 'close').last();
+  await closeC.waitFor();
+  assert((await closeC.getByTestId('close-code').locator('.val').textContent()) === '4000', 'the browser close code');
+  assert((await closeC.getByTestId('close-reason').locator('.val').textContent()) === '"bye now"', 'the browser close reason');
+  const closeS = frames('server', 'close').last();
+  await closeS.waitFor();
+  assert((await closeS.getByTestId('close-code').locator('.val').textContent()) === '4000', 'the server echoes the code');
+  await tid(page, 'insp-note').filter({ hasText: 'TCP connection is closed' }).waitFor();
+  await tid(page, 'echo-state').filter({ hasText: 'Closed: code 4000' }).waitFor();
+  await shootAt(page, '09-inspector-closed', closeC);
+
+  // A new connection on a new token, with permessage-deflate: Chromium compresses what it
+  // sends, and RSV1 marks the message (RFC 7692).
+  await tid(page, 'insp-deflate').check();
+  await tid(page, 'insp-reconnect').click();
+  await tid(page, 'echo-state').filter({ hasText: 'permessage-deflate' }).waitFor();
+  await until('a second handshake', async () => (await tid(page, 'handshake').count()) === 4);
+  await tid(page, 'handshake').filter({ hasText: 'permessage-deflate is accepted' }).waitFor();
+  await tid(page, 'insp-input').fill('squeeze me');
+  await tid(page, 'insp-send').click();
+  await tid(page, 'insp-note').filter({ hasText: 'onmessage got the echo: "squeeze me"' }).waitFor();
+  const squeezed = frames('client', 'text').last();
+  assert((await squeezed.getAttribute('data-compressed')) === '1', 'the browser compressed its message');
+  assert((await squeezed.getByTestId('field-rsv1').locator('.val').textContent()) === '1', 'RSV1 is set');
+  await shootAt(page, '10-inspector-deflate', tid(page, 'handshake').last());
+  await I.ctx.close();
+  pages.delete('I');
+}
+
 // --- the run ------------------------------------------------------------------------------
 
 const scenarios = [
@@ -487,6 +592,7 @@ const scenarios = [
   [2, 'a group of three chats; 1:1 messages stay in their own chat', scenario2],
   [3, 'history survives a reload and pages back on scroll', scenario3],
   [5, 'API errors are shown in words; logout revokes the session', scenario5],
+  [6, 'the frame inspector shows the page\'s own frames: mask, fragments, ping/pong, close', scenario6],
   [4, 'server killed and restarted: reconnecting banner, outbox, sync', scenario4],
 ];
 let passed = 0;
