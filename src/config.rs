@@ -183,6 +183,8 @@ pub struct Config {
     /// `X-Forwarded-Proto` are believed, and whose own connections are not capped
     /// per address (every client behind them shares their address).
     pub trusted_proxies: Vec<IpAddr>,
+    /// Where `GET /metrics` is served (`--metrics-listen`); `None`: nowhere.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Config {
@@ -220,6 +222,7 @@ impl Default for Config {
             history_days: None,
             retention_interval: RETENTION_INTERVAL,
             trusted_proxies: Vec::new(),
+            metrics_listen: None,
         }
     }
 }

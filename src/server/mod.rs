@@ -14,6 +14,7 @@ mod chat;
 mod conn;
 mod echo;
 pub mod lifecycle;
+pub mod metrics;
 mod outbound;
 mod request;
 mod workers;
@@ -46,6 +47,7 @@ use crate::throttle::Throttle;
 use crate::ws::{self, CloseCode, Codec};
 use conn::Conn;
 use lifecycle::{AfterFlush, Env, Lifecycle, Services, State, UploadSlot, Verdict};
+use metrics::{Metrics, Refused};
 use outbound::{Flushed, Outbound};
 use workers::{Busy, Completion, ConnRef, Job, PendingChat, Workers};
 
@@ -114,6 +116,8 @@ pub struct Server {
     /// The time of this loop turn, read once when the poll returns: the clock is
     /// not read again for every connection and every delivery.
     now: Instant,
+    /// Counters, and the `/metrics` listener if there is one.
+    metrics: Metrics,
 }
 
 /// The shared budgets and queues a connection's machine may draw on.
@@ -168,6 +172,7 @@ macro_rules! with_conn {
                     throttle: &mut s.throttle,
                     peer: $conn.peer,
                     codec: &mut s.codec,
+                    metrics: &mut s.metrics.counters,
                 };
                 let $env = &mut env_value;
                 Some($body)
@@ -186,6 +191,7 @@ impl Server {
             .map_err(|e| io::Error::other(format!("database {}: {e}", db_path.display())))?;
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let metrics = Metrics::new(config.metrics_listen, poll.registry(), db_path.clone())?;
         let resources = ResourceDir::open(&config.resource_dir).map_err(|e| {
             io::Error::other(format!(
                 "resource directory {}: {e}",
@@ -202,6 +208,7 @@ impl Server {
                 days,
                 interval: config.retention_interval,
             }),
+            metrics.workers.clone(),
         )?;
         let mut listener = listen(config.listen)
             .map_err(|e| io::Error::new(e.kind(), format!("listen on {}: {e}", config.listen)))?;
@@ -235,12 +242,18 @@ impl Server {
             to_read: Vec::new(),
             shutdown_deadline: None,
             now: Instant::now(),
+            metrics,
         })
     }
 
     /// The address the listener is bound to.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The address `/metrics` is served on (`--metrics-listen`), if any.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.addr()
     }
 
     /// Serves until a shutdown signal, then closes every connection gracefully.
@@ -263,11 +276,14 @@ impl Server {
                 return Err(e);
             }
             self.now = Instant::now();
+            let turn_started = self.now;
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept(),
                     SIGNALS => self.on_signal(),
                     WAKER => self.on_completions(),
+                    metrics::LISTENER => self.accept_scrapes(),
+                    token if metrics::is_scrape(token) => self.on_scrape(token),
                     Token(key) => {
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
                             self.on_readable(key, event.is_read_closed() || event.is_error());
@@ -290,6 +306,8 @@ impl Server {
             }
             let now = Instant::now();
             self.now = now;
+            let turn = now.saturating_duration_since(turn_started);
+            self.metrics.counters.turns.observe(turn.as_secs_f64());
             if now >= next_sweep {
                 self.sweep(now);
                 next_sweep = now + SWEEP_INTERVAL;
@@ -322,6 +340,7 @@ impl Server {
                 Ok((mut socket, peer)) => {
                     let ip = peer.ip();
                     if self.conns.len() >= self.config.max_connections {
+                        self.metrics.counters.refused(Refused::ConnectionCap);
                         self.refuse_connection(socket, "connection limit reached");
                         continue;
                     }
@@ -335,6 +354,7 @@ impl Server {
                             .get(&ip)
                             .is_some_and(|&n| n as usize >= cap)
                     {
+                        self.metrics.counters.refused(Refused::PerAddressCap);
                         self.refuse_connection(socket, "too many connections from your address");
                         continue;
                     }
@@ -351,6 +371,7 @@ impl Server {
                         continue;
                     }
                     debug!("{peer}: accepted as #{}", entry.key());
+                    self.metrics.counters.accepted += 1;
                     self.next_serial += 1;
                     let life = Lifecycle::new(self.now, &self.config);
                     let mut conn = Conn::new(socket, self.next_serial, ip, life);
@@ -378,7 +399,9 @@ impl Server {
             .retry_after(config::BUSY_RETRY_AFTER_SECS)
             .to_bytes();
         // A fresh socket's send buffer takes a few hundred bytes without blocking.
-        let _ = socket.write(&response);
+        if let Ok(n) = socket.write(&response) {
+            self.metrics.counters.bytes_sent += n as u64;
+        }
         let _ = socket.shutdown(Shutdown::Write);
         if self.refused.len() < MAX_REFUSED_LINGERING {
             self.refused.push_back((socket, self.now + REFUSED_LINGER));
@@ -504,6 +527,7 @@ impl Server {
                 "#{key}: not reading ({} bytes queued): disconnecting",
                 conn.life.out.len()
             );
+            self.metrics.counters.slow_consumers_dropped += 1;
             self.remove(key);
             return false;
         }
@@ -547,6 +571,7 @@ impl Server {
             }
         };
         let progressed = conn.life.out.len() < before;
+        self.metrics.counters.bytes_sent += before.saturating_sub(conn.life.out.len()) as u64;
         let after = conn.life.handle_flushed(self.now, flushed, progressed);
         let wants_write = flushed == Flushed::Blocked;
         if wants_write != conn.wants_write {
@@ -719,9 +744,13 @@ impl Server {
             .to_json(),
         };
         let sender = c.conn;
-        let r = self.live(sender, |conn, _| {
+        let acked = matches!(c.outcome, Outcome::Saved(_));
+        let r = self.live(sender, |conn, env| {
             conn.life.finish_chat();
-            conn.life.send_text(&reply);
+            if conn.life.send_text(&reply) {
+                env.metrics.messages_sent[metrics::CHAT] += 1;
+                env.metrics.acks_sent += u64::from(acked);
+            }
         });
         self.settle_live(sender, r);
         let Some((to, frame)) = c.delivery else {
@@ -755,7 +784,10 @@ impl Server {
                 (Some(compressed), Some(d)) if d.compresses() => compressed.clone(),
                 _ => frame.clone(),
             };
-            conn.life.send_shared(shared);
+            if conn.life.send_shared(shared) {
+                self.metrics.counters.chat_deliveries += 1;
+                self.metrics.counters.messages_sent[metrics::CHAT] += 1;
+            }
             // A delivery frees no budget and changes no state: only the bounds and
             // the flush matter here (this runs once per recipient).
             self.after_output(key);
@@ -810,6 +842,7 @@ impl Server {
             let v = with_conn!(self, key, |c, env| c.life.handle_timeout(now, env));
             self.settle(key, v.unwrap_or(Verdict::Drop));
         }
+        self.sweep_scrapes(now);
         let mut buf = [0u8; 4096];
         let mut kept = VecDeque::with_capacity(self.refused.len());
         while let Some((mut socket, until)) = self.refused.pop_front() {
@@ -889,14 +922,17 @@ fn read_turn(
                 debug!("#{key}: peer closed");
                 // A client may send its close frame and shut down at once: try to
                 // answer before dropping.
+                let before = conn.life.out.len();
                 let _ = conn
                     .life
                     .out
                     .flush_to(&mut conn.socket, &mut env.codec.spares);
+                env.metrics.bytes_sent += before.saturating_sub(conn.life.out.len()) as u64;
                 break Verdict::Drop;
             }
             Ok(n) => {
                 reads += 1;
+                env.metrics.bytes_received += n as u64;
                 let drained = n < end - filled && !to_eof;
                 filled += n;
                 let mut consumed = conn.life.handle_bytes(now, &mut buf[..filled], env);
@@ -910,6 +946,8 @@ fn read_turn(
                     {
                         Ok(flushed) => {
                             let progressed = conn.life.out.len() < before;
+                            env.metrics.bytes_sent +=
+                                before.saturating_sub(conn.life.out.len()) as u64;
                             conn.life.handle_flushed(now, flushed, progressed);
                         }
                         Err(e) => {
