@@ -1008,9 +1008,12 @@ impl Lifecycle {
                 head_len
             }
             Routed::Refuse(refusal) => {
-                if refusal.status == Status::Forbidden {
+                match refusal.status {
                     // The router's one 403: a /chat upgrade from a foreign origin.
-                    env.metrics.refused(Refused::Origin);
+                    Status::Forbidden => env.metrics.refused(Refused::Origin),
+                    // No session token with a request that needs one.
+                    Status::Unauthorized => env.metrics.refused(Refused::AuthFailed),
+                    _ => {}
                 }
                 self.answer(now, &refusal, config);
                 if refusal.keep_alive {
