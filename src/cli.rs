@@ -170,6 +170,10 @@ pub struct Args {
     /// runs, and sync and history say where history starts (default: keep everything).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub history_days: Option<u32>,
+    /// Serve Prometheus metrics at http://ADDR/metrics on a listener of their own
+    /// (e.g. 127.0.0.1:9100; port 0 picks one). Off unless given.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
     /// Seconds between two removals of old messages (for tests; not in files).
     #[arg(long, hide = true, default_value_t = config::RETENTION_INTERVAL.as_secs_f64())]
     pub retention_interval: f64,
@@ -258,6 +262,7 @@ pub struct Settings {
     pub trace_frames: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub inspector: Option<bool>,
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Settings {
@@ -280,7 +285,8 @@ impl Settings {
         toml::from_str(text).map_err(|e| e.to_string().trim_end().to_owned())
     }
 
-    /// Every setting of `args`, as a file would hold it (`static-dir` only if set).
+    /// Every setting of `args`, as a file would hold it (`static-dir`, `history-days`
+    /// and `metrics-listen` only if set).
     pub fn from_args(args: &Args) -> Settings {
         Settings {
             listen: Some(args.listen),
@@ -309,6 +315,7 @@ impl Settings {
             history_days: args.history_days,
             trace_frames: Some(args.trace_frames),
             inspector: Some(args.inspector),
+            metrics_listen: args.metrics_listen,
         }
     }
 
@@ -463,6 +470,7 @@ impl Args {
             retention_interval,
             trace_frames: self.trace_frames,
             inspector: self.inspector,
+            metrics_listen: self.metrics_listen,
         })
     }
 }
@@ -483,7 +491,14 @@ mod tests {
     /// every key is a flag: the two lists cannot drift apart.
     #[test]
     fn every_flag_is_a_key_and_a_variable() {
-        let all = Settings::from_args(&parse(&["--static-dir", "web", "--history-days", "30"]));
+        let all = Settings::from_args(&parse(&[
+            "--static-dir",
+            "web",
+            "--history-days",
+            "30",
+            "--metrics-listen",
+            "127.0.0.1:9100",
+        ]));
         let keys: Vec<String> = toml::Table::try_from(&all)
             .expect("a table")
             .keys()

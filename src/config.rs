@@ -187,6 +187,8 @@ pub struct Config {
     pub trace_frames: bool,
     /// `--inspector`: serve the frame inspector page and its feed.
     pub inspector: bool,
+    /// Where `GET /metrics` is served (`--metrics-listen`); `None`: nowhere.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Config {
@@ -226,6 +228,7 @@ impl Default for Config {
             trusted_proxies: Vec::new(),
             trace_frames: false,
             inspector: false,
+            metrics_listen: None,
         }
     }
 }

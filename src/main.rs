@@ -107,6 +107,9 @@ fn main() -> ExitCode {
     };
     let addr = server.local_addr();
     info!("fastim listening on {addr}");
+    if let Some(metrics) = server.metrics_addr() {
+        info!("metrics on http://{metrics}/metrics");
+    }
     info!("database: {}", config.data_dir.join("fastim.db").display());
     if config.echo {
         info!("echo endpoint: ws://{addr}/echo");

@@ -133,6 +133,7 @@ fn serve(args: &[&str], env: &[(&str, &str)], dir: &Dir) -> Server {
     std::thread::spawn(move || for _ in lines.by_ref() {});
     Server {
         addr,
+        metrics: None,
         child,
         // The test's Dir removes the data.
         data_dir: dir.0.join("unused"),

@@ -77,6 +77,7 @@ fn start_logged(data_dir: std::path::PathBuf, extra: &[&str]) -> (Server, Log) {
     });
     let server = Server {
         addr,
+        metrics: None,
         child,
         data_dir,
         keep_data: false,

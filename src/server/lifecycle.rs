@@ -38,6 +38,7 @@ use super::chat;
 use super::conn::Endpoint;
 use super::echo;
 use super::inspector;
+use super::metrics::{self, Counters, Refused};
 use super::outbound::{Flushed, Outbound};
 use super::request::{self, Routed};
 use super::workers::{Busy, ConnRef, Job, PendingChat, Ticket, Work};
@@ -181,6 +182,8 @@ pub struct Env<'a> {
     pub peer: IpAddr,
     /// The (de)compressor lent to every connection with permessage-deflate.
     pub codec: &'a mut Codec,
+    /// The loop's counters.
+    pub metrics: &'a mut Counters,
 }
 
 /// Whether the driver keeps the connection after a call.
@@ -528,6 +531,7 @@ impl Lifecycle {
             State::Waiting { .. } | State::Authorizing(_) => {
                 if self.deadline().is_some_and(|d| d <= now) {
                     debug!("#{}: no worker answer in time", env.conn.key);
+                    env.metrics.refused(Refused::Busy);
                     self.cancel_job();
                     self.refuse(now, Why::Busy, Close::Yes, config);
                 }
@@ -539,6 +543,7 @@ impl Lifecycle {
                         env.conn.key,
                         self.out.len()
                     );
+                    env.metrics.slow_consumers_dropped += 1;
                     return Verdict::Drop;
                 }
                 let quiet = now.saturating_duration_since(last_input);
@@ -649,8 +654,9 @@ impl Lifecycle {
     ) -> Verdict {
         match &mut self.state {
             State::WebSocket { ws, .. } => {
-                if let Err(e) = ws.send_close(Some(code), reason, self.out.tail()) {
-                    debug!("#{}: {e}", env.conn.key);
+                match ws.send_close(Some(code), reason, self.out.tail()) {
+                    Ok(()) => env.metrics.close_sent(Some(code)),
+                    Err(e) => debug!("#{}: {e}", env.conn.key),
                 }
                 self.begin_closing(now, env);
                 Verdict::Keep
@@ -661,11 +667,12 @@ impl Lifecycle {
     }
 
     /// Queues a text frame on an open WebSocket (an ack, an error); nothing after our
-    /// close frame (RFC 6455 §5.5.1).
-    pub fn send_text(&mut self, text: &str) {
-        if let State::WebSocket { ws, .. } = &self.state {
+    /// close frame (RFC 6455 §5.5.1). Returns whether it was queued.
+    pub fn send_text(&mut self, text: &str) -> bool {
+        match &self.state {
             // Refused after our close frame (RFC 6455 §5.5.1): the reply is for nobody.
-            let _ = ws.send_text(text, self.out.tail());
+            State::WebSocket { ws, .. } => ws.send_text(text, self.out.tail()).is_ok(),
+            _ => false,
         }
     }
 
@@ -692,13 +699,16 @@ impl Lifecycle {
     }
 
     /// Queues a frame encoded once for many recipients, on an open WebSocket.
-    pub fn send_shared(&mut self, frame: Rc<[u8]>) {
+    /// Returns whether it was queued.
+    pub fn send_shared(&mut self, frame: Rc<[u8]>) -> bool {
         if let State::WebSocket { ws, .. } = &self.state {
             // Encoded once for every recipient; the protocol says whether it may go.
             if ws.may_send().is_ok() {
                 self.out.push_shared(frame);
+                return true;
             }
         }
+        false
     }
 
     /// A chat message of this connection was acked or refused by the writer.
@@ -712,6 +722,7 @@ impl Lifecycle {
             return;
         }
         self.out.tail().extend_from_slice(frames);
+        env.metrics.messages_sent[metrics::CHAT] += count_frames(frames);
         let queued = std::mem::replace(&mut self.sync, Sync::Idle);
         if let (Sync::Queued, Some((user, _))) = (queued, self.chat_user()) {
             self.start_sync(user, self.queued_after, env);
@@ -792,6 +803,7 @@ impl Lifecycle {
                         .with_deflate(deflate.map(|a| a.params)),
                     endpoint: Endpoint::Chat { user, session },
                 };
+                env.metrics.handshakes[metrics::CHAT] += 1;
                 self.deadline = Ms::NONE;
                 self.last_input = self.ms(now);
                 env.index.connect(user, env.conn.key);
@@ -809,6 +821,7 @@ impl Lifecycle {
                 Some(_),
             ) => {
                 let Some(slot) = env.services.upload_slot() else {
+                    env.metrics.refused(Refused::Busy);
                     return self.refuse(now, Why::Busy, Close::Yes, config);
                 };
                 let allowed = Duration::from_secs(content_length as u64 / config::MIN_BODY_RATE);
@@ -832,18 +845,24 @@ impl Lifecycle {
                     self.on_body(now, &mut [], env);
                 }
             }
-            (Authorized::Upgrade { .. }, _) => self.refuse(
-                now,
-                Why::Status(Status::Unauthorized, "invalid or expired session token"),
-                Close::Yes,
-                config,
-            ),
-            (Authorized::Upload { .. }, None) => self.refuse(
-                now,
-                Why::Status(Status::Unauthorized, api::MSG_SESSION_INVALID),
-                Close::Yes,
-                config,
-            ),
+            (Authorized::Upgrade { .. }, _) => {
+                env.metrics.refused(Refused::AuthFailed);
+                self.refuse(
+                    now,
+                    Why::Status(Status::Unauthorized, "invalid or expired session token"),
+                    Close::Yes,
+                    config,
+                );
+            }
+            (Authorized::Upload { .. }, None) => {
+                env.metrics.refused(Refused::AuthFailed);
+                self.refuse(
+                    now,
+                    Why::Status(Status::Unauthorized, api::MSG_SESSION_INVALID),
+                    Close::Yes,
+                    config,
+                );
+            }
         }
     }
 
@@ -891,6 +910,7 @@ impl Lifecycle {
                         .with_deflate(deflate.map(|a| a.params)),
                     endpoint,
                 };
+                env.metrics.handshakes[metrics::endpoint(endpoint)] += 1;
                 self.deadline = Ms::NONE;
                 self.last_progress = self.ms(now);
                 if endpoint == Endpoint::Inspector {
@@ -914,6 +934,7 @@ impl Lifecycle {
                     api::Route::Login => {
                         let account = api::login_account(&request).unwrap_or_default();
                         if let Err(wait) = env.throttle.check_login(now, client, &account) {
+                            env.metrics.refused(Refused::RateLimit);
                             self.refuse(now, Why::Throttled(wait), Close::from(keep_alive), config);
                             return end;
                         }
@@ -921,6 +942,7 @@ impl Lifecycle {
                     }
                     api::Route::Register => {
                         if let Err(wait) = env.throttle.check_register(now, client) {
+                            env.metrics.refused(Refused::RateLimit);
                             self.refuse(now, Why::Throttled(wait), Close::from(keep_alive), config);
                             return end;
                         }
@@ -1014,6 +1036,13 @@ impl Lifecycle {
                 head_len
             }
             Routed::Refuse(refusal) => {
+                match refusal.status {
+                    // The router's one 403: a /chat upgrade from a foreign origin.
+                    Status::Forbidden => env.metrics.refused(Refused::Origin),
+                    // No session token with a request that needs one.
+                    Status::Unauthorized => env.metrics.refused(Refused::AuthFailed),
+                    _ => {}
+                }
                 self.answer(now, &refusal, config);
                 if refusal.keep_alive {
                     head_len
@@ -1033,6 +1062,7 @@ impl Lifecycle {
             work,
         };
         if env.services.submit(job).is_err() {
+            env.metrics.refused(Refused::WorkerQueueFull);
             return self.refuse(now, Why::Busy, Close::Yes, env.config);
         }
         self.ticket = Some(ticket);
@@ -1055,6 +1085,7 @@ impl Lifecycle {
         };
         let n = input.len().min(*remaining);
         if upload.body.try_reserve(n).is_err() {
+            env.metrics.refused(Refused::Busy);
             self.refuse(now, Why::Busy, Close::Yes, config);
             return input.len();
         }
@@ -1125,6 +1156,7 @@ impl Lifecycle {
             }
             // For the echo, which is encoded while the message still borrows `ws`.
             let sender = ws.sender();
+            let open = ws.phase() == ws::Phase::Open;
             // The protocol answers pings and close frames itself, into the same queue.
             match ws.handle_bytes_with(&mut env.codec.inflater, &mut input[pos..], self.out.tail())
             {
@@ -1135,6 +1167,8 @@ impl Lifecycle {
                     match event {
                         Event::Message(message) => match endpoint {
                             Endpoint::Echo => {
+                                env.metrics.messages_received[metrics::ECHO] += 1;
+                                env.metrics.messages_sent[metrics::ECHO] += 1;
                                 let (opcode, len) = echo::shape(&message);
                                 if self.echo_fragments != 0 {
                                     // The inspector's fragmented echo (RFC 6455 §5.4).
@@ -1181,6 +1215,7 @@ impl Lifecycle {
                                 }
                             }
                             Endpoint::Chat { user, .. } => {
+                                env.metrics.messages_received[metrics::CHAT] += 1;
                                 let mut turn = chat::Turn {
                                     conn: env.conn,
                                     user,
@@ -1217,7 +1252,9 @@ impl Lifecycle {
                                 };
                                 if let Some(reply) = reply {
                                     // The message's borrow has ended: the connection sends.
-                                    let _ = ws.send_text(&reply, self.out.tail());
+                                    if ws.send_text(&reply, self.out.tail()).is_ok() {
+                                        env.metrics.messages_sent[metrics::CHAT] += 1;
+                                    }
                                 }
                             }
                             Endpoint::Inspector => match inspector::Command::parse(message) {
@@ -1230,7 +1267,12 @@ impl Lifecycle {
                         },
                         // Already answered by the protocol (its pong, its close frame).
                         Event::Ping(_) | Event::Pong(_) => {}
-                        Event::Close(_) => {
+                        Event::Close(frame) => {
+                            env.metrics.close_received(frame.code);
+                            if open {
+                                // The protocol echoed the code (RFC 6455 §5.5.1).
+                                env.metrics.close_sent(frame.code);
+                            }
                             closing = true;
                             pos = input.len();
                             break;
@@ -1240,6 +1282,10 @@ impl Lifecycle {
                 Err(e) => {
                     // The protocol has queued the close frame with the error's code.
                     debug!("#{}: protocol error: {e}", env.conn.key);
+                    env.metrics.protocol_error(e.close_code());
+                    if open {
+                        env.metrics.close_sent(Some(e.close_code()));
+                    }
                     closing = true;
                     pos = input.len();
                     break;
@@ -1267,7 +1313,11 @@ impl Lifecycle {
                 self.sync = Sync::Running;
                 self.ticket = Some(ticket);
             }
-            Err(busy) => self.send_text(&busy),
+            Err(busy) => {
+                if self.send_text(&busy) {
+                    env.metrics.messages_sent[metrics::CHAT] += 1;
+                }
+            }
         }
         self.starved = true;
     }
@@ -1381,6 +1431,22 @@ impl From<bool> for Close {
 /// protocol machine borrowed).
 fn chat_room(in_flight: u16, sync: Sync, config: &Config) -> bool {
     (in_flight as usize) < config.max_in_flight && !matches!(sync, Sync::Queued)
+}
+
+/// How many frames `frames` (complete, encoded frames) holds.
+fn count_frames(mut frames: &[u8]) -> u64 {
+    let mut n = 0;
+    while let Ok(Some((header, len))) = ws::frame::decode_header(frames) {
+        let end = usize::try_from(header.payload_len)
+            .ok()
+            .and_then(|p| p.checked_add(len));
+        let Some(rest) = end.and_then(|end| frames.get(end..)) else {
+            break;
+        };
+        n += 1;
+        frames = rest;
+    }
+    n
 }
 
 fn endpoint_limits(endpoint: Endpoint) -> ws::Limits {

@@ -81,6 +81,7 @@ struct Harness {
     throttle: Throttle,
     life: Lifecycle,
     codec: crate::ws::Codec,
+    metrics: super::metrics::Counters,
 }
 
 /// Users 1 and 2 are friends and members of group 100; user 3 is a stranger.
@@ -105,6 +106,7 @@ fn harness_with(config: Config, throttle: ThrottleConfig) -> Harness {
         index: ChatIndex::new([(100, 1), (100, 2), (200, 3)]).with_friends([(1, 2)]),
         throttle: Throttle::new(throttle),
         codec: crate::ws::Codec::default(),
+        metrics: super::metrics::Counters::default(),
     }
 }
 
@@ -125,6 +127,7 @@ impl Harness {
                 throttle: &mut self.throttle,
                 peer: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7)),
                 codec: &mut self.codec,
+                metrics: &mut self.metrics,
             },
         )
     }

@@ -15,6 +15,7 @@ mod conn;
 mod echo;
 mod inspector;
 pub mod lifecycle;
+pub mod metrics;
 mod outbound;
 mod request;
 mod workers;
@@ -47,6 +48,7 @@ use crate::throttle::Throttle;
 use crate::ws::{self, CloseCode, Codec};
 use conn::Conn;
 use lifecycle::{AfterFlush, Env, Lifecycle, Services, State, UploadSlot, Verdict};
+use metrics::{Metrics, Refused};
 use outbound::{Flushed, Outbound};
 use workers::{Busy, Completion, ConnRef, Job, PendingChat, Workers};
 
@@ -119,6 +121,8 @@ pub struct Server {
     inspecting: bool,
     /// The frame inspector's feeds and tokens.
     inspector: inspector::Hub,
+    /// Counters, and the `/metrics` listener if there is one.
+    metrics: Metrics,
 }
 
 /// The shared budgets and queues a connection's machine may draw on.
@@ -179,6 +183,7 @@ macro_rules! with_conn {
                     throttle: &mut s.throttle,
                     peer: $conn.peer,
                     codec: &mut s.codec,
+                    metrics: &mut s.metrics.counters,
                 };
                 let $env = &mut env_value;
                 Some($body)
@@ -197,6 +202,7 @@ impl Server {
             .map_err(|e| io::Error::other(format!("database {}: {e}", db_path.display())))?;
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let metrics = Metrics::new(config.metrics_listen, poll.registry(), db_path.clone())?;
         let resources = ResourceDir::open(&config.resource_dir).map_err(|e| {
             io::Error::other(format!(
                 "resource directory {}: {e}",
@@ -213,6 +219,7 @@ impl Server {
                 days,
                 interval: config.retention_interval,
             }),
+            metrics.workers.clone(),
         )?;
         let mut listener = listen(config.listen)
             .map_err(|e| io::Error::new(e.kind(), format!("listen on {}: {e}", config.listen)))?;
@@ -249,12 +256,18 @@ impl Server {
             now: Instant::now(),
             inspecting,
             inspector: inspector::Hub::default(),
+            metrics,
         })
     }
 
     /// The address the listener is bound to.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The address `/metrics` is served on (`--metrics-listen`), if any.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.addr()
     }
 
     /// Serves until a shutdown signal, then closes every connection gracefully.
@@ -277,11 +290,14 @@ impl Server {
                 return Err(e);
             }
             self.now = Instant::now();
+            let turn_started = self.now;
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept(),
                     SIGNALS => self.on_signal(),
                     WAKER => self.on_completions(),
+                    metrics::LISTENER => self.accept_scrapes(),
+                    token if metrics::is_scrape(token) => self.on_scrape(token),
                     Token(key) => {
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
                             self.on_readable(key, event.is_read_closed() || event.is_error());
@@ -304,6 +320,8 @@ impl Server {
             }
             let now = Instant::now();
             self.now = now;
+            let turn = now.saturating_duration_since(turn_started);
+            self.metrics.counters.turns.observe(turn.as_secs_f64());
             if now >= next_sweep {
                 self.sweep(now);
                 next_sweep = now + SWEEP_INTERVAL;
@@ -336,6 +354,7 @@ impl Server {
                 Ok((mut socket, peer)) => {
                     let ip = peer.ip();
                     if self.conns.len() >= self.config.max_connections {
+                        self.metrics.counters.refused(Refused::ConnectionCap);
                         self.refuse_connection(socket, "connection limit reached");
                         continue;
                     }
@@ -349,6 +368,7 @@ impl Server {
                             .get(&ip)
                             .is_some_and(|&n| n as usize >= cap)
                     {
+                        self.metrics.counters.refused(Refused::PerAddressCap);
                         self.refuse_connection(socket, "too many connections from your address");
                         continue;
                     }
@@ -365,6 +385,7 @@ impl Server {
                         continue;
                     }
                     debug!("{peer}: accepted as #{}", entry.key());
+                    self.metrics.counters.accepted += 1;
                     self.next_serial += 1;
                     let life = Lifecycle::new(self.now, &self.config);
                     let mut conn = Conn::new(socket, self.next_serial, ip, life);
@@ -399,7 +420,9 @@ impl Server {
             .retry_after(config::BUSY_RETRY_AFTER_SECS)
             .to_bytes();
         // A fresh socket's send buffer takes a few hundred bytes without blocking.
-        let _ = socket.write(&response);
+        if let Ok(n) = socket.write(&response) {
+            self.metrics.counters.bytes_sent += n as u64;
+        }
         let _ = socket.shutdown(Shutdown::Write);
         if self.refused.len() < MAX_REFUSED_LINGERING {
             self.refused.push_back((socket, self.now + REFUSED_LINGER));
@@ -528,6 +551,7 @@ impl Server {
                 "#{key}: not reading ({} bytes queued): disconnecting",
                 conn.life.out.len()
             );
+            self.metrics.counters.slow_consumers_dropped += 1;
             self.remove(key);
             return false;
         }
@@ -562,6 +586,7 @@ impl Server {
             }
         };
         let progressed = conn.life.out.len() < before;
+        self.metrics.counters.bytes_sent += before.saturating_sub(conn.life.out.len()) as u64;
         let after = conn.life.handle_flushed(self.now, flushed, progressed);
         let wants_write = flushed == Flushed::Blocked;
         if wants_write != conn.wants_write {
@@ -744,9 +769,13 @@ impl Server {
             .to_json(),
         };
         let sender = c.conn;
-        let r = self.live(sender, |conn, _| {
+        let acked = matches!(c.outcome, Outcome::Saved(_));
+        let r = self.live(sender, |conn, env| {
             conn.life.finish_chat();
-            conn.life.send_text(&reply);
+            if conn.life.send_text(&reply) {
+                env.metrics.messages_sent[metrics::CHAT] += 1;
+                env.metrics.acks_sent += u64::from(acked);
+            }
         });
         self.settle_live(sender, r);
         let Some((to, frame)) = c.delivery else {
@@ -780,7 +809,10 @@ impl Server {
                 (Some(compressed), Some(d)) if d.compresses() => compressed.clone(),
                 _ => frame.clone(),
             };
-            conn.life.send_shared(shared);
+            if conn.life.send_shared(shared) {
+                self.metrics.counters.chat_deliveries += 1;
+                self.metrics.counters.messages_sent[metrics::CHAT] += 1;
+            }
             // A delivery frees no budget and changes no state: only the bounds and
             // the flush matter here (this runs once per recipient).
             self.after_output(key);
@@ -835,6 +867,7 @@ impl Server {
             let v = with_conn!(self, key, |c, env| c.life.handle_timeout(now, env));
             self.settle(key, v.unwrap_or(Verdict::Drop));
         }
+        self.sweep_scrapes(now);
         let mut buf = [0u8; 4096];
         let mut kept = VecDeque::with_capacity(self.refused.len());
         while let Some((mut socket, until)) = self.refused.pop_front() {
@@ -917,11 +950,14 @@ fn read_turn(
                 debug!("#{key}: peer closed");
                 // A client may send its close frame and shut down at once: try to
                 // answer before dropping.
+                let before = conn.life.out.len();
                 let _ = inspector::flush_out(conn, &mut env.codec.spares, false);
+                env.metrics.bytes_sent += before.saturating_sub(conn.life.out.len()) as u64;
                 break Verdict::Drop;
             }
             Ok(n) => {
                 reads += 1;
+                env.metrics.bytes_received += n as u64;
                 if let Some(tap) = &mut conn.tap {
                     // Before the connection unmasks the payloads in place.
                     tap.input(&buf[filled..filled + n]);
@@ -935,6 +971,8 @@ fn read_turn(
                     match inspector::flush_out(conn, &mut env.codec.spares, true) {
                         Ok(flushed) => {
                             let progressed = conn.life.out.len() < before;
+                            env.metrics.bytes_sent +=
+                                before.saturating_sub(conn.life.out.len()) as u64;
                             conn.life.handle_flushed(now, flushed, progressed);
                         }
                         Err(e) => {

@@ -22,17 +22,19 @@
 //!   removes the messages older than that, [`RETENTION_BATCH`] per transaction with
 //!   [`RETENTION_PAUSE`] between, so the chat writer never waits long for the lock.
 
+use std::cell::Cell;
 use std::io;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use log::{debug, error, info, warn};
 use mio::Waker;
 
+use super::metrics::{self, WorkerStats};
 use super::request::FileRequest;
 use crate::api::{self, ApiReply, ApiRequest, Upload};
 use crate::config;
@@ -258,10 +260,19 @@ pub struct Committed {
     pub delivery: Option<(crate::store::Peer, Vec<u8>)>,
 }
 
+/// A job in a pool's queue, with the moment it was submitted (for its latency).
+struct Queued {
+    job: Job,
+    at: Instant,
+}
+
 /// Handles to the worker threads.
 pub struct Workers {
-    api: Option<SyncSender<Job>>,
-    hash: Option<SyncSender<Job>>,
+    api: Option<SyncSender<Queued>>,
+    hash: Option<SyncSender<Queued>>,
+    /// Jobs each pool has taken, by [`metrics::class_index`] (the loop's count; the
+    /// workers count what they took off the queue in [`WorkerStats`]).
+    submitted: [Cell<u64>; 2],
     purge: Option<Sender<()>>,
     /// Never sent on: dropping one wakes and stops the watch or the retention thread.
     stops: Vec<Sender<()>>,
@@ -273,7 +284,8 @@ pub struct Workers {
 impl Workers {
     /// Starts the threads, each with its own connection to the database at `db_path`;
     /// the API and hashing queues hold at most `api_queue` and `hash_queue` jobs. With
-    /// `retention`, old messages are removed as it says.
+    /// `retention`, old messages are removed as it says. The threads measure into
+    /// `stats`.
     pub fn start(
         db_path: PathBuf,
         resources: ResourceDir,
@@ -281,27 +293,29 @@ impl Workers {
         api_queue: usize,
         hash_queue: usize,
         retention: Option<Retention>,
+        stats: Arc<WorkerStats>,
     ) -> io::Result<Workers> {
-        let (api_tx, api_rx) = mpsc::sync_channel::<Job>(api_queue.max(1));
-        let (hash_tx, hash_rx) = mpsc::sync_channel::<Job>(hash_queue.max(1));
+        let (api_tx, api_rx) = mpsc::sync_channel::<Queued>(api_queue.max(1));
+        let (hash_tx, hash_rx) = mpsc::sync_channel::<Queued>(hash_queue.max(1));
         let (purge_tx, purge_rx) = mpsc::channel::<()>();
         let (chat_tx, chat_rx) = mpsc::channel::<Vec<PendingChat>>();
         let (done_tx, done_rx) = mpsc::channel::<Completion>();
         let mut stops = Vec::new();
         let mut threads = Vec::new();
-        for (name, count, rx) in [
-            ("api", API_WORKERS, api_rx),
-            ("hash", HASH_WORKERS, hash_rx),
+        for (name, class, count, rx) in [
+            ("api", Class::Api, API_WORKERS, api_rx),
+            ("hash", Class::Hash, HASH_WORKERS, hash_rx),
         ] {
             let rx = Arc::new(Mutex::new(rx));
             for i in 0..count {
                 let db = open(&db_path)?;
                 let (rx, tx, waker) = (rx.clone(), done_tx.clone(), waker.clone());
                 let resources = resources.clone();
+                let measure = (stats.clone(), metrics::class_index(class));
                 threads.push(
                     thread::Builder::new()
                         .name(format!("{name}-{i}"))
-                        .spawn(move || api_worker(db, &resources, &rx, &tx, &waker))?,
+                        .spawn(move || api_worker(db, &resources, &rx, &tx, &waker, &measure))?,
                 );
             }
         }
@@ -334,11 +348,12 @@ impl Workers {
         threads.push(
             thread::Builder::new()
                 .name("chat-writer".into())
-                .spawn(move || chat_writer(db, &chat_rx, &done_tx, &waker))?,
+                .spawn(move || chat_writer(db, &chat_rx, &done_tx, &waker, &stats))?,
         );
         Ok(Workers {
             api: Some(api_tx),
             hash: Some(hash_tx),
+            submitted: [Cell::new(0), Cell::new(0)],
             purge: Some(purge_tx),
             stops,
             chat: Some(chat_tx),
@@ -349,15 +364,24 @@ impl Workers {
 
     /// Queues a job for its pool, or refuses it at once if that queue is full.
     pub fn submit(&self, job: Job) -> Result<(), Busy> {
-        let queue = match job.work.class() {
+        let class = job.work.class();
+        let queue = match class {
             Class::Api => &self.api,
             Class::Hash => &self.hash,
         };
         let Some(queue) = queue else {
             return Err(Busy);
         };
-        match queue.try_send(job) {
-            Ok(()) => Ok(()),
+        let queued = Queued {
+            job,
+            at: Instant::now(),
+        };
+        match queue.try_send(queued) {
+            Ok(()) => {
+                let submitted = &self.submitted[metrics::class_index(class)];
+                submitted.set(submitted.get() + 1);
+                Ok(())
+            }
             Err(TrySendError::Full(_)) => Err(Busy),
             Err(TrySendError::Disconnected(_)) => {
                 error!("workers are gone");
@@ -380,6 +404,11 @@ impl Workers {
                 error!("chat writer is gone");
             }
         }
+    }
+
+    /// Jobs submitted to the pool of [`metrics::class_index`] `class` so far.
+    pub fn submitted(&self, class: usize) -> u64 {
+        self.submitted[class].get()
     }
 
     /// A finished job, if one is waiting.
@@ -422,9 +451,10 @@ pub fn now_ms() -> i64 {
 fn api_worker(
     mut db: Db,
     resources: &ResourceDir,
-    jobs: &Mutex<Receiver<Job>>,
+    jobs: &Mutex<Receiver<Queued>>,
     done: &Sender<Completion>,
     waker: &Waker,
+    (stats, class): &(Arc<WorkerStats>, usize),
 ) {
     // This worker's compressor for sync replies, reset for every message.
     let mut deflater = Deflater::new();
@@ -434,9 +464,14 @@ fn api_worker(
             Ok(rx) => rx.recv(),
             Err(_) => return,
         };
-        let Ok(Job { conn, ticket, work }) = job else {
+        let Ok(Queued {
+            job: Job { conn, ticket, work },
+            at,
+        }) = job
+        else {
             return;
         };
+        stats.started[*class].fetch_add(1, Ordering::Relaxed);
         if ticket.is_cancelled() {
             // Its connection has gone or stopped waiting: nobody would read the answer.
             debug!("#{}: job dropped, nobody waits for it", conn.key);
@@ -495,6 +530,7 @@ fn api_worker(
         if done.send(completion).is_err() {
             return;
         }
+        stats.job_seconds[*class].observe_duration(at.elapsed());
         if let Err(e) = waker.wake() {
             warn!("cannot wake the event loop: {e}");
         }
@@ -726,6 +762,7 @@ fn chat_writer(
     batches: &Receiver<Vec<PendingChat>>,
     done: &Sender<Completion>,
     waker: &Waker,
+    stats: &WorkerStats,
 ) {
     while let Ok(mut batch) = batches.recv() {
         // Everything that queued up while the last commit was running goes in this one.
@@ -733,7 +770,10 @@ fn chat_writer(
             batch.extend(more);
         }
         let messages: Vec<NewMessage> = batch.iter().map(|p| p.message.clone()).collect();
+        let started = Instant::now();
         let outcomes = commit_batch(&mut db, &messages, now_ms());
+        stats.commit_seconds.observe_duration(started.elapsed());
+        stats.commit_batch.observe_units(messages.len() as u64);
         let committed = batch
             .into_iter()
             .zip(outcomes)

@@ -12,6 +12,8 @@ use std::time::Duration;
 /// A `fastim` process, killed when dropped.
 pub struct Server {
     pub addr: SocketAddr,
+    /// Where `/metrics` is served, if the server logged one (`--metrics-listen`).
+    pub metrics: Option<SocketAddr>,
     pub child: Child,
     pub data_dir: PathBuf,
     /// Leave the data directory behind when dropped (for a restart on the same data).
@@ -57,10 +59,12 @@ impl Server {
                 break rest.trim().parse().expect("address in log line");
             }
         };
+        let metrics = metrics_addr(&mut lines);
         // Keep draining the log so the server never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines.by_ref() {});
         Server {
             addr,
+            metrics,
             child,
             data_dir,
             keep_data: false,
@@ -96,6 +100,21 @@ impl Server {
         }
         None
     }
+}
+
+/// The metrics address from the lines the server logs after "listening on": the
+/// metrics line, if any, comes before the "database:" line.
+fn metrics_addr(lines: &mut impl Iterator<Item = std::io::Result<String>>) -> Option<SocketAddr> {
+    for line in lines.map_while(Result::ok) {
+        if let Some(rest) = line.split("metrics on http://").nth(1) {
+            let addr = rest.trim().trim_end_matches("/metrics");
+            return Some(addr.parse().expect("metrics address in log line"));
+        }
+        if line.contains("database: ") {
+            return None;
+        }
+    }
+    None
 }
 
 /// A data directory path unique to this test process and call.
@@ -453,6 +472,7 @@ impl Server {
                 }
             }
         };
+        let metrics = metrics_addr(&mut lines);
         // FASTIM_TEST_LOG=1 shows the server's log; otherwise it is drained unread.
         let show = std::env::var_os("FASTIM_TEST_LOG").is_some();
         std::thread::spawn(move || {
@@ -464,6 +484,7 @@ impl Server {
         });
         Ok(Server {
             addr,
+            metrics,
             child,
             data_dir,
             keep_data: false,
