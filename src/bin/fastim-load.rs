@@ -101,6 +101,12 @@ enum Mode {
         /// Handshakes in progress at once while connecting.
         #[arg(long, default_value_t = 256)]
         batch: usize,
+        /// Offer permessage-deflate in every handshake. Messages shorter than the
+        /// server's --deflate-min-bytes still come back plain, which is what this
+        /// measures (the cost of the extension where it does not compress); a
+        /// compressed echo is not inflated here and stops the run as an error.
+        #[arg(long)]
+        offer_deflate: bool,
     },
     /// Open idle connections and report the server's memory per connection.
     Idle {
@@ -224,6 +230,7 @@ fn run(args: Args) -> Result<bool, String> {
             no_verify,
             server_pid,
             batch,
+            offer_deflate,
         } => {
             let duration =
                 seconds(duration).ok_or("--duration must be a positive number of seconds")?;
@@ -244,6 +251,7 @@ fn run(args: Args) -> Result<bool, String> {
                 server_pid,
                 batch,
                 deadline: deadline((duration + warmup).as_secs_f64()),
+                offer_deflate,
             })
         }
         Mode::Idle {
