@@ -21,6 +21,7 @@
 import * as api from './api.js';
 import { ChatSocket } from './socket.js';
 import { uploadImage } from './images.js';
+import { CMD } from './commands.js';
 
 const ACK_TIMEOUT = 10_000;
 export const PAGE = 30;
@@ -235,8 +236,8 @@ export class Session extends EventTarget {
 
   /** The conversation a delivered message belongs to. */
   keyOf(m) {
-    if (m.cmd === 11) return key(11, m.dstid);
-    return key(10, m.userid === this.me.id ? m.dstid : m.userid);
+    if (m.cmd === CMD.GROUP) return key(CMD.GROUP, m.dstid);
+    return key(CMD.SINGLE, m.userid === this.me.id ? m.dstid : m.userid);
   }
 
   open(k) {
@@ -291,7 +292,7 @@ export class Session extends EventTarget {
 
   /** Adds a delivered message; false if it was already there. */
   ingest(m, { history = false } = {}) {
-    if (!(m.id > 0) || (m.cmd !== 10 && m.cmd !== 11)) return false;
+    if (!(m.id > 0) || (m.cmd !== CMD.SINGLE && m.cmd !== CMD.GROUP)) return false;
     const k = this.keyOf(m);
     const c = this.conv(k);
     if (!c.add(m)) return false;
@@ -304,7 +305,7 @@ export class Session extends EventTarget {
     }
     // A message from someone who is not (yet) in the lists: they added me, or I joined a
     // group from another device. Reload the lists so the conversation can be opened.
-    if ((m.cmd === 10 && !this.friends.has(c.dstid) && c.dstid !== this.me.id) || (m.cmd === 11 && !this.groups.has(c.dstid))) {
+    if ((m.cmd === CMD.SINGLE && !this.friends.has(c.dstid) && c.dstid !== this.me.id) || (m.cmd === CMD.GROUP && !this.groups.has(c.dstid))) {
       this.refreshContactsSoon();
     }
     this.emit('messages', { key: k, id: m.id });
@@ -323,7 +324,7 @@ export class Session extends EventTarget {
     if (this.everOpened) this.loadContacts(); // things may have changed while we were away
     this.everOpened = true;
     this.syncing = true;
-    this.socket.send({ cmd: 20, id: this.lastId });
+    this.socket.send({ cmd: CMD.SYNC, id: this.lastId });
     // Then what is waiting in the outbox, oldest first, with the refs it already had.
     for (const c of this.convs.values()) {
       for (const p of c.pending.values()) if (p.status === 'queued' || p.status === 'sending') this.transmit(p);
@@ -350,21 +351,21 @@ export class Session extends EventTarget {
 
   onFrame(f) {
     switch (f.cmd) {
-      case 10:
-      case 11:
+      case CMD.SINGLE:
+      case CMD.GROUP:
         this.ingest(f);
         if (!this.syncing && f.id > this.lastId) this.setLastId(f.id);
         break;
-      case 21:
+      case CMD.ACK:
         this.onAck(f);
         break;
-      case 22:
+      case CMD.ERROR:
         this.onError(f);
         break;
-      case 23:
+      case CMD.SYNC_DONE:
         if (f.id > this.lastId) this.setLastId(f.id);
         if (f.more) {
-          this.socket.send({ cmd: 20, id: this.lastId });
+          this.socket.send({ cmd: CMD.SYNC, id: this.lastId });
         } else {
           this.syncing = false;
           if (this.quietSync) {
@@ -374,7 +375,7 @@ export class Session extends EventTarget {
         }
         break;
       default:
-        break; // 0: heartbeat reply; anything newer is ignored
+        break; // the heartbeat's reply; anything newer is ignored
     }
   }
 

@@ -37,9 +37,11 @@ use slab::Slab;
 use crate::api::Effect;
 use crate::config::{self, Config};
 use crate::http::{Refusal, Status};
+use crate::im::cmd::Fanout;
+use crate::im::cmd::code::ACK;
 use crate::im::commit::Outcome;
 use crate::im::index::ChatIndex;
-use crate::im::wire::{CMD_ACK, Reply, WireError};
+use crate::im::wire::{Reply, WireError};
 use crate::resource::ResourceDir;
 use crate::store::{Db, Peer};
 use crate::throttle::Throttle;
@@ -87,6 +89,9 @@ pub struct Server {
     chat_batch: Vec<PendingChat>,
     /// Chat messages given to the writer and not yet answered.
     writer_backlog: usize,
+    /// Frames for other connections made this turn (typing, presence), delivered at
+    /// its end.
+    fanouts: Vec<Fanout>,
     /// Upload bodies being read.
     uploads: Rc<Cell<usize>>,
     /// Unauthenticated connections per client address.
@@ -121,6 +126,7 @@ struct Shared<'a> {
     workers: &'a Workers,
     chat_batch: &'a mut Vec<PendingChat>,
     writer_backlog: &'a mut usize,
+    fanouts: &'a mut Vec<Fanout>,
     uploads: &'a Rc<Cell<usize>>,
 }
 
@@ -136,6 +142,10 @@ impl Services for Shared<'_> {
         *self.writer_backlog += 1;
         self.chat_batch.push(chat);
         Ok(())
+    }
+
+    fn fan_out(&mut self, fanouts: Vec<Fanout>) {
+        self.fanouts.extend(fanouts);
     }
 
     fn upload_slot(&mut self) -> Option<UploadSlot> {
@@ -155,6 +165,7 @@ macro_rules! with_conn {
                     workers: &s.workers,
                     chat_batch: &mut s.chat_batch,
                     writer_backlog: &mut s.writer_backlog,
+                    fanouts: &mut s.fanouts,
                     uploads: &s.uploads,
                 };
                 let mut env_value = Env {
@@ -181,8 +192,14 @@ impl Server {
     /// binds the listener and installs the signal handlers.
     pub fn bind(config: Config) -> io::Result<Server> {
         let db_path = database_path(&config);
-        let (memberships, friendships) = Db::open(&db_path)
-            .and_then(|db| Ok((db.all_memberships()?, db.all_friendships()?)))
+        let (memberships, friendships, last_seen) = Db::open(&db_path)
+            .and_then(|db| {
+                Ok((
+                    db.all_memberships()?,
+                    db.all_friendships()?,
+                    db.all_last_seen()?,
+                ))
+            })
             .map_err(|e| io::Error::other(format!("database {}: {e}", db_path.display())))?;
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
@@ -221,9 +238,12 @@ impl Server {
             next_serial: 0,
             throttle: Throttle::new(config.throttle.clone()),
             config,
-            index: ChatIndex::new(memberships).with_friends(friendships),
+            index: ChatIndex::new(memberships)
+                .with_friends(friendships)
+                .with_last_seen(last_seen),
             chat_batch: Vec::new(),
             writer_backlog: 0,
+            fanouts: Vec::new(),
             uploads: Rc::new(Cell::new(0)),
             per_address: HashMap::new(),
             refused: VecDeque::new(),
@@ -303,6 +323,7 @@ impl Server {
                 self.workers.purge_sessions();
                 next_purge = now + PURGE_INTERVAL;
             }
+            self.end_turn();
             if let Some(deadline) = self.shutdown_deadline {
                 if self.conns.is_empty() || now >= deadline {
                     info!("stopped ({} connections left open)", self.conns.len());
@@ -705,7 +726,7 @@ impl Server {
     fn deliver(&mut self, c: workers::Committed) {
         let reply = match &c.outcome {
             Outcome::Saved(saved) => Reply::Ack {
-                cmd: CMD_ACK,
+                cmd: ACK,
                 client_ref: c.client_ref.as_deref(),
                 id: saved.id,
                 createat: saved.created_at,
@@ -727,9 +748,6 @@ impl Server {
         let Some((to, frame)) = c.delivery else {
             return;
         };
-        // Encoded once, shared by every recipient's queue; and compressed once
-        // for the recipients with permessage-deflate (RFC 7692), with the
-        // smallest window any of them allows (§7.1.2.1).
         let recipients: Vec<usize> = match to {
             Peer::User(peer) => {
                 let mut r = self.index.conns_of(peer).to_vec();
@@ -742,10 +760,18 @@ impl Server {
             // The index holds each member connection once.
             Peer::Group(group) => self.index.group_conns(group).to_vec(),
         };
-        let compressed = self.compress_delivery(&frame, &recipients, sender.key);
+        self.send_to_all(frame, &recipients, Some(sender.key));
+    }
+
+    /// Queues one frame for many connections (all but `skip`): encoded once, shared
+    /// by every recipient's queue; and compressed once for the recipients with
+    /// permessage-deflate (RFC 7692), with the smallest window any of them allows
+    /// (§7.1.2.1).
+    fn send_to_all(&mut self, frame: Vec<u8>, recipients: &[usize], skip: Option<usize>) {
+        let compressed = self.compress_delivery(&frame, recipients, skip);
         let frame: Rc<[u8]> = Rc::from(frame);
-        for key in recipients {
-            if key == sender.key {
+        for &key in recipients {
+            if Some(key) == skip {
                 continue;
             }
             let Some(conn) = self.conns.get_mut(key) else {
@@ -762,13 +788,36 @@ impl Server {
         }
     }
 
+    /// The end of a loop turn: this turn's presence changes and the frames commands
+    /// made for other connections go out (no database round trip), and the writer
+    /// is told who went offline.
+    fn end_turn(&mut self) {
+        let presence = self.index.presence_turn(workers::now_ms());
+        if !presence.offline.is_empty() {
+            self.workers.submit_last_seen(presence.offline);
+        }
+        let mut fanouts = std::mem::take(&mut self.fanouts);
+        fanouts.extend(presence.fanouts);
+        if fanouts.is_empty() {
+            return;
+        }
+        for f in fanouts {
+            let mut frame = Vec::with_capacity(f.text.len() + 4);
+            ws::frame::write_frame(&mut frame, ws::OpCode::Text, f.text.as_bytes());
+            self.send_to_all(frame, &f.to, None);
+        }
+        for key in std::mem::take(&mut self.to_flush) {
+            self.flush(key);
+        }
+    }
+
     /// The compressed form of a delivery frame, if any recipient negotiated
     /// permessage-deflate and the payload reaches the threshold.
     fn compress_delivery(
         &mut self,
         frame: &[u8],
         recipients: &[usize],
-        sender: usize,
+        skip: Option<usize>,
     ) -> Option<Rc<[u8]>> {
         let Ok(Some((header, n))) = ws::frame::decode_header(frame) else {
             return None;
@@ -779,7 +828,7 @@ impl Server {
         }
         let bits = recipients
             .iter()
-            .filter(|&&key| key != sender)
+            .filter(|&&key| Some(key) != skip)
             .filter_map(|&key| self.conns.get(key)?.life.deflate())
             .filter(|d| d.compresses())
             .map(|d| d.server_window_bits)

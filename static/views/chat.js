@@ -5,6 +5,7 @@
 import { h, avatar, icon, formatTime, safeImageUrl, toast } from '../ui.js';
 import { key, MAX_TEXT } from '../session.js';
 import { EMOJI } from '../emoji.js';
+import { CMD } from '../commands.js';
 
 const NEAR_BOTTOM = 80; // px: "the reader is at the end", so new messages scroll into view
 const NEAR_TOP = 120; // px: close enough to the top to fetch the older page
@@ -61,7 +62,7 @@ export class ChatView {
     this.on(session, 'users', () => this.render({ users: true }));
     this.on(session, 'contacts', () => this.renderHead());
     session.open(this.k); // clears the unread count, loads the first history page
-    if (cmd === 11) this.loadMembers();
+    if (cmd === CMD.GROUP) this.loadMembers();
     this.renderHead();
     this.render({ initial: true });
   }
@@ -87,7 +88,7 @@ export class ChatView {
 
   renderHead(memberCount) {
     const s = this.session;
-    if (this.cmd === 10) {
+    if (this.cmd === CMD.SINGLE) {
       const u = s.friends.get(this.id) || s.users.get(this.id) || s.userNow(this.id);
       this.title.textContent = u?.nickname || `User ${this.id}`;
       this.subtitle.textContent = u?.memo || '';
@@ -274,7 +275,7 @@ export class ChatView {
   }
 
   signature(m) {
-    const u = this.cmd === 11 ? this.sender(m) : null;
+    const u = this.cmd === CMD.GROUP ? this.sender(m) : null;
     return [m.id, m.status, m.error, m.url, u?.nickname, u?.avatar].join('|');
   }
 
@@ -290,11 +291,11 @@ export class ChatView {
       'data-status': status,
       'data-sender': m.userid,
     });
-    const u = mine ? s.me : this.cmd === 11 ? this.sender(m) : s.friends.get(m.userid) || s.users.get(m.userid) || this.sender(m);
+    const u = mine ? s.me : this.cmd === CMD.GROUP ? this.sender(m) : s.friends.get(m.userid) || s.users.get(m.userid) || this.sender(m);
     if (!mine) row.append(avatar(u?.avatar, u?.nickname || '?', m.userid, { size: 'sm' }));
 
     const body = h('div', { class: 'msg-body' });
-    if (!mine && this.cmd === 11) body.append(h('span', { class: 'msg-sender', 'data-testid': 'msg-sender', text: u?.nickname || '…' }));
+    if (!mine && this.cmd === CMD.GROUP) body.append(h('span', { class: 'msg-sender', 'data-testid': 'msg-sender', text: u?.nickname || '…' }));
 
     let bubble;
     const url = m.localUrl || m.url || m.pic;
