@@ -368,3 +368,39 @@ fn typing_is_forwarded_at_most_once_a_second_per_conversation() {
     send(&mut a, json!({"cmd": 12, "dstid": w.b.id}));
     assert_eq!(recv(&mut b)["cmd"], 12);
 }
+
+#[test]
+fn the_web_client_gets_the_command_numbers_from_the_server() {
+    let empty = fresh_data_dir();
+    std::fs::create_dir_all(&empty).expect("dir");
+    for extra in [vec![], vec!["--static-dir", empty.to_str().expect("path")]] {
+        let server = Server::start(&extra);
+        let mut http = common::Http::new(server.addr);
+        let r = http.request("GET", "/commands.js", &[], b"");
+        assert_eq!(r.status, 200, "{extra:?}");
+        assert_eq!(
+            r.header("content-type"),
+            Some("text/javascript; charset=utf-8")
+        );
+        let js = String::from_utf8(r.body.clone()).expect("text");
+        for line in [
+            "  HEARTBEAT: 0,",
+            "  SINGLE: 10,",
+            "  GROUP: 11,",
+            "  TYPING_SINGLE: 12,",
+            "  TYPING_GROUP: 13,",
+            "  SYNC: 20,",
+            "  ACK: 21,",
+            "  ERROR: 22,",
+            "  SYNC_DONE: 23,",
+            "  PRESENCE: 24,",
+            "export const TYPING_TTL_MS = 5000;",
+        ] {
+            assert!(js.contains(line), "{line} in {js}");
+        }
+        let etag = r.header("etag").expect("an etag").to_owned();
+        let again = http.request("GET", "/commands.js", &[("If-None-Match", &etag)], b"");
+        assert_eq!(again.status, 304);
+    }
+    let _ = std::fs::remove_dir_all(empty);
+}
