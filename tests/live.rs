@@ -404,3 +404,43 @@ fn the_web_client_gets_the_command_numbers_from_the_server() {
     }
     let _ = std::fs::remove_dir_all(empty);
 }
+
+#[test]
+fn new_friends_are_told_each_others_presence_at_once() {
+    let (server, w) = start();
+    let mut d = connect(&server, &w.d);
+    assert_eq!(watch(&mut d), Vec::<Value>::new());
+    let mut e = connect(&server, &w.e);
+    watch(&mut e);
+    let mut a = connect(&server, &w.a);
+    watch(&mut a);
+    // e is a's friend: drain what a's arrival told it.
+    assert_eq!(presence(&mut e)[0]["userid"], w.a.id);
+    let mut http = common::Http::new(server.addr);
+    let bearer = format!("Bearer {}", w.d.token);
+    let r = http.request(
+        "POST",
+        "/contact/addfriend",
+        &[
+            ("Authorization", &bearer),
+            ("Content-Type", "application/x-www-form-urlencoded"),
+        ],
+        format!("dstid={}", w.a.id).as_bytes(),
+    );
+    assert_eq!(r.json()["code"], 0, "{}", String::from_utf8_lossy(&r.body));
+    let of_a = presence(&mut d);
+    assert_eq!(
+        (of_a.len(), of_a[0]["userid"].as_i64(), &of_a[0]["online"]),
+        (1, Some(w.a.id), &json!(true))
+    );
+    let of_d = presence(&mut a);
+    assert_eq!(
+        (of_d[0]["userid"].as_i64(), &of_d[0]["online"]),
+        (Some(w.d.id), &json!(true))
+    );
+    assert_eq!(
+        within(&mut e, Duration::from_millis(300)),
+        None,
+        "not e's business"
+    );
+}

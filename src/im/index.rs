@@ -56,7 +56,8 @@ impl ChatIndex {
     /// Adds these friendships (each pair in either or both directions).
     pub fn with_friends(mut self, pairs: impl IntoIterator<Item = (i64, i64)>) -> Self {
         for (a, b) in pairs {
-            self.befriended(a, b);
+            self.friends_of.entry(a).or_default().insert(b);
+            self.friends_of.entry(b).or_default().insert(a);
         }
         self
     }
@@ -67,10 +68,12 @@ impl ChatIndex {
         self
     }
 
-    /// `a` and `b` became friends.
+    /// `a` and `b` became friends: from the end of this turn each one's watching
+    /// connections learn the other's presence.
     pub fn befriended(&mut self, a: i64, b: i64) {
         self.friends_of.entry(a).or_default().insert(b);
         self.friends_of.entry(b).or_default().insert(a);
+        self.presence.introduce(a, b);
     }
 
     /// May `user` send to `to`? The same rules as the writer's check inside its
@@ -243,6 +246,15 @@ impl ChatIndex {
             .iter()
             .copied()
             .filter(|c| self.watching.contains(c) && self.user_of(*c) != Some(user))
+            .collect()
+    }
+
+    /// The watching connections of `user`.
+    pub(super) fn watching_conns(&self, user: i64) -> Vec<ConnKey> {
+        self.conns_of(user)
+            .iter()
+            .copied()
+            .filter(|c| self.watching.contains(c))
             .collect()
     }
 

@@ -12,7 +12,8 @@
 //!
 //! Who is told: the online, watching connections of the user's friends and of the
 //! members of the user's groups; never the user's own connections, never anyone
-//! else. Last seen is kept here for every user seen since the start (loaded from the
+//! else. Two users who become friends are each told the other's state at the end
+//! of that turn. Last seen is kept here for every user seen since the start (loaded from the
 //! users table), and the driver persists each user's as they go offline.
 
 use std::collections::{HashMap, HashSet};
@@ -46,6 +47,8 @@ pub struct Presence {
     last_seen: HashMap<i64, i64>,
     /// Users whose first connection opened or last one closed this turn.
     noted: Vec<i64>,
+    /// Users who became friends this turn: each is told the other's state.
+    introduced: Vec<(i64, i64)>,
 }
 
 /// What one turn's presence changes produced.
@@ -71,6 +74,11 @@ impl Presence {
     /// `user`'s first connection opened or last one closed.
     pub fn note(&mut self, user: i64) {
         self.noted.push(user);
+    }
+
+    /// `a` and `b` became friends.
+    pub fn introduce(&mut self, a: i64, b: i64) {
+        self.introduced.push((a, b));
     }
 
     /// `user` was deleted.
@@ -115,7 +123,8 @@ impl ChatIndex {
     /// Announces this turn's presence changes at time `now_ms` (module docs).
     pub fn presence_turn(&mut self, now_ms: i64) -> PresenceTurn {
         let mut noted = std::mem::take(&mut self.presence.noted);
-        if noted.is_empty() {
+        let introduced = std::mem::take(&mut self.presence.introduced);
+        if noted.is_empty() && introduced.is_empty() {
             return PresenceTurn::default();
         }
         noted.sort_unstable();
@@ -165,6 +174,16 @@ impl ChatIndex {
                     to: to.clone(),
                     text,
                 });
+            }
+        }
+        // New friends: each one's state to the other (after this turn's changes).
+        for (a, b) in introduced {
+            for (to, of) in [(a, b), (b, a)] {
+                let to = self.watching_conns(to);
+                if !to.is_empty() {
+                    let text = presence_json(&[self.presence.entry(of)]);
+                    turn.fanouts.push(Fanout { to, text });
+                }
             }
         }
         turn
@@ -247,6 +266,22 @@ mod tests {
                 online: false,
                 lastseen: 9
             }]
+        );
+        // 4 and 2 become friends: each hears of the other at once (3 is not told).
+        index.befriended(4, 2);
+        let turn = index.presence_turn(11);
+        assert_eq!(
+            told(&turn),
+            [
+                (
+                    20,
+                    r#"{"cmd":24,"presence":[{"userid":4,"online":true,"lastseen":1}]}"#.to_owned()
+                ),
+                (
+                    40,
+                    r#"{"cmd":24,"presence":[{"userid":2,"online":true,"lastseen":1}]}"#.to_owned()
+                ),
+            ]
         );
     }
 
