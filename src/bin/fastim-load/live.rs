@@ -173,6 +173,17 @@ pub fn run(args: &LiveArgs) -> Result<bool, String> {
     let cpu_before = cpu(args.server_pid);
     for (i, (user, token)) in users.iter().enumerate() {
         let due = start + args.connect_over.mul_f64(i as f64 / n.max(1) as f64);
+        // Read what has arrived even when behind schedule: the connected clients'
+        // frames must not wait for the handshakes (that would time the tool).
+        pump(
+            &mut poll,
+            &mut events,
+            Duration::ZERO,
+            &mut conns,
+            &mut buf,
+            &mut seen,
+            ns,
+        )?;
         while Instant::now() < due {
             let wait = due.saturating_duration_since(Instant::now());
             pump(
