@@ -414,8 +414,10 @@ fn new_friends_are_told_each_others_presence_at_once() {
     watch(&mut e);
     let mut a = connect(&server, &w.a);
     watch(&mut a);
-    // e is a's friend: drain what a's arrival told it.
-    assert_eq!(presence(&mut e)[0]["userid"], w.a.id);
+    // e and a are friends: what their arrivals told each other is not this test's.
+    for ws in [&mut a, &mut e] {
+        while within(ws, Duration::from_millis(300)).is_some() {}
+    }
     let mut http = common::Http::new(server.addr);
     let bearer = format!("Bearer {}", w.d.token);
     let r = http.request(

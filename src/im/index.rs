@@ -249,6 +249,11 @@ impl ChatIndex {
             .collect()
     }
 
+    /// Whether presence changes wait for [`ChatIndex::presence_turn`].
+    pub fn presence_pending(&self) -> bool {
+        self.presence.pending()
+    }
+
     /// The watching connections of `user`.
     pub(super) fn watching_conns(&self, user: i64) -> Vec<ConnKey> {
         self.conns_of(user)

@@ -2,13 +2,15 @@
 //!
 //! A user is online while any of their chat connections is open: the index notes a
 //! user whose first connection opened or whose last one closed ([`Presence::note`]),
-//! and at the end of the loop turn [`ChatIndex::presence_turn`] compares each noted
-//! user with what their contacts were last told. Only a real change is announced: a
-//! second device, or a connection that opened and closed within one turn, changes
-//! nothing for others. The changes of one turn go out together: each watching
-//! connection gets at most one frame per turn listing the changes it may see, and
-//! connections that see the same changes share one encoded frame (in a big group,
-//! every member but the changed ones sees the same list).
+//! and [`ChatIndex::presence_turn`] compares each noted user with what their contacts
+//! were last told. Only a real change is announced: a second device, or a connection
+//! that opened and closed in between, changes nothing for others. The driver runs it
+//! at the end of the loop turn once the first noted change is
+//! `config::PRESENCE_WINDOW` old, so the changes of a window go out together: each
+//! watching connection gets at most one frame per window listing the changes it may
+//! see, and connections that see the same changes share one encoded frame (in a big
+//! group, every member but the changed ones sees the same list). 1,000 members
+//! connecting within 3 s: 29,000 frames instead of 500,000 at one per change.
 //!
 //! Who is told: the online, watching connections of the user's friends and of the
 //! members of the user's groups; never the user's own connections, never anyone
@@ -74,6 +76,11 @@ impl Presence {
     /// `user`'s first connection opened or last one closed.
     pub fn note(&mut self, user: i64) {
         self.noted.push(user);
+    }
+
+    /// Whether changes wait to be announced.
+    pub fn pending(&self) -> bool {
+        !self.noted.is_empty() || !self.introduced.is_empty()
     }
 
     /// `a` and `b` became friends.

@@ -92,6 +92,9 @@ pub struct Server {
     /// Frames for other connections made this turn (typing, presence), delivered at
     /// its end.
     fanouts: Vec<Fanout>,
+    /// When the presence changes collected since the last announcement go out
+    /// ([`config::PRESENCE_WINDOW`] after the first of them).
+    presence_due: Option<Instant>,
     /// Upload bodies being read.
     uploads: Rc<Cell<usize>>,
     /// Unauthenticated connections per client address.
@@ -244,6 +247,7 @@ impl Server {
             chat_batch: Vec::new(),
             writer_backlog: 0,
             fanouts: Vec::new(),
+            presence_due: None,
             uploads: Rc::new(Cell::new(0)),
             per_address: HashMap::new(),
             refused: VecDeque::new(),
@@ -272,7 +276,10 @@ impl Server {
         loop {
             let now = Instant::now();
             let timeout = if self.to_read.is_empty() {
-                next_sweep.saturating_duration_since(now)
+                let wake = self
+                    .presence_due
+                    .map_or(next_sweep, |due| due.min(next_sweep));
+                wake.saturating_duration_since(now)
             } else {
                 Duration::ZERO
             };
@@ -323,9 +330,11 @@ impl Server {
                 self.workers.purge_sessions();
                 next_purge = now + PURGE_INTERVAL;
             }
-            self.end_turn();
+            self.end_turn(false);
             if let Some(deadline) = self.shutdown_deadline {
                 if self.conns.is_empty() || now >= deadline {
+                    // Who went offline is stored before the writer stops.
+                    self.end_turn(true);
                     info!("stopped ({} connections left open)", self.conns.len());
                     self.workers.stop();
                     return Ok(());
@@ -788,11 +797,23 @@ impl Server {
         }
     }
 
-    /// The end of a loop turn: this turn's presence changes and the frames commands
-    /// made for other connections go out (no database round trip), and the writer
-    /// is told who went offline.
-    fn end_turn(&mut self) {
-        let presence = self.index.presence_turn(workers::now_ms());
+    /// The end of a loop turn: the frames commands made for other connections go out
+    /// (no database round trip); so do the presence changes once their window has
+    /// passed (or at once if `now`), and the writer is told who went offline.
+    fn end_turn(&mut self, now: bool) {
+        let presence = if self.index.presence_pending() {
+            let due = *self
+                .presence_due
+                .get_or_insert(self.now + config::PRESENCE_WINDOW);
+            if now || self.now >= due {
+                self.presence_due = None;
+                self.index.presence_turn(workers::now_ms())
+            } else {
+                Default::default()
+            }
+        } else {
+            Default::default()
+        };
         if !presence.offline.is_empty() {
             self.workers.submit_last_seen(presence.offline);
         }
