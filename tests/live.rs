@@ -446,3 +446,23 @@ fn new_friends_are_told_each_others_presence_at_once() {
         "not e's business"
     );
 }
+
+#[test]
+fn users_online_at_shutdown_are_stored_as_last_seen() {
+    let dir = fresh_data_dir();
+    let w = seed(&dir);
+    let mut server = Server::start_in(dir.clone(), &[]);
+    server.keep_data = true;
+    let mut b = connect(&server, &w.b);
+    watch(&mut b);
+    let before = now_ms();
+    assert!(server.terminate().is_some_and(|s| s.success()));
+    let db = Db::open(&dir.join("fastim.db")).expect("open");
+    let seen = db.all_last_seen().expect("read");
+    assert!(
+        seen.iter().any(|&(u, t)| u == w.b.id && t >= before),
+        "{seen:?}"
+    );
+    drop(db);
+    let _ = std::fs::remove_dir_all(dir);
+}

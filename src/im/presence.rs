@@ -142,6 +142,11 @@ impl ChatIndex {
             let online = !self.conns_of(user).is_empty();
             let p = &mut self.presence;
             if online == p.online.contains(&user) {
+                if !online {
+                    // Came and went within the window: nobody is told, but they were seen.
+                    p.last_seen.insert(user, now_ms);
+                    turn.offline.push((user, now_ms));
+                }
                 continue;
             }
             if online {
@@ -262,16 +267,18 @@ mod tests {
         assert_eq!(turn.offline, [(1, 9)]);
         assert_eq!(told(&turn).len(), 2);
         assert!(told(&turn)[0].1.contains(r#""online":false,"lastseen":9"#));
-        // Connected and gone within one turn: nobody is told.
+        // Connected and gone within one turn: nobody is told, but last seen moves.
         index.connect(1, 12);
         index.disconnect(1, 12);
-        assert_eq!(index.presence_turn(10).changes, 0);
+        let turn = index.presence_turn(10);
+        assert_eq!((turn.changes, turn.fanouts.len()), (0, 0));
+        assert_eq!(turn.offline, [(1, 10)]);
         assert_eq!(
             index.presence_of_contacts(2),
             [PresenceEntry {
                 userid: 1,
                 online: false,
-                lastseen: 9
+                lastseen: 10
             }]
         );
         // 4 and 2 become friends: each hears of the other at once (3 is not told).
