@@ -55,12 +55,16 @@ export class ChatView {
       this.scrollToEnd();
       this.newPill.hidden = true;
     });
-    this.el = h('section', { class: 'chat', 'data-testid': 'chat-view', 'data-key': this.k }, head, h('div', { class: 'msgs-wrap' }, this.scroller, this.newPill), this.composer());
+    // "Alice is typing…", shown for the notice's ttl or until Alice's message arrives.
+    this.typingLine = h('p', { class: 'typing-line', 'data-testid': 'typing', 'aria-live': 'polite' });
+    this.el = h('section', { class: 'chat', 'data-testid': 'chat-view', 'data-key': this.k }, head, h('div', { class: 'msgs-wrap' }, this.scroller, this.newPill), this.typingLine, this.composer());
 
     this.conv = session.conv(this.k);
     this.on(session, 'messages', (e) => e.detail.key === this.k && this.render(e.detail));
     this.on(session, 'users', () => this.render({ users: true }));
     this.on(session, 'contacts', () => this.renderHead());
+    this.on(session, 'presence', () => this.renderHead());
+    this.on(session, 'typing', (e) => e.detail.key === this.k && this.renderTyping());
     session.open(this.k); // clears the unread count, loads the first history page
     if (cmd === CMD.GROUP) this.loadMembers();
     this.renderHead();
@@ -91,7 +95,8 @@ export class ChatView {
     if (this.cmd === CMD.SINGLE) {
       const u = s.friends.get(this.id) || s.users.get(this.id) || s.userNow(this.id);
       this.title.textContent = u?.nickname || `User ${this.id}`;
-      this.subtitle.textContent = u?.memo || '';
+      this.subtitle.textContent = s.presenceText(this.id) || u?.memo || '';
+      this.subtitle.dataset.presence = s.presence.get(this.id)?.online ? 'online' : 'offline';
       this.headAvatar.replaceChildren(avatar(u?.avatar, u?.nickname || '?', this.id, { size: 'sm' }));
     } else {
       const g = s.groups.get(this.id);
@@ -100,6 +105,12 @@ export class ChatView {
       this.subtitle.textContent = [this.members && `${this.members} member${this.members === 1 ? '' : 's'}`, g?.memo].filter(Boolean).join(' · ');
       this.headAvatar.replaceChildren(avatar(g?.icon, g?.name || '#', `g${this.id}`, { size: 'sm', square: true }));
     }
+  }
+
+  renderTyping() {
+    const s = this.session;
+    const names = s.typingIn(this.k).map((id) => (s.friends.get(id) || s.users.get(id))?.nickname || `User ${id}`);
+    this.typingLine.textContent = names.length ? `${names.join(', ')} ${names.length === 1 ? 'is' : 'are'} typing…` : '';
   }
 
   // --- composer ----------------------------------------------------------------------
@@ -166,7 +177,10 @@ export class ChatView {
         submit();
       }
     });
-    input.addEventListener('input', () => this.autosize());
+    input.addEventListener('input', () => {
+      this.autosize();
+      if (input.value.trim()) this.session.notifyTyping(this.k);
+    });
 
     return h('footer', { class: 'composer' }, h('div', { class: 'composer-bar' }, emojiBtn, gallery, camera, input, send), panel);
   }

@@ -49,6 +49,7 @@ export class HomeView {
     const redraw = () => this.tab !== 'me' && this.render();
     session.addEventListener('contacts', redraw);
     session.addEventListener('unread', redraw);
+    session.addEventListener('presence', redraw);
     session.addEventListener('messages', (e) => !e.detail.history && redraw());
     this.render(true);
   }
@@ -110,7 +111,7 @@ export class HomeView {
           h(
             'a',
             { class: `row ${s.openKey === key(CMD.SINGLE, f.id) ? 'current' : ''}`, href: `#/chat/${CMD.SINGLE}/${f.id}`, 'data-testid': 'friend-item', 'data-id': f.id },
-            avatar(f.avatar, f.nickname, f.id),
+            h('span', { class: 'row-avatar' }, avatar(f.avatar, f.nickname, f.id), h('span', { class: `presence-dot ${s.presence.get(f.id)?.online ? 'on' : ''}`, 'data-testid': 'presence', 'data-online': String(Boolean(s.presence.get(f.id)?.online)), title: s.presenceText(f.id) })),
             h('span', { class: 'row-main' }, h('span', { class: 'row-title', 'data-testid': 'friend-name', text: f.nickname }), h('span', { class: 'row-sub', text: f.memo || last || '\u00a0' })),
             rowSide(conv),
           ),
