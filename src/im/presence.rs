@@ -5,8 +5,8 @@
 //! and [`ChatIndex::presence_turn`] compares each noted user with what their contacts
 //! were last told. Only a real change is announced: a second device, or a connection
 //! that opened and closed in between, changes nothing for others. The driver runs it
-//! at the end of the loop turn once the first noted change is
-//! `config::PRESENCE_WINDOW` old, so the changes of a window go out together: each
+//! at the end of a loop turn at most once per `config::PRESENCE_WINDOW` (at once
+//! after a quiet window), so the changes of a window go out together: each
 //! watching connection gets at most one frame per window listing the changes it may
 //! see, and connections that see the same changes share one encoded frame (in a big
 //! group, every member but the changed ones sees the same list). 1,000 members

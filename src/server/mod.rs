@@ -92,8 +92,10 @@ pub struct Server {
     /// Frames for other connections made this turn (typing, presence), delivered at
     /// its end.
     fanouts: Vec<Fanout>,
-    /// When the presence changes collected since the last announcement go out
-    /// ([`config::PRESENCE_WINDOW`] after the first of them).
+    /// The earliest time of the next presence announcement: one window
+    /// ([`config::PRESENCE_WINDOW`]) after the last.
+    presence_next: Instant,
+    /// Set while changes wait for `presence_next`: when the loop must wake for them.
     presence_due: Option<Instant>,
     /// Upload bodies being read.
     uploads: Rc<Cell<usize>>,
@@ -247,6 +249,7 @@ impl Server {
             chat_batch: Vec::new(),
             writer_backlog: 0,
             fanouts: Vec::new(),
+            presence_next: Instant::now(),
             presence_due: None,
             uploads: Rc::new(Cell::new(0)),
             per_address: HashMap::new(),
@@ -798,17 +801,17 @@ impl Server {
     }
 
     /// The end of a loop turn: the frames commands made for other connections go out
-    /// (no database round trip); so do the presence changes once their window has
-    /// passed (or at once if `now`), and the writer is told who went offline.
+    /// (no database round trip); so do the presence changes, at once after a quiet
+    /// window, else when the window since the last announcement ends (or at once if
+    /// `now`), and the writer is told who went offline.
     fn end_turn(&mut self, now: bool) {
         let presence = if self.index.presence_pending() {
-            let due = *self
-                .presence_due
-                .get_or_insert(self.now + config::PRESENCE_WINDOW);
-            if now || self.now >= due {
+            if now || self.now >= self.presence_next {
                 self.presence_due = None;
+                self.presence_next = self.now + config::PRESENCE_WINDOW;
                 self.index.presence_turn(workers::now_ms())
             } else {
+                self.presence_due = Some(self.presence_next);
                 Default::default()
             }
         } else {
