@@ -230,7 +230,15 @@ fn fellow_members_are_told_and_strangers_never() {
         (on[0]["userid"].as_i64(), &on[0]["online"]),
         (Some(w.a.id), &json!(true))
     );
-    // c asks again: a, online, is listed; d still hears nothing of anyone.
+    // c asks again: too soon is refused, and the connection stays subscribed.
+    send(&mut c, json!({"cmd": 24}));
+    let refused = recv(&mut c);
+    assert_eq!(
+        (&refused["cmd"], &refused["code"]),
+        (&json!(22), &json!(429))
+    );
+    // A second after the first time: a, online, is listed.
+    std::thread::sleep(Duration::from_millis(1000));
     let again = watch(&mut c);
     assert_eq!(again.len(), 1);
     assert_eq!(again[0]["userid"].as_i64(), Some(w.a.id));

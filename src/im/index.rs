@@ -9,7 +9,7 @@
 //! types (`cmd/typing.rs`): all of it goes when the connection goes.
 
 use std::collections::{HashMap, HashSet};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::cmd::TypingWindow;
 use super::presence::Presence;
@@ -33,8 +33,8 @@ pub struct ChatIndex {
     friends_of: HashMap<i64, HashSet<i64>>,
     /// The user of each online connection.
     user_of: HashMap<ConnKey, i64>,
-    /// Connections that asked for presence and typing.
-    watching: HashSet<ConnKey>,
+    /// Connections that asked for presence and typing, with when they last asked.
+    watching: HashMap<ConnKey, Instant>,
     /// The typing rate limit of connections that have typed.
     typing: HashMap<ConnKey, TypingWindow>,
     /// Who was announced online, last seen, this turn's changes.
@@ -219,11 +219,20 @@ impl ChatIndex {
         self.user_of.get(&conn).copied()
     }
 
-    /// The connection asked for presence and typing.
-    pub fn watch(&mut self, conn: ConnKey) {
-        if self.user_of.contains_key(&conn) {
-            self.watching.insert(conn);
+    /// The connection asked for presence and typing at `now`. False (and nothing
+    /// changes) if it asked less than `again_after` before, or is not online: the
+    /// answer, the contacts' states, is not made again so soon.
+    pub fn watch(&mut self, conn: ConnKey, now: Instant, again_after: Duration) -> bool {
+        if !self.user_of.contains_key(&conn) {
+            return false;
         }
+        if let Some(last) = self.watching.get(&conn) {
+            if now.saturating_duration_since(*last) < again_after {
+                return false;
+            }
+        }
+        self.watching.insert(conn, now);
+        true
     }
 
     /// Whether a typing notice from `conn` to `to` may be forwarded now (the rate
@@ -245,7 +254,7 @@ impl ChatIndex {
         conns
             .iter()
             .copied()
-            .filter(|c| self.watching.contains(c) && self.user_of(*c) != Some(user))
+            .filter(|c| self.watching.contains_key(c) && self.user_of(*c) != Some(user))
             .collect()
     }
 
@@ -259,7 +268,7 @@ impl ChatIndex {
         self.conns_of(user)
             .iter()
             .copied()
-            .filter(|c| self.watching.contains(c))
+            .filter(|c| self.watching.contains_key(c))
             .collect()
     }
 
@@ -272,7 +281,7 @@ impl ChatIndex {
             .chain(self.groups(user).map(|&group| self.group_conns(group)));
         for conns in lists {
             for &conn in conns {
-                if self.watching.contains(&conn) && self.user_of(conn) != Some(user) {
+                if self.watching.contains_key(&conn) && self.user_of(conn) != Some(user) {
                     f(conn);
                 }
             }

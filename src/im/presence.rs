@@ -228,6 +228,8 @@ impl ChatIndex {
 
 #[cfg(test)]
 mod tests {
+    use std::time::{Duration, Instant};
+
     use super::*;
 
     fn told(turn: &PresenceTurn) -> Vec<(ConnKey, String)> {
@@ -246,7 +248,7 @@ mod tests {
         let mut index = ChatIndex::new([(100, 1), (100, 3)]).with_friends([(1, 2)]);
         for (user, conn) in [(2, 20), (3, 30), (4, 40)] {
             index.connect(user, conn);
-            index.watch(conn);
+            index.watch(conn, Instant::now(), Duration::ZERO);
         }
         index.presence_turn(1);
         index.connect(1, 10);
@@ -306,11 +308,11 @@ mod tests {
             ChatIndex::new([(100, 1), (100, 2), (100, 3), (100, 4)]).with_friends([(1, 5)]);
         index.connect(4, 40);
         index.connect(5, 50);
-        index.watch(50);
+        index.watch(50, Instant::now(), Duration::ZERO);
         index.presence_turn(0);
         for (user, conn) in [(1, 10), (2, 20), (3, 30)] {
             index.connect(user, conn);
-            index.watch(conn);
+            index.watch(conn, Instant::now(), Duration::ZERO);
         }
         let turn = index.presence_turn(7);
         assert_eq!(turn.changes, 3);

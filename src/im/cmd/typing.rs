@@ -129,7 +129,7 @@ mod tests {
             index.connect(user, conn);
         }
         for conn in [11, 20, 30, 40] {
-            index.watch(conn);
+            index.watch(conn, Instant::now(), Duration::ZERO);
         }
         let now = Instant::now();
         let mut ctx = Ctx {
