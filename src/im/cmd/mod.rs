@@ -27,9 +27,9 @@ use std::time::Instant;
 use serde::{Deserialize, Deserializer};
 
 pub use heartbeat::Heartbeat;
-pub use send::Send;
-pub use sync::Sync;
-pub use typing::{TYPING_INTERVAL, TYPING_TTL_MS, Typing, TypingWindow};
+pub use send::SendMessage;
+pub use sync::SyncAfter;
+pub use typing::{MAX_CONVERSATIONS, TYPING_INTERVAL, TYPING_TTL_MS, Typing, TypingWindow};
 pub use watch::{PRESENCE_CHUNK, Watch};
 
 use super::commit::{Outcome, refusal};
@@ -144,9 +144,9 @@ pub enum Command {
     /// `cmd 0`.
     Heartbeat(Heartbeat),
     /// `cmd 10` or `11`.
-    Send(Send),
+    Send(SendMessage),
     /// `cmd 20`.
-    Sync(Sync),
+    Sync(SyncAfter),
     /// `cmd 12` or `13`.
     Typing(Typing),
     /// `cmd 24`.
@@ -169,8 +169,8 @@ pub fn parse(text: &str) -> Result<Command, WireError> {
     }
     match frame.cmd {
         Some(code::HEARTBEAT) => Ok(Command::Heartbeat(Heartbeat)),
-        Some(code::SINGLE | code::GROUP) => Send::parse(frame).map(Command::Send),
-        Some(code::SYNC) => Ok(Command::Sync(Sync::parse(&frame))),
+        Some(code::SINGLE | code::GROUP) => SendMessage::parse(frame).map(Command::Send),
+        Some(code::SYNC) => Ok(Command::Sync(SyncAfter::parse(&frame))),
         Some(code::TYPING_SINGLE | code::TYPING_GROUP) => {
             Typing::parse(&frame).map(Command::Typing)
         }
@@ -297,7 +297,7 @@ mod tests {
         assert_eq!(parse(r#"{"cmd":0}"#), Ok(Command::Heartbeat(Heartbeat)));
         assert_eq!(
             parse(r#"{"cmd":20,"id":"57"}"#),
-            Ok(Command::Sync(Sync { after: 57 }))
+            Ok(Command::Sync(SyncAfter { after: 57 }))
         );
         assert_eq!(parse(r#"{"cmd":24}"#), Ok(Command::Watch(Watch)));
         assert_eq!(
@@ -307,7 +307,7 @@ mod tests {
                 client_ref: None
             }))
         );
-        let Ok(Command::Send(Send(m))) =
+        let Ok(Command::Send(SendMessage(m))) =
             parse(r#"{"cmd":"11","dstid":"4","media":4,"url":"/asset/1.gif","ref":12}"#)
         else {
             panic!("a valid group image");

@@ -4,7 +4,7 @@
 //! refused message never waits behind others for the writer (which checks again
 //! inside its transaction, `im/commit.rs`).
 
-use super::code::{GROUP, SINGLE};
+use super::code::GROUP;
 use super::{ClientFrame, Ctx, Produced, refused};
 use crate::store::{Message, Peer, SendRight};
 
@@ -15,20 +15,19 @@ pub const MAX_URL_LEN: usize = 1024;
 /// Longest `memo`, in characters.
 pub const MAX_MEMO_CHARS: usize = 140;
 
-/// A message to store, with its sender still unknown (0): [`Send::apply`] sets it
+/// A message to store, with its sender still unknown (0): [`SendMessage::apply`] sets it
 /// from the connection.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Send(pub Message);
+pub struct SendMessage(pub Message);
 
-impl Send {
+impl SendMessage {
     /// Checks the fields' ranges and lengths.
-    pub(super) fn parse(frame: ClientFrame) -> Result<Send, super::WireError> {
+    pub(super) fn parse(frame: ClientFrame) -> Result<SendMessage, super::WireError> {
         let dst = frame.dst()?;
         let to = match frame.cmd {
             Some(GROUP) => Peer::Group(dst),
             _ => Peer::User(dst),
         };
-        debug_assert!(matches!(frame.cmd, Some(SINGLE | GROUP)));
         let media = frame.media.unwrap_or(1);
         if !(1..=99).contains(&media) {
             return Err(frame.refuse(400, "media must be between 1 and 99"));
@@ -65,7 +64,7 @@ impl Send {
         if content.trim().is_empty() && url.is_empty() && pic.is_empty() {
             return Err(refuse(400, "a message needs content or a url"));
         }
-        Ok(Send(Message {
+        Ok(SendMessage(Message {
             media,
             content,
             pic,

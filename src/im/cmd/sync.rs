@@ -5,15 +5,15 @@ use super::{ClientFrame, Produced};
 
 /// `{"cmd":20,"id":57}`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Sync {
+pub struct SyncAfter {
     /// The last message id the client has seen (0 for everything).
     pub after: i64,
 }
 
-impl Sync {
+impl SyncAfter {
     /// `id`, 0 when absent or negative.
-    pub(super) fn parse(frame: &ClientFrame) -> Sync {
-        Sync {
+    pub(super) fn parse(frame: &ClientFrame) -> SyncAfter {
+        SyncAfter {
             after: frame.id.unwrap_or(0).max(0),
         }
     }
