@@ -7,7 +7,9 @@
 //! All connections read into one loop-wide buffer, parsed there in place; a
 //! connection keeps bytes of its own only when a read ends inside a request head or
 //! frame header, or arrives while it is over a budget. Output for a connection is
-//! queued during the turn and written once at the end of it. Blocking work (SQLite,
+//! queued during the turn and written once at the end of it; so are the frames chat
+//! commands make for other connections without storage (typing, presence), encoded
+//! once and shared like committed messages (`end_turn`). Blocking work (SQLite,
 //! password hashing) goes to [`workers`] and comes back through a `mio::Waker`.
 
 mod chat;
