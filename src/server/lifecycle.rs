@@ -45,6 +45,7 @@ use super::workers::{Busy, ConnRef, Job, PendingChat, Ticket, Work};
 use crate::api::{self, ApiReply, Upload};
 use crate::config::{self, Config};
 use crate::http::{self, HeadError, Refusal, Status};
+use crate::im::cmd::Fanout;
 use crate::im::index::ChatIndex;
 use crate::throttle::Throttle;
 use crate::ws::deflate::Agreement;
@@ -159,6 +160,9 @@ pub trait Services {
     fn submit(&mut self, job: Job) -> Result<(), Busy>;
     /// Queues a chat message for the writer, or refuses it if the writer's backlog is full.
     fn submit_chat(&mut self, chat: PendingChat) -> Result<(), Busy>;
+    /// Queues frames for other connections (typing, presence), delivered at the end
+    /// of the loop turn with no storage.
+    fn fan_out(&mut self, fanouts: Vec<Fanout>);
     /// A place for an upload's body, if fewer than the maximum are being read.
     fn upload_slot(&mut self) -> Option<UploadSlot>;
     /// A frame inspector feed's command, for the loop to run after the turn.
@@ -1224,7 +1228,7 @@ impl Lifecycle {
                                     deflate,
                                     deflate_min_bytes: config.deflate_min_bytes,
                                 };
-                                let reply = match chat::on_message(message, &mut turn) {
+                                let reply = match chat::on_message(message, &mut turn, now) {
                                     chat::Sent::Nothing => None,
                                     chat::Sent::Reply(reply) => Some(reply),
                                     chat::Sent::Message => {

@@ -12,7 +12,8 @@
 //! loop answers 503. A job whose connection has gone is dropped unrun ([`Ticket`]).
 //! - The chat writer (one thread): stores chat messages. It takes every batch that
 //!   is waiting and commits them in one transaction, so the cost of a commit is
-//!   shared by everything that arrived meanwhile (group commit).
+//!   shared by everything that arrived meanwhile (group commit). It also records
+//!   when users went offline (last seen), in a transaction of its own.
 //! - The purge thread: deletes expired sessions when the loop asks.
 //! - The watch thread: every [`REVOCATION_POLL`] reads what `fastim admin` revoked
 //!   since it last looked (blocked or deleted users, ended sessions; see
@@ -40,11 +41,12 @@ use crate::api::{self, ApiReply, ApiRequest, Upload};
 use crate::config;
 use crate::files::{self, File};
 use crate::http::{Refusal, Status};
+use crate::im::cmd::code::{ERROR, SYNC_DONE};
 use crate::im::commit::{Outcome, commit_batch};
-use crate::im::wire::{self, CMD_SYNC_DONE, Reply};
+use crate::im::wire::{self, Reply};
 use crate::resource::ResourceDir;
 use crate::secret::token_digest;
-use crate::store::{Db, NewMessage, Reason};
+use crate::store::{Db, Message, Reason};
 use crate::ws::{self, OpCode};
 use crate::ws::{Deflater, PerMessageDeflate};
 
@@ -203,7 +205,16 @@ pub struct PendingChat {
     /// The sending connection, for the ack.
     pub conn: ConnRef,
     /// The message, sender already set from the connection's identity.
-    pub message: NewMessage,
+    pub message: Message,
+}
+
+/// What the chat writer is given.
+#[derive(Debug)]
+enum ToWriter {
+    /// Messages to store.
+    Chat(Vec<PendingChat>),
+    /// Users gone offline, with the time: last seen.
+    LastSeen(Vec<(i64, i64)>),
 }
 
 /// A finished job, for the loop.
@@ -276,7 +287,7 @@ pub struct Workers {
     purge: Option<Sender<()>>,
     /// Never sent on: dropping one wakes and stops the watch or the retention thread.
     stops: Vec<Sender<()>>,
-    chat: Option<Sender<Vec<PendingChat>>>,
+    chat: Option<Sender<ToWriter>>,
     completions: Receiver<Completion>,
     threads: Vec<JoinHandle<()>>,
 }
@@ -298,7 +309,7 @@ impl Workers {
         let (api_tx, api_rx) = mpsc::sync_channel::<Queued>(api_queue.max(1));
         let (hash_tx, hash_rx) = mpsc::sync_channel::<Queued>(hash_queue.max(1));
         let (purge_tx, purge_rx) = mpsc::channel::<()>();
-        let (chat_tx, chat_rx) = mpsc::channel::<Vec<PendingChat>>();
+        let (chat_tx, chat_rx) = mpsc::channel::<ToWriter>();
         let (done_tx, done_rx) = mpsc::channel::<Completion>();
         let mut stops = Vec::new();
         let mut threads = Vec::new();
@@ -399,8 +410,17 @@ impl Workers {
 
     /// Queues a batch of chat messages for the writer (the loop bounds how many wait).
     pub fn submit_chat(&self, batch: Vec<PendingChat>) {
+        self.to_writer(ToWriter::Chat(batch));
+    }
+
+    /// Queues `(user, time)` pairs of users gone offline, to be stored as last seen.
+    pub fn submit_last_seen(&self, seen: Vec<(i64, i64)>) {
+        self.to_writer(ToWriter::LastSeen(seen));
+    }
+
+    fn to_writer(&self, work: ToWriter) {
         if let Some(chat) = &self.chat {
-            if chat.send(batch).is_err() {
+            if chat.send(work).is_err() {
                 error!("chat writer is gone");
             }
         }
@@ -738,7 +758,7 @@ fn sync_frames(db: &mut Db, user: i64, after: i64, deflate: SyncDeflate<'_>) -> 
         Err(e) => {
             error!("sync for user {user} failed: {e}");
             let reply = Reply::Error {
-                cmd: wire::CMD_ERROR,
+                cmd: ERROR,
                 client_ref: None,
                 code: 500,
                 msg: "sync failed; try again",
@@ -748,7 +768,7 @@ fn sync_frames(db: &mut Db, user: i64, after: i64, deflate: SyncDeflate<'_>) -> 
         }
     };
     let done = Reply::SyncDone {
-        cmd: CMD_SYNC_DONE,
+        cmd: SYNC_DONE,
         id: last,
         more,
         oldest,
@@ -759,39 +779,59 @@ fn sync_frames(db: &mut Db, user: i64, after: i64, deflate: SyncDeflate<'_>) -> 
 
 fn chat_writer(
     mut db: Db,
-    batches: &Receiver<Vec<PendingChat>>,
+    work: &Receiver<ToWriter>,
     done: &Sender<Completion>,
     waker: &Waker,
     stats: &WorkerStats,
 ) {
-    while let Ok(mut batch) = batches.recv() {
+    while let Ok(first) = work.recv() {
         // Everything that queued up while the last commit was running goes in this one.
-        while let Ok(more) = batches.try_recv() {
-            batch.extend(more);
+        let mut batch = Vec::new();
+        let mut seen = Vec::new();
+        for w in std::iter::once(first).chain(work.try_iter()) {
+            match w {
+                ToWriter::Chat(more) => batch.extend(more),
+                ToWriter::LastSeen(more) => seen.extend(more),
+            }
         }
-        let messages: Vec<NewMessage> = batch.iter().map(|p| p.message.clone()).collect();
+        if let Err(e) = db.set_last_seen(&seen) {
+            // Only a time shown to contacts: the in-memory one stays right until a restart.
+            warn!(
+                "storing when {} users were last seen failed: {e}",
+                seen.len()
+            );
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        let (conns, messages): (Vec<ConnRef>, Vec<Message>) =
+            batch.into_iter().map(|p| (p.conn, p.message)).unzip();
         let started = Instant::now();
         let outcomes = commit_batch(&mut db, &messages, now_ms());
         stats.commit_seconds.observe_duration(started.elapsed());
         stats.commit_batch.observe_units(messages.len() as u64);
-        let committed = batch
+        let committed = conns
             .into_iter()
+            .zip(messages)
             .zip(outcomes)
-            .map(|(pending, outcome)| {
+            .map(|((conn, message), outcome)| {
+                let sender = message.sender_id;
+                let client_ref = message.client_ref.clone();
                 let delivery = match &outcome {
                     Outcome::Saved(saved) if !saved.duplicate => {
-                        let stored = pending.message.stored(*saved);
+                        let to = message.to;
+                        let stored = message.stored(*saved);
                         let mut frame = Vec::new();
                         let _ =
                             ws::Sender::SHARED.send_text(&wire::delivery_json(&stored), &mut frame);
-                        Some((pending.message.to, frame))
+                        Some((to, frame))
                     }
                     _ => None,
                 };
                 Committed {
-                    conn: pending.conn,
-                    sender: pending.message.sender_id,
-                    client_ref: pending.message.client_ref.clone(),
+                    conn,
+                    sender,
+                    client_ref,
                     outcome,
                     delivery,
                 }

@@ -245,6 +245,19 @@ async function scenario1() {
   assert((await message(A.page, 'Hello Bob!').getAttribute('class')).includes('mine'), 'own message on the right');
   await until('the unread badge cleared', async () => (await aliceRow.getByTestId('unread-badge').count()) === 0);
 
+  // Presence: they became friends while both were online, so each was told the other's
+  // state; B sees Alice online in the list and in the chat's header.
+  await until('B sees Alice online in the list', async () => (await aliceRow.getByTestId('presence').getAttribute('data-online')) === 'true');
+  await tid(B.page, 'chat-sub').filter({ hasText: 'online' }).waitFor();
+  // Typing: Alice types, B sees it; her message ends it. (A notice goes at most once a
+  // second per conversation, and Alice typed her first message less than a second ago.)
+  await A.page.waitForTimeout(1100);
+  await tid(A.page, 'chat-input').fill('Are you there?');
+  await tid(B.page, 'typing').filter({ hasText: 'Alice is typing…' }).waitFor();
+  await tid(A.page, 'chat-input').press('Enter');
+  await message(B.page, 'Are you there?').waitFor();
+  await until("Alice's message ends her typing", async () => (await tid(B.page, 'typing').textContent()) === '');
+
   // B answers with an emoji from the panel (Unicode text, media 1).
   await tid(B.page, 'emoji-toggle').click();
   await tid(B.page, 'emoji-panel').waitFor();
@@ -464,6 +477,8 @@ async function scenario4() {
   await P.page.close();
   await srv.start(addr);
   await tid(Q.page, 'conn-banner').waitFor({ state: 'hidden', timeout: 20_000 });
+  // P is away: Q's header says when P was last seen (stored at the stop, read at the start).
+  await tid(Q.page, 'chat-sub').filter({ hasText: 'last seen' }).waitFor();
   await sendText(Q.page, 'while you were away');
   await expectSent(Q.page, 'while you were away');
   P.page = await P.ctx.newPage();
