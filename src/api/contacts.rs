@@ -178,6 +178,22 @@ pub(super) fn members(db: &Db, caller: &Caller<'_>, fields: &Fields) -> Result<A
         StoreError::NoSuchGroup => Failure::field(MSG_NO_SUCH_GROUP),
         other => other.into(),
     })?;
-    let rows: Vec<MemberRow<'_>> = members.iter().map(MemberRow::from).collect();
+    let markers: std::collections::HashMap<i64, i64> =
+        db.group_markers(group)?.into_iter().collect();
+    let rows: Vec<MemberRow<'_>> = members
+        .iter()
+        .map(|m| {
+            let mut row = MemberRow::from(m);
+            row.read = markers.get(&m.user.id).copied().unwrap_or(0);
+            row
+        })
+        .collect();
     Ok(ApiReply::rows(&rows))
+}
+
+/// `/contact/conversations`: the caller's friends and groups as one list, newest
+/// activity first, each with its last message's preview and time, the unread count
+/// and the read markers (`store/reads.rs`).
+pub(super) fn conversations(db: &Db, caller: &Caller<'_>) -> Result<ApiReply, Failure> {
+    Ok(ApiReply::rows(&db.conversations(caller.id)?))
 }

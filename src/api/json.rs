@@ -93,6 +93,8 @@ pub(super) struct MemberRow<'a> {
     #[serde(flatten)]
     user: PublicProfile<'a>,
     role: Role,
+    /// The member's read marker in the group (0: nothing read), for "seen by N".
+    pub(super) read: i64,
 }
 
 impl<'a> From<&'a Member> for MemberRow<'a> {
@@ -100,6 +102,7 @@ impl<'a> From<&'a Member> for MemberRow<'a> {
         MemberRow {
             user: PublicProfile::from(&m.user),
             role: m.role,
+            read: 0,
         }
     }
 }

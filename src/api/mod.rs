@@ -90,13 +90,15 @@ pub enum Route {
     LoadGroups,
     /// `/contact/members`: list a group's members.
     GroupMembers,
+    /// `/contact/conversations`: friends and groups by last activity, with unread counts.
+    Conversations,
     /// `/message/history`: a page of a conversation.
     History,
 }
 
 impl Route {
     /// Every route.
-    pub const ALL: [Route; 14] = [
+    pub const ALL: [Route; 15] = [
         Route::Register,
         Route::Login,
         Route::Logout,
@@ -110,6 +112,7 @@ impl Route {
         Route::LeaveGroup,
         Route::LoadGroups,
         Route::GroupMembers,
+        Route::Conversations,
         Route::History,
     ];
 
@@ -134,6 +137,7 @@ impl Route {
             Route::LeaveGroup => "/contact/leavecommunity",
             Route::LoadGroups => "/contact/loadcommunity",
             Route::GroupMembers => "/contact/members",
+            Route::Conversations => "/contact/conversations",
             Route::History => "/message/history",
         }
     }
@@ -147,6 +151,7 @@ impl Route {
                 | Route::LoadFriends
                 | Route::LoadGroups
                 | Route::GroupMembers
+                | Route::Conversations
                 | Route::History
         )
     }
@@ -439,6 +444,7 @@ fn run(db: &mut Db, req: &ApiRequest) -> Result<ApiReply, Failure> {
         (Route::LeaveGroup, Some(c)) => contacts::leave_group(db, &c, &fields),
         (Route::LoadGroups, Some(c)) => contacts::load_groups(db, &c),
         (Route::GroupMembers, Some(c)) => contacts::members(db, &c, &fields),
+        (Route::Conversations, Some(c)) => contacts::conversations(db, &c),
         (Route::History, Some(c)) => history::history(db, &c, &fields),
     }
 }

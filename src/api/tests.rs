@@ -175,6 +175,7 @@ fn routes_paths_methods_and_auth() {
             Route::LoadFriends,
             Route::LoadGroups,
             Route::GroupMembers,
+            Route::Conversations,
             Route::History
         ]
     );
@@ -1202,6 +1203,7 @@ fn members_are_listed_with_roles_for_members_only() {
     assert_eq!(v["total"], 2);
     let mut member_keys = keys(PUBLIC_KEYS);
     member_keys.insert("role".to_owned());
+    member_keys.insert("read".to_owned());
     let rows = v["rows"].as_array().expect("rows");
     for row in rows {
         assert_eq!(object_keys(row), member_keys, "{row}");

@@ -5,15 +5,17 @@
 //! Memberships are loaded from the store at start and kept current by the API's
 //! join/leave effects; connections come and go with the sockets. The index also
 //! knows which connections asked for live events (presence and typing, `cmd` 24),
-//! keeps presence (`presence.rs`) and the typing rate limit of each connection that
-//! types (`cmd/typing.rs`): all of it goes when the connection goes.
+//! keeps presence (`presence.rs`), the typing rate limit of each connection that
+//! types (`cmd/typing.rs`) and the read-marker rate limit of each that marks
+//! (`cmd/read.rs`): all of it goes when the connection goes (its coalesced read marks
+//! are stored all the same).
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use super::cmd::TypingWindow;
+use super::cmd::{Admit, ReadWindow, TypingWindow};
 use super::presence::Presence;
-use crate::store::{Peer, SendRight};
+use crate::store::{Peer, ReadMark, SendRight};
 
 /// A connection, as the server names it (its slab key).
 pub type ConnKey = usize;
@@ -37,6 +39,12 @@ pub struct ChatIndex {
     watching: HashMap<ConnKey, Instant>,
     /// The typing rate limit of connections that have typed.
     typing: HashMap<ConnKey, TypingWindow>,
+    /// The read-marker rate limit of connections that have marked (`cmd/read.rs`).
+    reads: HashMap<ConnKey, ReadWindow>,
+    /// Read marks for the chat writer, taken at the end of the turn.
+    reads_to_store: Vec<ReadMark>,
+    /// When the next coalesced read mark is due, if one waits.
+    reads_due: Option<Instant>,
     /// Who was announced online, last seen, this turn's changes.
     pub(super) presence: Presence,
 }
@@ -244,6 +252,54 @@ impl ChatIndex {
         self.typing.entry(conn).or_default().admit(to, now)
     }
 
+    /// Offers a read mark from `conn` (the rate limit, `cmd/read.rs`): false if it is
+    /// refused (too many conversations); otherwise it is stored now or coalesced.
+    pub fn admit_read(&mut self, conn: ConnKey, mark: ReadMark, now: Instant) -> bool {
+        if !self.user_of.contains_key(&conn) {
+            return true;
+        }
+        let window = self.reads.entry(conn).or_default();
+        match window.admit(mark.peer, mark.id, now) {
+            Admit::Now(id) => self.reads_to_store.push(ReadMark { id, ..mark }),
+            Admit::Later => {
+                self.reads_due = earliest(self.reads_due, window.next_due());
+            }
+            Admit::TooMany => return false,
+        }
+        true
+    }
+
+    /// The read marks to store now: those admitted this turn, and the coalesced ones
+    /// whose interval has ended.
+    pub fn take_reads(&mut self, now: Instant) -> Vec<ReadMark> {
+        if self.reads_due.is_some_and(|due| due <= now) {
+            self.reads_due = None;
+            for (conn, window) in &mut self.reads {
+                if let Some(&user) = self.user_of.get(conn) {
+                    for (peer, id) in window.due(now) {
+                        self.reads_to_store.push(ReadMark { user, peer, id });
+                    }
+                }
+                self.reads_due = earliest(self.reads_due, window.next_due());
+            }
+        }
+        std::mem::take(&mut self.reads_to_store)
+    }
+
+    /// Who is told of a stored read marker of `user` in `peer`: the user's watching
+    /// connections, and the friend's, or every watching member's of the group.
+    pub fn read_audience(&self, user: i64, peer: Peer) -> Vec<ConnKey> {
+        let mut conns = self.conns_of(user).to_vec();
+        match peer {
+            Peer::User(p) if p != user => conns.extend_from_slice(self.conns_of(p)),
+            Peer::User(_) => {}
+            // The group's connections include the reader's own.
+            Peer::Group(g) => conns = self.group_conns(g).to_vec(),
+        }
+        conns.retain(|c| self.watching.contains_key(c));
+        conns
+    }
+
     /// The connections a typing notice of `user` in `to` goes to: the watching ones
     /// of the other side, or of the group's members, except `user`'s own.
     pub fn typing_audience(&self, user: i64, to: Peer) -> Vec<ConnKey> {
@@ -290,9 +346,22 @@ impl ChatIndex {
 
     /// A connection has gone: its live-event state goes with it.
     fn forget_conn(&mut self, conn: ConnKey) {
-        self.user_of.remove(&conn);
+        let user = self.user_of.remove(&conn);
         self.watching.remove(&conn);
         self.typing.remove(&conn);
+        // Coalesced marks of a closing connection are stored all the same.
+        if let (Some(user), Some(window)) = (user, self.reads.remove(&conn)) {
+            self.reads_to_store
+                .extend(window.drain().map(|(peer, id)| ReadMark { user, peer, id }));
+        }
+    }
+}
+
+/// The earlier of two optional times.
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 

@@ -125,6 +125,18 @@ pub enum Reply<'a> {
         /// How long to show it, in milliseconds, unless a message from them comes first.
         ttl: u32,
     },
+    /// `{"cmd":14|15,"userid":..,"dstid":..,"id":..}`: `userid` has read the
+    /// conversation with `dstid` (14: a user, 15: a group) up to message `id`.
+    Read {
+        /// `READ_SINGLE` or `READ_GROUP`.
+        cmd: i64,
+        /// The reader.
+        userid: i64,
+        /// The other side (14) or the group (15), from the reader's side.
+        dstid: i64,
+        /// The reader's marker: the newest message read.
+        id: i64,
+    },
     /// `{"cmd":24,"presence":[{"userid":..,"online":..,"lastseen":..}]}`.
     Presence {
         /// Always `PRESENCE`.

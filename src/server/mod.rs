@@ -41,8 +41,8 @@ use slab::Slab;
 use crate::api::Effect;
 use crate::config::{self, Config};
 use crate::http::{Refusal, Status};
-use crate::im::cmd::Fanout;
 use crate::im::cmd::code::ACK;
+use crate::im::cmd::{self, Fanout};
 use crate::im::commit::Outcome;
 use crate::im::index::ChatIndex;
 use crate::im::wire::{Reply, WireError};
@@ -700,6 +700,11 @@ impl Server {
                         self.revoke(r);
                     }
                 }
+                Completion::Read(moved) => {
+                    let index = &self.index;
+                    let told = moved.into_iter().filter_map(|m| cmd::read_fanout(index, m));
+                    self.fanouts.extend(told);
+                }
             }
         }
     }
@@ -878,6 +883,10 @@ impl Server {
         };
         if !presence.offline.is_empty() {
             self.workers.submit_last_seen(presence.offline);
+        }
+        let reads = self.index.take_reads(self.now);
+        if !reads.is_empty() {
+            self.workers.submit_reads(reads);
         }
         let mut fanouts = std::mem::take(&mut self.fanouts);
         fanouts.extend(presence.fanouts);

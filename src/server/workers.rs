@@ -13,7 +13,8 @@
 //! - The chat writer (one thread): stores chat messages. It takes every batch that
 //!   is waiting and commits them in one transaction, so the cost of a commit is
 //!   shared by everything that arrived meanwhile (group commit). It also records
-//!   when users went offline (last seen), in a transaction of its own.
+//!   when users went offline (last seen) and moves read markers forward, each in a
+//!   transaction of its own (the markers after the messages).
 //! - The purge thread: deletes expired sessions when the loop asks.
 //! - The watch thread: every [`REVOCATION_POLL`] reads what `fastim admin` revoked
 //!   since it last looked (blocked or deleted users, ended sessions; see
@@ -46,7 +47,7 @@ use crate::im::commit::{Outcome, commit_batch};
 use crate::im::wire::{self, Reply};
 use crate::resource::ResourceDir;
 use crate::secret::token_digest;
-use crate::store::{Db, Message, Reason};
+use crate::store::{Db, Message, ReadMark, Reason};
 use crate::ws::{self, OpCode};
 use crate::ws::{Deflater, PerMessageDeflate};
 
@@ -215,6 +216,8 @@ enum ToWriter {
     Chat(Vec<PendingChat>),
     /// Users gone offline, with the time: last seen.
     LastSeen(Vec<(i64, i64)>),
+    /// Read markers to move forward.
+    Reads(Vec<ReadMark>),
 }
 
 /// A finished job, for the loop.
@@ -252,6 +255,8 @@ pub enum Completion {
     },
     /// A chat batch was committed.
     Committed(Vec<Committed>),
+    /// Read markers that moved, each with the id it was set to.
+    Read(Vec<ReadMark>),
     /// Sockets to close: what `fastim admin` revoked, oldest first.
     Revoked(Vec<Revoked>),
 }
@@ -416,6 +421,11 @@ impl Workers {
     /// Queues `(user, time)` pairs of users gone offline, to be stored as last seen.
     pub fn submit_last_seen(&self, seen: Vec<(i64, i64)>) {
         self.to_writer(ToWriter::LastSeen(seen));
+    }
+
+    /// Queues read marks for the writer (the loop's rate limit bounds how many).
+    pub fn submit_reads(&self, marks: Vec<ReadMark>) {
+        self.to_writer(ToWriter::Reads(marks));
     }
 
     fn to_writer(&self, work: ToWriter) {
@@ -788,10 +798,12 @@ fn chat_writer(
         // Everything that queued up while the last commit was running goes in this one.
         let mut batch = Vec::new();
         let mut seen = Vec::new();
+        let mut reads = Vec::new();
         for w in std::iter::once(first).chain(work.try_iter()) {
             match w {
                 ToWriter::Chat(more) => batch.extend(more),
                 ToWriter::LastSeen(more) => seen.extend(more),
+                ToWriter::Reads(more) => reads.extend(more),
             }
         }
         if let Err(e) = db.set_last_seen(&seen) {
@@ -801,13 +813,56 @@ fn chat_writer(
                 seen.len()
             );
         }
-        if batch.is_empty() {
-            continue;
+        if !batch.is_empty() && !commit_chat(&mut db, batch, done, waker, stats) {
+            return;
         }
+        // After the messages: a mark may name one committed just now.
+        if !reads.is_empty() && !store_reads(&mut db, &reads, done, waker) {
+            return;
+        }
+    }
+}
+
+/// Moves read markers forward in one transaction and tells the loop which moved;
+/// false if the loop has gone.
+fn store_reads(db: &mut Db, reads: &[ReadMark], done: &Sender<Completion>, waker: &Waker) -> bool {
+    let moved: Vec<ReadMark> = match db.mark_read(reads) {
+        Ok(ids) => reads
+            .iter()
+            .zip(ids)
+            .filter_map(|(m, id)| Some(ReadMark { id: id?, ..*m }))
+            .collect(),
+        Err(e) => {
+            // The clients mark again as they read on; nothing else depends on it.
+            warn!("storing {} read markers failed: {e}", reads.len());
+            return true;
+        }
+    };
+    if moved.is_empty() {
+        return true;
+    }
+    if done.send(Completion::Read(moved)).is_err() {
+        return false;
+    }
+    if let Err(e) = waker.wake() {
+        warn!("cannot wake the event loop: {e}");
+    }
+    true
+}
+
+/// Commits one chat batch and hands the outcomes to the loop; false if it has gone.
+fn commit_chat(
+    db: &mut Db,
+    batch: Vec<PendingChat>,
+    done: &Sender<Completion>,
+    waker: &Waker,
+    stats: &WorkerStats,
+) -> bool {
+    {
         let (conns, messages): (Vec<ConnRef>, Vec<Message>) =
             batch.into_iter().map(|p| (p.conn, p.message)).unzip();
         let started = Instant::now();
-        let outcomes = commit_batch(&mut db, &messages, now_ms());
+        let outcomes = commit_batch(db, &messages, now_ms());
         stats.commit_seconds.observe_duration(started.elapsed());
         stats.commit_batch.observe_units(messages.len() as u64);
         let committed = conns
@@ -838,12 +893,13 @@ fn chat_writer(
             })
             .collect();
         if done.send(Completion::Committed(committed)).is_err() {
-            return;
+            return false;
         }
         if let Err(e) = waker.wake() {
             warn!("cannot wake the event loop: {e}");
         }
     }
+    true
 }
 
 #[cfg(test)]

@@ -426,6 +426,11 @@ impl Db {
             "DELETE FROM messages WHERE sender_id = ?1 OR (cmd = 10 AND dst_id = ?1)",
             [id],
         )?;
+        // Their own markers cascade; their partners' markers of the conversation go too.
+        tx.execute(
+            "DELETE FROM read_markers WHERE cmd = 10 AND dst_id = ?1",
+            [id],
+        )?;
         done.sessions = tx.execute("DELETE FROM sessions WHERE user_id = ?1", [id])?;
         done.friendships = tx.execute(
             "DELETE FROM friends WHERE user_id = ?1 OR friend_id = ?1",
@@ -480,6 +485,10 @@ impl Db {
     pub fn delete_group(&mut self, id: i64) -> Result<usize> {
         let tx = self.write_tx()?;
         let messages = tx.execute("DELETE FROM messages WHERE cmd = 11 AND dst_id = ?1", [id])?;
+        tx.execute(
+            "DELETE FROM read_markers WHERE cmd = 11 AND dst_id = ?1",
+            [id],
+        )?;
         // Cascades to the memberships.
         if tx.execute("DELETE FROM chat_groups WHERE id = ?1", [id])? == 0 {
             return Err(StoreError::NoSuchGroup);

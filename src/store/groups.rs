@@ -188,6 +188,8 @@ pub(super) fn leave_in(tx: &Transaction<'_>, user: i64, group: i64) -> Result<Le
                 None => {
                     tx.prepare_cached("DELETE FROM messages WHERE cmd = 11 AND dst_id = ?1")?
                         .execute([group])?;
+                    tx.prepare_cached("DELETE FROM read_markers WHERE cmd = 11 AND dst_id = ?1")?
+                        .execute([group])?;
                     // Cascades to the last membership row.
                     tx.prepare_cached("DELETE FROM chat_groups WHERE id = ?1")?
                         .execute([group])?;

@@ -14,13 +14,14 @@
 //! recipient); that is the caller's job before it calls in.
 //!
 //! The tables, one file each: [`schema`] (migrations), `users`, `sessions`, `contacts`,
-//! `groups`, `messages`, `retention` (removing old messages), `revocations` (what the
+//! `groups`, `messages`, `reads` (read markers, the conversation list), `retention` (removing old messages), `revocations` (what the
 //! administration commands tell a running server).
 
 pub mod admin;
 mod contacts;
 mod groups;
 mod messages;
+mod reads;
 mod retention;
 mod revocations;
 pub mod schema;
@@ -35,6 +36,7 @@ use rusqlite::{Connection, ErrorCode, TransactionBehavior};
 
 pub use groups::{Group, LeaveOutcome, Member, NewGroup, Role};
 pub use messages::{Message, Peer, Saved, SendRight};
+pub use reads::{Conversation, PREVIEW_CHARS, ReadMark, UNREAD_CAP, UNREAD_SCAN, preview};
 pub use retention::RetentionBatch;
 pub use revocations::{KEEP_REVOCATIONS, Reason, Revocation};
 pub use users::{LoginRow, NewUser, ProfileUpdate, User};

@@ -140,8 +140,22 @@ const V4: &str = r#"
 ALTER TABLE users ADD COLUMN last_seen INTEGER NOT NULL DEFAULT 0 CHECK (last_seen >= 0);
 "#;
 
+/// Version 5: read markers. `msg_id` is the newest message of the conversation (`cmd`
+/// 10 with user `dst_id`, `cmd` 11 in group `dst_id`) that `user_id` has read; it only
+/// grows (`reads.rs`). `dst_id` has no foreign key, as in `messages`: a marker left by a
+/// deleted group or user names ids older than any later message, so it reads nothing new.
+const V5: &str = r#"
+CREATE TABLE read_markers (
+    user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    cmd     INTEGER NOT NULL CHECK (cmd IN (10, 11)),
+    dst_id  INTEGER NOT NULL,
+    msg_id  INTEGER NOT NULL CHECK (msg_id > 0),
+    PRIMARY KEY (user_id, cmd, dst_id)
+) STRICT, WITHOUT ROWID;
+"#;
+
 /// The migration steps, oldest first. `MIGRATIONS[i]` takes version `i` to `i + 1`.
-pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
+pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
 
 /// The schema version this build creates and understands.
 pub const LATEST: i64 = MIGRATIONS.len() as i64;
@@ -220,6 +234,7 @@ mod tests {
                 "friends",
                 "group_members",
                 "messages",
+                "read_markers",
                 "retention",
                 "revocations",
                 "sessions",
@@ -326,7 +341,7 @@ mod tests {
             [],
         )
         .expect("old user");
-        assert_eq!(migrate(&mut conn).expect("migrate"), 1);
+        assert_eq!(migrate(&mut conn).expect("migrate"), 2);
         let seen: i64 = conn
             .query_row("SELECT last_seen FROM users", [], |r| r.get(0))
             .expect("last_seen");
@@ -335,6 +350,31 @@ mod tests {
             conn.execute("UPDATE users SET last_seen = -1", []).is_err(),
             "never negative"
         );
+    }
+
+    #[test]
+    fn a_version_4_file_gains_read_markers_that_hold_message_ids() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut conn = Connection::open(dir.path().join("m.db")).expect("open");
+        for step in [V1, V2, V3, V4] {
+            conn.execute_batch(step).expect("step");
+        }
+        conn.pragma_update(None, "user_version", 4).expect("set");
+        conn.execute(
+            "INSERT INTO users (mobile, password_hash, created_at) VALUES ('13800000001', 'h', 1)",
+            [],
+        )
+        .expect("old user");
+        assert_eq!(migrate(&mut conn).expect("migrate"), 1);
+        conn.execute("INSERT INTO read_markers VALUES (1, 10, 2, 5)", [])
+            .expect("a marker");
+        for bad in [
+            "INSERT INTO read_markers VALUES (1, 10, 2, 6)",
+            "INSERT INTO read_markers VALUES (1, 12, 3, 6)",
+            "INSERT INTO read_markers VALUES (1, 11, 3, 0)",
+        ] {
+            assert!(conn.execute(bad, []).is_err(), "{bad}");
+        }
     }
 
     #[test]

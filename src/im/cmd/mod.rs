@@ -8,7 +8,9 @@
 //! user, the loop's [`ChatIndex`] and the time) and says what it [`Produced`]: a
 //! reply for this socket, a message to store (acked once committed), a sync read, or
 //! frames to fan out to other connections without storage (typing, presence), which
-//! the driver delivers at the end of its turn.
+//! the driver delivers at the end of its turn. A read marker (`read.rs`) is left in the
+//! index, which the driver empties into the chat writer at the end of its turn; its
+//! fan-out follows the writer's commit.
 //!
 //! The command numbers are defined once, in [`code`]; the web client gets them from
 //! the server as `/commands.js` ([`commands_js`]).
@@ -17,6 +19,7 @@
 //! [`code`]; an arm in [`parse`] and [`Command::apply`]; PROTOCOL.md; its tests.
 
 mod heartbeat;
+mod read;
 mod send;
 mod sync;
 mod typing;
@@ -27,6 +30,9 @@ use std::time::Instant;
 use serde::{Deserialize, Deserializer};
 
 pub use heartbeat::Heartbeat;
+pub use read::{
+    Admit, MAX_READ_CONVERSATIONS, MarkRead, READ_INTERVAL, ReadWindow, fanout as read_fanout,
+};
 pub use send::SendMessage;
 pub use sync::SyncAfter;
 pub use typing::{MAX_CONVERSATIONS, TYPING_INTERVAL, TYPING_TTL_MS, Typing, TypingWindow};
@@ -60,6 +66,11 @@ pub mod code {
         TYPING_SINGLE = 12,
         /// "I am typing" in a group, both ways; never stored.
         TYPING_GROUP = 13,
+        /// Client → server: I have read this one-to-one conversation up to `id`;
+        /// server → client: `userid` has read the conversation with `dstid` up to `id`.
+        READ_SINGLE = 14,
+        /// The same for a group.
+        READ_GROUP = 15,
         /// A sync request: everything after this id.
         SYNC = 20,
         /// The server's acknowledgement of a stored message.
@@ -151,6 +162,8 @@ pub enum Command {
     Typing(Typing),
     /// `cmd 24`.
     Watch(Watch),
+    /// `cmd 14` or `15`.
+    Read(MarkRead),
 }
 
 /// Longest client reference, in bytes.
@@ -175,6 +188,7 @@ pub fn parse(text: &str) -> Result<Command, WireError> {
             Typing::parse(&frame).map(Command::Typing)
         }
         Some(code::PRESENCE) => Ok(Command::Watch(Watch)),
+        Some(code::READ_SINGLE | code::READ_GROUP) => MarkRead::parse(&frame).map(Command::Read),
         Some(other) => Err(frame.refuse(400, &format!("unknown cmd {other}"))),
         None => Err(frame.refuse(400, "cmd is missing")),
     }
@@ -229,6 +243,7 @@ impl Command {
             Command::Sync(c) => c.apply(),
             Command::Typing(c) => c.apply(ctx),
             Command::Watch(c) => c.apply(ctx),
+            Command::Read(c) => c.apply(ctx),
         }
     }
 }
