@@ -397,6 +397,8 @@ fn the_web_client_gets_the_command_numbers_from_the_server() {
             "  GROUP: 11,",
             "  TYPING_SINGLE: 12,",
             "  TYPING_GROUP: 13,",
+            "  READ_SINGLE: 14,",
+            "  READ_GROUP: 15,",
             "  SYNC: 20,",
             "  ACK: 21,",
             "  ERROR: 22,",
