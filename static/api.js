@@ -74,6 +74,8 @@ export const updateMe = (fields) => post('/user/update', fields).then((r) => r.d
 export const findUser = (id) => get('/user/find', { id }).then((r) => r.data);
 export const friends = () => get('/contact/loadfriend').then((r) => r.rows || []);
 export const groups = () => get('/contact/loadcommunity').then((r) => r.rows || []);
+/** Friends and groups by last activity, with the last message, unread count and read markers. */
+export const conversations = () => get('/contact/conversations').then((r) => r.rows || []);
 export const members = (dstid) => get('/contact/members', { dstid }).then((r) => r.rows || []);
 export const addFriend = (dstname) => post('/contact/addfriend', { dstname });
 export const createGroup = (fields) => post('/contact/createcommunity', fields).then((r) => r.data);

@@ -17,6 +17,11 @@
 //     failed on an error (cmd 22) or when no ack comes within 10 s, with a retry that
 //     resends the same ref (the server stores it once). Messages written while offline
 //     wait in the outbox and go out after the reconnection, with the unacknowledged ones.
+//   - Unread counts, last messages and read markers come from the server
+//     (/contact/conversations) after each sync, and are kept current from the socket:
+//     deliveries, own acks and read frames (cmd 14/15). The open conversation, while
+//     the page is visible, is marked read up to its newest message; the server tells
+//     the other devices (unread clears there) and the other side ("seen").
 
 import * as api from './api.js';
 import { ChatSocket } from './socket.js';
@@ -31,7 +36,7 @@ export const MAX_TEXT = 4000;
 export const key = (cmd, id) => `${cmd}:${id}`;
 
 // localStorage can be missing or refuse writes (private browsing, quota): the app then
-// works without remembering the last id and unread counts across reloads.
+// works without remembering the last id across reloads.
 function load(name) {
   try {
     return localStorage.getItem(name);
@@ -66,13 +71,34 @@ class Conversation {
     this.loading = false;
     this.historyError = '';
     this.unread = 0;
+    this.read = 0; // my read marker, as the server has it (or is about to)
+    this.seen = 0; // one-to-one: the other side's read marker
+    this.reads = new Map(); // group: member id -> their read marker
+    this.summary = null; // the last message as /contact/conversations described it
     this._sorted = null;
+  }
+
+  /** The newest delivered id known here, from the messages or the server's summary. */
+  newestId() {
+    const d = this.delivered();
+    return Math.max(d.length ? d[d.length - 1].id : 0, this.summary?.id || 0);
+  }
+
+  /** Last activity (ms), for sorting the lists. */
+  activity() {
+    const d = this.delivered();
+    return Math.max(d.length ? d[d.length - 1].createat || 0 : 0, this.summary?.createat || 0);
+  }
+
+  /** Delivered messages by id (the cached array: do not change it). */
+  delivered() {
+    if (!this._sorted) this._sorted = [...this.byId.values()].sort((a, b) => a.id - b.id);
+    return this._sorted;
   }
 
   /** Delivered messages by id, then the pending ones in the order they were written. */
   items() {
-    if (!this._sorted) this._sorted = [...this.byId.values()].sort((a, b) => a.id - b.id);
-    return [...this._sorted, ...this.pending.values()];
+    return [...this.delivered(), ...this.pending.values()];
   }
 
   oldestId() {
@@ -111,22 +137,13 @@ export class Session extends EventTarget {
     this.typing = new Map(); // conversation key -> Map(user id -> when it expires, ms)
     this.typedAt = new Map(); // conversation key -> when a typing notice last left, ms
 
-    this.store = {
-      lastId: `fastim:${me.id}:lastId`,
-      unread: `fastim:${me.id}:unread`,
-    };
+    this.store = { lastId: `fastim:${me.id}:lastId` };
     const saved = load(this.store.lastId);
     this.lastId = Number(saved) || 0;
-    // First time on this browser: the first sync brings old messages, which are history,
-    // not news, so they do not count as unread.
+    // First time on this browser: the first sync brings old messages (history, not news;
+    // the unread counts come from the server either way).
     this.quietSync = saved === null;
-    try {
-      for (const [k, n] of Object.entries(JSON.parse(load(this.store.unread) || '{}'))) {
-        if (/^1[01]:\d+$/.test(k) && n > 0) this.conv(k).unread = Math.floor(n);
-      }
-    } catch {
-      // a damaged entry: start with no unread counts
-    }
+    this.conversationsLoaded = false;
 
     this.socket = new ChatSocket();
     this.socket.addEventListener('open', () => this.onOpen());
@@ -140,10 +157,14 @@ export class Session extends EventTarget {
 
   start() {
     this.loadContacts();
+    this.loadConversations();
     this.socket.start();
+    this.onVisible = () => document.visibilityState === 'visible' && this.markRead(this.openKey);
+    document.addEventListener('visibilitychange', this.onVisible);
   }
 
   stop() {
+    document.removeEventListener('visibilitychange', this.onVisible);
     this.socket.stop();
     for (const c of this.convs.values()) for (const p of c.pending.values()) clearTimeout(p.timer);
   }
@@ -163,6 +184,75 @@ export class Session extends EventTarget {
       if (e.status !== 401) this.emit('error', { message: `Could not load your contacts: ${e.message}` });
     }
     this.emit('contacts');
+  }
+
+  /**
+   * Unread counts, last messages and read markers from the server. Messages that
+   * arrived here after the server made its list are counted on top.
+   */
+  async loadConversations() {
+    let rows;
+    try {
+      rows = await api.conversations();
+    } catch (e) {
+      if (e.status !== 401) this.emit('error', { message: `Could not load your conversations: ${e.message}` });
+      return;
+    }
+    for (const r of rows) {
+      if (r.cmd !== CMD.SINGLE && r.cmd !== CMD.GROUP) continue;
+      const c = this.conv(key(r.cmd, r.dstid));
+      c.summary = r.lastid ? { id: r.lastid, userid: r.userid, media: r.media, preview: r.preview, createat: r.createat } : { id: 0, createat: r.createat };
+      c.read = Math.max(c.read, r.read || 0);
+      if (r.seen) c.seen = Math.max(c.seen, r.seen);
+      const later = [...c.byId.values()].filter((m) => m.id > r.lastid && m.id > c.read && m.userid !== this.me.id).length;
+      c.unread = c.read >= c.newestId() ? 0 : Math.min((r.unread || 0) + later, 100);
+    }
+    this.conversationsLoaded = true;
+    this.emit('unread', {});
+    this.emit('seen', {});
+    this.markRead(this.openKey);
+  }
+
+  /**
+   * Marks the open conversation read up to its newest message, if the page is seen and
+   * the server does not have that yet. The server coalesces marks to one per second.
+   */
+  markRead(k) {
+    if (!k || k !== this.openKey || document.visibilityState !== 'visible') return;
+    const c = this.conv(k);
+    const newest = c.newestId();
+    if (c.unread) {
+      c.unread = 0;
+      this.emit('unread', { key: k });
+    }
+    if (!newest || newest <= c.read || this.connState !== 'online') return;
+    if (this.socket.send({ cmd: c.cmd === CMD.GROUP ? CMD.READ_GROUP : CMD.READ_SINGLE, dstid: c.dstid, id: newest })) c.read = newest;
+  }
+
+  /** A read frame: my own marker (from any device), or someone else's in my conversation. */
+  onRead(f) {
+    const id = Number(f.id) || 0;
+    if (f.userid === this.me.id) {
+      const c = this.conv(f.cmd === CMD.READ_GROUP ? key(CMD.GROUP, f.dstid) : key(CMD.SINGLE, f.dstid));
+      c.read = Math.max(c.read, id);
+      const after = [...c.byId.values()].filter((m) => m.id > c.read && m.userid !== this.me.id).length;
+      const unread = c.read >= c.newestId() ? 0 : Math.min(after, c.unread);
+      if (unread !== c.unread) {
+        c.unread = unread;
+        this.emit('unread', { key: c.key });
+      }
+      return;
+    }
+    if (f.cmd === CMD.READ_SINGLE) {
+      if (f.dstid !== this.me.id) return;
+      const c = this.conv(key(CMD.SINGLE, f.userid));
+      c.seen = Math.max(c.seen, id);
+      this.emit('seen', { key: c.key });
+    } else {
+      const c = this.conv(key(CMD.GROUP, f.dstid));
+      c.reads.set(f.userid, Math.max(c.reads.get(f.userid) || 0, id));
+      this.emit('seen', { key: c.key });
+    }
   }
 
   /** Loads the contacts again, at most once per second however many messages ask for it. */
@@ -200,7 +290,12 @@ export class Session extends EventTarget {
   async loadMembers(gid) {
     try {
       const rows = await api.members(gid);
-      for (const m of rows) this.users.set(m.id, m);
+      const c = this.conv(key(CMD.GROUP, gid));
+      for (const m of rows) {
+        this.users.set(m.id, m);
+        if (m.read) c.reads.set(m.id, Math.max(c.reads.get(m.id) || 0, m.read));
+      }
+      this.emit('seen', { key: c.key });
       this.emit('users', {});
       return rows;
     } catch (e) {
@@ -247,11 +342,7 @@ export class Session extends EventTarget {
   open(k) {
     this.openKey = k;
     const c = this.conv(k);
-    if (c.unread) {
-      c.unread = 0;
-      this.saveUnread();
-      this.emit('unread', { key: k });
-    }
+    this.markRead(k);
     if (!c.historyLoaded) this.loadOlder(k);
     return c;
   }
@@ -264,12 +355,6 @@ export class Session extends EventTarget {
     let n = 0;
     for (const c of this.convs.values()) n += c.unread;
     return n;
-  }
-
-  saveUnread() {
-    const o = {};
-    for (const c of this.convs.values()) if (c.unread) o[c.key] = c.unread;
-    save(this.store.unread, JSON.stringify(o));
   }
 
   /** One page of /message/history: the newest first time, then older than what we have. */
@@ -285,6 +370,7 @@ export class Session extends EventTarget {
       for (const m of rows) this.ingest(m, { history: true });
       c.hasMore = rows.length === PAGE;
       c.historyLoaded = true;
+      this.markRead(k);
     } catch (e) {
       c.historyError = e.message;
       if (e.status !== 401) this.emit('error', { message: `Could not load the history: ${e.message}` });
@@ -304,10 +390,13 @@ export class Session extends EventTarget {
     const mine = m.userid === this.me.id;
     // Their message ends their "typing…".
     if (!mine && this.typing.get(k)?.delete(m.userid)) this.emit('typing', { key: k });
-    if (!mine && k !== this.openKey && !this.quietSync) {
-      c.unread++;
-      this.saveUnread();
-      this.emit('unread', { key: k });
+    // Counted here only once the server's counts are in (they include what a sync brings).
+    if (!mine && m.id > c.read && this.conversationsLoaded && !this.syncing) {
+      if (k === this.openKey && document.visibilityState === 'visible') this.markRead(k);
+      else {
+        c.unread = Math.min(c.unread + 1, 100);
+        this.emit('unread', { key: k });
+      }
     }
     // A message from someone who is not (yet) in the lists: they added me, or I joined a
     // group from another device. Reload the lists so the conversation can be opened.
@@ -418,6 +507,10 @@ export class Session extends EventTarget {
       case CMD.TYPING_GROUP:
         this.onTyping(f);
         break;
+      case CMD.READ_SINGLE:
+      case CMD.READ_GROUP:
+        this.onRead(f);
+        break;
       case CMD.ERROR:
         this.onError(f);
         break;
@@ -427,6 +520,8 @@ export class Session extends EventTarget {
           this.socket.send({ cmd: CMD.SYNC, id: this.lastId });
         } else {
           this.syncing = false;
+          // What the sync brought is in the server's counts: take them (again, after a reconnect).
+          this.loadConversations();
           if (this.quietSync) {
             this.quietSync = false;
             this.setLastId(this.lastId);
@@ -546,6 +641,8 @@ export class Session extends EventTarget {
       localUrl: p.localUrl, // keeps the already decoded preview; no flash on swap
     });
     this.emit('messages', { key: k, ref: f.ref, id: f.id });
+    // Writing in a conversation reads it up to there (and keeps the server's count cheap).
+    this.markRead(k);
   }
 
   onError(f) {

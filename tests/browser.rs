@@ -18,6 +18,39 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{Server, fresh_data_dir};
+use fastim::store::{Db, Message, NewUser, Peer};
+
+/// A user with 1,000 friends, each of whom has sent them one message (friend 999's is
+/// the newest), for the list-rendering figure of scenario 7: their session token.
+fn seed_many(data: &Path) -> String {
+    std::fs::create_dir_all(data).expect("data dir");
+    let mut db = Db::open(&data.join("fastim.db")).expect("open db");
+    let (me, token) = common::seed_account(&mut db, "70000000");
+    let mut messages = Vec::new();
+    for i in 0..1_000 {
+        let friend = db
+            .create_user(
+                NewUser {
+                    mobile: format!("8{i:07}"),
+                    password_hash: "unused".into(),
+                    nickname: format!("friend {i}"),
+                    avatar: String::new(),
+                    sex: "U".into(),
+                    memo: String::new(),
+                },
+                1,
+            )
+            .expect("user")
+            .id;
+        db.add_friend(me, friend, 2).expect("friends");
+        messages.push(Message {
+            content: format!("hello from friend {i}"),
+            ..Message::new(friend, Peer::User(me))
+        });
+    }
+    db.save_messages(&messages, 3).expect("messages");
+    token
+}
 
 const TIME_LIMIT: Duration = Duration::from_secs(300);
 
@@ -48,6 +81,7 @@ fn web_client_in_chromium() {
     }
 
     let data = fresh_data_dir();
+    let many_token = seed_many(&data);
     let resources = data.join("resource");
     let server = Server::start_in(
         data,
@@ -72,6 +106,8 @@ fn web_client_in_chromium() {
         .arg(&restart_data)
         .arg("--screenshots")
         .arg(&screenshots)
+        .arg("--many-token")
+        .arg(&many_token)
         .arg("--time-limit")
         .arg((TIME_LIMIT.as_secs() - 30).to_string())
         .current_dir(root)

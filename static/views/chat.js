@@ -65,6 +65,7 @@ export class ChatView {
     this.on(session, 'contacts', () => this.renderHead());
     this.on(session, 'presence', () => this.renderHead());
     this.on(session, 'typing', (e) => e.detail.key === this.k && this.renderTyping());
+    this.on(session, 'seen', (e) => (!e.detail.key || e.detail.key === this.k) && this.render({ seen: true }));
     session.open(this.k); // clears the unread count, loads the first history page
     if (cmd === CMD.GROUP) this.loadMembers();
     this.renderHead();
@@ -288,9 +289,19 @@ export class ChatView {
     return m.userid === this.session.me.id ? this.session.me : this.session.users.get(m.userid) || this.session.userNow(m.userid);
   }
 
+  /** For my sent messages: whether the friend has read it, or how many members have. */
+  seenBy(m) {
+    const s = this.session;
+    if (m.userid !== s.me.id || m.pending || !m.id) return null;
+    if (this.cmd === CMD.SINGLE) return this.id === s.me.id ? null : this.conv.seen >= m.id ? 1 : 0;
+    let n = 0;
+    for (const [user, read] of this.conv.reads) if (user !== s.me.id && read >= m.id) n++;
+    return n;
+  }
+
   signature(m) {
     const u = this.cmd === CMD.GROUP ? this.sender(m) : null;
-    return [m.id, m.status, m.error, m.url, u?.nickname, u?.avatar].join('|');
+    return [m.id, m.status, m.error, m.url, u?.nickname, u?.avatar, this.seenBy(m)].join('|');
   }
 
   messageRow(m) {
@@ -346,6 +357,12 @@ export class ChatView {
         t.title = new Date(m.createat).toLocaleString();
       }
       meta.append(t);
+      const seen = this.seenBy(m);
+      if (this.cmd === CMD.SINGLE && seen !== null) {
+        meta.append(h('span', { class: `ticks ${seen ? 'seen' : ''}`, 'data-testid': 'msg-seen', 'data-seen': String(Boolean(seen)), title: seen ? 'Seen' : 'Sent', text: seen ? '✓✓ Seen' : '✓' }));
+      } else if (seen) {
+        meta.append(h('span', { class: 'ticks seen', 'data-testid': 'msg-seen', 'data-seen': 'true', text: `Seen by ${seen}` }));
+      }
     }
     body.append(meta);
     row.append(body);

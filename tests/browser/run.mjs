@@ -10,6 +10,8 @@
 //                on --data-dir, so that it can kill it and start it again on the same
 //                port and data; without it scenario 4 is skipped.
 // --only N,M     run only these scenarios (they build on each other: 2 needs 1, …).
+// --many-token   the session token of a user with 1,000 friends, each with a message
+//                (tests/browser.rs seeds it): scenario 7 times the rendering of their list.
 //
 // Every page is also watched for uncaught errors, Content-Security-Policy refusals and
 // requests leaving 127.0.0.1: any of these fails the run. Exit status 0 = all passed.
@@ -28,6 +30,7 @@ const { values: opt } = parseArgs({
     screenshots: { type: 'string', default: 'target/screenshots' },
     only: { type: 'string' },
     'time-limit': { type: 'string', default: '240' },
+    'many-token': { type: 'string' },
   },
 });
 if (!opt.url) {
@@ -244,6 +247,8 @@ async function scenario1() {
   assert((await message(B.page, 'Hello Bob!').getAttribute('class')).includes('theirs'), "A's message is on the left for B");
   assert((await message(A.page, 'Hello Bob!').getAttribute('class')).includes('mine'), 'own message on the right');
   await until('the unread badge cleared', async () => (await aliceRow.getByTestId('unread-badge').count()) === 0);
+  // B opened the chat, so the server tells A that Bob has read it.
+  await until('A sees "seen" on her message', async () => (await message(A.page, 'Hello Bob!').getByTestId('msg-seen').getAttribute('data-seen')) === 'true');
 
   // Presence: they became friends while both were online, so each was told the other's
   // state; B sees Alice online in the list and in the chat's header.
@@ -600,6 +605,64 @@ async function scenario6() {
   pages.delete('I');
 }
 
+async function scenario7() {
+  // B is on the list; A writes; B's badge and preview come live, and a second device of
+  // B's, with nothing in its localStorage, gets the same count from the server.
+  await B.page.goto(`${BASE}/#/friends`);
+  const aliceRow = tid(B.page, 'friend-item').filter({ hasText: 'Alice' });
+  await aliceRow.waitFor();
+  await A.page.goto(`${BASE}/#/chat/10/${B.id}`);
+  await tid(A.page, 'chat-title').filter({ hasText: 'Bob' }).waitFor();
+  await sendText(A.page, 'Are you reading this?');
+  await expectSent(A.page, 'Are you reading this?');
+  await sendText(A.page, 'Second one');
+  await expectSent(A.page, 'Second one');
+  await aliceRow.getByTestId('unread-badge').filter({ hasText: '2' }).waitFor();
+  await aliceRow.getByTestId('row-preview').filter({ hasText: 'Second one' }).waitFor();
+  const B2 = await newUser('B2', { phone: true });
+  const login = await (await B2.ctx.request.post(`${BASE}/user/login`, { data: { mobile: B.mobile, passwd: B.password } })).json();
+  assert(login.code === 0, `B logs in on a second device: ${JSON.stringify(login)}`);
+  await B2.page.goto(`${BASE}/#/friends`);
+  const aliceRow2 = tid(B2.page, 'friend-item').filter({ hasText: 'Alice' });
+  await aliceRow2.getByTestId('unread-badge').filter({ hasText: '2' }).waitFor();
+  const first = await tid(B2.page, 'friend-item').first().getAttribute('data-id');
+  assert(first === String(A.id), 'the friend with the newest message comes first');
+  const sent = message(A.page, 'Second one').getByTestId('msg-seen');
+  assert((await sent.getAttribute('data-seen')) === 'false', 'not seen yet');
+  await shoot(B2.page, '08-unread-list');
+  // B opens the chat on the first device: the second device's badge clears, A sees "seen".
+  await aliceRow.click();
+  await message(B.page, 'Second one').waitFor();
+  await until('the badge cleared on the other device', async () => (await aliceRow2.getByTestId('unread-badge').count()) === 0);
+  await until('A sees "seen"', async () => (await sent.getAttribute('data-seen')) === 'true');
+  assert((await sent.textContent()).includes('Seen'), 'the tick says Seen');
+  await shoot(A.page, '08-seen');
+  const rows = await (await B2.ctx.request.get(`${BASE}/contact/conversations`)).json();
+  const row = rows.rows.find((r) => r.cmd === 10 && r.dstid === A.id);
+  assert(row && row.unread === 0 && row.preview === 'Second one', `the server has it read: ${JSON.stringify(row)}`);
+  await B2.ctx.close();
+  pages.delete('B2');
+  await B.page.goto(`${BASE}/#/friends`);
+
+  if (!opt['many-token']) return;
+  // 1,000 conversations: the list is built from the server's, sorted by last activity.
+  const M = await newUser('M', { phone: false });
+  await M.ctx.addCookies([{ name: 'fastim_token', value: opt['many-token'], url: BASE }]);
+  const t0 = Date.now();
+  await M.page.goto(`${BASE}/#/friends`);
+  await until('1,000 friends listed with their unread counts', async () => (await tid(M.page, 'unread-badge').count()) >= 1000, 20_000);
+  const shown = Date.now() - t0;
+  // Both from the same render (read together: the list may be drawn again meanwhile).
+  const [renderMs, buildMs] = await tid(M.page, 'home').evaluate((el) => [Number(el.dataset.renderMs), Number(el.dataset.buildMs)]);
+  const firstName = await tid(M.page, 'friend-name').first().textContent();
+  assert(firstName === 'friend 999', `the newest conversation first: ${firstName}`);
+  console.log(`# 1,000 conversations: list rendered in ${renderMs} ms (${buildMs} ms building it, the rest in the DOM and layout); page to full list ${shown} ms`);
+  assert(renderMs <= 200, `the list of 1,000 renders in at most 200 ms (${renderMs} ms)`);
+  await shoot(M.page, '08-thousand');
+  await M.ctx.close();
+  pages.delete('M');
+}
+
 // --- the run ------------------------------------------------------------------------------
 
 const scenarios = [
@@ -608,6 +671,7 @@ const scenarios = [
   [3, 'history survives a reload and pages back on scroll', scenario3],
   [5, 'API errors are shown in words; logout revokes the session', scenario5],
   [6, 'the frame inspector shows the page\'s own frames: mask, fragments, ping/pong, close', scenario6],
+  [7, 'unread counts from the server on every device, "seen", a list of 1,000', scenario7],
   [4, 'server killed and restarted: reconnecting banner, outbox, sync', scenario4],
 ];
 let passed = 0;
