@@ -81,6 +81,11 @@ pub const MAX_IN_FLIGHT: usize = 256;
 /// message is refused at once with a 503 error (the client sends it again).
 pub const MAX_WRITER_BACKLOG: usize = 16 * 1024;
 
+/// Read marks given to the chat writer and not yet stored, across all connections;
+/// beyond it new marks wait in the chat index, one per user and conversation (the
+/// largest id), until the writer catches up.
+pub const MAX_READS_IN_FLIGHT: usize = 4 * 1024;
+
 /// How long an `/echo` socket may stay silent before it is closed with 1001.
 pub const ECHO_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 

@@ -45,6 +45,8 @@ pub struct ChatIndex {
     reads_to_store: Vec<ReadMark>,
     /// When the next coalesced read mark is due, if one waits.
     reads_due: Option<Instant>,
+    /// How many marks waited after the last [`ChatIndex::compact_reads`].
+    reads_compacted: usize,
     /// Who was announced online, last seen, this turn's changes.
     pub(super) presence: Presence,
 }
@@ -283,7 +285,28 @@ impl ChatIndex {
                 self.reads_due = earliest(self.reads_due, window.next_due());
             }
         }
+        self.reads_compacted = 0;
         std::mem::take(&mut self.reads_to_store)
+    }
+
+    /// While the writer is behind: keeps one waiting mark per user and conversation,
+    /// the largest, so that what waits is bounded by the conversations of online users.
+    /// It does the work only when their number has doubled since it last did.
+    pub fn compact_reads(&mut self) {
+        let marks = &mut self.reads_to_store;
+        if marks.len() < 2 * self.reads_compacted.max(512) {
+            return;
+        }
+        let mut best: HashMap<(i64, Peer), i64> = HashMap::with_capacity(marks.len());
+        for m in marks.drain(..) {
+            let id = best.entry((m.user, m.peer)).or_insert(m.id);
+            *id = (*id).max(m.id);
+        }
+        marks.extend(
+            best.into_iter()
+                .map(|((user, peer), id)| ReadMark { user, peer, id }),
+        );
+        self.reads_compacted = marks.len();
     }
 
     /// Who is told of a stored read marker of `user` in `peer`: the user's watching
@@ -382,6 +405,43 @@ fn remove_from(map: &mut HashMap<i64, Vec<ConnKey>>, key: i64, conn: ConnKey) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn waiting_read_marks_keep_one_per_user_and_conversation() {
+        let mut index = ChatIndex::new([]).with_friends([(1, 2), (1, 3)]);
+        index.connect(1, 10);
+        let now = Instant::now();
+        // Many connections' worth of marks (each conversation once per connection).
+        for conn in 0..600 {
+            index.connect(1, 1000 + conn);
+            for (peer, id) in [(2, conn as i64), (3, 5)] {
+                let mark = ReadMark {
+                    user: 1,
+                    peer: Peer::User(peer),
+                    id,
+                };
+                assert!(index.admit_read(1000 + conn, mark, now));
+            }
+        }
+        index.compact_reads();
+        let mut left = index.take_reads(now);
+        left.sort_by_key(|m| m.peer.cmd_and_dst());
+        assert_eq!(
+            left,
+            [
+                ReadMark {
+                    user: 1,
+                    peer: Peer::User(2),
+                    id: 599
+                },
+                ReadMark {
+                    user: 1,
+                    peer: Peer::User(3),
+                    id: 5
+                }
+            ]
+        );
+    }
 
     #[test]
     fn fan_out_follows_connections_and_memberships() {

@@ -94,6 +94,8 @@ pub struct Server {
     chat_batch: Vec<PendingChat>,
     /// Chat messages given to the writer and not yet answered.
     writer_backlog: usize,
+    /// Read marks given to the writer and not yet stored.
+    reads_in_flight: usize,
     /// Frames for other connections made this turn (typing, presence), delivered at
     /// its end.
     fanouts: Vec<Fanout>,
@@ -269,6 +271,7 @@ impl Server {
                 .with_last_seen(last_seen),
             chat_batch: Vec::new(),
             writer_backlog: 0,
+            reads_in_flight: 0,
             fanouts: Vec::new(),
             presence_next: Instant::now(),
             presence_due: None,
@@ -700,7 +703,8 @@ impl Server {
                         self.revoke(r);
                     }
                 }
-                Completion::Read(moved) => {
+                Completion::Read { stored, moved } => {
+                    self.reads_in_flight = self.reads_in_flight.saturating_sub(stored);
                     let index = &self.index;
                     let told = moved.into_iter().filter_map(|m| cmd::read_fanout(index, m));
                     self.fanouts.extend(told);
@@ -884,9 +888,14 @@ impl Server {
         if !presence.offline.is_empty() {
             self.workers.submit_last_seen(presence.offline);
         }
-        let reads = self.index.take_reads(self.now);
-        if !reads.is_empty() {
-            self.workers.submit_reads(reads);
+        if self.reads_in_flight < config::MAX_READS_IN_FLIGHT {
+            let reads = self.index.take_reads(self.now);
+            if !reads.is_empty() {
+                self.reads_in_flight += reads.len();
+                self.workers.submit_reads(reads);
+            }
+        } else {
+            self.index.compact_reads();
         }
         let mut fanouts = std::mem::take(&mut self.fanouts);
         fanouts.extend(presence.fanouts);

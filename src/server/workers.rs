@@ -255,8 +255,13 @@ pub enum Completion {
     },
     /// A chat batch was committed.
     Committed(Vec<Committed>),
-    /// Read markers that moved, each with the id it was set to.
-    Read(Vec<ReadMark>),
+    /// Read marks were stored (or failed to be).
+    Read {
+        /// How many marks the writer took.
+        stored: usize,
+        /// The markers that moved, each with the id it was set to.
+        moved: Vec<ReadMark>,
+    },
     /// Sockets to close: what `fastim admin` revoked, oldest first.
     Revoked(Vec<Revoked>),
 }
@@ -835,13 +840,11 @@ fn store_reads(db: &mut Db, reads: &[ReadMark], done: &Sender<Completion>, waker
         Err(e) => {
             // The clients mark again as they read on; nothing else depends on it.
             warn!("storing {} read markers failed: {e}", reads.len());
-            return true;
+            Vec::new()
         }
     };
-    if moved.is_empty() {
-        return true;
-    }
-    if done.send(Completion::Read(moved)).is_err() {
+    let stored = reads.len();
+    if done.send(Completion::Read { stored, moved }).is_err() {
         return false;
     }
     if let Err(e) = waker.wake() {
