@@ -341,6 +341,8 @@ async function scenario2() {
     await m.waitFor();
     await m.getByTestId('msg-sender').filter({ hasText: 'Alice' }).waitFor();
   }
+  // B and C have the group open: they read it, and A counts them.
+  await until('A sees "Seen by 2"', async () => (await message(A.page, 'Welcome to the group!').getByTestId('msg-seen').textContent()) === 'Seen by 2');
   await sendText(C.page, 'Hi all, Carol here 👋');
   await expectSent(C.page, 'Carol here');
   for (const U of [A, B]) await message(U.page, 'Carol here').getByTestId('msg-sender').filter({ hasText: 'Carol' }).waitFor();
