@@ -184,6 +184,30 @@ fn a_read_clears_unread_on_every_device_and_the_sender_sees_it() {
             assert_eq!(recv(ws)["id"], *id);
         }
     }
+    let mut http = Http::new(server.addr);
+    let auth = format!("Bearer {}", w.a.token);
+    let friends = http.request(
+        "GET",
+        "/contact/loadfriend",
+        &[("Authorization", &auth)],
+        b"",
+    );
+    let unread: Vec<(i64, i64)> = friends.json()["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|f| {
+            (
+                f["id"].as_i64().unwrap_or(0),
+                f["unread"].as_i64().unwrap_or(-1),
+            )
+        })
+        .collect();
+    assert_eq!(
+        unread,
+        [(w.b.id, 3), (w.c.id, 0)],
+        "loadfriend has the counts too"
+    );
     let before = row(&conversations(&server, &w.a), 10, w.b.id);
     assert_eq!(
         (&before["unread"], &before["preview"], &before["lastid"]),
@@ -355,6 +379,18 @@ fn group_reads_reach_the_members_and_the_member_list_counts_them() {
         .collect();
     assert_eq!(read, [(w.a.id, 0), (w.b.id, second), (w.c.id, 0)]);
     assert_eq!(row(&conversations(&server, &w.b), 11, w.group)["unread"], 0);
+    let auth = format!("Bearer {}", w.a.token);
+    let groups = http.request(
+        "GET",
+        "/contact/loadcommunity",
+        &[("Authorization", &auth)],
+        b"",
+    );
+    assert_eq!(
+        groups.json()["rows"][0]["unread"],
+        2,
+        "loadcommunity has the counts too"
+    );
     assert_eq!(row(&conversations(&server, &w.a), 11, w.group)["unread"], 2);
 }
 

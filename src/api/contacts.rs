@@ -1,10 +1,10 @@
 //! `/contact/*`: friends and groups (fastIM's "communities").
 
 use super::fields::{self, Fields};
-use super::json::{Community, MemberRow, PublicProfile};
+use super::json::{Community, MemberRow, PublicProfile, WithUnread};
 use super::users::AVATAR_MAX;
 use super::{ApiReply, Caller, Effect, Failure, MAX_GROUPS_OWNED, MSG_SESSION_INVALID};
-use crate::store::{Db, Group, LeaveOutcome, NewGroup, StoreError, User};
+use crate::store::{Db, Group, LeaveOutcome, NewGroup, Peer, StoreError, User};
 
 /// Longest group name, in characters.
 const GROUP_NAME_MAX: usize = 30;
@@ -53,7 +53,14 @@ pub(super) fn add_friend(
 /// their tokens and mobile numbers, FASTIM.md §1.9 item 3).
 pub(super) fn load_friends(db: &Db, caller: &Caller<'_>) -> Result<ApiReply, Failure> {
     let friends = db.friends(caller.id)?;
-    let rows: Vec<PublicProfile<'_>> = friends.iter().map(PublicProfile::from).collect();
+    let unread = db.unread_counts(caller.id)?;
+    let rows: Vec<WithUnread<PublicProfile<'_>>> = friends
+        .iter()
+        .map(|f| WithUnread {
+            row: PublicProfile::from(f),
+            unread: unread.get(&Peer::User(f.id)).copied().unwrap_or(0),
+        })
+        .collect();
     Ok(ApiReply::rows(&rows))
 }
 
@@ -161,7 +168,14 @@ pub(super) fn leave_group(
 /// `/contact/loadcommunity`: the caller's groups.
 pub(super) fn load_groups(db: &Db, caller: &Caller<'_>) -> Result<ApiReply, Failure> {
     let groups = db.groups_of(caller.id)?;
-    let rows: Vec<Community<'_>> = groups.iter().map(Community::from).collect();
+    let unread = db.unread_counts(caller.id)?;
+    let rows: Vec<WithUnread<Community<'_>>> = groups
+        .iter()
+        .map(|g| WithUnread {
+            row: Community::from(g),
+            unread: unread.get(&Peer::Group(g.id)).copied().unwrap_or(0),
+        })
+        .collect();
     Ok(ApiReply::rows(&rows))
 }
 

@@ -107,6 +107,15 @@ impl<'a> From<&'a Member> for MemberRow<'a> {
     }
 }
 
+/// A row of `/contact/loadfriend` or `/contact/loadcommunity` with the caller's
+/// unread count in that conversation (a field fastim adds).
+#[derive(Debug, Serialize)]
+pub(super) struct WithUnread<T> {
+    #[serde(flatten)]
+    pub(super) row: T,
+    pub(super) unread: i64,
+}
+
 /// `{"code":0,"msg":"..","data":..}`.
 #[derive(Debug, Serialize)]
 pub(super) struct DataEnvelope<'a, T> {

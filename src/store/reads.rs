@@ -13,6 +13,8 @@
 //! index probe or a bounded index range per conversation (`hot_queries_use_indexes`
 //! in `messages.rs` checks the plans).
 
+use std::collections::HashMap;
+
 use rusqlite::{OptionalExtension, Transaction, params};
 use serde::Serialize;
 
@@ -184,10 +186,43 @@ impl Db {
     /// # Errors
     /// [`super::StoreError::Sqlite`] only.
     pub fn conversations(&self, user: i64) -> Result<Vec<Conversation>> {
+        let mut out = self.conversation_rows(user)?;
+        let mut last = self.conn.prepare_cached(LAST_MESSAGE)?;
+        for c in out.iter_mut().filter(|c| c.lastid > 0) {
+            let (sender, media, content, at): (i64, i64, String, i64) = last
+                .query_row([c.lastid], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                })?;
+            c.userid = sender;
+            c.media = media;
+            c.preview = preview(media, &content);
+            c.createat = at;
+        }
+        out.sort_by(|a, b| {
+            (b.createat, b.lastid, a.cmd, a.dstid).cmp(&(a.createat, a.lastid, b.cmd, b.dstid))
+        });
+        Ok(out)
+    }
+
+    /// The unread count of each conversation of `user`, as in [`Db::conversations`]
+    /// (without reading the last messages), for `/contact/loadfriend` and
+    /// `/contact/loadcommunity`.
+    ///
+    /// # Errors
+    /// [`super::StoreError::Sqlite`] only.
+    pub fn unread_counts(&self, user: i64) -> Result<HashMap<Peer, i64>> {
+        Ok(self
+            .conversation_rows(user)?
+            .into_iter()
+            .map(|c| (Peer::from_cmd(c.cmd, c.dstid), c.unread))
+            .collect())
+    }
+
+    /// The conversations without their last message's fields, unsorted.
+    fn conversation_rows(&self, user: i64) -> Result<Vec<Conversation>> {
         let mut out = Vec::new();
         let mut unread_pair = self.conn.prepare_cached(UNREAD_PAIR)?;
         let mut unread_group = self.conn.prepare_cached(UNREAD_GROUP)?;
-        let mut last = self.conn.prepare_cached(LAST_MESSAGE)?;
         {
             let mut stmt = self.conn.prepare_cached(FRIEND_CONVERSATIONS)?;
             let mut rows = stmt.query([user])?;
@@ -241,19 +276,6 @@ impl Db {
                 });
             }
         }
-        for c in out.iter_mut().filter(|c| c.lastid > 0) {
-            let (sender, media, content, at): (i64, i64, String, i64) = last
-                .query_row([c.lastid], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-                })?;
-            c.userid = sender;
-            c.media = media;
-            c.preview = preview(media, &content);
-            c.createat = at;
-        }
-        out.sort_by(|a, b| {
-            (b.createat, b.lastid, a.cmd, a.dstid).cmp(&(a.createat, a.lastid, b.cmd, b.dstid))
-        });
         Ok(out)
     }
 }
@@ -401,6 +423,18 @@ mod tests {
                 .id;
         assert_eq!(mark(&mut t.db, b, Peer::Group(g), after + 5), Some(after));
         assert_eq!(t.db.group_markers(g).expect("markers"), [(b, after)]);
+        assert_eq!(
+            mark(&mut t.db, a, Peer::Group(g), after),
+            Some(after),
+            "own messages"
+        );
+        t.db.leave_group(b, g).expect("leave");
+        t.db.leave_group(a, g).expect("the last one leaves");
+        let left: i64 =
+            t.db.conn
+                .query_row("SELECT count(*) FROM read_markers", [], |r| r.get(0))
+                .expect("count");
+        assert_eq!(left, 0, "a deleted group's markers go with it");
     }
 
     #[test]
