@@ -399,33 +399,45 @@ fn markers_only_move_forward_and_survive_a_restart() {
     let dir = fresh_data_dir();
     let w = seed(&dir);
     let mut server = Server::start_in(dir.clone(), &[]);
-    let (one, two) = {
+    let (one, two, three) = {
         let mut a = watching(&server, &w.a);
         let mut b = watching(&server, &w.b);
         let one = say(&mut b, 10, w.a.id, "one");
         let two = say(&mut b, 10, w.a.id, "two");
+        let three = say(&mut b, 10, w.a.id, "three");
         send(&mut a, json!({"cmd": 14, "dstid": w.b.id, "id": two}));
         loop {
             if recv(&mut a)["cmd"] == 14 {
                 break;
             }
         }
-        (one, two)
+        // Within the second: coalesced, and stored when the connection closes.
+        send(&mut a, json!({"cmd": 14, "dstid": w.b.id, "id": three}));
+        let _ = a.close(None);
+        let seen = json!({"cmd": 14, "userid": w.a.id, "dstid": w.b.id, "id": three});
+        assert_eq!(recv(&mut b)["id"], two, "b was told of the first");
+        assert_eq!(recv(&mut b), seen, "and of the second once it is stored");
+        (one, two, three)
     };
     server.keep_data = true;
     assert!(server.terminate().is_some_and(|s| s.success()));
     drop(server);
     let server = Server::start_in(dir, &[]);
     let r = row(&conversations(&server, &w.a), 10, w.b.id);
-    assert_eq!((&r["read"], &r["unread"]), (&json!(two), &json!(0)));
+    assert_eq!((&r["read"], &r["unread"]), (&json!(three), &json!(0)));
     let mut a = watching(&server, &w.a);
-    send(&mut a, json!({"cmd": 14, "dstid": w.b.id, "id": one}));
+    for back in [one, two] {
+        send(&mut a, json!({"cmd": 14, "dstid": w.b.id, "id": back}));
+    }
     assert_eq!(
         within(&mut a, Duration::from_millis(1500)),
         None,
         "not backwards"
     );
-    assert_eq!(row(&conversations(&server, &w.a), 10, w.b.id)["read"], two);
+    assert_eq!(
+        row(&conversations(&server, &w.a), 10, w.b.id)["read"],
+        three
+    );
 }
 
 #[test]
