@@ -330,7 +330,7 @@ export class Session extends EventTarget {
     if (this.everOpened) this.loadContacts(); // things may have changed while we were away
     this.everOpened = true;
     this.syncing = true;
-    this.socket.send({ cmd: CMD.SYNC, id: this.lastId });
+    this.sync();
     // Presence and typing: the answer is the contacts' current states, then changes.
     this.presence.clear();
     this.socket.send({ cmd: CMD.PRESENCE });
@@ -338,6 +338,12 @@ export class Session extends EventTarget {
     for (const c of this.convs.values()) {
       for (const p of c.pending.values()) if (p.status === 'queued' || p.status === 'sending') this.transmit(p);
     }
+  }
+
+  /** Asks for what arrived after the last id, as one message (which the server may
+   *  compress as a whole) rather than a frame per message. */
+  sync() {
+    this.socket.send({ cmd: CMD.SYNC, id: this.lastId, batch: true });
   }
 
   onClose({ delay, opened }) {
@@ -421,10 +427,13 @@ export class Session extends EventTarget {
       case CMD.ERROR:
         this.onError(f);
         break;
+      case CMD.SYNC_BATCH:
+        for (const m of f.messages || []) this.ingest(m);
+      // falls through: the batch ends like a sync reply
       case CMD.SYNC_DONE:
         if (f.id > this.lastId) this.setLastId(f.id);
         if (f.more) {
-          this.socket.send({ cmd: CMD.SYNC, id: this.lastId });
+          this.sync();
         } else {
           this.syncing = false;
           if (this.quietSync) {

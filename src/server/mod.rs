@@ -845,13 +845,14 @@ impl Server {
             let Some(conn) = self.conns.get_mut(key) else {
                 continue;
             };
-            let shared = match (&compressed, conn.life.deflate()) {
-                (Some(compressed), Some(d)) if d.compresses() => compressed.clone(),
-                _ => frame.clone(),
+            let (shared, zipped) = match (&compressed, conn.life.deflate()) {
+                (Some(compressed), Some(d)) if d.compresses() => (compressed.clone(), true),
+                _ => (frame.clone(), false),
             };
             if conn.life.send_shared(shared) {
                 self.metrics.counters.chat_deliveries += 1;
                 self.metrics.counters.messages_sent[metrics::CHAT] += 1;
+                self.metrics.counters.messages_sent_compressed[metrics::CHAT] += u64::from(zipped);
             }
             // A delivery frees no budget and changes no state: only the bounds and
             // the flush matter here (this runs once per recipient).

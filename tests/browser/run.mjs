@@ -91,6 +91,7 @@ function watch(page, name) {
 // The Sec-WebSocket-Extensions answer of each page's /chat handshakes, from the
 // DevTools protocol (a page's WebSocket object does not show it).
 const chatExtensions = new Map(); // page name -> [extensions header of each /chat handshake]
+const chatReceived = new Map(); // page name -> [each text message received on /chat, parsed]
 
 async function watchHandshakes(page, name) {
   const cdp = await page.context().newCDPSession(page);
@@ -105,6 +106,15 @@ async function watchHandshakes(page, name) {
     const ext = Object.entries(headers).find(([k]) => k.toLowerCase() === 'sec-websocket-extensions');
     if (!chatExtensions.has(name)) chatExtensions.set(name, []);
     chatExtensions.get(name).push(ext ? ext[1] : '');
+  });
+  cdp.on('Network.webSocketFrameReceived', (e) => {
+    if (!chatSockets.has(e.requestId) || e.response.opcode !== 1) return;
+    if (!chatReceived.has(name)) chatReceived.set(name, []);
+    try {
+      chatReceived.get(name).push(JSON.parse(e.response.payloadData));
+    } catch {
+      // not JSON: nothing the checks below look at
+    }
   });
 }
 
@@ -384,6 +394,30 @@ async function scenario3() {
   await tid(A.page, 'history-state').filter({ hasText: 'Start of the conversation' }).waitFor();
   const ids = await tid(A.page, 'message').evaluateAll((els) => els.map((e) => Number(e.dataset.id)));
   assert(ids.every((id, i) => i === 0 || id > ids[i - 1]), `messages in id order without duplicates: ${ids}`);
+
+  // A second device of Alice's: its first sync asks for everything as one batch
+  // message (cmd 25), which the server compresses as a whole (tests/browser.rs reads
+  // the server's metrics afterwards), and the whole history is there.
+  const A2 = await newUser('A2', { phone: false });
+  await A2.page.goto(`${BASE}/`);
+  await tid(A2.page, 'login-mobile').fill(A.mobile);
+  await tid(A2.page, 'login-password').fill(A.password);
+  await tid(A2.page, 'login-submit').click();
+  await until('the second device synced in one batch', async () =>
+    (chatReceived.get('A2') || []).some((f) => f.cmd === 25 && (f.messages || []).length >= 35),
+  );
+  const batch = chatReceived.get('A2').find((f) => f.cmd === 25);
+  assert(
+    batch.messages.some((m) => m.content === 'filler 34') && batch.more === false,
+    `the batch holds the newest message: ${JSON.stringify(batch).slice(0, 200)}`,
+  );
+  assert(
+    (chatExtensions.get('A2') || []).some((ext) => ext.startsWith('permessage-deflate')),
+    'the second device negotiated permessage-deflate',
+  );
+  await A2.page.goto(`${BASE}/#/chat/10/${B.id}`);
+  await message(A2.page, 'filler 34').waitFor();
+  await A2.ctx.close();
 }
 
 async function scenario5() {
