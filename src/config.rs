@@ -183,6 +183,23 @@ pub struct Config {
     /// `X-Forwarded-Proto` are believed, and whose own connections are not capped
     /// per address (every client behind them shares their address).
     pub trusted_proxies: Vec<IpAddr>,
+    /// Serve every endpoint over TLS (`--tls-cert`/`--tls-key` or
+    /// `--tls-self-signed`); `None` speaks plain HTTP.
+    pub tls: Option<Tls>,
+}
+
+/// Where the TLS certificate comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Tls {
+    /// A certificate chain and its private key, PEM files.
+    Files {
+        /// The certificate chain, the server's certificate first.
+        cert: PathBuf,
+        /// The private key (PKCS#8, PKCS#1 or SEC1).
+        key: PathBuf,
+    },
+    /// A certificate made for trying, kept in the data directory.
+    SelfSigned,
 }
 
 impl Config {
@@ -220,6 +237,7 @@ impl Default for Config {
             history_days: None,
             retention_interval: RETENTION_INTERVAL,
             trusted_proxies: Vec::new(),
+            tls: None,
         }
     }
 }

@@ -108,8 +108,14 @@ fn main() -> ExitCode {
     let addr = server.local_addr();
     info!("fastim listening on {addr}");
     info!("database: {}", config.data_dir.join("fastim.db").display());
+    let (http, ws) = if config.tls.is_some() {
+        ("https", "wss")
+    } else {
+        ("http", "ws")
+    };
+    info!("web client: {http}://{addr}/");
     if config.echo {
-        info!("echo endpoint: ws://{addr}/echo");
+        info!("echo endpoint: {ws}://{addr}/echo");
     }
     match server.run() {
         Ok(()) => ExitCode::SUCCESS,

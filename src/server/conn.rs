@@ -5,6 +5,7 @@ use std::net::IpAddr;
 use mio::net::TcpStream;
 
 use super::lifecycle::Lifecycle;
+use super::tls::Tls;
 
 /// The WebSocket services this server offers, by path.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,6 +42,8 @@ pub struct Conn {
     pub wants_write: bool,
     /// Whether the slot is on the loop's list of connections to flush this turn.
     pub flush_queued: bool,
+    /// The TLS layer between the socket and the machine, when the server has TLS.
+    pub tls: Option<Box<Tls>>,
 }
 
 impl Conn {
@@ -54,6 +57,7 @@ impl Conn {
             counted: true,
             wants_write: false,
             flush_queued: false,
+            tls: None,
         }
     }
 }

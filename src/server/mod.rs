@@ -16,6 +16,7 @@ mod echo;
 pub mod lifecycle;
 mod outbound;
 mod request;
+pub mod tls;
 mod workers;
 
 use std::cell::Cell;
@@ -47,6 +48,7 @@ use crate::ws::{self, CloseCode, Codec};
 use conn::Conn;
 use lifecycle::{AfterFlush, Env, Lifecycle, Services, State, UploadSlot, Verdict};
 use outbound::{Flushed, Outbound};
+use tls::Transport;
 use workers::{Busy, Completion, ConnRef, Job, PendingChat, Workers};
 
 const LISTENER: Token = Token(usize::MAX - 1);
@@ -114,6 +116,8 @@ pub struct Server {
     /// The time of this loop turn, read once when the poll returns: the clock is
     /// not read again for every connection and every delivery.
     now: Instant,
+    /// With TLS on, every connection's rustls configuration.
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// The shared budgets and queues a connection's machine may draw on.
@@ -184,6 +188,13 @@ impl Server {
         let (memberships, friendships) = Db::open(&db_path)
             .and_then(|db| Ok((db.all_memberships()?, db.all_friendships()?)))
             .map_err(|e| io::Error::other(format!("database {}: {e}", db_path.display())))?;
+        let tls = match &config.tls {
+            Some(setting) => Some(
+                tls::server_config(setting, &config.data_dir, config.listen)
+                    .map_err(io::Error::other)?,
+            ),
+            None => None,
+        };
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let resources = ResourceDir::open(&config.resource_dir).map_err(|e| {
@@ -235,6 +246,7 @@ impl Server {
             to_read: Vec::new(),
             shutdown_deadline: None,
             now: Instant::now(),
+            tls,
         })
     }
 
@@ -341,6 +353,13 @@ impl Server {
                     if let Err(e) = socket.set_nodelay(true) {
                         debug!("{peer}: set_nodelay: {e}");
                     }
+                    let tls = match self.tls.as_ref().map(tls::Tls::new).transpose() {
+                        Ok(tls) => tls,
+                        Err(e) => {
+                            warn!("{peer}: TLS: {e}");
+                            continue;
+                        }
+                    };
                     let entry = self.conns.vacant_entry();
                     if let Err(e) = self.poll.registry().register(
                         &mut socket,
@@ -355,6 +374,7 @@ impl Server {
                     let life = Lifecycle::new(self.now, &self.config);
                     let mut conn = Conn::new(socket, self.next_serial, ip, life);
                     conn.counted = !proxy;
+                    conn.tls = tls;
                     entry.insert(conn);
                     if !proxy {
                         *self.per_address.entry(ip).or_default() += 1;
@@ -510,7 +530,9 @@ impl Server {
         if conn.life.must_pause() {
             conn.life.note_output(self.now);
         }
-        if !conn.life.out.is_empty() && !conn.flush_queued {
+        // TLS records (handshake messages, tickets) may wait with an empty queue.
+        let tls_waits = conn.tls.as_ref().is_some_and(|t| t.wants_write());
+        if (!conn.life.out.is_empty() || tls_waits) && !conn.flush_queued {
             conn.flush_queued = true;
             self.to_flush.push(key);
         }
@@ -529,15 +551,11 @@ impl Server {
         };
         conn.flush_queued = false;
         let before = conn.life.out.len();
-        let result = if keep {
-            conn.life
-                .out
-                .flush_keeping(&mut conn.socket, &mut self.codec.spares)
-        } else {
-            conn.life
-                .out
-                .flush_to(&mut conn.socket, &mut self.codec.spares)
-        };
+        let result = Transport::new(&mut conn.socket, conn.tls.as_deref_mut()).flush(
+            &mut conn.life.out,
+            &mut self.codec.spares,
+            keep,
+        );
         let flushed = match result {
             Ok(f) => f,
             Err(e) => {
@@ -567,7 +585,7 @@ impl Server {
             conn.wants_write = wants_write;
         }
         if after == AfterFlush::ShutdownWrite {
-            let _ = conn.socket.shutdown(Shutdown::Write);
+            Transport::new(&mut conn.socket, conn.tls.as_deref_mut()).shutdown_write();
         }
         if conn.life.take_resume(&self.config) {
             self.to_read.push(key);
@@ -884,15 +902,17 @@ fn read_turn(
             conn.life.starve();
             break Verdict::Keep;
         }
-        match conn.socket.read(&mut buf[filled..end]) {
+        let mut transport = Transport::new(&mut conn.socket, conn.tls.as_deref_mut());
+        match transport.read(&mut buf[filled..end]) {
             Ok(0) => {
                 debug!("#{key}: peer closed");
                 // A client may send its close frame and shut down at once: try to
                 // answer before dropping.
-                let _ = conn
-                    .life
-                    .out
-                    .flush_to(&mut conn.socket, &mut env.codec.spares);
+                let _ = Transport::new(&mut conn.socket, conn.tls.as_deref_mut()).flush(
+                    &mut conn.life.out,
+                    &mut env.codec.spares,
+                    false,
+                );
                 break Verdict::Drop;
             }
             Ok(n) => {
@@ -903,11 +923,11 @@ fn read_turn(
                 while conn.life.take_corked() {
                     // Replies leave while the rest of the input is handled.
                     let before = conn.life.out.len();
-                    match conn
-                        .life
-                        .out
-                        .flush_keeping(&mut conn.socket, &mut env.codec.spares)
-                    {
+                    match Transport::new(&mut conn.socket, conn.tls.as_deref_mut()).flush(
+                        &mut conn.life.out,
+                        &mut env.codec.spares,
+                        true,
+                    ) {
                         Ok(flushed) => {
                             let progressed = conn.life.out.len() < before;
                             conn.life.handle_flushed(now, flushed, progressed);
