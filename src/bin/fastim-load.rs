@@ -17,6 +17,9 @@
 //!   and send-to-ack latency, and the server's CPU per message; every delivery is
 //!   checked (each message exactly once per receiver, in increasing id order).
 //!
+//! `echo` and `idle` take `wss://` URLs too: TLS with rustls, whose certificate
+//! check accepts any certificate (test-only: see `fastim-load/tls.rs`).
+//!
 //! Frames are built and masked once per run and written straight from that
 //! buffer; echoes are parsed in one large receive buffer: nothing is allocated
 //! per message. The last line of output is `RESULT {json}` for scripts.
@@ -44,6 +47,8 @@ mod net;
 mod procfs;
 #[path = "fastim-load/setup.rs"]
 mod setup;
+#[path = "fastim-load/tls.rs"]
+mod tls;
 
 use std::fmt::Write as _;
 use std::process::ExitCode;
@@ -68,7 +73,8 @@ struct Args {
 enum Mode {
     /// Keep messages in flight on every connection and measure the echoes.
     Echo {
-        /// Server URL, e.g. ws://127.0.0.1:8080/echo.
+        /// Server URL, e.g. ws://127.0.0.1:8080/echo, or wss://127.0.0.1:8443/echo (TLS;
+        /// any certificate is accepted: for measuring, never for trusting a server).
         #[arg(long)]
         url: String,
         /// Connections to open.
@@ -104,7 +110,8 @@ enum Mode {
     },
     /// Open idle connections and report the server's memory per connection.
     Idle {
-        /// Server URL, e.g. ws://127.0.0.1:8080/echo.
+        /// Server URL, e.g. ws://127.0.0.1:8080/echo, or wss://127.0.0.1:8443/echo (TLS;
+        /// any certificate is accepted: for measuring, never for trusting a server).
         #[arg(long)]
         url: String,
         /// Connections to open.

@@ -20,6 +20,9 @@
 //! the TLS port: it is answered `400` in plain text, saying to use https, and its
 //! input is discarded until it hangs up or the handshake timeout drops it.
 //!
+//! Resumption: stateless tickets (TLS 1.3 and 1.2) and a bounded session-id cache
+//! (TLS 1.2); ALPN `http/1.1`.
+//!
 //! Certificates: `--tls-cert`/`--tls-key` PEM files (a chain, the server's own
 //! certificate first; RSA, ECDSA or Ed25519 keys), checked at start (readable, a
 //! key that matches, valid now), or `--tls-self-signed`, made with `rcgen` once
@@ -45,12 +48,14 @@ use crate::config;
 use crate::http::{Refusal, Status};
 use crate::ws::Spares;
 
-/// Resumable sessions the server remembers (rustls' in-memory cache, shared by
-/// all connections; about 150 bytes each).
+/// TLS 1.2 sessions the server remembers by id, for clients that do not take
+/// tickets (rustls' in-memory cache, shared by all connections).
 pub const SESSION_CACHE: usize = 4096;
 
-/// TLS 1.3 tickets sent after a full handshake: one, enough to resume (each is an
-/// entry of the session cache; rustls' default of two only doubles the entries).
+/// Tickets sent after a TLS 1.3 handshake: one is enough to resume once; rustls'
+/// default of two doubles the handshake's output for clients that rarely use both.
+/// Tickets are stateless (rustls' ring `Ticketer`, keys rotated every 6 hours): a
+/// resumable session costs the server nothing while the client is away.
 const TLS13_TICKETS: usize = 1;
 
 /// The first byte of a TLS handshake record (a ClientHello starts with it).
@@ -110,6 +115,7 @@ pub fn server_config(
         })?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     config.session_storage = ServerSessionMemoryCache::new(SESSION_CACHE);
+    config.ticketer = rustls::crypto::ring::Ticketer::new().map_err(|e| format!("TLS: {e}"))?;
     config.send_tls13_tickets = TLS13_TICKETS;
     let prints = Fingerprints::of(&chain[0]);
     info!(
