@@ -410,48 +410,29 @@ fn a_certificate_chain_with_ecdsa_or_ed25519_keys_serves_https() {
     }
 }
 
+/// An RSA key: ring signs with RSA keys but does not make them, so the test key is a
+/// file (made once with `openssl genpkey -algorithm RSA`, used by this test only),
+/// in PKCS#8 for rcgen and in PKCS#1 ("BEGIN RSA PRIVATE KEY", as older tools write
+/// keys) for the server.
 #[test]
-fn an_rsa_key_from_openssl_in_pkcs1_serves_https() {
-    let dir = fresh_data_dir();
-    std::fs::create_dir_all(&dir).expect("dir");
-    let openssl = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .stderr(Stdio::null())
-            .output()
-            .expect("openssl (Debian's openssl package) makes the RSA key");
-        assert!(out.status.success(), "openssl {args:?}");
-        String::from_utf8(out.stdout).expect("PEM")
-    };
-    // ring signs with RSA keys but does not make them: openssl does.
-    let pkcs8 = openssl(&[
-        "genpkey",
-        "-algorithm",
-        "RSA",
-        "-pkeyopt",
-        "rsa_keygen_bits:2048",
-    ]);
-    let pkcs8_file = dir.join("rsa.pk8");
-    std::fs::write(&pkcs8_file, &pkcs8).expect("write");
-    // PKCS#1 ("BEGIN RSA PRIVATE KEY"), as older tools write keys.
-    let pkcs1 = openssl(&[
-        "rsa",
-        "-traditional",
-        "-in",
-        pkcs8_file.to_str().expect("utf-8"),
-    ]);
+fn an_rsa_key_in_pkcs1_serves_https() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tls");
+    let pkcs8 = std::fs::read_to_string(fixtures.join("rsa-test-key.pk8.pem")).expect("fixture");
+    let pkcs1 = fixtures.join("rsa-test-key.pkcs1.pem");
     assert!(
-        pkcs1.starts_with("-----BEGIN RSA PRIVATE KEY-----"),
-        "{pkcs1}"
+        std::fs::read_to_string(&pkcs1)
+            .expect("fixture")
+            .starts_with("-----BEGIN RSA PRIVATE KEY-----")
     );
     let key = rcgen::KeyPair::from_pem(&pkcs8).expect("an RSA key rcgen signs with");
-    let (ca, chain, key_file) = ca_and_leaf(&dir.join("certs"), key, (2090, 1, 1));
-    std::fs::write(&key_file, pkcs1).expect("write");
+    assert!(key.is_compatible(&rcgen::PKCS_RSA_SHA256));
+    let dir = fresh_data_dir();
+    let (ca, chain, _) = ca_and_leaf(&dir.join("certs"), key, (2090, 1, 1));
     let args = [
         "--tls-cert",
         chain.to_str().expect("utf-8"),
         "--tls-key",
-        key_file.to_str().expect("utf-8"),
+        pkcs1.to_str().expect("utf-8"),
     ];
     let server = Server::start_in(dir, &args);
     let mut tls = connect(&server, &client_config(&[ca]), "localhost");
