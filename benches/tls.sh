@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # fastim's /echo over TLS (wss://, --tls-self-signed) against fastim's own plain
-# ws:// in the same run, and TLS handshakes per second (openssl s_time).
+# ws:// in the same run, and TLS handshakes per second.
 # See BENCHMARKS.md, "TLS".
 #
 #   benches/tls.sh                    # everything, 3 repeats, 5 s runs (about 6 minutes)
@@ -10,7 +10,9 @@
 # Scenarios: a (1 conn, 64 B, 1024 in flight), b (1000 conns, 64 B, 8 in flight),
 # c (10 conns, 1 MiB binary, 4 in flight; payloads compared in both runs, since a
 # TLS client must decrypt every byte anyway), d (10,000 idle connections: server RSS
-# per connection), hs (full and resumed TLS handshakes per second, openssl s_time).
+# per connection), hs (connections per second, each a handshake, GET /healthz and
+# close, from 4 threads of `fastim-load handshakes`: plain TCP, full TLS handshakes,
+# resumed ones; and the server's CPU per connection).
 # Each measurement starts a fresh server pinned to CPU $SERVER_CPU (default 0), the
 # load tool on $LOAD_CPU (default 1); plain and TLS alternate; medians of REPEATS.
 # QUIET_WAIT (default 60) waits for an idle machine before each run, as compare.sh.
@@ -33,7 +35,7 @@ mkdir -p "$OUT"
 RESULTS=$OUT/tls.jsonl
 : >"$RESULTS"
 
-for tool in taskset timeout python3 openssl; do
+for tool in taskset timeout python3; do
     command -v "$tool" >/dev/null || { echo "tls.sh: $tool is required" >&2; exit 1; }
 done
 if [ "${SKIP_BUILD:-0}" != 1 ]; then
@@ -48,11 +50,11 @@ ulimit -n "$(ulimit -Hn)"
 # shellcheck source=benches/servers.sh
 . "$(dirname "$0")/servers.sh"
 
-# start_server plain|tls LOG
+# start_server plain|tls|full|resumed LOG (all but plain with TLS)
 start_server() {
     new_data_dir
     local tls=()
-    [ "$1" = tls ] && tls=(--tls-self-signed)
+    [ "$1" != plain ] && tls=(--tls-self-signed)
     launch_server "$2" 600 "$FASTIM" --listen 127.0.0.1:0 --data-dir "$DATA_DIR" \
         --resource-dir "$DATA_DIR/resource" --max-unauthenticated-per-address 0 "${tls[@]}"
 }
@@ -66,28 +68,20 @@ scenario_args() {
     esac
 }
 
-# openssl s_time's "N connections in T real seconds" as connections per second.
-s_time_rate() {
-    sed -n 's/^\([0-9]*\) connections in \([0-9.]*\) real seconds.*/\1 \2/p' "$1" |
-        tail -n1 | awk '{ if ($2 > 0) printf "%.1f", $1 / $2; else print 0 }'
-}
-
 measure() {
     local scenario=$1 kind=$2 rep=$3 tag="tls-$1-$2-$rep" result status=0
     wait_quiet
     start_server "$kind" "$OUT/$tag.server.log"
     if [ "$scenario" = hs ]; then
-        # Each s_time run connects, handshakes and closes, one connection at a
-        # time, for DURATION seconds: -new makes full handshakes, -reuse resumes.
-        local full resumed
-        taskset -c "$LOAD_CPU" timeout $((DURATION + 30)) openssl s_time \
-            -connect "$SERVER_ADDR" -new -time "$DURATION" >"$OUT/$tag.new.log" 2>&1 || status=$?
-        taskset -c "$LOAD_CPU" timeout $((DURATION + 30)) openssl s_time \
-            -connect "$SERVER_ADDR" -reuse -time "$DURATION" >"$OUT/$tag.reuse.log" 2>&1 || status=$?
-        full=$(s_time_rate "$OUT/$tag.new.log")
-        resumed=$(s_time_rate "$OUT/$tag.reuse.log")
-        result="{\"full_per_s\":${full:-0},\"resumed_per_s\":${resumed:-0}}"
-        echo "  $tag: full handshakes/s $full, resumed $resumed" >&2
+        local scheme=wss resume=""
+        [ "$kind" = plain ] && scheme=ws
+        [ "$kind" = resumed ] && resume=--resume
+        taskset -c "$LOAD_CPU" timeout $((DURATION + 60)) "$LOAD" handshakes --parallel 4 \
+            --duration "$DURATION" $resume --url "$scheme://$SERVER_ADDR/" \
+            --server-pid "$SERVER_PID" >"$OUT/$tag.load.log" 2>&1 || status=$?
+        result=$(sed -n 's/^RESULT //p' "$OUT/$tag.load.log" | tail -n1)
+        [ -n "$result" ] || result='{}'
+        grep -E '^handshakes|^  (server|other)' "$OUT/$tag.load.log" | sed "s/^/  $tag: /" >&2 || true
     else
         local scheme=ws
         [ "$kind" = tls ] && scheme=wss
@@ -109,7 +103,9 @@ for scenario in "${SCENARIOS[@]}"; do
     echo "scenario $scenario" >&2
     for rep in $(seq "$REPEATS"); do
         if [ "$scenario" = hs ]; then
-            measure hs tls "$rep"
+            measure hs plain "$rep"
+            measure hs full "$rep"
+            measure hs resumed "$rep"
         else
             measure "$scenario" plain "$rep"
             measure "$scenario" tls "$rep"
@@ -155,7 +151,7 @@ for s, title, figure, key, fmt in ROWS:
     p, t = med(s, "plain", key), med(s, "tls", key)
     show = lambda v: fmt.format(v) if v is not None else "n/a"
     ratio = f"{t / p:.2f}" if p and t is not None else "n/a"
-    other = " / ".join(show(med(s, k, "other_cpu_pct")) if med(s, k, "other_cpu_pct") is not None
+    other = " / ".join(f"{med(s, k, 'other_cpu_pct'):.0f}" if med(s, k, "other_cpu_pct") is not None
                        else "n/a" for k in ("plain", "tls"))
     if key == "bytes_per_conn":
         other = ""
@@ -163,10 +159,19 @@ for s, title, figure, key, fmt in ROWS:
     print(f"| {label} | {figure} | {show(p)} | {show(t)} | {ratio} | "
           f"{spread(s, 'plain', key, fmt)} | {spread(s, 'tls', key, fmt)} | {other} |")
 if "hs" in scenarios:
-    for key, name in (("full_per_s", "full"), ("resumed_per_s", "resumed")):
-        m = med("hs", "tls", key)
-        print(f"| (hs) openssl s_time, one at a time | {name} TLS handshakes/s | | "
-              f"{m:,.0f} | | | {spread('hs', 'tls', key, '{:,.0f}')} | |")
+    for key, figure, fmt in (("per_s", "connections/s (4 threads)", "{:,.0f}"),
+                             ("server_us_per_conn", "server CPU per connection (us)", "{:.0f}")):
+        p = med("hs", "plain", key)
+        for i, kind in enumerate(("full", "resumed")):
+            t = med("hs", kind, key)
+            show = lambda v: fmt.format(v) if v is not None else "n/a"
+            ratio = f"{t / p:.2f}" if p and t is not None else "n/a"
+            label = "(hs) handshake, GET /healthz, close" if key == "per_s" and i == 0 else ""
+            o = med("hs", kind, "other_cpu_pct")
+            po = med("hs", "plain", "other_cpu_pct")
+            other = f"{po:.0f} / {o:.0f}" if o is not None and po is not None else ""
+            print(f"| {label} | {figure}, TLS {kind} | {show(p)} | {show(t)} | {ratio} | "
+                  f"{spread('hs', 'plain', key, fmt)} | {spread('hs', kind, key, fmt)} | {other} |")
 bad = [r for r in runs if r["exit"] != 0 or not r["result"]]
 if bad:
     print("\nRuns that failed: " + ", ".join(f"{r['scenario']}/{r['kind']}/{r['rep']}" for r in bad))

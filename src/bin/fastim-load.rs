@@ -1,6 +1,6 @@
 //! `fastim-load`: a load generator for WebSocket echo servers.
 //!
-//! A single-threaded `mio` client built on fastim's own frame codec. Three modes:
+//! A single-threaded `mio` client built on fastim's own frame codec. Four modes:
 //!
 //! - `echo`: C connections each keep W messages of S bytes outstanding for a
 //!   fixed time; reports messages/s, MB/s, latency percentiles, its own CPU and,
@@ -16,6 +16,9 @@
 //!   sender, and reports acknowledged messages/s, deliveries/s, send-to-delivery
 //!   and send-to-ack latency, and the server's CPU per message; every delivery is
 //!   checked (each message exactly once per receiver, in increasing id order).
+//! - `handshakes`: TLS connections per second (handshake, one request, close),
+//!   full or resumed, and the server's CPU per connection (blocking threads,
+//!   not the mio loop: each makes one connection at a time).
 //!
 //! `echo` and `idle` take `wss://` URLs too: TLS with rustls, whose certificate
 //! check accepts any certificate (test-only: see `fastim-load/tls.rs`).
@@ -29,6 +32,7 @@
 //!     --in-flight 8 --duration 5 --server-pid 1234
 //! fastim-load idle --url ws://127.0.0.1:8080/echo --connections 10000 --server-pid 1234
 //! fastim-load chat --url http://127.0.0.1:8080 --mode group --clients 1000 --duration 10
+//! fastim-load handshakes --url wss://127.0.0.1:8443/ --parallel 4 --duration 5 [--resume] --server-pid 1234
 //! fastim-load chat --url http://127.0.0.1:8080 --mode single --pairs 10 --in-flight 8 --duration 10
 //! ```
 
@@ -37,6 +41,8 @@
 mod chat;
 #[path = "fastim-load/echo.rs"]
 mod echo;
+#[path = "fastim-load/handshakes.rs"]
+mod handshakes;
 #[path = "fastim-load/hist.rs"]
 mod hist;
 #[path = "fastim-load/idle.rs"]
@@ -134,6 +140,26 @@ enum Mode {
         #[arg(long)]
         offer_deflate: bool,
     },
+    /// TLS connections per second (handshake, one GET /healthz, close), and the
+    /// server's CPU per connection.
+    Handshakes {
+        /// The server, e.g. wss://127.0.0.1:8443/ (only the address is used); ws://
+        /// makes the same connections without TLS.
+        #[arg(long)]
+        url: String,
+        /// Threads, each making one connection at a time.
+        #[arg(long, default_value_t = 4)]
+        parallel: usize,
+        /// Seconds measured.
+        #[arg(long)]
+        duration: f64,
+        /// Resume sessions (tickets) instead of making a full handshake each time.
+        #[arg(long)]
+        resume: bool,
+        /// The server's process id, to report its CPU time per connection.
+        #[arg(long)]
+        server_pid: Option<u32>,
+    },
     /// fastim's /chat end to end: a group with one sender, or pairs of friends.
     Chat {
         /// The server, e.g. http://127.0.0.1:8080 (the API and /chat are served there).
@@ -206,6 +232,7 @@ fn run(args: Args) -> Result<bool, String> {
                     ..
                 } => *clients,
                 Mode::Chat { pairs, .. } => pairs.saturating_mul(2),
+                Mode::Handshakes { parallel, .. } => *parallel,
             };
             if (n as usize) < wanted + 16 {
                 return Err(format!(
@@ -275,6 +302,24 @@ fn run(args: Args) -> Result<bool, String> {
                 batch,
                 deadline: deadline((hold + settle).as_secs_f64()),
                 offer_deflate,
+            })
+        }
+        Mode::Handshakes {
+            url,
+            parallel,
+            duration,
+            resume,
+            server_pid,
+        } => {
+            let duration =
+                seconds(duration).ok_or("--duration must be a positive number of seconds")?;
+            let url = url.replacen("https://", "wss://", 1);
+            handshakes::run(handshakes::HandshakeArgs {
+                target: Target::parse(&url)?,
+                parallel,
+                duration,
+                resume,
+                server_pid,
             })
         }
         Mode::Chat {
