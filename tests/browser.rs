@@ -19,6 +19,7 @@ use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -28,6 +29,10 @@ use rustls::pki_types::pem::PemObject;
 use sha2::{Digest, Sha256};
 
 const TIME_LIMIT: Duration = Duration::from_secs(300);
+
+/// One Chromium at a time: two at once on a small machine make both slow enough
+/// to miss the scripts' waits.
+static ONE_BROWSER: Mutex<()> = Mutex::new(());
 
 /// What is missing for the browser tests, if anything; under `CI=true` a missing
 /// piece fails the test instead of skipping it.
@@ -132,6 +137,7 @@ fn web_client_over_https_in_chromium() {
 /// Runs `tests/browser/run.mjs` with `args` (bounded by [`TIME_LIMIT`]); its output,
 /// or a report of what went wrong.
 fn run_node(args: &[OsString], env: &[(&str, OsString)]) -> Result<(), String> {
+    let _one = ONE_BROWSER.lock().unwrap_or_else(|e| e.into_inner());
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let dir = root.join("tests/browser");
     // Its own process group, so that on a time-out the whole tree (node and the server it
