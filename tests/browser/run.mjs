@@ -10,6 +10,10 @@
 //                on --data-dir, so that it can kill it and start it again on the same
 //                port and data; without it scenario 4 is skipped.
 // --only N,M     run only these scenarios (they build on each other: 2 needs 1, …).
+// --spki B64     the server's TLS public key (SHA-256 of its SPKI, base64), for an
+//                https:// --url with a self-signed certificate: Chromium trusts it with
+//                --ignore-certificate-errors-spki-list (and nothing else); the API calls
+//                made from node need NODE_EXTRA_CA_CERTS=<the certificate file>.
 //
 // Every page is also watched for uncaught errors, Content-Security-Policy refusals and
 // requests leaving 127.0.0.1: any of these fails the run. Exit status 0 = all passed.
@@ -28,6 +32,7 @@ const { values: opt } = parseArgs({
     screenshots: { type: 'string', default: 'target/screenshots' },
     only: { type: 'string' },
     'time-limit': { type: 'string', default: '240' },
+    spki: { type: 'string' },
   },
 });
 if (!opt.url) {
@@ -35,6 +40,7 @@ if (!opt.url) {
   process.exit(2);
 }
 const BASE = opt.url.replace(/\/$/, '');
+const HTTPS = BASE.startsWith('https://');
 const SHOTS = opt.screenshots;
 mkdirSync(SHOTS, { recursive: true });
 const only = opt.only ? new Set(opt.only.split(',').map(Number)) : null;
@@ -64,7 +70,10 @@ const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
   headless: true,
   timeout: 30_000,
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  args: [
+    '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync',
+    ...(opt.spki ? [`--ignore-certificate-errors-spki-list=${opt.spki}`] : []),
+  ],
 });
 
 // --- helpers ------------------------------------------------------------------------------
@@ -92,13 +101,17 @@ function watch(page, name) {
 // DevTools protocol (a page's WebSocket object does not show it).
 const chatExtensions = new Map(); // page name -> [extensions header of each /chat handshake]
 const chatReceived = new Map(); // page name -> [each text message received on /chat, parsed]
+const chatUrls = new Map(); // page name -> [URL of each /chat socket]
 
 async function watchHandshakes(page, name) {
   const cdp = await page.context().newCDPSession(page);
   await cdp.send('Network.enable');
   const chatSockets = new Set();
   cdp.on('Network.webSocketCreated', (e) => {
-    if (new URL(e.url).pathname === '/chat') chatSockets.add(e.requestId);
+    if (new URL(e.url).pathname !== '/chat') return;
+    chatSockets.add(e.requestId);
+    if (!chatUrls.has(name)) chatUrls.set(name, []);
+    chatUrls.get(name).push(e.url);
   });
   cdp.on('Network.webSocketHandshakeResponseReceived', (e) => {
     if (!chatSockets.has(e.requestId)) return;
@@ -216,6 +229,12 @@ async function scenario1() {
   assert(meA.data.avatar.startsWith('/resource/'), `A's avatar was uploaded and saved: ${meA.data.avatar}`);
   assert(meA.data.memo === 'Likes tea and long walks' && meA.data.sex === 'W', `A's memo and sex saved: ${JSON.stringify(meA.data)}`);
   A.id = meA.data.id;
+  if (HTTPS) {
+    // Served over the server's own TLS: the page is https, the session cookie Secure.
+    assert((await A.page.evaluate(() => location.protocol)) === 'https:', 'the page is served over https');
+    const token = (await A.ctx.cookies(BASE)).find((c) => c.name === 'fastim_token');
+    assert(token && token.secure && token.httpOnly, `the session cookie is Secure and HttpOnly: ${JSON.stringify(token)}`);
+  }
 
   await B.page.goto(`${BASE}/#/register`);
   Object.assign(B, { mobile: newMobile(), password: 'hunter22', nickname: 'Bob' });
@@ -248,6 +267,9 @@ async function scenario1() {
   await until('A\'s /chat handshake negotiated permessage-deflate', () =>
     (chatExtensions.get('A') || []).some((ext) => ext.startsWith('permessage-deflate')),
   );
+  if (HTTPS) {
+    await until("A's /chat socket is wss://", () => (chatUrls.get('A') || []).some((u) => u.startsWith('wss://')));
+  }
   await aliceRow.getByTestId('unread-badge').filter({ hasText: '1' }).waitFor();
   await aliceRow.click();
   await message(B.page, 'Hello Bob!').waitFor();
