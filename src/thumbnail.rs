@@ -266,6 +266,35 @@ mod tests {
         assert_eq!((thumb.width, thumb.height), (320, 1));
     }
 
+    /// A JPEG of `picture` whose EXIF says: turn 90 degrees clockwise to show (as a phone
+    /// held upright writes it).
+    fn jpeg_turned(picture: RgbImage) -> Vec<u8> {
+        use image::ImageEncoder;
+        // TIFF header (big-endian), one IFD entry: Orientation (0x0112), SHORT, 1, value 6.
+        let exif = vec![
+            b'M', b'M', 0, 42, 0, 0, 0, 8, 0, 1, 0x01, 0x12, 0, 3, 0, 0, 0, 1, 0, 6, 0, 0, 0, 0, 0,
+            0,
+        ];
+        let mut out = Vec::new();
+        let mut jpeg = JpegEncoder::new_with_quality(&mut out, 90);
+        jpeg.set_exif_metadata(exif).expect("exif");
+        jpeg.encode_image(&picture).expect("encode");
+        out
+    }
+
+    #[test]
+    fn the_exif_orientation_turns_the_thumbnail_upright() {
+        let thumb = make(ImageKind::Jpeg, &jpeg_turned(noise(640, 320))).expect("thumb");
+        assert_eq!((thumb.width, thumb.height), (160, 320));
+        let (_, bytes) = thumb.encoded.expect("a new file");
+        let back = decode(&bytes);
+        assert_eq!((back.width(), back.height()), (160, 320));
+        // Its own thumbnail: the sizes given are the upright ones, as a browser shows it.
+        let small = jpeg_turned(RgbImage::from_pixel(100, 50, Rgb([0, 90, 0])));
+        let thumb = make(ImageKind::Jpeg, &small).expect("thumb");
+        assert_eq!((thumb.encoded, thumb.width, thumb.height), (None, 50, 100));
+    }
+
     /// CRC-32 (ISO 3309, as PNG uses it), bit by bit.
     fn crc32(bytes: &[u8]) -> u32 {
         let mut crc = !0u32;
