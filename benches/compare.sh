@@ -36,7 +36,7 @@ SERVER_CPU=${SERVER_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 SERVERS=${SERVERS:-fastim peer fwsk}
 SCENARIOS=("$@")
-[ ${#SCENARIOS[@]} -eq 0 ] && SCENARIOS=(a b c d e f)
+[ ${#SCENARIOS[@]} -eq 0 ] && SCENARIOS=(a b c d e f g)
 
 OUT=target/bench
 mkdir -p "$OUT"
@@ -101,6 +101,9 @@ scenario_args() {
     # connections with one message each in flight.
     e) echo "echo --connections 1 --size 64 --in-flight 64" ;;
     f) echo "echo --connections 100 --size 64 --in-flight 1" ;;
+    # (b) with permessage-deflate offered: fastim accepts it, and 64-byte messages
+    # stay under its threshold; the peers decline it. Compare with (b).
+    g) echo "echo --connections 1000 --size 64 --in-flight 8 --offer-deflate" ;;
     esac
 }
 
@@ -194,6 +197,9 @@ ROWS = [
     ("f", "", "latency p50 (us)", "p50_us", "{:,.0f}", None),
     ("f", "", "server CPU per message (us)", "server_us_per_msg", "{:.3f}", None),
     ("f", "", "other processes' CPU (% of a core)", "other_cpu_pct", "{:.0f}", None),
+    ("g", "(b) with permessage-deflate offered", "server CPU per message (us)", "server_us_per_msg", "{:.3f}", None),
+    ("g", "", "messages/s", "msgs_per_s", "{:,.0f}", None),
+    ("g", "", "other processes' CPU (% of a core)", "other_cpu_pct", "{:.0f}", None),
 ]
 
 scenarios = {r["scenario"] for r in runs}

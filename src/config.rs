@@ -110,6 +110,13 @@ pub const RETENTION_INTERVAL: Duration = Duration::from_secs(3600);
 /// Seconds a client is told to wait in `Retry-After` when the server is busy.
 pub const BUSY_RETRY_AFTER_SECS: u64 = 1;
 
+/// Presence announcements are at least this far apart: a change after a quiet window
+/// goes out at once, later ones are collected until the window ends and sent
+/// together. A connection gets at most one presence frame per window, however many
+/// of its contacts come and go (a whole group connecting at once costs each member a
+/// frame per window, not one per member). Also the most a change waits.
+pub const PRESENCE_WINDOW: Duration = Duration::from_millis(50);
+
 /// Bytes that may wait in one connection's outbound queue before the reader is
 /// considered stuck and disconnected: two of the largest messages, plus slack.
 /// Only messages from others (fan-out) can reach it: a connection's own replies

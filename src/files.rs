@@ -70,6 +70,22 @@ pub fn embedded(path: &Path) -> Option<File<'static>> {
     })
 }
 
+/// A web-client file the server makes rather than embeds: `commands.js`, the chat
+/// command numbers from the server's own table (`im::cmd::commands_js`), so that the
+/// client and the server cannot disagree on them (also with `--static-dir`).
+pub fn generated(path: &Path) -> Option<File<'static>> {
+    if path != Path::new("commands.js") {
+        return None;
+    }
+    let body = crate::im::cmd::commands_js().into_bytes();
+    Some(File {
+        etag: etag_of(&body),
+        body: Cow::Owned(body),
+        content_type: content_type(path),
+        caching: Caching::Revalidate,
+    })
+}
+
 /// A file's validator from its bytes.
 pub fn etag_of(bytes: &[u8]) -> String {
     quoted_hex(&Sha256::digest(bytes)[..16])

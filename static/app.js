@@ -13,6 +13,7 @@ import { loginView, registerView } from './views/auth.js';
 import { HomeView } from './views/home.js';
 import { ChatView } from './views/chat.js';
 import { newGroupView } from './views/newgroup.js';
+import { CMD } from './commands.js';
 
 const root = document.getElementById('app');
 let session = null; // the logged-in state, null when logged out
@@ -114,9 +115,9 @@ function route() {
   if (!shell) buildShell();
   const [page, a, b] = parts;
   let open = false;
-  if (page === 'chat' && (a === '10' || a === '11') && /^\d+$/.test(b || '')) {
+  if (page === 'chat' && (a === String(CMD.SINGLE) || a === String(CMD.GROUP)) && /^\d+$/.test(b || '')) {
     const cmd = Number(a);
-    lastTab = cmd === 10 ? 'friends' : 'groups';
+    lastTab = cmd === CMD.SINGLE ? 'friends' : 'groups';
     setDetail(hash, () => new ChatView(session, cmd, Number(b), { backHref: `#/${lastTab}` }));
     open = true;
   } else if (page === 'newgroup') {
@@ -126,7 +127,7 @@ function route() {
         backHref: '#/me',
         onCreated: (g) => {
           toast(`Group “${g.name}” created.`, 'ok', 3000);
-          location.hash = `#/chat/11/${g.id}`;
+          location.hash = `#/chat/${CMD.GROUP}/${g.id}`;
         },
       }),
     );

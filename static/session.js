@@ -21,6 +21,8 @@
 import * as api from './api.js';
 import { ChatSocket } from './socket.js';
 import { uploadChatImage } from './images.js';
+import { formatTime } from './ui.js';
+import { CMD, TYPING_INTERVAL_MS } from './commands.js';
 
 const ACK_TIMEOUT = 10_000;
 export const PAGE = 30;
@@ -105,6 +107,9 @@ export class Session extends EventTarget {
     this.syncing = false;
     this.connState = 'connecting';
     this.contactsLoaded = false;
+    this.presence = new Map(); // user id -> {online, lastseen}, as the server last told
+    this.typing = new Map(); // conversation key -> Map(user id -> when it expires, ms)
+    this.typedAt = new Map(); // conversation key -> when a typing notice last left, ms
 
     this.store = {
       lastId: `fastim:${me.id}:lastId`,
@@ -235,8 +240,8 @@ export class Session extends EventTarget {
 
   /** The conversation a delivered message belongs to. */
   keyOf(m) {
-    if (m.cmd === 11) return key(11, m.dstid);
-    return key(10, m.userid === this.me.id ? m.dstid : m.userid);
+    if (m.cmd === CMD.GROUP) return key(CMD.GROUP, m.dstid);
+    return key(CMD.SINGLE, m.userid === this.me.id ? m.dstid : m.userid);
   }
 
   open(k) {
@@ -291,12 +296,14 @@ export class Session extends EventTarget {
 
   /** Adds a delivered message; false if it was already there. */
   ingest(m, { history = false } = {}) {
-    if (!(m.id > 0) || (m.cmd !== 10 && m.cmd !== 11)) return false;
+    if (!(m.id > 0) || (m.cmd !== CMD.SINGLE && m.cmd !== CMD.GROUP)) return false;
     const k = this.keyOf(m);
     const c = this.conv(k);
     if (!c.add(m)) return false;
     if (history) return true;
     const mine = m.userid === this.me.id;
+    // Their message ends their "typing…".
+    if (!mine && this.typing.get(k)?.delete(m.userid)) this.emit('typing', { key: k });
     if (!mine && k !== this.openKey && !this.quietSync) {
       c.unread++;
       this.saveUnread();
@@ -304,7 +311,7 @@ export class Session extends EventTarget {
     }
     // A message from someone who is not (yet) in the lists: they added me, or I joined a
     // group from another device. Reload the lists so the conversation can be opened.
-    if ((m.cmd === 10 && !this.friends.has(c.dstid) && c.dstid !== this.me.id) || (m.cmd === 11 && !this.groups.has(c.dstid))) {
+    if ((m.cmd === CMD.SINGLE && !this.friends.has(c.dstid) && c.dstid !== this.me.id) || (m.cmd === CMD.GROUP && !this.groups.has(c.dstid))) {
       this.refreshContactsSoon();
     }
     this.emit('messages', { key: k, id: m.id });
@@ -323,15 +330,29 @@ export class Session extends EventTarget {
     if (this.everOpened) this.loadContacts(); // things may have changed while we were away
     this.everOpened = true;
     this.syncing = true;
-    this.socket.send({ cmd: 20, id: this.lastId });
+    this.sync();
+    // Presence and typing: the answer is the contacts' current states, then changes.
+    this.presence.clear();
+    this.socket.send({ cmd: CMD.PRESENCE });
     // Then what is waiting in the outbox, oldest first, with the refs it already had.
     for (const c of this.convs.values()) {
       for (const p of c.pending.values()) if (p.status === 'queued' || p.status === 'sending') this.transmit(p);
     }
   }
 
+  /** Asks for what arrived after the last id, as one message (which the server may
+   *  compress as a whole) rather than a frame per message. */
+  sync() {
+    this.socket.send({ cmd: CMD.SYNC, id: this.lastId, batch: true });
+  }
+
   onClose({ delay, opened }) {
     this.syncing = false;
+    // Nothing is known while away; the next connection brings the states again.
+    if (this.presence.size) {
+      this.presence.clear();
+      this.emit('presence', {});
+    }
     for (const c of this.convs.values()) {
       for (const p of c.pending.values()) {
         if (p.status === 'sending') {
@@ -348,23 +369,71 @@ export class Session extends EventTarget {
     if (!opened) api.me().catch((e) => e.status === 401 && this.emit('expired'));
   }
 
+  /** Someone is typing: shown for `ttl` ms, or until their message arrives. */
+  onTyping(f) {
+    const k = f.cmd === CMD.TYPING_GROUP ? key(CMD.GROUP, f.dstid) : key(CMD.SINGLE, f.userid);
+    if (!this.typing.has(k)) this.typing.set(k, new Map());
+    const ttl = Math.min(Math.max(Number(f.ttl) || 0, 0), 30_000);
+    this.typing.get(k).set(f.userid, Date.now() + ttl);
+    this.emit('typing', { key: k });
+    setTimeout(() => this.emit('typing', { key: k }), ttl + 50);
+  }
+
+  /** "online", "last seen 14:05", or '' when nothing is known. */
+  presenceText(id) {
+    const p = this.presence.get(id);
+    if (!p) return '';
+    if (p.online) return 'online';
+    return p.lastseen ? `last seen ${formatTime(p.lastseen)}` : 'offline';
+  }
+
+  /** Who is typing in a conversation now (user ids). */
+  typingIn(k) {
+    const now = Date.now();
+    const t = this.typing.get(k);
+    if (!t) return [];
+    for (const [id, until] of t) if (until <= now) t.delete(id);
+    return [...t.keys()];
+  }
+
+  /** The user typed in conversation `k`: tell the other side, at most once a second. */
+  notifyTyping(k) {
+    const c = this.conv(k);
+    const now = Date.now();
+    if (this.connState !== 'online' || now - (this.typedAt.get(k) || 0) < TYPING_INTERVAL_MS) return;
+    if (c.cmd === CMD.SINGLE && c.dstid === this.me.id) return;
+    this.typedAt.set(k, now);
+    this.socket.send({ cmd: c.cmd === CMD.GROUP ? CMD.TYPING_GROUP : CMD.TYPING_SINGLE, dstid: c.dstid });
+  }
+
   onFrame(f) {
     switch (f.cmd) {
-      case 10:
-      case 11:
+      case CMD.SINGLE:
+      case CMD.GROUP:
         this.ingest(f);
         if (!this.syncing && f.id > this.lastId) this.setLastId(f.id);
         break;
-      case 21:
+      case CMD.ACK:
         this.onAck(f);
         break;
-      case 22:
+      case CMD.PRESENCE:
+        for (const p of f.presence || []) this.presence.set(p.userid, { online: p.online, lastseen: p.lastseen });
+        this.emit('presence', {});
+        break;
+      case CMD.TYPING_SINGLE:
+      case CMD.TYPING_GROUP:
+        this.onTyping(f);
+        break;
+      case CMD.ERROR:
         this.onError(f);
         break;
-      case 23:
+      case CMD.SYNC_BATCH:
+        for (const m of f.messages || []) this.ingest(m);
+      // falls through: the batch ends like a sync reply
+      case CMD.SYNC_DONE:
         if (f.id > this.lastId) this.setLastId(f.id);
         if (f.more) {
-          this.socket.send({ cmd: 20, id: this.lastId });
+          this.sync();
         } else {
           this.syncing = false;
           if (this.quietSync) {
@@ -374,7 +443,7 @@ export class Session extends EventTarget {
         }
         break;
       default:
-        break; // 0: heartbeat reply; anything newer is ignored
+        break; // the heartbeat's reply; anything newer is ignored
     }
   }
 

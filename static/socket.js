@@ -11,6 +11,8 @@
 //     heartbeat (not from the last frame) keeps that from looking like a dead connection.
 //   - reconnects at once when the browser says it is back online or the tab is shown.
 
+import { CMD } from './commands.js';
+
 const FIRST_DELAY = 500;
 const MAX_DELAY = 10_000;
 const CONNECT_TIMEOUT = 10_000;
@@ -172,6 +174,6 @@ export class ChatSocket extends EventTarget {
   /** A heartbeat whose answer (any frame) must come within ANSWER_WITHIN. */
   probe() {
     if (this.probeSince) return;
-    if (this.send({ cmd: 0 })) this.probeSince = Date.now();
+    if (this.send({ cmd: CMD.HEARTBEAT })) this.probeSince = Date.now();
   }
 }

@@ -19,7 +19,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use common::{Http, RawClient, Response, Server, fresh_data_dir, masked_frame};
-use fastim::store::{Db, NewMessage, Peer};
+use fastim::store::{Db, Message as ChatMessage, Peer};
 use serde_json::{Value, json};
 use tungstenite::stream::MaybeTlsStream;
 use tungstenite::{Message, WebSocket};
@@ -113,8 +113,8 @@ fn seed(data_dir: &Path, history: usize) -> World {
     );
     db.add_friend(a.id, b.id, 2).expect("friends");
     db.add_friend(c.id, d.id, 2).expect("friends");
-    let messages: Vec<NewMessage> = (0..history)
-        .map(|i| NewMessage {
+    let messages: Vec<ChatMessage> = (0..history)
+        .map(|i| ChatMessage {
             sender_id: b.id,
             to: Peer::User(a.id),
             media: 1,
@@ -124,6 +124,8 @@ fn seed(data_dir: &Path, history: usize) -> World {
             memo: String::new(),
             amount: 0,
             client_ref: None,
+            id: 0,
+            created_at: 0,
         })
         .collect();
     if !messages.is_empty() {

@@ -353,7 +353,7 @@ fn backup_while_a_client_sends_then_restore_holds_every_acknowledged_message() {
     // Messages after the backup, to show the restore really replaces the file.
     {
         let mut db = Db::open(&dir.join("fastim.db")).expect("open");
-        let extra = fastim::store::NewMessage {
+        let extra = fastim::store::Message {
             sender_id: a.0,
             to: Peer::User(b.0),
             media: 1,
@@ -363,6 +363,8 @@ fn backup_while_a_client_sends_then_restore_holds_every_acknowledged_message() {
             memo: String::new(),
             amount: 0,
             client_ref: None,
+            id: 0,
+            created_at: 0,
         };
         db.save_messages(&[extra], 1).expect("save");
     }
@@ -411,7 +413,7 @@ fn check_a_healthy_and_a_corrupted_database_and_stats_count() {
         };
         let g = db.create_group(a, group, 5, 1).expect("group").id;
         let batch: Vec<_> = (0..400)
-            .map(|i| fastim::store::NewMessage {
+            .map(|i| fastim::store::Message {
                 sender_id: a,
                 to: if i % 2 == 0 {
                     Peer::User(b)
@@ -425,6 +427,8 @@ fn check_a_healthy_and_a_corrupted_database_and_stats_count() {
                 memo: String::new(),
                 amount: 0,
                 client_ref: None,
+                id: 0,
+                created_at: 0,
             })
             .collect();
         db.save_messages(&batch, 1).expect("save");

@@ -55,6 +55,8 @@ fn web_client_in_chromium() {
             "--resource-dir",
             resources.to_str().expect("utf-8 path"),
             "--inspector",
+            "--metrics-listen",
+            "127.0.0.1:0",
         ],
     );
     let restart_data = fresh_data_dir();
@@ -110,6 +112,11 @@ fn web_client_in_chromium() {
     };
     let out = out.join().unwrap_or_default();
     let err = err.join().unwrap_or_default();
+    // Scenario 3's second device synced the whole history in one message: the
+    // server sent it compressed (Chromium's DevTools show frames inflated).
+    let compressed = status
+        .filter(|s| s.success())
+        .map(|_| chat_messages_sent_compressed(&server));
     drop(server);
     let _ = std::fs::remove_dir_all(&restart_data);
 
@@ -119,4 +126,29 @@ fn web_client_in_chromium() {
         Some(s) if !s.success() => panic!("browser tests failed ({s})\n{report}"),
         Some(_) => println!("{out}"),
     }
+    let compressed = compressed.expect("scraped after a successful run");
+    assert!(
+        compressed >= 1.0,
+        "no chat message went to Chromium compressed (fastim_ws_messages_sent_compressed_total)"
+    );
+}
+
+/// `fastim_ws_messages_sent_compressed_total{endpoint="chat"}` from the server's metrics.
+fn chat_messages_sent_compressed(server: &Server) -> f64 {
+    use std::io::{Read, Write};
+    let addr = server.metrics.expect("--metrics-listen was given");
+    let mut s = std::net::TcpStream::connect(addr).expect("metrics port");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: metrics\r\n\r\n")
+        .expect("request");
+    let mut text = String::new();
+    s.read_to_string(&mut text)
+        .expect("the server answers and closes");
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(r#"fastim_ws_messages_sent_compressed_total{endpoint="chat"} "#)
+        })
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no compressed-messages series in:\n{text}"))
 }

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::{Http, Server, fresh_data_dir};
-use fastim::store::{Db, NewGroup, NewMessage, Peer};
+use fastim::store::{Db, Message as ChatMessage, NewGroup, Peer};
 use serde_json::{Value, json};
 use tungstenite::stream::MaybeTlsStream;
 use tungstenite::{Message, WebSocket};
@@ -26,8 +26,8 @@ fn now_ms() -> i64 {
     i64::try_from(since.as_millis()).expect("fits")
 }
 
-fn message(from: i64, to: Peer, content: &str) -> NewMessage {
-    NewMessage {
+fn message(from: i64, to: Peer, content: &str) -> ChatMessage {
+    ChatMessage {
         sender_id: from,
         to,
         media: 1,
@@ -37,11 +37,13 @@ fn message(from: i64, to: Peer, content: &str) -> NewMessage {
         memo: String::new(),
         amount: 0,
         client_ref: None,
+        id: 0,
+        created_at: 0,
     }
 }
 
 /// Stores `m` as if it had arrived at `at`; returns its id.
-fn store_at(db: &mut Db, m: NewMessage, at: i64) -> i64 {
+fn store_at(db: &mut Db, m: ChatMessage, at: i64) -> i64 {
     db.save_messages(&[m], at).expect("save")[0].id
 }
 

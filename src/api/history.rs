@@ -3,8 +3,8 @@
 use super::contacts::{MSG_NO_SUCH_GROUP, MSG_NOT_MEMBER};
 use super::fields::Fields;
 use super::{ApiReply, Caller, Failure, HISTORY_DEFAULT_LIMIT, HISTORY_MAX_LIMIT};
-use crate::im::wire::Delivery;
-use crate::store::{CMD_GROUP, CMD_SINGLE, Db, Peer, StoreError};
+use crate::im::cmd::code::{GROUP, SINGLE};
+use crate::store::{Db, Peer, StoreError};
 
 /// `/message/history` (`dstid`, `cmd`, optional `before`, optional `limit`).
 ///
@@ -17,8 +17,8 @@ use crate::store::{CMD_GROUP, CMD_SINGLE, Db, Peer, StoreError};
 pub(super) fn history(db: &Db, caller: &Caller<'_>, fields: &Fields) -> Result<ApiReply, Failure> {
     let dst = fields.required_int("dstid")?;
     let peer = match fields.int("cmd") {
-        Ok(Some(CMD_SINGLE)) => Peer::User(dst),
-        Ok(Some(CMD_GROUP)) => Peer::Group(dst),
+        Ok(Some(SINGLE)) => Peer::User(dst),
+        Ok(Some(GROUP)) => Peer::Group(dst),
         Ok(None) => return Err(Failure::field("cmd is required")),
         Ok(Some(_)) | Err(Failure::App(_)) => {
             return Err(Failure::field("cmd must be 10 (one-to-one) or 11 (group)"));
@@ -51,6 +51,5 @@ pub(super) fn history(db: &Db, caller: &Caller<'_>, fields: &Fields) -> Result<A
     // Read after the rows, as sync does: retention in between only moves it later.
     let oldest = db.history_start()?;
     // History rows are the chat wire's deliveries: one format for both.
-    let rows: Vec<Delivery<'_>> = messages.iter().map(Delivery::from).collect();
-    Ok(ApiReply::rows_from(&rows, Some(oldest)))
+    Ok(ApiReply::rows_from(&messages, Some(oldest)))
 }

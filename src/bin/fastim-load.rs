@@ -16,6 +16,10 @@
 //!   sender, and reports acknowledged messages/s, deliveries/s, send-to-delivery
 //!   and send-to-ack latency, and the server's CPU per message; every delivery is
 //!   checked (each message exactly once per receiver, in increasing id order).
+//! - `live-seed` and `live`: presence and typing when N users of one group connect
+//!   within a few seconds (users and sessions are written into the database before
+//!   the server starts): presence frames and entries received, presence and typing
+//!   latency, the server's CPU.
 //!
 //! Frames are built and masked once per run and written straight from that
 //! buffer; echoes are parsed in one large receive buffer: nothing is allocated
@@ -27,6 +31,8 @@
 //! fastim-load idle --url ws://127.0.0.1:8080/echo --connections 10000 --server-pid 1234
 //! fastim-load chat --url http://127.0.0.1:8080 --mode group --clients 1000 --duration 10
 //! fastim-load chat --url http://127.0.0.1:8080 --mode single --pairs 10 --in-flight 8 --duration 10
+//! fastim-load live-seed --data-dir /tmp/live --users 1000   # then start fastim on /tmp/live
+//! fastim-load live --url ws://127.0.0.1:8080/chat --tokens /tmp/live/live-tokens.txt --server-pid 1234
 //! ```
 
 // A crate root looks for modules next to itself: point into the tool's own folder.
@@ -38,6 +44,8 @@ mod echo;
 mod hist;
 #[path = "fastim-load/idle.rs"]
 mod idle;
+#[path = "fastim-load/live.rs"]
+mod live;
 #[path = "fastim-load/net.rs"]
 mod net;
 #[path = "fastim-load/procfs.rs"]
@@ -101,6 +109,12 @@ enum Mode {
         /// Handshakes in progress at once while connecting.
         #[arg(long, default_value_t = 256)]
         batch: usize,
+        /// Offer permessage-deflate in every handshake. Messages shorter than the
+        /// server's --deflate-min-bytes still come back plain, which is what this
+        /// measures (the cost of the extension where it does not compress); a
+        /// compressed echo is not inflated here and stops the run as an error.
+        #[arg(long)]
+        offer_deflate: bool,
     },
     /// Open idle connections and report the server's memory per connection.
     Idle {
@@ -168,6 +182,39 @@ enum Mode {
         #[arg(long, default_value_t = 256)]
         batch: usize,
     },
+    /// Write N users with sessions, all in one group, into a new database.
+    LiveSeed {
+        /// The data directory the server will be started on.
+        #[arg(long)]
+        data_dir: std::path::PathBuf,
+        /// Users to create.
+        #[arg(long, default_value_t = 1000)]
+        users: usize,
+    },
+    /// Presence and typing: connect every seeded user, then type in the group.
+    Live(LiveOpts),
+}
+
+#[derive(clap::Args, Debug)]
+struct LiveOpts {
+    /// The chat endpoint, e.g. ws://127.0.0.1:8080/chat.
+    #[arg(long)]
+    url: String,
+    /// The file `live-seed` wrote (`live-tokens.txt` in its data directory).
+    #[arg(long)]
+    tokens: std::path::PathBuf,
+    /// Seconds over which every user connects, evenly spread.
+    #[arg(long, default_value_t = 3.0)]
+    connect_over: f64,
+    /// Users that send a group typing notice every 1.1 s.
+    #[arg(long, default_value_t = 10)]
+    typers: usize,
+    /// Seconds of typing.
+    #[arg(long, default_value_t = 5.0)]
+    duration: f64,
+    /// The server's process id, to report its CPU time.
+    #[arg(long)]
+    server_pid: Option<u32>,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -199,6 +246,11 @@ fn run(args: Args) -> Result<bool, String> {
                     ..
                 } => *clients,
                 Mode::Chat { pairs, .. } => pairs.saturating_mul(2),
+                Mode::LiveSeed { .. } => 0,
+                // The tokens file has a line per user.
+                Mode::Live(LiveOpts { tokens, .. }) => {
+                    std::fs::read_to_string(tokens).map_or(0, |t| t.lines().count())
+                }
             };
             if (n as usize) < wanted + 16 {
                 return Err(format!(
@@ -224,6 +276,7 @@ fn run(args: Args) -> Result<bool, String> {
             no_verify,
             server_pid,
             batch,
+            offer_deflate,
         } => {
             let duration =
                 seconds(duration).ok_or("--duration must be a positive number of seconds")?;
@@ -244,6 +297,7 @@ fn run(args: Args) -> Result<bool, String> {
                 server_pid,
                 batch,
                 deadline: deadline((duration + warmup).as_secs_f64()),
+                offer_deflate,
             })
         }
         Mode::Idle {
@@ -318,6 +372,22 @@ fn run(args: Args) -> Result<bool, String> {
                 batch,
                 mobile_base,
                 deadline: deadline(setup_allowance + (duration + warmup).as_secs_f64()),
+            })
+        }
+        Mode::LiveSeed { data_dir, users } => live::seed(&live::SeedArgs { data_dir, users }),
+        Mode::Live(o) => {
+            let connect_over = seconds(o.connect_over)
+                .ok_or("--connect-over must be a positive number of seconds")?;
+            let duration =
+                seconds(o.duration).ok_or("--duration must be a positive number of seconds")?;
+            live::run(&live::LiveArgs {
+                target: Target::parse(&o.url)?,
+                tokens: o.tokens,
+                connect_over,
+                typers: o.typers,
+                duration,
+                server_pid: o.server_pid,
+                deadline: deadline(connect_over.as_secs_f64() + duration.as_secs_f64() + 5.0),
             })
         }
     }

@@ -4,7 +4,7 @@
 
 use log::error;
 
-use crate::store::{Db, NewMessage, Saved, SendRight};
+use crate::store::{Db, Message, Saved, SendRight};
 
 /// What became of one message of a batch.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -21,7 +21,7 @@ pub enum Outcome {
 }
 
 /// Checks and stores `batch` in one transaction; outcomes come back in batch order.
-pub fn commit_batch(db: &mut Db, batch: &[NewMessage], now_ms: i64) -> Vec<Outcome> {
+pub fn commit_batch(db: &mut Db, batch: &[Message], now_ms: i64) -> Vec<Outcome> {
     match db.save_messages_checked(batch, now_ms) {
         Ok(results) => results
             .into_iter()
@@ -66,8 +66,8 @@ mod tests {
     use crate::store::testutil::{test_db, text, user};
     use crate::store::{NewGroup, Peer};
 
-    fn sent(sender: i64, to: Peer, client_ref: &str) -> NewMessage {
-        NewMessage {
+    fn sent(sender: i64, to: Peer, client_ref: &str) -> Message {
+        Message {
             client_ref: Some(client_ref.to_owned()),
             ..text(sender, to, &format!("from {sender}"))
         }

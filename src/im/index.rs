@@ -3,10 +3,16 @@
 //! Group fan-out looks up the group's online connections directly instead of scanning
 //! every client (fastIM scanned all of them per message, FASTIM.md §1.9 item 12).
 //! Memberships are loaded from the store at start and kept current by the API's
-//! join/leave effects; connections come and go with the sockets.
+//! join/leave effects; connections come and go with the sockets. The index also
+//! knows which connections asked for live events (presence and typing, `cmd` 24),
+//! keeps presence (`presence.rs`) and the typing rate limit of each connection that
+//! types (`cmd/typing.rs`): all of it goes when the connection goes.
 
 use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
 
+use super::cmd::TypingWindow;
+use super::presence::Presence;
 use crate::store::{Peer, SendRight};
 
 /// A connection, as the server names it (its slab key).
@@ -25,6 +31,14 @@ pub struct ChatIndex {
     group_sizes: HashMap<i64, u32>,
     /// Friends of each user (friendship is mutual: both directions are held).
     friends_of: HashMap<i64, HashSet<i64>>,
+    /// The user of each online connection.
+    user_of: HashMap<ConnKey, i64>,
+    /// Connections that asked for presence and typing, with when they last asked.
+    watching: HashMap<ConnKey, Instant>,
+    /// The typing rate limit of connections that have typed.
+    typing: HashMap<ConnKey, TypingWindow>,
+    /// Who was announced online, last seen, this turn's changes.
+    pub(super) presence: Presence,
 }
 
 impl ChatIndex {
@@ -42,15 +56,24 @@ impl ChatIndex {
     /// Adds these friendships (each pair in either or both directions).
     pub fn with_friends(mut self, pairs: impl IntoIterator<Item = (i64, i64)>) -> Self {
         for (a, b) in pairs {
-            self.befriended(a, b);
+            self.friends_of.entry(a).or_default().insert(b);
+            self.friends_of.entry(b).or_default().insert(a);
         }
         self
     }
 
-    /// `a` and `b` became friends.
+    /// Starts presence with these `(user, last seen)` pairs from the store.
+    pub fn with_last_seen(mut self, pairs: impl IntoIterator<Item = (i64, i64)>) -> Self {
+        self.presence = Presence::with_last_seen(pairs);
+        self
+    }
+
+    /// `a` and `b` became friends: from the end of this turn each one's watching
+    /// connections learn the other's presence.
     pub fn befriended(&mut self, a: i64, b: i64) {
         self.friends_of.entry(a).or_default().insert(b);
         self.friends_of.entry(b).or_default().insert(a);
+        self.presence.introduce(a, b);
     }
 
     /// May `user` send to `to`? The same rules as the writer's check inside its
@@ -77,15 +100,27 @@ impl ChatIndex {
 
     /// A user's connection came online.
     pub fn connect(&mut self, user: i64, conn: ConnKey) {
-        self.conns_of.entry(user).or_default().push(conn);
+        let conns = self.conns_of.entry(user).or_default();
+        if conns.is_empty() {
+            self.presence.note(user);
+        }
+        conns.push(conn);
+        self.user_of.insert(conn, user);
         for group in self.groups_of.get(&user).into_iter().flatten() {
             self.group_conns.entry(*group).or_default().push(conn);
         }
     }
 
     /// A user's connection went away.
+    /// A connection that has gone already (a closing one is removed twice) changes nothing.
     pub fn disconnect(&mut self, user: i64, conn: ConnKey) {
-        remove_from(&mut self.conns_of, user, conn);
+        if !remove_from(&mut self.conns_of, user, conn) {
+            return;
+        }
+        self.forget_conn(conn);
+        if self.conns_of(user).is_empty() {
+            self.presence.note(user);
+        }
         for group in self.groups_of.get(&user).into_iter().flatten() {
             remove_from(&mut self.group_conns, *group, conn);
         }
@@ -136,7 +171,9 @@ impl ChatIndex {
     /// `user` was deleted: their memberships and friendships go (a group they were the
     /// last member of goes with them), and so does any connection still listed.
     pub fn forget_user(&mut self, user: i64) {
+        self.presence.forget(user);
         for conn in self.conns_of.remove(&user).unwrap_or_default() {
+            self.forget_conn(conn);
             for group in self.groups_of.get(&user).into_iter().flatten() {
                 remove_from(&mut self.group_conns, *group, conn);
             }
@@ -166,15 +203,111 @@ impl ChatIndex {
     pub fn group_conns(&self, group: i64) -> &[ConnKey] {
         self.group_conns.get(&group).map_or(&[], Vec::as_slice)
     }
-}
 
-fn remove_from(map: &mut HashMap<i64, Vec<ConnKey>>, key: i64, conn: ConnKey) {
-    if let Some(conns) = map.get_mut(&key) {
-        conns.retain(|c| *c != conn);
-        if conns.is_empty() {
-            map.remove(&key);
+    /// A user's friends.
+    pub fn friends(&self, user: i64) -> impl Iterator<Item = &i64> {
+        self.friends_of.get(&user).into_iter().flatten()
+    }
+
+    /// A user's groups.
+    pub fn groups(&self, user: i64) -> impl Iterator<Item = &i64> {
+        self.groups_of.get(&user).into_iter().flatten()
+    }
+
+    /// The user of an online connection.
+    pub fn user_of(&self, conn: ConnKey) -> Option<i64> {
+        self.user_of.get(&conn).copied()
+    }
+
+    /// The connection asked for presence and typing at `now`. False (and nothing
+    /// changes) if it asked less than `again_after` before, or is not online: the
+    /// answer, the contacts' states, is not made again so soon.
+    pub fn watch(&mut self, conn: ConnKey, now: Instant, again_after: Duration) -> bool {
+        if !self.user_of.contains_key(&conn) {
+            return false;
+        }
+        if let Some(last) = self.watching.get(&conn) {
+            if now.saturating_duration_since(*last) < again_after {
+                return false;
+            }
+        }
+        self.watching.insert(conn, now);
+        true
+    }
+
+    /// Whether a typing notice from `conn` to `to` may be forwarded now (the rate
+    /// limit, `cmd/typing.rs`); counts it if so.
+    pub fn admit_typing(&mut self, conn: ConnKey, to: Peer, now: Instant) -> bool {
+        if !self.user_of.contains_key(&conn) {
+            return false;
+        }
+        self.typing.entry(conn).or_default().admit(to, now)
+    }
+
+    /// The connections a typing notice of `user` in `to` goes to: the watching ones
+    /// of the other side, or of the group's members, except `user`'s own.
+    pub fn typing_audience(&self, user: i64, to: Peer) -> Vec<ConnKey> {
+        let conns = match to {
+            Peer::User(peer) => self.conns_of(peer),
+            Peer::Group(group) => self.group_conns(group),
+        };
+        conns
+            .iter()
+            .copied()
+            .filter(|c| self.watching.contains_key(c) && self.user_of(*c) != Some(user))
+            .collect()
+    }
+
+    /// Whether presence changes wait for [`ChatIndex::presence_turn`].
+    pub fn presence_pending(&self) -> bool {
+        self.presence.pending()
+    }
+
+    /// The watching connections of `user`.
+    pub(super) fn watching_conns(&self, user: i64) -> Vec<ConnKey> {
+        self.conns_of(user)
+            .iter()
+            .copied()
+            .filter(|c| self.watching.contains_key(c))
+            .collect()
+    }
+
+    /// Calls `f` with every watching connection of `user`'s friends and fellow group
+    /// members (not `user`'s own; a connection may come more than once).
+    pub(super) fn for_each_contact_conn(&self, user: i64, mut f: impl FnMut(ConnKey)) {
+        let lists = self
+            .friends(user)
+            .map(|&friend| self.conns_of(friend))
+            .chain(self.groups(user).map(|&group| self.group_conns(group)));
+        for conns in lists {
+            for &conn in conns {
+                if self.watching.contains_key(&conn) && self.user_of(conn) != Some(user) {
+                    f(conn);
+                }
+            }
         }
     }
+
+    /// A connection has gone: its live-event state goes with it.
+    fn forget_conn(&mut self, conn: ConnKey) {
+        self.user_of.remove(&conn);
+        self.watching.remove(&conn);
+        self.typing.remove(&conn);
+    }
+}
+
+/// Removes `conn` from `key`'s list; whether it was there.
+fn remove_from(map: &mut HashMap<i64, Vec<ConnKey>>, key: i64, conn: ConnKey) -> bool {
+    let Some(conns) = map.get_mut(&key) else {
+        return false;
+    };
+    let before = conns.len();
+    conns.retain(|c| *c != conn);
+    let removed = conns.len() < before;
+    if conns.is_empty() {
+        map.remove(&key);
+    }
+    removed
 }
 
 #[cfg(test)]

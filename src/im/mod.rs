@@ -1,6 +1,8 @@
-//! The chat rules on top of the WebSocket engine: wire format, routing index and the
-//! writer's batch commit.
+//! The chat rules on top of the WebSocket engine: the commands, the wire format,
+//! the routing index, presence and the writer's batch commit.
 
+pub mod cmd;
 pub mod commit;
 pub mod index;
+pub mod presence;
 pub mod wire;

@@ -1,15 +1,18 @@
 //! The `/chat` endpoint: what a chat client's frames turn into.
 //!
-//! Parsing, send rights (from the loop's index) and replies that need nothing but
-//! the frame happen here, on the loop. Allowed messages go to the chat writer
-//! (one batch per loop turn); sync reads go to the API workers. Nothing here blocks.
+//! Each frame is parsed into its command and applied (`im/cmd/`: parsing, rights
+//! from the loop's index, what it produces); this module hands what it produced
+//! to the loop: replies to the connection, messages to the chat writer (one batch
+//! per loop turn), sync reads to the API workers, frames for other connections to
+//! the turn's fan-out queue. Nothing here blocks.
+
+use std::time::Instant;
 
 use super::lifecycle::Services;
 use super::workers::{ConnRef, Job, PendingChat, Ticket, Work};
-use crate::im::commit::{Outcome, refusal};
+use crate::im::cmd::{self, Ctx, Produced, SyncAfter};
 use crate::im::index::ChatIndex;
-use crate::im::wire::{self, CMD_HEARTBEAT, Command, Reply, WireError};
-use crate::store::SendRight;
+use crate::im::wire::WireError;
 use crate::ws::{Message, PerMessageDeflate};
 
 /// What a chat frame needs from the loop.
@@ -18,7 +21,7 @@ pub struct Turn<'a> {
     pub conn: ConnRef,
     /// Its authenticated user: the sender of anything it sends.
     pub user: i64,
-    /// Workers and the writer's budget.
+    /// Workers, the writer's budget and the turn's fan-out queue.
     pub services: &'a mut dyn Services,
     /// Who may send to whom.
     pub index: &'a mut ChatIndex,
@@ -37,18 +40,18 @@ pub enum Sent {
     Reply(String),
     /// A message went to the writer; its ack will come.
     Message,
-    /// The client asks for a sync after this id; the connection decides when.
-    Sync(i64),
+    /// The client asks for a sync; the connection decides when.
+    Sync(SyncAfter),
 }
 
 /// The 503 a client gets when a queue is full: it may send the same thing again.
 const BUSY: &str = "the server is busy; send it again shortly";
 
-/// Handles one message from a chat client.
+/// Handles one message from a chat client, at the loop turn's time `now`.
 ///
 /// Replies are returned, not written: the connection sends them (and refuses to
 /// after its close frame).
-pub fn on_message(message: Message<'_>, turn: &mut Turn<'_>) -> Sent {
+pub fn on_message(message: Message<'_>, turn: &mut Turn<'_>, now: Instant) -> Sent {
     let text = match message {
         Message::Text(text) => text,
         Message::Binary(_) => {
@@ -57,23 +60,25 @@ pub fn on_message(message: Message<'_>, turn: &mut Turn<'_>) -> Sent {
             return Sent::Reply(e.to_json());
         }
     };
-    match wire::parse_command(text) {
-        Ok(Command::Heartbeat) => Sent::Reply(Reply::Heartbeat { cmd: CMD_HEARTBEAT }.to_json()),
-        Ok(Command::Send(outgoing)) => {
-            let message = outgoing.into_new_message(turn.user);
-            // Refused messages never reach the writer (it checks again in its transaction).
-            let right = turn.index.right(turn.user, message.to);
-            if right != SendRight::Allowed {
-                if let Outcome::Refused { code, msg } = refusal(right) {
-                    let e = WireError {
-                        client_ref: message.client_ref,
-                        code,
-                        msg,
-                    };
-                    return Sent::Reply(e.to_json());
-                }
-                return Sent::Nothing;
-            }
+    let command = match cmd::parse(text) {
+        Ok(command) => command,
+        Err(e) => return Sent::Reply(e.to_json()),
+    };
+    let mut ctx = Ctx {
+        conn: turn.conn.key,
+        user: turn.user,
+        index: turn.index,
+        now,
+    };
+    match command.apply(&mut ctx) {
+        Produced::Nothing => Sent::Nothing,
+        Produced::Reply(reply) => Sent::Reply(reply),
+        Produced::Sync(after) => Sent::Sync(after),
+        Produced::FanOut(fanouts) => {
+            turn.services.fan_out(fanouts);
+            Sent::Nothing
+        }
+        Produced::Store(message) => {
             let client_ref = message.client_ref.clone();
             let pending = PendingChat {
                 conn: turn.conn,
@@ -89,20 +94,19 @@ pub fn on_message(message: Message<'_>, turn: &mut Turn<'_>) -> Sent {
             }
             Sent::Message
         }
-        Ok(Command::Sync { after }) => Sent::Sync(after),
-        Err(e) => Sent::Reply(e.to_json()),
     }
 }
 
 /// Sends a sync job to the workers. A full queue is `Err` with the 503 error to
 /// answer. The connection keeps `ticket`: a sync whose connection has gone is skipped.
-pub fn start_sync(turn: &mut Turn<'_>, after: i64, ticket: &Ticket) -> Result<(), String> {
+pub fn start_sync(turn: &mut Turn<'_>, sync: SyncAfter, ticket: &Ticket) -> Result<(), String> {
     let job = Job {
         conn: turn.conn,
         ticket: ticket.clone(),
         work: Work::Sync {
             user: turn.user,
-            after,
+            after: sync.after,
+            batch: sync.batch,
             deflate: turn.deflate,
             min_bytes: turn.deflate_min_bytes,
         },

@@ -43,6 +43,7 @@ fn test_config() -> Config {
 struct FakeServices {
     jobs: Vec<Job>,
     chats: Vec<PendingChat>,
+    fanouts: Vec<crate::im::cmd::Fanout>,
     refuse_jobs: bool,
     refuse_chats: bool,
     uploads: Rc<Cell<usize>>,
@@ -64,6 +65,10 @@ impl Services for FakeServices {
         }
         self.chats.push(chat);
         Ok(())
+    }
+
+    fn fan_out(&mut self, fanouts: Vec<crate::im::cmd::Fanout>) {
+        self.fanouts.extend(fanouts);
     }
 
     fn upload_slot(&mut self) -> Option<UploadSlot> {
@@ -98,6 +103,7 @@ fn harness_with(config: Config, throttle: ThrottleConfig) -> Harness {
         services: FakeServices {
             jobs: Vec::new(),
             chats: Vec::new(),
+            fanouts: Vec::new(),
             refuse_jobs: false,
             refuse_chats: false,
             uploads: Rc::new(Cell::new(0)),

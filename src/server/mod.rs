@@ -7,7 +7,9 @@
 //! All connections read into one loop-wide buffer, parsed there in place; a
 //! connection keeps bytes of its own only when a read ends inside a request head or
 //! frame header, or arrives while it is over a budget. Output for a connection is
-//! queued during the turn and written once at the end of it. Blocking work (SQLite,
+//! queued during the turn and written once at the end of it; so are the frames chat
+//! commands make for other connections without storage (typing, presence), encoded
+//! once and shared like committed messages (`end_turn`). Blocking work (SQLite,
 //! password hashing) goes to [`workers`] and comes back through a `mio::Waker`.
 
 mod chat;
@@ -39,9 +41,11 @@ use slab::Slab;
 use crate::api::Effect;
 use crate::config::{self, Config};
 use crate::http::{Refusal, Status};
+use crate::im::cmd::Fanout;
+use crate::im::cmd::code::ACK;
 use crate::im::commit::Outcome;
 use crate::im::index::ChatIndex;
-use crate::im::wire::{CMD_ACK, Reply, WireError};
+use crate::im::wire::{Reply, WireError};
 use crate::resource::ResourceDir;
 use crate::store::{Db, Peer};
 use crate::throttle::Throttle;
@@ -90,6 +94,14 @@ pub struct Server {
     chat_batch: Vec<PendingChat>,
     /// Chat messages given to the writer and not yet answered.
     writer_backlog: usize,
+    /// Frames for other connections made this turn (typing, presence), delivered at
+    /// its end.
+    fanouts: Vec<Fanout>,
+    /// The earliest time of the next presence announcement: one window
+    /// ([`config::PRESENCE_WINDOW`]) after the last.
+    presence_next: Instant,
+    /// Set while changes wait for `presence_next`: when the loop must wake for them.
+    presence_due: Option<Instant>,
     /// Upload bodies being read.
     uploads: Rc<Cell<usize>>,
     /// Unauthenticated connections per client address.
@@ -130,6 +142,7 @@ struct Shared<'a> {
     workers: &'a Workers,
     chat_batch: &'a mut Vec<PendingChat>,
     writer_backlog: &'a mut usize,
+    fanouts: &'a mut Vec<Fanout>,
     uploads: &'a Rc<Cell<usize>>,
     inspector: &'a mut Vec<(ConnRef, inspector::Command)>,
 }
@@ -146,6 +159,10 @@ impl Services for Shared<'_> {
         *self.writer_backlog += 1;
         self.chat_batch.push(chat);
         Ok(())
+    }
+
+    fn fan_out(&mut self, fanouts: Vec<Fanout>) {
+        self.fanouts.extend(fanouts);
     }
 
     fn upload_slot(&mut self) -> Option<UploadSlot> {
@@ -169,6 +186,7 @@ macro_rules! with_conn {
                     workers: &s.workers,
                     chat_batch: &mut s.chat_batch,
                     writer_backlog: &mut s.writer_backlog,
+                    fanouts: &mut s.fanouts,
                     uploads: &s.uploads,
                     inspector: &mut s.inspector.commands,
                 };
@@ -197,8 +215,14 @@ impl Server {
     /// binds the listener and installs the signal handlers.
     pub fn bind(config: Config) -> io::Result<Server> {
         let db_path = database_path(&config);
-        let (memberships, friendships) = Db::open(&db_path)
-            .and_then(|db| Ok((db.all_memberships()?, db.all_friendships()?)))
+        let (memberships, friendships, last_seen) = Db::open(&db_path)
+            .and_then(|db| {
+                Ok((
+                    db.all_memberships()?,
+                    db.all_friendships()?,
+                    db.all_last_seen()?,
+                ))
+            })
             .map_err(|e| io::Error::other(format!("database {}: {e}", db_path.display())))?;
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
@@ -240,9 +264,14 @@ impl Server {
             next_serial: 0,
             throttle: Throttle::new(config.throttle.clone()),
             config,
-            index: ChatIndex::new(memberships).with_friends(friendships),
+            index: ChatIndex::new(memberships)
+                .with_friends(friendships)
+                .with_last_seen(last_seen),
             chat_batch: Vec::new(),
             writer_backlog: 0,
+            fanouts: Vec::new(),
+            presence_next: Instant::now(),
+            presence_due: None,
             uploads: Rc::new(Cell::new(0)),
             per_address: HashMap::new(),
             refused: VecDeque::new(),
@@ -279,7 +308,10 @@ impl Server {
         loop {
             let now = Instant::now();
             let timeout = if self.to_read.is_empty() {
-                next_sweep.saturating_duration_since(now)
+                let wake = self
+                    .presence_due
+                    .map_or(next_sweep, |due| due.min(next_sweep));
+                wake.saturating_duration_since(now)
             } else {
                 Duration::ZERO
             };
@@ -335,8 +367,11 @@ impl Server {
                 self.workers.purge_sessions();
                 next_purge = now + PURGE_INTERVAL;
             }
+            self.end_turn(false);
             if let Some(deadline) = self.shutdown_deadline {
                 if self.conns.is_empty() || now >= deadline {
+                    // Who went offline is stored before the writer stops.
+                    self.end_turn(true);
                     info!("stopped ({} connections left open)", self.conns.len());
                     self.workers.stop();
                     return Ok(());
@@ -755,7 +790,7 @@ impl Server {
     fn deliver(&mut self, c: workers::Committed) {
         let reply = match &c.outcome {
             Outcome::Saved(saved) => Reply::Ack {
-                cmd: CMD_ACK,
+                cmd: ACK,
                 client_ref: c.client_ref.as_deref(),
                 id: saved.id,
                 createat: saved.created_at,
@@ -781,9 +816,6 @@ impl Server {
         let Some((to, frame)) = c.delivery else {
             return;
         };
-        // Encoded once, shared by every recipient's queue; and compressed once
-        // for the recipients with permessage-deflate (RFC 7692), with the
-        // smallest window any of them allows (§7.1.2.1).
         let recipients: Vec<usize> = match to {
             Peer::User(peer) => {
                 let mut r = self.index.conns_of(peer).to_vec();
@@ -796,26 +828,70 @@ impl Server {
             // The index holds each member connection once.
             Peer::Group(group) => self.index.group_conns(group).to_vec(),
         };
-        let compressed = self.compress_delivery(&frame, &recipients, sender.key);
+        self.send_to_all(frame, &recipients, Some(sender.key));
+    }
+
+    /// Queues one frame for many connections (all but `skip`): encoded once, shared
+    /// by every recipient's queue; and compressed once for the recipients with
+    /// permessage-deflate (RFC 7692), with the smallest window any of them allows
+    /// (§7.1.2.1).
+    fn send_to_all(&mut self, frame: Vec<u8>, recipients: &[usize], skip: Option<usize>) {
+        let compressed = self.compress_delivery(&frame, recipients, skip);
         let frame: Rc<[u8]> = Rc::from(frame);
-        for key in recipients {
-            if key == sender.key {
+        for &key in recipients {
+            if Some(key) == skip {
                 continue;
             }
             let Some(conn) = self.conns.get_mut(key) else {
                 continue;
             };
-            let shared = match (&compressed, conn.life.deflate()) {
-                (Some(compressed), Some(d)) if d.compresses() => compressed.clone(),
-                _ => frame.clone(),
+            let (shared, zipped) = match (&compressed, conn.life.deflate()) {
+                (Some(compressed), Some(d)) if d.compresses() => (compressed.clone(), true),
+                _ => (frame.clone(), false),
             };
             if conn.life.send_shared(shared) {
                 self.metrics.counters.chat_deliveries += 1;
                 self.metrics.counters.messages_sent[metrics::CHAT] += 1;
+                self.metrics.counters.messages_sent_compressed[metrics::CHAT] += u64::from(zipped);
             }
             // A delivery frees no budget and changes no state: only the bounds and
             // the flush matter here (this runs once per recipient).
             self.after_output(key);
+        }
+    }
+
+    /// The end of a loop turn: the frames commands made for other connections go out
+    /// (no database round trip); so do the presence changes, at once after a quiet
+    /// window, else when the window since the last announcement ends (or at once if
+    /// `now`), and the writer is told who went offline.
+    fn end_turn(&mut self, now: bool) {
+        let presence = if self.index.presence_pending() {
+            if now || self.now >= self.presence_next {
+                self.presence_due = None;
+                self.presence_next = self.now + config::PRESENCE_WINDOW;
+                self.index.presence_turn(workers::now_ms())
+            } else {
+                self.presence_due = Some(self.presence_next);
+                Default::default()
+            }
+        } else {
+            Default::default()
+        };
+        if !presence.offline.is_empty() {
+            self.workers.submit_last_seen(presence.offline);
+        }
+        let mut fanouts = std::mem::take(&mut self.fanouts);
+        fanouts.extend(presence.fanouts);
+        if fanouts.is_empty() {
+            return;
+        }
+        for f in fanouts {
+            let mut frame = Vec::with_capacity(f.text.len() + 4);
+            let _ = ws::Sender::SHARED.send_text(&f.text, &mut frame);
+            self.send_to_all(frame, &f.to, None);
+        }
+        for key in std::mem::take(&mut self.to_flush) {
+            self.flush(key);
         }
     }
 
@@ -825,7 +901,7 @@ impl Server {
         &mut self,
         frame: &[u8],
         recipients: &[usize],
-        sender: usize,
+        skip: Option<usize>,
     ) -> Option<Rc<[u8]>> {
         let Ok(Some((header, n))) = ws::frame::decode_header(frame) else {
             return None;
@@ -836,7 +912,7 @@ impl Server {
         }
         let bits = recipients
             .iter()
-            .filter(|&&key| key != sender)
+            .filter(|&&key| Some(key) != skip)
             .filter_map(|&key| self.conns.get(key)?.life.deflate())
             .filter(|d| d.compresses())
             .map(|d| d.server_window_bits)

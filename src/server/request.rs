@@ -437,6 +437,12 @@ fn route_file(head: &RequestHead<'_>, config: &Config, body_len: usize) -> Route
             keep_alive,
         });
     }
+    if let Some(file) = files::generated(&path) {
+        return Routed::Reply {
+            response: files::response(&file, head_only, if_none_match.as_deref(), keep_alive),
+            keep_alive,
+        };
+    }
     if let Some(dir) = &config.static_dir {
         return Routed::ReadFile(FileRequest {
             content_type: files::content_type(&path),

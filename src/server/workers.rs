@@ -12,7 +12,8 @@
 //! loop answers 503. A job whose connection has gone is dropped unrun ([`Ticket`]).
 //! - The chat writer (one thread): stores chat messages. It takes every batch that
 //!   is waiting and commits them in one transaction, so the cost of a commit is
-//!   shared by everything that arrived meanwhile (group commit).
+//!   shared by everything that arrived meanwhile (group commit). It also records
+//!   when users went offline (last seen), in a transaction of its own.
 //! - The purge thread: deletes expired sessions when the loop asks.
 //! - The watch thread: every [`REVOCATION_POLL`] reads what `fastim admin` revoked
 //!   since it last looked (blocked or deleted users, ended sessions; see
@@ -40,11 +41,12 @@ use crate::api::{self, ApiReply, ApiRequest, Upload};
 use crate::config;
 use crate::files::{self, File};
 use crate::http::{Refusal, Status};
+use crate::im::cmd::code::{ERROR, SYNC_BATCH, SYNC_DONE};
 use crate::im::commit::{Outcome, commit_batch};
-use crate::im::wire::{self, CMD_SYNC_DONE, Reply};
+use crate::im::wire::{self, Reply};
 use crate::resource::ResourceDir;
 use crate::secret::token_digest;
-use crate::store::{Db, NewMessage, Reason};
+use crate::store::{Db, Message, Reason};
 use crate::ws::{self, OpCode};
 use crate::ws::{Deflater, PerMessageDeflate};
 
@@ -165,6 +167,8 @@ pub enum Work {
         user: i64,
         /// The last id the client has.
         after: i64,
+        /// One `cmd 25` message instead of a frame per message.
+        batch: bool,
         /// The connection's permessage-deflate: long deliveries go compressed.
         deflate: Option<PerMessageDeflate>,
         /// See [`crate::config::DEFLATE_MIN_BYTES`].
@@ -203,7 +207,16 @@ pub struct PendingChat {
     /// The sending connection, for the ack.
     pub conn: ConnRef,
     /// The message, sender already set from the connection's identity.
-    pub message: NewMessage,
+    pub message: Message,
+}
+
+/// What the chat writer is given.
+#[derive(Debug)]
+enum ToWriter {
+    /// Messages to store.
+    Chat(Vec<PendingChat>),
+    /// Users gone offline, with the time: last seen.
+    LastSeen(Vec<(i64, i64)>),
 }
 
 /// A finished job, for the loop.
@@ -276,7 +289,7 @@ pub struct Workers {
     purge: Option<Sender<()>>,
     /// Never sent on: dropping one wakes and stops the watch or the retention thread.
     stops: Vec<Sender<()>>,
-    chat: Option<Sender<Vec<PendingChat>>>,
+    chat: Option<Sender<ToWriter>>,
     completions: Receiver<Completion>,
     threads: Vec<JoinHandle<()>>,
 }
@@ -298,7 +311,7 @@ impl Workers {
         let (api_tx, api_rx) = mpsc::sync_channel::<Queued>(api_queue.max(1));
         let (hash_tx, hash_rx) = mpsc::sync_channel::<Queued>(hash_queue.max(1));
         let (purge_tx, purge_rx) = mpsc::channel::<()>();
-        let (chat_tx, chat_rx) = mpsc::channel::<Vec<PendingChat>>();
+        let (chat_tx, chat_rx) = mpsc::channel::<ToWriter>();
         let (done_tx, done_rx) = mpsc::channel::<Completion>();
         let mut stops = Vec::new();
         let mut threads = Vec::new();
@@ -399,8 +412,17 @@ impl Workers {
 
     /// Queues a batch of chat messages for the writer (the loop bounds how many wait).
     pub fn submit_chat(&self, batch: Vec<PendingChat>) {
+        self.to_writer(ToWriter::Chat(batch));
+    }
+
+    /// Queues `(user, time)` pairs of users gone offline, to be stored as last seen.
+    pub fn submit_last_seen(&self, seen: Vec<(i64, i64)>) {
+        self.to_writer(ToWriter::LastSeen(seen));
+    }
+
+    fn to_writer(&self, work: ToWriter) {
         if let Some(chat) = &self.chat {
-            if chat.send(batch).is_err() {
+            if chat.send(work).is_err() {
                 error!("chat writer is gone");
             }
         }
@@ -520,11 +542,18 @@ fn api_worker(
             Work::Sync {
                 user,
                 after,
+                batch,
                 deflate,
                 min_bytes,
             } => Completion::Synced {
                 conn,
-                frames: sync_frames(&mut db, user, after, (deflate, min_bytes, &mut deflater)),
+                frames: sync_frames(
+                    &mut db,
+                    user,
+                    after,
+                    batch,
+                    (deflate, min_bytes, &mut deflater),
+                ),
             },
         };
         if done.send(completion).is_err() {
@@ -705,9 +734,17 @@ fn read_file(req: &FileRequest) -> Vec<u8> {
 /// the threshold, and this worker's own compressor.
 type SyncDeflate<'a> = (Option<PerMessageDeflate>, usize, &'a mut Deflater);
 
-fn sync_frames(db: &mut Db, user: i64, after: i64, deflate: SyncDeflate<'_>) -> Vec<u8> {
+fn sync_frames(
+    db: &mut Db,
+    user: i64,
+    after: i64,
+    batch: bool,
+    deflate: SyncDeflate<'_>,
+) -> Vec<u8> {
     let (deflate, min_bytes, deflater) = deflate;
     let mut frames = Vec::new();
+    // A batch: the deliveries as one JSON array, sent as one (compressible) message.
+    let mut batched = String::new();
     // Where history starts is read after the messages: retention running in between
     // can only make it later, never hide a gap the messages already show.
     let read = db
@@ -718,19 +755,24 @@ fn sync_frames(db: &mut Db, user: i64, after: i64, deflate: SyncDeflate<'_>) -> 
             let mut more = messages.len() > SYNC_LIMIT;
             let mut last = after;
             for m in messages.iter().take(SYNC_LIMIT) {
-                if frames.len() >= SYNC_MAX_BYTES {
+                if frames.len() + batched.len() >= SYNC_MAX_BYTES {
                     // Long messages: the rest comes with the client's next sync.
                     more = true;
                     break;
                 }
                 let json = wire::delivery_json(m);
-                deflater.write_message(
-                    deflate,
-                    min_bytes,
-                    OpCode::Text,
-                    json.as_bytes(),
-                    &mut frames,
-                );
+                if batch {
+                    batched.push(if batched.is_empty() { '[' } else { ',' });
+                    batched.push_str(&json);
+                } else {
+                    deflater.write_message(
+                        deflate,
+                        min_bytes,
+                        OpCode::Text,
+                        json.as_bytes(),
+                        &mut frames,
+                    );
+                }
                 last = m.id;
             }
             (last, more, oldest)
@@ -738,7 +780,7 @@ fn sync_frames(db: &mut Db, user: i64, after: i64, deflate: SyncDeflate<'_>) -> 
         Err(e) => {
             error!("sync for user {user} failed: {e}");
             let reply = Reply::Error {
-                cmd: wire::CMD_ERROR,
+                cmd: ERROR,
                 client_ref: None,
                 code: 500,
                 msg: "sync failed; try again",
@@ -747,8 +789,26 @@ fn sync_frames(db: &mut Db, user: i64, after: i64, deflate: SyncDeflate<'_>) -> 
             return frames;
         }
     };
+    if batch {
+        if batched.is_empty() {
+            batched.push('[');
+        }
+        batched.push(']');
+        // The closing frame's fields, with the messages (each a delivery as JSON).
+        let json = format!(
+            r#"{{"cmd":{SYNC_BATCH},"messages":{batched},"id":{last},"more":{more},"oldest":{oldest}}}"#
+        );
+        deflater.write_message(
+            deflate,
+            min_bytes,
+            OpCode::Text,
+            json.as_bytes(),
+            &mut frames,
+        );
+        return frames;
+    }
     let done = Reply::SyncDone {
-        cmd: CMD_SYNC_DONE,
+        cmd: SYNC_DONE,
         id: last,
         more,
         oldest,
@@ -759,39 +819,59 @@ fn sync_frames(db: &mut Db, user: i64, after: i64, deflate: SyncDeflate<'_>) -> 
 
 fn chat_writer(
     mut db: Db,
-    batches: &Receiver<Vec<PendingChat>>,
+    work: &Receiver<ToWriter>,
     done: &Sender<Completion>,
     waker: &Waker,
     stats: &WorkerStats,
 ) {
-    while let Ok(mut batch) = batches.recv() {
+    while let Ok(first) = work.recv() {
         // Everything that queued up while the last commit was running goes in this one.
-        while let Ok(more) = batches.try_recv() {
-            batch.extend(more);
+        let mut batch = Vec::new();
+        let mut seen = Vec::new();
+        for w in std::iter::once(first).chain(work.try_iter()) {
+            match w {
+                ToWriter::Chat(more) => batch.extend(more),
+                ToWriter::LastSeen(more) => seen.extend(more),
+            }
         }
-        let messages: Vec<NewMessage> = batch.iter().map(|p| p.message.clone()).collect();
+        if let Err(e) = db.set_last_seen(&seen) {
+            // Only a time shown to contacts: the in-memory one stays right until a restart.
+            warn!(
+                "storing when {} users were last seen failed: {e}",
+                seen.len()
+            );
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        let (conns, messages): (Vec<ConnRef>, Vec<Message>) =
+            batch.into_iter().map(|p| (p.conn, p.message)).unzip();
         let started = Instant::now();
         let outcomes = commit_batch(&mut db, &messages, now_ms());
         stats.commit_seconds.observe_duration(started.elapsed());
         stats.commit_batch.observe_units(messages.len() as u64);
-        let committed = batch
+        let committed = conns
             .into_iter()
+            .zip(messages)
             .zip(outcomes)
-            .map(|(pending, outcome)| {
+            .map(|((conn, message), outcome)| {
+                let sender = message.sender_id;
+                let client_ref = message.client_ref.clone();
                 let delivery = match &outcome {
                     Outcome::Saved(saved) if !saved.duplicate => {
-                        let stored = pending.message.stored(*saved);
+                        let to = message.to;
+                        let stored = message.stored(*saved);
                         let mut frame = Vec::new();
                         let _ =
                             ws::Sender::SHARED.send_text(&wire::delivery_json(&stored), &mut frame);
-                        Some((pending.message.to, frame))
+                        Some((to, frame))
                     }
                     _ => None,
                 };
                 Committed {
-                    conn: pending.conn,
-                    sender: pending.message.sender_id,
-                    client_ref: pending.message.client_ref.clone(),
+                    conn,
+                    sender,
+                    client_ref,
                     outcome,
                     delivery,
                 }
@@ -821,7 +901,7 @@ mod tests {
         let long = "x".repeat(4_000);
         let batch: Vec<_> = (0..200).map(|_| text(a, Peer::User(b), &long)).collect();
         t.db.save_messages(&batch, 2).expect("stored");
-        let frames = sync_frames(&mut t.db, b, 0, (None, 0, &mut Deflater::new()));
+        let frames = sync_frames(&mut t.db, b, 0, false, (None, 0, &mut Deflater::new()));
         assert!(
             frames.len() <= SYNC_MAX_BYTES + 8 * 1024,
             "{} bytes in one sync reply",
@@ -836,8 +916,90 @@ mod tests {
         t.db.add_friend(a, b, 1).expect("friends");
         let batch: Vec<_> = (0..200).map(|_| text(a, Peer::User(b), "hi")).collect();
         t.db.save_messages(&batch, 2).expect("stored");
-        let frames = sync_frames(&mut t.db, b, 0, (None, 0, &mut Deflater::new()));
+        let frames = sync_frames(&mut t.db, b, 0, false, (None, 0, &mut Deflater::new()));
         let tail = String::from_utf8_lossy(&frames[frames.len() - 40..]).into_owned();
         assert!(tail.contains(r#""more":false"#), "{tail}");
+    }
+
+    /// The payloads of the server frames in `bytes`, with their first byte.
+    fn payloads(mut bytes: &[u8]) -> Vec<(u8, Vec<u8>)> {
+        let mut out = Vec::new();
+        while let Some((h, n)) = crate::ws::frame::decode_header(bytes).expect("valid frames") {
+            let end = n + h.payload_len as usize;
+            out.push((bytes[0], bytes[n..end].to_vec()));
+            bytes = &bytes[end..];
+        }
+        out
+    }
+
+    #[test]
+    fn a_batched_sync_is_one_message_with_the_same_deliveries_and_compresses() {
+        let mut t = test_db();
+        let a = user(&mut t.db, "13900000001", 1).id;
+        let b = user(&mut t.db, "13900000002", 1).id;
+        t.db.add_friend(a, b, 1).expect("friends");
+        let batch: Vec<_> = (0..300)
+            .map(|i| text(a, Peer::User(b), &format!("message {i}: see you at seven?")))
+            .collect();
+        t.db.save_messages(&batch, 2).expect("stored");
+        let plain = payloads(&sync_frames(
+            &mut t.db,
+            b,
+            0,
+            false,
+            (None, 0, &mut Deflater::new()),
+        ));
+        assert_eq!(plain.len(), 301, "300 deliveries and the closing frame");
+        let one = payloads(&sync_frames(
+            &mut t.db,
+            b,
+            0,
+            true,
+            (None, 0, &mut Deflater::new()),
+        ));
+        assert_eq!(one.len(), 1);
+        let reply: serde_json::Value = serde_json::from_slice(&one[0].1).expect("JSON");
+        assert_eq!(reply["cmd"], 25);
+        let done: serde_json::Value = serde_json::from_slice(&plain[300].1).expect("JSON");
+        for field in ["id", "more", "oldest"] {
+            assert_eq!(reply[field], done[field], "{field}");
+        }
+        let messages = reply["messages"].as_array().expect("an array");
+        assert_eq!(messages.len(), 300);
+        for (m, (_, d)) in messages.iter().zip(&plain) {
+            let d: serde_json::Value = serde_json::from_slice(d).expect("JSON");
+            assert_eq!(m, &d);
+        }
+        // With permessage-deflate the one message goes compressed (RSV1), and a
+        // single short delivery would not have (under the threshold).
+        let pmd = Some(PerMessageDeflate {
+            server_window_bits: 15,
+        });
+        let frames = sync_frames(&mut t.db, b, 0, true, (pmd, 1024, &mut Deflater::new()));
+        let z = payloads(&frames);
+        assert_eq!(z.len(), 1);
+        assert_eq!(z[0].0, 0x80 | 0x40 | 0x1, "final, compressed, text");
+        let mut inflated = Vec::new();
+        crate::ws::Inflater::new()
+            .inflate(&z[0].1, 1 << 24, &mut inflated)
+            .expect("inflates");
+        assert_eq!(inflated, one[0].1);
+        let plain_bytes: usize = plain.iter().map(|(_, p)| p.len() + 2).sum();
+        assert!(
+            frames.len() * 5 < plain_bytes,
+            "{} compressed bytes against {plain_bytes} plain",
+            frames.len()
+        );
+        // An empty batch is still one message, with an empty array.
+        let empty = payloads(&sync_frames(
+            &mut t.db,
+            b,
+            1_000_000,
+            true,
+            (None, 0, &mut Deflater::new()),
+        ));
+        let reply: serde_json::Value = serde_json::from_slice(&empty[0].1).expect("JSON");
+        assert_eq!(reply["messages"], serde_json::json!([]));
+        assert_eq!(reply["id"], 1_000_000);
     }
 }

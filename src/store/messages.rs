@@ -20,10 +20,7 @@ use serde::Serialize;
 
 use super::{Db, Result, StoreError, is_foreign_key_violation, sql_limit};
 
-/// fastIM's `cmd` for a one-to-one message.
-pub const CMD_SINGLE: i64 = 10;
-/// fastIM's `cmd` for a group message.
-pub const CMD_GROUP: i64 = 11;
+use crate::im::cmd::code::{GROUP, SINGLE};
 
 /// The other side of a conversation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -38,17 +35,33 @@ impl Peer {
     /// fastIM's `cmd` and `dstid` for a message to this peer.
     pub fn cmd_and_dst(self) -> (i64, i64) {
         match self {
-            Peer::User(id) => (CMD_SINGLE, id),
-            Peer::Group(id) => (CMD_GROUP, id),
+            Peer::User(id) => (SINGLE, id),
+            Peer::Group(id) => (GROUP, id),
+        }
+    }
+
+    /// The peer a stored `cmd` and `dst_id` name (the schema allows only 10 and 11).
+    pub fn from_cmd(cmd: i64, dst: i64) -> Peer {
+        if cmd == GROUP {
+            Peer::Group(dst)
+        } else {
+            Peer::User(dst)
         }
     }
 }
 
-/// A message to save. The caller has authenticated the sender and checked that they may
-/// write to `to` (friendship, membership): the store checks neither.
+/// A chat message: what a client sends, what the store saves and reads back, what
+/// recipients get. One type from the socket to the database and back: the wire's
+/// JSON is its `Serialize` (`im/wire.rs`), the store's row its columns.
+///
+/// `id` and `created_at` are 0 until it is stored. The caller that saves it has
+/// authenticated the sender and checked that they may write to `to` (friendship,
+/// membership), or asks [`Db::save_messages_checked`] to check.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct NewMessage {
-    /// The authenticated sender (fastIM took `userid` from the client).
+pub struct Message {
+    /// Server id: unique and increasing (0 before it is stored).
+    pub id: i64,
+    /// The authenticated sender (fastIM's `userid`, which fastIM took from the client).
     pub sender_id: i64,
     /// The recipient user or group (fastIM's `cmd` + `dstid`).
     pub to: Peer,
@@ -66,26 +79,44 @@ pub struct NewMessage {
     pub amount: i64,
     /// The client's own id for the message, to make retries idempotent.
     pub client_ref: Option<String>,
+    /// Server time, unix milliseconds (0 before it is stored).
+    pub created_at: i64,
 }
 
-impl NewMessage {
-    /// The message as it reads once saved as `saved`.
-    pub fn stored(&self, saved: Saved) -> StoredMessage {
-        let (cmd, dst_id) = self.to.cmd_and_dst();
-        StoredMessage {
-            id: saved.id,
-            sender_id: self.sender_id,
-            cmd,
-            dst_id,
-            media: self.media,
-            content: self.content.clone(),
-            pic: self.pic.clone(),
-            url: self.url.clone(),
-            memo: self.memo.clone(),
-            amount: self.amount,
-            client_ref: self.client_ref.clone(),
-            created_at: saved.created_at,
+impl Message {
+    /// An empty text message from `sender_id` to `to`, not stored: fill in the rest
+    /// with struct update syntax.
+    pub fn new(sender_id: i64, to: Peer) -> Message {
+        Message {
+            id: 0,
+            sender_id,
+            to,
+            media: 1,
+            content: String::new(),
+            pic: String::new(),
+            url: String::new(),
+            memo: String::new(),
+            amount: 0,
+            client_ref: None,
+            created_at: 0,
         }
+    }
+
+    /// The message with the id and time it was saved under.
+    pub fn stored(mut self, saved: Saved) -> Message {
+        self.id = saved.id;
+        self.created_at = saved.created_at;
+        self
+    }
+
+    /// fastIM's `cmd`: 10 one-to-one, 11 group.
+    pub fn cmd(&self) -> i64 {
+        self.to.cmd_and_dst().0
+    }
+
+    /// fastIM's `dstid`: the recipient user or group.
+    pub fn dst_id(&self) -> i64 {
+        self.to.cmd_and_dst().1
     }
 }
 
@@ -116,57 +147,16 @@ pub struct Saved {
     pub duplicate: bool,
 }
 
-/// A saved message, as it is delivered.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct StoredMessage {
-    /// Server id: unique and increasing.
-    pub id: i64,
-    /// Sender (fastIM's `userid`).
-    pub sender_id: i64,
-    /// [`CMD_SINGLE`] or [`CMD_GROUP`].
-    pub cmd: i64,
-    /// Recipient user or group id (fastIM's `dstid`).
-    pub dst_id: i64,
-    /// fastIM's `media`.
-    pub media: i64,
-    /// Text.
-    pub content: String,
-    /// fastIM's `pic`.
-    pub pic: String,
-    /// Image or audio URL.
-    pub url: String,
-    /// fastIM's `memo`.
-    pub memo: String,
-    /// Audio length in seconds.
-    pub amount: i64,
-    /// The sender's reference, if they gave one.
-    pub client_ref: Option<String>,
-    /// Server time, unix milliseconds.
-    pub created_at: i64,
-}
-
-impl StoredMessage {
-    /// The conversation this message belongs to, seen from the sender.
-    pub fn to(&self) -> Peer {
-        if self.cmd == CMD_GROUP {
-            Peer::Group(self.dst_id)
-        } else {
-            Peer::User(self.dst_id)
-        }
-    }
-}
-
 /// The columns [`message_from_row`] reads, for a `messages` table aliased `m`.
 const MESSAGE_COLUMNS: &str = "m.id, m.sender_id, m.cmd, m.dst_id, m.media, m.content, m.pic, \
                                m.url, m.memo, m.amount, m.client_ref, m.created_at";
 
-/// Reads a [`StoredMessage`] from the columns of [`MESSAGE_COLUMNS`].
-fn message_from_row(row: &Row<'_>) -> rusqlite::Result<StoredMessage> {
-    Ok(StoredMessage {
+/// Reads a [`Message`] from the columns of [`MESSAGE_COLUMNS`].
+fn message_from_row(row: &Row<'_>) -> rusqlite::Result<Message> {
+    Ok(Message {
         id: row.get(0)?,
         sender_id: row.get(1)?,
-        cmd: row.get(2)?,
-        dst_id: row.get(3)?,
+        to: Peer::from_cmd(row.get(2)?, row.get(3)?),
         media: row.get(4)?,
         content: row.get(5)?,
         pic: row.get(6)?,
@@ -190,13 +180,13 @@ fn message_from_row(row: &Row<'_>) -> rusqlite::Result<StoredMessage> {
 fn messages_for_sql() -> String {
     format!(
         "SELECT {MESSAGE_COLUMNS} FROM messages m
-         WHERE m.cmd = 10 AND m.dst_id = ?1 AND m.id > ?2
+         WHERE m.cmd = {SINGLE} AND m.dst_id = ?1 AND m.id > ?2
          UNION ALL
          SELECT {MESSAGE_COLUMNS} FROM messages m
-         WHERE m.sender_id = ?1 AND m.cmd = 10 AND m.id > ?2 AND m.dst_id <> ?1
+         WHERE m.sender_id = ?1 AND m.cmd = {SINGLE} AND m.id > ?2 AND m.dst_id <> ?1
          UNION ALL
          SELECT {MESSAGE_COLUMNS} FROM group_members gm
-         CROSS JOIN messages m ON m.cmd = 11 AND m.dst_id = gm.group_id
+         CROSS JOIN messages m ON m.cmd = {GROUP} AND m.dst_id = gm.group_id
                               AND m.id > max(?2, gm.join_msg_id)
          WHERE gm.user_id = ?1
          ORDER BY 1
@@ -209,10 +199,10 @@ fn messages_for_sql() -> String {
 fn history_pair_sql() -> String {
     format!(
         "SELECT {MESSAGE_COLUMNS} FROM messages m
-         WHERE m.cmd = 10 AND m.sender_id = ?1 AND m.dst_id = ?2 AND m.id < ?3
+         WHERE m.cmd = {SINGLE} AND m.sender_id = ?1 AND m.dst_id = ?2 AND m.id < ?3
          UNION ALL
          SELECT {MESSAGE_COLUMNS} FROM messages m
-         WHERE m.cmd = 10 AND m.sender_id = ?2 AND m.dst_id = ?1 AND m.id < ?3 AND ?1 <> ?2
+         WHERE m.cmd = {SINGLE} AND m.sender_id = ?2 AND m.dst_id = ?1 AND m.id < ?3 AND ?1 <> ?2
          ORDER BY 1 DESC
          LIMIT ?4"
     )
@@ -223,7 +213,7 @@ fn history_pair_sql() -> String {
 fn history_group_sql() -> String {
     format!(
         "SELECT {MESSAGE_COLUMNS} FROM messages m
-         WHERE m.cmd = 11 AND m.dst_id = ?1 AND m.id > ?2 AND m.id < ?3
+         WHERE m.cmd = {GROUP} AND m.dst_id = ?1 AND m.id > ?2 AND m.id < ?3
          ORDER BY m.id DESC
          LIMIT ?4"
     )
@@ -240,7 +230,7 @@ impl Db {
     /// # Errors
     /// [`StoreError::NoSuchUser`] if a sender does not exist; [`StoreError::Sqlite`] on I/O
     /// failure. Any error rolls back the whole batch: nothing of it is saved.
-    pub fn save_messages(&mut self, batch: &[NewMessage], now: i64) -> Result<Vec<Saved>> {
+    pub fn save_messages(&mut self, batch: &[Message], now: i64) -> Result<Vec<Saved>> {
         let everyone = vec![SendRight::Allowed; batch.len()];
         let saved = self.save_allowed(batch, &everyone, now)?;
         Ok(saved.into_iter().flatten().collect())
@@ -256,7 +246,7 @@ impl Db {
     /// As [`Db::save_messages`].
     pub fn save_messages_checked(
         &mut self,
-        batch: &[NewMessage],
+        batch: &[Message],
         now: i64,
     ) -> Result<Vec<std::result::Result<Saved, SendRight>>> {
         if batch.is_empty() {
@@ -314,7 +304,7 @@ impl Db {
     /// Inserts the allowed messages of `batch` in its own transaction.
     fn save_allowed(
         &mut self,
-        batch: &[NewMessage],
+        batch: &[Message],
         rights: &[SendRight],
         now: i64,
     ) -> Result<Vec<Option<Saved>>> {
@@ -331,7 +321,7 @@ impl Db {
     /// deduplicating by `client_ref`, inside the caller's transaction.
     fn insert_batch(
         tx: &rusqlite::Transaction<'_>,
-        batch: &[NewMessage],
+        batch: &[Message],
         rights: &[SendRight],
         now: i64,
     ) -> Result<Vec<Option<Saved>>> {
@@ -408,12 +398,7 @@ impl Db {
     ///
     /// # Errors
     /// [`StoreError::Sqlite`] only.
-    pub fn messages_for(
-        &self,
-        user: i64,
-        after_id: i64,
-        limit: usize,
-    ) -> Result<Vec<StoredMessage>> {
+    pub fn messages_for(&self, user: i64, after_id: i64, limit: usize) -> Result<Vec<Message>> {
         let mut stmt = self.conn.prepare_cached(&messages_for_sql())?;
         let rows = stmt.query_map(params![user, after_id, sql_limit(limit)], message_from_row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
@@ -435,7 +420,7 @@ impl Db {
         peer: Peer,
         before_id: Option<i64>,
         limit: usize,
-    ) -> Result<Vec<StoredMessage>> {
+    ) -> Result<Vec<Message>> {
         let before = before_id.unwrap_or(i64::MAX);
         let limit = sql_limit(limit);
         let (sql, args) = match peer {
@@ -475,12 +460,12 @@ mod tests {
     use super::super::{NewGroup, User};
     use super::*;
 
-    fn with_ref(mut m: NewMessage, r: &str) -> NewMessage {
+    fn with_ref(mut m: Message, r: &str) -> Message {
         m.client_ref = Some(r.to_owned());
         m
     }
 
-    fn contents(msgs: &[StoredMessage]) -> Vec<&str> {
+    fn contents(msgs: &[Message]) -> Vec<&str> {
         msgs.iter().map(|m| m.content.as_str()).collect()
     }
 
@@ -529,8 +514,8 @@ mod tests {
         assert_eq!(stored[0].content, "m0");
         assert_eq!(stored[0].id, saved[0].id);
         assert_eq!(stored[0].sender_id, a.id);
-        assert_eq!((stored[0].cmd, stored[0].dst_id), (CMD_SINGLE, b.id));
-        assert_eq!(stored[0].to(), Peer::User(b.id));
+        assert_eq!((stored[0].cmd(), stored[0].dst_id()), (SINGLE, b.id));
+        assert_eq!(stored[0].to, Peer::User(b.id));
         assert_eq!(stored[0].media, 1);
         assert_eq!(stored[0].created_at, 1_000);
         assert_eq!(stored[10].created_at, 2_000);
@@ -547,9 +532,7 @@ mod tests {
         let mut t = test_db();
         let (a, _, _) = three(&mut t);
         let g = group(&mut t, &a, "g");
-        let m = NewMessage {
-            sender_id: a.id,
-            to: Peer::Group(g),
+        let m = Message {
             media: 3,
             content: "内容".to_owned(),
             pic: "p".to_owned(),
@@ -557,6 +540,7 @@ mod tests {
             memo: "m".to_owned(),
             amount: 7,
             client_ref: Some("ref-1".to_owned()),
+            ..Message::new(a.id, Peer::Group(g))
         };
         let saved =
             t.db.save_messages(std::slice::from_ref(&m), 5)
@@ -564,11 +548,10 @@ mod tests {
         let got = t.db.messages_for(a.id, 0, 10).expect("q");
         assert_eq!(
             got,
-            [StoredMessage {
+            [Message {
                 id: saved[0].id,
                 sender_id: a.id,
-                cmd: CMD_GROUP,
-                dst_id: g,
+                to: Peer::Group(g),
                 media: 3,
                 content: m.content,
                 pic: m.pic,
@@ -618,7 +601,7 @@ mod tests {
         let (a, b, _) = three(&mut t);
         let batch = [
             text(a.id, Peer::User(b.id), "ok"),
-            NewMessage {
+            Message {
                 sender_id: 999,
                 ..text(a.id, Peer::User(b.id), "ghost")
             },

@@ -34,7 +34,7 @@ use std::time::Duration;
 use rusqlite::{Connection, ErrorCode, TransactionBehavior};
 
 pub use groups::{Group, LeaveOutcome, Member, NewGroup, Role};
-pub use messages::{CMD_GROUP, CMD_SINGLE, NewMessage, Peer, Saved, SendRight, StoredMessage};
+pub use messages::{Message, Peer, Saved, SendRight};
 pub use retention::RetentionBatch;
 pub use revocations::{KEEP_REVOCATIONS, Reason, Revocation};
 pub use users::{LoginRow, NewUser, ProfileUpdate, User};
@@ -280,17 +280,10 @@ pub(crate) mod testutil {
     }
 
     /// A one-to-one or group text message with no client reference.
-    pub fn text(from: i64, to: Peer, content: &str) -> NewMessage {
-        NewMessage {
-            sender_id: from,
-            to,
-            media: 1,
+    pub fn text(from: i64, to: Peer, content: &str) -> Message {
+        Message {
             content: content.to_owned(),
-            pic: String::new(),
-            url: String::new(),
-            memo: String::new(),
-            amount: 0,
-            client_ref: None,
+            ..Message::new(from, to)
         }
     }
 

@@ -133,8 +133,15 @@ CREATE TABLE retention (
 INSERT INTO retention (id, horizon) VALUES (1, 0);
 "#;
 
+/// Version 4: when each user was last seen online (unix ms; 0: not since this
+/// version), written by the chat server as a user's last connection closes, so that
+/// contacts see it across restarts. `ADD COLUMN` with a constant default: instant.
+const V4: &str = r#"
+ALTER TABLE users ADD COLUMN last_seen INTEGER NOT NULL DEFAULT 0 CHECK (last_seen >= 0);
+"#;
+
 /// The migration steps, oldest first. `MIGRATIONS[i]` takes version `i` to `i + 1`.
-pub const MIGRATIONS: &[&str] = &[V1, V2, V3];
+pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
 
 /// The schema version this build creates and understands.
 pub const LATEST: i64 = MIGRATIONS.len() as i64;
@@ -245,7 +252,7 @@ mod tests {
             [],
         )
         .expect("old user");
-        assert_eq!(migrate(&mut conn).expect("migrate"), 2);
+        assert_eq!(migrate(&mut conn).expect("migrate"), MIGRATIONS.len() - 1);
         assert_eq!(user_version(&conn).expect("version"), LATEST);
         let blocked: i64 = conn
             .query_row("SELECT blocked FROM users", [], |r| r.get(0))
@@ -274,7 +281,7 @@ mod tests {
             [],
         )
         .expect("old message");
-        assert_eq!(migrate(&mut conn).expect("migrate"), 1);
+        assert_eq!(migrate(&mut conn).expect("migrate"), MIGRATIONS.len() - 2);
         let horizon: i64 = conn
             .query_row("SELECT horizon FROM retention", [], |r| r.get(0))
             .expect("horizon");
@@ -303,6 +310,30 @@ mod tests {
             )
             .is_err(),
             "known reasons only"
+        );
+    }
+
+    #[test]
+    fn a_version_3_file_gains_last_seen_with_nobody_seen() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut conn = Connection::open(dir.path().join("m.db")).expect("open");
+        for step in [V1, V2, V3] {
+            conn.execute_batch(step).expect("step");
+        }
+        conn.pragma_update(None, "user_version", 3).expect("set");
+        conn.execute(
+            "INSERT INTO users (mobile, password_hash, created_at) VALUES ('13800000001', 'h', 1)",
+            [],
+        )
+        .expect("old user");
+        assert_eq!(migrate(&mut conn).expect("migrate"), 1);
+        let seen: i64 = conn
+            .query_row("SELECT last_seen FROM users", [], |r| r.get(0))
+            .expect("last_seen");
+        assert_eq!(seen, 0);
+        assert!(
+            conn.execute("UPDATE users SET last_seen = -1", []).is_err(),
+            "never negative"
         );
     }
 

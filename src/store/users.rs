@@ -189,6 +189,41 @@ impl Db {
             .optional()?
             .ok_or(StoreError::NoSuchUser)
     }
+
+    /// When each user who has ever gone offline was last seen, unix ms: the chat
+    /// server's presence at start.
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`] only.
+    pub fn all_last_seen(&self) -> Result<Vec<(i64, i64)>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, last_seen FROM users WHERE last_seen > 0")?;
+        let rows = stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Records when these users went offline, in one transaction. An unknown
+    /// (deleted) user is skipped; an older time never replaces a newer one.
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`] only.
+    pub fn set_last_seen(&mut self, seen: &[(i64, i64)]) -> Result<()> {
+        if seen.is_empty() {
+            return Ok(());
+        }
+        let tx = self.write_tx()?;
+        {
+            let mut update = tx.prepare_cached(
+                "UPDATE users SET last_seen = ?2 WHERE id = ?1 AND last_seen < ?2",
+            )?;
+            for (user, at) in seen {
+                update.execute(params![user, at])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
 }
 
 /// Whether a user with this id exists (`conn` may be a transaction).
@@ -323,5 +358,19 @@ mod tests {
             t.db.update_profile(alice.id + 100, ProfileUpdate::default())
                 .expect_err("missing");
         assert!(matches!(err, StoreError::NoSuchUser), "{err:?}");
+    }
+
+    #[test]
+    fn last_seen_is_kept_and_only_moves_forward() {
+        let mut t = test_db();
+        let a = t.db.create_user(new_user("13800000001"), 1).expect("a").id;
+        let b = t.db.create_user(new_user("13800000002"), 1).expect("b").id;
+        assert!(t.db.all_last_seen().expect("read").is_empty(), "never seen");
+        t.db.set_last_seen(&[(a, 50), (b, 60), (999, 70)])
+            .expect("set");
+        t.db.set_last_seen(&[(a, 40)]).expect("older");
+        let mut seen = t.db.all_last_seen().expect("read");
+        seen.sort_unstable();
+        assert_eq!(seen, [(a, 50), (b, 60)]);
     }
 }

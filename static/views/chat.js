@@ -6,6 +6,7 @@ import { h, avatar, icon, formatTime, toast } from '../ui.js';
 import { pictureBubble } from '../pictures.js';
 import { key, MAX_TEXT } from '../session.js';
 import { EMOJI } from '../emoji.js';
+import { CMD } from '../commands.js';
 
 const NEAR_BOTTOM = 80; // px: "the reader is at the end", so new messages scroll into view
 const NEAR_TOP = 120; // px: close enough to the top to fetch the older page
@@ -55,14 +56,18 @@ export class ChatView {
       this.scrollToEnd();
       this.newPill.hidden = true;
     });
-    this.el = h('section', { class: 'chat', 'data-testid': 'chat-view', 'data-key': this.k }, head, h('div', { class: 'msgs-wrap' }, this.scroller, this.newPill), this.composer());
+    // "Alice is typing…", shown for the notice's ttl or until Alice's message arrives.
+    this.typingLine = h('p', { class: 'typing-line', 'data-testid': 'typing', 'aria-live': 'polite' });
+    this.el = h('section', { class: 'chat', 'data-testid': 'chat-view', 'data-key': this.k }, head, h('div', { class: 'msgs-wrap' }, this.scroller, this.newPill), this.typingLine, this.composer());
 
     this.conv = session.conv(this.k);
     this.on(session, 'messages', (e) => e.detail.key === this.k && this.render(e.detail));
     this.on(session, 'users', () => this.render({ users: true }));
     this.on(session, 'contacts', () => this.renderHead());
+    this.on(session, 'presence', () => this.renderHead());
+    this.on(session, 'typing', (e) => e.detail.key === this.k && this.renderTyping());
     session.open(this.k); // clears the unread count, loads the first history page
-    if (cmd === 11) this.loadMembers();
+    if (cmd === CMD.GROUP) this.loadMembers();
     this.renderHead();
     this.render({ initial: true });
   }
@@ -88,10 +93,11 @@ export class ChatView {
 
   renderHead(memberCount) {
     const s = this.session;
-    if (this.cmd === 10) {
+    if (this.cmd === CMD.SINGLE) {
       const u = s.friends.get(this.id) || s.users.get(this.id) || s.userNow(this.id);
       this.title.textContent = u?.nickname || `User ${this.id}`;
-      this.subtitle.textContent = u?.memo || '';
+      this.subtitle.textContent = s.presenceText(this.id) || u?.memo || '';
+      this.subtitle.dataset.presence = s.presence.get(this.id)?.online ? 'online' : 'offline';
       this.headAvatar.replaceChildren(avatar(u?.avatar, u?.nickname || '?', this.id, { size: 'sm' }));
     } else {
       const g = s.groups.get(this.id);
@@ -100,6 +106,12 @@ export class ChatView {
       this.subtitle.textContent = [this.members && `${this.members} member${this.members === 1 ? '' : 's'}`, g?.memo].filter(Boolean).join(' · ');
       this.headAvatar.replaceChildren(avatar(g?.icon, g?.name || '#', `g${this.id}`, { size: 'sm', square: true }));
     }
+  }
+
+  renderTyping() {
+    const s = this.session;
+    const names = s.typingIn(this.k).map((id) => (s.friends.get(id) || s.users.get(id))?.nickname || `User ${id}`);
+    this.typingLine.textContent = names.length ? `${names.join(', ')} ${names.length === 1 ? 'is' : 'are'} typing…` : '';
   }
 
   // --- composer ----------------------------------------------------------------------
@@ -166,7 +178,10 @@ export class ChatView {
         submit();
       }
     });
-    input.addEventListener('input', () => this.autosize());
+    input.addEventListener('input', () => {
+      this.autosize();
+      if (input.value.trim()) this.session.notifyTyping(this.k);
+    });
 
     return h('footer', { class: 'composer' }, h('div', { class: 'composer-bar' }, emojiBtn, gallery, camera, input, send), panel);
   }
@@ -275,7 +290,7 @@ export class ChatView {
   }
 
   signature(m) {
-    const u = this.cmd === 11 ? this.sender(m) : null;
+    const u = this.cmd === CMD.GROUP ? this.sender(m) : null;
     return [m.id, m.status, m.error, m.url, u?.nickname, u?.avatar].join('|');
   }
 
@@ -291,11 +306,11 @@ export class ChatView {
       'data-status': status,
       'data-sender': m.userid,
     });
-    const u = mine ? s.me : this.cmd === 11 ? this.sender(m) : s.friends.get(m.userid) || s.users.get(m.userid) || this.sender(m);
+    const u = mine ? s.me : this.cmd === CMD.GROUP ? this.sender(m) : s.friends.get(m.userid) || s.users.get(m.userid) || this.sender(m);
     if (!mine) row.append(avatar(u?.avatar, u?.nickname || '?', m.userid, { size: 'sm' }));
 
     const body = h('div', { class: 'msg-body' });
-    if (!mine && this.cmd === 11) body.append(h('span', { class: 'msg-sender', 'data-testid': 'msg-sender', text: u?.nickname || '…' }));
+    if (!mine && this.cmd === CMD.GROUP) body.append(h('span', { class: 'msg-sender', 'data-testid': 'msg-sender', text: u?.nickname || '…' }));
 
     let bubble;
     if (m.media === 4 && (m.localUrl || m.url || m.pic)) {

@@ -3,6 +3,7 @@
 
 import { h, avatar, icon, busy, formatShort } from '../ui.js';
 import { key } from '../session.js';
+import { CMD } from '../commands.js';
 
 export const CATEGORIES = ['General', 'Hobbies', 'Industry', 'Lifestyle', 'Study & exams'];
 const TITLES = { friends: 'Friends', groups: 'Groups', me: 'Me' };
@@ -21,7 +22,7 @@ function badge(n) {
 function preview(session, conv) {
   const m = conv?.last();
   if (!m) return '';
-  const who = m.cmd === 11 && m.userid !== session.me.id ? `${session.users.get(m.userid)?.nickname || ''}: ` : m.userid === session.me.id ? 'You: ' : '';
+  const who = m.cmd === CMD.GROUP && m.userid !== session.me.id ? `${session.users.get(m.userid)?.nickname || ''}: ` : m.userid === session.me.id ? 'You: ' : '';
   return who + (m.media === 4 ? '[Picture]' : m.media === 3 ? '[Voice]' : (m.content || '').replace(/\s+/g, ' '));
 }
 
@@ -48,6 +49,7 @@ export class HomeView {
     const redraw = () => this.tab !== 'me' && this.render();
     session.addEventListener('contacts', redraw);
     session.addEventListener('unread', redraw);
+    session.addEventListener('presence', redraw);
     session.addEventListener('messages', (e) => !e.detail.history && redraw());
     this.render(true);
   }
@@ -82,7 +84,7 @@ export class HomeView {
     let f = 0;
     let g = 0;
     for (const c of this.session.convs.values()) {
-      if (c.cmd === 10) f += c.unread;
+      if (c.cmd === CMD.SINGLE) f += c.unread;
       else g += c.unread;
     }
     this.tabButtons.friends.querySelector('.tab-badge').replaceChildren(badge(f) || '');
@@ -100,7 +102,7 @@ export class HomeView {
     if (!s.friends.size) return this.emptyState('No friends yet. Add one by their mobile number.', 'Add a friend', '#/me');
     const ul = h('ul', { class: 'list', 'data-testid': 'friend-list' });
     for (const f of s.friends.values()) {
-      const conv = s.convs.get(key(10, f.id));
+      const conv = s.convs.get(key(CMD.SINGLE, f.id));
       const last = preview(s, conv);
       ul.append(
         h(
@@ -108,8 +110,8 @@ export class HomeView {
           {},
           h(
             'a',
-            { class: `row ${s.openKey === key(10, f.id) ? 'current' : ''}`, href: `#/chat/10/${f.id}`, 'data-testid': 'friend-item', 'data-id': f.id },
-            avatar(f.avatar, f.nickname, f.id),
+            { class: `row ${s.openKey === key(CMD.SINGLE, f.id) ? 'current' : ''}`, href: `#/chat/${CMD.SINGLE}/${f.id}`, 'data-testid': 'friend-item', 'data-id': f.id },
+            h('span', { class: 'row-avatar' }, avatar(f.avatar, f.nickname, f.id), h('span', { class: `presence-dot ${s.presence.get(f.id)?.online ? 'on' : ''}`, 'data-testid': 'presence', 'data-online': String(Boolean(s.presence.get(f.id)?.online)), title: s.presenceText(f.id) })),
             h('span', { class: 'row-main' }, h('span', { class: 'row-title', 'data-testid': 'friend-name', text: f.nickname }), h('span', { class: 'row-sub', text: f.memo || last || '\u00a0' })),
             rowSide(conv),
           ),
@@ -125,14 +127,14 @@ export class HomeView {
     if (!s.groups.size) return this.emptyState('You are in no group yet. Join one by its name, or create one.', 'Join or create a group', '#/me');
     const ul = h('ul', { class: 'list', 'data-testid': 'group-list' });
     for (const g of s.groups.values()) {
-      const conv = s.convs.get(key(11, g.id));
+      const conv = s.convs.get(key(CMD.GROUP, g.id));
       ul.append(
         h(
           'li',
           {},
           h(
             'a',
-            { class: `row ${s.openKey === key(11, g.id) ? 'current' : ''}`, href: `#/chat/11/${g.id}`, 'data-testid': 'group-item', 'data-id': g.id },
+            { class: `row ${s.openKey === key(CMD.GROUP, g.id) ? 'current' : ''}`, href: `#/chat/${CMD.GROUP}/${g.id}`, 'data-testid': 'group-item', 'data-id': g.id },
             avatar(g.icon, g.name, `g${g.id}`, { square: true }),
             h(
               'span',

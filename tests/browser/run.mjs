@@ -91,6 +91,7 @@ function watch(page, name) {
 // The Sec-WebSocket-Extensions answer of each page's /chat handshakes, from the
 // DevTools protocol (a page's WebSocket object does not show it).
 const chatExtensions = new Map(); // page name -> [extensions header of each /chat handshake]
+const chatReceived = new Map(); // page name -> [each text message received on /chat, parsed]
 
 async function watchHandshakes(page, name) {
   const cdp = await page.context().newCDPSession(page);
@@ -105,6 +106,15 @@ async function watchHandshakes(page, name) {
     const ext = Object.entries(headers).find(([k]) => k.toLowerCase() === 'sec-websocket-extensions');
     if (!chatExtensions.has(name)) chatExtensions.set(name, []);
     chatExtensions.get(name).push(ext ? ext[1] : '');
+  });
+  cdp.on('Network.webSocketFrameReceived', (e) => {
+    if (!chatSockets.has(e.requestId) || e.response.opcode !== 1) return;
+    if (!chatReceived.has(name)) chatReceived.set(name, []);
+    try {
+      chatReceived.get(name).push(JSON.parse(e.response.payloadData));
+    } catch {
+      // not JSON: nothing the checks below look at
+    }
   });
 }
 
@@ -244,6 +254,19 @@ async function scenario1() {
   assert((await message(B.page, 'Hello Bob!').getAttribute('class')).includes('theirs'), "A's message is on the left for B");
   assert((await message(A.page, 'Hello Bob!').getAttribute('class')).includes('mine'), 'own message on the right');
   await until('the unread badge cleared', async () => (await aliceRow.getByTestId('unread-badge').count()) === 0);
+
+  // Presence: they became friends while both were online, so each was told the other's
+  // state; B sees Alice online in the list and in the chat's header.
+  await until('B sees Alice online in the list', async () => (await aliceRow.getByTestId('presence').getAttribute('data-online')) === 'true');
+  await tid(B.page, 'chat-sub').filter({ hasText: 'online' }).waitFor();
+  // Typing: Alice types, B sees it; her message ends it. (A notice goes at most once a
+  // second per conversation, and Alice typed her first message less than a second ago.)
+  await A.page.waitForTimeout(1100);
+  await tid(A.page, 'chat-input').fill('Are you there?');
+  await tid(B.page, 'typing').filter({ hasText: 'Alice is typing…' }).waitFor();
+  await tid(A.page, 'chat-input').press('Enter');
+  await message(B.page, 'Are you there?').waitFor();
+  await until("Alice's message ends her typing", async () => (await tid(B.page, 'typing').textContent()) === '');
 
   // B answers with an emoji from the panel (Unicode text, media 1).
   await tid(B.page, 'emoji-toggle').click();
@@ -449,6 +472,30 @@ async function scenario3() {
   await tid(A.page, 'history-state').filter({ hasText: 'Start of the conversation' }).waitFor();
   const ids = await tid(A.page, 'message').evaluateAll((els) => els.map((e) => Number(e.dataset.id)));
   assert(ids.every((id, i) => i === 0 || id > ids[i - 1]), `messages in id order without duplicates: ${ids}`);
+
+  // A second device of Alice's: its first sync asks for everything as one batch
+  // message (cmd 25), which the server compresses as a whole (tests/browser.rs reads
+  // the server's metrics afterwards), and the whole history is there.
+  const A2 = await newUser('A2', { phone: false });
+  await A2.page.goto(`${BASE}/`);
+  await tid(A2.page, 'login-mobile').fill(A.mobile);
+  await tid(A2.page, 'login-password').fill(A.password);
+  await tid(A2.page, 'login-submit').click();
+  await until('the second device synced in one batch', async () =>
+    (chatReceived.get('A2') || []).some((f) => f.cmd === 25 && (f.messages || []).length >= 35),
+  );
+  const batch = chatReceived.get('A2').find((f) => f.cmd === 25);
+  assert(
+    batch.messages.some((m) => m.content === 'filler 34') && batch.more === false,
+    `the batch holds the newest message: ${JSON.stringify(batch).slice(0, 200)}`,
+  );
+  assert(
+    (chatExtensions.get('A2') || []).some((ext) => ext.startsWith('permessage-deflate')),
+    'the second device negotiated permessage-deflate',
+  );
+  await A2.page.goto(`${BASE}/#/chat/10/${B.id}`);
+  await message(A2.page, 'filler 34').waitFor();
+  await A2.ctx.close();
 }
 
 async function scenario5() {
@@ -542,6 +589,8 @@ async function scenario4() {
   await P.page.close();
   await srv.start(addr);
   await tid(Q.page, 'conn-banner').waitFor({ state: 'hidden', timeout: 20_000 });
+  // P is away: Q's header says when P was last seen (stored at the stop, read at the start).
+  await tid(Q.page, 'chat-sub').filter({ hasText: 'last seen' }).waitFor();
   await sendText(Q.page, 'while you were away');
   await expectSent(Q.page, 'while you were away');
   P.page = await P.ctx.newPage();

@@ -19,6 +19,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use mio::net::TcpStream;
 use mio::{Events, Poll};
 
+use fastim::im::cmd::code::{
+    ACK, ERROR, GROUP as CMD_GROUP, HEARTBEAT, SINGLE as CMD_SINGLE, SYNC_DONE,
+};
 use fastim::ws::OpCode;
 use fastim::ws::frame::{decode_header, write_masked_frame};
 
@@ -217,7 +220,7 @@ pub fn run(args: ChatArgs) -> Result<bool, String> {
             senders.push(new_sender(
                 0,
                 users[0].id,
-                format!("\"cmd\":11,\"dstid\":{g}"),
+                format!("\"cmd\":{CMD_GROUP},\"dstid\":{g}"),
                 &ref_prefix,
             ));
             role[0].0 = Some(0);
@@ -244,7 +247,7 @@ pub fn run(args: ChatArgs) -> Result<bool, String> {
                 senders.push(new_sender(
                     a,
                     users[a].id,
-                    format!("\"cmd\":10,\"dstid\":{}", users[b].id),
+                    format!("\"cmd\":{CMD_SINGLE},\"dstid\":{}", users[b].id),
                     &ref_prefix,
                 ));
             }
@@ -687,7 +690,7 @@ fn on_text(
                 stats.e2e.record(now.saturating_sub(sent));
             }
         }
-        Some(cmd @ (21 | 22)) => {
+        Some(cmd @ (ACK | ERROR)) => {
             let Some(s) = conn.sender else {
                 return stats.error(|| format!("connection {key} (a receiver) got cmd {cmd}"));
             };
@@ -708,7 +711,7 @@ fn on_text(
             sender.done[seq as usize] = true;
             sender.finished += 1;
             *finished = true;
-            if cmd == 22 {
+            if cmd == ERROR {
                 stats.refused += 1;
                 if stats.refused <= 5 {
                     eprintln!("refused: {}", String::from_utf8_lossy(json));
@@ -728,14 +731,10 @@ fn on_text(
                     .record(now.saturating_sub(sender.sent_at[seq as usize]));
             }
         }
-        Some(0 | 23) => {}
+        Some(HEARTBEAT | SYNC_DONE) => {}
         _ => stats.error(|| format!("unexpected frame: {}", String::from_utf8_lossy(json))),
     }
 }
-
-/// `cmd` of a one-to-one message, and of a group message.
-const CMD_SINGLE: i64 = 10;
-const CMD_GROUP: i64 = 11;
 
 /// The id, sender and sequence number of a delivery; `None` if `json` is not one.
 ///

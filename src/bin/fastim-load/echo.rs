@@ -13,7 +13,7 @@ use fastim::ws::OpCode;
 use fastim::ws::frame::{MAX_HEADER_LEN, decode_header, write_masked_frame};
 
 use crate::hist::Histogram;
-use crate::net::{self, Link, MASK_KEY, Phase, Rng, Schedule, Target, open_connections};
+use crate::net::{self, Link, MASK_KEY, Phase, Rng, Schedule, Target};
 use crate::{Json, Snapshot};
 
 /// Echoes up to this size are compared byte for byte; larger ones are sampled.
@@ -40,6 +40,8 @@ pub struct EchoArgs {
     pub server_pid: Option<u32>,
     pub batch: usize,
     pub deadline: Instant,
+    /// Offer permessage-deflate in every handshake.
+    pub offer_deflate: bool,
 }
 
 /// The messages of a run, built and masked once: a ring of distinct frames sent
@@ -405,12 +407,18 @@ pub fn run(args: EchoArgs) -> Result<bool, String> {
     let w = args.in_flight.max(1);
     let server_pid = args.server_pid.map(|p| p.to_string());
     let mut poll = Poll::new().map_err(|e| format!("poll: {e}"))?;
-    let sockets = open_connections(
+    let offer = if args.offer_deflate {
+        net::OFFER_DEFLATE
+    } else {
+        ""
+    };
+    let sockets = net::open_connections_with(
         &mut poll,
         &args.target,
         args.connections,
         args.batch,
         args.deadline,
+        |_| offer.to_owned(),
     )?;
     eprintln!(
         "{} connections open; {} s warm-up, {} s measured",

@@ -32,7 +32,7 @@ pub fn run(args: IdleArgs) -> Result<bool, String> {
     let mut poll = Poll::new().map_err(|e| format!("poll: {e}"))?;
     let opened = Instant::now();
     let offer = if args.offer_deflate {
-        "Sec-WebSocket-Extensions: permessage-deflate\r\n"
+        crate::net::OFFER_DEFLATE
     } else {
         ""
     };

@@ -183,23 +183,17 @@ impl Opening {
     }
 }
 
-/// Opens `n` WebSocket connections, at most `batch` handshakes at a time.
+/// The request header line offering permessage-deflate as a browser does.
+pub const OFFER_DEFLATE: &str =
+    "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n";
+
+/// Opens `n` WebSocket connections, at most `batch` handshakes at a time, with
+/// extra request header lines for connection `i` (`headers(i)`: complete lines,
+/// each ending in CRLF; empty for none), e.g. the `Authorization` of a `/chat`
+/// client or a permessage-deflate offer.
 ///
 /// The returned sockets are registered with `poll` under `Token(i)` for reading
 /// and writing; the handshake response has been read completely.
-pub fn open_connections(
-    poll: &mut Poll,
-    target: &Target,
-    n: usize,
-    batch: usize,
-    deadline: Instant,
-) -> Result<Vec<TcpStream>, String> {
-    open_connections_with(poll, target, n, batch, deadline, |_| String::new())
-}
-
-/// [`open_connections`], with extra request header lines for connection `i`
-/// (`headers(i)`: complete lines, each ending in CRLF; empty for none), e.g. the
-/// `Authorization` of a `/chat` client.
 pub fn open_connections_with(
     poll: &mut Poll,
     target: &Target,
