@@ -20,7 +20,7 @@
 
 import * as api from './api.js';
 import { ChatSocket } from './socket.js';
-import { uploadImage } from './images.js';
+import { uploadChatImage } from './images.js';
 import { formatTime } from './ui.js';
 import { CMD, TYPING_INTERVAL_MS } from './commands.js';
 
@@ -507,7 +507,7 @@ export class Session extends EventTarget {
       p.status = 'uploading';
       this.changed(p);
       try {
-        p.url = await uploadImage(p.file);
+        ({ url: p.url, pic: p.pic } = await uploadChatImage(p.file));
       } catch (e) {
         p.status = 'failed';
         p.error = `Upload failed: ${e.message}`;
@@ -519,6 +519,7 @@ export class Session extends EventTarget {
     const frame = { cmd: p.cmd, dstid: p.dstid, media: p.media, ref: p.ref };
     if (p.content) frame.content = p.content;
     if (p.url) frame.url = p.url;
+    if (p.pic) frame.pic = p.pic;
     if (this.socket.send(frame)) {
       p.status = 'sending';
       p.timer = setTimeout(() => {
@@ -550,6 +551,7 @@ export class Session extends EventTarget {
       media: p.media,
       content: p.content || '',
       url: p.url || '',
+      pic: p.pic || '',
       createat: f.createat,
       ref: f.ref,
       localUrl: p.localUrl, // keeps the already decoded preview; no flash on swap

@@ -317,6 +317,84 @@ async function scenario1() {
   await tid(A.page, 'friend-list').waitFor();
 }
 
+async function scenario7() {
+  // A sends a large picture: chat shows its thumbnail (at most 320 px, its size known
+  // before it loads), and a click or a tap opens the original in the viewer.
+  await tid(A.page, 'friend-item').filter({ hasText: 'Bob' }).click();
+  await tid(A.page, 'chat-title').filter({ hasText: 'Bob' }).waitFor();
+  const shown = tid(B.page, 'message-list').getByTestId('msg-image');
+  const before = await shown.count();
+  await tid(A.page, 'image-input').setInputFiles({ name: 'wide.png', mimeType: 'image/png', buffer: makePng(1600, 1000, 5) });
+  const img = shown.nth(before);
+  await expectImageRendered(img);
+  const t = await img.evaluate((el) => ({ src: el.getAttribute('src'), w: el.naturalWidth, h: el.naturalHeight, aw: el.getAttribute('width'), ah: el.getAttribute('height'), thumb: el.hasAttribute('data-thumb'), alt: el.alt }));
+  assert(t.thumb && /^\/resource\/[0-9a-f]{64}\.jpg$/.test(t.src), `B is shown the thumbnail: ${JSON.stringify(t)}`);
+  assert(Math.max(t.w, t.h) <= 320 && t.w === 320 && t.h === 200, `the thumbnail is 320 x 200: ${JSON.stringify(t)}`);
+  assert(t.aw === '320' && t.ah === '200', `width and height are given, so the list does not jump: ${JSON.stringify(t)}`);
+  assert(t.alt === 'Picture from Alice', `alt text: ${t.alt}`);
+  await shoot(B.page, '11-picture-thumbnail');
+
+  // A click opens the original; the focus is on the close button; Escape closes and the
+  // focus returns to the picture.
+  const opener = tid(B.page, 'msg-image-open').nth(before);
+  await opener.click();
+  const viewer = tid(B.page, 'viewer');
+  await viewer.waitFor();
+  const full = tid(B.page, 'viewer-image');
+  await expectImageRendered(full);
+  const o = await full.evaluate((el) => ({ src: el.getAttribute('src'), w: el.naturalWidth, h: el.naturalHeight, alt: el.alt }));
+  assert(/^\/resource\/[0-9a-f]{64}\.png$/.test(o.src) && o.w === 1600 && o.h === 1000, `the viewer shows the original: ${JSON.stringify(o)}`);
+  assert(o.alt === 'Picture from Alice', `the viewer's alt text: ${o.alt}`);
+  const focused = () => B.page.evaluate(() => document.activeElement?.getAttribute('data-testid'));
+  assert((await focused()) === 'viewer-close', `the close button has the focus: ${await focused()}`);
+  await shoot(B.page, '12-picture-viewer');
+  await B.page.keyboard.press('Escape');
+  await until('Escape closes the viewer', async () => (await viewer.count()) === 0);
+  assert((await focused()) === 'msg-image-open', `the focus is back on the picture: ${await focused()}`);
+  // By keyboard alone: Enter on the picture opens it, Enter on the close button closes it.
+  await B.page.keyboard.press('Enter');
+  await viewer.waitFor();
+  await B.page.keyboard.press('Enter');
+  await until('the close button closes the viewer', async () => (await viewer.count()) === 0);
+
+  // A, on a phone: a tap on their own picture opens it; the button closes it.
+  const mine = tid(A.page, 'msg-image-open').last();
+  await until('the picture acknowledged', async () => (await tid(A.page, 'message').last().getAttribute('data-status')) === 'sent');
+  await mine.tap();
+  await tid(A.page, 'viewer').waitFor();
+  await expectImageRendered(tid(A.page, 'viewer-image'));
+  await shoot(A.page, '13-picture-viewer-own');
+  await tid(A.page, 'viewer-close').tap();
+  await until('the close button closes the viewer', async () => (await tid(A.page, 'viewer').count()) === 0);
+
+  // A message without a thumbnail (fastIM's client, pictures stored before thumbnails)
+  // falls back to the original. Sent by B from a socket of its own, as another client would.
+  const sent = await B.page.evaluate(
+    ([url, to]) =>
+      new Promise((resolve, reject) => {
+        const ws = new WebSocket(`${location.origin.replace(/^http/, 'ws')}/chat`);
+        ws.onopen = () => ws.send(JSON.stringify({ cmd: 10, dstid: to, media: 4, url, ref: 'no-thumb' }));
+        ws.onmessage = (e) => {
+          const f = JSON.parse(e.data);
+          if (f.ref === 'no-thumb') {
+            ws.close();
+            resolve(f);
+          }
+        };
+        ws.onerror = () => reject(new Error('socket error'));
+      }),
+    [o.src, A.id],
+  );
+  assert(sent.cmd === 21, `the message without pic was stored: ${JSON.stringify(sent)}`);
+  const fallback = tid(A.page, 'message-list').locator(`[data-testid=message][data-id="${sent.id}"]`).getByTestId('msg-image');
+  await expectImageRendered(fallback);
+  const f = await fallback.evaluate((el) => ({ src: el.getAttribute('src'), thumb: el.hasAttribute('data-thumb'), w: el.naturalWidth }));
+  assert(f.src === o.src && !f.thumb && f.w === 1600, `the original is shown without a thumbnail: ${JSON.stringify(f)}`);
+  await shoot(A.page, '14-picture-fallback');
+  await tid(A.page, 'chat-back').click();
+  await tid(A.page, 'friend-list').waitFor();
+}
+
 async function scenario2() {
   // C: a third user, who is nobody's friend.
   C = await newUser('C', { phone: false });
@@ -660,6 +738,7 @@ async function scenario6() {
 
 const scenarios = [
   [1, 'two users register, become friends, exchange text, emoji and a picture', scenario1],
+  [7, 'a picture shows as its thumbnail and opens full size; one without a thumbnail shows the original', scenario7],
   [2, 'a group of three chats; 1:1 messages stay in their own chat', scenario2],
   [3, 'history survives a reload and pages back on scroll', scenario3],
   [5, 'API errors are shown in words; logout revokes the session', scenario5],
