@@ -35,6 +35,9 @@ new_data_dir() {
 launch_server() {
     local log=$1 limit=$2
     shift 2
+    # Created here: the background job's redirection may come after the first look
+    # (and a sed of a missing file would end the script under pipefail).
+    : >"$log"
     timeout "$limit" taskset -c "$SERVER_CPU" "$@" 2>"$log" &
     WRAPPER_PID=$!
     for _ in $(seq 100); do

@@ -174,6 +174,25 @@ pub struct Args {
     /// (e.g. 127.0.0.1:9100; port 0 picks one). Off unless given.
     #[arg(long, value_name = "ADDR")]
     pub metrics_listen: Option<SocketAddr>,
+    /// Serve HTTPS and wss:// with this certificate chain (PEM, the server's
+    /// certificate first); needs --tls-key.
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, RSA or EC; RSA, ECDSA or Ed25519).
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// Serve HTTPS with a self-signed certificate for localhost, 127.0.0.1 and the
+    /// listen address, made once and kept in the data directory (for trying).
+    #[arg(
+        long,
+        action = ArgAction::Set,
+        num_args = 0..=1,
+        require_equals = true,
+        default_value = "false",
+        default_missing_value = "true",
+        value_parser = BoolishValueParser::new(),
+    )]
+    pub tls_self_signed: bool,
     /// Seconds between two removals of old messages (for tests; not in files).
     #[arg(long, hide = true, default_value_t = config::RETENTION_INTERVAL.as_secs_f64())]
     pub retention_interval: f64,
@@ -262,7 +281,14 @@ pub struct Settings {
     pub trace_frames: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub inspector: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics_listen: Option<SocketAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_self_signed: Option<bool>,
 }
 
 impl Settings {
@@ -285,8 +311,8 @@ impl Settings {
         toml::from_str(text).map_err(|e| e.to_string().trim_end().to_owned())
     }
 
-    /// Every setting of `args`, as a file would hold it (`static-dir`, `history-days`
-    /// and `metrics-listen` only if set).
+    /// Every setting of `args`, as a file would hold it (`static-dir`, `history-days`,
+    /// `metrics-listen`, `tls-cert` and `tls-key` only if set).
     pub fn from_args(args: &Args) -> Settings {
         Settings {
             listen: Some(args.listen),
@@ -316,6 +342,9 @@ impl Settings {
             trace_frames: Some(args.trace_frames),
             inspector: Some(args.inspector),
             metrics_listen: args.metrics_listen,
+            tls_cert: args.tls_cert.clone(),
+            tls_key: args.tls_key.clone(),
+            tls_self_signed: Some(args.tls_self_signed),
         }
     }
 
@@ -439,7 +468,20 @@ impl Args {
         let Some(retention_interval) = seconds(self.retention_interval) else {
             return Err("--retention-interval must be a positive number of seconds".into());
         };
+        let tls = match (&self.tls_cert, &self.tls_key, self.tls_self_signed) {
+            (None, None, false) => None,
+            (None, None, true) => Some(config::Tls::SelfSigned),
+            (Some(cert), Some(key), false) => Some(config::Tls::Files {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            (Some(_), Some(_), true) => {
+                return Err("--tls-self-signed or --tls-cert/--tls-key: not both".into());
+            }
+            _ => return Err("--tls-cert and --tls-key go together".into()),
+        };
         Ok(Config {
+            tls,
             listen: self.listen,
             data_dir: self.data_dir.clone(),
             echo: !self.no_echo,
@@ -498,6 +540,10 @@ mod tests {
             "30",
             "--metrics-listen",
             "127.0.0.1:9100",
+            "--tls-cert",
+            "c.pem",
+            "--tls-key",
+            "k.pem",
         ]));
         let keys: Vec<String> = toml::Table::try_from(&all)
             .expect("a table")
@@ -594,6 +640,35 @@ mod tests {
                 .try_get_matches_from(["fastim", "--no-echo=maybe"])
                 .is_err()
         );
+    }
+
+    #[test]
+    fn tls_takes_a_certificate_and_its_key_or_makes_one() {
+        assert_eq!(parse(&[]).server_config().expect("valid").tls, None);
+        assert_eq!(
+            parse(&["--tls-self-signed"])
+                .server_config()
+                .expect("valid")
+                .tls,
+            Some(config::Tls::SelfSigned)
+        );
+        assert_eq!(
+            parse(&["--tls-cert", "c.pem", "--tls-key", "k.pem"])
+                .server_config()
+                .expect("valid")
+                .tls,
+            Some(config::Tls::Files {
+                cert: "c.pem".into(),
+                key: "k.pem".into()
+            })
+        );
+        let both = parse(&["--tls-cert", "c", "--tls-key", "k", "--tls-self-signed"]);
+        assert!(both.server_config().is_err());
+        assert!(parse(&["--tls-cert", "c.pem"]).server_config().is_err());
+        assert!(parse(&["--tls-key", "k.pem"]).server_config().is_err());
+        let settings =
+            Settings::parse("tls-cert = \"c.pem\"\ntls-key = \"k.pem\"\n").expect("keys");
+        assert_eq!(settings.tls_key, Some("k.pem".into()));
     }
 
     #[test]

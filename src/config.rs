@@ -201,6 +201,23 @@ pub struct Config {
     pub inspector: bool,
     /// Where `GET /metrics` is served (`--metrics-listen`); `None`: nowhere.
     pub metrics_listen: Option<SocketAddr>,
+    /// Serve every endpoint over TLS (`--tls-cert`/`--tls-key` or
+    /// `--tls-self-signed`); `None` speaks plain HTTP.
+    pub tls: Option<Tls>,
+}
+
+/// Where the TLS certificate comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Tls {
+    /// A certificate chain and its private key, PEM files.
+    Files {
+        /// The certificate chain, the server's certificate first.
+        cert: PathBuf,
+        /// The private key (PKCS#8, PKCS#1 or SEC1).
+        key: PathBuf,
+    },
+    /// A certificate made for trying, kept in the data directory.
+    SelfSigned,
 }
 
 impl Config {
@@ -241,6 +258,7 @@ impl Default for Config {
             trace_frames: false,
             inspector: false,
             metrics_listen: None,
+            tls: None,
         }
     }
 }

@@ -21,6 +21,8 @@
 //!   `check`), which call the store from a process of their own.
 //! - [`api`]: the HTTP API routes (`/user/*`, `/contact/*`, `/message/history`), run on
 //!   worker threads against the store.
+//! - [`thumbnail`]: the small version of each uploaded picture, with decoding limits; pure
+//!   computation, run by the API worker that stores the upload.
 
 pub mod admin;
 pub mod api;
@@ -35,4 +37,5 @@ pub mod server;
 pub mod store;
 /// Login and registration throttling per address and per account, sans-IO (the caller passes the time).
 pub mod throttle;
+pub mod thumbnail;
 pub mod ws;

@@ -111,8 +111,14 @@ fn main() -> ExitCode {
         info!("metrics on http://{metrics}/metrics");
     }
     info!("database: {}", config.data_dir.join("fastim.db").display());
+    let (http, ws) = if config.tls.is_some() {
+        ("https", "wss")
+    } else {
+        ("http", "ws")
+    };
+    info!("web client: {http}://{addr}/");
     if config.echo {
-        info!("echo endpoint: ws://{addr}/echo");
+        info!("echo endpoint: {ws}://{addr}/echo");
     }
     if config.inspector {
         info!("frame inspector: http://{addr}/inspector/");

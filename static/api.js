@@ -91,10 +91,15 @@ export const MAX_UPLOAD = 10 * 1024 * 1024;
  * ("/resource/<sha256>.<ext>"). The server accepts PNG, JPEG, GIF and WebP up to 10 MiB.
  */
 export async function upload(file, name = file.name || 'image') {
+  return (await uploadPicture(file, name)).data;
+}
+
+/** Like upload(), resolving to the whole reply: `data`, and `thumb`, `thumbwidth`, `thumbheight`. */
+export async function uploadPicture(file, name = file.name || 'image') {
   if (file.size > MAX_UPLOAD) throw new ApiError('This picture is larger than 10 MB.', { status: 413 });
   const form = new FormData();
   form.append('file', file, name);
   const body = await request('/attach/upload', { method: 'POST', body: form });
   if (typeof body.data !== 'string') throw new ApiError('The upload did not return a picture address.');
-  return body.data;
+  return body;
 }

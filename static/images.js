@@ -3,7 +3,8 @@
 // redrawn as a JPEG of at most 2048 px when the browser can decode it. Small PNG, JPEG,
 // GIF (animations) and WebP files go as they are.
 
-import { MAX_UPLOAD, upload } from './api.js';
+import { MAX_UPLOAD, upload, uploadPicture } from './api.js';
+import { picField } from './pictures.js';
 
 const ACCEPTED = ['image/png', 'image/jpeg', 'image/gif', 'image/webp'];
 const KEEP_BELOW = 3 * 1024 * 1024;
@@ -42,4 +43,11 @@ export function uploadName(blob, original) {
 export async function uploadImage(file) {
   const blob = await prepareImage(file);
   return upload(blob, uploadName(blob, file.name));
+}
+
+/** Prepares and uploads a picture for a message; resolves to its `url` and `pic` (the thumbnail). */
+export async function uploadChatImage(file) {
+  const blob = await prepareImage(file);
+  const reply = await uploadPicture(blob, uploadName(blob, file.name));
+  return { url: reply.data, pic: picField(reply) };
 }

@@ -25,7 +25,7 @@
 
 import * as api from './api.js';
 import { ChatSocket } from './socket.js';
-import { uploadImage } from './images.js';
+import { uploadChatImage } from './images.js';
 import { formatTime } from './ui.js';
 import { CMD, TYPING_INTERVAL_MS } from './commands.js';
 
@@ -419,7 +419,7 @@ export class Session extends EventTarget {
     if (this.everOpened) this.loadContacts(); // things may have changed while we were away
     this.everOpened = true;
     this.syncing = true;
-    this.socket.send({ cmd: CMD.SYNC, id: this.lastId });
+    this.sync();
     // Presence and typing: the answer is the contacts' current states, then changes.
     this.presence.clear();
     this.socket.send({ cmd: CMD.PRESENCE });
@@ -427,6 +427,12 @@ export class Session extends EventTarget {
     for (const c of this.convs.values()) {
       for (const p of c.pending.values()) if (p.status === 'queued' || p.status === 'sending') this.transmit(p);
     }
+  }
+
+  /** Asks for what arrived after the last id, as one message (which the server may
+   *  compress as a whole) rather than a frame per message. */
+  sync() {
+    this.socket.send({ cmd: CMD.SYNC, id: this.lastId, batch: true });
   }
 
   onClose({ delay, opened }) {
@@ -514,10 +520,13 @@ export class Session extends EventTarget {
       case CMD.ERROR:
         this.onError(f);
         break;
+      case CMD.SYNC_BATCH:
+        for (const m of f.messages || []) this.ingest(m);
+      // falls through: the batch ends like a sync reply
       case CMD.SYNC_DONE:
         if (f.id > this.lastId) this.setLastId(f.id);
         if (f.more) {
-          this.socket.send({ cmd: CMD.SYNC, id: this.lastId });
+          this.sync();
         } else {
           this.syncing = false;
           // What the sync brought is in the server's counts: take them (again, after a reconnect).
@@ -593,7 +602,7 @@ export class Session extends EventTarget {
       p.status = 'uploading';
       this.changed(p);
       try {
-        p.url = await uploadImage(p.file);
+        ({ url: p.url, pic: p.pic } = await uploadChatImage(p.file));
       } catch (e) {
         p.status = 'failed';
         p.error = `Upload failed: ${e.message}`;
@@ -605,6 +614,7 @@ export class Session extends EventTarget {
     const frame = { cmd: p.cmd, dstid: p.dstid, media: p.media, ref: p.ref };
     if (p.content) frame.content = p.content;
     if (p.url) frame.url = p.url;
+    if (p.pic) frame.pic = p.pic;
     if (this.socket.send(frame)) {
       p.status = 'sending';
       p.timer = setTimeout(() => {
@@ -636,6 +646,7 @@ export class Session extends EventTarget {
       media: p.media,
       content: p.content || '',
       url: p.url || '',
+      pic: p.pic || '',
       createat: f.createat,
       ref: f.ref,
       localUrl: p.localUrl, // keeps the already decoded preview; no flash on swap

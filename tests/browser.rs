@@ -8,20 +8,29 @@
 //! data directory: the node script does that itself with the binary given by
 //! `--server-bin` on the data directory given by `--data-dir`. The other scenarios use the
 //! server started here. Screenshots go to `target/screenshots/`.
+//!
+//! A second run takes scenario 1 over https:// with `--tls-self-signed`
+//! (screenshots in `target/screenshots/https/`).
 
 mod common;
 
+use std::ffi::OsString;
 use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use base64::Engine as _;
 use common::{Server, fresh_data_dir};
 use fastim::store::{Db, Message, NewUser, Peer};
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+use sha2::{Digest, Sha256};
 
 /// A user with 1,000 friends, each of whom has sent them one message (friend 999's is
-/// the newest), for the list-rendering figure of scenario 7: their session token.
+/// the newest), for the list-rendering figure of scenario 8: their session token.
 fn seed_many(data: &Path) -> String {
     std::fs::create_dir_all(data).expect("data dir");
     let mut db = Db::open(&data.join("fastim.db")).expect("open db");
@@ -54,8 +63,13 @@ fn seed_many(data: &Path) -> String {
 
 const TIME_LIMIT: Duration = Duration::from_secs(300);
 
-#[test]
-fn web_client_in_chromium() {
+/// One Chromium at a time: two at once on a small machine make both slow enough
+/// to miss the scripts' waits.
+static ONE_BROWSER: Mutex<()> = Mutex::new(());
+
+/// What is missing for the browser tests, if anything; under `CI=true` a missing
+/// piece fails the test instead of skipping it.
+fn missing_tools(test: &str) -> bool {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let dir = root.join("tests/browser");
     let missing: Vec<&str> = [
@@ -71,15 +85,23 @@ fn web_client_in_chromium() {
     .into_iter()
     .flatten()
     .collect();
-    if !missing.is_empty() {
-        let what = missing.join(", ");
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("browser tests need {what}: run .ci/install-browser first");
-        }
-        println!("SKIP web_client_in_chromium: missing {what} (run .ci/install-browser)");
+    if missing.is_empty() {
+        return false;
+    }
+    let what = missing.join(", ");
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("browser tests need {what}: run .ci/install-browser first");
+    }
+    println!("SKIP {test}: missing {what} (run .ci/install-browser)");
+    true
+}
+
+#[test]
+fn web_client_in_chromium() {
+    if missing_tools("web_client_in_chromium") {
         return;
     }
-
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let data = fresh_data_dir();
     let many_token = seed_many(&data);
     let resources = data.join("resource");
@@ -89,27 +111,94 @@ fn web_client_in_chromium() {
             "--resource-dir",
             resources.to_str().expect("utf-8 path"),
             "--inspector",
+            "--metrics-listen",
+            "127.0.0.1:0",
         ],
     );
     let restart_data = fresh_data_dir();
-    let screenshots = root.join("target/screenshots");
+    let args: Vec<OsString> = vec![
+        "--url".into(),
+        format!("http://{}", server.addr).into(),
+        "--server-bin".into(),
+        env!("CARGO_BIN_EXE_fastim").into(),
+        "--data-dir".into(),
+        restart_data.clone().into(),
+        "--screenshots".into(),
+        root.join("target/screenshots").into(),
+        "--many-token".into(),
+        many_token.into(),
+    ];
+    let result = run_node(&args, &[]);
+    // Scenario 3's second device synced the whole history in one message: the
+    // server sent it compressed (Chromium's DevTools show frames inflated).
+    let compressed = result
+        .is_ok()
+        .then(|| chat_messages_sent_compressed(&server));
+    drop(server);
+    let _ = std::fs::remove_dir_all(&restart_data);
+    result.unwrap_or_else(|report| panic!("{report}"));
+    assert!(
+        compressed.is_some_and(|n| n >= 1.0),
+        "no chat message went to Chromium compressed (fastim_ws_messages_sent_compressed_total)"
+    );
+}
 
+/// Scenario 1 (register, befriend, text, emoji, a picture) over https:// and wss://
+/// with the server's self-signed certificate, which Chromium is told to trust by its
+/// public key alone (`--ignore-certificate-errors-spki-list`), as README says to try it.
+#[test]
+fn web_client_over_https_in_chromium() {
+    if missing_tools("web_client_over_https_in_chromium") {
+        return;
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let data = fresh_data_dir();
+    let resources = data.join("resource");
+    let server = Server::start_in(
+        data.clone(),
+        &[
+            "--tls-self-signed",
+            "--resource-dir",
+            resources.to_str().expect("utf-8 path"),
+        ],
+    );
+    let cert_file = data.join("tls-self-signed.crt");
+    let pem = std::fs::read(&cert_file).expect("the kept certificate");
+    let cert = CertificateDer::from_pem_slice(&pem).expect("PEM");
+    let spki = webpki::EndEntityCert::try_from(&cert)
+        .expect("a certificate")
+        .subject_public_key_info();
+    let spki = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(spki.as_ref()));
+    let args: Vec<OsString> = vec![
+        "--url".into(),
+        format!("https://{}", server.addr).into(),
+        "--only".into(),
+        "1".into(),
+        "--spki".into(),
+        spki.into(),
+        "--screenshots".into(),
+        root.join("target/screenshots/https").into(),
+    ];
+    // The API calls the script makes from node (not from Chromium) trust the file.
+    let result = run_node(&args, &[("NODE_EXTRA_CA_CERTS", cert_file.into())]);
+    drop(server);
+    result.unwrap_or_else(|report| panic!("{report}"));
+}
+
+/// Runs `tests/browser/run.mjs` with `args` (bounded by [`TIME_LIMIT`]); its output,
+/// or a report of what went wrong.
+fn run_node(args: &[OsString], env: &[(&str, OsString)]) -> Result<(), String> {
+    let _one = ONE_BROWSER.lock().unwrap_or_else(|e| e.into_inner());
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = root.join("tests/browser");
     // Its own process group, so that on a time-out the whole tree (node and the server it
     // may have started) is killed; Chromium exits when node's pipe to it closes.
     let mut child = Command::new("node")
         .arg(dir.join("run.mjs"))
-        .arg("--url")
-        .arg(format!("http://{}", server.addr))
-        .arg("--server-bin")
-        .arg(env!("CARGO_BIN_EXE_fastim"))
-        .arg("--data-dir")
-        .arg(&restart_data)
-        .arg("--screenshots")
-        .arg(&screenshots)
-        .arg("--many-token")
-        .arg(&many_token)
+        .args(args)
         .arg("--time-limit")
         .arg((TIME_LIMIT.as_secs() - 30).to_string())
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .current_dir(root)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -146,13 +235,36 @@ fn web_client_in_chromium() {
     };
     let out = out.join().unwrap_or_default();
     let err = err.join().unwrap_or_default();
-    drop(server);
-    let _ = std::fs::remove_dir_all(&restart_data);
 
     let report = format!("--- run.mjs stdout ---\n{out}\n--- run.mjs stderr ---\n{err}");
     match status {
-        None => panic!("browser tests did not finish within {TIME_LIMIT:?}\n{report}"),
-        Some(s) if !s.success() => panic!("browser tests failed ({s})\n{report}"),
-        Some(_) => println!("{out}"),
+        None => Err(format!(
+            "browser tests did not finish within {TIME_LIMIT:?}\n{report}"
+        )),
+        Some(s) if !s.success() => Err(format!("browser tests failed ({s})\n{report}")),
+        Some(_) => {
+            println!("{out}");
+            Ok(())
+        }
     }
+}
+
+/// `fastim_ws_messages_sent_compressed_total{endpoint="chat"}` from the server's metrics.
+fn chat_messages_sent_compressed(server: &Server) -> f64 {
+    use std::io::{Read, Write};
+    let addr = server.metrics.expect("--metrics-listen was given");
+    let mut s = std::net::TcpStream::connect(addr).expect("metrics port");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: metrics\r\n\r\n")
+        .expect("request");
+    let mut text = String::new();
+    s.read_to_string(&mut text)
+        .expect("the server answers and closes");
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(r#"fastim_ws_messages_sent_compressed_total{endpoint="chat"} "#)
+        })
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no compressed-messages series in:\n{text}"))
 }

@@ -263,9 +263,10 @@ fn printed_configuration_reads_back_the_same() {
     let (status, second, err) = run(&["--config", &again, "--print-config"], &[], &dir.0);
     assert!(status.success(), "{err}");
     assert_eq!(first, second);
-    // Every key is there (static-dir because it was set).
+    // Every key is there (static-dir because it was set; not tls-cert and tls-key).
     let table: toml::Table = first.parse().expect("TOML");
-    assert_eq!(table.len(), 25, "{first}");
+    assert_eq!(table.len(), 26, "{first}");
+    assert_eq!(table["tls-self-signed"].as_bool(), Some(false));
     assert_eq!(table["login-per-minute"].as_integer(), Some(7));
     assert_eq!(table["static-dir"].as_str(), Some("web"));
 }
@@ -389,13 +390,14 @@ fn subcommands_take_the_same_config() {
     assert!(err.contains("no database at data/fastim.db"), "{err}");
 }
 
-/// The example in deploy/ is a valid file, with every key but `static-dir`.
+/// The example in deploy/ is a valid file, with every key but `static-dir`,
+/// `tls-cert` and `tls-key`.
 #[test]
 fn the_deployment_example_reads() {
     let dir = Dir::new();
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/fastim.toml");
     let t = printed(&["--config", example], &[], &dir.0);
-    assert_eq!(t.len(), 24, "{t:?}");
+    assert_eq!(t.len(), 25, "{t:?}");
     assert_eq!(t["data-dir"].as_str(), Some("/var/lib/fastim/data"));
     let written: toml::Table = std::fs::read_to_string(example)
         .expect("the example")

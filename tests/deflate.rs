@@ -127,3 +127,93 @@ fn a_decompression_bomb_is_closed_with_1009_and_memory_stays_bounded() {
     // At most one message's worth (16 MiB) was ever inflated at once.
     assert!(grown < 40 << 20, "RSS grew by {grown} bytes");
 }
+
+/// A sync asked with `"batch":true` is one message that goes compressed, with the
+/// same deliveries as the plain reply, which goes as one small frame per message.
+#[test]
+fn a_batched_sync_reply_is_one_compressed_message_a_fraction_of_the_plain_reply() {
+    use fastim::store::{Db, Message as ChatMessage, Peer};
+    let dir = common::fresh_data_dir();
+    std::fs::create_dir_all(&dir).expect("dir");
+    let a = {
+        let mut db = Db::open(&dir.join("fastim.db")).expect("seed");
+        let a = common::seed_account(&mut db, "1001");
+        let b = common::seed_account(&mut db, "1002");
+        db.add_friend(a.0, b.0, 1).expect("friends");
+        let texts = [
+            "are we still on for dinner tonight?",
+            "好的，明天见！我们在老地方吃饭",
+            "running ten minutes late, sorry",
+        ];
+        let history: Vec<ChatMessage> = (0..400)
+            .map(|i| ChatMessage {
+                sender_id: if i % 2 == 0 { a.0 } else { b.0 },
+                to: Peer::User(if i % 2 == 0 { b.0 } else { a.0 }),
+                media: 1,
+                content: format!("{} ({i})", texts[i % 3]),
+                pic: String::new(),
+                url: String::new(),
+                memo: String::new(),
+                amount: 0,
+                client_ref: None,
+                id: 0,
+                created_at: 0,
+            })
+            .collect();
+        db.save_messages(&history, 1_795_000_000_000)
+            .expect("history");
+        a
+    };
+    let server = Server::start_in(dir, &[]);
+    let chat = format!("/chat?token={}", a.1);
+    let offer = "permessage-deflate; client_max_window_bits";
+
+    // Plain: 400 deliveries and the closing cmd 23, each its own frame.
+    let (mut plain, head) =
+        RawClient::request(server.addr, &upgrade_request_offering(&chat, offer));
+    assert!(
+        head.starts_with("HTTP/1.1 101 ") && head.contains(ANSWER),
+        "{head}"
+    );
+    plain.send(&masked_frame(true, 0x1, br#"{"cmd":20,"id":0}"#));
+    let mut plain_bytes = 0;
+    let mut deliveries = Vec::new();
+    loop {
+        let (b0, payload) = plain.read_frame_raw().expect("a sync frame");
+        plain_bytes += payload.len() + 2 + if payload.len() > 125 { 2 } else { 0 };
+        let payload = if b0 & 0x40 != 0 {
+            inflate_message(&payload, 15)
+        } else {
+            payload
+        };
+        let v: serde_json::Value = serde_json::from_slice(&payload).expect("JSON");
+        if v["cmd"] == 23 {
+            break;
+        }
+        deliveries.push(v);
+    }
+    assert_eq!(deliveries.len(), 400);
+
+    // Batched: one compressed message holding the same deliveries.
+    let (mut batched, _) = RawClient::request(server.addr, &upgrade_request_offering(&chat, offer));
+    batched.send(&masked_frame(
+        true,
+        0x1,
+        br#"{"cmd":20,"id":0,"batch":true}"#,
+    ));
+    let (b0, z) = batched.read_frame_raw().expect("the batch");
+    assert_eq!(b0, 0x80 | 0x40 | 0x1, "final, compressed, text");
+    let reply: serde_json::Value = serde_json::from_slice(&inflate_message(&z, 15)).expect("JSON");
+    assert_eq!(reply["cmd"], 25);
+    assert_eq!(reply["more"], false);
+    assert_eq!(reply["messages"].as_array().expect("array"), &deliveries);
+    let batched_bytes = z.len() + 10;
+    println!(
+        "sync of 400 chat messages: {plain_bytes} bytes as frames, {batched_bytes} bytes as one compressed batch ({:.1} %)",
+        100.0 * batched_bytes as f64 / plain_bytes as f64
+    );
+    assert!(
+        batched_bytes * 5 < plain_bytes,
+        "{batched_bytes} bytes batched against {plain_bytes} plain"
+    );
+}

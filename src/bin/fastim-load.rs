@@ -1,6 +1,6 @@
 //! `fastim-load`: a load generator for WebSocket echo servers.
 //!
-//! A single-threaded `mio` client built on fastim's own frame codec. Three modes:
+//! A single-threaded `mio` client built on fastim's own frame codec. Four modes:
 //!
 //! - `echo`: C connections each keep W messages of S bytes outstanding for a
 //!   fixed time; reports messages/s, MB/s, latency percentiles, its own CPU and,
@@ -20,6 +20,12 @@
 //!   within a few seconds (users and sessions are written into the database before
 //!   the server starts): presence frames and entries received, presence and typing
 //!   latency, the server's CPU.
+//! - `handshakes`: TLS connections per second (handshake, one request, close),
+//!   full or resumed, and the server's CPU per connection (blocking threads,
+//!   not the mio loop: each makes one connection at a time).
+//!
+//! `echo` and `idle` take `wss://` URLs too: TLS with rustls, whose certificate
+//! check accepts any certificate (test-only: see `fastim-load/tls.rs`).
 //!
 //! Frames are built and masked once per run and written straight from that
 //! buffer; echoes are parsed in one large receive buffer: nothing is allocated
@@ -30,6 +36,7 @@
 //!     --in-flight 8 --duration 5 --server-pid 1234
 //! fastim-load idle --url ws://127.0.0.1:8080/echo --connections 10000 --server-pid 1234
 //! fastim-load chat --url http://127.0.0.1:8080 --mode group --clients 1000 --duration 10
+//! fastim-load handshakes --url wss://127.0.0.1:8443/ --parallel 4 --duration 5 [--resume] --server-pid 1234
 //! fastim-load chat --url http://127.0.0.1:8080 --mode single --pairs 10 --in-flight 8 --duration 10
 //! fastim-load live-seed --data-dir /tmp/live --users 1000   # then start fastim on /tmp/live
 //! fastim-load live --url ws://127.0.0.1:8080/chat --tokens /tmp/live/live-tokens.txt --server-pid 1234
@@ -40,6 +47,8 @@
 mod chat;
 #[path = "fastim-load/echo.rs"]
 mod echo;
+#[path = "fastim-load/handshakes.rs"]
+mod handshakes;
 #[path = "fastim-load/hist.rs"]
 mod hist;
 #[path = "fastim-load/idle.rs"]
@@ -52,6 +61,8 @@ mod net;
 mod procfs;
 #[path = "fastim-load/setup.rs"]
 mod setup;
+#[path = "fastim-load/tls.rs"]
+mod tls;
 
 use std::fmt::Write as _;
 use std::process::ExitCode;
@@ -76,7 +87,8 @@ struct Args {
 enum Mode {
     /// Keep messages in flight on every connection and measure the echoes.
     Echo {
-        /// Server URL, e.g. ws://127.0.0.1:8080/echo.
+        /// Server URL, e.g. ws://127.0.0.1:8080/echo, or wss://127.0.0.1:8443/echo (TLS;
+        /// any certificate is accepted: for measuring, never for trusting a server).
         #[arg(long)]
         url: String,
         /// Connections to open.
@@ -118,7 +130,8 @@ enum Mode {
     },
     /// Open idle connections and report the server's memory per connection.
     Idle {
-        /// Server URL, e.g. ws://127.0.0.1:8080/echo.
+        /// Server URL, e.g. ws://127.0.0.1:8080/echo, or wss://127.0.0.1:8443/echo (TLS;
+        /// any certificate is accepted: for measuring, never for trusting a server).
         #[arg(long)]
         url: String,
         /// Connections to open.
@@ -140,6 +153,26 @@ enum Mode {
         /// per-connection zlib state, so the cost should not change).
         #[arg(long)]
         offer_deflate: bool,
+    },
+    /// TLS connections per second (handshake, one GET /healthz, close), and the
+    /// server's CPU per connection.
+    Handshakes {
+        /// The server, e.g. wss://127.0.0.1:8443/ (only the address is used); ws://
+        /// makes the same connections without TLS.
+        #[arg(long)]
+        url: String,
+        /// Threads, each making one connection at a time.
+        #[arg(long, default_value_t = 4)]
+        parallel: usize,
+        /// Seconds measured.
+        #[arg(long)]
+        duration: f64,
+        /// Resume sessions (tickets) instead of making a full handshake each time.
+        #[arg(long)]
+        resume: bool,
+        /// The server's process id, to report its CPU time per connection.
+        #[arg(long)]
+        server_pid: Option<u32>,
     },
     /// fastim's /chat end to end: a group with one sender, or pairs of friends.
     Chat {
@@ -251,6 +284,7 @@ fn run(args: Args) -> Result<bool, String> {
                 Mode::Live(LiveOpts { tokens, .. }) => {
                     std::fs::read_to_string(tokens).map_or(0, |t| t.lines().count())
                 }
+                Mode::Handshakes { parallel, .. } => *parallel,
             };
             if (n as usize) < wanted + 16 {
                 return Err(format!(
@@ -322,6 +356,24 @@ fn run(args: Args) -> Result<bool, String> {
                 batch,
                 deadline: deadline((hold + settle).as_secs_f64()),
                 offer_deflate,
+            })
+        }
+        Mode::Handshakes {
+            url,
+            parallel,
+            duration,
+            resume,
+            server_pid,
+        } => {
+            let duration =
+                seconds(duration).ok_or("--duration must be a positive number of seconds")?;
+            let url = url.replacen("https://", "wss://", 1);
+            handshakes::run(handshakes::HandshakeArgs {
+                target: Target::parse(&url)?,
+                parallel,
+                duration,
+                resume,
+                server_pid,
             })
         }
         Mode::Chat {

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use super::lifecycle::Services;
 use super::workers::{ConnRef, Job, PendingChat, Ticket, Work};
-use crate::im::cmd::{self, Ctx, Produced};
+use crate::im::cmd::{self, Ctx, Produced, SyncAfter};
 use crate::im::index::ChatIndex;
 use crate::im::wire::WireError;
 use crate::ws::{Message, PerMessageDeflate};
@@ -40,8 +40,8 @@ pub enum Sent {
     Reply(String),
     /// A message went to the writer; its ack will come.
     Message,
-    /// The client asks for a sync after this id; the connection decides when.
-    Sync(i64),
+    /// The client asks for a sync; the connection decides when.
+    Sync(SyncAfter),
 }
 
 /// The 503 a client gets when a queue is full: it may send the same thing again.
@@ -99,13 +99,14 @@ pub fn on_message(message: Message<'_>, turn: &mut Turn<'_>, now: Instant) -> Se
 
 /// Sends a sync job to the workers. A full queue is `Err` with the 503 error to
 /// answer. The connection keeps `ticket`: a sync whose connection has gone is skipped.
-pub fn start_sync(turn: &mut Turn<'_>, after: i64, ticket: &Ticket) -> Result<(), String> {
+pub fn start_sync(turn: &mut Turn<'_>, sync: SyncAfter, ticket: &Ticket) -> Result<(), String> {
     let job = Job {
         conn: turn.conn,
         ticket: ticket.clone(),
         work: Work::Sync {
             user: turn.user,
-            after,
+            after: sync.after,
+            batch: sync.batch,
             deflate: turn.deflate,
             min_bytes: turn.deflate_min_bytes,
         },

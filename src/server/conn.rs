@@ -6,6 +6,7 @@ use mio::net::TcpStream;
 
 use super::inspector::Traced;
 use super::lifecycle::Lifecycle;
+use super::tls::Tls;
 
 /// The WebSocket services this server offers, by path.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,6 +47,8 @@ pub struct Conn {
     pub flush_queued: bool,
     /// Its bytes as frames, for `--trace-frames` and the inspector.
     pub tap: Option<Box<Traced>>,
+    /// The TLS layer between the socket and the machine, when the server has TLS.
+    pub tls: Option<Box<Tls>>,
 }
 
 impl Conn {
@@ -60,6 +63,7 @@ impl Conn {
             wants_write: false,
             flush_queued: false,
             tap: None,
+            tls: None,
         }
     }
 }

@@ -23,19 +23,23 @@ pub fn reply(message: Message<'_>, sender: Sender, out: &mut Outbound) {
 }
 
 /// Queues the echo of `message` compressed (RFC 7692 §7.2.1) by the loop's
-/// compressor, or plain if it is short or does not shrink.
+/// compressor, or plain if it is short or does not shrink; says which.
 pub fn reply_compressed(
     message: Message<'_>,
     deflate: Option<PerMessageDeflate>,
     min_bytes: usize,
     deflater: &mut Deflater,
     out: &mut Outbound,
-) {
+) -> bool {
     let (opcode, payload) = match message {
         Message::Text(text) => (OpCode::Text, text.as_bytes()),
         Message::Binary(data) => (OpCode::Binary, data),
     };
-    deflater.write_message(deflate, min_bytes, opcode, payload, out.tail());
+    let tail = out.tail();
+    let at = tail.len();
+    deflater.write_message(deflate, min_bytes, opcode, payload, tail);
+    tail.get(at)
+        .is_some_and(|b| b & crate::ws::deflate::RSV1 != 0)
 }
 
 /// Queues the echo of `message` in frames of `size` payload bytes (RFC 6455

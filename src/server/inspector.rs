@@ -21,19 +21,19 @@
 //! [`Services::inspector`]: super::lifecycle::Services::inspector
 
 use std::collections::VecDeque;
-use std::io::{self, IoSlice, Write};
+use std::io;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use log::info;
-use mio::net::TcpStream;
 use serde_json::json;
 
 use super::Server;
 use super::conn::Conn;
 use super::lifecycle::Verdict;
 use super::outbound::Flushed;
+use super::tls::Transport;
 use super::workers::ConnRef;
 use crate::ws::inspect::{self, Direction, FrameRecord, Seen, Tap};
 use crate::ws::{CloseCode, Limits, Message, Spares};
@@ -324,57 +324,17 @@ fn indent(head: &str) -> String {
         .join("\n")
 }
 
-/// A writer that shows the tap what the socket took.
-struct Tapped<'a> {
-    socket: &'a mut TcpStream,
-    traced: &'a mut Traced,
-}
-
-impl Write for Tapped<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.socket.write(buf)?;
-        self.traced.output(&buf[..n]);
-        Ok(n)
-    }
-
-    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        let n = self.socket.write_vectored(bufs)?;
-        let mut left = n;
-        for b in bufs {
-            if left == 0 {
-                break;
-            }
-            let take = left.min(b.len());
-            self.traced.output(&b[..take]);
-            left -= take;
-        }
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.socket.flush()
-    }
-}
-
 /// Writes a connection's queue to its socket, through its tap if it is watched;
 /// `keep` keeps the queue's buffer (a lent queue, [`Outbound::flush_keeping`]).
 ///
 /// [`Outbound::flush_keeping`]: super::outbound::Outbound::flush_keeping
 pub fn flush_out(conn: &mut Conn, spares: &mut Spares, keep: bool) -> io::Result<Flushed> {
-    let out = &mut conn.life.out;
+    let mut transport = Transport::new(&mut conn.socket, conn.tls.as_deref_mut());
     match &mut conn.tap {
-        None if keep => out.flush_keeping(&mut conn.socket, spares),
-        None => out.flush_to(&mut conn.socket, spares),
+        None => transport.flush(&mut conn.life.out, spares, keep),
+        // What the connection sent, before any TLS: the frames themselves.
         Some(traced) => {
-            let mut tapped = Tapped {
-                socket: &mut conn.socket,
-                traced,
-            };
-            if keep {
-                out.flush_keeping(&mut tapped, spares)
-            } else {
-                out.flush_to(&mut tapped, spares)
-            }
+            transport.flush_observed(&mut conn.life.out, spares, keep, |b| traced.output(b))
         }
     }
 }

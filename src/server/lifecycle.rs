@@ -45,7 +45,7 @@ use super::workers::{Busy, ConnRef, Job, PendingChat, Ticket, Work};
 use crate::api::{self, ApiReply, Upload};
 use crate::config::{self, Config};
 use crate::http::{self, HeadError, Refusal, Status};
-use crate::im::cmd::Fanout;
+use crate::im::cmd::{Fanout, SyncAfter};
 use crate::im::index::ChatIndex;
 use crate::throttle::Throttle;
 use crate::ws::deflate::Agreement;
@@ -215,7 +215,10 @@ pub enum AfterFlush {
 enum Sync {
     Idle,
     Running,
-    Queued,
+    /// Asked with `"batch":true`, or not.
+    Queued {
+        batch: bool,
+    },
 }
 
 /// One connection's state, deadlines, budgets and output.
@@ -726,10 +729,16 @@ impl Lifecycle {
             return;
         }
         self.out.tail().extend_from_slice(frames);
-        env.metrics.messages_sent[metrics::CHAT] += count_frames(frames);
+        let (sent, compressed) = count_frames(frames);
+        env.metrics.messages_sent[metrics::CHAT] += sent;
+        env.metrics.messages_sent_compressed[metrics::CHAT] += compressed;
         let queued = std::mem::replace(&mut self.sync, Sync::Idle);
-        if let (Sync::Queued, Some((user, _))) = (queued, self.chat_user()) {
-            self.start_sync(user, self.queued_after, env);
+        if let (Sync::Queued { batch }, Some((user, _))) = (queued, self.chat_user()) {
+            let sync = SyncAfter {
+                after: self.queued_after,
+                batch,
+            };
+            self.start_sync(user, sync, env);
         }
     }
 
@@ -1187,13 +1196,15 @@ impl Lifecycle {
                                     && len >= config.deflate_min_bytes
                                 {
                                     // RFC 7692 §7.2.1: compressed, with RSV1.
-                                    echo::reply_compressed(
+                                    let zipped = echo::reply_compressed(
                                         message,
                                         deflate,
                                         config.deflate_min_bytes,
                                         &mut env.codec.deflater,
                                         &mut self.out,
                                     );
+                                    env.metrics.messages_sent_compressed[metrics::ECHO] +=
+                                        u64::from(zipped);
                                 } else if len < echo::ZERO_COPY_MIN {
                                     echo::reply(message, sender, &mut self.out);
                                 } else {
@@ -1247,9 +1258,9 @@ impl Lifecycle {
                                                 Err(busy) => Some(busy),
                                             }
                                         }
-                                        Sync::Running | Sync::Queued => {
-                                            self.sync = Sync::Queued;
-                                            self.queued_after = after;
+                                        Sync::Running | Sync::Queued { .. } => {
+                                            self.sync = Sync::Queued { batch: after.batch };
+                                            self.queued_after = after.after;
                                             None
                                         }
                                     },
@@ -1302,7 +1313,7 @@ impl Lifecycle {
         pos
     }
 
-    fn start_sync(&mut self, user: i64, after: i64, env: &mut Env<'_>) {
+    fn start_sync(&mut self, user: i64, sync: SyncAfter, env: &mut Env<'_>) {
         let mut turn = chat::Turn {
             conn: env.conn,
             user,
@@ -1312,7 +1323,7 @@ impl Lifecycle {
             deflate_min_bytes: env.config.deflate_min_bytes,
         };
         let ticket = Ticket::new();
-        match chat::start_sync(&mut turn, after, &ticket) {
+        match chat::start_sync(&mut turn, sync, &ticket) {
             Ok(()) => {
                 self.sync = Sync::Running;
                 self.ticket = Some(ticket);
@@ -1434,13 +1445,17 @@ impl From<bool> for Close {
 /// sync waiting (shared by `wants_read` and the per-frame check, which holds the
 /// protocol machine borrowed).
 fn chat_room(in_flight: u16, sync: Sync, config: &Config) -> bool {
-    (in_flight as usize) < config.max_in_flight && !matches!(sync, Sync::Queued)
+    (in_flight as usize) < config.max_in_flight && !matches!(sync, Sync::Queued { .. })
 }
 
 /// How many frames `frames` (complete, encoded frames) holds.
-fn count_frames(mut frames: &[u8]) -> u64 {
-    let mut n = 0;
+/// The frames in `frames`, and how many of them are compressed (RSV1).
+fn count_frames(mut frames: &[u8]) -> (u64, u64) {
+    let (mut n, mut compressed) = (0, 0);
     while let Ok(Some((header, len))) = ws::frame::decode_header(frames) {
+        if frames[0] & ws::deflate::RSV1 != 0 {
+            compressed += 1;
+        }
         let end = usize::try_from(header.payload_len)
             .ok()
             .and_then(|p| p.checked_add(len));
@@ -1450,7 +1465,7 @@ fn count_frames(mut frames: &[u8]) -> u64 {
         n += 1;
         frames = rest;
     }
-    n
+    (n, compressed)
 }
 
 fn endpoint_limits(endpoint: Endpoint) -> ws::Limits {

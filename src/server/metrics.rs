@@ -180,6 +180,8 @@ pub struct Counters {
     pub messages_received: [u64; N_ENDPOINTS],
     /// Data messages queued for sending, by [`endpoint`].
     pub messages_sent: [u64; N_ENDPOINTS],
+    /// Of those, the ones sent compressed (permessage-deflate, RSV1), by [`endpoint`].
+    pub messages_sent_compressed: [u64; N_ENDPOINTS],
     /// Bytes read from client sockets.
     pub bytes_received: u64,
     /// Bytes written to client sockets.
@@ -742,6 +744,11 @@ impl Server {
             "fastim_ws_messages_sent_total",
             "WebSocket data messages queued for sending, by endpoint.",
             c.messages_sent,
+        );
+        t.by_endpoint(
+            "fastim_ws_messages_sent_compressed_total",
+            "Of the messages sent, those compressed with permessage-deflate (RFC 7692), by endpoint.",
+            c.messages_sent_compressed,
         );
         t.counter(
             "fastim_received_bytes_total",

@@ -20,6 +20,7 @@ pub mod lifecycle;
 pub mod metrics;
 mod outbound;
 mod request;
+pub mod tls;
 mod workers;
 
 use std::cell::Cell;
@@ -54,6 +55,7 @@ use conn::Conn;
 use lifecycle::{AfterFlush, Env, Lifecycle, Services, State, UploadSlot, Verdict};
 use metrics::{Metrics, Refused};
 use outbound::{Flushed, Outbound};
+use tls::Transport;
 use workers::{Busy, Completion, ConnRef, Job, PendingChat, Workers};
 
 const LISTENER: Token = Token(usize::MAX - 1);
@@ -137,6 +139,8 @@ pub struct Server {
     inspector: inspector::Hub,
     /// Counters, and the `/metrics` listener if there is one.
     metrics: Metrics,
+    /// With TLS on, every connection's rustls configuration.
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// The shared budgets and queues a connection's machine may draw on.
@@ -226,6 +230,13 @@ impl Server {
                 ))
             })
             .map_err(|e| io::Error::other(format!("database {}: {e}", db_path.display())))?;
+        let tls = match &config.tls {
+            Some(setting) => Some(
+                tls::server_config(setting, &config.data_dir, config.listen)
+                    .map_err(io::Error::other)?,
+            ),
+            None => None,
+        };
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let metrics = Metrics::new(config.metrics_listen, poll.registry(), db_path.clone())?;
@@ -289,6 +300,7 @@ impl Server {
             inspecting,
             inspector: inspector::Hub::default(),
             metrics,
+            tls,
         })
     }
 
@@ -413,6 +425,13 @@ impl Server {
                     if let Err(e) = socket.set_nodelay(true) {
                         debug!("{peer}: set_nodelay: {e}");
                     }
+                    let tls = match self.tls.as_ref().map(tls::Tls::new).transpose() {
+                        Ok(tls) => tls,
+                        Err(e) => {
+                            warn!("{peer}: TLS: {e}");
+                            continue;
+                        }
+                    };
                     let entry = self.conns.vacant_entry();
                     if let Err(e) = self.poll.registry().register(
                         &mut socket,
@@ -435,6 +454,7 @@ impl Server {
                             self.config.inspector,
                         ));
                     }
+                    conn.tls = tls;
                     entry.insert(conn);
                     if !proxy {
                         *self.per_address.entry(ip).or_default() += 1;
@@ -596,7 +616,9 @@ impl Server {
         if conn.life.must_pause() {
             conn.life.note_output(self.now);
         }
-        if !conn.life.out.is_empty() && !conn.flush_queued {
+        // TLS records (handshake messages, tickets) may wait with an empty queue.
+        let tls_waits = conn.tls.as_ref().is_some_and(|t| t.wants_write());
+        if (!conn.life.out.is_empty() || tls_waits) && !conn.flush_queued {
             conn.flush_queued = true;
             self.to_flush.push(key);
         }
@@ -645,7 +667,7 @@ impl Server {
             conn.wants_write = wants_write;
         }
         if after == AfterFlush::ShutdownWrite {
-            let _ = conn.socket.shutdown(Shutdown::Write);
+            Transport::new(&mut conn.socket, conn.tls.as_deref_mut()).shutdown_write();
         }
         if conn.life.take_resume(&self.config) {
             self.to_read.push(key);
@@ -854,13 +876,14 @@ impl Server {
             let Some(conn) = self.conns.get_mut(key) else {
                 continue;
             };
-            let shared = match (&compressed, conn.life.deflate()) {
-                (Some(compressed), Some(d)) if d.compresses() => compressed.clone(),
-                _ => frame.clone(),
+            let (shared, zipped) = match (&compressed, conn.life.deflate()) {
+                (Some(compressed), Some(d)) if d.compresses() => (compressed.clone(), true),
+                _ => (frame.clone(), false),
             };
             if conn.life.send_shared(shared) {
                 self.metrics.counters.chat_deliveries += 1;
                 self.metrics.counters.messages_sent[metrics::CHAT] += 1;
+                self.metrics.counters.messages_sent_compressed[metrics::CHAT] += u64::from(zipped);
             }
             // A delivery frees no budget and changes no state: only the bounds and
             // the flush matter here (this runs once per recipient).
@@ -1038,7 +1061,8 @@ fn read_turn(
             conn.life.starve();
             break Verdict::Keep;
         }
-        match conn.socket.read(&mut buf[filled..end]) {
+        let mut transport = Transport::new(&mut conn.socket, conn.tls.as_deref_mut());
+        match transport.read(&mut buf[filled..end]) {
             Ok(0) => {
                 debug!("#{key}: peer closed");
                 // A client may send its close frame and shut down at once: try to

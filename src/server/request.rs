@@ -106,7 +106,8 @@ pub struct FileRequest {
 pub struct Client {
     /// The client's address: the TCP peer, or the one a trusted proxy names.
     pub addr: IpAddr,
-    /// Whether a trusted proxy says the client used HTTPS.
+    /// Whether the client used HTTPS: a trusted proxy says so (from [`client`]),
+    /// or the connection itself is TLS (set by [`route`]).
     pub https: bool,
 }
 
@@ -180,7 +181,9 @@ pub fn route(head: &RequestHead<'_>, config: &Config, peer: IpAddr) -> Routed {
     };
     let path = head.path();
     if let Some(route) = api::Route::from_path(path) {
-        let client = client(head, peer, &config.trusted_proxies);
+        let mut client = client(head, peer, &config.trusted_proxies);
+        // Over the server's own TLS the cookie is Secure too.
+        client.https |= config.tls.is_some();
         return route_api(head, route, body_len, client);
     }
     if path == "/healthz" {

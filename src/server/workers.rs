@@ -42,7 +42,7 @@ use crate::api::{self, ApiReply, ApiRequest, Upload};
 use crate::config;
 use crate::files::{self, File};
 use crate::http::{Refusal, Status};
-use crate::im::cmd::code::{ERROR, SYNC_DONE};
+use crate::im::cmd::code::{ERROR, SYNC_BATCH, SYNC_DONE};
 use crate::im::commit::{Outcome, commit_batch};
 use crate::im::wire::{self, Reply};
 use crate::resource::ResourceDir;
@@ -168,6 +168,8 @@ pub enum Work {
         user: i64,
         /// The last id the client has.
         after: i64,
+        /// One `cmd 25` message instead of a frame per message.
+        batch: bool,
         /// The connection's permessage-deflate: long deliveries go compressed.
         deflate: Option<PerMessageDeflate>,
         /// See [`crate::config::DEFLATE_MIN_BYTES`].
@@ -555,11 +557,18 @@ fn api_worker(
             Work::Sync {
                 user,
                 after,
+                batch,
                 deflate,
                 min_bytes,
             } => Completion::Synced {
                 conn,
-                frames: sync_frames(&mut db, user, after, (deflate, min_bytes, &mut deflater)),
+                frames: sync_frames(
+                    &mut db,
+                    user,
+                    after,
+                    batch,
+                    (deflate, min_bytes, &mut deflater),
+                ),
             },
         };
         if done.send(completion).is_err() {
@@ -740,9 +749,17 @@ fn read_file(req: &FileRequest) -> Vec<u8> {
 /// the threshold, and this worker's own compressor.
 type SyncDeflate<'a> = (Option<PerMessageDeflate>, usize, &'a mut Deflater);
 
-fn sync_frames(db: &mut Db, user: i64, after: i64, deflate: SyncDeflate<'_>) -> Vec<u8> {
+fn sync_frames(
+    db: &mut Db,
+    user: i64,
+    after: i64,
+    batch: bool,
+    deflate: SyncDeflate<'_>,
+) -> Vec<u8> {
     let (deflate, min_bytes, deflater) = deflate;
     let mut frames = Vec::new();
+    // A batch: the deliveries as one JSON array, sent as one (compressible) message.
+    let mut batched = String::new();
     // Where history starts is read after the messages: retention running in between
     // can only make it later, never hide a gap the messages already show.
     let read = db
@@ -753,19 +770,24 @@ fn sync_frames(db: &mut Db, user: i64, after: i64, deflate: SyncDeflate<'_>) -> 
             let mut more = messages.len() > SYNC_LIMIT;
             let mut last = after;
             for m in messages.iter().take(SYNC_LIMIT) {
-                if frames.len() >= SYNC_MAX_BYTES {
+                if frames.len() + batched.len() >= SYNC_MAX_BYTES {
                     // Long messages: the rest comes with the client's next sync.
                     more = true;
                     break;
                 }
                 let json = wire::delivery_json(m);
-                deflater.write_message(
-                    deflate,
-                    min_bytes,
-                    OpCode::Text,
-                    json.as_bytes(),
-                    &mut frames,
-                );
+                if batch {
+                    batched.push(if batched.is_empty() { '[' } else { ',' });
+                    batched.push_str(&json);
+                } else {
+                    deflater.write_message(
+                        deflate,
+                        min_bytes,
+                        OpCode::Text,
+                        json.as_bytes(),
+                        &mut frames,
+                    );
+                }
                 last = m.id;
             }
             (last, more, oldest)
@@ -782,6 +804,24 @@ fn sync_frames(db: &mut Db, user: i64, after: i64, deflate: SyncDeflate<'_>) -> 
             return frames;
         }
     };
+    if batch {
+        if batched.is_empty() {
+            batched.push('[');
+        }
+        batched.push(']');
+        // The closing frame's fields, with the messages (each a delivery as JSON).
+        let json = format!(
+            r#"{{"cmd":{SYNC_BATCH},"messages":{batched},"id":{last},"more":{more},"oldest":{oldest}}}"#
+        );
+        deflater.write_message(
+            deflate,
+            min_bytes,
+            OpCode::Text,
+            json.as_bytes(),
+            &mut frames,
+        );
+        return frames;
+    }
     let done = Reply::SyncDone {
         cmd: SYNC_DONE,
         id: last,
@@ -920,7 +960,7 @@ mod tests {
         let long = "x".repeat(4_000);
         let batch: Vec<_> = (0..200).map(|_| text(a, Peer::User(b), &long)).collect();
         t.db.save_messages(&batch, 2).expect("stored");
-        let frames = sync_frames(&mut t.db, b, 0, (None, 0, &mut Deflater::new()));
+        let frames = sync_frames(&mut t.db, b, 0, false, (None, 0, &mut Deflater::new()));
         assert!(
             frames.len() <= SYNC_MAX_BYTES + 8 * 1024,
             "{} bytes in one sync reply",
@@ -935,8 +975,90 @@ mod tests {
         t.db.add_friend(a, b, 1).expect("friends");
         let batch: Vec<_> = (0..200).map(|_| text(a, Peer::User(b), "hi")).collect();
         t.db.save_messages(&batch, 2).expect("stored");
-        let frames = sync_frames(&mut t.db, b, 0, (None, 0, &mut Deflater::new()));
+        let frames = sync_frames(&mut t.db, b, 0, false, (None, 0, &mut Deflater::new()));
         let tail = String::from_utf8_lossy(&frames[frames.len() - 40..]).into_owned();
         assert!(tail.contains(r#""more":false"#), "{tail}");
+    }
+
+    /// The payloads of the server frames in `bytes`, with their first byte.
+    fn payloads(mut bytes: &[u8]) -> Vec<(u8, Vec<u8>)> {
+        let mut out = Vec::new();
+        while let Some((h, n)) = crate::ws::frame::decode_header(bytes).expect("valid frames") {
+            let end = n + h.payload_len as usize;
+            out.push((bytes[0], bytes[n..end].to_vec()));
+            bytes = &bytes[end..];
+        }
+        out
+    }
+
+    #[test]
+    fn a_batched_sync_is_one_message_with_the_same_deliveries_and_compresses() {
+        let mut t = test_db();
+        let a = user(&mut t.db, "13900000001", 1).id;
+        let b = user(&mut t.db, "13900000002", 1).id;
+        t.db.add_friend(a, b, 1).expect("friends");
+        let batch: Vec<_> = (0..300)
+            .map(|i| text(a, Peer::User(b), &format!("message {i}: see you at seven?")))
+            .collect();
+        t.db.save_messages(&batch, 2).expect("stored");
+        let plain = payloads(&sync_frames(
+            &mut t.db,
+            b,
+            0,
+            false,
+            (None, 0, &mut Deflater::new()),
+        ));
+        assert_eq!(plain.len(), 301, "300 deliveries and the closing frame");
+        let one = payloads(&sync_frames(
+            &mut t.db,
+            b,
+            0,
+            true,
+            (None, 0, &mut Deflater::new()),
+        ));
+        assert_eq!(one.len(), 1);
+        let reply: serde_json::Value = serde_json::from_slice(&one[0].1).expect("JSON");
+        assert_eq!(reply["cmd"], 25);
+        let done: serde_json::Value = serde_json::from_slice(&plain[300].1).expect("JSON");
+        for field in ["id", "more", "oldest"] {
+            assert_eq!(reply[field], done[field], "{field}");
+        }
+        let messages = reply["messages"].as_array().expect("an array");
+        assert_eq!(messages.len(), 300);
+        for (m, (_, d)) in messages.iter().zip(&plain) {
+            let d: serde_json::Value = serde_json::from_slice(d).expect("JSON");
+            assert_eq!(m, &d);
+        }
+        // With permessage-deflate the one message goes compressed (RSV1), and a
+        // single short delivery would not have (under the threshold).
+        let pmd = Some(PerMessageDeflate {
+            server_window_bits: 15,
+        });
+        let frames = sync_frames(&mut t.db, b, 0, true, (pmd, 1024, &mut Deflater::new()));
+        let z = payloads(&frames);
+        assert_eq!(z.len(), 1);
+        assert_eq!(z[0].0, 0x80 | 0x40 | 0x1, "final, compressed, text");
+        let mut inflated = Vec::new();
+        crate::ws::Inflater::new()
+            .inflate(&z[0].1, 1 << 24, &mut inflated)
+            .expect("inflates");
+        assert_eq!(inflated, one[0].1);
+        let plain_bytes: usize = plain.iter().map(|(_, p)| p.len() + 2).sum();
+        assert!(
+            frames.len() * 5 < plain_bytes,
+            "{} compressed bytes against {plain_bytes} plain",
+            frames.len()
+        );
+        // An empty batch is still one message, with an empty array.
+        let empty = payloads(&sync_frames(
+            &mut t.db,
+            b,
+            1_000_000,
+            true,
+            (None, 0, &mut Deflater::new()),
+        ));
+        let reply: serde_json::Value = serde_json::from_slice(&empty[0].1).expect("JSON");
+        assert_eq!(reply["messages"], serde_json::json!([]));
+        assert_eq!(reply["id"], 1_000_000);
     }
 }

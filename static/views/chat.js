@@ -2,7 +2,8 @@
 // (by the client ref when we sent it, else by server id), so a pending message turns
 // into the acknowledged one in place, and new messages do not redraw the others.
 
-import { h, avatar, icon, formatTime, safeImageUrl, toast } from '../ui.js';
+import { h, avatar, icon, formatTime, toast } from '../ui.js';
+import { pictureBubble } from '../pictures.js';
 import { key, MAX_TEXT } from '../session.js';
 import { EMOJI } from '../emoji.js';
 import { CMD } from '../commands.js';
@@ -323,18 +324,10 @@ export class ChatView {
     if (!mine && this.cmd === CMD.GROUP) body.append(h('span', { class: 'msg-sender', 'data-testid': 'msg-sender', text: u?.nickname || '…' }));
 
     let bubble;
-    const url = m.localUrl || m.url || m.pic;
-    if (m.media === 4 && url) {
-      const src = safeImageUrl(m.localUrl) || safeImageUrl(m.url) || safeImageUrl(m.pic);
-      if (src) {
-        const img = h('img', { src, alt: 'Picture', 'data-testid': 'msg-image', decoding: 'async' });
-        img.addEventListener('load', () => this.stick && this.scrollToEnd());
-        img.addEventListener('error', () => img.replaceWith(h('span', { class: 'img-broken', text: 'Picture not available' })));
-        img.addEventListener('click', () => openLightbox(src));
-        bubble = h('div', { class: 'bubble image' }, img);
-      } else {
-        bubble = h('div', { class: 'bubble' }, h('span', { class: 'muted', text: '[a picture from another site, not shown]' }));
-      }
+    if (m.media === 4 && (m.localUrl || m.url || m.pic)) {
+      const alt = mine ? 'Your picture' : `Picture from ${u?.nickname || 'someone'}`;
+      bubble = pictureBubble(m, { alt, onLoad: () => this.stick && this.scrollToEnd() });
+      bubble ||= h('div', { class: 'bubble' }, h('span', { class: 'muted', text: '[a picture from another site, not shown]' }));
     } else if (m.media === 3) {
       bubble = h('div', { class: 'bubble' }, h('span', { class: 'muted', text: '[voice message: not supported here]' }));
     } else {
@@ -368,16 +361,4 @@ export class ChatView {
     row.append(body);
     return row;
   }
-}
-
-function openLightbox(src) {
-  const box = h('div', { class: 'lightbox', 'data-testid': 'lightbox', role: 'dialog', 'aria-label': 'Picture' }, h('img', { src, alt: 'Picture' }));
-  box.addEventListener('click', () => box.remove());
-  document.addEventListener('keydown', function esc(ev) {
-    if (ev.key === 'Escape') {
-      box.remove();
-      document.removeEventListener('keydown', esc);
-    }
-  });
-  document.body.append(box);
 }

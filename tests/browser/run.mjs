@@ -11,7 +11,11 @@
 //                port and data; without it scenario 4 is skipped.
 // --only N,M     run only these scenarios (they build on each other: 2 needs 1, …).
 // --many-token   the session token of a user with 1,000 friends, each with a message
-//                (tests/browser.rs seeds it): scenario 7 times the rendering of their list.
+//                (tests/browser.rs seeds it): scenario 8 times the rendering of their list.
+// --spki B64     the server's TLS public key (SHA-256 of its SPKI, base64), for an
+//                https:// --url with a self-signed certificate: Chromium trusts it with
+//                --ignore-certificate-errors-spki-list (and nothing else); the API calls
+//                made from node need NODE_EXTRA_CA_CERTS=<the certificate file>.
 //
 // Every page is also watched for uncaught errors, Content-Security-Policy refusals and
 // requests leaving 127.0.0.1: any of these fails the run. Exit status 0 = all passed.
@@ -31,6 +35,7 @@ const { values: opt } = parseArgs({
     only: { type: 'string' },
     'time-limit': { type: 'string', default: '240' },
     'many-token': { type: 'string' },
+    spki: { type: 'string' },
   },
 });
 if (!opt.url) {
@@ -38,6 +43,7 @@ if (!opt.url) {
   process.exit(2);
 }
 const BASE = opt.url.replace(/\/$/, '');
+const HTTPS = BASE.startsWith('https://');
 const SHOTS = opt.screenshots;
 mkdirSync(SHOTS, { recursive: true });
 const only = opt.only ? new Set(opt.only.split(',').map(Number)) : null;
@@ -67,7 +73,10 @@ const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
   headless: true,
   timeout: 30_000,
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  args: [
+    '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync',
+    ...(opt.spki ? [`--ignore-certificate-errors-spki-list=${opt.spki}`] : []),
+  ],
 });
 
 // --- helpers ------------------------------------------------------------------------------
@@ -94,13 +103,18 @@ function watch(page, name) {
 // The Sec-WebSocket-Extensions answer of each page's /chat handshakes, from the
 // DevTools protocol (a page's WebSocket object does not show it).
 const chatExtensions = new Map(); // page name -> [extensions header of each /chat handshake]
+const chatReceived = new Map(); // page name -> [each text message received on /chat, parsed]
+const chatUrls = new Map(); // page name -> [URL of each /chat socket]
 
 async function watchHandshakes(page, name) {
   const cdp = await page.context().newCDPSession(page);
   await cdp.send('Network.enable');
   const chatSockets = new Set();
   cdp.on('Network.webSocketCreated', (e) => {
-    if (new URL(e.url).pathname === '/chat') chatSockets.add(e.requestId);
+    if (new URL(e.url).pathname !== '/chat') return;
+    chatSockets.add(e.requestId);
+    if (!chatUrls.has(name)) chatUrls.set(name, []);
+    chatUrls.get(name).push(e.url);
   });
   cdp.on('Network.webSocketHandshakeResponseReceived', (e) => {
     if (!chatSockets.has(e.requestId)) return;
@@ -108,6 +122,15 @@ async function watchHandshakes(page, name) {
     const ext = Object.entries(headers).find(([k]) => k.toLowerCase() === 'sec-websocket-extensions');
     if (!chatExtensions.has(name)) chatExtensions.set(name, []);
     chatExtensions.get(name).push(ext ? ext[1] : '');
+  });
+  cdp.on('Network.webSocketFrameReceived', (e) => {
+    if (!chatSockets.has(e.requestId) || e.response.opcode !== 1) return;
+    if (!chatReceived.has(name)) chatReceived.set(name, []);
+    try {
+      chatReceived.get(name).push(JSON.parse(e.response.payloadData));
+    } catch {
+      // not JSON: nothing the checks below look at
+    }
   });
 }
 
@@ -209,6 +232,12 @@ async function scenario1() {
   assert(meA.data.avatar.startsWith('/resource/'), `A's avatar was uploaded and saved: ${meA.data.avatar}`);
   assert(meA.data.memo === 'Likes tea and long walks' && meA.data.sex === 'W', `A's memo and sex saved: ${JSON.stringify(meA.data)}`);
   A.id = meA.data.id;
+  if (HTTPS) {
+    // Served over the server's own TLS: the page is https, the session cookie Secure.
+    assert((await A.page.evaluate(() => location.protocol)) === 'https:', 'the page is served over https');
+    const token = (await A.ctx.cookies(BASE)).find((c) => c.name === 'fastim_token');
+    assert(token && token.secure && token.httpOnly, `the session cookie is Secure and HttpOnly: ${JSON.stringify(token)}`);
+  }
 
   await B.page.goto(`${BASE}/#/register`);
   Object.assign(B, { mobile: newMobile(), password: 'hunter22', nickname: 'Bob' });
@@ -241,6 +270,9 @@ async function scenario1() {
   await until('A\'s /chat handshake negotiated permessage-deflate', () =>
     (chatExtensions.get('A') || []).some((ext) => ext.startsWith('permessage-deflate')),
   );
+  if (HTTPS) {
+    await until("A's /chat socket is wss://", () => (chatUrls.get('A') || []).some((u) => u.startsWith('wss://')));
+  }
   await aliceRow.getByTestId('unread-badge').filter({ hasText: '1' }).waitFor();
   await aliceRow.click();
   await message(B.page, 'Hello Bob!').waitFor();
@@ -286,6 +318,84 @@ async function scenario1() {
   await message(A.page, 'Nice picture!').waitFor();
   await expectImageRendered(tid(A.page, 'message-list').getByTestId('msg-image').last());
   await shoot(A.page, '04-chat');
+  await tid(A.page, 'chat-back').click();
+  await tid(A.page, 'friend-list').waitFor();
+}
+
+async function scenario7() {
+  // A sends a large picture: chat shows its thumbnail (at most 320 px, its size known
+  // before it loads), and a click or a tap opens the original in the viewer.
+  await tid(A.page, 'friend-item').filter({ hasText: 'Bob' }).click();
+  await tid(A.page, 'chat-title').filter({ hasText: 'Bob' }).waitFor();
+  const shown = tid(B.page, 'message-list').getByTestId('msg-image');
+  const before = await shown.count();
+  await tid(A.page, 'image-input').setInputFiles({ name: 'wide.png', mimeType: 'image/png', buffer: makePng(1600, 1000, 5) });
+  const img = shown.nth(before);
+  await expectImageRendered(img);
+  const t = await img.evaluate((el) => ({ src: el.getAttribute('src'), w: el.naturalWidth, h: el.naturalHeight, aw: el.getAttribute('width'), ah: el.getAttribute('height'), thumb: el.hasAttribute('data-thumb'), alt: el.alt }));
+  assert(t.thumb && /^\/resource\/[0-9a-f]{64}\.jpg$/.test(t.src), `B is shown the thumbnail: ${JSON.stringify(t)}`);
+  assert(Math.max(t.w, t.h) <= 320 && t.w === 320 && t.h === 200, `the thumbnail is 320 x 200: ${JSON.stringify(t)}`);
+  assert(t.aw === '320' && t.ah === '200', `width and height are given, so the list does not jump: ${JSON.stringify(t)}`);
+  assert(t.alt === 'Picture from Alice', `alt text: ${t.alt}`);
+  await shoot(B.page, '11-picture-thumbnail');
+
+  // A click opens the original; the focus is on the close button; Escape closes and the
+  // focus returns to the picture.
+  const opener = tid(B.page, 'msg-image-open').nth(before);
+  await opener.click();
+  const viewer = tid(B.page, 'viewer');
+  await viewer.waitFor();
+  const full = tid(B.page, 'viewer-image');
+  await expectImageRendered(full);
+  const o = await full.evaluate((el) => ({ src: el.getAttribute('src'), w: el.naturalWidth, h: el.naturalHeight, alt: el.alt }));
+  assert(/^\/resource\/[0-9a-f]{64}\.png$/.test(o.src) && o.w === 1600 && o.h === 1000, `the viewer shows the original: ${JSON.stringify(o)}`);
+  assert(o.alt === 'Picture from Alice', `the viewer's alt text: ${o.alt}`);
+  const focused = () => B.page.evaluate(() => document.activeElement?.getAttribute('data-testid'));
+  assert((await focused()) === 'viewer-close', `the close button has the focus: ${await focused()}`);
+  await shoot(B.page, '12-picture-viewer');
+  await B.page.keyboard.press('Escape');
+  await until('Escape closes the viewer', async () => (await viewer.count()) === 0);
+  assert((await focused()) === 'msg-image-open', `the focus is back on the picture: ${await focused()}`);
+  // By keyboard alone: Enter on the picture opens it, Enter on the close button closes it.
+  await B.page.keyboard.press('Enter');
+  await viewer.waitFor();
+  await B.page.keyboard.press('Enter');
+  await until('the close button closes the viewer', async () => (await viewer.count()) === 0);
+
+  // A, on a phone: a tap on their own picture opens it; the button closes it.
+  const mine = tid(A.page, 'msg-image-open').last();
+  await until('the picture acknowledged', async () => (await tid(A.page, 'message').last().getAttribute('data-status')) === 'sent');
+  await mine.tap();
+  await tid(A.page, 'viewer').waitFor();
+  await expectImageRendered(tid(A.page, 'viewer-image'));
+  await shoot(A.page, '13-picture-viewer-own');
+  await tid(A.page, 'viewer-close').tap();
+  await until('the close button closes the viewer', async () => (await tid(A.page, 'viewer').count()) === 0);
+
+  // A message without a thumbnail (fastIM's client, pictures stored before thumbnails)
+  // falls back to the original. Sent by B from a socket of its own, as another client would.
+  const sent = await B.page.evaluate(
+    ([url, to]) =>
+      new Promise((resolve, reject) => {
+        const ws = new WebSocket(`${location.origin.replace(/^http/, 'ws')}/chat`);
+        ws.onopen = () => ws.send(JSON.stringify({ cmd: 10, dstid: to, media: 4, url, ref: 'no-thumb' }));
+        ws.onmessage = (e) => {
+          const f = JSON.parse(e.data);
+          if (f.ref === 'no-thumb') {
+            ws.close();
+            resolve(f);
+          }
+        };
+        ws.onerror = () => reject(new Error('socket error'));
+      }),
+    [o.src, A.id],
+  );
+  assert(sent.cmd === 21, `the message without pic was stored: ${JSON.stringify(sent)}`);
+  const fallback = tid(A.page, 'message-list').locator(`[data-testid=message][data-id="${sent.id}"]`).getByTestId('msg-image');
+  await expectImageRendered(fallback);
+  const f = await fallback.evaluate((el) => ({ src: el.getAttribute('src'), thumb: el.hasAttribute('data-thumb'), w: el.naturalWidth }));
+  assert(f.src === o.src && !f.thumb && f.w === 1600, `the original is shown without a thumbnail: ${JSON.stringify(f)}`);
+  await shoot(A.page, '14-picture-fallback');
   await tid(A.page, 'chat-back').click();
   await tid(A.page, 'friend-list').waitFor();
 }
@@ -391,6 +501,30 @@ async function scenario3() {
   await tid(A.page, 'history-state').filter({ hasText: 'Start of the conversation' }).waitFor();
   const ids = await tid(A.page, 'message').evaluateAll((els) => els.map((e) => Number(e.dataset.id)));
   assert(ids.every((id, i) => i === 0 || id > ids[i - 1]), `messages in id order without duplicates: ${ids}`);
+
+  // A second device of Alice's: its first sync asks for everything as one batch
+  // message (cmd 25), which the server compresses as a whole (tests/browser.rs reads
+  // the server's metrics afterwards), and the whole history is there.
+  const A2 = await newUser('A2', { phone: false });
+  await A2.page.goto(`${BASE}/`);
+  await tid(A2.page, 'login-mobile').fill(A.mobile);
+  await tid(A2.page, 'login-password').fill(A.password);
+  await tid(A2.page, 'login-submit').click();
+  await until('the second device synced in one batch', async () =>
+    (chatReceived.get('A2') || []).some((f) => f.cmd === 25 && (f.messages || []).length >= 35),
+  );
+  const batch = chatReceived.get('A2').find((f) => f.cmd === 25);
+  assert(
+    batch.messages.some((m) => m.content === 'filler 34') && batch.more === false,
+    `the batch holds the newest message: ${JSON.stringify(batch).slice(0, 200)}`,
+  );
+  assert(
+    (chatExtensions.get('A2') || []).some((ext) => ext.startsWith('permessage-deflate')),
+    'the second device negotiated permessage-deflate',
+  );
+  await A2.page.goto(`${BASE}/#/chat/10/${B.id}`);
+  await message(A2.page, 'filler 34').waitFor();
+  await A2.ctx.close();
 }
 
 async function scenario5() {
@@ -607,7 +741,7 @@ async function scenario6() {
   pages.delete('I');
 }
 
-async function scenario7() {
+async function scenario8() {
   // B is on the list; A writes; B's badge and preview come live, and a second device of
   // B's, with nothing in its localStorage, gets the same count from the server.
   await B.page.goto(`${BASE}/#/friends`);
@@ -631,14 +765,14 @@ async function scenario7() {
   assert(first === String(A.id), 'the friend with the newest message comes first');
   const sent = message(A.page, 'Second one').getByTestId('msg-seen');
   assert((await sent.getAttribute('data-seen')) === 'false', 'not seen yet');
-  await shoot(B2.page, '08-unread-list');
+  await shoot(B2.page, '15-unread-list');
   // B opens the chat on the first device: the second device's badge clears, A sees "seen".
   await aliceRow.click();
   await message(B.page, 'Second one').waitFor();
   await until('the badge cleared on the other device', async () => (await aliceRow2.getByTestId('unread-badge').count()) === 0);
   await until('A sees "seen"', async () => (await sent.getAttribute('data-seen')) === 'true');
   assert((await sent.textContent()).includes('Seen'), 'the tick says Seen');
-  await shoot(A.page, '08-seen');
+  await shoot(A.page, '16-seen');
   const rows = await (await B2.ctx.request.get(`${BASE}/contact/conversations`)).json();
   const row = rows.rows.find((r) => r.cmd === 10 && r.dstid === A.id);
   assert(row && row.unread === 0 && row.preview === 'Second one', `the server has it read: ${JSON.stringify(row)}`);
@@ -660,7 +794,7 @@ async function scenario7() {
   assert(firstName === 'friend 999', `the newest conversation first: ${firstName}`);
   console.log(`# 1,000 conversations: list rendered in ${renderMs} ms (${buildMs} ms building it, the rest in the DOM and layout); page to full list ${shown} ms`);
   assert(renderMs <= 200, `the list of 1,000 renders in at most 200 ms (${renderMs} ms)`);
-  await shoot(M.page, '08-thousand');
+  await shoot(M.page, '17-thousand');
   await M.ctx.close();
   pages.delete('M');
 }
@@ -669,11 +803,12 @@ async function scenario7() {
 
 const scenarios = [
   [1, 'two users register, become friends, exchange text, emoji and a picture', scenario1],
+  [7, 'a picture shows as its thumbnail and opens full size; one without a thumbnail shows the original', scenario7],
   [2, 'a group of three chats; 1:1 messages stay in their own chat', scenario2],
   [3, 'history survives a reload and pages back on scroll', scenario3],
   [5, 'API errors are shown in words; logout revokes the session', scenario5],
   [6, 'the frame inspector shows the page\'s own frames: mask, fragments, ping/pong, close', scenario6],
-  [7, 'unread counts from the server on every device, "seen", a list of 1,000', scenario7],
+  [8, 'unread counts from the server on every device, "seen", a list of 1,000', scenario8],
   [4, 'server killed and restarted: reconnecting banner, outbox, sync', scenario4],
 ];
 let passed = 0;

@@ -16,7 +16,6 @@ use std::io::{self, Read, Write};
 use std::mem;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use mio::net::TcpStream;
 use mio::{Events, Poll};
 
 use fastim::im::cmd::code::{
@@ -28,6 +27,7 @@ use fastim::ws::frame::{decode_header, write_masked_frame};
 use crate::hist::Histogram;
 use crate::net::{self, Link, MASK_KEY, Phase, Schedule, Target, open_connections_with};
 use crate::setup::{self, Http, User};
+use crate::tls::Stream;
 use crate::{Json, Snapshot};
 
 /// The shared receive buffer.
@@ -104,7 +104,7 @@ struct Receiver {
 }
 
 struct Conn {
-    socket: TcpStream,
+    socket: Stream,
     /// Frames to write; `out[..out_pos]` is written.
     out: Vec<u8>,
     out_pos: usize,
@@ -121,7 +121,7 @@ struct Conn {
 }
 
 impl Link for Conn {
-    fn parts(&mut self) -> (&mut TcpStream, &mut bool) {
+    fn parts(&mut self) -> (&mut Stream, &mut bool) {
         (&mut self.socket, &mut self.open)
     }
     fn all_written(&self) -> bool {
@@ -278,7 +278,7 @@ pub fn run(args: ChatArgs) -> Result<bool, String> {
         .into_iter()
         .zip(role)
         .map(|(socket, (sender, receiver))| {
-            let _ = socket.set_nodelay(true);
+            let _ = socket.tcp().set_nodelay(true);
             Conn {
                 socket,
                 out: Vec::new(),

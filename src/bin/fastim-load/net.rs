@@ -17,36 +17,54 @@ use fastim::ws::frame::write_masked_frame;
 use fastim::ws::handshake::accept_key;
 use fastim::ws::{CloseCode, OpCode};
 
+use crate::tls::{self, Stream};
+
 /// Longest handshake response we wait for.
 const MAX_RESPONSE: usize = 8 * 1024;
 
-/// Where to connect, from a `ws://host:port/path` URL.
+/// Where to connect, from a `ws://host:port/path` or `wss://…` URL.
 #[derive(Clone, Debug)]
 pub struct Target {
     pub addr: SocketAddr,
     /// The `host[:port]` part, for the `Host` header.
     pub authority: String,
     pub path: String,
+    /// `wss://`: TLS, with the test-only certificate check of [`tls`].
+    pub tls: bool,
 }
 
 impl Target {
     /// The URL again, for reports.
     pub fn url(&self) -> String {
-        format!("ws://{}{}", self.authority, self.path)
+        let scheme = if self.tls { "wss" } else { "ws" };
+        format!("{scheme}://{}{}", self.authority, self.path)
+    }
+
+    /// The host, for TLS's server name.
+    pub fn host(&self) -> &str {
+        match self.authority.rsplit_once(':') {
+            Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => {
+                host.trim_start_matches('[').trim_end_matches(']')
+            }
+            _ => &self.authority,
+        }
     }
 
     pub fn parse(url: &str) -> Result<Target, String> {
-        let rest = url
-            .strip_prefix("ws://")
-            .ok_or_else(|| format!("{url}: only ws:// URLs are supported"))?;
+        let (rest, tls) = match (url.strip_prefix("ws://"), url.strip_prefix("wss://")) {
+            (Some(rest), _) => (rest, false),
+            (_, Some(rest)) => (rest, true),
+            _ => return Err(format!("{url}: only ws:// and wss:// URLs are supported")),
+        };
         let (authority, path) = match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, "/"),
         };
-        // With an explicit port, or else port 80.
+        let port = if tls { 443 } else { 80 };
+        // With an explicit port, or else port 80 (443 for wss).
         let addr = authority
             .to_socket_addrs()
-            .or_else(|_| format!("{authority}:80").to_socket_addrs())
+            .or_else(|_| format!("{authority}:{port}").to_socket_addrs())
             .map_err(|e| format!("{authority}: {e}"))?
             .next()
             .ok_or_else(|| format!("{authority}: no address"))?;
@@ -54,6 +72,7 @@ impl Target {
             addr,
             authority: authority.to_string(),
             path: path.to_string(),
+            tls,
         })
     }
 }
@@ -85,7 +104,7 @@ impl Rng {
 
 /// One connection going through connect, request and response.
 struct Opening {
-    socket: TcpStream,
+    socket: Stream,
     request: Vec<u8>,
     written: usize,
     response: Vec<u8>,
@@ -93,7 +112,12 @@ struct Opening {
 }
 
 impl Opening {
-    fn start(target: &Target, extra: &str, rng: &mut Rng) -> io::Result<Opening> {
+    fn start(
+        target: &Target,
+        tls: Option<&std::sync::Arc<rustls::ClientConfig>>,
+        extra: &str,
+        rng: &mut Rng,
+    ) -> io::Result<Opening> {
         let mut nonce = [0u8; 16];
         nonce[..8].copy_from_slice(&rng.next_u64().to_le_bytes());
         nonce[8..].copy_from_slice(&rng.next_u64().to_le_bytes());
@@ -104,6 +128,7 @@ impl Opening {
             target.path, target.authority
         );
         let socket = TcpStream::connect(target.addr)?;
+        let socket = Stream::new(socket, tls.map(|config| (config, target.host())))?;
         Ok(Opening {
             socket,
             request: request.into_bytes(),
@@ -116,12 +141,14 @@ impl Opening {
     /// Sends the request once the connection is up.
     fn on_writable(&mut self) -> io::Result<()> {
         if self.written == self.request.len() {
+            // TLS handshake records may still wait.
+            self.socket.push()?;
             return Ok(());
         }
-        if let Some(e) = self.socket.take_error()? {
+        if let Some(e) = self.socket.tcp().take_error()? {
             return Err(e);
         }
-        match self.socket.peer_addr() {
+        match self.socket.tcp().peer_addr() {
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::NotConnected => return Ok(()),
             Err(e) => return Err(e),
@@ -201,15 +228,16 @@ pub fn open_connections_with(
     batch: usize,
     deadline: Instant,
     headers: impl Fn(usize) -> String,
-) -> Result<Vec<TcpStream>, String> {
+) -> Result<Vec<Stream>, String> {
     let mut rng = Rng::from_time();
+    let tls = target.tls.then(tls::client_config);
     let mut opening: Vec<Option<Opening>> = (0..n).map(|_| None).collect();
-    let mut open: Vec<Option<TcpStream>> = (0..n).map(|_| None).collect();
+    let mut open: Vec<Option<Stream>> = (0..n).map(|_| None).collect();
     let mut events = Events::with_capacity(1024);
     let (mut started, mut done, mut busy) = (0, 0, 0);
     while done < n {
         while busy < batch.max(1) && started < n {
-            let mut o = Opening::start(target, &headers(started), &mut rng)
+            let mut o = Opening::start(target, tls.as_ref(), &headers(started), &mut rng)
                 .map_err(|e| format!("connect to {}: {e}", target.addr))?;
             poll.registry()
                 .register(
@@ -344,8 +372,8 @@ const FAILURES_SHOWN: u64 = 5;
 
 /// What the shared connection handling needs of a mode's connection.
 pub trait Link {
-    /// The socket, and whether the connection is still in use.
-    fn parts(&mut self) -> (&mut TcpStream, &mut bool);
+    /// The stream, and whether the connection is still in use.
+    fn parts(&mut self) -> (&mut Stream, &mut bool);
     /// Whether everything queued has been written, so a close frame may follow.
     fn all_written(&self) -> bool;
 }

@@ -81,6 +81,8 @@ pub mod code {
         SYNC_DONE = 23,
         /// Client → server: send me presence and typing; server → client: contacts' presence.
         PRESENCE = 24,
+        /// The server's reply to a sync asked with `"batch":true`: every message in one.
+        SYNC_BATCH = 25,
     }
 }
 
@@ -128,6 +130,8 @@ pub struct ClientFrame {
     amount: Option<i64>,
     #[serde(default, rename = "ref", deserialize_with = "lenient_string")]
     client_ref: Option<String>,
+    #[serde(default, deserialize_with = "lenient_bool")]
+    batch: Option<bool>,
 }
 
 impl ClientFrame {
@@ -227,8 +231,8 @@ pub enum Produced {
     /// A message to store; the ack (or the refusal) comes from the writer, and the
     /// delivery goes out once it is committed.
     Store(Message),
-    /// A sync after this id: the connection decides when it runs.
-    Sync(i64),
+    /// A sync: the connection decides when it runs.
+    Sync(SyncAfter),
     /// Frames for other connections (or this one, behind what it has queued), with
     /// no storage.
     FanOut(Vec<Fanout>),
@@ -287,6 +291,31 @@ fn lenient_i64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error>
     })
 }
 
+/// Accepts `true`/`false`, `1`/`0`, or those as strings.
+fn lenient_bool<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Flag {
+        Bool(bool),
+        Num(i64),
+        Text(String),
+    }
+    Ok(match Option::<Flag>::deserialize(d)? {
+        None => None,
+        Some(Flag::Bool(b)) => Some(b),
+        Some(Flag::Num(n)) => Some(n != 0),
+        Some(Flag::Text(s)) => match s.trim() {
+            "true" | "1" => Some(true),
+            "false" | "0" | "" => Some(false),
+            _ => {
+                return Err(serde::de::Error::custom(format!(
+                    "expected true or false, got {s:?}"
+                )));
+            }
+        },
+    })
+}
+
 /// Accepts a string or a number as a reference.
 fn lenient_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     #[derive(Deserialize)]
@@ -312,7 +341,24 @@ mod tests {
         assert_eq!(parse(r#"{"cmd":0}"#), Ok(Command::Heartbeat(Heartbeat)));
         assert_eq!(
             parse(r#"{"cmd":20,"id":"57"}"#),
-            Ok(Command::Sync(SyncAfter { after: 57 }))
+            Ok(Command::Sync(SyncAfter {
+                after: 57,
+                batch: false
+            }))
+        );
+        assert_eq!(
+            parse(r#"{"cmd":20,"id":57,"batch":true}"#),
+            Ok(Command::Sync(SyncAfter {
+                after: 57,
+                batch: true
+            }))
+        );
+        assert_eq!(
+            parse(r#"{"cmd":20,"batch":1}"#),
+            Ok(Command::Sync(SyncAfter {
+                after: 0,
+                batch: true
+            }))
         );
         assert_eq!(parse(r#"{"cmd":24}"#), Ok(Command::Watch(Watch)));
         assert_eq!(

@@ -1,0 +1,805 @@
+//! TLS (`https://`, `wss://`): a layer between a connection's socket and its
+//! machine, with rustls (the `ring` provider).
+//!
+//! ```text
+//!   socket ──read_tls──▶ rustls ──plaintext──▶ loop-wide read buffer ──▶ Lifecycle
+//!   socket ◀─write_tls── rustls ◀─plaintext── Outbound (the connection's queue)
+//! ```
+//!
+//! Nothing above this layer knows about TLS: the driver reads from and writes to a
+//! [`Transport`], which is the bare socket or the socket with its
+//! [`rustls::ServerConnection`]. While the TLS handshake runs no plaintext exists,
+//! so the connection's machine stays in its Request state, whose deadline (the
+//! handshake timeout) counts from the accept: a client that opens TLS and stalls
+//! is dropped then. rustls bounds what it buffers itself: a record (16 KiB and its
+//! overhead), handshake messages (64 KiB), received plaintext (16 KiB, drained
+//! before more is read), and encrypted output (64 KiB, after which the queue waits
+//! in the connection's [`Outbound`], under its budgets).
+//!
+//! A first byte that is not a TLS handshake record (0x16) is a plain-HTTP client on
+//! the TLS port: it is answered `400` in plain text, saying to use https, and its
+//! input is discarded until it hangs up or the handshake timeout drops it.
+//!
+//! Resumption: stateless tickets (TLS 1.3 and 1.2) and a bounded session-id cache
+//! (TLS 1.2); ALPN `http/1.1`.
+//!
+//! Certificates: `--tls-cert`/`--tls-key` PEM files (a chain, the server's own
+//! certificate first; RSA, ECDSA or Ed25519 keys), checked at start (readable, a
+//! key that matches, valid now), or `--tls-self-signed`, made with `rcgen` once
+//! and kept in the data directory.
+
+use std::io::{self, IoSlice, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use log::{info, warn};
+use mio::net::TcpStream;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::server::ServerSessionMemoryCache;
+use rustls::{ServerConfig, ServerConnection};
+use sha2::{Digest, Sha256};
+
+use super::outbound::{Flushed, Outbound};
+use crate::config;
+use crate::http::{Refusal, Status};
+use crate::ws::Spares;
+
+/// TLS 1.2 sessions the server remembers by id, for clients that do not take
+/// tickets (rustls' in-memory cache, shared by all connections).
+pub const SESSION_CACHE: usize = 4096;
+
+/// Tickets sent after a TLS 1.3 handshake: one is enough to resume once; rustls'
+/// default of two doubles the handshake's output for clients that rarely use both.
+/// Tickets are stateless (rustls' ring `Ticketer`, keys rotated every 6 hours): a
+/// resumable session costs the server nothing while the client is away.
+const TLS13_TICKETS: usize = 1;
+
+/// The first byte of a TLS handshake record (a ClientHello starts with it).
+const HANDSHAKE_RECORD: u8 = 0x16;
+
+/// What a plain-HTTP client on the TLS port reads.
+const PLAIN_HTTP_REFUSAL: &str =
+    "this port speaks HTTPS only: use https:// (and wss:// for WebSockets)";
+
+/// The self-signed certificate's file in the data directory.
+pub const SELF_SIGNED_CERT: &str = "tls-self-signed.crt";
+
+/// Its private key (mode 0600).
+pub const SELF_SIGNED_KEY: &str = "tls-self-signed.key";
+
+/// Years a new self-signed certificate is valid for.
+const SELF_SIGNED_YEARS: i32 = 5;
+
+/// The rustls configuration for `setting`, or a sentence naming the file that is
+/// wrong. Logs the certificate's fingerprints.
+///
+/// # Errors
+/// A certificate or key that cannot be read or parsed, a key that does not match
+/// the certificate, a certificate not valid now; for `--tls-self-signed`, a data
+/// directory it cannot be written to.
+pub fn server_config(
+    setting: &config::Tls,
+    data_dir: &Path,
+    listen: SocketAddr,
+) -> Result<Arc<ServerConfig>, String> {
+    let (chain, key, cert_path, key_path) = match setting {
+        config::Tls::Files { cert, key } => {
+            let chain = read_chain(cert)?;
+            let key_der = read_key(key)?;
+            (chain, key_der, cert.clone(), key.clone())
+        }
+        config::Tls::SelfSigned => self_signed(data_dir, listen)?,
+    };
+    check_validity(&chain, &cert_path, now_unix())?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS: {e}"))?
+        .with_no_client_auth()
+        .with_single_cert(chain.clone(), key)
+        .map_err(|e| match e {
+            rustls::Error::InconsistentKeys(_) => format!(
+                "the private key in {} does not match the certificate in {}",
+                key_path.display(),
+                cert_path.display()
+            ),
+            e => format!(
+                "TLS certificate {} with key {}: {e}",
+                cert_path.display(),
+                key_path.display()
+            ),
+        })?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.session_storage = ServerSessionMemoryCache::new(SESSION_CACHE);
+    config.ticketer = rustls::crypto::ring::Ticketer::new().map_err(|e| format!("TLS: {e}"))?;
+    config.send_tls13_tickets = TLS13_TICKETS;
+    let prints = Fingerprints::of(&chain[0]);
+    info!(
+        "TLS certificate {}: SHA-256 fingerprint {}",
+        cert_path.display(),
+        prints.certificate
+    );
+    info!(
+        "TLS public key SHA-256 (SPKI, base64): {} (for Chromium: --ignore-certificate-errors-spki-list={})",
+        prints.spki, prints.spki
+    );
+    Ok(Arc::new(config))
+}
+
+/// A certificate's SHA-256 fingerprints.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fingerprints {
+    /// Of the certificate's DER, as hex pairs joined by `:` (as `openssl x509
+    /// -fingerprint -sha256` prints it).
+    pub certificate: String,
+    /// Of its SubjectPublicKeyInfo DER, in base64: what Chromium's
+    /// `--ignore-certificate-errors-spki-list` takes.
+    pub spki: String,
+}
+
+impl Fingerprints {
+    /// The fingerprints of `cert` (the SPKI's is empty if the DER cannot be read).
+    pub fn of(cert: &CertificateDer<'_>) -> Fingerprints {
+        let certificate = Sha256::digest(cert.as_ref())
+            .iter()
+            .map(|b| format!("{b:02X}"))
+            .collect::<Vec<_>>()
+            .join(":");
+        let spki = parse_certificate(cert.as_ref())
+            .map(|c| base64::engine::general_purpose::STANDARD.encode(Sha256::digest(c.spki)))
+            .unwrap_or_default();
+        Fingerprints { certificate, spki }
+    }
+}
+
+fn read_file(path: &Path, what: &str) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("cannot read TLS {what} {}: {e}", path.display()))
+}
+
+fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let pem = read_file(path, "certificate")?;
+    let chain = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("TLS certificate {}: {e}", path.display()))?;
+    if chain.is_empty() {
+        return Err(format!(
+            "TLS certificate {}: no certificate in it (a PEM file with BEGIN CERTIFICATE)",
+            path.display()
+        ));
+    }
+    Ok(chain)
+}
+
+fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
+    let pem = read_file(path, "key")?;
+    PrivateKeyDer::from_pem_slice(&pem).map_err(|e| match e {
+        rustls::pki_types::pem::Error::NoItemsFound => format!(
+            "TLS key {}: no private key in it (a PEM file with BEGIN PRIVATE KEY, \
+             BEGIN RSA PRIVATE KEY or BEGIN EC PRIVATE KEY)",
+            path.display()
+        ),
+        e => format!("TLS key {}: {e}", path.display()),
+    })
+}
+
+/// Refuses a chain with a certificate that is expired or not yet valid at `now`.
+fn check_validity(chain: &[CertificateDer<'_>], path: &Path, now: i64) -> Result<(), String> {
+    for (i, cert) in chain.iter().enumerate() {
+        let which = if i == 0 {
+            "the certificate".to_owned()
+        } else {
+            format!("certificate {} of the chain", i + 1)
+        };
+        let Some(parsed) = parse_certificate(cert.as_ref()) else {
+            return Err(format!(
+                "TLS certificate {}: {which} is not a readable X.509 certificate",
+                path.display()
+            ));
+        };
+        if now > parsed.not_after.unix {
+            return Err(format!(
+                "TLS certificate {}: {which} expired on {}",
+                path.display(),
+                parsed.not_after.text
+            ));
+        }
+        if now < parsed.not_before.unix {
+            return Err(format!(
+                "TLS certificate {}: {which} is not valid before {}",
+                path.display(),
+                parsed.not_before.text
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn now_unix() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// The names a self-signed certificate covers: `localhost`, the loopback addresses
+/// and the listen address (unless it is the unspecified address).
+fn self_signed_names(listen: SocketAddr) -> Vec<String> {
+    let mut names = vec![
+        "localhost".to_owned(),
+        Ipv4Addr::LOCALHOST.to_string(),
+        Ipv6Addr::LOCALHOST.to_string(),
+    ];
+    let ip = listen.ip().to_canonical();
+    if !ip.is_unspecified() && !names.contains(&ip.to_string()) {
+        names.push(ip.to_string());
+    }
+    names
+}
+
+/// A certificate chain and its key.
+type Pair = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
+
+/// A chain and key with the files they came from.
+type Loaded = (
+    Vec<CertificateDer<'static>>,
+    PrivateKeyDer<'static>,
+    PathBuf,
+    PathBuf,
+);
+
+/// The kept self-signed certificate if it is still good for `listen`, or a new
+/// one, written to the data directory.
+fn self_signed(data_dir: &Path, listen: SocketAddr) -> Result<Loaded, String> {
+    let cert_path = data_dir.join(SELF_SIGNED_CERT);
+    let key_path = data_dir.join(SELF_SIGNED_KEY);
+    let names = self_signed_names(listen);
+    if cert_path.exists() && key_path.exists() {
+        match reusable(&cert_path, &key_path, &names) {
+            Ok((chain, key)) => {
+                info!(
+                    "TLS: reusing the self-signed certificate {}",
+                    cert_path.display()
+                );
+                return Ok((chain, key, cert_path, key_path));
+            }
+            Err(why) => warn!("TLS: making a new self-signed certificate: {why}"),
+        }
+    }
+    let key = rcgen::KeyPair::generate().map_err(|e| format!("TLS: cannot make a key: {e}"))?;
+    let mut params = rcgen::CertificateParams::new(names.clone())
+        .map_err(|e| format!("TLS: cannot make a certificate: {e}"))?;
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "fastim self-signed");
+    let year = 1970 + i32::try_from(now_unix() / 31_556_952).unwrap_or(0);
+    params.not_before = rcgen::date_time_ymd(year - 1, 1, 1);
+    params.not_after = rcgen::date_time_ymd(year + SELF_SIGNED_YEARS, 1, 1);
+    let cert = params
+        .self_signed(&key)
+        .map_err(|e| format!("TLS: cannot make a certificate: {e}"))?;
+    write_private(&key_path, key.serialize_pem().as_bytes())?;
+    write_private(&cert_path, cert.pem().as_bytes())?;
+    info!(
+        "TLS: made a self-signed certificate for {} in {}",
+        names.join(", "),
+        cert_path.display()
+    );
+    let key_der = PrivateKeyDer::try_from(key.serialize_der())
+        .map_err(|e| format!("TLS: the key just made: {e}"))?;
+    Ok((vec![cert.der().clone()], key_der, cert_path, key_path))
+}
+
+/// The kept certificate and key, if they parse, are valid for a while yet and
+/// cover every name.
+fn reusable(cert_path: &Path, key_path: &Path, names: &[String]) -> Result<Pair, String> {
+    let chain = read_chain(cert_path)?;
+    let key = read_key(key_path)?;
+    // A day's margin, so that a running server does not pass the end.
+    check_validity(&chain, cert_path, now_unix() + 86_400)?;
+    let leaf = webpki::EndEntityCert::try_from(&chain[0])
+        .map_err(|e| format!("{}: {e}", cert_path.display()))?;
+    for name in names {
+        let server_name = match name.parse::<IpAddr>() {
+            Ok(ip) => ServerName::IpAddress(ip.into()),
+            Err(_) => ServerName::try_from(name.clone()).map_err(|e| e.to_string())?,
+        };
+        leaf.verify_is_valid_for_subject_name(&server_name)
+            .map_err(|_| format!("{} does not cover {name}", cert_path.display()))?;
+    }
+    Ok((chain, key))
+}
+
+/// Writes `bytes` to `path` readable by the owner only, replacing it whole.
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let write = || -> io::Result<()> {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    write().map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+/// A time of a certificate: seconds since 1970 and as written for people.
+#[derive(Debug, PartialEq, Eq)]
+struct DerTime {
+    unix: i64,
+    text: String,
+}
+
+/// What the server reads of a certificate.
+struct Parsed<'a> {
+    not_before: DerTime,
+    not_after: DerTime,
+    /// The SubjectPublicKeyInfo, tag and length included.
+    spki: &'a [u8],
+}
+
+/// One DER element.
+struct Element<'a> {
+    tag: u8,
+    /// Its contents.
+    content: &'a [u8],
+    /// Its whole encoding, tag and length included.
+    whole: &'a [u8],
+    /// What follows it.
+    rest: &'a [u8],
+}
+
+/// The DER element at the start of `input`.
+fn tlv(input: &[u8]) -> Option<Element<'_>> {
+    let tag = *input.first()?;
+    let first = *input.get(1)?;
+    let (len, header) = if first < 0x80 {
+        (usize::from(first), 2)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 {
+            return None;
+        }
+        let mut len = 0usize;
+        for &b in input.get(2..2 + n)? {
+            len = (len << 8) | usize::from(b);
+        }
+        (len, 2 + n)
+    };
+    let end = header.checked_add(len)?;
+    Some(Element {
+        tag,
+        content: input.get(header..end)?,
+        whole: &input[..end],
+        rest: &input[end..],
+    })
+}
+
+/// The DER element at the start of `input` if it is a SEQUENCE.
+fn sequence(input: &[u8]) -> Option<Element<'_>> {
+    tlv(input).filter(|e| e.tag == 0x30)
+}
+
+/// The validity and the public key of an X.509 certificate (RFC 5280 §4.1).
+fn parse_certificate(der: &[u8]) -> Option<Parsed<'_>> {
+    let cert = sequence(der)?;
+    let tbs = sequence(cert.content)?;
+    let mut rest = tbs.content;
+    let first = tlv(rest)?;
+    if first.tag == 0xa0 {
+        rest = first.rest; // [0] version
+    }
+    for _ in 0..3 {
+        rest = tlv(rest)?.rest; // serial number, signature algorithm, issuer
+    }
+    let validity = sequence(rest)?;
+    let before = tlv(validity.content)?;
+    let after = tlv(before.rest)?;
+    let subject = tlv(validity.rest)?;
+    let spki = sequence(subject.rest)?;
+    Some(Parsed {
+        not_before: der_time(before.tag, before.content)?,
+        not_after: der_time(after.tag, after.content)?,
+        spki: spki.whole,
+    })
+}
+
+/// A UTCTime (`YYMMDDHHMMSSZ`) or GeneralizedTime (`YYYYMMDDHHMMSSZ`).
+fn der_time(tag: u8, content: &[u8]) -> Option<DerTime> {
+    let text = std::str::from_utf8(content).ok()?;
+    let digits = text.strip_suffix('Z')?;
+    let (year, rest) = match (tag, digits.len()) {
+        (0x17, 12) => {
+            let yy: i64 = digits.get(..2)?.parse().ok()?;
+            (if yy < 50 { 2000 + yy } else { 1900 + yy }, &digits[2..])
+        }
+        (0x18, 14) => (digits.get(..4)?.parse().ok()?, &digits[4..]),
+        _ => return None,
+    };
+    if !rest.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let field = |i: usize| -> Option<i64> { rest.get(i..i + 2)?.parse().ok() };
+    let (month, day, hour, min, sec) = (field(0)?, field(2)?, field(4)?, field(6)?, field(8)?);
+    let unix = days_from_civil(year, month, day) * 86_400 + hour * 3600 + min * 60 + sec;
+    Some(DerTime {
+        unix,
+        text: format!("{year:04}-{month:02}-{day:02} {hour:02}:{min:02}:{sec:02} UTC"),
+    })
+}
+
+/// Days since 1970-01-01 of a date of the proleptic Gregorian calendar.
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Whether the first byte has shown the client speaks TLS.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Sniff {
+    /// Nothing read yet.
+    Unknown,
+    /// A TLS handshake record.
+    Tls,
+    /// Something else, answered with the plain-HTTP refusal: input is discarded.
+    Refused,
+}
+
+/// One connection's TLS state.
+pub struct Tls {
+    conn: ServerConnection,
+    sniff: Sniff,
+}
+
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tls")
+            .field("handshaking", &self.conn.is_handshaking())
+            .field("sniff", &self.sniff)
+            .finish()
+    }
+}
+
+impl Tls {
+    /// TLS for a freshly accepted connection.
+    ///
+    /// # Errors
+    /// rustls' refusal of the configuration (not expected once it was built).
+    pub fn new(config: &Arc<ServerConfig>) -> Result<Box<Tls>, rustls::Error> {
+        Ok(Box::new(Tls {
+            conn: ServerConnection::new(config.clone())?,
+            sniff: Sniff::Unknown,
+        }))
+    }
+
+    /// Whether encrypted bytes (handshake messages, tickets, alerts, records) wait
+    /// for the socket.
+    pub fn wants_write(&self) -> bool {
+        self.conn.wants_write()
+    }
+
+    fn read(&mut self, socket: &mut TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        if self.sniff == Sniff::Unknown {
+            let mut first = [0u8; 1];
+            if socket.peek(&mut first)? == 0 {
+                return Ok(0);
+            }
+            if first[0] == HANDSHAKE_RECORD {
+                self.sniff = Sniff::Tls;
+            } else {
+                self.sniff = Sniff::Refused;
+                let response = Refusal::new(Status::BadRequest, PLAIN_HTTP_REFUSAL).to_bytes();
+                // A fresh socket's send buffer takes a few hundred bytes.
+                let _ = socket.write(&response);
+                let _ = socket.shutdown(Shutdown::Write);
+            }
+        }
+        if self.sniff == Sniff::Refused {
+            // Discarded, a few reads at a time; the handshake deadline ends it.
+            for _ in 0..4 {
+                if socket.read(buf)? == 0 {
+                    return Ok(0);
+                }
+            }
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let mut filled = 0;
+        loop {
+            // Plaintext rustls holds first: it raises no readiness event.
+            match self.conn.reader().read(&mut buf[filled..]) {
+                // close_notify.
+                Ok(0) => return Ok(filled),
+                Ok(n) => {
+                    filled += n;
+                    if filled == buf.len() {
+                        return Ok(filled);
+                    }
+                    continue;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                // The TCP connection ended without close_notify: an end all the same.
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(filled),
+                Err(e) => return Err(e),
+            }
+            match self.conn.read_tls(socket) {
+                Ok(0) => return Ok(filled),
+                Ok(_) => {
+                    if let Err(e) = self.conn.process_new_packets() {
+                        // rustls queued an alert that says why: try to send it.
+                        let _ = push_records(&mut self.conn, socket);
+                        return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+                    }
+                    // Handshake messages and tickets leave at once; whatever the socket
+                    // does not take is flushed later (the driver asks wants_write).
+                    push_records(&mut self.conn, socket)?;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    return if filled > 0 { Ok(filled) } else { Err(e) };
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// Writes the TLS records rustls holds; returns whether the socket blocked with
+/// some still held.
+fn push_records(conn: &mut ServerConnection, socket: &mut TcpStream) -> io::Result<bool> {
+    while conn.wants_write() {
+        match conn.write_tls(socket) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(false)
+}
+
+/// What the driver reads from and writes to: the socket, through TLS if the
+/// connection has it. Reads give plaintext; a read that returns less than asked
+/// has drained the socket (more input raises a new readiness event).
+pub struct Transport<'a> {
+    socket: &'a mut TcpStream,
+    tls: Option<&'a mut Tls>,
+}
+
+impl<'a> Transport<'a> {
+    /// The transport of a connection's socket and TLS state.
+    pub fn new(socket: &'a mut TcpStream, tls: Option<&'a mut Tls>) -> Self {
+        Transport { socket, tls }
+    }
+
+    /// Writes `out` (all of it, or until the socket is full), then the TLS records
+    /// it became: [`Flushed::All`] only when nothing waits in either.
+    ///
+    /// # Errors
+    /// The socket's.
+    pub fn flush(
+        &mut self,
+        out: &mut Outbound,
+        spares: &mut Spares,
+        keep: bool,
+    ) -> io::Result<Flushed> {
+        self.flush_observed(out, spares, keep, |_| {})
+    }
+
+    /// [`Transport::flush`], showing `observe` every plaintext byte as it is taken
+    /// (the frame inspector's view: what the connection sent, before encryption).
+    ///
+    /// # Errors
+    /// The socket's.
+    pub fn flush_observed(
+        &mut self,
+        out: &mut Outbound,
+        spares: &mut Spares,
+        keep: bool,
+        observe: impl FnMut(&[u8]),
+    ) -> io::Result<Flushed> {
+        let mut observed = Observed {
+            transport: self,
+            observe,
+        };
+        let flushed = if keep {
+            out.flush_keeping(&mut observed, spares)?
+        } else {
+            out.flush_to(&mut observed, spares)?
+        };
+        match self.tls.as_deref_mut() {
+            Some(tls) if flushed == Flushed::All => {
+                Ok(if push_records(&mut tls.conn, self.socket)? {
+                    Flushed::Blocked
+                } else {
+                    Flushed::All
+                })
+            }
+            _ => Ok(flushed),
+        }
+    }
+
+    /// Ends the write side once the final bytes are out: with TLS, close_notify
+    /// first (as far as the socket takes it).
+    pub fn shutdown_write(&mut self) {
+        if let Some(tls) = self.tls.as_deref_mut() {
+            tls.conn.send_close_notify();
+            let _ = push_records(&mut tls.conn, self.socket);
+        }
+        let _ = self.socket.shutdown(Shutdown::Write);
+    }
+}
+
+/// A transport that shows what it takes to an observer.
+struct Observed<'t, 'a, F> {
+    transport: &'t mut Transport<'a>,
+    observe: F,
+}
+
+impl<F: FnMut(&[u8])> Write for Observed<'_, '_, F> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.write_vectored(&[IoSlice::new(buf)])
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        let n = self.transport.write_vectored(bufs)?;
+        let mut left = n;
+        for b in bufs {
+            if left == 0 {
+                break;
+            }
+            let take = left.min(b.len());
+            (self.observe)(&b[..take]);
+            left -= take;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Read for Transport<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self.tls.as_deref_mut() {
+            None => self.socket.read(buf),
+            Some(tls) => tls.read(self.socket, buf),
+        }
+    }
+}
+
+impl Write for Transport<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.write_vectored(&[IoSlice::new(buf)])
+    }
+
+    /// Plaintext into rustls (up to its buffer limit), and out as records; blocks
+    /// (`WouldBlock`) when rustls is full and the socket takes no more.
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        let Some(tls) = self.tls.as_deref_mut() else {
+            return self.socket.write_vectored(bufs);
+        };
+        if bufs.iter().all(|b| b.is_empty()) {
+            return Ok(0);
+        }
+        loop {
+            let n = tls.conn.writer().write_vectored(bufs)?;
+            let blocked = push_records(&mut tls.conn, self.socket)?;
+            if n > 0 {
+                return Ok(n);
+            }
+            if blocked || tls.conn.is_handshaking() {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn made(names: &[&str], from: (i32, u8, u8), to: (i32, u8, u8)) -> (String, String) {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut params = rcgen::CertificateParams::new(
+            names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>(),
+        )
+        .expect("params");
+        params.not_before = rcgen::date_time_ymd(from.0, from.1, from.2);
+        params.not_after = rcgen::date_time_ymd(to.0, to.1, to.2);
+        let cert = params.self_signed(&key).expect("cert");
+        (cert.pem(), key.serialize_pem())
+    }
+
+    fn chain(pem: &str) -> Vec<CertificateDer<'static>> {
+        CertificateDer::pem_slice_iter(pem.as_bytes())
+            .collect::<Result<_, _>>()
+            .expect("pem")
+    }
+
+    #[test]
+    fn validity_is_read_from_the_certificate() {
+        let (pem, _) = made(&["localhost"], (2020, 3, 4), (2049, 12, 31));
+        let der = &chain(&pem)[0];
+        let parsed = parse_certificate(der.as_ref()).expect("parses");
+        assert_eq!(parsed.not_before.text, "2020-03-04 00:00:00 UTC");
+        assert_eq!(parsed.not_before.unix, 1_583_280_000);
+        assert_eq!(parsed.not_after.text, "2049-12-31 00:00:00 UTC");
+        // GeneralizedTime from 2050 on (RFC 5280 §4.1.2.5).
+        let (pem, _) = made(&["localhost"], (2020, 1, 1), (2051, 1, 1));
+        let parsed_der = &chain(&pem)[0];
+        let parsed = parse_certificate(parsed_der.as_ref()).expect("parses");
+        assert_eq!(parsed.not_after.unix, days_from_civil(2051, 1, 1) * 86_400);
+        assert_eq!(days_from_civil(1970, 1, 1), 0);
+        assert_eq!(days_from_civil(2000, 3, 1), 11_017);
+    }
+
+    #[test]
+    fn expired_and_future_certificates_are_refused_naming_the_file() {
+        let path = Path::new("/etc/cert.pem");
+        let (old, _) = made(&["localhost"], (2020, 1, 1), (2021, 1, 1));
+        let err = check_validity(&chain(&old), path, now_unix()).expect_err("expired");
+        assert!(
+            err.contains("/etc/cert.pem") && err.contains("expired on 2021-01-01"),
+            "{err}"
+        );
+        let (future, _) = made(&["localhost"], (2090, 1, 1), (2091, 1, 1));
+        let err = check_validity(&chain(&future), path, now_unix()).expect_err("future");
+        assert!(err.contains("not valid before 2090-01-01"), "{err}");
+        let (good, _) = made(&["localhost"], (2020, 1, 1), (2090, 1, 1));
+        assert!(check_validity(&chain(&good), path, now_unix()).is_ok());
+    }
+
+    #[test]
+    fn the_spki_fingerprint_is_of_the_public_key() {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+            .expect("params")
+            .self_signed(&key)
+            .expect("cert");
+        let prints = Fingerprints::of(cert.der());
+        let want = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(
+            rcgen::PublicKeyData::subject_public_key_info(&key),
+        ));
+        assert_eq!(prints.spki, want);
+        assert_eq!(prints.certificate.len(), 32 * 3 - 1);
+    }
+
+    #[test]
+    fn garbage_is_not_a_certificate() {
+        assert!(parse_certificate(b"").is_none());
+        assert!(parse_certificate(&[0x30, 0x84, 0xff, 0xff, 0xff, 0xff]).is_none());
+        assert!(parse_certificate(&[0x30, 0x03, 0x30, 0x01, 0x00]).is_none());
+        assert!(der_time(0x17, b"2101011200Z").is_none());
+    }
+
+    #[test]
+    fn self_signed_names_include_the_listen_address() {
+        let names = self_signed_names("127.0.0.1:0".parse().expect("addr"));
+        assert_eq!(names, ["localhost", "127.0.0.1", "::1"]);
+        let names = self_signed_names("192.0.2.7:443".parse().expect("addr"));
+        assert_eq!(names.last().map(String::as_str), Some("192.0.2.7"));
+        let names = self_signed_names("0.0.0.0:443".parse().expect("addr"));
+        assert_eq!(names.len(), 3);
+    }
+}
