@@ -33,7 +33,6 @@ use super::Server;
 use super::conn::Conn;
 use super::lifecycle::Verdict;
 use super::outbound::Flushed;
-use super::tls::Transport;
 use super::workers::ConnRef;
 use crate::ws::inspect::{self, Direction, FrameRecord, Seen, Tap};
 use crate::ws::{CloseCode, Limits, Message, Spares};
@@ -329,13 +328,11 @@ fn indent(head: &str) -> String {
 ///
 /// [`Outbound::flush_keeping`]: super::outbound::Outbound::flush_keeping
 pub fn flush_out(conn: &mut Conn, spares: &mut Spares, keep: bool) -> io::Result<Flushed> {
-    let mut transport = Transport::new(&mut conn.socket, conn.tls.as_deref_mut());
-    match &mut conn.tap {
-        None => transport.flush(&mut conn.life.out, spares, keep),
+    let (mut transport, tap, life) = conn.flush_parts();
+    match tap {
+        None => transport.flush(&mut life.out, spares, keep),
         // What the connection sent, before any TLS: the frames themselves.
-        Some(traced) => {
-            transport.flush_observed(&mut conn.life.out, spares, keep, |b| traced.output(b))
-        }
+        Some(traced) => transport.flush_observed(&mut life.out, spares, keep, |b| traced.output(b)),
     }
 }
 
@@ -424,7 +421,7 @@ impl Server {
             return;
         };
         let serial = conn.serial;
-        let Some(traced) = conn.tap.as_mut() else {
+        let Some(traced) = conn.tap_mut() else {
             return;
         };
         if !traced.wants_attention() {
@@ -447,15 +444,15 @@ impl Server {
         }
         self.deliver_records(key);
         if let Some(conn) = self.conns.get_mut(key) {
-            if conn.tap.as_ref().is_some_and(|t| t.idle()) {
-                conn.tap = None;
+            if conn.tap().is_some_and(|t| t.idle()) {
+                conn.set_tap(None);
             }
         }
     }
 
     /// Moves a traced connection's queued records to its feed.
     fn deliver_records(&mut self, key: usize) {
-        let Some(traced) = self.conns.get_mut(key).and_then(|c| c.tap.as_mut()) else {
+        let Some(traced) = self.conns.get_mut(key).and_then(|c| c.tap_mut()) else {
             return;
         };
         let Some(feed) = traced.sink.feed else {
@@ -491,7 +488,7 @@ impl Server {
                 .send_text(&json!({"type": "dropped", "frames": dropped}).to_string());
             dropped = 0;
         }
-        if let Some(traced) = self.conns.get_mut(key).and_then(|c| c.tap.as_mut()) {
+        if let Some(traced) = self.conns.get_mut(key).and_then(|c| c.tap_mut()) {
             traced.sink.dropped += dropped;
         }
         self.feed_out(feed.key);
@@ -592,7 +589,7 @@ impl Server {
     /// A connection left the slab: its feed hears of it, or its traced echo is
     /// no longer watched.
     pub(super) fn inspector_removed(&mut self, key: usize, conn: &mut Conn) {
-        if let Some(mut traced) = conn.tap.take() {
+        if let Some(mut traced) = conn.take_tap() {
             if traced.sink.log && traced.sink.upgraded {
                 info!("#{key} TCP connection closed");
             }
@@ -626,13 +623,14 @@ impl Server {
         let feed = self.inspector.feeds.swap_remove(i);
         if let Some(t) = feed.traced {
             if let Some(c) = self.conns.get_mut(t.key).filter(|c| c.serial == t.serial) {
-                if let Some(traced) = c.tap.as_mut() {
+                let idle = c.tap_mut().is_some_and(|traced| {
                     traced.sink.feed = None;
                     traced.sink.for_feed = false;
                     traced.sink.queue.clear();
-                    if traced.idle() {
-                        c.tap = None;
-                    }
+                    traced.idle()
+                });
+                if idle {
+                    c.set_tap(None);
                 }
             }
         }

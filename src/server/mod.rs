@@ -55,7 +55,6 @@ use conn::Conn;
 use lifecycle::{AfterFlush, Env, Lifecycle, Services, State, UploadSlot, Verdict};
 use metrics::{Metrics, Refused};
 use outbound::{Flushed, Outbound};
-use tls::Transport;
 use workers::{Busy, Completion, ConnRef, Job, PendingChat, Workers};
 
 const LISTENER: Token = Token(usize::MAX - 1);
@@ -448,13 +447,13 @@ impl Server {
                     let mut conn = Conn::new(socket, self.next_serial, ip, life);
                     conn.counted = !proxy;
                     if self.inspecting {
-                        conn.tap = Some(inspector::Traced::new(
+                        conn.set_tap(Some(inspector::Traced::new(
                             entry.key(),
                             self.config.trace_frames,
                             self.config.inspector,
-                        ));
+                        )));
                     }
-                    conn.tls = tls;
+                    conn.set_tls(tls);
                     entry.insert(conn);
                     if !proxy {
                         *self.per_address.entry(ip).or_default() += 1;
@@ -617,7 +616,7 @@ impl Server {
             conn.life.note_output(self.now);
         }
         // TLS records (handshake messages, tickets) may wait with an empty queue.
-        let tls_waits = conn.tls.as_ref().is_some_and(|t| t.wants_write());
+        let tls_waits = conn.tls().is_some_and(|t| t.wants_write());
         if (!conn.life.out.is_empty() || tls_waits) && !conn.flush_queued {
             conn.flush_queued = true;
             self.to_flush.push(key);
@@ -667,7 +666,7 @@ impl Server {
             conn.wants_write = wants_write;
         }
         if after == AfterFlush::ShutdownWrite {
-            Transport::new(&mut conn.socket, conn.tls.as_deref_mut()).shutdown_write();
+            conn.transport().shutdown_write();
         }
         if conn.life.take_resume(&self.config) {
             self.to_read.push(key);
@@ -1061,7 +1060,7 @@ fn read_turn(
             conn.life.starve();
             break Verdict::Keep;
         }
-        let mut transport = Transport::new(&mut conn.socket, conn.tls.as_deref_mut());
+        let mut transport = conn.transport();
         match transport.read(&mut buf[filled..end]) {
             Ok(0) => {
                 debug!("#{key}: peer closed");
@@ -1075,7 +1074,7 @@ fn read_turn(
             Ok(n) => {
                 reads += 1;
                 env.metrics.bytes_received += n as u64;
-                if let Some(tap) = &mut conn.tap {
+                if let Some(tap) = conn.tap_mut() {
                     // Before the connection unmasks the payloads in place.
                     tap.input(&buf[filled..filled + n]);
                 }
