@@ -183,11 +183,11 @@ fn model(frames: &[Frame], limits: Limits) -> (Vec<Owned>, Option<ProtocolError>
             }
             _ => {}
         }
-        if len > limits.max_frame {
+        if len > u64::from(limits.max_frame) {
             return (events, Some(ProtocolError::FrameTooLarge));
         }
         let gathered = message.as_ref().map_or(0, |m| m.1.len() as u64);
-        if len > limits.max_message.saturating_sub(gathered) {
+        if len > u64::from(limits.max_message).saturating_sub(gathered) {
             return (events, Some(ProtocolError::MessageTooLarge));
         }
         let (text, bytes) = message.get_or_insert_with(|| (f.op == OpCode::Text, Vec::new()));
@@ -215,7 +215,7 @@ fn model(frames: &[Frame], limits: Limits) -> (Vec<Owned>, Option<ProtocolError>
 
 fuzz_target!(|input: Input| {
     let limits = match input.limits {
-        Some((f, m)) => Limits { max_frame: u64::from(f), max_message: u64::from(m) },
+        Some((f, m)) => Limits { max_frame: u32::from(f), max_message: u32::from(m) },
         None => Limits { max_frame: 1 << 20, max_message: 1 << 20 },
     };
     let frames = frames(&input.items);
