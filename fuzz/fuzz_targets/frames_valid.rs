@@ -134,6 +134,9 @@ fn model(frames: &[Frame], limits: Limits) -> (Vec<Owned>, Option<ProtocolError>
     let mut events = Vec::new();
     // The message in progress: is it text, and its bytes so far.
     let mut message: Option<(bool, Vec<u8>)> = None;
+    // Empty non-final data frames in a row: more than 64 are refused (a peer that
+    // costs us a parse per two bytes and never makes progress; src/ws's own limit).
+    let mut empty_in_a_row = 0u32;
     for f in frames {
         let len = f.payload.len() as u64;
         if f.op.is_control() {
@@ -189,6 +192,14 @@ fn model(frames: &[Frame], limits: Limits) -> (Vec<Owned>, Option<ProtocolError>
         let gathered = message.as_ref().map_or(0, |m| m.1.len() as u64);
         if len > u64::from(limits.max_message).saturating_sub(gathered) {
             return (events, Some(ProtocolError::MessageTooLarge));
+        }
+        if len == 0 && !f.fin {
+            empty_in_a_row += 1;
+            if empty_in_a_row > 64 {
+                return (events, Some(ProtocolError::EmptyFragments));
+            }
+        } else {
+            empty_in_a_row = 0;
         }
         let (text, bytes) = message.get_or_insert_with(|| (f.op == OpCode::Text, Vec::new()));
         bytes.extend_from_slice(&f.payload);
