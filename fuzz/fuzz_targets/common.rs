@@ -57,7 +57,10 @@ impl Feeder {
         loop {
             let left = self.buf.len() - pos;
             // Pongs (and close replies) are the connection's own.
-            match self.conn.handle_bytes(&mut self.buf[pos..], &mut self.pongs) {
+            match self
+                .conn
+                .handle_bytes(&mut self.buf[pos..], &mut self.pongs)
+            {
                 Ok((0, None)) => break,
                 Ok((n, event)) => {
                     assert!(n > 0, "an event without consuming bytes would loop forever");

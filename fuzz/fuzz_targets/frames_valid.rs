@@ -44,11 +44,26 @@ impl Payload {
 #[derive(Arbitrary, Debug)]
 enum Item {
     /// Any one frame; `strict` keeps control frames legal (final, at most 125 bytes).
-    Frame { op: Op, fin: bool, payload: Payload, key: [u8; 4], strict: bool },
+    Frame {
+        op: Op,
+        fin: bool,
+        payload: Payload,
+        key: [u8; 4],
+        strict: bool,
+    },
     /// A whole data message cut into fragments at `cuts` (even inside a character).
-    Fragmented { text: bool, content: Payload, cuts: Vec<u16>, key: [u8; 4] },
+    Fragmented {
+        text: bool,
+        content: Payload,
+        cuts: Vec<u16>,
+        key: [u8; 4],
+    },
     /// A close frame with a code and a UTF-8 reason.
-    Close { code: u16, reason: String, key: [u8; 4] },
+    Close {
+        code: u16,
+        reason: String,
+        key: [u8; 4],
+    },
 }
 
 #[derive(Arbitrary, Debug)]
@@ -82,7 +97,13 @@ fn frames(items: &[Item]) -> Vec<Frame> {
     let mut out = Vec::new();
     for item in items {
         match item {
-            Item::Frame { op, fin, payload, key, strict } => {
+            Item::Frame {
+                op,
+                fin,
+                payload,
+                key,
+                strict,
+            } => {
                 let op = opcode(*op);
                 let mut payload = payload.bytes().to_vec();
                 let mut fin = *fin;
@@ -90,12 +111,24 @@ fn frames(items: &[Item]) -> Vec<Frame> {
                     payload.truncate(125);
                     fin = true;
                 }
-                out.push(Frame { fin, op, payload, key: *key });
+                out.push(Frame {
+                    fin,
+                    op,
+                    payload,
+                    key: *key,
+                });
             }
-            Item::Fragmented { text, content, cuts, key } => {
+            Item::Fragmented {
+                text,
+                content,
+                cuts,
+                key,
+            } => {
                 let content = content.bytes();
-                let mut cuts: Vec<usize> =
-                    cuts.iter().map(|&c| usize::from(c) % (content.len() + 1)).collect();
+                let mut cuts: Vec<usize> = cuts
+                    .iter()
+                    .map(|&c| usize::from(c) % (content.len() + 1))
+                    .collect();
                 cuts.sort_unstable();
                 cuts.push(content.len());
                 let mut start = 0;
@@ -122,7 +155,12 @@ fn frames(items: &[Item]) -> Vec<Frame> {
                 }
                 let mut payload = code.to_be_bytes().to_vec();
                 payload.extend_from_slice(&reason.as_bytes()[..end]);
-                out.push(Frame { fin: true, op: OpCode::Close, payload, key: *key });
+                out.push(Frame {
+                    fin: true,
+                    op: OpCode::Close,
+                    payload,
+                    key: *key,
+                });
             }
         }
     }
@@ -226,8 +264,14 @@ fn model(frames: &[Frame], limits: Limits) -> (Vec<Owned>, Option<ProtocolError>
 
 fuzz_target!(|input: Input| {
     let limits = match input.limits {
-        Some((f, m)) => Limits { max_frame: u32::from(f), max_message: u32::from(m) },
-        None => Limits { max_frame: 1 << 20, max_message: 1 << 20 },
+        Some((f, m)) => Limits {
+            max_frame: u32::from(f),
+            max_message: u32::from(m),
+        },
+        None => Limits {
+            max_frame: 1 << 20,
+            max_message: 1 << 20,
+        },
     };
     let frames = frames(&input.items);
     let mut stream = Vec::new();
