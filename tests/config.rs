@@ -6,8 +6,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read};
-use std::net::SocketAddr;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -107,38 +106,14 @@ fn printed(args: &[&str], env: &[(&str, &str)], cwd: &Path) -> toml::Table {
 /// Starts the server (from `cwd`, with its data under it unless the settings say
 /// otherwise) and waits for the address it listens on.
 fn serve(args: &[&str], env: &[(&str, &str)], dir: &Dir) -> Server {
-    let mut child: Child = fastim(args, env, &dir.0)
+    let child: Child = fastim(args, env, &dir.0)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn fastim");
-    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
-    let mut log = String::new();
-    let addr: SocketAddr = loop {
-        match lines.next() {
-            Some(Ok(line)) => {
-                if let Some(rest) = line.split("listening on ").nth(1) {
-                    break rest.trim().parse().expect("address in log line");
-                }
-                log.push_str(&line);
-                log.push('\n');
-            }
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("fastim {args:?} {env:?} exited before listening:\n{log}");
-            }
-        }
-    };
-    std::thread::spawn(move || for _ in lines.by_ref() {});
-    Server {
-        addr,
-        metrics: None,
-        child,
-        // The test's Dir removes the data.
-        data_dir: dir.0.join("unused"),
-        keep_data: false,
-    }
+    // The test's Dir removes the data.
+    Server::try_attach(child, dir.0.join("unused"))
+        .unwrap_or_else(|e| panic!("fastim {args:?} {env:?}: {e}"))
 }
 
 /// Whether `/echo` upgrades (it does not with `no-echo`).

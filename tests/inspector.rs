@@ -5,83 +5,19 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{Http, MASK, RawClient, Server, fresh_data_dir, upgrade_request};
+use common::{Http, Log, MASK, RawClient, Server, fresh_data_dir, upgrade_request};
 use serde_json::Value;
 use tungstenite::Message;
 use tungstenite::protocol::CloseFrame;
 use tungstenite::protocol::frame::coding::CloseCode;
 
-/// The server's log, collected as it is written.
-#[derive(Clone, Default)]
-struct Log(Arc<Mutex<Vec<String>>>);
-
-impl Log {
-    fn text(&self) -> String {
-        self.0.lock().expect("log lock").join("\n")
-    }
-
-    /// Waits (bounded) until the log holds `needle`; returns the whole log.
-    fn wait_for(&self, needle: &str) -> String {
-        let start = Instant::now();
-        loop {
-            let text = self.text();
-            if text.contains(needle) {
-                return text;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "no {needle:?} in the log:\n{text}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-/// Starts the server with `extra` and keeps its whole log.
+/// Starts the server with `extra`; its whole log is kept.
 fn start_logged(data_dir: std::path::PathBuf, extra: &[&str]) -> (Server, Log) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_fastim"))
-        .args(["--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(&data_dir)
-        .arg("--resource-dir")
-        .arg(data_dir.join("resource"))
-        .args(extra)
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start fastim");
-    let log = Log::default();
-    let mut lines = BufReader::new(child.stderr.take().expect("piped")).lines();
-    let addr = loop {
-        let line = lines
-            .next()
-            .expect("server exited before listening")
-            .expect("read log");
-        log.0.lock().expect("log lock").push(line.clone());
-        if let Some(rest) = line.split("listening on ").nth(1) {
-            break rest.trim().parse().expect("address");
-        }
-    };
-    let sink = log.clone();
-    std::thread::spawn(move || {
-        for line in lines.map_while(Result::ok) {
-            sink.0.lock().expect("log lock").push(line);
-        }
-    });
-    let server = Server {
-        addr,
-        metrics: None,
-        child,
-        data_dir,
-        keep_data: false,
-    };
+    let server = Server::start_in(data_dir, extra);
+    let log = server.log.clone();
     (server, log)
 }
 

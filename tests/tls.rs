@@ -5,10 +5,9 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,42 +21,10 @@ use tungstenite::{Message, WebSocket};
 
 type Tls = StreamOwned<ClientConnection, TcpStream>;
 
-/// Starts the server and returns it with what it logged before listening.
+/// Starts the server and returns it with what it logged while starting.
 fn start_logged(data_dir: PathBuf, extra: &[&str]) -> (Server, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_fastim"))
-        .args(["--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(&data_dir)
-        .arg("--resource-dir")
-        .arg(data_dir.join("resource"))
-        .args(extra)
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start fastim");
-    let stderr = child.stderr.take().expect("stderr piped");
-    let mut lines = BufReader::new(stderr).lines();
-    let mut log = String::new();
-    let addr = loop {
-        let line = lines
-            .next()
-            .unwrap_or_else(|| panic!("server exited before listening:\n{log}"))
-            .expect("read server log");
-        if let Some(rest) = line.split("listening on ").nth(1) {
-            break rest.trim().parse().expect("address in log line");
-        }
-        log.push_str(&line);
-        log.push('\n');
-    };
-    std::thread::spawn(move || for _ in lines.by_ref() {});
-    let server = Server {
-        addr,
-        metrics: None,
-        child,
-        data_dir,
-        keep_data: false,
-    };
+    let server = Server::start_in(data_dir, extra);
+    let log = server.log.text();
     (server, log)
 }
 

@@ -7,13 +7,47 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A server's log, every line kept as it arrives.
+#[derive(Clone, Debug, Default)]
+pub struct Log(Arc<Mutex<Vec<String>>>);
+
+impl Log {
+    fn push(&self, line: String) {
+        self.0.lock().expect("log lock").push(line);
+    }
+
+    /// Everything logged so far.
+    pub fn text(&self) -> String {
+        self.0.lock().expect("log lock").join("\n")
+    }
+
+    /// Waits (bounded) until the log holds `needle`; returns the whole log.
+    pub fn wait_for(&self, needle: &str) -> String {
+        let start = Instant::now();
+        loop {
+            let text = self.text();
+            if text.contains(needle) {
+                return text;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "no {needle:?} in the log:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
 
 /// A `fastim` process, killed when dropped.
 pub struct Server {
     pub addr: SocketAddr,
     /// Where `/metrics` is served, if the server logged one (`--metrics-listen`).
     pub metrics: Option<SocketAddr>,
+    /// What it has logged.
+    pub log: Log,
     pub child: Child,
     pub data_dir: PathBuf,
     /// Leave the data directory behind when dropped (for a restart on the same data).
@@ -37,7 +71,7 @@ impl Server {
                 data_dir.join("resource").into_os_string(),
             ]
         };
-        let mut child = Command::new(env!("CARGO_BIN_EXE_fastim"))
+        let child = Command::new(env!("CARGO_BIN_EXE_fastim"))
             .args(["--listen", "127.0.0.1:0", "--data-dir"])
             .arg(&data_dir)
             .args(resources)
@@ -48,27 +82,63 @@ impl Server {
             .stderr(Stdio::piped())
             .spawn()
             .expect("start fastim");
+        Server::attach(child, data_dir)
+    }
+
+    /// A server process just spawned with its stderr piped: waits until it listens.
+    pub fn attach(child: Child, data_dir: PathBuf) -> Server {
+        Server::try_attach(child, data_dir).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`Server::attach`], or what the process logged if it exited before listening.
+    /// The metrics address, if any, is logged before the database line; the log is
+    /// kept from then on (`FASTIM_TEST_LOG=1` also shows it).
+    pub fn try_attach(mut child: Child, data_dir: PathBuf) -> Result<Server, String> {
         let stderr = child.stderr.take().expect("stderr piped");
-        let mut lines = BufReader::new(stderr).lines();
-        let addr = loop {
-            let line = lines
-                .next()
-                .expect("server exited before listening")
-                .expect("read server log");
+        let mut lines = BufReader::new(stderr).lines().map_while(Result::ok);
+        let log = Log::default();
+        let (mut addr, mut metrics) = (None, None);
+        for line in lines.by_ref() {
             if let Some(rest) = line.split("listening on ").nth(1) {
-                break rest.trim().parse().expect("address in log line");
+                addr = Some(rest.trim().parse().expect("address in log line"));
             }
+            if let Some(rest) = line.split("metrics on http://").nth(1) {
+                let at = rest.trim().trim_end_matches("/metrics");
+                metrics = Some(at.parse().expect("metrics address in log line"));
+            }
+            let done = addr.is_some() && line.contains("database: ");
+            log.push(line);
+            if done {
+                break;
+            }
+        }
+        let Some(addr) = addr else {
+            let _ = child.kill();
+            let status = child.wait().map(|s| s.to_string()).unwrap_or_default();
+            return Err(format!(
+                "fastim exited before listening ({status}):\n{}",
+                log.text()
+            ));
         };
-        let metrics = metrics_addr(&mut lines);
         // Keep draining the log so the server never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines.by_ref() {});
-        Server {
+        let show = std::env::var_os("FASTIM_TEST_LOG").is_some();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in lines {
+                if show {
+                    eprintln!("server: {line}");
+                }
+                sink.push(line);
+            }
+        });
+        Ok(Server {
             addr,
             metrics,
+            log,
             child,
             data_dir,
             keep_data: false,
-        }
+        })
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -100,21 +170,6 @@ impl Server {
         }
         None
     }
-}
-
-/// The metrics address from the lines the server logs after "listening on": the
-/// metrics line, if any, comes before the "database:" line.
-fn metrics_addr(lines: &mut impl Iterator<Item = std::io::Result<String>>) -> Option<SocketAddr> {
-    for line in lines.map_while(Result::ok) {
-        if let Some(rest) = line.split("metrics on http://").nth(1) {
-            let addr = rest.trim().trim_end_matches("/metrics");
-            return Some(addr.parse().expect("metrics address in log line"));
-        }
-        if line.contains("database: ") {
-            return None;
-        }
-    }
-    None
 }
 
 /// A data directory path unique to this test process and call.
@@ -450,44 +505,10 @@ impl Server {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        let mut child = command.spawn().map_err(|e| format!("spawn: {e}"))?;
-        let stderr = child.stderr.take().expect("stderr piped");
-        let mut lines = BufReader::new(stderr).lines();
-        let mut log = String::new();
-        let addr = loop {
-            match lines.next() {
-                Some(Ok(line)) => {
-                    if let Some(rest) = line.split("listening on ").nth(1) {
-                        break rest.trim().parse().expect("address in log line");
-                    }
-                    log.push_str(&line);
-                    log.push('\n');
-                }
-                _ => {
-                    let status = child.wait().map(|s| s.to_string()).unwrap_or_default();
-                    let _ = std::fs::remove_dir_all(&data_dir);
-                    return Err(format!(
-                        "fastim {extra:?} exited before listening ({status}):\n{log}"
-                    ));
-                }
-            }
-        };
-        let metrics = metrics_addr(&mut lines);
-        // FASTIM_TEST_LOG=1 shows the server's log; otherwise it is drained unread.
-        let show = std::env::var_os("FASTIM_TEST_LOG").is_some();
-        std::thread::spawn(move || {
-            for line in lines.by_ref().map_while(Result::ok) {
-                if show {
-                    eprintln!("server: {line}");
-                }
-            }
-        });
-        Ok(Server {
-            addr,
-            metrics,
-            child,
-            data_dir,
-            keep_data: false,
+        let child = command.spawn().map_err(|e| format!("spawn: {e}"))?;
+        Server::try_attach(child, data_dir.clone()).map_err(|e| {
+            let _ = std::fs::remove_dir_all(&data_dir);
+            format!("{extra:?}: {e}")
         })
     }
 }
