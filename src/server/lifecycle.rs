@@ -41,7 +41,7 @@ use super::inspector;
 use super::metrics::{self, Counters, Refused};
 use super::outbound::{Flushed, Outbound};
 use super::request::{self, Routed};
-use super::workers::{Busy, ConnRef, Job, PendingChat, Ticket, Work};
+use super::workers::{Busy, ConnRef, Job, PendingChat, SyncReply, Ticket, Work};
 use crate::api::{self, ApiReply, Upload};
 use crate::config::{self, Config};
 use crate::http::{self, HeadError, Refusal, Status};
@@ -724,14 +724,13 @@ impl Lifecycle {
     }
 
     /// A sync reply came back.
-    pub fn finish_sync(&mut self, frames: &[u8], env: &mut Env<'_>) {
+    pub fn finish_sync(&mut self, reply: &SyncReply, env: &mut Env<'_>) {
         if !matches!(self.state, State::WebSocket { .. }) {
             return;
         }
-        self.out.tail().extend_from_slice(frames);
-        let (sent, compressed) = count_frames(frames);
-        env.metrics.messages_sent[metrics::CHAT] += sent;
-        env.metrics.messages_sent_compressed[metrics::CHAT] += compressed;
+        self.out.tail().extend_from_slice(&reply.frames);
+        env.metrics.messages_sent[metrics::CHAT] += reply.messages;
+        env.metrics.messages_sent_compressed[metrics::CHAT] += reply.compressed;
         let queued = std::mem::replace(&mut self.sync, Sync::Idle);
         if let (Sync::Queued { batch }, Some((user, _))) = (queued, self.chat_user()) {
             let sync = SyncAfter {
@@ -1449,25 +1448,6 @@ fn chat_room(in_flight: u16, sync: Sync, config: &Config) -> bool {
 }
 
 /// How many frames `frames` (complete, encoded frames) holds.
-/// The frames in `frames`, and how many of them are compressed (RSV1).
-fn count_frames(mut frames: &[u8]) -> (u64, u64) {
-    let (mut n, mut compressed) = (0, 0);
-    while let Ok(Some((header, len))) = ws::frame::decode_header(frames) {
-        if frames[0] & ws::deflate::RSV1 != 0 {
-            compressed += 1;
-        }
-        let end = usize::try_from(header.payload_len)
-            .ok()
-            .and_then(|p| p.checked_add(len));
-        let Some(rest) = end.and_then(|end| frames.get(end..)) else {
-            break;
-        };
-        n += 1;
-        frames = rest;
-    }
-    (n, compressed)
-}
-
 fn endpoint_limits(endpoint: Endpoint) -> ws::Limits {
     match endpoint {
         Endpoint::Echo => config::ECHO_LIMITS,

@@ -223,9 +223,15 @@ impl Harness {
         life.finish_auth(now, user, 7, &mut env);
     }
 
+    /// A sync reply of `frames`, counted as the worker counts them.
     fn finish_sync(&mut self, frames: &[u8]) {
+        let reply = SyncReply {
+            messages: self::frames(frames).len() as u64,
+            compressed: 0,
+            frames: frames.to_vec(),
+        };
         let (life, mut env) = self.parts();
-        life.finish_sync(frames, &mut env);
+        life.finish_sync(&reply, &mut env);
     }
 
     fn state(&self) -> &'static str {

@@ -715,8 +715,8 @@ impl Server {
                     let r = self.live(conn, |c, env| c.life.finish_auth(now, user, session, env));
                     self.settle_live(conn, r);
                 }
-                Completion::Synced { conn, frames } => {
-                    let r = self.live(conn, |c, env| c.life.finish_sync(&frames, env));
+                Completion::Synced { conn, reply } => {
+                    let r = self.live(conn, |c, env| c.life.finish_sync(&reply, env));
                     self.settle_live(conn, r);
                 }
                 Completion::Committed(results) => {

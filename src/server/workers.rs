@@ -252,8 +252,8 @@ pub enum Completion {
     Synced {
         /// The asking connection.
         conn: ConnRef,
-        /// Encoded WebSocket frames.
-        frames: Vec<u8>,
+        /// The frames, counted.
+        reply: SyncReply,
     },
     /// A chat batch was committed.
     Committed(Vec<Committed>),
@@ -562,7 +562,7 @@ fn api_worker(
                 min_bytes,
             } => Completion::Synced {
                 conn,
-                frames: sync_frames(
+                reply: sync_frames(
                     &mut db,
                     user,
                     after,
@@ -749,15 +749,39 @@ fn read_file(req: &FileRequest) -> Vec<u8> {
 /// the threshold, and this worker's own compressor.
 type SyncDeflate<'a> = (Option<PerMessageDeflate>, usize, &'a mut Deflater);
 
+/// A sync reply's encoded frames, counted by the worker as it writes them, so
+/// the loop learns the numbers for its metrics without reading the frames again.
+#[derive(Debug, Default)]
+pub struct SyncReply {
+    /// Encoded WebSocket frames.
+    pub frames: Vec<u8>,
+    /// How many.
+    pub messages: u64,
+    /// How many of them are compressed (RSV1).
+    pub compressed: u64,
+}
+
+impl SyncReply {
+    /// Appends one frame that `write` encodes.
+    fn push(&mut self, write: impl FnOnce(&mut Vec<u8>)) {
+        let at = self.frames.len();
+        write(&mut self.frames);
+        if let Some(first) = self.frames.get(at) {
+            self.messages += 1;
+            self.compressed += u64::from(first & ws::deflate::RSV1 != 0);
+        }
+    }
+}
+
 fn sync_frames(
     db: &mut Db,
     user: i64,
     after: i64,
     batch: bool,
     deflate: SyncDeflate<'_>,
-) -> Vec<u8> {
+) -> SyncReply {
     let (deflate, min_bytes, deflater) = deflate;
-    let mut frames = Vec::new();
+    let mut reply = SyncReply::default();
     // A batch: the deliveries as one JSON array, sent as one (compressible) message.
     let mut batched = String::new();
     // Where history starts is read after the messages: retention running in between
@@ -770,7 +794,7 @@ fn sync_frames(
             let mut more = messages.len() > SYNC_LIMIT;
             let mut last = after;
             for m in messages.iter().take(SYNC_LIMIT) {
-                if frames.len() + batched.len() >= SYNC_MAX_BYTES {
+                if reply.frames.len() + batched.len() >= SYNC_MAX_BYTES {
                     // Long messages: the rest comes with the client's next sync.
                     more = true;
                     break;
@@ -780,13 +804,15 @@ fn sync_frames(
                     batched.push(if batched.is_empty() { '[' } else { ',' });
                     batched.push_str(&json);
                 } else {
-                    deflater.write_message(
-                        deflate,
-                        min_bytes,
-                        OpCode::Text,
-                        json.as_bytes(),
-                        &mut frames,
-                    );
+                    reply.push(|out| {
+                        deflater.write_message(
+                            deflate,
+                            min_bytes,
+                            OpCode::Text,
+                            json.as_bytes(),
+                            out,
+                        )
+                    });
                 }
                 last = m.id;
             }
@@ -794,14 +820,17 @@ fn sync_frames(
         }
         Err(e) => {
             error!("sync for user {user} failed: {e}");
-            let reply = Reply::Error {
+            let reply_error = Reply::Error {
                 cmd: ERROR,
                 client_ref: None,
                 code: 500,
                 msg: "sync failed; try again",
             };
-            let _ = ws::Sender::SHARED.send_text(&reply.to_json(), &mut frames);
-            return frames;
+            let error = reply_error.to_json();
+            reply.push(|out| {
+                let _ = ws::Sender::SHARED.send_text(&error, out);
+            });
+            return reply;
         }
     };
     if batch {
@@ -813,14 +842,10 @@ fn sync_frames(
         let json = format!(
             r#"{{"cmd":{SYNC_BATCH},"messages":{batched},"id":{last},"more":{more},"oldest":{oldest}}}"#
         );
-        deflater.write_message(
-            deflate,
-            min_bytes,
-            OpCode::Text,
-            json.as_bytes(),
-            &mut frames,
-        );
-        return frames;
+        reply.push(|out| {
+            deflater.write_message(deflate, min_bytes, OpCode::Text, json.as_bytes(), out)
+        });
+        return reply;
     }
     let done = Reply::SyncDone {
         cmd: SYNC_DONE,
@@ -828,8 +853,11 @@ fn sync_frames(
         more,
         oldest,
     };
-    let _ = ws::Sender::SHARED.send_text(&done.to_json(), &mut frames);
-    frames
+    let done = done.to_json();
+    reply.push(|out| {
+        let _ = ws::Sender::SHARED.send_text(&done, out);
+    });
+    reply
 }
 
 fn chat_writer(
@@ -960,7 +988,7 @@ mod tests {
         let long = "x".repeat(4_000);
         let batch: Vec<_> = (0..200).map(|_| text(a, Peer::User(b), &long)).collect();
         t.db.save_messages(&batch, 2).expect("stored");
-        let frames = sync_frames(&mut t.db, b, 0, false, (None, 0, &mut Deflater::new()));
+        let frames = sync_frames(&mut t.db, b, 0, false, (None, 0, &mut Deflater::new())).frames;
         assert!(
             frames.len() <= SYNC_MAX_BYTES + 8 * 1024,
             "{} bytes in one sync reply",
@@ -975,7 +1003,7 @@ mod tests {
         t.db.add_friend(a, b, 1).expect("friends");
         let batch: Vec<_> = (0..200).map(|_| text(a, Peer::User(b), "hi")).collect();
         t.db.save_messages(&batch, 2).expect("stored");
-        let frames = sync_frames(&mut t.db, b, 0, false, (None, 0, &mut Deflater::new()));
+        let frames = sync_frames(&mut t.db, b, 0, false, (None, 0, &mut Deflater::new())).frames;
         let tail = String::from_utf8_lossy(&frames[frames.len() - 40..]).into_owned();
         assert!(tail.contains(r#""more":false"#), "{tail}");
     }
@@ -1001,21 +1029,11 @@ mod tests {
             .map(|i| text(a, Peer::User(b), &format!("message {i}: see you at seven?")))
             .collect();
         t.db.save_messages(&batch, 2).expect("stored");
-        let plain = payloads(&sync_frames(
-            &mut t.db,
-            b,
-            0,
-            false,
-            (None, 0, &mut Deflater::new()),
-        ));
+        let plain =
+            payloads(&sync_frames(&mut t.db, b, 0, false, (None, 0, &mut Deflater::new())).frames);
         assert_eq!(plain.len(), 301, "300 deliveries and the closing frame");
-        let one = payloads(&sync_frames(
-            &mut t.db,
-            b,
-            0,
-            true,
-            (None, 0, &mut Deflater::new()),
-        ));
+        let one =
+            payloads(&sync_frames(&mut t.db, b, 0, true, (None, 0, &mut Deflater::new())).frames);
         assert_eq!(one.len(), 1);
         let reply: serde_json::Value = serde_json::from_slice(&one[0].1).expect("JSON");
         assert_eq!(reply["cmd"], 25);
@@ -1034,7 +1052,7 @@ mod tests {
         let pmd = Some(PerMessageDeflate {
             server_window_bits: 15,
         });
-        let frames = sync_frames(&mut t.db, b, 0, true, (pmd, 1024, &mut Deflater::new()));
+        let frames = sync_frames(&mut t.db, b, 0, true, (pmd, 1024, &mut Deflater::new())).frames;
         let z = payloads(&frames);
         assert_eq!(z.len(), 1);
         assert_eq!(z[0].0, 0x80 | 0x40 | 0x1, "final, compressed, text");
@@ -1050,13 +1068,16 @@ mod tests {
             frames.len()
         );
         // An empty batch is still one message, with an empty array.
-        let empty = payloads(&sync_frames(
-            &mut t.db,
-            b,
-            1_000_000,
-            true,
-            (None, 0, &mut Deflater::new()),
-        ));
+        let empty = payloads(
+            &sync_frames(
+                &mut t.db,
+                b,
+                1_000_000,
+                true,
+                (None, 0, &mut Deflater::new()),
+            )
+            .frames,
+        );
         let reply: serde_json::Value = serde_json::from_slice(&empty[0].1).expect("JSON");
         assert_eq!(reply["messages"], serde_json::json!([]));
         assert_eq!(reply["id"], 1_000_000);
