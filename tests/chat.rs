@@ -4,28 +4,18 @@
 
 mod common;
 
-use std::net::TcpStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::chat::{Account, Ws, connect, recv, send, set_timeout};
 use common::{
     RawClient, Server, deflate_message, fresh_data_dir, inflate_message, masked_frame,
     upgrade_request_offering,
 };
 use fastim::store::{Db, NewGroup};
 use serde_json::{Value, json};
+use tungstenite::Message;
 use tungstenite::client::IntoClientRequest;
-use tungstenite::stream::MaybeTlsStream;
-use tungstenite::{Message, WebSocket};
-
-type Ws = WebSocket<MaybeTlsStream<TcpStream>>;
-
-/// A seeded user: id and a live session token.
-#[derive(Clone, Debug)]
-struct Account {
-    id: i64,
-    token: String,
-}
 
 /// Users a, b, c, d; a and b are friends; a owns group "crew" with b and c; d is a stranger.
 struct World {
@@ -68,39 +58,9 @@ fn start() -> (Server, World) {
     (Server::start_in(dir, &[]), world)
 }
 
-fn connect(server: &Server, who: &Account) -> Ws {
-    let url = server.url(&format!("/chat?id={}&token={}", who.id, who.token));
-    let (ws, response) = tungstenite::connect(url).expect("chat upgrade");
-    assert_eq!(response.status(), 101);
-    if let MaybeTlsStream::Plain(s) = ws.get_ref() {
-        s.set_read_timeout(Some(Duration::from_secs(10)))
-            .expect("timeout");
-    }
-    ws
-}
-
-fn send(ws: &mut Ws, value: Value) {
-    ws.send(Message::text(value.to_string())).expect("send");
-}
-
-/// The next JSON text frame (pings and pongs are skipped).
-fn recv(ws: &mut Ws) -> Value {
-    loop {
-        match ws.read().expect("read") {
-            Message::Text(t) => {
-                return serde_json::from_str(t.as_str()).expect("JSON from the server");
-            }
-            Message::Ping(_) | Message::Pong(_) => {}
-            other => panic!("unexpected {other:?}"),
-        }
-    }
-}
-
 /// Nothing arrives within `wait`.
 fn silent(ws: &mut Ws, wait: Duration) -> bool {
-    if let MaybeTlsStream::Plain(s) = ws.get_ref() {
-        s.set_read_timeout(Some(wait)).expect("timeout");
-    }
+    set_timeout(ws, wait);
     let quiet = match ws.read() {
         Err(tungstenite::Error::Io(e)) => matches!(
             e.kind(),
@@ -108,10 +68,7 @@ fn silent(ws: &mut Ws, wait: Duration) -> bool {
         ),
         _ => false,
     };
-    if let MaybeTlsStream::Plain(s) = ws.get_ref() {
-        s.set_read_timeout(Some(Duration::from_secs(10)))
-            .expect("timeout");
-    }
+    set_timeout(ws, Duration::from_secs(10));
     quiet
 }
 

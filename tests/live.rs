@@ -5,23 +5,13 @@
 
 mod common;
 
-use std::net::TcpStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::chat::{Account, Ws, connect, recv, send, within};
 use common::{Server, fresh_data_dir};
 use fastim::store::{Db, NewGroup};
 use serde_json::{Value, json};
-use tungstenite::stream::MaybeTlsStream;
-use tungstenite::{Message, WebSocket};
-
-type Ws = WebSocket<MaybeTlsStream<TcpStream>>;
-
-#[derive(Clone, Debug)]
-struct Account {
-    id: i64,
-    token: String,
-}
 
 /// a and b are friends; group "crew" has a, b and c; d is a stranger; e is a's
 /// friend too.
@@ -73,58 +63,6 @@ fn start() -> (Server, World) {
     let dir = fresh_data_dir();
     let world = seed(&dir);
     (Server::start_in(dir, &[]), world)
-}
-
-fn connect(server: &Server, who: &Account) -> Ws {
-    let url = server.url(&format!("/chat?id={}&token={}", who.id, who.token));
-    let (ws, response) = tungstenite::connect(url).expect("chat upgrade");
-    assert_eq!(response.status(), 101);
-    set_timeout(&ws, Duration::from_secs(10));
-    ws
-}
-
-fn set_timeout(ws: &Ws, wait: Duration) {
-    if let MaybeTlsStream::Plain(s) = ws.get_ref() {
-        s.set_read_timeout(Some(wait)).expect("timeout");
-    }
-}
-
-fn send(ws: &mut Ws, value: Value) {
-    ws.send(Message::text(value.to_string())).expect("send");
-}
-
-/// The next JSON text frame (pings and pongs are skipped).
-fn recv(ws: &mut Ws) -> Value {
-    loop {
-        match ws.read().expect("read") {
-            Message::Text(t) => return serde_json::from_str(t.as_str()).expect("JSON"),
-            Message::Ping(_) | Message::Pong(_) => {}
-            other => panic!("unexpected {other:?}"),
-        }
-    }
-}
-
-/// The next frame within `wait`, if any.
-fn within(ws: &mut Ws, wait: Duration) -> Option<Value> {
-    set_timeout(ws, wait);
-    let got = loop {
-        match ws.read() {
-            Ok(Message::Text(t)) => break Some(serde_json::from_str(t.as_str()).expect("JSON")),
-            Ok(Message::Ping(_) | Message::Pong(_)) => {}
-            Ok(other) => panic!("unexpected {other:?}"),
-            Err(tungstenite::Error::Io(e))
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                break None;
-            }
-            Err(e) => panic!("read: {e}"),
-        }
-    };
-    set_timeout(ws, Duration::from_secs(10));
-    got
 }
 
 /// Asks for live events and returns the contacts' states from the answer.

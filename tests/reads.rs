@@ -4,23 +4,14 @@
 
 mod common;
 
-use std::net::TcpStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::chat::{Account, Ws, connect, send, within_skipping};
 use common::{Http, Server, fresh_data_dir};
 use fastim::store::{Db, Message as Stored, NewGroup, Peer};
 use serde_json::{Value, json};
-use tungstenite::stream::MaybeTlsStream;
-use tungstenite::{Message, WebSocket};
-
-type Ws = WebSocket<MaybeTlsStream<TcpStream>>;
-
-#[derive(Clone, Debug)]
-struct Account {
-    id: i64,
-    token: String,
-}
+use tungstenite::Message;
 
 /// a is friends with b and c; group "crew" has a, b and c; d is a stranger.
 struct World {
@@ -62,14 +53,6 @@ fn start() -> (Server, World) {
     (Server::start_in(dir, &[]), world)
 }
 
-fn connect(server: &Server, who: &Account) -> Ws {
-    let url = server.url(&format!("/chat?id={}&token={}", who.id, who.token));
-    let (ws, response) = tungstenite::connect(url).expect("chat upgrade");
-    assert_eq!(response.status(), 101);
-    set_timeout(&ws, Duration::from_secs(10));
-    ws
-}
-
 /// A connection that asked for live events (`cmd` 24), its presence answer read.
 fn watching(server: &Server, who: &Account) -> Ws {
     let mut ws = connect(server, who);
@@ -83,16 +66,6 @@ fn watching(server: &Server, who: &Account) -> Ws {
     }
 }
 
-fn set_timeout(ws: &Ws, wait: Duration) {
-    if let MaybeTlsStream::Plain(s) = ws.get_ref() {
-        s.set_read_timeout(Some(wait)).expect("timeout");
-    }
-}
-
-fn send(ws: &mut Ws, value: Value) {
-    ws.send(Message::text(value.to_string())).expect("send");
-}
-
 /// The next JSON text frame that is not presence (pings, pongs and `cmd` 24 skipped).
 fn recv(ws: &mut Ws) -> Value {
     within(ws, Duration::from_secs(10)).expect("a frame within 10 s")
@@ -100,31 +73,7 @@ fn recv(ws: &mut Ws) -> Value {
 
 /// The next frame within `wait` that is not presence, if any.
 fn within(ws: &mut Ws, wait: Duration) -> Option<Value> {
-    set_timeout(ws, wait);
-    let got = loop {
-        match ws.read() {
-            Ok(Message::Text(t)) => {
-                let v: Value = serde_json::from_str(t.as_str()).expect("JSON");
-                if v["cmd"] == 24 && v.get("presence").is_some() {
-                    continue;
-                }
-                break Some(v);
-            }
-            Ok(Message::Ping(_) | Message::Pong(_)) => {}
-            Ok(other) => panic!("unexpected {other:?}"),
-            Err(tungstenite::Error::Io(e))
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                break None;
-            }
-            Err(e) => panic!("read: {e}"),
-        }
-    };
-    set_timeout(ws, Duration::from_secs(10));
-    got
+    within_skipping(ws, wait, |v| v["cmd"] == 24 && v.get("presence").is_some())
 }
 
 /// Sends a text message and returns its id once acknowledged.

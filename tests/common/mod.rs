@@ -2,6 +2,8 @@
 //! raw WebSocket client for what a well-behaved library will not send.
 #![allow(dead_code)] // Each test binary uses a different subset.
 
+pub mod chat;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
