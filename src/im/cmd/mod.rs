@@ -33,7 +33,7 @@ pub use heartbeat::Heartbeat;
 pub use read::{
     Admit, MAX_READ_CONVERSATIONS, MarkRead, READ_INTERVAL, ReadWindow, fanout as read_fanout,
 };
-pub use send::SendMessage;
+pub use send::{MAX_CONTENT_CHARS, MAX_MEMO_CHARS, MAX_URL_LEN, SendMessage};
 pub use sync::SyncAfter;
 pub use typing::{MAX_CONVERSATIONS, TYPING_INTERVAL, TYPING_TTL_MS, Typing, TypingWindow};
 pub use watch::{PRESENCE_CHUNK, Watch};
