@@ -613,10 +613,12 @@ async function scenario4() {
   await sendText(P.page, 'written while offline');
   await until('the offline message queued', async () => (await message(P.page, 'written while offline').getAttribute('data-status')) === 'queued');
   await shoot(P.page, '06-reconnecting');
+  const queuedRef = await message(P.page, 'written while offline').getAttribute('data-ref');
 
   await srv.start(addr);
   for (const U of [P, Q]) await tid(U.page, 'conn-banner').waitFor({ state: 'hidden', timeout: 20_000 });
   await expectSent(P.page, 'written while offline');
+  assert((await message(P.page, 'written while offline').getAttribute('data-ref')) === queuedRef, 'sent with the ref it was given when typed');
   await message(Q.page, 'written while offline').waitFor();
   await sendText(Q.page, 'after the restart');
   await message(P.page, 'after the restart').waitFor();
