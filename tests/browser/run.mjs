@@ -753,6 +753,18 @@ async function scenario11() {
   await banner.waitFor({ state: 'hidden', timeout: 20_000 });
   await onceOnBothSides('written while the server was down', ref3);
 
+  // A picture whose upload does not reach the server (connected otherwise) is retried by
+  // itself, and sent once.
+  let aborted = 0;
+  await R.ctx.route('**/attach/upload', (route) => (aborted++ === 0 ? route.abort('connectionreset') : route.continue()));
+  await tid(R.page, 'image-input').setInputFiles({ name: 'retry.png', mimeType: 'image/png', buffer: makePng(120, 90, 6) });
+  const retried = R.page.locator('[data-testid=message]').filter({ has: R.page.getByTestId('msg-image') }).last();
+  await retried.getByTestId('msg-status').filter({ hasText: 'Upload failed' }).waitFor();
+  await until('the picture uploaded on the second try', async () => (await retried.getAttribute('data-status')) === 'sent');
+  assert(aborted === 2, `two upload attempts: ${aborted}`);
+  await R.ctx.unroute('**/attach/upload');
+  await until('S got the retried picture', async () => (await tid(S.page, 'message-list').getByTestId('msg-image').count()) === 1);
+
   // 4. Offline again, a message and a picture queued, a draft typed, then a reload with
   //    no network and no server at all: the service worker opens the app, the device's
   //    outbox and draft are there, and everything goes out once the server is back.
@@ -790,6 +802,7 @@ async function scenario11() {
   await onceOnBothSides('queued across a reload', ref4);
   const picture = R.page.locator(`[data-testid=message][data-ref="${ref5}"]`);
   await until('the picture uploaded and acknowledged', async () => (await picture.getAttribute('data-status')) === 'sent', 15_000);
+  await until('S got the queued picture', async () => (await tid(S.page, 'message-list').getByTestId('msg-image').count()) === 2);
   await expectImageRendered(tid(S.page, 'message-list').getByTestId('msg-image').last());
   assert((await tid(R.page, 'chat-input').inputValue()) === 'a draft, not sent', 'the draft stays a draft');
 
@@ -798,13 +811,13 @@ async function scenario11() {
   const refs = await tid(R.page, 'message').evaluateAll((els) => els.map((e) => e.dataset.ref || `id${e.dataset.id}`));
   assert(new Set(refs).size === refs.length, `R shows each message once: ${refs}`);
   const ids = await tid(S.page, 'message').evaluateAll((els) => els.map((e) => e.dataset.id));
-  assert(new Set(ids).size === ids.length && ids.length === 6, `S shows six messages, each once: ${ids}`);
+  assert(new Set(ids).size === ids.length && ids.length === 7, `S shows seven messages, each once: ${ids}`);
   const history = await (await R.ctx.request.get(`${base}/message/history?cmd=10&dstid=${S.id}&limit=50`)).json();
   const texts = history.rows.map((m) => m.content || m.url);
   for (const t of ['before the bad network', 'typed while offline', 'sent into silence', 'written while the server was down', 'queued across a reload']) {
     assert(texts.filter((x) => x === t).length === 1, `the server stored "${t}" once: ${JSON.stringify(texts)}`);
   }
-  assert(history.rows.length === 6, `six messages stored: ${JSON.stringify(texts)}`);
+  assert(history.rows.length === 7, `seven messages stored: ${JSON.stringify(texts)}`);
   console.log(`# offline noticed in ${offlineMs} ms (offline event); a silent server noticed ${probeMs} ms after sending (probe); back online and connected in ${backMs} ms`);
   assert(offlineMs <= 3000 && probeMs <= 3500, 'offline noticed within 3 s');
   await srv.kill('SIGTERM');
