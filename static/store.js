@@ -53,14 +53,16 @@ async function tx(name, mode, fn) {
   if (!db) return undefined;
   return new Promise((resolve) => {
     let t;
+    let req;
     try {
       t = db.transaction(name, mode);
+      req = fn(t.objectStore(name));
     } catch {
+      // closed database, a value that cannot be cloned, a bad key: not kept
       resolve(undefined);
       return;
     }
     let result;
-    const req = fn(t.objectStore(name));
     if (req) req.onsuccess = () => (result = req.result);
     t.oncomplete = () => resolve(result);
     t.onerror = t.onabort = () => resolve(undefined);
@@ -94,6 +96,7 @@ export const lastUserSet = (me) => tx('kv', 'readwrite', (s) => (me ? s.put(me, 
 
 /** Logout: nothing of this user stays on the device. */
 export async function forget(uid) {
+  if (typeof IDBKeyRange === 'undefined') return;
   const range = IDBKeyRange.bound(`${uid}:`, `${uid}:\uffff`);
   await tx('drafts', 'readwrite', (s) => s.delete(range));
   await tx('kv', 'readwrite', (s) => s.delete(range));

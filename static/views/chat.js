@@ -133,6 +133,7 @@ export class ChatView {
       const { selectionStart: a = input.value.length, selectionEnd: z = a } = input;
       input.setRangeText(b.textContent, a, z, 'end');
       this.autosize();
+      this.session.setDraft(this.k, input.value);
     });
     emojiBtn.addEventListener('click', () => {
       panel.hidden = !panel.hidden;
