@@ -695,8 +695,35 @@ async function scenario11() {
   await refused.getByTestId('msg-discard').click();
   await until('the refused message deleted', async () => (await refused.count()) === 0);
 
-  await R.page.goto(`${base}/#/chat/10/${S.id}`);
   await S.page.goto(`${base}/#/chat/10/${R.id}`);
+
+  // A busy server (cmd 22 with 503, put in by a route on the socket of a second device of
+  // R's): the message waits, is sent again with its ref by itself, and arrives once.
+  const R2 = await newUser('R2', { phone: false });
+  await R2.ctx.request.post(`${base}/user/login`, { data: { mobile: R.mobile, passwd: R.password } });
+  let busy = 0;
+  await R2.page.routeWebSocket(/\/chat$/, (ws) => {
+    const server = ws.connectToServer();
+    ws.onMessage((m) => {
+      const f = typeof m === 'string' ? JSON.parse(m) : null;
+      if (f && f.cmd === 10 && f.content === 'to a busy server' && busy++ === 0) {
+        ws.send(JSON.stringify({ cmd: 22, ref: f.ref, code: 503, msg: 'the server is busy' }));
+        return;
+      }
+      server.send(m);
+    });
+    server.onMessage((m) => ws.send(m));
+  });
+  await R2.page.goto(`${base}/#/chat/10/${S.id}`);
+  await sendText(R2.page, 'to a busy server');
+  await message(R2.page, 'to a busy server').getByTestId('msg-status').filter({ hasText: 'the server is busy. Trying again' }).waitFor();
+  await expectSent(R2.page, 'to a busy server');
+  assert(busy === 2, `refused once, then sent again by itself: ${busy} tries`);
+  await message(S.page, 'to a busy server').waitFor();
+  await R2.ctx.close();
+  pages.delete('R2');
+
+  await R.page.goto(`${base}/#/chat/10/${S.id}`);
   await sendText(R.page, 'before the bad network');
   await expectSent(R.page, 'before the bad network');
   await message(S.page, 'before the bad network').waitFor();
@@ -818,13 +845,13 @@ async function scenario11() {
   const refs = await tid(R.page, 'message').evaluateAll((els) => els.map((e) => e.dataset.ref || `id${e.dataset.id}`));
   assert(new Set(refs).size === refs.length, `R shows each message once: ${refs}`);
   const ids = await tid(S.page, 'message').evaluateAll((els) => els.map((e) => e.dataset.id));
-  assert(new Set(ids).size === ids.length && ids.length === 7, `S shows seven messages, each once: ${ids}`);
+  assert(new Set(ids).size === ids.length && ids.length === 8, `S shows eight messages, each once: ${ids}`);
   const history = await (await R.ctx.request.get(`${base}/message/history?cmd=10&dstid=${S.id}&limit=50`)).json();
   const texts = history.rows.map((m) => m.content || m.url);
-  for (const t of ['before the bad network', 'typed while offline', 'sent into silence', 'written while the server was down', 'queued across a reload']) {
+  for (const t of ['to a busy server', 'before the bad network', 'typed while offline', 'sent into silence', 'written while the server was down', 'queued across a reload']) {
     assert(texts.filter((x) => x === t).length === 1, `the server stored "${t}" once: ${JSON.stringify(texts)}`);
   }
-  assert(history.rows.length === 7, `seven messages stored: ${JSON.stringify(texts)}`);
+  assert(history.rows.length === 8, `eight messages stored: ${JSON.stringify(texts)}`);
   console.log(`# offline noticed in ${offlineMs} ms (offline event); a silent server noticed ${probeMs} ms after sending (probe); back online and connected in ${backMs} ms`);
   assert(offlineMs <= 3000 && probeMs <= 3500, 'offline noticed within 3 s');
   await srv.kill('SIGTERM');
