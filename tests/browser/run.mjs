@@ -692,6 +692,7 @@ async function scenario11() {
   const refused = message(R.page, 'to a stranger');
   await until('the refusal shown', async () => (await refused.getAttribute('data-status')) === 'failed');
   assert((await refused.getByTestId('msg-error').textContent()).includes('friends'), `the reason: ${await refused.getByTestId('msg-error').textContent()}`);
+  await shoot(R.page, '21-refused');
   await refused.getByTestId('msg-discard').click();
   await until('the refused message deleted', async () => (await refused.count()) === 0);
 
