@@ -114,9 +114,11 @@ pub fn content_type(path: &Path) -> &'static str {
 /// The `Content-Security-Policy` header of the web client's HTML pages: the policy of
 /// `index.html`'s `<meta>` tag plus `frame-ancestors 'none'`, which only a header can carry
 /// (browsers ignore it in a `<meta>`). With `X-Frame-Options: DENY` for older browsers, no
-/// other site can frame the client to trick clicks out of a logged-in user.
+/// other site can frame the client to trick clicks out of a logged-in user. `worker-src
+/// 'self'` is the service worker (`/sw.js`, which keeps the client's files for offline
+/// starts); it is named although `script-src` would cover it, so that the policy says so.
 pub const HTML_CSP: &str = "default-src 'self'; img-src 'self' blob:; connect-src 'self'; \
-     script-src 'self'; style-src 'self'; object-src 'none'; base-uri 'none'; \
+     script-src 'self'; worker-src 'self'; style-src 'self'; object-src 'none'; base-uri 'none'; \
      form-action 'none'; frame-ancestors 'none'";
 
 /// The complete response for `file`: 304 if the client's `If-None-Match` matches,
@@ -254,6 +256,36 @@ mod tests {
         assert!(HTML_CSP.ends_with("; frame-ancestors 'none'"));
         assert!(is_html("Text/HTML"));
         assert!(!is_html("text/html-sandboxed"));
+    }
+
+    /// The service worker is served as JavaScript (browsers refuse any other type) and
+    /// revalidated on every load (`no-cache`, never `immutable`), so a new client version
+    /// replaces the worker, which then refreshes the files it keeps.
+    #[test]
+    fn the_service_worker_is_javascript_that_can_update() {
+        let file = embedded(Path::new("sw.js")).expect("sw.js is embedded");
+        assert_eq!(file.content_type, "text/javascript; charset=utf-8");
+        assert_eq!(file.caching, Caching::Revalidate);
+        let r = String::from_utf8(response(&file, true, None, true)).expect("utf-8");
+        assert!(r.contains("\r\nCache-Control: no-cache\r\n"), "{r}");
+        assert!(HTML_CSP.contains("worker-src 'self'"));
+        // Every file it keeps for offline starts exists (a missing one fails its install).
+        let sw = String::from_utf8(file.body.into_owned()).expect("utf-8");
+        let list = sw
+            .split("const SHELL = [")
+            .nth(1)
+            .and_then(|rest| rest.split("];").next())
+            .expect("sw.js has a SHELL list");
+        for path in list.split(',').map(|p| p.trim().trim_matches('\'')) {
+            if path.is_empty() {
+                continue;
+            }
+            let rel = safe_path(path).expect("a plain path");
+            assert!(
+                embedded(&rel).is_some() || generated(&rel).is_some(),
+                "sw.js keeps {path}, which is not served"
+            );
+        }
     }
 
     /// The header repeats the page's `<meta>` policy, so the two never disagree (a browser

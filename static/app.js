@@ -5,8 +5,14 @@
 //   #/chat/10/<user id>  #/chat/11/<group id>  #/newgroup   the detail pane
 // On a phone the detail pane replaces the home pane; from 760 px wide both are shown.
 // Hash routes need nothing from the server beyond index.html, and the back button works.
+//
+// Offline: sw.js (registered below) keeps the app's own files, so a reload without a
+// network still opens the app; the profile, contacts, outbox and drafts kept on the device
+// (store.js) let it start as the user last logged in, with the "offline" banner, and send
+// what waits once the server can be reached again.
 
 import * as api from './api.js';
+import * as store from './store.js';
 import { h, icon, toast } from './ui.js';
 import { Session } from './session.js';
 import { loginView, registerView } from './views/auth.js';
@@ -31,7 +37,8 @@ function startSession(me) {
   session = new Session(me);
   session.addEventListener('error', (e) => toast(e.detail.message));
   session.addEventListener('expired', () => endSession('Your session has ended. Please log in again.'));
-  session.addEventListener('conn', (e) => showConn(e.detail));
+  session.addEventListener('conn', () => showConn());
+  session.addEventListener('outbox', () => showConn());
   session.start();
   shell = null;
   lastTab = 'friends';
@@ -50,6 +57,7 @@ function endSession(message) {
 }
 
 async function logout() {
+  if (session) store.forget(session.me.id); // nothing of the user stays on this device
   try {
     await api.logout();
   } catch (e) {
@@ -59,12 +67,18 @@ async function logout() {
   endSession();
 }
 
-/** The "reconnecting" banner: visible whenever the chat connection is down. */
-function showConn({ state }) {
-  if (!shell) return;
-  const down = state === 'reconnecting';
+/** The connection banner: visible whenever the chat connection is down. */
+function showConn() {
+  if (!shell || !session) return;
+  const state = session.connState;
+  const down = state === 'reconnecting' || state === 'offline';
   shell.banner.hidden = !down;
+  shell.banner.dataset.state = state;
   root.classList.toggle('offline', down);
+  const n = session.outboxCount();
+  const waiting = n ? ` ${n} message${n === 1 ? '' : 's'} waiting to be sent.` : '';
+  const full = n >= store.MAX_OUTBOX ? ` The outbox is full (${store.MAX_OUTBOX}).` : '';
+  shell.bannerText.textContent = (state === 'offline' ? 'You are offline.' : 'Connection lost. Reconnecting…') + waiting + full;
 }
 
 function buildShell() {
@@ -75,7 +89,7 @@ function buildShell() {
   const el = h('div', { class: 'shell-wrap' }, banner, h('div', { class: 'shell' }, home.el, detailPane));
   shell = { el, home, detailPane, banner, bannerText };
   root.replaceChildren(el);
-  showConn({ state: session.connState });
+  showConn();
 }
 
 function closeDetail() {
@@ -149,7 +163,15 @@ async function boot() {
     startSession(await api.me());
   } catch (e) {
     if (e.status === 401) {
+      store.lastUserSet(null);
       route();
+      return;
+    }
+    // The server cannot be reached: start as the user last logged in here, from what the
+    // device kept; the socket connects when it can (and a 401 then ends the session).
+    const kept = !e.status && (await store.lastUserGet());
+    if (kept) {
+      startSession(kept);
       return;
     }
     // The server is unreachable or broken: say so, and offer to try again.
@@ -162,4 +184,14 @@ async function boot() {
   }
 }
 
+/** The service worker that keeps the app's files for offline starts (sw.js). Over https
+ *  with a certificate the browser does not trust, registration fails: harmless. */
+function registerWorker() {
+  if (!('serviceWorker' in navigator)) return;
+  navigator.serviceWorker.register('/sw.js', { scope: '/' }).catch(() => {
+    // no offline start on this origin; everything else works
+  });
+}
+
+registerWorker();
 boot();

@@ -13,10 +13,20 @@
 //     while the reply ends with "more":true. The last id is kept in localStorage per user
 //     and only moved forward by what is known to be complete (the end of a sync, live
 //     deliveries after it), so a drop in the middle never skips messages.
-//   - Each message sent gets a unique `ref`: pending until the ack (cmd 21) gives its id;
-//     failed on an error (cmd 22) or when no ack comes within 10 s, with a retry that
-//     resends the same ref (the server stores it once). Messages written while offline
-//     wait in the outbox and go out after the reconnection, with the unacknowledged ones.
+//   - Each message sent gets a unique `ref`: pending until the ack (cmd 21) gives its id.
+//     The outbox (store.js: IndexedDB, so a reload keeps it) holds every message not yet
+//     acknowledged, in the order written, with the picture file of one not yet uploaded;
+//     after each (re)connection it goes out again, oldest first, with the refs it had:
+//     the server stores a ref once and acknowledges a resend with the first id. No ack
+//     within 10 s: the connection is probed and the frame sent again. An error the server
+//     may get over (cmd 22 with 429, 500, 503; an upload that could not reach the server)
+//     is retried after a pause; any other refusal marks the message failed with the
+//     server's reason, and only the Retry button sends it again.
+//   - One bubble per message: the ack turns the pending bubble into the delivered one.
+//     My own message can also come back by another way before its ack (the sync after a
+//     reconnection, the history after a reload): deliveries do not carry the `ref`, so an
+//     own message that looks like one still unacknowledged (same conversation and
+//     content) is held back until that one's ack says whether it is the same (its id).
 //   - Unread counts, last messages and read markers come from the server
 //     (/contact/conversations) after each sync, and are kept current from the socket:
 //     deliveries, own acks and read frames (cmd 14/15). The open conversation, while
@@ -24,12 +34,18 @@
 //     the other devices (unread clears there) and the other side ("seen").
 
 import * as api from './api.js';
-import { ChatSocket } from './socket.js';
+import * as store from './store.js';
+import { ChatSocket, browserOffline } from './socket.js';
 import { uploadChatImage } from './images.js';
 import { formatTime } from './ui.js';
 import { CMD, TYPING_INTERVAL_MS } from './commands.js';
 
 const ACK_TIMEOUT = 10_000;
+const HOLD_AT_MOST = 20_000; // an own delivery held back for its ack is shown after this anyway
+const KEEP_MESSAGES = 30; // per conversation, kept on the device to show offline
+/** cmd 22 codes after which the same message may well be taken later: resent by itself. */
+const RETRYABLE = new Set([429, 500, 503]);
+export { MAX_OUTBOX } from './store.js';
 export const PAGE = 30;
 export const MAX_TEXT = 4000;
 
@@ -66,6 +82,7 @@ class Conversation {
     this.dstid = id;
     this.byId = new Map(); // id -> delivered message
     this.pending = new Map(); // ref -> outgoing message not yet acknowledged
+    this.held = new Map(); // id -> {m, ref}: my delivery that may be pending `ref` (see above)
     this.historyLoaded = false;
     this.hasMore = true;
     this.loading = false;
@@ -131,7 +148,10 @@ export class Session extends EventTarget {
     this.refs = new Map(); // ref -> conversation key, for acks and errors
     this.openKey = null;
     this.syncing = false;
-    this.connState = 'connecting';
+    this.connState = browserOffline() ? 'offline' : 'connecting';
+    this.seq = 0; // order of the outbox across conversations
+    this.drafts = new Map(); // conversation key -> composer text (also in IndexedDB)
+    this.saveTimers = new Map();
     this.contactsLoaded = false;
     this.presence = new Map(); // user id -> {online, lastseen}, as the server last told
     this.typing = new Map(); // conversation key -> Map(user id -> when it expires, ms)
@@ -156,17 +176,142 @@ export class Session extends EventTarget {
   }
 
   start() {
-    this.loadContacts();
-    this.loadConversations();
-    this.socket.start();
+    store.lastUserSet(this.me);
+    // What the device kept (shown at once, also offline), then the outbox before the
+    // first connection, so that it goes out in order.
+    const kept = Promise.all([this.restoreCached(), this.restoreOutbox()]).catch((e) => console.warn('fastim: what this device kept could not be read', e));
+    this.restored = kept.finally(() => {
+      if (this.stopped) return;
+      this.loadContacts();
+      this.loadConversations();
+      this.socket.start();
+    });
     this.onVisible = () => document.visibilityState === 'visible' && this.markRead(this.openKey);
     document.addEventListener('visibilitychange', this.onVisible);
   }
 
   stop() {
+    this.stopped = true;
     document.removeEventListener('visibilitychange', this.onVisible);
     this.socket.stop();
     for (const c of this.convs.values()) for (const p of c.pending.values()) clearTimeout(p.timer);
+    clearTimeout(this.flushTimer);
+  }
+
+  /** Whether a failed request is only the network (or the server being away). */
+  static unreachable(e) {
+    return !e.status || e.status >= 502;
+  }
+
+  // --- what the device keeps ----------------------------------------------------------
+
+  /** Contacts, conversation summaries: what the app last knew, until the server answers. */
+  async restoreCached() {
+    const [friends, groups, convs] = await Promise.all([store.kvGet(this.me.id, 'friends'), store.kvGet(this.me.id, 'groups'), store.kvGet(this.me.id, 'conversations')]);
+    if (Array.isArray(friends) && !this.contactsLoaded) {
+      this.friends = new Map(friends.map((f) => [f.id, f]));
+      this.groups = new Map((groups || []).map((g) => [g.id, g]));
+      for (const f of friends) this.users.set(f.id, f);
+      this.contactsLoaded = true; // lists to show: the server's replace them when it answers
+      this.emit('contacts');
+    }
+    if (Array.isArray(convs) && !this.conversationsLoaded) this.applyConversations(convs, { cached: true });
+  }
+
+  async restoreOutbox() {
+    const rows = await store.outboxAll(this.me.id);
+    for (const r of rows) {
+      if (this.refs.has(r.ref)) continue;
+      const k = key(r.cmd, r.dstid);
+      const c = this.conv(k);
+      const p = {
+        ...r,
+        userid: this.me.id,
+        status: r.status === 'failed' ? 'failed' : 'queued',
+        timer: null,
+        pending: true,
+        localUrl: r.file && !r.url ? URL.createObjectURL(r.file) : '',
+      };
+      delete p.uid;
+      this.seq = Math.max(this.seq, r.seq);
+      c.pending.set(p.ref, p);
+      this.refs.set(p.ref, k);
+      this.emit('messages', { key: k, ref: p.ref });
+    }
+    this.emitOutbox();
+  }
+
+  /** Keeps `p` in the outbox on the device (the file only until it is uploaded). */
+  persist(p) {
+    if (!this.refs.has(p.ref)) return;
+    store.outboxPut({
+      uid: this.me.id,
+      seq: p.seq,
+      ref: p.ref,
+      cmd: p.cmd,
+      dstid: p.dstid,
+      media: p.media,
+      content: p.content || '',
+      url: p.url || '',
+      pic: p.pic || '',
+      file: p.url ? null : p.file || null,
+      status: p.status === 'failed' ? 'failed' : 'queued',
+      error: p.status === 'failed' ? p.error : '',
+      sentOnce: Boolean(p.sentOnce),
+      createat: p.createat,
+    });
+  }
+
+  /** The newest messages of a conversation, kept to show while offline (soon, coalesced). */
+  keepMessagesSoon(k) {
+    if (this.saveTimers.has(k)) return;
+    this.saveTimers.set(
+      k,
+      setTimeout(() => {
+        this.saveTimers.delete(k);
+        const rows = this.conv(k)
+          .delivered()
+          .slice(-KEEP_MESSAGES)
+          .map(({ localUrl, ...m }) => m); // a blob: URL does not outlive the page
+        store.kvSet(this.me.id, `msgs:${k}`, rows);
+      }, 500),
+    );
+  }
+
+  /** The messages kept for `k`, shown before the history arrives (or when it cannot). */
+  async restoreMessages(k) {
+    const c = this.conv(k);
+    if (c.restored) return;
+    c.restored = true;
+    const rows = await store.kvGet(this.me.id, `msgs:${k}`);
+    if (!Array.isArray(rows) || !rows.length) return;
+    for (const m of rows) this.ingest(m, { history: true, kept: true });
+    this.emit('messages', { key: k, history: true });
+  }
+
+  /** The draft of conversation `k` (from memory, else from the device). */
+  async draft(k) {
+    if (this.drafts.has(k)) return this.drafts.get(k);
+    const t = (await store.draftGet(this.me.id, k)) || '';
+    if (!this.drafts.has(k)) this.drafts.set(k, t);
+    return this.drafts.get(k);
+  }
+
+  setDraft(k, text) {
+    if ((this.drafts.get(k) || '') === text) return;
+    this.drafts.set(k, text);
+    store.draftSet(this.me.id, k, text);
+  }
+
+  /** How many messages wait in the outbox (not failed), for the banner. */
+  outboxCount() {
+    let n = 0;
+    for (const c of this.convs.values()) for (const p of c.pending.values()) if (p.status !== 'failed') n++;
+    return n;
+  }
+
+  emitOutbox() {
+    this.emit('outbox', { waiting: this.outboxCount() });
   }
 
   // --- contacts ------------------------------------------------------------------
@@ -179,9 +324,13 @@ export class Session extends EventTarget {
       for (const f of friends) this.users.set(f.id, f);
       this.contactsLoaded = true;
       this.contactsError = '';
+      store.kvSet(this.me.id, 'friends', friends);
+      store.kvSet(this.me.id, 'groups', groups);
     } catch (e) {
-      this.contactsError = e.message;
-      if (e.status !== 401) this.emit('error', { message: `Could not load your contacts: ${e.message}` });
+      // Away from the server with the lists kept on the device: the banner says enough.
+      const kept = Session.unreachable(e) && this.friends.size + this.groups.size > 0;
+      if (!kept) this.contactsError = e.message;
+      if (e.status !== 401 && !kept) this.emit('error', { message: `Could not load your contacts: ${e.message}` });
     }
     this.emit('contacts');
   }
@@ -195,9 +344,14 @@ export class Session extends EventTarget {
     try {
       rows = await api.conversations();
     } catch (e) {
-      if (e.status !== 401) this.emit('error', { message: `Could not load your conversations: ${e.message}` });
+      if (e.status !== 401 && !Session.unreachable(e)) this.emit('error', { message: `Could not load your conversations: ${e.message}` });
       return;
     }
+    store.kvSet(this.me.id, 'conversations', rows);
+    this.applyConversations(rows);
+  }
+
+  applyConversations(rows, { cached = false } = {}) {
     for (const r of rows) {
       if (r.cmd !== CMD.SINGLE && r.cmd !== CMD.GROUP) continue;
       const c = this.conv(key(r.cmd, r.dstid));
@@ -207,7 +361,7 @@ export class Session extends EventTarget {
       const later = [...c.byId.values()].filter((m) => m.id > r.lastid && m.id > c.read && m.userid !== this.me.id).length;
       c.unread = c.read >= c.newestId() ? 0 : Math.min((r.unread || 0) + later, 100);
     }
-    this.conversationsLoaded = true;
+    if (!cached) this.conversationsLoaded = true;
     this.emit('unread', {});
     this.emit('seen', {});
     this.markRead(this.openKey);
@@ -343,6 +497,7 @@ export class Session extends EventTarget {
     this.openKey = k;
     const c = this.conv(k);
     this.markRead(k);
+    this.restoreMessages(k);
     if (!c.historyLoaded) this.loadOlder(k);
     return c;
   }
@@ -373,19 +528,22 @@ export class Session extends EventTarget {
       this.markRead(k);
     } catch (e) {
       c.historyError = e.message;
-      if (e.status !== 401) this.emit('error', { message: `Could not load the history: ${e.message}` });
+      if (e.status !== 401 && !Session.unreachable(e)) this.emit('error', { message: `Could not load the history: ${e.message}` });
     } finally {
       c.loading = false;
       this.emit('messages', { key: k, history: true });
     }
   }
 
-  /** Adds a delivered message; false if it was already there. */
-  ingest(m, { history = false } = {}) {
+  /** Adds a delivered message; false if it was already there (or is held back). */
+  ingest(m, { history = false, kept = false, released = false } = {}) {
     if (!(m.id > 0) || (m.cmd !== CMD.SINGLE && m.cmd !== CMD.GROUP)) return false;
     const k = this.keyOf(m);
     const c = this.conv(k);
+    if (c.byId.has(m.id)) return false;
+    if (m.userid === this.me.id && !released && !this.hold(c, m, history)) return false;
     if (!c.add(m)) return false;
+    if (!kept) this.keepMessagesSoon(k);
     if (history) return true;
     const mine = m.userid === this.me.id;
     // Their message ends their "typing…".
@@ -407,6 +565,41 @@ export class Session extends EventTarget {
     return true;
   }
 
+  /**
+   * My own message `m` came by sync, history or another device's send: if it is one of
+   * the outbox's (its `ref`, when the server sends one; else the same content, sent at
+   * least once, still unacknowledged), it is not shown twice. Returns whether to add it.
+   */
+  hold(c, m, history) {
+    if (!c.pending.size) return true;
+    if (m.ref !== undefined && c.pending.has(m.ref)) {
+      this.onAck({ ref: m.ref, id: m.id, createat: m.createat });
+      return false;
+    }
+    if (c.held.has(m.id)) return false;
+    const claimed = new Set([...c.held.values()].map((x) => x.ref));
+    for (const p of c.pending.values()) {
+      if (!p.sentOnce || p.status === 'failed' || claimed.has(p.ref) || p.media !== m.media) continue;
+      if ((p.content || '') !== (m.content || '') || (p.url && p.url !== m.url)) continue;
+      c.held.set(m.id, { m, ref: p.ref, history });
+      setTimeout(() => this.release(c, (x) => x.m.id === m.id), HOLD_AT_MOST);
+      // The resend tells: on a connection, now; else after the next connection's resend.
+      if (p.status === 'sending') this.socket.quickProbe();
+      return false;
+    }
+    return true;
+  }
+
+  /** Shows the held deliveries that `which` selects (they were not the pending one). */
+  release(c, which) {
+    for (const [id, x] of [...c.held]) {
+      if (!which(x)) continue;
+      c.held.delete(id);
+      this.ingest(x.m, { history: x.history, released: true });
+      if (x.history) this.emit('messages', { key: c.key, history: true });
+    }
+  }
+
   // --- the socket ------------------------------------------------------------------
 
   setConn(state, extra = {}) {
@@ -420,12 +613,51 @@ export class Session extends EventTarget {
     this.everOpened = true;
     this.syncing = true;
     this.sync();
+    // A history that could not be loaded while away: now it can.
+    const open = this.openKey && this.conv(this.openKey);
+    if (open?.historyError) this.loadOlder(this.openKey);
     // Presence and typing: the answer is the contacts' current states, then changes.
     this.presence.clear();
     this.socket.send({ cmd: CMD.PRESENCE });
     // Then what is waiting in the outbox, oldest first, with the refs it already had.
-    for (const c of this.convs.values()) {
-      for (const p of c.pending.values()) if (p.status === 'queued' || p.status === 'sending') this.transmit(p);
+    for (const p of this.outbox()) {
+      if (p.status === 'sending') p.status = 'queued';
+      p.retryAt = 0;
+    }
+    this.flush();
+  }
+
+  /** Every unacknowledged message, in the order written. */
+  outbox() {
+    const all = [];
+    for (const c of this.convs.values()) all.push(...c.pending.values());
+    return all.sort((a, b) => a.seq - b.seq);
+  }
+
+  /**
+   * Sends what is queued, in order, while connected: a picture is uploaded first (the
+   * messages after it wait for it, unless its upload is waiting to be retried).
+   */
+  async flush() {
+    if (this.flushing) return;
+    this.flushing = true;
+    try {
+      for (;;) {
+        if (this.stopped || this.connState !== 'online') break;
+        const now = Date.now();
+        const next = this.outbox().find((p) => p.status === 'queued' && !(p.retryAt > now));
+        if (!next) break;
+        if (!(await this.transmit(next))) break;
+      }
+    } finally {
+      this.flushing = false;
+    }
+    // A retry later for those that must wait.
+    const waits = this.outbox().filter((p) => p.status === 'queued' && p.retryAt > Date.now());
+    clearTimeout(this.flushTimer);
+    if (waits.length && this.connState === 'online') {
+      const at = Math.min(...waits.map((p) => p.retryAt));
+      this.flushTimer = setTimeout(() => this.flush(), Math.max(50, at - Date.now()));
     }
   }
 
@@ -435,7 +667,7 @@ export class Session extends EventTarget {
     this.socket.send({ cmd: CMD.SYNC, id: this.lastId, batch: true });
   }
 
-  onClose({ delay, opened }) {
+  onClose({ delay, opened, offline }) {
     this.syncing = false;
     // Nothing is known while away; the next connection brings the states again.
     if (this.presence.size) {
@@ -451,7 +683,7 @@ export class Session extends EventTarget {
         }
       }
     }
-    this.setConn('reconnecting', { delay });
+    this.setConn(offline ? 'offline' : 'reconnecting', { delay });
     // A connection refused before it opened may be a session that ended (logged out
     // elsewhere, expired): the browser does not show the 401, so ask the API. A 401 there
     // sends the user to the login view; a network error means the server is away.
@@ -561,9 +793,13 @@ export class Session extends EventTarget {
   }
 
   enqueue(k, fields) {
+    if (this.outbox().length >= store.MAX_OUTBOX) {
+      throw new Error(`${store.MAX_OUTBOX} messages are waiting to be sent: wait for them to go out (or delete failed ones) before writing more.`);
+    }
     const c = this.conv(k);
     const p = {
       ref: newRef(),
+      seq: ++this.seq,
       cmd: c.cmd,
       dstid: c.dstid,
       userid: this.me.id,
@@ -572,17 +808,45 @@ export class Session extends EventTarget {
       error: '',
       timer: null,
       pending: true,
+      sentOnce: false,
+      tries: 0,
+      createat: Date.now(),
       ...fields,
     };
     c.pending.set(p.ref, p);
     this.refs.set(p.ref, k);
+    this.persist(p);
     this.emit('messages', { key: k, ref: p.ref, own: true });
-    this.transmit(p);
+    this.emitOutbox();
+    this.flush();
   }
 
+  /** The Retry button of a failed message. */
   retry(ref) {
     const p = this.pendingByRef(ref);
-    if (p && p.status === 'failed') this.transmit(p);
+    if (!p || p.status !== 'failed') return;
+    p.status = 'queued';
+    p.error = '';
+    p.retryAt = 0;
+    p.tries = 0;
+    this.persist(p);
+    this.changed(p);
+    this.flush();
+  }
+
+  /** Deletes a failed message from the outbox (it was never stored). */
+  discard(ref) {
+    const p = this.pendingByRef(ref);
+    if (!p || p.status !== 'failed') return;
+    const k = this.refs.get(ref);
+    const c = this.conv(k);
+    c.pending.delete(ref);
+    this.refs.delete(ref);
+    store.outboxDelete(ref);
+    if (p.localUrl) URL.revokeObjectURL(p.localUrl);
+    this.release(c, (x) => x.ref === ref);
+    this.emit('messages', { key: k, ref });
+    this.emitOutbox();
   }
 
   pendingByRef(ref) {
@@ -594,39 +858,71 @@ export class Session extends EventTarget {
     this.emit('messages', { key: this.refs.get(p.ref), ref: p.ref });
   }
 
+  /** Waits before `p` is tried again (1 s, doubling to 30 s). */
+  later(p, why) {
+    p.tries = (p.tries || 0) + 1;
+    p.status = 'queued';
+    p.error = why;
+    p.retryAt = Date.now() + Math.min(30_000, 1000 * 2 ** (p.tries - 1));
+    this.changed(p);
+  }
+
+  fail(p, why) {
+    clearTimeout(p.timer);
+    p.status = 'failed';
+    p.error = why;
+    this.persist(p);
+    this.release(this.conv(this.refs.get(p.ref)), (x) => x.ref === p.ref);
+    this.changed(p);
+    this.emitOutbox();
+  }
+
+  /** Uploads (a picture) and sends `p`; false when the connection is gone. */
   async transmit(p) {
     clearTimeout(p.timer);
-    p.error = '';
     if (p.media === 4 && !p.url) {
-      if (p.status === 'uploading') return;
       p.status = 'uploading';
       this.changed(p);
       try {
         ({ url: p.url, pic: p.pic } = await uploadChatImage(p.file));
       } catch (e) {
-        p.status = 'failed';
-        p.error = `Upload failed: ${e.message}`;
-        this.changed(p);
-        return;
+        if (!this.refs.has(p.ref)) return true;
+        // The server could not be reached (or is away): the file stays in the outbox.
+        if (Session.unreachable(e) || e.status === 429) this.later(p, `Upload failed: ${e.message}`);
+        else this.fail(p, `Upload failed: ${e.message}`);
+        return true;
       }
-      if (!this.refs.has(p.ref)) return; // acknowledged or dropped meanwhile
+      if (!this.refs.has(p.ref)) return true; // acknowledged or dropped meanwhile
+      this.persist(p); // the URL from now on, not the file
     }
     const frame = { cmd: p.cmd, dstid: p.dstid, media: p.media, ref: p.ref };
     if (p.content) frame.content = p.content;
     if (p.url) frame.url = p.url;
     if (p.pic) frame.pic = p.pic;
-    if (this.socket.send(frame)) {
-      p.status = 'sending';
-      p.timer = setTimeout(() => {
-        if (p.status !== 'sending') return;
-        p.status = 'failed';
-        p.error = 'No answer from the server.';
-        this.changed(p);
-      }, ACK_TIMEOUT);
-    } else {
-      p.status = 'queued'; // sent by onOpen
+    if (!this.socket.send(frame)) {
+      p.status = 'queued'; // sent again after the next connection
+      this.changed(p);
+      return false;
     }
+    p.status = 'sending';
+    p.error = '';
+    if (!p.sentOnce) {
+      p.sentOnce = true; // from now on the server may have it: see hold()
+      this.persist(p);
+    }
+    this.socket.quickProbe();
+    const arm = () => {
+      p.timer = setTimeout(() => {
+        if (p.status !== 'sending' || !this.refs.has(p.ref)) return;
+        // No ack yet: the connection is asked whether it is still there, and the frame
+        // goes again (the server stores a ref once).
+        if (this.socket.send(frame)) this.socket.quickProbe();
+        arm();
+      }, ACK_TIMEOUT);
+    };
+    arm();
     this.changed(p);
+    return true;
   }
 
   onAck(f) {
@@ -638,33 +934,45 @@ export class Session extends EventTarget {
     clearTimeout(p.timer);
     c.pending.delete(f.ref);
     this.refs.delete(f.ref);
-    c.add({
-      id: f.id,
-      userid: this.me.id,
-      cmd: p.cmd,
-      dstid: p.dstid,
-      media: p.media,
-      content: p.content || '',
-      url: p.url || '',
-      pic: p.pic || '',
-      createat: f.createat,
-      ref: f.ref,
-      localUrl: p.localUrl, // keeps the already decoded preview; no flash on swap
-    });
+    store.outboxDelete(f.ref);
+    // A delivery held back for this one: the same message (dropped) or not (shown).
+    const same = c.held.get(f.id);
+    if (same && same.ref === f.ref) c.held.delete(f.id);
+    this.release(c, (x) => x.ref === f.ref);
+    if (!c.byId.has(f.id)) {
+      c.add({
+        id: f.id,
+        userid: this.me.id,
+        cmd: p.cmd,
+        dstid: p.dstid,
+        media: p.media,
+        content: p.content || '',
+        url: p.url || '',
+        pic: p.pic || '',
+        createat: f.createat,
+        ref: f.ref,
+        localUrl: p.localUrl, // keeps the already decoded preview; no flash on swap
+      });
+      this.keepMessagesSoon(k);
+    }
     this.emit('messages', { key: k, ref: f.ref, id: f.id });
+    this.emitOutbox();
     // Writing in a conversation reads it up to there (and keeps the server's count cheap).
     this.markRead(k);
   }
 
   onError(f) {
-    const p = f.ref !== undefined && this.pendingByRef(f.ref);
+    const p = f.ref !== undefined && this.pendingByRef(String(f.ref));
     if (!p) {
       this.emit('error', { message: f.msg || `The server refused a message (${f.code}).` });
       return;
     }
     clearTimeout(p.timer);
-    p.status = 'failed';
-    p.error = f.msg || `Refused (${f.code})`;
-    this.changed(p);
+    if (RETRYABLE.has(Number(f.code))) {
+      this.later(p, f.msg || `The server is busy (${f.code})`);
+      this.flush();
+    } else {
+      this.fail(p, f.msg || `Refused (${f.code})`);
+    }
   }
 }

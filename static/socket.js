@@ -9,7 +9,13 @@
 //     that changed network) never closes by itself, and the browser does not expose the
 //     server's pings. Timers of background tabs run once a minute; measuring from the
 //     heartbeat (not from the last frame) keeps that from looking like a dead connection.
-//   - reconnects at once when the browser says it is back online or the tab is shown.
+//   - reconnects at once when the browser says it is back online or the tab is shown;
+//   - drops the connection at once when the browser says it is offline (the socket itself
+//     may take a heartbeat period to notice), and while offline retries only every 10 s
+//     (the `online` event brings the next attempt forward);
+//   - a quick probe while a message waits for its ack: a heartbeat that must be answered
+//     (by any frame) within 2.5 s, so a dead connection is noticed within seconds of
+//     sending, not after the 40 s of the idle heartbeat.
 
 import { CMD } from './commands.js';
 
@@ -19,6 +25,10 @@ const CONNECT_TIMEOUT = 10_000;
 const HEARTBEAT_EVERY = 25_000;
 const ANSWER_WITHIN = 15_000;
 const STABLE_AFTER = 10_000; // a connection that lived this long resets the backoff
+const QUICK_ANSWER = 2500;
+
+/** Whether the browser believes it has no network (false when it cannot tell). */
+export const browserOffline = () => typeof navigator !== 'undefined' && navigator.onLine === false;
 
 export function chatUrl(loc = window.location) {
   return `${loc.protocol === 'https:' ? 'wss:' : 'ws:'}//${loc.host}/chat`;
@@ -42,7 +52,12 @@ export class ChatSocket extends EventTarget {
     this.lastSend = 0;
     this.probeSince = 0; // when the unanswered heartbeat was sent; 0 = none pending
     this.openedAt = 0;
+    this.quickTimer = null;
     this.onOnline = () => this.reconnectNow();
+    this.onOffline = () => {
+      if (this.ws) this.drop();
+      else this.scheduleRetry(false); // tells the listeners, with the offline delay
+    };
     this.onVisible = () => {
       if (document.visibilityState !== 'visible') return;
       if (this.open) this.probe(); // back from the background: is the connection still there?
@@ -54,6 +69,7 @@ export class ChatSocket extends EventTarget {
     if (!this.stopped) return;
     this.stopped = false;
     window.addEventListener('online', this.onOnline);
+    window.addEventListener('offline', this.onOffline);
     document.addEventListener('visibilitychange', this.onVisible);
     this.tick = setInterval(() => this.heartbeat(), 5000);
     this.connect();
@@ -63,9 +79,11 @@ export class ChatSocket extends EventTarget {
   stop() {
     this.stopped = true;
     window.removeEventListener('online', this.onOnline);
+    window.removeEventListener('offline', this.onOffline);
     document.removeEventListener('visibilitychange', this.onVisible);
     clearInterval(this.tick);
     clearTimeout(this.retryTimer);
+    clearTimeout(this.quickTimer);
     if (this.ws) {
       const ws = this.ws;
       this.detach();
@@ -105,6 +123,8 @@ export class ChatSocket extends EventTarget {
     ws.onmessage = (ev) => {
       this.lastRecv = Date.now();
       this.probeSince = 0;
+      clearTimeout(this.quickTimer);
+      this.quickTimer = null;
       if (typeof ev.data !== 'string') return;
       let frame;
       try {
@@ -142,6 +162,8 @@ export class ChatSocket extends EventTarget {
 
   lost() {
     const opened = this.open;
+    clearTimeout(this.quickTimer);
+    this.quickTimer = null;
     if (this.ws) this.detach();
     this.open = false;
     if (opened && Date.now() - this.openedAt >= STABLE_AFTER) this.attempt = 0;
@@ -150,16 +172,27 @@ export class ChatSocket extends EventTarget {
 
   scheduleRetry(opened) {
     if (this.stopped) return;
+    const offline = browserOffline();
     const base = Math.min(MAX_DELAY, FIRST_DELAY * 2 ** this.attempt);
-    const delay = Math.min(MAX_DELAY, Math.round(base * (0.75 + Math.random() * 0.5)));
+    const delay = offline ? MAX_DELAY : Math.min(MAX_DELAY, Math.round(base * (0.75 + Math.random() * 0.5)));
     this.attempt++;
     clearTimeout(this.retryTimer);
     this.retryTimer = setTimeout(() => this.connect(), delay);
-    this.dispatchEvent(new CustomEvent('close', { detail: { delay, opened } }));
+    this.dispatchEvent(new CustomEvent('close', { detail: { delay, opened, offline } }));
   }
 
   reconnectNow() {
-    if (this.stopped || this.ws) return;
+    if (this.stopped || (this.ws && this.open)) return;
+    if (this.ws) {
+      // An attempt started while offline: start afresh rather than wait for it to fail.
+      const old = this.ws;
+      this.detach();
+      try {
+        old.close();
+      } catch {
+        // not open yet
+      }
+    }
     this.attempt = 0;
     this.connect();
   }
@@ -175,5 +208,17 @@ export class ChatSocket extends EventTarget {
   probe() {
     if (this.probeSince) return;
     if (this.send({ cmd: CMD.HEARTBEAT })) this.probeSince = Date.now();
+  }
+
+  /** A heartbeat that must be answered (by any frame) within QUICK_ANSWER, else the
+   *  connection is dropped: called after sending a message. */
+  quickProbe() {
+    if (!this.open || this.quickTimer) return;
+    if (!this.send({ cmd: CMD.HEARTBEAT })) return;
+    const ws = this.ws;
+    this.quickTimer = setTimeout(() => {
+      this.quickTimer = null;
+      if (ws === this.ws) this.drop();
+    }, QUICK_ANSWER);
   }
 }

@@ -218,10 +218,20 @@ fn paths_cannot_escape_and_the_client_is_served() {
         "frame-ancestors 'none'",
         "default-src 'self'",
         "script-src 'self'",
+        "worker-src 'self'",
         "object-src 'none'",
     ] {
         assert!(directives.contains(&d), "{d} in {csp}");
     }
+    // The service worker: JavaScript (browsers register nothing else), revalidated on each
+    // load so that a new version of the client replaces it.
+    let sw = http.request("GET", "/sw.js", &[], b"");
+    assert_eq!(sw.status, 200);
+    assert_eq!(
+        sw.header("content-type"),
+        Some("text/javascript; charset=utf-8")
+    );
+    assert_eq!(sw.header("cache-control"), Some("no-cache"), "{}", sw.head);
     let script = http.request("GET", "/app.js", &[], b"");
     assert_eq!(script.status, 200);
     assert_eq!(script.header("x-frame-options"), None, "only pages need it");

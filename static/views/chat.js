@@ -133,6 +133,7 @@ export class ChatView {
       const { selectionStart: a = input.value.length, selectionEnd: z = a } = input;
       input.setRangeText(b.textContent, a, z, 'end');
       this.autosize();
+      this.session.setDraft(this.k, input.value);
     });
     emojiBtn.addEventListener('click', () => {
       panel.hidden = !panel.hidden;
@@ -146,7 +147,11 @@ export class ChatView {
     const pick = (capture) => {
       const f = h('input', { type: 'file', accept: 'image/*', class: 'visually-hidden', 'data-testid': capture ? 'camera-input' : 'image-input', capture: capture ? 'environment' : null });
       f.addEventListener('change', () => {
-        for (const file of f.files) this.session.sendImage(this.k, file);
+        try {
+          for (const file of f.files) this.session.sendImage(this.k, file);
+        } catch (e) {
+          toast(e.message); // the outbox is full
+        }
         f.value = '';
         this.stick = true;
       });
@@ -163,8 +168,14 @@ export class ChatView {
         return;
       }
       this.stick = true;
-      this.session.sendText(this.k, text);
+      try {
+        this.session.sendText(this.k, text);
+      } catch (e) {
+        toast(e.message); // the outbox is full
+        return;
+      }
       input.value = '';
+      this.session.setDraft(this.k, '');
       this.autosize();
     };
     send.addEventListener('click', () => {
@@ -182,6 +193,13 @@ export class ChatView {
     input.addEventListener('input', () => {
       this.autosize();
       if (input.value.trim()) this.session.notifyTyping(this.k);
+      this.session.setDraft(this.k, input.value); // kept on the device (store.js)
+    });
+    this.session.draft(this.k).then((t) => {
+      if (t && !input.value) {
+        input.value = t;
+        this.autosize();
+      }
     });
 
     return h('footer', { class: 'composer' }, h('div', { class: 'composer-bar' }, emojiBtn, gallery, camera, input, send), panel);
@@ -276,7 +294,10 @@ export class ChatView {
     const c = this.conv;
     let content;
     if (c.loading) content = h('span', { class: 'muted', text: 'Loading earlier messages…' });
-    else if (c.historyError) {
+    else if (c.historyError && this.session.connState !== 'online' && c.items().length) {
+      // Away from the server: what the device kept is shown; the rest comes when back.
+      content = h('span', { class: 'muted', 'data-testid': 'history-offline', text: 'Offline: showing what this device kept.' });
+    } else if (c.historyError) {
       const retry = h('button', { type: 'button', class: 'link', text: 'Try again', 'data-testid': 'history-retry' });
       retry.addEventListener('click', () => this.session.loadOlder(this.k));
       content = h('span', { class: 'error-text' }, `Could not load the history: ${c.historyError} `, retry);
@@ -340,9 +361,13 @@ export class ChatView {
     if (status === 'failed') {
       const retry = h('button', { type: 'button', class: 'retry', 'data-testid': 'msg-retry' }, icon('retry'), ' Retry');
       retry.addEventListener('click', () => s.retry(m.ref));
-      meta.append(h('span', { class: 'msg-error', 'data-testid': 'msg-error', text: `Not sent: ${m.error || 'error'}` }), retry);
+      const drop = h('button', { type: 'button', class: 'retry', 'data-testid': 'msg-discard', text: 'Delete' });
+      drop.addEventListener('click', () => s.discard(m.ref));
+      meta.append(h('span', { class: 'msg-error', 'data-testid': 'msg-error', text: `Not sent: ${m.error || 'error'}` }), retry, drop);
     } else if (STATUS_TEXT[status]) {
-      meta.append(h('span', { class: 'msg-status', 'data-testid': 'msg-status', text: STATUS_TEXT[status] }));
+      // Waiting to try again after an error the server (or the network) may get over.
+      const text = status === 'queued' && m.error ? `${m.error}. Trying again…` : STATUS_TEXT[status];
+      meta.append(h('span', { class: 'msg-status', 'data-testid': 'msg-status', text }));
     } else {
       const t = h('time', { 'data-testid': 'msg-time', text: formatTime(m.createat) });
       if (m.createat) {

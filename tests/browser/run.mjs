@@ -6,9 +6,11 @@
 //        [--server-bin target/debug/fastim --data-dir /tmp/x] [--screenshots target/screenshots]
 //
 // --url          a running server (scenarios 1, 2, 3, 5 use it);
-// --server-bin   the fastim binary: the restart scenario (4) runs its own server with it,
+// --server-bin   the fastim binary: the restart scenarios (4, 11) run their own server with it,
 //                on --data-dir, so that it can kill it and start it again on the same
 //                port and data; without it scenario 4 is skipped.
+// --static-dir D the servers of scenarios 4 and 11 serve the client from D, not the binary
+//                (to try edits of static/ without a rebuild).
 // --only N,M     run only these scenarios (they build on each other: 2 needs 1, …).
 // --many-token   the session token of a user with 1,000 friends, each with a message
 //                (tests/browser.rs seeds it): scenario 8 times the rendering of their list.
@@ -36,6 +38,7 @@ const { values: opt } = parseArgs({
     'time-limit': { type: 'string', default: '240' },
     'many-token': { type: 'string' },
     spki: { type: 'string' },
+    'static-dir': { type: 'string' },
   },
 });
 if (!opt.url) {
@@ -80,6 +83,12 @@ const browser = await chromium.launch({
 });
 
 // --- helpers ------------------------------------------------------------------------------
+
+/** The arguments of the servers that scenarios 4 and 11 start, kill and restart. */
+function ownServerArgs() {
+  const args = ['--data-dir', opt['data-dir'], '--resource-dir', join(opt['data-dir'], 'resource')];
+  return opt['static-dir'] ? [...args, '--static-dir', opt['static-dir']] : args;
+}
 
 const run = Date.now().toString().slice(-7);
 let mobileSeq = 0;
@@ -237,6 +246,13 @@ async function scenario1() {
     assert((await A.page.evaluate(() => location.protocol)) === 'https:', 'the page is served over https');
     const token = (await A.ctx.cookies(BASE)).find((c) => c.name === 'fastim_token');
     assert(token && token.secure && token.httpOnly, `the session cookie is Secure and HttpOnly: ${JSON.stringify(token)}`);
+    // A service worker needs a certificate the browser trusts; whether Chromium takes this
+    // one or not, the app works the same (a refused registration is caught).
+    const worker = await A.page.evaluate(async () => {
+      const reg = await navigator.serviceWorker.getRegistration().catch(() => null);
+      return reg ? 'registered' : 'not registered';
+    });
+    console.log(`# https: the service worker is ${worker}`);
   }
 
   await B.page.goto(`${BASE}/#/register`);
@@ -584,7 +600,7 @@ async function scenario5() {
 
 async function scenario4() {
   // The server goes away while chats are open, and comes back on the same port and data.
-  const srv = new ServerProcess(opt['server-bin'], ['--data-dir', opt['data-dir'], '--resource-dir', join(opt['data-dir'], 'resource')]);
+  const srv = new ServerProcess(opt['server-bin'], ownServerArgs());
   restartServer = srv;
   const addr = await srv.start();
   const base = `http://${addr}`;
@@ -604,10 +620,12 @@ async function scenario4() {
   await sendText(P.page, 'written while offline');
   await until('the offline message queued', async () => (await message(P.page, 'written while offline').getAttribute('data-status')) === 'queued');
   await shoot(P.page, '06-reconnecting');
+  const queuedRef = await message(P.page, 'written while offline').getAttribute('data-ref');
 
   await srv.start(addr);
   for (const U of [P, Q]) await tid(U.page, 'conn-banner').waitFor({ state: 'hidden', timeout: 20_000 });
   await expectSent(P.page, 'written while offline');
+  assert((await message(P.page, 'written while offline').getAttribute('data-ref')) === queuedRef, 'sent with the ref it was given when typed');
   await message(Q.page, 'written while offline').waitFor();
   await sendText(Q.page, 'after the restart');
   await message(P.page, 'after the restart').waitFor();
@@ -634,6 +652,215 @@ async function scenario4() {
   }
   await srv.kill('SIGTERM');
   restartServer = null;
+}
+
+async function scenario11() {
+  // A bad network: the browser offline, a server that stops answering, one killed, a
+  // reload without a network. Every message is one bubble (by its ref) from the moment it
+  // is typed, is sent with the ref it got then, and reaches the other side once.
+  const srv = new ServerProcess(opt['server-bin'], ownServerArgs());
+  restartServer = srv;
+  const addr = await srv.start();
+  const base = `http://${addr}`;
+  const R = await newUser('R', { phone: true });
+  const S = await newUser('S', { phone: false });
+  await apiRegister(R, base, 'Rosa');
+  await apiRegister(S, base, 'Sam');
+  await R.ctx.request.post(`${base}/contact/addfriend`, { data: { dstname: S.mobile } });
+  const stranger = await newUser('X', { phone: false });
+  await apiRegister(stranger, base, 'Xena');
+  await stranger.ctx.close();
+  pages.delete('X');
+
+  // A refusal for good (403: not a friend) is shown with the reason and not sent again.
+  // Watches R's message list at every change: a text shown twice at the same time, even
+  // for a moment (this scenario's texts are all different), is a duplicate bubble.
+  await R.ctx.addInitScript(() => {
+    window.fastimDuplicates = [];
+    new MutationObserver(() => {
+      const texts = [...document.querySelectorAll('[data-testid=message] [data-testid=msg-text]')].map((e) => e.textContent);
+      const dup = texts.find((t, i) => texts.indexOf(t) !== i);
+      if (dup && !window.fastimDuplicates.includes(dup)) window.fastimDuplicates.push(dup);
+    }).observe(document, { childList: true, subtree: true });
+  });
+  const noDuplicates = async (when) => {
+    const d = await R.page.evaluate(() => window.fastimDuplicates);
+    assert(d.length === 0, `no message shown twice, even for a moment (${when}): ${JSON.stringify(d)}`);
+  };
+  await R.page.goto(`${base}/#/chat/10/${stranger.id}`);
+  await sendText(R.page, 'to a stranger');
+  const refused = message(R.page, 'to a stranger');
+  await until('the refusal shown', async () => (await refused.getAttribute('data-status')) === 'failed');
+  assert((await refused.getByTestId('msg-error').textContent()).includes('friends'), `the reason: ${await refused.getByTestId('msg-error').textContent()}`);
+  await shoot(R.page, '21-refused');
+  await refused.getByTestId('msg-discard').click();
+  await until('the refused message deleted', async () => (await refused.count()) === 0);
+
+  await S.page.goto(`${base}/#/chat/10/${R.id}`);
+
+  // A busy server (cmd 22 with 503, put in by a route on the socket of a second device of
+  // R's): the message waits, is sent again with its ref by itself, and arrives once.
+  const R2 = await newUser('R2', { phone: false });
+  await R2.ctx.request.post(`${base}/user/login`, { data: { mobile: R.mobile, passwd: R.password } });
+  let busy = 0;
+  await R2.page.routeWebSocket(/\/chat$/, (ws) => {
+    const server = ws.connectToServer();
+    ws.onMessage((m) => {
+      const f = typeof m === 'string' ? JSON.parse(m) : null;
+      if (f && f.cmd === 10 && f.content === 'to a busy server' && busy++ === 0) {
+        ws.send(JSON.stringify({ cmd: 22, ref: f.ref, code: 503, msg: 'the server is busy' }));
+        return;
+      }
+      server.send(m);
+    });
+    server.onMessage((m) => ws.send(m));
+  });
+  await R2.page.goto(`${base}/#/chat/10/${S.id}`);
+  await sendText(R2.page, 'to a busy server');
+  await message(R2.page, 'to a busy server').getByTestId('msg-status').filter({ hasText: 'the server is busy. Trying again' }).waitFor();
+  await expectSent(R2.page, 'to a busy server');
+  assert(busy === 2, `refused once, then sent again by itself: ${busy} tries`);
+  await message(S.page, 'to a busy server').waitFor();
+  await R2.ctx.close();
+  pages.delete('R2');
+
+  await R.page.goto(`${base}/#/chat/10/${S.id}`);
+  await sendText(R.page, 'before the bad network');
+  await expectSent(R.page, 'before the bad network');
+  await message(S.page, 'before the bad network').waitFor();
+  await until('the service worker controls the page', () => R.page.evaluate(() => Boolean(navigator.serviceWorker.controller)));
+
+  const banner = tid(R.page, 'conn-banner');
+  const bubbleRef = async (text) => {
+    await message(R.page, text).waitFor();
+    return message(R.page, text).getAttribute('data-ref');
+  };
+  /** One bubble for the text on R's side, with `ref`, acknowledged; one on S's side. */
+  const onceOnBothSides = async (text, ref) => {
+    await expectSent(R.page, text);
+    await message(S.page, text).waitFor({ timeout: 15_000 });
+    await R.page.waitForTimeout(500); // a second copy, if any, would be in by now
+    assert((await message(R.page, text).count()) === 1, `"${text}" is one bubble for R`);
+    assert((await R.page.locator(`[data-testid=message][data-ref="${ref}"]`).count()) === 1, `one bubble with ref ${ref}`);
+    assert((await message(R.page, text).getAttribute('data-ref')) === ref, `"${text}" kept its ref`);
+    assert((await message(S.page, text).count()) === 1, `"${text}" reached S once`);
+  };
+
+  // 1. The browser goes offline: the banner says so at once.
+  let t0 = Date.now();
+  await R.ctx.setOffline(true);
+  await until('the offline banner', async () => (await banner.isVisible()) && (await banner.getAttribute('data-state')) === 'offline', 3000, 20);
+  const offlineMs = Date.now() - t0;
+  await sendText(R.page, 'typed while offline');
+  const ref1 = await bubbleRef('typed while offline');
+  await until('queued', async () => (await message(R.page, 'typed while offline').getAttribute('data-status')) === 'queued');
+  await banner.filter({ hasText: '1 message waiting' }).waitFor();
+  await shoot(R.page, '18-offline-pending');
+  assert((await message(S.page, 'typed while offline').count()) === 0, 'nothing reached S while R was offline');
+  t0 = Date.now();
+  await R.ctx.setOffline(false);
+  await banner.waitFor({ state: 'hidden' });
+  const backMs = Date.now() - t0;
+  await onceOnBothSides('typed while offline', ref1);
+
+  // 2. The server stops answering (SIGSTOP) with the connection open, as a dead network
+  //    path looks: a message sent then makes the client probe, and it notices in seconds.
+  srv.child.kill('SIGSTOP');
+  t0 = Date.now();
+  await sendText(R.page, 'sent into silence');
+  const ref2 = await bubbleRef('sent into silence');
+  await until('the banner after the probe', () => banner.isVisible(), 4000, 20);
+  const probeMs = Date.now() - t0;
+  assert((await banner.getAttribute('data-state')) === 'reconnecting', 'reconnecting, not offline');
+  await shoot(R.page, '19-reconnecting-pending');
+  // The server wakes up: it reads the frame from the old connection and stores it; the
+  // client resends it on a new one with the same ref; the server answers with the same id.
+  srv.child.kill('SIGCONT');
+  await banner.waitFor({ state: 'hidden', timeout: 20_000 });
+  await onceOnBothSides('sent into silence', ref2);
+
+  // 3. The server is killed: a message written meanwhile goes out after the restart.
+  await srv.kill('SIGKILL');
+  await banner.filter({ hasText: 'Reconnecting' }).waitFor();
+  await sendText(R.page, 'written while the server was down');
+  const ref3 = await bubbleRef('written while the server was down');
+  await srv.start(addr);
+  await banner.waitFor({ state: 'hidden', timeout: 20_000 });
+  await onceOnBothSides('written while the server was down', ref3);
+
+  // A picture whose upload does not reach the server (connected otherwise) is retried by
+  // itself, and sent once.
+  let aborted = 0;
+  await R.ctx.route('**/attach/upload', (route) => (aborted++ === 0 ? route.abort('connectionreset') : route.continue()));
+  await tid(R.page, 'image-input').setInputFiles({ name: 'retry.png', mimeType: 'image/png', buffer: makePng(120, 90, 6) });
+  const retried = R.page.locator('[data-testid=message]').filter({ has: R.page.getByTestId('msg-image') }).last();
+  await retried.getByTestId('msg-status').filter({ hasText: 'Upload failed' }).waitFor();
+  await until('the picture uploaded on the second try', async () => (await retried.getAttribute('data-status')) === 'sent');
+  assert(aborted === 2, `two upload attempts: ${aborted}`);
+  await R.ctx.unroute('**/attach/upload');
+  await until('S got the retried picture', async () => (await tid(S.page, 'message-list').getByTestId('msg-image').count()) === 1);
+
+  // 4. Offline again, a message and a picture queued, a draft typed, then a reload with
+  //    no network and no server at all: the service worker opens the app, the device's
+  //    outbox and draft are there, and everything goes out once the server is back.
+  await R.ctx.setOffline(true);
+  await banner.filter({ hasText: 'offline' }).waitFor();
+  await sendText(R.page, 'queued across a reload');
+  const ref4 = await bubbleRef('queued across a reload');
+  await tid(R.page, 'image-input').setInputFiles({ name: 'offline.png', mimeType: 'image/png', buffer: makePng(200, 120, 4) });
+  const pictures = R.page.locator('[data-testid=message]').filter({ has: R.page.getByTestId('msg-image') });
+  await until('the picture queued', async () => (await pictures.last().getAttribute('data-status')) === 'queued');
+  const ref5 = await pictures.last().getAttribute('data-ref');
+  await tid(R.page, 'chat-input').fill('a draft, not sent');
+  await R.page.waitForTimeout(300); // IndexedDB writes are quick, but not synchronous
+  await noDuplicates('before the reload');
+  await srv.kill('SIGKILL');
+  const fromWorker = [];
+  R.page.on('response', (r) => r.fromServiceWorker() && fromWorker.push(new URL(r.url()).pathname));
+  await R.page.reload();
+  await tid(R.page, 'chat-title').filter({ hasText: 'Sam' }).waitFor();
+  assert(fromWorker.includes('/') && fromWorker.includes('/app.js'), `the page came from the service worker: ${fromWorker}`);
+  // Offline or reconnecting (the reloaded page may be told it has a network: the server
+  // is away either way).
+  await banner.filter({ hasText: '2 messages waiting' }).waitFor();
+  const reloadedState = await banner.getAttribute('data-state');
+  assert(['offline', 'reconnecting'].includes(reloadedState), `the banner after the reload: ${reloadedState}`);
+  assert((await message(R.page, 'queued across a reload').getAttribute('data-ref')) === ref4, 'the queued message kept its ref');
+  assert((await R.page.locator(`[data-testid=message][data-ref="${ref5}"]`).count()) === 1, 'the queued picture is there');
+  await expectImageRendered(R.page.locator(`[data-testid=message][data-ref="${ref5}"]`).getByTestId('msg-image'));
+  await until('the draft is back', async () => (await tid(R.page, 'chat-input').inputValue()) === 'a draft, not sent');
+  await message(R.page, 'before the bad network').waitFor(); // kept on the device
+  await shoot(R.page, '20-offline-reload');
+  await srv.start(addr);
+  await R.ctx.setOffline(false);
+  await banner.waitFor({ state: 'hidden', timeout: 20_000 });
+  await onceOnBothSides('queued across a reload', ref4);
+  const picture = R.page.locator(`[data-testid=message][data-ref="${ref5}"]`);
+  await until('the picture uploaded and acknowledged', async () => (await picture.getAttribute('data-status')) === 'sent', 15_000);
+  await until('S got the queued picture', async () => (await tid(S.page, 'message-list').getByTestId('msg-image').count()) === 2);
+  await expectImageRendered(tid(S.page, 'message-list').getByTestId('msg-image').last());
+  assert((await tid(R.page, 'chat-input').inputValue()) === 'a draft, not sent', 'the draft stays a draft');
+
+  await noDuplicates('after the reload');
+  // No duplicates anywhere: R's bubbles by ref, S's by id, the server's history.
+  const refs = await tid(R.page, 'message').evaluateAll((els) => els.map((e) => e.dataset.ref || `id${e.dataset.id}`));
+  assert(new Set(refs).size === refs.length, `R shows each message once: ${refs}`);
+  const ids = await tid(S.page, 'message').evaluateAll((els) => els.map((e) => e.dataset.id));
+  assert(new Set(ids).size === ids.length && ids.length === 8, `S shows eight messages, each once: ${ids}`);
+  const history = await (await R.ctx.request.get(`${base}/message/history?cmd=10&dstid=${S.id}&limit=50`)).json();
+  const texts = history.rows.map((m) => m.content || m.url);
+  for (const t of ['to a busy server', 'before the bad network', 'typed while offline', 'sent into silence', 'written while the server was down', 'queued across a reload']) {
+    assert(texts.filter((x) => x === t).length === 1, `the server stored "${t}" once: ${JSON.stringify(texts)}`);
+  }
+  assert(history.rows.length === 8, `eight messages stored: ${JSON.stringify(texts)}`);
+  console.log(`# offline noticed in ${offlineMs} ms (offline event); a silent server noticed ${probeMs} ms after sending (probe); back online and connected in ${backMs} ms`);
+  assert(offlineMs <= 3000 && probeMs <= 3500, 'offline noticed within 3 s');
+  await srv.kill('SIGTERM');
+  restartServer = null;
+  await R.ctx.close();
+  await S.ctx.close();
+  pages.delete('R');
+  pages.delete('S');
 }
 
 /** Screenshots at phone and desktop size with `target` scrolled into view at each size. */
@@ -810,12 +1037,13 @@ const scenarios = [
   [6, 'the frame inspector shows the page\'s own frames: mask, fragments, ping/pong, close', scenario6],
   [8, 'unread counts from the server on every device, "seen", a list of 1,000', scenario8],
   [4, 'server killed and restarted: reconnecting banner, outbox, sync', scenario4],
+  [11, 'a bad network: offline, server killed, reload offline', scenario11],
 ];
 let passed = 0;
 let failed = 0;
 let skipped = 0;
 for (const [n, name, fn] of scenarios) {
-  if ((only && !only.has(n)) || (n === 4 && !opt['server-bin'])) {
+  if ((only && !only.has(n)) || ((n === 4 || n === 11) && !opt['server-bin'])) {
     console.log(`skip ${n} - ${name}`);
     skipped++;
     continue;
