@@ -746,7 +746,10 @@ async function scenario6() {
 async function scenario8() {
   // B is on the list; A writes; B's badge and preview come live, and a second device of
   // B's, with nothing in its localStorage, gets the same count from the server.
+  // (Side by side, a tab keeps the open conversation, which would read the messages as
+  // they come: B starts again on the list alone.)
   await B.page.goto(`${BASE}/#/friends`);
+  await B.page.reload();
   const aliceRow = tid(B.page, 'friend-item').filter({ hasText: 'Alice' });
   await aliceRow.waitFor();
   await A.page.goto(`${BASE}/#/chat/10/${B.id}`);
