@@ -145,6 +145,9 @@ function route() {
 }
 
 window.addEventListener('hashchange', route);
+// From side by side to one pane (a window made narrow, a tablet turned): a conversation
+// kept open behind the list would read the messages nobody sees. Route again.
+matchMedia('(min-width: 760px)').addEventListener('change', (e) => !e.matches && session && shell && route());
 
 async function boot() {
   try {

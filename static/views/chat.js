@@ -2,12 +2,12 @@
 // (by the client ref when we sent it, else by server id), so a pending message turns
 // into the acknowledged one in place, and new messages do not redraw the others.
 
-import { h, avatar, icon, formatTime, toast } from '../ui.js';
+import { h, avatar, icon, toast } from '../ui.js';
 import { pictureBubble } from '../pictures.js';
 import { key, MAX_TEXT } from '../session.js';
 import { EMOJI } from '../emoji.js';
 import { CMD } from '../commands.js';
-import { layoutMessages, daySeparator, linkify, liveRegion, rovingPanel, enterIsNewline } from './layout.js';
+import { layoutMessages, daySeparator, linkify, liveRegion, rovingPanel, enterIsNewline, timeOfDay } from './layout.js';
 
 const NEAR_BOTTOM = 80; // px: "the reader is at the end", so new messages scroll into view
 const NEAR_TOP = 120; // px: close enough to the top to fetch the older page
@@ -398,7 +398,7 @@ export class ChatView {
       row.append(body);
       return row;
     } else {
-      const t = h('time', { 'data-testid': 'msg-time', text: formatTime(m.createat) });
+      const t = h('time', { 'data-testid': 'msg-time', text: timeOfDay(m.createat) });
       if (m.createat) {
         t.dateTime = new Date(m.createat).toISOString();
         t.title = new Date(m.createat).toLocaleString();

@@ -65,9 +65,18 @@ export function layoutMessages(items, now = Date.now()) {
   return out;
 }
 
-/** The separator before the first message of a day. */
+/** The separator before the first message of a day: a heading, to move by days with a screen reader. */
 export function daySeparator(label) {
-  return h('div', { class: 'day-sep', role: 'separator', 'data-testid': 'day-separator' }, h('span', { text: label }));
+  return h('h3', { class: 'day-sep', 'data-testid': 'day-separator' }, h('span', { text: label }));
+}
+
+let clock = null;
+
+/** The time of day of a message ("14:05"): the separator above it says which day. */
+export function timeOfDay(ms) {
+  if (!ms) return '';
+  clock ||= new Intl.DateTimeFormat([], { hour: '2-digit', minute: '2-digit' });
+  return clock.format(new Date(ms));
 }
 
 // http(s) URLs in text: up to whitespace or a character that cannot be in one unquoted.

@@ -970,6 +970,9 @@ async function scenario12() {
   assert(await tid(X.page, 'emoji-panel').isHidden(), 'Escape closes the emoji panel');
   assert((await focused(X.page)) === 'emoji-toggle', `the focus is back on the emoji button: ${await focused(X.page)}`);
 
+  await shootBoth(X.page, '21-chat'); // the chat again: a phone-sized window shows one pane
+  await X.page.goto(`${BASE}/#/chat/10/${Y.id}`);
+  await tid(X.page, 'chat-view').waitFor();
   // Side by side, the tabs change the list only: the conversation stays open.
   const key = await tid(X.page, 'chat-view').getAttribute('data-key');
   for (const t of ['groups', 'me', 'friends']) {
@@ -977,12 +980,15 @@ async function scenario12() {
     await tid(X.page, 'home-title').filter({ hasText: { groups: 'Groups', me: 'Me', friends: 'Friends' }[t] }).waitFor();
     assert((await tid(X.page, 'chat-view').getAttribute('data-key')) === key && (await tid(X.page, 'chat-view').isVisible()), `the conversation stays open on the ${t} tab`);
   }
-  await shootBoth(X.page, '21-chat');
 
   // A new message from Y is read out; what the history brings is not.
   await socketSend(Y.page, [text('One more thing')]);
   await message(X.page, 'One more thing').waitFor();
   await until('the new message is announced', async () => (await tid(X.page, 'chat-live').textContent()).includes('Yvonne: One more thing'));
+  // Made narrow on the list, the window shows one pane: the kept conversation closes.
+  await X.page.setViewportSize(PHONE);
+  await until('the kept conversation closed on a narrow window', async () => (await tid(X.page, 'chat-view').count()) === 0);
+  await X.page.setViewportSize(DESKTOP);
   await X.page.goto(`${BASE}/#/chat/10/${Y.id}`);
   await X.page.reload();
   await message(X.page, 'One more thing').waitFor();
