@@ -998,6 +998,14 @@ async function scenario12() {
   await message(X.page, 'Hi Yvonne').waitFor();
   await audit(X.page, 'conversation, group');
   await shootBoth(X.page, '22-group');
+  // On a desktop, Shift+Enter makes a new line and Enter sends.
+  await tid(X.page, 'chat-input').fill('first line');
+  await tid(X.page, 'chat-input').press('Shift+Enter');
+  await tid(X.page, 'chat-input').pressSequentially('second line');
+  await tid(X.page, 'chat-input').press('Enter');
+  await expectSent(X.page, 'second line');
+  assert((await message(X.page, 'second line').getByTestId('msg-text').textContent()) === 'first line\nsecond line', 'Shift+Enter made a new line, Enter sent');
+  assert((await tid(X.page, 'chat-input').inputValue()) === '', 'the composer is empty after sending');
   await X.page.goto(`${BASE}/#/newgroup`);
   await tid(X.page, 'newgroup-view').waitFor();
   await audit(X.page, 'new group');
