@@ -1016,6 +1016,8 @@ async function scenario12() {
   await tid(X.page, 'image-input').setInputFiles({ name: 'p.png', mimeType: 'image/png', buffer: makePng(200, 120, 4) });
   await expectImageRendered(tid(X.page, 'message-list').getByTestId('msg-image').last());
   // By keyboard: the picture is a button; the viewer is a dialog with the focus inside.
+  const unreachable = await tid(X.page, 'message-list').evaluate((list) => [...list.querySelectorAll('[data-testid=msg-image]')].filter((img) => !img.closest('button')?.matches(':not([disabled])[tabindex="0"], :not([disabled]):not([tabindex])')).length);
+  assert(unreachable === 0, `every picture in the conversation is in a button the keyboard reaches (${unreachable} not)`);
   await tid(X.page, 'msg-image-open').last().focus();
   await X.page.keyboard.press('Enter');
   await expectImageRendered(tid(X.page, 'viewer-image'));
