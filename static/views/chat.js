@@ -139,6 +139,9 @@ export class ChatView {
       const { selectionStart: a = input.value.length, selectionEnd: z = a } = input;
       input.setRangeText(b.textContent, a, z, 'end');
       this.autosize();
+      // Picked with a mouse: typing goes on in the text (by keyboard, the focus stays in
+      // the panel for the next one; on a phone the panel stands in for the keyboard).
+      if (ev.detail > 0 && !matchMedia('(pointer: coarse)').matches) input.focus({ preventScroll: true });
     });
     const showPanel = (show) => {
       panel.hidden = !show;

@@ -969,6 +969,16 @@ async function scenario12() {
   await X.page.keyboard.press('Escape');
   assert(await tid(X.page, 'emoji-panel').isHidden(), 'Escape closes the emoji panel');
   assert((await focused(X.page)) === 'emoji-toggle', `the focus is back on the emoji button: ${await focused(X.page)}`);
+  // Picked with the mouse, the emoji goes into the text and the typing goes on there;
+  // Escape in the text closes the panel too.
+  await tid(X.page, 'emoji-toggle').click();
+  const pick = await tid(X.page, 'emoji').nth(2).textContent();
+  await tid(X.page, 'emoji').nth(2).click();
+  await X.page.keyboard.type('!');
+  assert((await focused(X.page)) === 'chat-input' && (await tid(X.page, 'chat-input').inputValue()) === `${pick}!`, `typing goes on in the text: ${await tid(X.page, 'chat-input').inputValue()}`);
+  await X.page.keyboard.press('Escape');
+  assert(await tid(X.page, 'emoji-panel').isHidden(), 'Escape in the text closes the emoji panel');
+  await tid(X.page, 'chat-input').fill('');
 
   await shootBoth(X.page, '21-chat'); // the chat again: a phone-sized window shows one pane
   await X.page.goto(`${BASE}/#/chat/10/${Y.id}`);
