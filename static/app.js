@@ -149,7 +149,9 @@ function route() {
   } else {
     lastTab = ['friends', 'groups', 'me'].includes(page) ? page : 'friends';
     if (page !== lastTab) history.replaceState(null, '', `#/${lastTab}`);
-    setDetail('placeholder', placeholder);
+    // Side by side (wide screens), a tab changes the list only: the open conversation stays.
+    const sideBySide = matchMedia('(min-width: 760px)').matches;
+    if (!(sideBySide && detail && detailRoute !== 'placeholder')) setDetail('placeholder', placeholder);
   }
   shell.home.setTab(lastTab);
   shell.home.render(); // the open conversation is highlighted in the list on wide screens
@@ -157,6 +159,9 @@ function route() {
 }
 
 window.addEventListener('hashchange', route);
+// From side by side to one pane (a window made narrow, a tablet turned): a conversation
+// kept open behind the list would read the messages nobody sees. Route again.
+matchMedia('(min-width: 760px)').addEventListener('change', (e) => !e.matches && session && shell && route());
 
 async function boot() {
   try {

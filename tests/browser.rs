@@ -76,6 +76,8 @@ fn missing_tools(test: &str) -> bool {
         (!Path::new("/usr/bin/chromium").exists()).then_some("/usr/bin/chromium"),
         (!dir.join("node_modules/playwright-core").exists())
             .then_some("tests/browser/node_modules (playwright-core)"),
+        (!dir.join("node_modules/axe-core").exists())
+            .then_some("tests/browser/node_modules (axe-core)"),
         Command::new("node")
             .arg("--version")
             .output()
@@ -113,6 +115,9 @@ fn web_client_in_chromium() {
             "--inspector",
             "--metrics-listen",
             "127.0.0.1:0",
+            // Every test user registers from 127.0.0.1: more than an hour's budget.
+            "--register-per-hour",
+            "0",
         ],
     );
     let restart_data = fresh_data_dir();

@@ -69,7 +69,7 @@ export function loginView({ onLoggedIn }) {
       }
     });
   });
-  return { el: h('div', { class: 'auth' }, form), focus: () => mobile.focus() };
+  return { el: h('main', { class: 'auth' }, form), focus: () => mobile.focus() };
 }
 
 export function registerView({ onLoggedIn }) {
@@ -152,5 +152,5 @@ export function registerView({ onLoggedIn }) {
       onLoggedIn(me);
     });
   });
-  return { el: h('div', { class: 'auth' }, form), focus: () => mobile.focus() };
+  return { el: h('main', { class: 'auth' }, form), focus: () => mobile.focus() };
 }

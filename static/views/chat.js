@@ -2,11 +2,12 @@
 // (by the client ref when we sent it, else by server id), so a pending message turns
 // into the acknowledged one in place, and new messages do not redraw the others.
 
-import { h, avatar, icon, formatTime, toast } from '../ui.js';
+import { h, avatar, icon, toast } from '../ui.js';
 import { pictureBubble } from '../pictures.js';
 import { key, MAX_TEXT } from '../session.js';
 import { EMOJI } from '../emoji.js';
 import { CMD } from '../commands.js';
+import { layoutMessages, daySeparator, linkify, liveRegion, rovingPanel, enterIsNewline, timeOfDay } from './layout.js';
 
 const NEAR_BOTTOM = 80; // px: "the reader is at the end", so new messages scroll into view
 const NEAR_TOP = 120; // px: close enough to the top to fetch the older page
@@ -42,7 +43,10 @@ export class ChatView {
 
     this.top = h('div', { class: 'history-state', 'data-testid': 'history-state' });
     this.list = h('div', { class: 'msg-rows' });
-    this.scroller = h('div', { class: 'msgs', 'data-testid': 'message-list', role: 'log', 'aria-live': 'polite' }, this.top, this.list);
+    // Not a live region itself (older pages loaded on scroll would be read out): new
+    // messages from others are announced through this.live. Focusable, to scroll by keys.
+    this.live = liveRegion();
+    this.scroller = h('div', { class: 'msgs', 'data-testid': 'message-list', role: 'region', 'aria-label': 'Messages', tabindex: 0 }, this.top, this.list);
     this.scroller.addEventListener('scroll', () => this.onScroll(), { passive: true });
     // The list gets shorter when the phone keyboard or the emoji panel opens, or the
     // window is resized: stay at the newest message if that is where the reader was.
@@ -58,7 +62,7 @@ export class ChatView {
     });
     // "Alice is typing…", shown for the notice's ttl or until Alice's message arrives.
     this.typingLine = h('p', { class: 'typing-line', 'data-testid': 'typing', 'aria-live': 'polite' });
-    this.el = h('section', { class: 'chat', 'data-testid': 'chat-view', 'data-key': this.k }, head, h('div', { class: 'msgs-wrap' }, this.scroller, this.newPill), this.typingLine, this.composer());
+    this.el = h('section', { class: 'chat', 'data-testid': 'chat-view', 'data-key': this.k }, head, h('div', { class: 'msgs-wrap' }, this.scroller, this.newPill), this.typingLine, this.composer(), this.live.el);
 
     this.conv = session.conv(this.k);
     this.on(session, 'messages', (e) => e.detail.key === this.k && this.render(e.detail));
@@ -118,11 +122,13 @@ export class ChatView {
   // --- composer ----------------------------------------------------------------------
 
   composer() {
-    const input = h('textarea', { class: 'chat-input', rows: 1, placeholder: 'Message', 'data-testid': 'chat-input', enterkeyhint: 'send', 'aria-label': 'Message' });
+    const newline = enterIsNewline();
+    const input = h('textarea', { class: 'chat-input', rows: 1, placeholder: 'Message', 'data-testid': 'chat-input', enterkeyhint: newline ? 'enter' : 'send', 'aria-label': 'Message' });
     this.input = input;
     const send = h('button', { type: 'button', class: 'icon-btn send', 'aria-label': 'Send', 'data-testid': 'chat-send' }, icon('send'));
-    const emojiBtn = h('button', { type: 'button', class: 'icon-btn', 'aria-label': 'Emoji', 'aria-expanded': 'false', 'data-testid': 'emoji-toggle' }, icon('smile'));
-    const panel = h('div', { class: 'emoji-panel', 'data-testid': 'emoji-panel', hidden: true });
+    const panelId = `emoji-${this.k.replace(/\W/g, '-')}`;
+    const emojiBtn = h('button', { type: 'button', class: 'icon-btn', 'aria-label': 'Emoji', 'aria-expanded': 'false', 'aria-controls': panelId, 'data-testid': 'emoji-toggle' }, icon('smile'));
+    const panel = h('div', { class: 'emoji-panel', id: panelId, role: 'toolbar', 'aria-label': 'Emoji', 'data-testid': 'emoji-panel', hidden: true });
     for (const e of EMOJI) {
       panel.append(h('button', { type: 'button', class: 'emoji', 'data-testid': 'emoji', text: e, 'aria-label': e }));
     }
@@ -134,12 +140,27 @@ export class ChatView {
       input.setRangeText(b.textContent, a, z, 'end');
       this.autosize();
       this.session.setDraft(this.k, input.value);
+      // Picked with a mouse: typing goes on in the text (by keyboard, the focus stays in
+      // the panel for the next one; on a phone the panel stands in for the keyboard).
+      if (ev.detail > 0 && !matchMedia('(pointer: coarse)').matches) input.focus({ preventScroll: true });
     });
-    emojiBtn.addEventListener('click', () => {
-      panel.hidden = !panel.hidden;
-      emojiBtn.setAttribute('aria-expanded', String(!panel.hidden));
-      emojiBtn.classList.toggle('active', !panel.hidden);
+    const showPanel = (show) => {
+      panel.hidden = !show;
+      emojiBtn.setAttribute('aria-expanded', String(show));
+      emojiBtn.classList.toggle('active', show);
       if (this.stick) this.scrollToEnd();
+    };
+    emojiBtn.addEventListener('click', () => {
+      showPanel(panel.hidden);
+      // Into the panel, where the arrow keys move (on a phone this also puts the keyboard away).
+      if (!panel.hidden) panel.querySelector('button[tabindex="0"]')?.focus({ preventScroll: true });
+    });
+    // One tab stop, arrow keys inside; Escape closes it and gives the focus back.
+    rovingPanel(panel, {
+      onEscape: () => {
+        showPanel(false);
+        emojiBtn.focus();
+      },
     });
 
     // Picture: the gallery everywhere, and the camera on touch devices
@@ -183,9 +204,15 @@ export class ChatView {
       input.focus();
     });
     input.addEventListener('keydown', (ev) => {
-      // Enter sends, Shift+Enter is a new line; Enter that ends an IME composition
-      // (Chinese, Japanese input) only confirms the characters.
-      if (ev.key === 'Enter' && !ev.shiftKey && !ev.isComposing && ev.keyCode !== 229) {
+      if (ev.key === 'Escape' && !panel.hidden) {
+        ev.preventDefault();
+        showPanel(false);
+        return;
+      }
+      // Enter sends, Shift+Enter is a new line (on phones Enter is a new line, the button
+      // sends); Enter that ends an IME composition (Chinese, Japanese input) only
+      // confirms the characters.
+      if (ev.key === 'Enter' && !ev.shiftKey && !ev.isComposing && ev.keyCode !== 229 && !enterIsNewline()) {
         ev.preventDefault();
         submit();
       }
@@ -249,18 +276,25 @@ export class ChatView {
 
     this.renderTop();
     const items = c.items();
+    // Day separators and runs of one sender (static/views/layout.js): a separator is a
+    // row of its own; where a message sits in its run is part of its signature.
+    const places = layoutMessages(items);
+    const entries = [];
+    items.forEach((m, n) => {
+      const at = places[n];
+      if (at.day) entries.push({ k: `day:${this.rowKey(m)}`, sig: at.day, make: () => daySeparator(at.day) });
+      entries.push({ k: this.rowKey(m), sig: `${this.signature(m)}|${at.first}|${at.last}`, make: () => this.messageRow(m, at) });
+    });
     const seen = new Set();
     let i = 0;
-    for (const m of items) {
-      const k = this.rowKey(m);
+    for (const { k, sig, make } of entries) {
       seen.add(k);
-      const sig = this.signature(m);
       let row = this.rows.get(k);
       if (!row) {
-        row = { el: this.messageRow(m), sig };
+        row = { el: make(), sig };
         this.rows.set(k, row);
       } else if (row.sig !== sig) {
-        const fresh = this.messageRow(m);
+        const fresh = make();
         row.el.replaceWith(fresh);
         row.el = fresh;
         row.sig = sig;
@@ -276,6 +310,7 @@ export class ChatView {
       }
     }
 
+    this.announce(detail);
     if (detail.initial || this.stick) {
       this.scrollToEnd();
     } else if (detail.id && !detail.history && c.byId.get(detail.id)?.userid !== this.session.me.id) {
@@ -288,6 +323,17 @@ export class ChatView {
     if (c.historyLoaded && c.hasMore && !c.loading && s.scrollHeight <= s.clientHeight + NEAR_TOP) {
       queueMicrotask(() => this.session.loadOlder(this.k));
     }
+  }
+
+  /** A new message from someone else is read out (not history, not a sync's backlog). */
+  announce(detail) {
+    if (!detail.id || detail.history || this.session.syncing) return;
+    const m = this.conv.byId.get(detail.id);
+    if (!m || m.userid === this.session.me.id || this.announced === m.id) return;
+    this.announced = m.id;
+    const who = this.sender(m)?.nickname || 'Someone';
+    const what = m.media === 4 ? 'sent a picture' : m.media === 3 ? 'sent a voice message' : m.content || '';
+    this.live.say(`${who}: ${what}`);
   }
 
   renderTop() {
@@ -326,12 +372,14 @@ export class ChatView {
     return [m.id, m.status, m.error, m.url, u?.nickname, u?.avatar, this.seenBy(m)].join('|');
   }
 
-  messageRow(m) {
+  /** `at`: where it sits in its run of one sender (layoutMessages in layout.js). */
+  messageRow(m, at = { first: true, last: true }) {
     const s = this.session;
     const mine = m.userid === s.me.id;
     const status = m.pending ? m.status : 'sent';
     const row = h('div', {
-      class: `msg ${mine ? 'mine' : 'theirs'} ${status}`,
+      class: `msg ${mine ? 'mine' : 'theirs'} ${status} ${at.first ? 'run-first' : 'run-more'} ${at.last ? 'run-last' : ''}`,
+      'data-run': at.first ? 'first' : 'more',
       'data-testid': 'message',
       'data-id': m.id || null,
       'data-ref': m.ref || null,
@@ -339,10 +387,14 @@ export class ChatView {
       'data-sender': m.userid,
     });
     const u = mine ? s.me : this.cmd === CMD.GROUP ? this.sender(m) : s.friends.get(m.userid) || s.users.get(m.userid) || this.sender(m);
-    if (!mine) row.append(avatar(u?.avatar, u?.nickname || '?', m.userid, { size: 'sm' }));
+    // One avatar and one name for a run; the others keep the avatar's room.
+    if (!mine) row.append(at.first ? avatar(u?.avatar, u?.nickname || '?', m.userid, { size: 'sm' }) : h('span', { class: 'avatar-gap', 'aria-hidden': 'true' }));
 
     const body = h('div', { class: 'msg-body' });
-    if (!mine && this.cmd === CMD.GROUP) body.append(h('span', { class: 'msg-sender', 'data-testid': 'msg-sender', text: u?.nickname || '…' }));
+    const named = !mine && this.cmd === CMD.GROUP && at.first;
+    if (named) body.append(h('span', { class: 'msg-sender', 'data-testid': 'msg-sender', text: u?.nickname || '…' }));
+    // Who wrote it, for screen readers, where the screen shows it by place alone.
+    const who = mine ? 'You: ' : named ? '' : `${u?.nickname || 'Someone'}: `;
 
     let bubble;
     if (m.media === 4 && (m.localUrl || m.url || m.pic)) {
@@ -353,8 +405,9 @@ export class ChatView {
       bubble = h('div', { class: 'bubble' }, h('span', { class: 'muted', text: '[voice message: not supported here]' }));
     } else {
       const text = m.content || '';
-      bubble = h('div', { class: `bubble ${isJumbo(text) ? 'jumbo' : ''}` }, h('span', { class: 'msg-text', 'data-testid': 'msg-text', text }));
+      bubble = h('div', { class: `bubble ${isJumbo(text) ? 'jumbo' : ''}` }, h('span', { class: 'msg-text', 'data-testid': 'msg-text' }, linkify(text)));
     }
+    if (who && !bubble.classList.contains('image')) bubble.prepend(h('span', { class: 'visually-hidden', 'data-testid': 'msg-who', text: who }));
     body.append(bubble);
 
     const meta = h('div', { class: 'msg-meta' });
@@ -368,8 +421,12 @@ export class ChatView {
       // Waiting to try again after an error the server (or the network) may get over.
       const text = status === 'queued' && m.error ? `${m.error}. Trying again…` : STATUS_TEXT[status];
       meta.append(h('span', { class: 'msg-status', 'data-testid': 'msg-status', text }));
+    } else if (!at.last) {
+      // Within a run: the time (and the ticks) go under its last message only.
+      row.append(body);
+      return row;
     } else {
-      const t = h('time', { 'data-testid': 'msg-time', text: formatTime(m.createat) });
+      const t = h('time', { 'data-testid': 'msg-time', text: timeOfDay(m.createat) });
       if (m.createat) {
         t.dateTime = new Date(m.createat).toISOString();
         t.title = new Date(m.createat).toLocaleString();

@@ -99,7 +99,8 @@ export class HomeView {
     this.headAction.title = this.headAction.getAttribute('aria-label');
     for (const [t, b] of Object.entries(this.tabButtons)) {
       b.classList.toggle('active', t === this.tab);
-      b.toggleAttribute('aria-current', t === this.tab);
+      if (t === this.tab) b.setAttribute('aria-current', 'page');
+      else b.removeAttribute('aria-current');
     }
     this.renderTabBadges();
     const scroll = this.body.scrollTop;

@@ -27,6 +27,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { chromium } from 'playwright-core';
 import { ServerProcess, assert, makePng, until } from './lib.mjs';
+import { axeRun, describe } from './a11y.mjs';
 
 const { values: opt } = parseArgs({
   options: {
@@ -176,9 +177,10 @@ async function apiRegister(user, base, nickname, extra = {}) {
   return body.data;
 }
 
+/** Types and sends with the button (on a phone, Enter makes a new line). */
 async function sendText(page, text) {
   await tid(page, 'chat-input').fill(text);
-  await tid(page, 'chat-input').press('Enter');
+  await tid(page, 'chat-send').click();
 }
 
 /** Waits until the message with `text` is shown on `page` as acknowledged. */
@@ -307,7 +309,7 @@ async function scenario1() {
   await A.page.waitForTimeout(1100);
   await tid(A.page, 'chat-input').fill('Are you there?');
   await tid(B.page, 'typing').filter({ hasText: 'Alice is typing…' }).waitFor();
-  await tid(A.page, 'chat-input').press('Enter');
+  await tid(A.page, 'chat-send').click();
   await message(B.page, 'Are you there?').waitFor();
   await until("Alice's message ends her typing", async () => (await tid(B.page, 'typing').textContent()) === '');
 
@@ -971,7 +973,10 @@ async function scenario6() {
 async function scenario8() {
   // B is on the list; A writes; B's badge and preview come live, and a second device of
   // B's, with nothing in its localStorage, gets the same count from the server.
+  // (Side by side, a tab keeps the open conversation, which would read the messages as
+  // they come: B starts again on the list alone.)
   await B.page.goto(`${BASE}/#/friends`);
+  await B.page.reload();
   const aliceRow = tid(B.page, 'friend-item').filter({ hasText: 'Alice' });
   await aliceRow.waitFor();
   await A.page.goto(`${BASE}/#/chat/10/${B.id}`);
@@ -1026,6 +1031,267 @@ async function scenario8() {
   pages.delete('M');
 }
 
+/** Sends chat frames from `page`'s origin on a socket of its own, each after the last's ack. */
+async function socketSend(page, frames) {
+  return page.evaluate(
+    (list) =>
+      new Promise((resolve, reject) => {
+        const ws = new WebSocket(`${location.origin.replace(/^http/, 'ws')}/chat`);
+        const acks = [];
+        const tag = `seed-${Date.now()}-${Math.random().toString(36).slice(2)}`; // refs are idempotency keys: a new one per message
+        const next = () => {
+          if (acks.length === list.length) {
+            ws.close();
+            resolve(acks);
+          } else ws.send(JSON.stringify({ ...list[acks.length], ref: `${tag}-${acks.length}` }));
+        };
+        ws.onopen = next;
+        ws.onmessage = (e) => {
+          const f = JSON.parse(e.data);
+          if (f.ref !== `${tag}-${acks.length}`) return;
+          if (f.cmd !== 21) reject(new Error(`not stored: ${e.data}`));
+          acks.push(f);
+          next();
+        };
+        ws.onerror = () => reject(new Error('socket error'));
+      }),
+    frames,
+  );
+}
+
+async function scenario12() {
+  // Users of its own, set up through the API: this scenario runs alone (--only 12).
+  const X = await newUser('X', { phone: false });
+  const Y = await newUser('Y', { phone: true });
+  const report = [];
+  const failures = [];
+  // axe on the page as it is, in the light and the dark scheme.
+  const shootBoth = async (page, name) => {
+    for (const scheme of ['light', 'dark']) {
+      await page.emulateMedia({ colorScheme: scheme });
+      await shoot(page, `${name}-${scheme}`);
+    }
+    await page.emulateMedia({ colorScheme: 'light' });
+  };
+  const focused = (page) => page.evaluate(() => document.activeElement?.getAttribute('data-testid'));
+  const audit = async (page, screen) => {
+    for (const scheme of ['light', 'dark']) {
+      await page.emulateMedia({ colorScheme: scheme });
+      await page.waitForTimeout(80);
+      const { violations, failing } = await axeRun(page);
+      report.push(`  ${screen}, ${scheme}: ${violations.length ? violations.map((v) => `${v.id} [${v.impact}] x${v.nodes.length}`).join(', ') : 'no violations'}`);
+      if (failing.length) failures.push(`  ${screen}, ${scheme}:\n${describe(failing)}`);
+    }
+    await page.emulateMedia({ colorScheme: 'light' });
+  };
+
+  await X.page.goto(BASE);
+  await tid(X.page, 'login-view').waitFor();
+  await audit(X.page, 'login');
+  await shootBoth(X.page, '30-login');
+  await X.page.goto(`${BASE}/#/register`);
+  await tid(X.page, 'register-view').waitFor();
+  await audit(X.page, 'register');
+
+  await apiRegister(X, BASE, 'Xavier', { memo: 'Reads everything twice' });
+  await apiRegister(Y, BASE, 'Yvonne');
+  const added = await (await X.ctx.request.post(`${BASE}/contact/addfriend`, { data: { dstname: Y.mobile } })).json();
+  assert(added.code === 0, `X adds Y: ${JSON.stringify(added)}`);
+  const made = await (await X.ctx.request.post(`${BASE}/contact/createcommunity`, { data: { name: `Layout ${run}`, cate: 2, memo: 'Short and sweet' } })).json();
+  assert(made.code === 0, `X creates a group: ${JSON.stringify(made)}`);
+  const gid = made.data.id;
+  const joined = await (await Y.ctx.request.post(`${BASE}/contact/joincommunity`, { data: { dstid: gid } })).json();
+  assert(joined.code === 0, `Y joins: ${JSON.stringify(joined)}`);
+
+  // A conversation: runs of one sender, a link and a javascript: text that is no link.
+  await Y.page.goto(`${BASE}/#/friends`);
+  await tid(Y.page, 'home').waitFor();
+  await X.page.goto(`${BASE}/#/friends`);
+  await X.page.reload(); // the register form was open: start again, logged in
+  await tid(X.page, 'home').waitFor();
+  const text = (content) => ({ cmd: 10, dstid: X.id, media: 1, content });
+  await socketSend(Y.page, [text('Morning!'), text('Are you around?'), text('Read this: https://example.org/guide?x=1&y=2 then javascript:alert(1) or www.example.org')]);
+  await socketSend(X.page, [{ cmd: 10, dstid: Y.id, media: 1, content: 'Yes, reading it now' }, { cmd: 10, dstid: Y.id, media: 1, content: 'Looks good' }]);
+  await socketSend(Y.page, [{ cmd: 11, dstid: gid, media: 1, content: 'Hello group' }]);
+  await socketSend(X.page, [{ cmd: 11, dstid: gid, media: 1, content: 'Hi Yvonne' }]);
+
+  await X.page.reload();
+  await tid(X.page, 'friend-item').filter({ hasText: 'Yvonne' }).waitFor();
+  await audit(X.page, 'home, friends');
+  await tid(X.page, 'tab-groups').click();
+  await tid(X.page, 'group-item').first().waitFor();
+  await audit(X.page, 'home, groups');
+  await tid(X.page, 'tab-me').click();
+  await tid(X.page, 'me-card').waitFor();
+  await audit(X.page, 'home, me (profile)');
+
+  await X.page.goto(`${BASE}/#/chat/10/${Y.id}`);
+  await message(X.page, 'Looks good').waitFor();
+  await audit(X.page, 'conversation 1:1');
+
+  // Day separator and runs: Y's three messages are one run (one avatar, one time), then X's two.
+  const rows = await tid(X.page, 'message-list').evaluate((list) =>
+    [...list.querySelectorAll('[data-testid=day-separator], [data-testid=message]')].map((el) =>
+      el.dataset.testid === 'day-separator'
+        ? { sep: el.textContent }
+        : { text: el.querySelector('[data-testid=msg-text]')?.textContent, run: el.dataset.run, avatar: !!el.querySelector('[data-testid=avatar]'), time: !!el.querySelector('[data-testid=msg-time]'), who: el.querySelector('[data-testid=msg-who]')?.textContent },
+    ),
+  );
+  const shape = JSON.stringify(rows);
+  assert(rows[0].sep === 'Today' && rows.filter((r) => r.sep).length === 1, `one "Today" separator first: ${shape}`);
+  const [y1, y2, y3, x1, x2] = rows.slice(1);
+  assert(y1.run === 'first' && y1.avatar && !y1.time, `Y's run starts with her avatar, without a time: ${shape}`);
+  assert(y2.run === 'more' && !y2.avatar && !y2.time && y3.run === 'more' && !y3.avatar && y3.time, `one avatar and one time for Y's run: ${shape}`);
+  assert(x1.run === 'first' && !x1.time && x2.run === 'more' && x2.time, `X's own two messages are a run: ${shape}`);
+  assert(x1.who === 'You: ' && y2.who === 'Yvonne: ', `own messages are announced as "You:", others' by name: ${shape}`);
+  // The short conversation sits at the bottom, by the composer.
+  const gap = await tid(X.page, 'message-list').evaluate((list) => list.getBoundingClientRect().bottom - [...list.querySelectorAll('[data-testid=message]')].at(-1).getBoundingClientRect().bottom);
+  assert(gap >= 0 && gap < 40, `the last message is at the bottom of the list (${gap} px above its end)`);
+
+  // Links: http(s) only, as <a> with rel noopener noreferrer; javascript: and www. stay text.
+  const linked = message(X.page, 'Read this');
+  const links = await linked.locator('a').evaluateAll((as) => as.map((a) => ({ href: a.getAttribute('href'), text: a.textContent, rel: a.rel, target: a.target })));
+  assert(links.length === 1 && links[0].href === 'https://example.org/guide?x=1&y=2' && links[0].text === 'https://example.org/guide?x=1&y=2', `one link, to the URL in the text: ${JSON.stringify(links)}`);
+  assert(links[0].rel.split(' ').includes('noopener') && links[0].rel.split(' ').includes('noreferrer') && links[0].target === '_blank', `the link opens safely: ${JSON.stringify(links)}`);
+  assert((await linked.getByTestId('msg-text').textContent()).includes('javascript:alert(1) or www.example.org'), 'the javascript: text is shown as text');
+  // The day logic, in the page (the server stamps messages itself: no message here is from another day).
+  const days = await X.page.evaluate(async () => {
+    const { dayLabel, layoutMessages, linkify } = await import('/views/layout.js');
+    const now = new Date(2026, 2, 10, 9, 30).getTime(); // a Tuesday
+    const at = (d, hh, mm) => new Date(2026, 2, d, hh, mm).getTime();
+    const msgs = [
+      { userid: 1, createat: at(1, 10, 0) },
+      { userid: 1, createat: at(9, 23, 58) },
+      { userid: 1, createat: at(10, 0, 1) }, // after midnight: a new day, a new run
+      { userid: 1, createat: at(10, 0, 4) },
+      { userid: 2, createat: at(10, 0, 5) },
+      { userid: 2, createat: at(10, 0, 30) }, // 26 minutes later: a new run
+    ];
+    return {
+      labels: [dayLabel(at(10, 0, 0), now), dayLabel(at(9, 12, 0), now), dayLabel(at(6, 12, 0), now), dayLabel(at(1, 12, 0), now), dayLabel(new Date(2025, 11, 24).getTime(), now)],
+      layout: layoutMessages(msgs, now).map((p) => `${p.day || ''}|${p.first ? 'F' : '-'}${p.last ? 'L' : '-'}`),
+      js: linkify('javascript:alert(1) https://a.example/x). done').map((n) => n.nodeName + ':' + n.textContent),
+    };
+  });
+  const want = { weekday: new Intl.DateTimeFormat([], { weekday: 'long' }).format(new Date(2026, 2, 6)) };
+  assert(days.labels[0] === 'Today' && days.labels[1] === 'Yesterday' && days.labels[2] === want.weekday && /1/.test(days.labels[3]) && /2025/.test(days.labels[4]), `day labels: ${JSON.stringify(days.labels)}`);
+  assert(JSON.stringify(days.layout) === JSON.stringify([`${days.labels[3]}|FL`, 'Yesterday|FL', 'Today|F-', '|-L', '|FL', '|FL']), `days and runs: ${JSON.stringify(days.layout)}`);
+  assert(JSON.stringify(days.js) === JSON.stringify(['#text:javascript:alert(1) ', 'A:https://a.example/x', '#text:). done']), `links end before punctuation: ${JSON.stringify(days.js)}`);
+
+  // The emoji panel: one tab stop, arrow keys inside, Escape closes it and the focus returns.
+  await tid(X.page, 'emoji-toggle').click();
+  await tid(X.page, 'emoji-panel').waitFor();
+  const stops = await tid(X.page, 'emoji-panel').evaluate((p) => [...p.querySelectorAll('button')].filter((b) => b.tabIndex >= 0).length);
+  assert(stops === 1, `the emoji panel is one tab stop (${stops})`);
+  assert((await focused(X.page)) === 'emoji', `the focus moves into the panel: ${await focused(X.page)}`);
+  await X.page.keyboard.press('Shift+Tab');
+  await X.page.keyboard.press('Tab');
+  assert((await focused(X.page)) === 'emoji', `Tab comes back to the same emoji: ${await focused(X.page)}`);
+  await X.page.keyboard.press('ArrowRight');
+  await X.page.keyboard.press('ArrowDown');
+  const second = await X.page.evaluate(() => [...document.querySelectorAll('[data-testid=emoji]')].indexOf(document.activeElement));
+  const cols = await tid(X.page, 'emoji-panel').evaluate((p) => getComputedStyle(p).gridTemplateColumns.split(' ').length);
+  assert(second === 1 + cols, `arrows move by one and by a row (${second}, ${cols} columns)`);
+  await audit(X.page, 'emoji panel');
+  await X.page.keyboard.press('Escape');
+  assert(await tid(X.page, 'emoji-panel').isHidden(), 'Escape closes the emoji panel');
+  assert((await focused(X.page)) === 'emoji-toggle', `the focus is back on the emoji button: ${await focused(X.page)}`);
+  // Picked with the mouse, the emoji goes into the text and the typing goes on there;
+  // Escape in the text closes the panel too.
+  await tid(X.page, 'emoji-toggle').click();
+  const pick = await tid(X.page, 'emoji').nth(2).textContent();
+  await tid(X.page, 'emoji').nth(2).click();
+  await X.page.keyboard.type('!');
+  assert((await focused(X.page)) === 'chat-input' && (await tid(X.page, 'chat-input').inputValue()) === `${pick}!`, `typing goes on in the text: ${await tid(X.page, 'chat-input').inputValue()}`);
+  await X.page.keyboard.press('Escape');
+  assert(await tid(X.page, 'emoji-panel').isHidden(), 'Escape in the text closes the emoji panel');
+  await tid(X.page, 'chat-input').fill('');
+
+  await shootBoth(X.page, '31-chat'); // the chat again: a phone-sized window shows one pane
+  await X.page.goto(`${BASE}/#/chat/10/${Y.id}`);
+  await tid(X.page, 'chat-view').waitFor();
+  // Side by side, the tabs change the list only: the conversation stays open.
+  const key = await tid(X.page, 'chat-view').getAttribute('data-key');
+  for (const t of ['groups', 'me', 'friends']) {
+    await tid(X.page, `tab-${t}`).click();
+    await tid(X.page, 'home-title').filter({ hasText: { groups: 'Groups', me: 'Me', friends: 'Friends' }[t] }).waitFor();
+    assert((await tid(X.page, 'chat-view').getAttribute('data-key')) === key && (await tid(X.page, 'chat-view').isVisible()), `the conversation stays open on the ${t} tab`);
+  }
+
+  // A new message from Y is read out; what the history brings is not.
+  await socketSend(Y.page, [text('One more thing')]);
+  await message(X.page, 'One more thing').waitFor();
+  await until('the new message is announced', async () => (await tid(X.page, 'chat-live').textContent()).includes('Yvonne: One more thing'));
+  // Made narrow on the list, the window shows one pane: the kept conversation closes.
+  await X.page.setViewportSize(PHONE);
+  await until('the kept conversation closed on a narrow window', async () => (await tid(X.page, 'chat-view').count()) === 0);
+  await X.page.setViewportSize(DESKTOP);
+  await X.page.goto(`${BASE}/#/chat/10/${Y.id}`);
+  await X.page.reload();
+  await message(X.page, 'One more thing').waitFor();
+  await X.page.waitForTimeout(300);
+  assert((await tid(X.page, 'chat-live').textContent()) === '', `history is not announced: ${await tid(X.page, 'chat-live').textContent()}`);
+  await X.page.goto(`${BASE}/#/chat/11/${gid}`);
+  await message(X.page, 'Hi Yvonne').waitFor();
+  await audit(X.page, 'conversation, group');
+  await shootBoth(X.page, '32-group');
+  // On a desktop, Shift+Enter makes a new line and Enter sends.
+  await tid(X.page, 'chat-input').fill('first line');
+  await tid(X.page, 'chat-input').press('Shift+Enter');
+  await tid(X.page, 'chat-input').pressSequentially('second line');
+  await tid(X.page, 'chat-input').press('Enter');
+  await expectSent(X.page, 'second line');
+  assert((await message(X.page, 'second line').getByTestId('msg-text').textContent()) === 'first line\nsecond line', 'Shift+Enter made a new line, Enter sent');
+  assert((await tid(X.page, 'chat-input').inputValue()) === '', 'the composer is empty after sending');
+  await X.page.goto(`${BASE}/#/newgroup`);
+  await tid(X.page, 'newgroup-view').waitFor();
+  await audit(X.page, 'new group');
+
+  // A picture, and the viewer.
+  await X.page.goto(`${BASE}/#/chat/10/${Y.id}`);
+  await message(X.page, 'Looks good').waitFor();
+  await tid(X.page, 'image-input').setInputFiles({ name: 'p.png', mimeType: 'image/png', buffer: makePng(200, 120, 4) });
+  await expectImageRendered(tid(X.page, 'message-list').getByTestId('msg-image').last());
+  // By keyboard: the picture is a button; the viewer is a dialog with the focus inside.
+  const unreachable = await tid(X.page, 'message-list').evaluate((list) => [...list.querySelectorAll('[data-testid=msg-image]')].filter((img) => !img.closest('button')?.matches(':not([disabled])[tabindex="0"], :not([disabled]):not([tabindex])')).length);
+  assert(unreachable === 0, `every picture in the conversation is in a button the keyboard reaches (${unreachable} not)`);
+  await tid(X.page, 'msg-image-open').last().focus();
+  await X.page.keyboard.press('Enter');
+  await expectImageRendered(tid(X.page, 'viewer-image'));
+  assert((await focused(X.page)) === 'viewer-close', `the focus moves into the viewer: ${await focused(X.page)}`);
+  assert((await tid(X.page, 'viewer').evaluate((d) => d.open && d.matches(':modal'))), 'the viewer is a modal dialog');
+  await audit(X.page, 'picture viewer');
+  await shootBoth(X.page, '33-viewer');
+  await X.page.keyboard.press('Escape');
+  await until('Escape closes the viewer', async () => (await tid(X.page, 'viewer').count()) === 0);
+  assert((await focused(X.page)) === 'msg-image-open', `the focus is back on the picture: ${await focused(X.page)}`);
+
+  // Y, on a phone.
+  await Y.page.goto(`${BASE}/#/chat/10/${X.id}`);
+  await message(Y.page, 'Looks good').waitFor();
+  await audit(Y.page, 'conversation 1:1, phone');
+  // On a phone, Enter makes a new line; the button sends.
+  const input = tid(Y.page, 'chat-input');
+  await input.fill('line one');
+  await input.press('Enter');
+  await input.pressSequentially('line two');
+  assert((await input.inputValue()) === 'line one\nline two', `Enter made a new line: ${JSON.stringify(await input.inputValue())}`);
+  assert((await message(Y.page, 'line one').count()) === 0, 'Enter did not send');
+  await tid(Y.page, 'chat-send').click();
+  await expectSent(Y.page, 'line two');
+  assert((await message(Y.page, 'line two').getByTestId('msg-text').textContent()) === 'line one\nline two', 'sent as two lines');
+  await Y.page.goto(`${BASE}/#/me`);
+  await tid(Y.page, 'me-card').waitFor();
+  await shootBoth(Y.page, '34-me');
+
+  console.log(`# axe (serious and critical fail; minor and moderate listed):\n${report.join('\n')}`);
+  assert(!failures.length, `axe found serious or critical violations:\n${failures.join('\n')}`);
+  await X.ctx.close();
+  await Y.ctx.close();
+  pages.delete('X');
+  pages.delete('Y');
+}
+
 // --- the run ------------------------------------------------------------------------------
 
 const scenarios = [
@@ -1038,6 +1304,7 @@ const scenarios = [
   [8, 'unread counts from the server on every device, "seen", a list of 1,000', scenario8],
   [4, 'server killed and restarted: reconnecting banner, outbox, sync', scenario4],
   [11, 'a bad network: offline, server killed, reload offline', scenario11],
+  [12, 'layout and accessibility: axe on every screen, light and dark', scenario12],
 ];
 let passed = 0;
 let failed = 0;
