@@ -1311,9 +1311,12 @@ fn a_message_to_a_friend_goes_to_the_writer_and_one_to_a_stranger_gets_403() {
     assert_eq!(h.services.chats.len(), 1);
     let chat = &h.services.chats[0];
     assert_eq!(chat.conn, CONN);
-    assert_eq!(chat.message.sender_id, 1);
-    assert_eq!(chat.message.to, Peer::User(2));
-    assert_eq!(chat.message.client_ref.as_deref(), Some("a"));
+    let crate::server::workers::ChatWrite::Send(message) = &chat.write else {
+        panic!("a message");
+    };
+    assert_eq!(message.sender_id, 1);
+    assert_eq!(message.to, Peer::User(2));
+    assert_eq!(message.client_ref.as_deref(), Some("a"));
     assert!(h.life.out.is_empty(), "the ack comes from the writer");
     h.feed(200, &to_user(3, "b"));
     assert_eq!(h.services.chats.len(), 1, "refused on the loop");
