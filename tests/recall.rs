@@ -180,6 +180,27 @@ fn a_recall_is_seen_live_by_everyone_and_nothing_serves_what_was_said() {
     let (raw, messages) = synced(&server, &w.b);
     assert_eq!(row(&messages, id)["recalled"], true);
     assert!(!raw.contains("secret") && !raw.contains("abc"), "{raw}");
+    // The list of conversations shows the last message as recalled, not what it said.
+    let mut http = Http::new(server.addr);
+    let auth = format!("Bearer {}", w.b.token);
+    let v = http
+        .request(
+            "GET",
+            "/contact/conversations",
+            &[("Authorization", &auth)],
+            b"",
+        )
+        .json();
+    let rows = v["rows"].as_array().expect("rows");
+    let with_a = rows
+        .iter()
+        .find(|r| r["cmd"] == 10 && r["dstid"] == w.a.id)
+        .expect("the conversation with a");
+    assert_eq!(
+        (with_a["lastid"].as_i64(), with_a["preview"].as_str()),
+        (Some(pic), Some("[recalled]")),
+        "{with_a}"
+    );
     // The ids stay: a later message still comes after them.
     let later = say(&mut a1, text(10, w.b.id, "later"), "s3");
     assert!(later > pic);
