@@ -28,6 +28,7 @@ import { ChatSocket } from './socket.js';
 import { uploadChatImage } from './images.js';
 import { formatTime } from './ui.js';
 import { CMD, TYPING_INTERVAL_MS } from './commands.js';
+import { onChangeFrame, refreshChanged } from './msgchanges.js';
 
 const ACK_TIMEOUT = 10_000;
 export const PAGE = 30;
@@ -416,7 +417,10 @@ export class Session extends EventTarget {
 
   onOpen() {
     this.setConn('online');
-    if (this.everOpened) this.loadContacts(); // things may have changed while we were away
+    if (this.everOpened) {
+      this.loadContacts(); // things may have changed while we were away
+      refreshChanged(this);
+    }
     this.everOpened = true;
     this.syncing = true;
     this.sync();
@@ -520,6 +524,10 @@ export class Session extends EventTarget {
       case CMD.ERROR:
         this.onError(f);
         break;
+      case CMD.RECALL:
+      case CMD.EDIT:
+        onChangeFrame(this, f);
+        break;
       case CMD.SYNC_BATCH:
         for (const m of f.messages || []) this.ingest(m);
       // falls through: the batch ends like a sync reply
@@ -550,9 +558,9 @@ export class Session extends EventTarget {
   // --- sending ---------------------------------------------------------------------
 
   /** Queues a text message for conversation `k` and sends it when possible. */
-  sendText(k, text) {
+  sendText(k, text, { reply, quote } = {}) {
     if ([...text].length > MAX_TEXT) throw new Error(`A message can have at most ${MAX_TEXT} characters.`);
-    this.enqueue(k, { media: 1, content: text });
+    this.enqueue(k, { media: 1, content: text, ...(reply ? { reply, quote } : {}) });
   }
 
   /** Shows the picture at once (local preview), uploads it, then sends its URL. */
@@ -615,6 +623,7 @@ export class Session extends EventTarget {
     if (p.content) frame.content = p.content;
     if (p.url) frame.url = p.url;
     if (p.pic) frame.pic = p.pic;
+    if (p.reply) frame.reply = p.reply;
     if (this.socket.send(frame)) {
       p.status = 'sending';
       p.timer = setTimeout(() => {
@@ -649,6 +658,7 @@ export class Session extends EventTarget {
       pic: p.pic || '',
       createat: f.createat,
       ref: f.ref,
+      ...(p.reply ? { reply: p.reply, quote: p.quote } : {}),
       localUrl: p.localUrl, // keeps the already decoded preview; no flash on swap
     });
     this.emit('messages', { key: k, ref: f.ref, id: f.id });

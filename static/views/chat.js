@@ -7,6 +7,7 @@ import { pictureBubble } from '../pictures.js';
 import { key, MAX_TEXT } from '../session.js';
 import { EMOJI } from '../emoji.js';
 import { CMD } from '../commands.js';
+import { ComposeMode, attachMenu, changeSignature, editedMark, quoteBlock, recalledBubble } from './msgmenu.js';
 
 const NEAR_BOTTOM = 80; // px: "the reader is at the end", so new messages scroll into view
 const NEAR_TOP = 120; // px: close enough to the top to fetch the older page
@@ -163,7 +164,7 @@ export class ChatView {
         return;
       }
       this.stick = true;
-      this.session.sendText(this.k, text);
+      if (!this.compose.submit(text)) return;
       input.value = '';
       this.autosize();
     };
@@ -184,7 +185,8 @@ export class ChatView {
       if (input.value.trim()) this.session.notifyTyping(this.k);
     });
 
-    return h('footer', { class: 'composer' }, h('div', { class: 'composer-bar' }, emojiBtn, gallery, camera, input, send), panel);
+    this.compose = new ComposeMode(this);
+    return h('footer', { class: 'composer' }, this.compose.el, h('div', { class: 'composer-bar' }, emojiBtn, gallery, camera, input, send), panel);
   }
 
   autosize() {
@@ -302,7 +304,7 @@ export class ChatView {
 
   signature(m) {
     const u = this.cmd === CMD.GROUP ? this.sender(m) : null;
-    return [m.id, m.status, m.error, m.url, u?.nickname, u?.avatar, this.seenBy(m)].join('|');
+    return [m.id, m.status, m.error, m.url, u?.nickname, u?.avatar, this.seenBy(m), changeSignature(m)].join('|');
   }
 
   messageRow(m) {
@@ -324,7 +326,9 @@ export class ChatView {
     if (!mine && this.cmd === CMD.GROUP) body.append(h('span', { class: 'msg-sender', 'data-testid': 'msg-sender', text: u?.nickname || '…' }));
 
     let bubble;
-    if (m.media === 4 && (m.localUrl || m.url || m.pic)) {
+    if (m.recalled) {
+      bubble = recalledBubble();
+    } else if (m.media === 4 && (m.localUrl || m.url || m.pic)) {
       const alt = mine ? 'Your picture' : `Picture from ${u?.nickname || 'someone'}`;
       bubble = pictureBubble(m, { alt, onLoad: () => this.stick && this.scrollToEnd() });
       bubble ||= h('div', { class: 'bubble' }, h('span', { class: 'muted', text: '[a picture from another site, not shown]' }));
@@ -334,7 +338,7 @@ export class ChatView {
       const text = m.content || '';
       bubble = h('div', { class: `bubble ${isJumbo(text) ? 'jumbo' : ''}` }, h('span', { class: 'msg-text', 'data-testid': 'msg-text', text }));
     }
-    body.append(bubble);
+    body.append(...[m.recalled ? null : quoteBlock(s, m), bubble].filter(Boolean));
 
     const meta = h('div', { class: 'msg-meta' });
     if (status === 'failed') {
@@ -349,7 +353,7 @@ export class ChatView {
         t.dateTime = new Date(m.createat).toISOString();
         t.title = new Date(m.createat).toLocaleString();
       }
-      meta.append(t);
+      meta.append(...[t, editedMark(m)].filter(Boolean));
       const seen = this.seenBy(m);
       if (this.cmd === CMD.SINGLE && seen !== null) {
         meta.append(h('span', { class: `ticks ${seen ? 'seen' : ''}`, 'data-testid': 'msg-seen', 'data-seen': String(Boolean(seen)), title: seen ? 'Seen' : 'Sent', text: seen ? '✓✓ Seen' : '✓' }));
@@ -357,6 +361,8 @@ export class ChatView {
         meta.append(h('span', { class: 'ticks seen', 'data-testid': 'msg-seen', 'data-seen': 'true', text: `Seen by ${seen}` }));
       }
     }
+    const more = attachMenu(this, row, m);
+    if (more) meta.append(more);
     body.append(meta);
     row.append(body);
     return row;

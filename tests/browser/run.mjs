@@ -799,6 +799,73 @@ async function scenario8() {
   pages.delete('M');
 }
 
+async function scenario10() {
+  // A (phone) and B (desktop) in their chat. A sends; B sees it.
+  await A.page.goto(`${BASE}/#/chat/10/${B.id}`);
+  await tid(A.page, 'chat-title').filter({ hasText: 'Bob' }).waitFor();
+  await B.page.goto(`${BASE}/#/chat/10/${A.id}`);
+  await tid(B.page, 'chat-title').filter({ hasText: 'Alice' }).waitFor();
+  await sendText(A.page, 'Lunch at noon?');
+  await expectSent(A.page, 'Lunch at noon?');
+  await message(B.page, 'Lunch at noon?').waitFor();
+  const id = await message(A.page, 'Lunch at noon?').last().getAttribute('data-id');
+
+  // A edits it from the "⋯" button, by keyboard; B sees the new text and "edited" live.
+  const more = message(A.page, 'Lunch at noon?').last().getByTestId('msg-menu-button');
+  await more.focus();
+  await A.page.keyboard.press('Enter');
+  await tid(A.page, 'msg-menu').waitFor();
+  assert((await tid(A.page, 'msg-menu').getByTestId('msg-recall').count()) === 1, 'recall offered for my new message');
+  await until('the menu has the keyboard focus', () => A.page.evaluate(() => document.activeElement?.dataset.testid === 'msg-reply'));
+  await shoot(A.page, '20-message-menu');
+  await A.page.keyboard.press('ArrowDown');
+  await A.page.keyboard.press('Enter'); // Edit
+  await tid(A.page, 'compose-bar').filter({ hasText: 'Editing message' }).waitFor();
+  assert((await tid(A.page, 'chat-input').inputValue()) === 'Lunch at noon?', 'the composer holds the text to edit');
+  await tid(A.page, 'chat-input').fill('Lunch at one?');
+  await tid(A.page, 'chat-input').press('Enter');
+  const onB = tid(B.page, 'message-list').locator(`[data-testid="message"][data-id="${id}"]`);
+  await onB.getByTestId('msg-edited').waitFor();
+  assert((await onB.getByTestId('msg-text').textContent()) === 'Lunch at one?', 'B sees the edited text');
+  await message(A.page, 'Lunch at one?').getByTestId('msg-edited').waitFor();
+  assert(await tid(A.page, 'compose-bar').isHidden(), 'the edit bar closes once sent');
+
+  // A recalls it (with a confirmation); both sides show "Message recalled", live.
+  await message(A.page, 'Lunch at one?').getByTestId('msg-menu-button').click();
+  await tid(A.page, 'msg-recall').click();
+  await tid(A.page, 'msg-recall-confirm').click();
+  await onB.getByTestId('msg-recalled').filter({ hasText: 'Message recalled' }).waitFor();
+  const onA = tid(A.page, 'message-list').locator(`[data-testid="message"][data-id="${id}"]`);
+  await onA.getByTestId('msg-recalled').waitFor();
+  assert((await onB.getByTestId('msg-text').count()) === 0, 'nothing of the text is left on B');
+
+  // B replies to a message of A's (right-click menu on the desktop); A sees the quote.
+  await sendText(A.page, 'Which place, then?');
+  await expectSent(A.page, 'Which place, then?');
+  const original = message(B.page, 'Which place, then?').first();
+  await original.waitFor();
+  await original.getByTestId('msg-text').click({ button: 'right' });
+  await tid(B.page, 'msg-menu').waitFor();
+  assert((await tid(B.page, 'msg-menu').getByTestId('msg-recall').count()) === 0, "no recall of someone else's message");
+  await tid(B.page, 'msg-reply').click();
+  await tid(B.page, 'compose-bar').filter({ hasText: 'Replying to Alice' }).waitFor();
+  await shoot(B.page, '21-replying-to');
+  await sendText(B.page, 'The usual one');
+  await expectSent(B.page, 'The usual one');
+  const reply = message(A.page, 'The usual one');
+  await reply.getByTestId('msg-quote').filter({ hasText: 'Which place, then?' }).waitFor();
+  assert((await reply.getByTestId('msg-quote').textContent()).includes('You'), 'A sees her own message quoted');
+  await shoot(A.page, '22-reply-quote');
+
+  // A device that was away (B reloads) gets the same from history: recalled, quote.
+  await B.page.reload();
+  await tid(B.page, 'chat-title').filter({ hasText: 'Alice' }).waitFor();
+  await tid(B.page, 'message-list').locator(`[data-testid="message"][data-id="${id}"]`).getByTestId('msg-recalled').waitFor();
+  await message(B.page, 'The usual one').getByTestId('msg-quote').filter({ hasText: 'Which place, then?' }).waitFor();
+  await tid(A.page, 'chat-back').click();
+  await B.page.goto(`${BASE}/#/friends`);
+}
+
 // --- the run ------------------------------------------------------------------------------
 
 const scenarios = [
@@ -809,6 +876,7 @@ const scenarios = [
   [5, 'API errors are shown in words; logout revokes the session', scenario5],
   [6, 'the frame inspector shows the page\'s own frames: mask, fragments, ping/pong, close', scenario6],
   [8, 'unread counts from the server on every device, "seen", a list of 1,000', scenario8],
+  [10, 'recall and edit seen by the other side, reply with quote', scenario10],
   [4, 'server killed and restarted: reconnecting banner, outbox, sync', scenario4],
 ];
 let passed = 0;
