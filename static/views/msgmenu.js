@@ -155,7 +155,7 @@ function openMenu(view, m, { anchor, x, y }) {
 
 /** The "⋯" button of a stored message's row, and right-click and long-press on it. */
 export function attachMenu(view, row, m) {
-  if (!(m.id > 0) || m.pending) return null;
+  if (!(m.id > 0) || m.pending || m.recalled) return null;
   const btn = h('button', { type: 'button', class: 'msg-more', 'aria-label': 'Message actions', 'aria-haspopup': 'menu', 'aria-expanded': 'false', 'data-testid': 'msg-menu-button', text: '⋯' });
   btn.addEventListener('click', (ev) => {
     ev.stopPropagation();

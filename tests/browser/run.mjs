@@ -856,6 +856,14 @@ async function scenario10() {
   await reply.getByTestId('msg-quote').filter({ hasText: 'Which place, then?' }).waitFor();
   assert((await reply.getByTestId('msg-quote').textContent()).includes('You'), 'A sees her own message quoted');
   await shoot(A.page, '22-reply-quote');
+  // A long press on a touch screen (A is on a phone) opens the same menu; Escape closes it.
+  const theirs = reply.getByTestId('msg-text');
+  const box = await theirs.boundingBox();
+  await theirs.dispatchEvent('pointerdown', { pointerType: 'touch', isPrimary: true, clientX: box.x + 5, clientY: box.y + 5 });
+  await tid(A.page, 'msg-menu').waitFor();
+  assert((await tid(A.page, 'msg-edit').count()) === 0, "no edit of someone else's message");
+  await A.page.keyboard.press('Escape');
+  await until('Escape closes the menu', async () => (await tid(A.page, 'msg-menu').count()) === 0);
 
   // A device that was away (B reloads) gets the same from history: recalled, quote.
   await B.page.reload();
