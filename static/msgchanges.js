@@ -80,7 +80,7 @@ export async function refreshChanged(session) {
     if (!c.historyLoaded) continue;
     let rows;
     try {
-      rows = await api.history(c.cmd, c.dstid, undefined, 30);
+      rows = await api.history(c.cmd, c.dstid, undefined, 30); // session.js's PAGE
     } catch {
       continue; // the next reconnection tries again
     }

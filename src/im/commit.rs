@@ -80,17 +80,17 @@ pub fn commit_changes(
 
 /// What the requester of a change is told when it may not have it.
 fn change_refusal(why: ChangeRefused, change: &Change, windows: Windows) -> Outcome {
-    let (what, window) = match change.edit {
-        Edit::Recall => ("recalled", windows.recall_ms),
-        Edit::Content(_) => ("edited", windows.edit_ms),
+    let (verb, done, window) = match change.edit {
+        Edit::Recall => ("recall", "recalled", windows.recall_ms),
+        Edit::Content(_) => ("edit", "edited", windows.edit_ms),
     };
     let (code, msg) = match why {
         ChangeRefused::NoSuchMessage => (404, format!("no message has id {}", change.id)),
-        ChangeRefused::NotYours => (403, format!("only its sender may {}", verb(what))),
+        ChangeRefused::NotYours => (403, format!("only its sender may {verb} it")),
         ChangeRefused::TooLate => (
             403,
             format!(
-                "a message can only be {what} within {} seconds of sending it",
+                "a message can only be {done} within {} seconds of sending it",
                 window / 1000
             ),
         ),
@@ -102,14 +102,6 @@ fn change_refusal(why: ChangeRefused, change: &Change, windows: Windows) -> Outc
         ChangeRefused::Blocked => (403, crate::api::MSG_BLOCKED.to_owned()),
     };
     Outcome::Refused { code, msg }
-}
-
-fn verb(done: &str) -> &'static str {
-    if done == "recalled" {
-        "recall it"
-    } else {
-        "edit it"
-    }
 }
 
 fn internal() -> Outcome {
