@@ -73,21 +73,31 @@ export function onChangeFrame(session, f) {
   else apply(session, k, f.id, { content: f.content, edited: f.edited });
 }
 
+/** A fresher copy `r` (a history row, a sync) of a message already held in
+ *  conversation `k`: takes its recall, edit and quote. */
+export function mergeCopy(session, k, r) {
+  const m = session.convs.get(k)?.byId.get(r.id);
+  if (!m || m.recalled) return;
+  if (r.recalled) apply(session, k, r.id, RECALLED);
+  // Only a newer edit: a copy read before the last live one must not undo it.
+  else if (r.edited > (m.edited || 0)) apply(session, k, r.id, { content: r.content, edited: r.edited });
+  if (r.quote?.recalled && m.quote && !m.quote.recalled) {
+    m.quote = r.quote;
+    session.emit('messages', { key: k, history: true, changed: r.id });
+  }
+}
+
 /** After a reconnection: what changed while away in the conversations shown, from
  *  their newest history page (a sync only brings messages newer than the last id). */
 export async function refreshChanged(session) {
   for (const c of session.convs.values()) {
-    if (!c.historyLoaded) continue;
+    if (!c.historyLoaded) continue; // its history is read when it is opened
     let rows;
     try {
       rows = await api.history(c.cmd, c.dstid, undefined, 30); // session.js's PAGE
     } catch {
       continue; // the next reconnection tries again
     }
-    for (const r of rows) {
-      if (!c.byId.has(r.id)) continue;
-      if (r.recalled) apply(session, c.key, r.id, RECALLED);
-      else if (r.edited) apply(session, c.key, r.id, { content: r.content, edited: r.edited });
-    }
+    for (const r of rows) if (c.byId.has(r.id)) mergeCopy(session, c.key, r);
   }
 }

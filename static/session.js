@@ -28,7 +28,7 @@ import { ChatSocket } from './socket.js';
 import { uploadChatImage } from './images.js';
 import { formatTime } from './ui.js';
 import { CMD, TYPING_INTERVAL_MS } from './commands.js';
-import { onChangeFrame, refreshChanged } from './msgchanges.js';
+import { mergeCopy, onChangeFrame, refreshChanged } from './msgchanges.js';
 
 const ACK_TIMEOUT = 10_000;
 export const PAGE = 30;
@@ -386,7 +386,10 @@ export class Session extends EventTarget {
     if (!(m.id > 0) || (m.cmd !== CMD.SINGLE && m.cmd !== CMD.GROUP)) return false;
     const k = this.keyOf(m);
     const c = this.conv(k);
-    if (!c.add(m)) return false;
+    if (!c.add(m)) {
+      mergeCopy(this, k, m); // it may have been recalled or edited since
+      return false;
+    }
     if (history) return true;
     const mine = m.userid === this.me.id;
     // Their message ends their "typing…".

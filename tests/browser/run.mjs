@@ -870,6 +870,34 @@ async function scenario10() {
   await tid(B.page, 'chat-title').filter({ hasText: 'Alice' }).waitFor();
   await tid(B.page, 'message-list').locator(`[data-testid="message"][data-id="${id}"]`).getByTestId('msg-recalled').waitFor();
   await message(B.page, 'The usual one').getByTestId('msg-quote').filter({ hasText: 'Which place, then?' }).waitFor();
+
+  // A device that missed the live event (its socket drops recall frames, as one that
+  // was away would) and already holds the message shows it recalled once it opens
+  // the conversation and reads its history.
+  const B3 = await newUser('B3', { phone: true });
+  await B3.page.routeWebSocket(/\/chat$/, (ws) => {
+    const server = ws.connectToServer();
+    server.onMessage((msg) => typeof msg === 'string' && msg.startsWith('{"cmd":16,') || ws.send(msg));
+    ws.onMessage((msg) => server.send(msg));
+  });
+  const login = await (await B3.ctx.request.post(`${BASE}/user/login`, { data: { mobile: B.mobile, passwd: B.password } })).json();
+  assert(login.code === 0, `B logs in on a third device: ${JSON.stringify(login)}`);
+  await B3.page.goto(`${BASE}/#/friends`);
+  const aliceOn3 = tid(B3.page, 'friend-item').filter({ hasText: 'Alice' });
+  await aliceOn3.waitFor();
+  await sendText(A.page, 'Soon gone');
+  await expectSent(A.page, 'Soon gone');
+  await aliceOn3.getByTestId('row-preview').filter({ hasText: 'Soon gone' }).waitFor();
+  const gone = await message(A.page, 'Soon gone').getAttribute('data-id');
+  await message(A.page, 'Soon gone').getByTestId('msg-menu-button').click();
+  await tid(A.page, 'msg-recall').click();
+  await tid(A.page, 'msg-recall-confirm').click();
+  await tid(B.page, 'message-list').locator(`[data-testid="message"][data-id="${gone}"]`).getByTestId('msg-recalled').waitFor();
+  await aliceOn3.click();
+  await tid(B3.page, 'message-list').locator(`[data-testid="message"][data-id="${gone}"]`).getByTestId('msg-recalled').waitFor();
+  assert((await message(B3.page, 'Soon gone').count()) === 0, 'the device that missed the event shows nothing of it');
+  await B3.ctx.close();
+  pages.delete('B3');
   await tid(A.page, 'chat-back').click();
   await B.page.goto(`${BASE}/#/friends`);
 }
