@@ -243,6 +243,18 @@ fn an_edit_is_seen_live_and_in_history_and_sync() {
     let (_, messages) = synced(&server, &w.b);
     assert_eq!(row(&messages, id)["content"], "meet at 6");
     assert_eq!(row(&messages, id)["edited"], edited);
+
+    // Recalled in the group: every member's connections are told, and history agrees.
+    let (ack, _) = ask(&mut a1, json!({"cmd": 16, "id": id}), "g2");
+    assert_eq!(ack["cmd"], 21, "{ack}");
+    let want = json!({"cmd": 16, "id": id, "userid": w.a.id, "chat": 11,
+                      "dstid": w.group, "recalled": true});
+    for ws in [&mut a1, &mut a2, &mut b, &mut c] {
+        assert_eq!(next(ws), want, "every member, live");
+    }
+    let (raw, rows) = history(&server, &w.b, 11, w.group);
+    assert_eq!(row(&rows, id)["recalled"], true);
+    assert!(!raw.contains("meet at"), "{raw}");
 }
 
 #[test]
