@@ -166,6 +166,12 @@ pub struct Args {
     /// (0: no limit); delays grow after three failures in a row.
     #[arg(long, default_value_t = ThrottleConfig::default().account_checks_per_minute)]
     pub account_checks_per_minute: u32,
+    /// Seconds after sending it in which a sender may recall a message (0: never).
+    #[arg(long, default_value_t = config::RECALL_WINDOW_SECS)]
+    pub recall_window_secs: u32,
+    /// Seconds after sending it in which a sender may edit a text message (0: never).
+    #[arg(long, default_value_t = config::EDIT_WINDOW_SECS)]
+    pub edit_window_secs: u32,
     /// Keep chat messages this many days: older ones are removed while the server
     /// runs, and sync and history say where history starts (default: keep everything).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
@@ -276,6 +282,10 @@ pub struct Settings {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub account_checks_per_minute: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub recall_window_secs: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub edit_window_secs: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub history_days: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trace_frames: Option<bool>,
@@ -338,6 +348,8 @@ impl Settings {
             login_per_minute: Some(args.login_per_minute),
             register_per_hour: Some(args.register_per_hour),
             account_checks_per_minute: Some(args.account_checks_per_minute),
+            recall_window_secs: Some(args.recall_window_secs),
+            edit_window_secs: Some(args.edit_window_secs),
             history_days: args.history_days,
             trace_frames: Some(args.trace_frames),
             inspector: Some(args.inspector),
@@ -510,6 +522,8 @@ impl Args {
             trusted_proxies: self.trust_proxy.iter().map(IpAddr::to_canonical).collect(),
             history_days: self.history_days,
             retention_interval,
+            recall_window_secs: self.recall_window_secs,
+            edit_window_secs: self.edit_window_secs,
             trace_frames: self.trace_frames,
             inspector: self.inspector,
             metrics_listen: self.metrics_listen,

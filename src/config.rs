@@ -109,6 +109,12 @@ pub const API_QUEUE: usize = 256;
 /// Jobs that may wait for the password-hashing worker (login, register).
 pub const HASH_QUEUE: usize = 32;
 
+/// How long after sending it a sender may recall a message (`--recall-window-secs`).
+pub const RECALL_WINDOW_SECS: u32 = 120;
+
+/// How long after sending it a sender may edit a text message (`--edit-window-secs`).
+pub const EDIT_WINDOW_SECS: u32 = 900;
+
 /// How often messages older than `--history-days` are removed.
 pub const RETENTION_INTERVAL: Duration = Duration::from_secs(3600);
 
@@ -191,6 +197,10 @@ pub struct Config {
     pub history_days: Option<u32>,
     /// See [`RETENTION_INTERVAL`].
     pub retention_interval: Duration,
+    /// See [`RECALL_WINDOW_SECS`].
+    pub recall_window_secs: u32,
+    /// See [`EDIT_WINDOW_SECS`].
+    pub edit_window_secs: u32,
     /// Reverse proxies (`--trust-proxy`) whose `X-Forwarded-For` and
     /// `X-Forwarded-Proto` are believed, and whose own connections are not capped
     /// per address (every client behind them shares their address).
@@ -221,6 +231,14 @@ pub enum Tls {
 }
 
 impl Config {
+    /// The recall and edit windows, for the chat writer.
+    pub fn change_windows(&self) -> crate::store::Windows {
+        crate::store::Windows {
+            recall_ms: i64::from(self.recall_window_secs) * 1000,
+            edit_ms: i64::from(self.edit_window_secs) * 1000,
+        }
+    }
+
     /// Whether `ip` is one of [`Config::trusted_proxies`] (IPv4-mapped IPv6
     /// addresses count as the IPv4 address they carry).
     pub fn is_trusted_proxy(&self, ip: IpAddr) -> bool {
@@ -254,6 +272,8 @@ impl Default for Config {
             throttle: crate::throttle::ThrottleConfig::default(),
             history_days: None,
             retention_interval: RETENTION_INTERVAL,
+            recall_window_secs: RECALL_WINDOW_SECS,
+            edit_window_secs: EDIT_WINDOW_SECS,
             trusted_proxies: Vec::new(),
             trace_frames: false,
             inspector: false,

@@ -72,12 +72,13 @@ pub fn embedded(path: &Path) -> Option<File<'static>> {
 
 /// A web-client file the server makes rather than embeds: `commands.js`, the chat
 /// command numbers from the server's own table (`im::cmd::commands_js`), so that the
-/// client and the server cannot disagree on them (also with `--static-dir`).
-pub fn generated(path: &Path) -> Option<File<'static>> {
+/// client and the server cannot disagree on them (also with `--static-dir`), with
+/// the recall and edit windows this server was started with.
+pub fn generated(path: &Path, windows: crate::store::Windows) -> Option<File<'static>> {
     if path != Path::new("commands.js") {
         return None;
     }
-    let body = crate::im::cmd::commands_js().into_bytes();
+    let body = crate::im::cmd::commands_js(windows).into_bytes();
     Some(File {
         etag: etag_of(&body),
         body: Cow::Owned(body),

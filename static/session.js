@@ -39,6 +39,7 @@ import { ChatSocket, browserOffline } from './socket.js';
 import { uploadChatImage } from './images.js';
 import { formatTime } from './ui.js';
 import { CMD, TYPING_INTERVAL_MS } from './commands.js';
+import { mergeCopy, onChangeFrame, refreshChanged } from './msgchanges.js';
 
 const ACK_TIMEOUT = 10_000;
 const HOLD_AT_MOST = 20_000; // an own delivery held back for its ack is shown after this anyway
@@ -259,6 +260,7 @@ export class Session extends EventTarget {
       error: p.status === 'failed' ? p.error : '',
       sentOnce: Boolean(p.sentOnce),
       createat: p.createat,
+      ...(p.reply ? { reply: p.reply, quote: p.quote } : {}), // a reply stays a reply after a reload
     });
   }
 
@@ -540,9 +542,15 @@ export class Session extends EventTarget {
     if (!(m.id > 0) || (m.cmd !== CMD.SINGLE && m.cmd !== CMD.GROUP)) return false;
     const k = this.keyOf(m);
     const c = this.conv(k);
-    if (c.byId.has(m.id)) return false;
+    if (c.byId.has(m.id)) {
+      mergeCopy(this, k, m); // it may have been recalled or edited since
+      return false;
+    }
     if (m.userid === this.me.id && !released && !this.hold(c, m, history)) return false;
-    if (!c.add(m)) return false;
+    if (!c.add(m)) {
+      mergeCopy(this, k, m);
+      return false;
+    }
     if (!kept) this.keepMessagesSoon(k);
     if (history) return true;
     const mine = m.userid === this.me.id;
@@ -609,7 +617,10 @@ export class Session extends EventTarget {
 
   onOpen() {
     this.setConn('online');
-    if (this.everOpened) this.loadContacts(); // things may have changed while we were away
+    if (this.everOpened) {
+      this.loadContacts(); // things may have changed while we were away
+      refreshChanged(this);
+    }
     this.everOpened = true;
     this.syncing = true;
     this.sync();
@@ -752,6 +763,10 @@ export class Session extends EventTarget {
       case CMD.ERROR:
         this.onError(f);
         break;
+      case CMD.RECALL:
+      case CMD.EDIT:
+        onChangeFrame(this, f);
+        break;
       case CMD.SYNC_BATCH:
         for (const m of f.messages || []) this.ingest(m);
       // falls through: the batch ends like a sync reply
@@ -782,9 +797,9 @@ export class Session extends EventTarget {
   // --- sending ---------------------------------------------------------------------
 
   /** Queues a text message for conversation `k` and sends it when possible. */
-  sendText(k, text) {
+  sendText(k, text, { reply, quote } = {}) {
     if ([...text].length > MAX_TEXT) throw new Error(`A message can have at most ${MAX_TEXT} characters.`);
-    this.enqueue(k, { media: 1, content: text });
+    this.enqueue(k, { media: 1, content: text, ...(reply ? { reply, quote } : {}) });
   }
 
   /** Shows the picture at once (local preview), uploads it, then sends its URL. */
@@ -899,6 +914,7 @@ export class Session extends EventTarget {
     if (p.content) frame.content = p.content;
     if (p.url) frame.url = p.url;
     if (p.pic) frame.pic = p.pic;
+    if (p.reply) frame.reply = p.reply;
     if (!this.socket.send(frame)) {
       p.status = 'queued'; // sent again after the next connection
       this.changed(p);
@@ -951,6 +967,7 @@ export class Session extends EventTarget {
         pic: p.pic || '',
         createat: f.createat,
         ref: f.ref,
+        ...(p.reply ? { reply: p.reply, quote: p.quote } : {}),
         localUrl: p.localUrl, // keeps the already decoded preview; no flash on swap
       });
       this.keepMessagesSoon(k);

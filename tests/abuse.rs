@@ -126,6 +126,7 @@ fn seed(data_dir: &Path, history: usize) -> World {
             client_ref: None,
             id: 0,
             created_at: 0,
+            ..ChatMessage::new(0, Peer::User(0))
         })
         .collect();
     if !messages.is_empty() {

@@ -365,6 +365,7 @@ fn backup_while_a_client_sends_then_restore_holds_every_acknowledged_message() {
             client_ref: None,
             id: 0,
             created_at: 0,
+            ..fastim::store::Message::new(0, Peer::User(0))
         };
         db.save_messages(&[extra], 1).expect("save");
     }
@@ -429,6 +430,7 @@ fn check_a_healthy_and_a_corrupted_database_and_stats_count() {
                 client_ref: None,
                 id: 0,
                 created_at: 0,
+                ..fastim::store::Message::new(0, Peer::User(0))
             })
             .collect();
         db.save_messages(&batch, 1).expect("save");

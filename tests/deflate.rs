@@ -158,6 +158,7 @@ fn a_batched_sync_reply_is_one_compressed_message_a_fraction_of_the_plain_reply(
                 client_ref: None,
                 id: 0,
                 created_at: 0,
+                ..ChatMessage::new(0, Peer::User(0))
             })
             .collect();
         db.save_messages(&history, 1_795_000_000_000)

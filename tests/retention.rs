@@ -39,6 +39,7 @@ fn message(from: i64, to: Peer, content: &str) -> ChatMessage {
         client_ref: None,
         id: 0,
         created_at: 0,
+        ..ChatMessage::new(0, Peer::User(0))
     }
 }
 

@@ -4,7 +4,7 @@
 
 use log::error;
 
-use crate::store::{Db, Message, Saved, SendRight};
+use crate::store::{Change, ChangeRefused, Db, Edit, Message, Saved, SendRight, Windows};
 
 /// What became of one message of a batch.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,6 +44,10 @@ pub fn refusal(right: SendRight) -> Outcome {
         SendRight::NotMember => (403, "you are not a member of this group"),
         SendRight::NoSuchGroup => (404, "no such group"),
         SendRight::Blocked => (403, crate::api::MSG_BLOCKED),
+        SendRight::BadReply => (
+            404,
+            "reply names no message of this conversation that you can see",
+        ),
         // Not produced for a refused message; kept total for the match.
         SendRight::Allowed => return internal(),
     };
@@ -51,6 +55,53 @@ pub fn refusal(right: SendRight) -> Outcome {
         code,
         msg: msg.to_owned(),
     }
+}
+
+/// Applies a batch of recalls and edits in one transaction: each is the message as
+/// changed, or the refusal for the requester.
+pub fn commit_changes(
+    db: &mut Db,
+    batch: &[Change],
+    now_ms: i64,
+    windows: Windows,
+) -> Vec<Result<Message, Outcome>> {
+    match db.change_messages(batch, now_ms, windows) {
+        Ok(results) => results
+            .into_iter()
+            .zip(batch)
+            .map(|(r, c)| r.map_err(|why| change_refusal(why, c, windows)))
+            .collect(),
+        Err(e) => {
+            error!("changing {} chat messages failed: {e}", batch.len());
+            vec![Err(internal()); batch.len()]
+        }
+    }
+}
+
+/// What the requester of a change is told when it may not have it.
+fn change_refusal(why: ChangeRefused, change: &Change, windows: Windows) -> Outcome {
+    let (verb, done, window) = match change.edit {
+        Edit::Recall => ("recall", "recalled", windows.recall_ms),
+        Edit::Content(_) => ("edit", "edited", windows.edit_ms),
+    };
+    let (code, msg) = match why {
+        ChangeRefused::NoSuchMessage => (404, format!("no message has id {}", change.id)),
+        ChangeRefused::NotYours => (403, format!("only its sender may {verb} it")),
+        ChangeRefused::TooLate => (
+            403,
+            format!(
+                "a message can only be {done} within {} seconds of sending it",
+                window / 1000
+            ),
+        ),
+        ChangeRefused::Recalled => (409, "the message has been recalled".to_owned()),
+        ChangeRefused::NotText => (
+            400,
+            "only a text message (media 1) can be edited".to_owned(),
+        ),
+        ChangeRefused::Blocked => (403, crate::api::MSG_BLOCKED.to_owned()),
+    };
+    Outcome::Refused { code, msg }
 }
 
 fn internal() -> Outcome {

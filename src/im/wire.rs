@@ -11,7 +11,7 @@ use serde::ser::{Serialize, SerializeStruct, Serializer};
 
 use super::cmd::code::ERROR;
 use super::presence::PresenceEntry;
-use crate::store::Message;
+use crate::store::{Message, Quote};
 
 /// Why a client frame is refused, with the reference to answer to when one was readable.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -51,7 +51,7 @@ impl WireError {
 impl Serialize for Message {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let (cmd, dstid) = self.to.cmd_and_dst();
-        let mut m = s.serialize_struct("Message", 11)?;
+        let mut m = s.serialize_struct("Message", 15)?;
         m.serialize_field("id", &self.id)?;
         m.serialize_field("userid", &self.sender_id)?;
         m.serialize_field("cmd", &cmd)?;
@@ -63,6 +63,37 @@ impl Serialize for Message {
         m.serialize_field("memo", &self.memo)?;
         m.serialize_field("amount", &self.amount)?;
         m.serialize_field("createat", &self.created_at)?;
+        if self.recalled_at != 0 {
+            m.serialize_field("recalled", &true)?;
+        }
+        if self.edited_at != 0 {
+            m.serialize_field("edited", &self.edited_at)?;
+        }
+        if self.reply_to != 0 {
+            m.serialize_field("reply", &self.reply_to)?;
+            if let Some(q) = &self.quote {
+                m.serialize_field("quote", &QuoteJson(q))?;
+            }
+        }
+        m.end()
+    }
+}
+
+/// `{"id":..,"userid":..,"content":..,"media":..}`, with `"recalled":true` once the
+/// quoted message is recalled.
+struct QuoteJson<'a>(&'a Quote);
+
+impl Serialize for QuoteJson<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let q = self.0;
+        let mut m = s.serialize_struct("Quote", 5)?;
+        m.serialize_field("id", &q.id)?;
+        m.serialize_field("userid", &q.sender_id)?;
+        m.serialize_field("content", &q.content)?;
+        m.serialize_field("media", &q.media)?;
+        if q.recalled {
+            m.serialize_field("recalled", &true)?;
+        }
         m.end()
     }
 }
@@ -203,5 +234,27 @@ mod tests {
             ..m
         };
         assert!(delivery_json(&g).contains(r#""cmd":11,"dstid":7,"#));
+        let reply = Message {
+            reply_to: 4,
+            quote: Some(Quote::new(4, 3, &"x".repeat(150), 1, false)),
+            edited_at: 12,
+            ..g.clone()
+        };
+        let json = delivery_json(&reply);
+        assert!(
+            json.ends_with(&format!(
+                r#""createat":9,"edited":12,"reply":4,"quote":{{"id":4,"userid":3,"content":"{}","media":1}}}}"#,
+                "x".repeat(100)
+            )),
+            "{json}"
+        );
+        let recalled = Message {
+            recalled_at: 13,
+            quote: Some(Quote::new(4, 3, "", 1, true)),
+            ..reply
+        };
+        let json = delivery_json(&recalled);
+        assert!(json.contains(r#""recalled":true,"edited":12"#), "{json}");
+        assert!(json.contains(r#""media":1,"recalled":true}"#), "{json}");
     }
 }

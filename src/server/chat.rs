@@ -9,7 +9,7 @@
 use std::time::Instant;
 
 use super::lifecycle::Services;
-use super::workers::{ConnRef, Job, PendingChat, Ticket, Work};
+use super::workers::{ChatWrite, ConnRef, Job, PendingChat, Ticket, Work};
 use crate::im::cmd::{self, Ctx, Produced, SyncAfter};
 use crate::im::index::ChatIndex;
 use crate::im::wire::WireError;
@@ -80,21 +80,30 @@ pub fn on_message(message: Message<'_>, turn: &mut Turn<'_>, now: Instant) -> Se
         }
         Produced::Store(message) => {
             let client_ref = message.client_ref.clone();
-            let pending = PendingChat {
-                conn: turn.conn,
-                message,
-            };
-            if turn.services.submit_chat(pending).is_err() {
-                let e = WireError {
-                    client_ref,
-                    code: 503,
-                    msg: BUSY.to_owned(),
-                };
-                return Sent::Reply(e.to_json());
-            }
-            Sent::Message
+            submit(turn, ChatWrite::Send(message), client_ref)
+        }
+        Produced::Change(change) => {
+            let client_ref = change.client_ref.clone();
+            submit(turn, ChatWrite::Change(change), client_ref)
         }
     }
+}
+
+/// Queues a write for the chat writer, within its backlog.
+fn submit(turn: &mut Turn<'_>, write: ChatWrite, client_ref: Option<String>) -> Sent {
+    let pending = PendingChat {
+        conn: turn.conn,
+        write,
+    };
+    if turn.services.submit_chat(pending).is_err() {
+        let e = WireError {
+            client_ref,
+            code: 503,
+            msg: BUSY.to_owned(),
+        };
+        return Sent::Reply(e.to_json());
+    }
+    Sent::Message
 }
 
 /// Sends a sync job to the workers. A full queue is `Err` with the 503 error to

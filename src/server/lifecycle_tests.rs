@@ -1311,9 +1311,12 @@ fn a_message_to_a_friend_goes_to_the_writer_and_one_to_a_stranger_gets_403() {
     assert_eq!(h.services.chats.len(), 1);
     let chat = &h.services.chats[0];
     assert_eq!(chat.conn, CONN);
-    assert_eq!(chat.message.sender_id, 1);
-    assert_eq!(chat.message.to, Peer::User(2));
-    assert_eq!(chat.message.client_ref.as_deref(), Some("a"));
+    let crate::server::workers::ChatWrite::Send(message) = &chat.write else {
+        panic!("a message");
+    };
+    assert_eq!(message.sender_id, 1);
+    assert_eq!(message.to, Peer::User(2));
+    assert_eq!(message.client_ref.as_deref(), Some("a"));
     assert!(h.life.out.is_empty(), "the ack comes from the writer");
     h.feed(200, &to_user(3, "b"));
     assert_eq!(h.services.chats.len(), 1, "refused on the loop");
@@ -1325,6 +1328,41 @@ fn a_message_to_a_friend_goes_to_the_writer_and_one_to_a_stranger_gets_403() {
     );
     assert_eq!(error["ref"], "b");
     assert_eq!(h.state(), "WebSocket");
+}
+
+#[test]
+fn recalls_and_edits_go_to_the_writer_and_count_as_messages_in_flight() {
+    let mut h = harness();
+    h.open_chat(1);
+    let recall = |i: usize| masked_text(&format!(r#"{{"cmd":16,"id":{},"ref":"{i}"}}"#, i + 1));
+    let input: Vec<u8> = (0..IN_FLIGHT)
+        .flat_map(recall)
+        .chain(masked_text(
+            r#"{"cmd":17,"id":9,"content":"new","ref":"e"}"#,
+        ))
+        .collect();
+    h.feed(100, &input);
+    assert_eq!(
+        h.services.chats.len(),
+        IN_FLIGHT,
+        "the edit waits for an ack"
+    );
+    let crate::server::workers::ChatWrite::Change(change) = &h.services.chats[0].write else {
+        panic!("a change");
+    };
+    assert_eq!(
+        (change.user, change.id, change.client_ref.as_deref()),
+        (1, 1, Some("0"))
+    );
+    assert!(h.life.out.is_empty(), "the acks come from the writer");
+    h.life.finish_chat();
+    h.life.send_text(r#"{"cmd":21}"#);
+    assert!(h.take_resume());
+    h.resume(200);
+    let crate::server::workers::ChatWrite::Change(edit) = &h.services.chats[IN_FLIGHT].write else {
+        panic!("a change");
+    };
+    assert_eq!(edit.edit, crate::store::Edit::Content("new".into()));
 }
 
 #[test]

@@ -364,8 +364,10 @@ impl Server {
                 self.on_readable(key, false);
             }
             if !self.chat_batch.is_empty() {
-                self.workers
-                    .submit_chat(std::mem::take(&mut self.chat_batch));
+                self.workers.submit_chat(
+                    std::mem::take(&mut self.chat_batch),
+                    self.config.change_windows(),
+                );
             }
             for key in std::mem::take(&mut self.to_flush) {
                 self.flush(key);
@@ -864,7 +866,8 @@ impl Server {
             // The index holds each member connection once.
             Peer::Group(group) => self.index.group_conns(group).to_vec(),
         };
-        self.send_to_all(frame, &recipients, Some(sender.key));
+        let skip = (!c.echo).then_some(sender.key);
+        self.send_to_all(frame, &recipients, skip);
     }
 
     /// Queues one frame for many connections (all but `skip`): encoded once, shared

@@ -440,7 +440,7 @@ fn route_file(head: &RequestHead<'_>, config: &Config, body_len: usize) -> Route
             keep_alive,
         });
     }
-    if let Some(file) = files::generated(&path) {
+    if let Some(file) = files::generated(&path, config.change_windows()) {
         return Routed::Reply {
             response: files::response(&file, head_only, if_none_match.as_deref(), keep_alive),
             keep_alive,

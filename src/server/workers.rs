@@ -42,12 +42,13 @@ use crate::api::{self, ApiReply, ApiRequest, Upload};
 use crate::config;
 use crate::files::{self, File};
 use crate::http::{Refusal, Status};
+use crate::im::cmd;
 use crate::im::cmd::code::{ERROR, SYNC_BATCH, SYNC_DONE};
-use crate::im::commit::{Outcome, commit_batch};
+use crate::im::commit::{Outcome, commit_batch, commit_changes};
 use crate::im::wire::{self, Reply};
 use crate::resource::ResourceDir;
 use crate::secret::token_digest;
-use crate::store::{Db, Message, ReadMark, Reason};
+use crate::store::{Change, Db, Message, ReadMark, Reason, Saved, Windows};
 use crate::ws::{self, OpCode};
 use crate::ws::{Deflater, PerMessageDeflate};
 
@@ -202,20 +203,29 @@ impl Work {
 #[derive(Debug)]
 pub struct Busy;
 
-/// One chat message waiting to be stored.
+/// One chat message (or change to one) waiting to be stored.
 #[derive(Debug)]
 pub struct PendingChat {
     /// The sending connection, for the ack.
     pub conn: ConnRef,
-    /// The message, sender already set from the connection's identity.
-    pub message: Message,
+    /// What to store, sender already set from the connection's identity.
+    pub write: ChatWrite,
+}
+
+/// What the chat writer stores for a connection.
+#[derive(Debug)]
+pub enum ChatWrite {
+    /// A new message.
+    Send(Message),
+    /// A recall or an edit of one.
+    Change(Change),
 }
 
 /// What the chat writer is given.
 #[derive(Debug)]
 enum ToWriter {
-    /// Messages to store.
-    Chat(Vec<PendingChat>),
+    /// Messages (and changes) to store, with the windows changes must be in.
+    Chat(Vec<PendingChat>, Windows),
     /// Users gone offline, with the time: last seen.
     LastSeen(Vec<(i64, i64)>),
     /// Read markers to move forward.
@@ -279,8 +289,12 @@ pub struct Committed {
     pub outcome: Outcome,
     /// The client's reference.
     pub client_ref: Option<String>,
-    /// The delivery frame for recipients (a new message only; not for duplicates).
+    /// The delivery frame for recipients (a new message only; not for duplicates),
+    /// or the event of a change.
     pub delivery: Option<(crate::store::Peer, Vec<u8>)>,
+    /// Whether the sending connection gets the delivery too (a change's event: every
+    /// connection of the conversation shows it the same way).
+    pub echo: bool,
 }
 
 /// A job in a pool's queue, with the moment it was submitted (for its latency).
@@ -421,8 +435,8 @@ impl Workers {
     }
 
     /// Queues a batch of chat messages for the writer (the loop bounds how many wait).
-    pub fn submit_chat(&self, batch: Vec<PendingChat>) {
-        self.to_writer(ToWriter::Chat(batch));
+    pub fn submit_chat(&self, batch: Vec<PendingChat>, windows: Windows) {
+        self.to_writer(ToWriter::Chat(batch, windows));
     }
 
     /// Queues `(user, time)` pairs of users gone offline, to be stored as last seen.
@@ -872,9 +886,13 @@ fn chat_writer(
         let mut batch = Vec::new();
         let mut seen = Vec::new();
         let mut reads = Vec::new();
+        let mut windows = None;
         for w in std::iter::once(first).chain(work.try_iter()) {
             match w {
-                ToWriter::Chat(more) => batch.extend(more),
+                ToWriter::Chat(more, w) => {
+                    batch.extend(more);
+                    windows = Some(w);
+                }
                 ToWriter::LastSeen(more) => seen.extend(more),
                 ToWriter::Reads(more) => reads.extend(more),
             }
@@ -886,8 +904,10 @@ fn chat_writer(
                 seen.len()
             );
         }
-        if !batch.is_empty() && !commit_chat(&mut db, batch, done, waker, stats) {
-            return;
+        if let Some(windows) = windows.filter(|_| !batch.is_empty()) {
+            if !commit_chat(&mut db, batch, windows, done, waker, stats) {
+                return;
+            }
         }
         // After the messages: a mark may name one committed just now.
         if !reads.is_empty() && !store_reads(&mut db, &reads, done, waker) {
@@ -922,55 +942,98 @@ fn store_reads(db: &mut Db, reads: &[ReadMark], done: &Sender<Completion>, waker
 }
 
 /// Commits one chat batch and hands the outcomes to the loop; false if it has gone.
+/// The new messages go first, in one transaction, then the changes in another: a
+/// change names a message its client already had acked.
 fn commit_chat(
     db: &mut Db,
     batch: Vec<PendingChat>,
+    windows: Windows,
     done: &Sender<Completion>,
     waker: &Waker,
     stats: &WorkerStats,
 ) -> bool {
-    {
-        let (conns, messages): (Vec<ConnRef>, Vec<Message>) =
-            batch.into_iter().map(|p| (p.conn, p.message)).unzip();
+    let mut sends = Vec::new();
+    let mut changes = Vec::new();
+    for p in batch {
+        match p.write {
+            ChatWrite::Send(m) => sends.push((p.conn, m)),
+            ChatWrite::Change(c) => changes.push((p.conn, c)),
+        }
+    }
+    let mut committed = Vec::with_capacity(sends.len() + changes.len());
+    if !sends.is_empty() {
+        let (conns, messages): (Vec<ConnRef>, Vec<Message>) = sends.into_iter().unzip();
         let started = Instant::now();
         let outcomes = commit_batch(db, &messages, now_ms());
         stats.commit_seconds.observe_duration(started.elapsed());
         stats.commit_batch.observe_units(messages.len() as u64);
-        let committed = conns
-            .into_iter()
-            .zip(messages)
-            .zip(outcomes)
-            .map(|((conn, message), outcome)| {
-                let sender = message.sender_id;
-                let client_ref = message.client_ref.clone();
-                let delivery = match &outcome {
-                    Outcome::Saved(saved) if !saved.duplicate => {
-                        let to = message.to;
-                        let stored = message.stored(*saved);
-                        let mut frame = Vec::new();
-                        let _ =
-                            ws::Sender::SHARED.send_text(&wire::delivery_json(&stored), &mut frame);
-                        Some((to, frame))
+        for ((conn, message), outcome) in conns.into_iter().zip(messages).zip(outcomes) {
+            let sender = message.sender_id;
+            let client_ref = message.client_ref.clone();
+            let delivery = match &outcome {
+                Outcome::Saved(saved) if !saved.duplicate => {
+                    let to = message.to;
+                    let mut stored = message.stored(*saved);
+                    if stored.reply_to != 0 {
+                        // Read after the commit: it was checked inside it.
+                        stored.quote = db.quote(stored.reply_to).unwrap_or_else(|e| {
+                            warn!("reading the quote of message {}: {e}", stored.id);
+                            None
+                        });
                     }
-                    _ => None,
-                };
-                Committed {
-                    conn,
-                    sender,
-                    client_ref,
-                    outcome,
-                    delivery,
+                    Some((to, frame_of(&wire::delivery_json(&stored))))
                 }
-            })
-            .collect();
-        if done.send(Completion::Committed(committed)).is_err() {
-            return false;
-        }
-        if let Err(e) = waker.wake() {
-            warn!("cannot wake the event loop: {e}");
+                _ => None,
+            };
+            committed.push(Committed {
+                conn,
+                sender,
+                client_ref,
+                outcome,
+                delivery,
+                echo: false,
+            });
         }
     }
+    if !changes.is_empty() {
+        let (conns, changes): (Vec<ConnRef>, Vec<Change>) = changes.into_iter().unzip();
+        let results = commit_changes(db, &changes, now_ms(), windows);
+        for ((conn, change), result) in conns.into_iter().zip(changes).zip(results) {
+            let (outcome, delivery) = match result {
+                Ok(m) => (
+                    Outcome::Saved(Saved {
+                        id: m.id,
+                        created_at: m.created_at,
+                        duplicate: false,
+                    }),
+                    Some((m.to, frame_of(&cmd::change_event_json(&m)))),
+                ),
+                Err(refused) => (refused, None),
+            };
+            committed.push(Committed {
+                conn,
+                sender: change.user,
+                client_ref: change.client_ref,
+                outcome,
+                delivery,
+                echo: true,
+            });
+        }
+    }
+    if done.send(Completion::Committed(committed)).is_err() {
+        return false;
+    }
+    if let Err(e) = waker.wake() {
+        warn!("cannot wake the event loop: {e}");
+    }
     true
+}
+
+/// A text frame, encoded once for every recipient.
+fn frame_of(text: &str) -> Vec<u8> {
+    let mut frame = Vec::with_capacity(text.len() + 4);
+    let _ = ws::Sender::SHARED.send_text(text, &mut frame);
+    frame
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@
 use rusqlite::{Row, params};
 use serde::Serialize;
 
+use super::changes::{Quote, reply_visible};
 use super::{Db, Result, StoreError, is_foreign_key_violation, sql_limit};
 
 use crate::im::cmd::code::{GROUP, SINGLE};
@@ -81,6 +82,14 @@ pub struct Message {
     pub client_ref: Option<String>,
     /// Server time, unix milliseconds (0 before it is stored).
     pub created_at: i64,
+    /// The earlier message of the conversation this one replies to (0: none).
+    pub reply_to: i64,
+    /// What a reader sees of `reply_to`, when it is still stored (read with the message).
+    pub quote: Option<Quote>,
+    /// When the sender recalled it, unix ms (0: not recalled); its content is gone then.
+    pub recalled_at: i64,
+    /// When the sender last edited its content, unix ms (0: never).
+    pub edited_at: i64,
 }
 
 impl Message {
@@ -99,6 +108,10 @@ impl Message {
             amount: 0,
             client_ref: None,
             created_at: 0,
+            reply_to: 0,
+            quote: None,
+            recalled_at: 0,
+            edited_at: 0,
         }
     }
 
@@ -133,6 +146,9 @@ pub enum SendRight {
     NoSuchGroup,
     /// The sender was blocked by an administrator (or deleted) while connected.
     Blocked,
+    /// The message replies to one that is not in this conversation, or that the
+    /// sender cannot see (a group message from before they joined), or to none.
+    BadReply,
 }
 
 /// The outcome of saving one message of a batch.
@@ -147,12 +163,17 @@ pub struct Saved {
     pub duplicate: bool,
 }
 
-/// The columns [`message_from_row`] reads, for a `messages` table aliased `m`.
-const MESSAGE_COLUMNS: &str = "m.id, m.sender_id, m.cmd, m.dst_id, m.media, m.content, m.pic, \
-                               m.url, m.memo, m.amount, m.client_ref, m.created_at";
+/// The columns [`message_from_row`] reads, for a `messages` table aliased `m` joined
+/// with its quoted message `q` ([`QUOTE_JOIN`]).
+pub(super) const MESSAGE_COLUMNS: &str = "m.id, m.sender_id, m.cmd, m.dst_id, m.media, m.content, m.pic, \
+     m.url, m.memo, m.amount, m.client_ref, m.created_at, \
+     m.reply_to, m.recalled_at, m.edited_at, q.id, q.sender_id, q.content, q.media, q.recalled_at";
+
+/// The quoted message of `m`, looked up by its primary key (absent when none, or gone).
+pub(super) const QUOTE_JOIN: &str = "LEFT JOIN messages q ON q.id = m.reply_to";
 
 /// Reads a [`Message`] from the columns of [`MESSAGE_COLUMNS`].
-fn message_from_row(row: &Row<'_>) -> rusqlite::Result<Message> {
+pub(super) fn message_from_row(row: &Row<'_>) -> rusqlite::Result<Message> {
     Ok(Message {
         id: row.get(0)?,
         sender_id: row.get(1)?,
@@ -165,6 +186,19 @@ fn message_from_row(row: &Row<'_>) -> rusqlite::Result<Message> {
         amount: row.get(9)?,
         client_ref: row.get(10)?,
         created_at: row.get(11)?,
+        reply_to: row.get::<_, Option<i64>>(12)?.unwrap_or(0),
+        recalled_at: row.get::<_, Option<i64>>(13)?.unwrap_or(0),
+        edited_at: row.get::<_, Option<i64>>(14)?.unwrap_or(0),
+        quote: match row.get::<_, Option<i64>>(15)? {
+            None => None,
+            Some(id) => Some(Quote::new(
+                id,
+                row.get(16)?,
+                &row.get::<_, String>(17)?,
+                row.get(18)?,
+                row.get::<_, Option<i64>>(19)?.is_some(),
+            )),
+        },
     })
 }
 
@@ -179,15 +213,16 @@ fn message_from_row(row: &Row<'_>) -> rusqlite::Result<Message> {
 /// choose, it walked every group message instead. `hot_queries_use_indexes` checks the plan.
 fn messages_for_sql() -> String {
     format!(
-        "SELECT {MESSAGE_COLUMNS} FROM messages m
+        "SELECT {MESSAGE_COLUMNS} FROM messages m {QUOTE_JOIN}
          WHERE m.cmd = {SINGLE} AND m.dst_id = ?1 AND m.id > ?2
          UNION ALL
-         SELECT {MESSAGE_COLUMNS} FROM messages m
+         SELECT {MESSAGE_COLUMNS} FROM messages m {QUOTE_JOIN}
          WHERE m.sender_id = ?1 AND m.cmd = {SINGLE} AND m.id > ?2 AND m.dst_id <> ?1
          UNION ALL
          SELECT {MESSAGE_COLUMNS} FROM group_members gm
          CROSS JOIN messages m ON m.cmd = {GROUP} AND m.dst_id = gm.group_id
                               AND m.id > max(?2, gm.join_msg_id)
+         {QUOTE_JOIN}
          WHERE gm.user_id = ?1
          ORDER BY 1
          LIMIT ?3"
@@ -198,10 +233,10 @@ fn messages_for_sql() -> String {
 /// `messages_by_pair` range per direction (the second is empty when `?1 = ?2`).
 fn history_pair_sql() -> String {
     format!(
-        "SELECT {MESSAGE_COLUMNS} FROM messages m
+        "SELECT {MESSAGE_COLUMNS} FROM messages m {QUOTE_JOIN}
          WHERE m.cmd = {SINGLE} AND m.sender_id = ?1 AND m.dst_id = ?2 AND m.id < ?3
          UNION ALL
-         SELECT {MESSAGE_COLUMNS} FROM messages m
+         SELECT {MESSAGE_COLUMNS} FROM messages m {QUOTE_JOIN}
          WHERE m.cmd = {SINGLE} AND m.sender_id = ?2 AND m.dst_id = ?1 AND m.id < ?3 AND ?1 <> ?2
          ORDER BY 1 DESC
          LIMIT ?4"
@@ -212,7 +247,7 @@ fn history_pair_sql() -> String {
 /// `?4`: one `messages_by_dst` range.
 fn history_group_sql() -> String {
     format!(
-        "SELECT {MESSAGE_COLUMNS} FROM messages m
+        "SELECT {MESSAGE_COLUMNS} FROM messages m {QUOTE_JOIN}
          WHERE m.cmd = {GROUP} AND m.dst_id = ?1 AND m.id > ?2 AND m.id < ?3
          ORDER BY m.id DESC
          LIMIT ?4"
@@ -289,6 +324,14 @@ impl Db {
                         right
                     }
                 };
+                let right = if right == SendRight::Allowed
+                    && m.reply_to != 0
+                    && !reply_visible(&tx, m.sender_id, m.to, m.reply_to)?
+                {
+                    SendRight::BadReply
+                } else {
+                    right
+                };
                 rights.push(right);
             }
         }
@@ -333,8 +376,8 @@ impl Db {
             let mut insert = tx.prepare_cached(
                 "INSERT INTO messages
                      (sender_id, cmd, dst_id, media, content, pic, url, memo, amount,
-                      client_ref, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+                      client_ref, created_at, reply_to)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
                  RETURNING id",
             )?;
             for (m, right) in batch.iter().zip(rights) {
@@ -367,7 +410,8 @@ impl Db {
                             m.memo,
                             m.amount,
                             m.client_ref,
-                            now
+                            now,
+                            (m.reply_to != 0).then_some(m.reply_to)
                         ],
                         |row| row.get(0),
                     )
@@ -560,6 +604,7 @@ mod tests {
                 amount: 7,
                 client_ref: m.client_ref,
                 created_at: 5,
+                ..Message::new(0, Peer::User(0))
             }]
         );
     }

@@ -18,6 +18,7 @@
 //! administration commands tell a running server).
 
 pub mod admin;
+mod changes;
 mod contacts;
 mod groups;
 mod messages;
@@ -34,6 +35,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, ErrorCode, TransactionBehavior};
 
+pub use changes::{Change, ChangeRefused, Edit, QUOTE_CHARS, Quote, Windows};
 pub use groups::{Group, LeaveOutcome, Member, NewGroup, Role};
 pub use messages::{Message, Peer, Saved, SendRight};
 pub use reads::{Conversation, PREVIEW_CHARS, ReadMark, UNREAD_CAP, UNREAD_SCAN, preview};

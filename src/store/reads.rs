@@ -76,6 +76,7 @@ pub struct Conversation {
 /// The preview of a message: text cut to [`PREVIEW_CHARS`], a tag for media.
 pub fn preview(media: i64, content: &str) -> String {
     match media {
+        RECALLED => "[recalled]".to_owned(),
         3 => "[voice]".to_owned(),
         4 => "[picture]".to_owned(),
         _ if content.trim().is_empty() => "[attachment]".to_owned(),
@@ -126,9 +127,13 @@ pub(super) const UNREAD_PAIR: &str = "SELECT count(*) FROM (SELECT 1 FROM messag
 pub(super) const UNREAD_GROUP: &str = "SELECT count(*) FROM (SELECT sender_id AS s FROM messages
      WHERE cmd = 11 AND dst_id = ?1 AND id > ?2 ORDER BY id LIMIT 500) WHERE s <> ?3";
 
-/// The last message's fields for the list.
-const LAST_MESSAGE: &str =
-    "SELECT sender_id, media, content, created_at FROM messages WHERE id = ?1";
+/// The last message's fields for the list; a recalled message's media reads as
+/// [`RECALLED`].
+const LAST_MESSAGE: &str = "SELECT sender_id, CASE WHEN recalled_at IS NULL THEN media ELSE 0 END,
+     content, created_at FROM messages WHERE id = ?1";
+
+/// The media [`preview`] is given for a recalled message (stored media is 1 to 99).
+pub const RECALLED: i64 = 0;
 
 impl Db {
     /// Stores read markers, all in one transaction; for each mark, the marker it set,
@@ -561,6 +566,7 @@ mod tests {
         assert_eq!(preview(1, " hi "), "hi");
         assert_eq!(preview(4, ""), "[picture]");
         assert_eq!(preview(3, ""), "[voice]");
+        assert_eq!(preview(RECALLED, ""), "[recalled]");
         let long = "é".repeat(150);
         let p = preview(1, &long);
         assert_eq!(p.chars().count(), PREVIEW_CHARS + 1);

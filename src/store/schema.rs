@@ -154,8 +154,20 @@ CREATE TABLE read_markers (
 ) STRICT, WITHOUT ROWID;
 "#;
 
+/// Recall, edit and reply (`changes.rs`): when the sender recalled the message (its
+/// content, pic, url, memo and amount are cleared then; the row and its id stay), when
+/// they last edited it, and the message it replies to. Columns added with NULL
+/// defaults: SQLite changes only the schema, not the rows, so the step is instant
+/// whatever the file's size. `reply_to` has no foreign key: retention removes old
+/// messages, and a reply to one simply loses its quote.
+const V6: &str = r#"
+ALTER TABLE messages ADD COLUMN recalled_at INTEGER;
+ALTER TABLE messages ADD COLUMN edited_at INTEGER;
+ALTER TABLE messages ADD COLUMN reply_to INTEGER;
+"#;
+
 /// The migration steps, oldest first. `MIGRATIONS[i]` takes version `i` to `i + 1`.
-pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
+pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6];
 
 /// The schema version this build creates and understands.
 pub const LATEST: i64 = MIGRATIONS.len() as i64;
@@ -341,7 +353,7 @@ mod tests {
             [],
         )
         .expect("old user");
-        assert_eq!(migrate(&mut conn).expect("migrate"), 2);
+        assert_eq!(migrate(&mut conn).expect("migrate"), MIGRATIONS.len() - 3);
         let seen: i64 = conn
             .query_row("SELECT last_seen FROM users", [], |r| r.get(0))
             .expect("last_seen");
@@ -365,7 +377,7 @@ mod tests {
             [],
         )
         .expect("old user");
-        assert_eq!(migrate(&mut conn).expect("migrate"), 1);
+        assert_eq!(migrate(&mut conn).expect("migrate"), MIGRATIONS.len() - 4);
         conn.execute("INSERT INTO read_markers VALUES (1, 10, 2, 5)", [])
             .expect("a marker");
         for bad in [
@@ -389,5 +401,35 @@ mod tests {
             }
             other => panic!("expected SchemaTooNew, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn the_recall_step_adds_empty_columns_to_existing_messages() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut conn = Connection::open(dir.path().join("m.db")).expect("open");
+        for step in &MIGRATIONS[..MIGRATIONS.len() - 1] {
+            conn.execute_batch(step).expect("step");
+        }
+        conn.pragma_update(None, "user_version", LATEST - 1)
+            .expect("set");
+        conn.execute(
+            "INSERT INTO users (mobile, password_hash, created_at) VALUES ('13800000001', 'h', 1)",
+            [],
+        )
+        .expect("old user");
+        conn.execute(
+            "INSERT INTO messages (sender_id, cmd, dst_id, content, created_at) VALUES (1, 10, 1, 'hi', 1)",
+            [],
+        )
+        .expect("old message");
+        assert_eq!(migrate(&mut conn).expect("migrate"), 1);
+        let row: (String, Option<i64>, Option<i64>, Option<i64>) = conn
+            .query_row(
+                "SELECT content, recalled_at, edited_at, reply_to FROM messages",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .expect("row");
+        assert_eq!(row, ("hi".to_owned(), None, None, None));
     }
 }

@@ -8,6 +8,7 @@ import { key, MAX_TEXT } from '../session.js';
 import { EMOJI } from '../emoji.js';
 import { CMD } from '../commands.js';
 import { layoutMessages, daySeparator, linkify, liveRegion, rovingPanel, enterIsNewline, timeOfDay } from './layout.js';
+import { ComposeMode, attachMenu, changeSignature, editedMark, quoteBlock, recalledBubble } from './msgmenu.js';
 
 const NEAR_BOTTOM = 80; // px: "the reader is at the end", so new messages scroll into view
 const NEAR_TOP = 120; // px: close enough to the top to fetch the older page
@@ -190,7 +191,7 @@ export class ChatView {
       }
       this.stick = true;
       try {
-        this.session.sendText(this.k, text);
+        if (!this.compose.submit(text)) return;
       } catch (e) {
         toast(e.message); // the outbox is full
         return;
@@ -229,7 +230,8 @@ export class ChatView {
       }
     });
 
-    return h('footer', { class: 'composer' }, h('div', { class: 'composer-bar' }, emojiBtn, gallery, camera, input, send), panel);
+    this.compose = new ComposeMode(this);
+    return h('footer', { class: 'composer' }, this.compose.el, h('div', { class: 'composer-bar' }, emojiBtn, gallery, camera, input, send), panel);
   }
 
   autosize() {
@@ -369,7 +371,7 @@ export class ChatView {
 
   signature(m) {
     const u = this.cmd === CMD.GROUP ? this.sender(m) : null;
-    return [m.id, m.status, m.error, m.url, u?.nickname, u?.avatar, this.seenBy(m)].join('|');
+    return [m.id, m.status, m.error, m.url, u?.nickname, u?.avatar, this.seenBy(m), changeSignature(m)].join('|');
   }
 
   /** `at`: where it sits in its run of one sender (layoutMessages in layout.js). */
@@ -397,7 +399,9 @@ export class ChatView {
     const who = mine ? 'You: ' : named ? '' : `${u?.nickname || 'Someone'}: `;
 
     let bubble;
-    if (m.media === 4 && (m.localUrl || m.url || m.pic)) {
+    if (m.recalled) {
+      bubble = recalledBubble();
+    } else if (m.media === 4 && (m.localUrl || m.url || m.pic)) {
       const alt = mine ? 'Your picture' : `Picture from ${u?.nickname || 'someone'}`;
       bubble = pictureBubble(m, { alt, onLoad: () => this.stick && this.scrollToEnd() });
       bubble ||= h('div', { class: 'bubble' }, h('span', { class: 'muted', text: '[a picture from another site, not shown]' }));
@@ -408,7 +412,7 @@ export class ChatView {
       bubble = h('div', { class: `bubble ${isJumbo(text) ? 'jumbo' : ''}` }, h('span', { class: 'msg-text', 'data-testid': 'msg-text' }, linkify(text)));
     }
     if (who && !bubble.classList.contains('image')) bubble.prepend(h('span', { class: 'visually-hidden', 'data-testid': 'msg-who', text: who }));
-    body.append(bubble);
+    body.append(...[m.recalled ? null : quoteBlock(s, m), bubble].filter(Boolean));
 
     const meta = h('div', { class: 'msg-meta' });
     if (status === 'failed') {
@@ -431,7 +435,7 @@ export class ChatView {
         t.dateTime = new Date(m.createat).toISOString();
         t.title = new Date(m.createat).toLocaleString();
       }
-      meta.append(t);
+      meta.append(...[t, editedMark(m)].filter(Boolean));
       const seen = this.seenBy(m);
       if (this.cmd === CMD.SINGLE && seen !== null) {
         meta.append(h('span', { class: `ticks ${seen ? 'seen' : ''}`, 'data-testid': 'msg-seen', 'data-seen': String(Boolean(seen)), title: seen ? 'Seen' : 'Sent', text: seen ? '✓✓ Seen' : '✓' }));
@@ -439,6 +443,8 @@ export class ChatView {
         meta.append(h('span', { class: 'ticks seen', 'data-testid': 'msg-seen', 'data-seen': 'true', text: `Seen by ${seen}` }));
       }
     }
+    const more = attachMenu(this, row, m);
+    if (more) meta.append(more);
     body.append(meta);
     row.append(body);
     return row;

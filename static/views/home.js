@@ -28,7 +28,7 @@ function preview(session, conv) {
   }
   if (!m) return '';
   const who = m.cmd === CMD.GROUP && m.userid !== session.me.id ? `${session.users.get(m.userid)?.nickname || ''}: ` : m.userid === session.me.id ? 'You: ' : '';
-  return who + (m.media === 4 ? '[Picture]' : m.media === 3 ? '[Voice]' : (m.content || '').replace(/\s+/g, ' '));
+  return who + (m.recalled ? '[Recalled]' : m.media === 4 ? '[Picture]' : m.media === 3 ? '[Voice]' : (m.content || '').replace(/\s+/g, ' '));
 }
 
 export class HomeView {

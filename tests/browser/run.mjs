@@ -1292,6 +1292,109 @@ async function scenario12() {
   pages.delete('Y');
 }
 
+async function scenario10() {
+  // A (phone) and B (desktop) in their chat. A sends; B sees it.
+  await A.page.goto(`${BASE}/#/chat/10/${B.id}`);
+  await tid(A.page, 'chat-title').filter({ hasText: 'Bob' }).waitFor();
+  await B.page.goto(`${BASE}/#/chat/10/${A.id}`);
+  await tid(B.page, 'chat-title').filter({ hasText: 'Alice' }).waitFor();
+  await sendText(A.page, 'Lunch at noon?');
+  await expectSent(A.page, 'Lunch at noon?');
+  await message(B.page, 'Lunch at noon?').waitFor();
+  const id = await message(A.page, 'Lunch at noon?').last().getAttribute('data-id');
+
+  // A edits it from the "⋯" button, by keyboard; B sees the new text and "edited" live.
+  const more = message(A.page, 'Lunch at noon?').last().getByTestId('msg-menu-button');
+  await more.focus();
+  await A.page.keyboard.press('Enter');
+  await tid(A.page, 'msg-menu').waitFor();
+  assert((await tid(A.page, 'msg-menu').getByTestId('msg-recall').count()) === 1, 'recall offered for my new message');
+  await until('the menu has the keyboard focus', () => A.page.evaluate(() => document.activeElement?.dataset.testid === 'msg-reply'));
+  await shoot(A.page, '20-message-menu');
+  await A.page.keyboard.press('ArrowDown');
+  await A.page.keyboard.press('Enter'); // Edit
+  await tid(A.page, 'compose-bar').filter({ hasText: 'Editing message' }).waitFor();
+  assert((await tid(A.page, 'chat-input').inputValue()) === 'Lunch at noon?', 'the composer holds the text to edit');
+  await tid(A.page, 'chat-input').fill('Lunch at one?');
+  await tid(A.page, 'chat-input').press('Enter');
+  const onB = tid(B.page, 'message-list').locator(`[data-testid="message"][data-id="${id}"]`);
+  await onB.getByTestId('msg-edited').waitFor();
+  assert((await onB.getByTestId('msg-text').textContent()) === 'Lunch at one?', 'B sees the edited text');
+  await message(A.page, 'Lunch at one?').getByTestId('msg-edited').waitFor();
+  assert(await tid(A.page, 'compose-bar').isHidden(), 'the edit bar closes once sent');
+
+  // A recalls it (with a confirmation); both sides show "Message recalled", live.
+  await message(A.page, 'Lunch at one?').getByTestId('msg-menu-button').click();
+  await tid(A.page, 'msg-recall').click();
+  await tid(A.page, 'msg-recall-confirm').click();
+  await onB.getByTestId('msg-recalled').filter({ hasText: 'Message recalled' }).waitFor();
+  const onA = tid(A.page, 'message-list').locator(`[data-testid="message"][data-id="${id}"]`);
+  await onA.getByTestId('msg-recalled').waitFor();
+  assert((await onB.getByTestId('msg-text').count()) === 0, 'nothing of the text is left on B');
+
+  // B replies to a message of A's (right-click menu on the desktop); A sees the quote.
+  await sendText(A.page, 'Which place, then?');
+  await expectSent(A.page, 'Which place, then?');
+  const original = message(B.page, 'Which place, then?').first();
+  await original.waitFor();
+  await original.getByTestId('msg-text').click({ button: 'right' });
+  await tid(B.page, 'msg-menu').waitFor();
+  assert((await tid(B.page, 'msg-menu').getByTestId('msg-recall').count()) === 0, "no recall of someone else's message");
+  await tid(B.page, 'msg-reply').click();
+  await tid(B.page, 'compose-bar').filter({ hasText: 'Replying to Alice' }).waitFor();
+  await shoot(B.page, '21-replying-to');
+  await sendText(B.page, 'The usual one');
+  await expectSent(B.page, 'The usual one');
+  const reply = message(A.page, 'The usual one');
+  await reply.getByTestId('msg-quote').filter({ hasText: 'Which place, then?' }).waitFor();
+  assert((await reply.getByTestId('msg-quote').textContent()).includes('You'), 'A sees her own message quoted');
+  await shoot(A.page, '22-reply-quote');
+  // A long press on a touch screen (A is on a phone) opens the same menu; Escape closes it.
+  const theirs = reply.getByTestId('msg-text');
+  const box = await theirs.boundingBox();
+  await theirs.dispatchEvent('pointerdown', { pointerType: 'touch', isPrimary: true, clientX: box.x + 5, clientY: box.y + 5 });
+  await tid(A.page, 'msg-menu').waitFor();
+  assert((await tid(A.page, 'msg-edit').count()) === 0, "no edit of someone else's message");
+  await A.page.keyboard.press('Escape');
+  await until('Escape closes the menu', async () => (await tid(A.page, 'msg-menu').count()) === 0);
+
+  // A device that was away (B reloads) gets the same from history: recalled, quote.
+  await B.page.reload();
+  await tid(B.page, 'chat-title').filter({ hasText: 'Alice' }).waitFor();
+  await tid(B.page, 'message-list').locator(`[data-testid="message"][data-id="${id}"]`).getByTestId('msg-recalled').waitFor();
+  await message(B.page, 'The usual one').getByTestId('msg-quote').filter({ hasText: 'Which place, then?' }).waitFor();
+
+  // A device that missed the live event (its socket drops recall frames, as one that
+  // was away would) and already holds the message shows it recalled once it opens
+  // the conversation and reads its history.
+  const B3 = await newUser('B3', { phone: true });
+  await B3.page.routeWebSocket(/\/chat$/, (ws) => {
+    const server = ws.connectToServer();
+    server.onMessage((msg) => typeof msg === 'string' && msg.startsWith('{"cmd":16,') || ws.send(msg));
+    ws.onMessage((msg) => server.send(msg));
+  });
+  const login = await (await B3.ctx.request.post(`${BASE}/user/login`, { data: { mobile: B.mobile, passwd: B.password } })).json();
+  assert(login.code === 0, `B logs in on a third device: ${JSON.stringify(login)}`);
+  await B3.page.goto(`${BASE}/#/friends`);
+  const aliceOn3 = tid(B3.page, 'friend-item').filter({ hasText: 'Alice' });
+  await aliceOn3.waitFor();
+  await sendText(A.page, 'Soon gone');
+  await expectSent(A.page, 'Soon gone');
+  await aliceOn3.getByTestId('row-preview').filter({ hasText: 'Soon gone' }).waitFor();
+  const gone = await message(A.page, 'Soon gone').getAttribute('data-id');
+  await message(A.page, 'Soon gone').getByTestId('msg-menu-button').click();
+  await tid(A.page, 'msg-recall').click();
+  await tid(A.page, 'msg-recall-confirm').click();
+  await tid(B.page, 'message-list').locator(`[data-testid="message"][data-id="${gone}"]`).getByTestId('msg-recalled').waitFor();
+  await aliceOn3.click();
+  await tid(B3.page, 'message-list').locator(`[data-testid="message"][data-id="${gone}"]`).getByTestId('msg-recalled').waitFor();
+  assert((await message(B3.page, 'Soon gone').count()) === 0, 'the device that missed the event shows nothing of it');
+  await B3.ctx.close();
+  pages.delete('B3');
+  await tid(A.page, 'chat-back').click();
+  await B.page.goto(`${BASE}/#/friends`);
+}
+
 // --- the run ------------------------------------------------------------------------------
 
 const scenarios = [
@@ -1302,6 +1405,7 @@ const scenarios = [
   [5, 'API errors are shown in words; logout revokes the session', scenario5],
   [6, 'the frame inspector shows the page\'s own frames: mask, fragments, ping/pong, close', scenario6],
   [8, 'unread counts from the server on every device, "seen", a list of 1,000', scenario8],
+  [10, 'recall and edit seen by the other side, reply with quote', scenario10],
   [4, 'server killed and restarted: reconnecting banner, outbox, sync', scenario4],
   [11, 'a bad network: offline, server killed, reload offline', scenario11],
   [12, 'layout and accessibility: axe on every screen, light and dark', scenario12],

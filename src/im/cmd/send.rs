@@ -32,6 +32,11 @@ impl SendMessage {
         if !(1..=99).contains(&media) {
             return Err(frame.refuse(400, "media must be between 1 and 99"));
         }
+        let reply_to = match frame.reply {
+            None => 0,
+            Some(id) if id > 0 => id,
+            Some(_) => return Err(frame.refuse(400, "reply must be a positive message id")),
+        };
         let ClientFrame {
             content,
             pic,
@@ -72,6 +77,7 @@ impl SendMessage {
             memo,
             amount: amount.unwrap_or(0),
             client_ref,
+            reply_to,
             ..Message::new(0, to)
         }))
     }
