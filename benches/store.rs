@@ -68,7 +68,10 @@ impl Bench {
                 let (from, to) = (2 * p + 1, 2 * p + 2);
                 batch.push(Message {
                     media: 1,
-                    content: format!("message {k} of round {} from {from}: hello there", self.round),
+                    content: format!(
+                        "message {k} of round {} from {from}: hello there",
+                        self.round
+                    ),
                     client_ref: Some(format!("{}-{k}", self.round)),
                     ..Message::new(from, Peer::User(to))
                 });
@@ -121,7 +124,10 @@ fn main() {
             bench.commit(&batch);
         }
         let per = start.elapsed() / (n * (PAIRS * IN_FLIGHT) as u32);
-        println!("{n} commits of {} messages: {per:?} per message", PAIRS * IN_FLIGHT);
+        println!(
+            "{n} commits of {} messages: {per:?} per message",
+            PAIRS * IN_FLIGHT
+        );
         return;
     }
     benches();

@@ -282,8 +282,12 @@ mod tests {
                 continue;
             }
             let rel = safe_path(path).expect("a plain path");
+            let windows = crate::store::Windows {
+                recall_ms: 120_000,
+                edit_ms: 900_000,
+            };
             assert!(
-                embedded(&rel).is_some() || generated(&rel).is_some(),
+                embedded(&rel).is_some() || generated(&rel, windows).is_some(),
                 "sw.js keeps {path}, which is not served"
             );
         }

@@ -9,6 +9,7 @@
 //! - a refusal is a `cmd 22` frame that is valid JSON, with a 4xx code;
 //! - a message to store comes from the connection's user, within the limits, to a
 //!   peer the index allows, and its delivery is valid JSON;
+//! - a recall or an edit is asked by the connection's user, for a positive id;
 //! - a fan-out goes only to open connections, each once, as valid JSON;
 //! - every reply is valid JSON.
 
@@ -63,13 +64,14 @@ struct Frame {
     reconnect: bool,
 }
 
-const NAMES: [&str; 11] = [
+const NAMES: [&str; 12] = [
     "id", "dstid", "media", "content", "pic", "url", "memo", "amount", "ref", "batch", "userid",
+    "reply",
 ];
 /// Connection → user.
 const CONNS: [(usize, i64); 5] = [(0, 1), (1, 1), (2, 2), (3, 3), (4, 4)];
 /// The command numbers, so that most frames name one.
-const CMDS: [i64; 10] = [0, 10, 11, 12, 13, 14, 15, 20, 24, 99];
+const CMDS: [i64; 12] = [0, 10, 11, 12, 13, 14, 15, 16, 17, 20, 24, 99];
 
 fn index() -> ChatIndex {
     let mut index =
@@ -96,7 +98,7 @@ fn text_of(frame: &Frame) -> String {
         let name = NAMES[usize::from(*name) % NAMES.len()];
         let value = match (name, value) {
             // Small ids, so that rights are granted as often as refused.
-            ("dstid" | "id", Field::Small(n)) => Value::from(i64::from(*n % 6)),
+            ("dstid" | "id" | "reply", Field::Small(n)) => Value::from(i64::from(*n % 6)),
             _ => value.json(),
         };
         map.insert(name.to_owned(), value);
@@ -136,6 +138,13 @@ fuzz_target!(|frames: Vec<Frame>| {
         };
         match command.apply(&mut ctx) {
             Produced::Nothing | Produced::Sync(_) => {}
+            Produced::Change(change) => {
+                assert_eq!(
+                    change.user, user,
+                    "a change is asked by the connection's user"
+                );
+                assert!(change.id > 0, "{text}");
+            }
             Produced::Reply(text) => {
                 valid_json(&text);
             }
