@@ -225,6 +225,42 @@ fn a_retry_with_the_same_ref_is_acked_with_the_same_id_and_stored_once() {
     assert_eq!(sync(&mut b, 0).0.len(), 1);
 }
 
+/// fastIM's own client sends no `ref` and takes every frame it gets for a chat message
+/// (an ack made it look a user up by a `NaN` id and clear the input box): a message
+/// without one is stored and delivered, and answered with nothing; a refusal still is.
+#[test]
+fn a_message_without_a_ref_is_delivered_and_gets_no_ack() {
+    let (server, w) = start();
+    let mut a = connect(&server, &w.a);
+    let mut b = connect(&server, &w.b);
+    send(
+        &mut a,
+        json!({"cmd": 10, "dstid": w.b.id, "media": 1, "content": "no ref"}),
+    );
+    let got = recv(&mut b);
+    assert_eq!(
+        (got["cmd"].as_i64(), got["content"].as_str()),
+        (Some(10), Some("no ref"))
+    );
+    // a's next frame answers its next message: nothing came in between.
+    send(&mut a, text(w.b.id, "with a ref", "r2"));
+    let ack = recv(&mut a);
+    assert_eq!(
+        (ack["cmd"].as_i64(), ack["ref"].as_str()),
+        (Some(21), Some("r2"))
+    );
+    send(
+        &mut a,
+        json!({"cmd": 10, "dstid": w.d.id, "media": 1, "content": "stranger"}),
+    );
+    let refused = recv(&mut a);
+    assert_eq!(
+        (refused["cmd"].as_i64(), refused["code"].as_i64()),
+        (Some(22), Some(403))
+    );
+    assert_eq!(recv(&mut b)["content"], "with a ref");
+}
+
 #[test]
 fn several_connections_of_one_user_each_get_every_message() {
     let (server, w) = start();

@@ -825,27 +825,36 @@ impl Server {
     }
 
     /// Acks (or refuses) a stored chat message to its sender and fans it out.
+    ///
+    /// A stored message without a `ref` gets no ack: nothing could match it, and
+    /// fastIM's own client (which never sends one) takes every frame for a chat message.
     fn deliver(&mut self, c: workers::Committed) {
         let reply = match &c.outcome {
-            Outcome::Saved(saved) => Reply::Ack {
-                cmd: ACK,
-                client_ref: c.client_ref.as_deref(),
-                id: saved.id,
-                createat: saved.created_at,
-            }
-            .to_json(),
-            Outcome::Refused { code, msg } => WireError {
-                client_ref: c.client_ref.clone(),
-                code: *code,
-                msg: msg.clone(),
-            }
-            .to_json(),
+            Outcome::Saved(_) if c.client_ref.is_none() => None,
+            Outcome::Saved(saved) => Some(
+                Reply::Ack {
+                    cmd: ACK,
+                    client_ref: c.client_ref.as_deref(),
+                    id: saved.id,
+                    createat: saved.created_at,
+                }
+                .to_json(),
+            ),
+            Outcome::Refused { code, msg } => Some(
+                WireError {
+                    client_ref: c.client_ref.clone(),
+                    code: *code,
+                    msg: msg.clone(),
+                }
+                .to_json(),
+            ),
         };
         let sender = c.conn;
         let acked = matches!(c.outcome, Outcome::Saved(_));
         let r = self.live(sender, |conn, env| {
             conn.life.finish_chat();
-            if conn.life.send_text(&reply) {
+            let Some(reply) = &reply else { return };
+            if conn.life.send_text(reply) {
                 env.metrics.messages_sent[metrics::CHAT] += 1;
                 env.metrics.acks_sent += u64::from(acked);
             }
