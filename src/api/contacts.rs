@@ -4,6 +4,7 @@ use super::fields::{self, Fields};
 use super::json::{Community, MemberRow, PublicProfile, WithUnread};
 use super::users::AVATAR_MAX;
 use super::{ApiReply, Caller, Effect, Failure, MAX_GROUPS_OWNED, MSG_SESSION_INVALID};
+use crate::im::events::ContactEvent;
 use crate::store::{Db, Group, LeaveOutcome, NewGroup, Peer, StoreError, User};
 
 /// Longest group name, in characters.
@@ -39,14 +40,30 @@ pub(super) fn add_friend(
             StoreError::NoSuchUser => Failure::Unauthorized(MSG_SESSION_INVALID),
             other => other.into(),
         })?;
+    let me = db
+        .user_by_id(caller.id)?
+        .ok_or(Failure::Unauthorized(MSG_SESSION_INVALID))?;
     Ok(
-        ApiReply::data_with_msg("friend added", PublicProfile::from(&friend)).with_effect(
-            Effect::Befriended {
+        ApiReply::data_with_msg("friend added", PublicProfile::from(&friend))
+            .with_effect(Effect::Befriended {
                 user: caller.id,
                 friend: friend.id,
-            },
-        ),
+            })
+            .notify(vec![caller.id], friend_added(&friend))
+            .notify(vec![friend.id], friend_added(&me)),
     )
+}
+
+/// `friend_added` with `friend`'s public profile.
+fn friend_added(friend: &User) -> ContactEvent {
+    ContactEvent::FriendAdded {
+        user: profile(friend),
+    }
+}
+
+/// `u`'s public profile as a JSON value, for an event.
+fn profile(u: &User) -> serde_json::Value {
+    serde_json::to_value(PublicProfile::from(u)).unwrap_or_default()
 }
 
 /// `/contact/loadfriend`: the caller's friends, public profiles only (fastIM leaked

@@ -72,7 +72,7 @@ fn fail(r: (ApiReply, Value)) -> String {
     let (reply, body) = r;
     assert_eq!(reply.status, Status::Ok, "{body}");
     assert_eq!(body["code"], -1, "{body}");
-    assert_eq!(reply.effect, None);
+    assert_eq!(reply.effects, []);
     assert_eq!(reply.set_cookie, None);
     assert_eq!(object_keys(&body), keys(&["code", "msg"]), "{body}");
     body["msg"].as_str().expect("msg").to_owned()
@@ -84,7 +84,7 @@ fn http_error(r: (ApiReply, Value), status: Status) -> String {
     assert_eq!(reply.status, status, "{body}");
     assert_eq!(body["code"], i64::from(status.code()), "{body}");
     assert_eq!(object_keys(&body), keys(&["code", "msg"]), "{body}");
-    assert_eq!(reply.effect, None);
+    assert_eq!(reply.effects, []);
     body["msg"].as_str().expect("msg").to_owned()
 }
 
@@ -219,7 +219,7 @@ fn register_as_the_original_client_does_and_use_the_token() {
                 .as_str()
         )
     );
-    assert_eq!(reply.effect, None);
+    assert_eq!(reply.effects, []);
 
     // The token is a live session for the new user.
     assert_eq!(session_user(&t.db, &token, NOW).expect("q"), Some(id));
@@ -551,11 +551,11 @@ fn logout_ends_only_this_session_and_clears_the_cookie() {
         Some("fastim_token=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0")
     );
     assert_eq!(
-        reply.effect,
-        Some(Effect::LoggedOut {
+        reply.effects,
+        vec![Effect::LoggedOut {
             user: alice.id,
             token_digest: token_digest(&alice.token)
-        })
+        }]
     );
     http_error(
         form(&mut t.db, Route::Me, "", Some(&alice.token)),
@@ -812,18 +812,31 @@ fn add_friend_by_mobile_as_the_client_does_and_by_id() {
     assert_eq!(object_keys(&v["data"]), keys(PUBLIC_KEYS));
     assert_eq!(v["data"]["id"], bob.id);
     assert_eq!(
-        reply.effect,
-        Some(Effect::Befriended {
+        reply.effects[0],
+        Effect::Befriended {
             user: alice.id,
             friend: bob.id
+        }
+    );
+    let told: Vec<_> = reply.effects[1..]
+        .iter()
+        .map(|e| match e {
+            Effect::Notify { users, event } => (users.clone(), event.to_json()),
+            other => panic!("{other:?}"),
         })
+        .collect();
+    assert_eq!(told.len(), 2);
+    let json = |t: &str| serde_json::from_str::<serde_json::Value>(t).expect("json");
+    assert_eq!(told[0].0, [alice.id]);
+    let first = json(&told[0].1);
+    assert_eq!(
+        (&first["cmd"], &first["event"]),
+        (&30.into(), &"friend_added".into())
     );
-    assert!(t.db.are_friends(alice.id, bob.id).expect("q"));
-    assert!(t.db.are_friends(bob.id, alice.id).expect("q"), "mutual");
-    assert!(
-        !t.db.are_friends(carol.id, bob.id).expect("q"),
-        "spoofed userid ignored"
-    );
+    assert_eq!(first["user"]["id"], bob.id);
+    assert_eq!(object_keys(&first["user"]), keys(PUBLIC_KEYS));
+    assert_eq!(told[1].0, [bob.id]);
+    assert_eq!(json(&told[1].1)["user"]["id"], alice.id);
 
     ok(post_json(
         &mut t.db,
@@ -940,11 +953,11 @@ fn create_group_as_the_client_does() {
     assert_eq!(d["createat"], NOW);
     let group = d["id"].as_i64().expect("id");
     assert_eq!(
-        reply.effect,
-        Some(Effect::Joined {
+        reply.effects,
+        vec![Effect::Joined {
             user: alice.id,
             group
-        })
+        }]
     );
     assert!(t.db.is_member(group, alice.id).expect("q"));
     assert!(!t.db.is_member(group, bob.id).expect("q"));
@@ -1045,11 +1058,11 @@ fn join_by_name_as_the_client_does_or_by_id_and_list_groups() {
     assert_eq!(v["data"]["id"], g1);
     assert_eq!(object_keys(&v["data"]), keys(COMMUNITY_KEYS));
     assert_eq!(
-        reply.effect,
-        Some(Effect::Joined {
+        reply.effects,
+        vec![Effect::Joined {
             user: bob.id,
             group: g1
-        })
+        }]
     );
     assert!(t.db.is_member(g1, bob.id).expect("q"));
     assert!(!t.db.is_member(g1, carol.id).expect("q"));
@@ -1061,11 +1074,11 @@ fn join_by_name_as_the_client_does_or_by_id_and_list_groups() {
         Some(&bob.token),
     );
     assert_eq!(
-        reply.effect,
-        Some(Effect::Joined {
+        reply.effects,
+        vec![Effect::Joined {
             user: bob.id,
             group: g2
-        })
+        }]
     );
 
     let cases = [
@@ -1135,11 +1148,11 @@ fn leave_group_hands_over_then_deletes() {
     );
     assert_eq!(v, json!({"code": 0, "msg": "you left the group"}));
     assert_eq!(
-        reply.effect,
-        Some(Effect::Left {
+        reply.effects,
+        vec![Effect::Left {
             user: alice.id,
             group: g
-        })
+        }]
     );
     assert_eq!(
         t.db.group_by_id(g).expect("q").expect("group").owner_id,
@@ -1172,7 +1185,7 @@ fn leave_group_hands_over_then_deletes() {
         v["msg"],
         "you left the group; it had no other members and was deleted"
     );
-    assert_eq!(reply.effect, Some(Effect::GroupDeleted { group: g }));
+    assert_eq!(reply.effects, [Effect::GroupDeleted { group: g }]);
     assert_eq!(t.db.group_by_id(g).expect("q"), None);
     assert_eq!(
         fail(form(
