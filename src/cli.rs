@@ -221,6 +221,18 @@ pub struct Args {
         value_parser = BoolishValueParser::new(),
     )]
     pub inspector: bool,
+    /// fastIM's friendship without consent: /contact/addfriend makes the two friends
+    /// at once (for fastIM's original client); by default it sends a friend request.
+    #[arg(
+        long,
+        action = ArgAction::Set,
+        num_args = 0..=1,
+        require_equals = true,
+        default_value = "false",
+        default_missing_value = "true",
+        value_parser = BoolishValueParser::new(),
+    )]
+    pub instant_friends: bool,
 }
 
 /// The settings as a `--config` file holds them: one optional key per flag, named as
@@ -279,6 +291,8 @@ pub struct Settings {
     pub history_days: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trace_frames: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instant_friends: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub inspector: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -340,6 +354,7 @@ impl Settings {
             account_checks_per_minute: Some(args.account_checks_per_minute),
             history_days: args.history_days,
             trace_frames: Some(args.trace_frames),
+            instant_friends: Some(args.instant_friends),
             inspector: Some(args.inspector),
             metrics_listen: args.metrics_listen,
             tls_cert: args.tls_cert.clone(),
@@ -511,6 +526,7 @@ impl Args {
             history_days: self.history_days,
             retention_interval,
             trace_frames: self.trace_frames,
+            instant_friends: self.instant_friends,
             inspector: self.inspector,
             metrics_listen: self.metrics_listen,
         })

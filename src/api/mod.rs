@@ -29,6 +29,7 @@
 
 mod contacts;
 mod fields;
+mod friends;
 mod history;
 mod json;
 mod upload;
@@ -38,6 +39,7 @@ mod users;
 mod tests;
 
 pub use fields::{check_mobile, check_new_password, check_nickname};
+pub use friends::{MAX_PENDING_REQUESTS, MSG_REQUEST_SENT};
 pub use upload::{Upload, upload};
 pub use users::{MSG_BLOCKED, NICKNAME_MAX};
 
@@ -77,8 +79,22 @@ pub enum Route {
     Find,
     /// `/user/update`: change own profile.
     UpdateProfile,
-    /// `/contact/addfriend`: befriend a user by mobile number or id.
+    /// `/contact/addfriend`: ask a user (by mobile number or id) to be friends.
     AddFriend,
+    /// `/contact/requests`: friend requests waiting, incoming and outgoing.
+    Requests,
+    /// `/contact/accept`: accept a friend request.
+    Accept,
+    /// `/contact/decline`: decline a friend request.
+    Decline,
+    /// `/contact/removefriend`: end a friendship.
+    RemoveFriend,
+    /// `/contact/block`: block a user.
+    Block,
+    /// `/contact/unblock`: lift a block.
+    Unblock,
+    /// `/contact/blocked`: the users one blocked.
+    Blocked,
     /// `/contact/loadfriend`: list friends.
     LoadFriends,
     /// `/contact/createcommunity`: create a group.
@@ -99,7 +115,7 @@ pub enum Route {
 
 impl Route {
     /// Every route.
-    pub const ALL: [Route; 15] = [
+    pub const ALL: [Route; 22] = [
         Route::Register,
         Route::Login,
         Route::Logout,
@@ -107,6 +123,13 @@ impl Route {
         Route::Find,
         Route::UpdateProfile,
         Route::AddFriend,
+        Route::Requests,
+        Route::Accept,
+        Route::Decline,
+        Route::RemoveFriend,
+        Route::Block,
+        Route::Unblock,
+        Route::Blocked,
         Route::LoadFriends,
         Route::CreateGroup,
         Route::JoinGroup,
@@ -132,6 +155,13 @@ impl Route {
             Route::Find => "/user/find",
             Route::UpdateProfile => "/user/update",
             Route::AddFriend => "/contact/addfriend",
+            Route::Requests => "/contact/requests",
+            Route::Accept => "/contact/accept",
+            Route::Decline => "/contact/decline",
+            Route::RemoveFriend => "/contact/removefriend",
+            Route::Block => "/contact/block",
+            Route::Unblock => "/contact/unblock",
+            Route::Blocked => "/contact/blocked",
             Route::LoadFriends => "/contact/loadfriend",
             Route::CreateGroup => "/contact/createcommunity",
             Route::JoinGroup => "/contact/joincommunity",
@@ -150,6 +180,8 @@ impl Route {
             Route::Me
                 | Route::Find
                 | Route::LoadFriends
+                | Route::Requests
+                | Route::Blocked
                 | Route::LoadGroups
                 | Route::GroupMembers
                 | Route::Conversations
@@ -187,6 +219,8 @@ pub struct ApiRequest {
     /// Whether the client reached us over HTTPS (a TLS-terminating proxy in front said
     /// `X-Forwarded-Proto: https`): the session cookie then carries `Secure`.
     pub secure: bool,
+    /// `--instant-friends`: `/contact/addfriend` befriends at once, as in fastIM.
+    pub instant_friends: bool,
 }
 
 /// What the event loop must change in its in-memory state after sending the reply.
@@ -466,7 +500,16 @@ fn run(db: &mut Db, req: &ApiRequest) -> Result<ApiReply, Failure> {
         (Route::Me, Some(c)) => users::me(db, &c),
         (Route::Find, Some(_)) => users::find(db, &fields),
         (Route::UpdateProfile, Some(c)) => users::update(db, &c, &fields),
-        (Route::AddFriend, Some(c)) => contacts::add_friend(db, &c, &fields, now),
+        (Route::AddFriend, Some(c)) => {
+            friends::add_friend(db, &c, &fields, now, req.instant_friends)
+        }
+        (Route::Requests, Some(c)) => friends::requests(db, &c),
+        (Route::Accept, Some(c)) => friends::accept(db, &c, &fields, now),
+        (Route::Decline, Some(c)) => friends::decline(db, &c, &fields),
+        (Route::RemoveFriend, Some(c)) => friends::remove_friend(db, &c, &fields),
+        (Route::Block, Some(c)) => friends::block(db, &c, &fields, now),
+        (Route::Unblock, Some(c)) => friends::unblock(db, &c, &fields),
+        (Route::Blocked, Some(c)) => friends::blocked(db, &c),
         (Route::LoadFriends, Some(c)) => contacts::load_friends(db, &c),
         (Route::CreateGroup, Some(c)) => contacts::create_group(db, &c, &fields, now),
         (Route::JoinGroup, Some(c)) => contacts::join_group(db, &c, &fields, now),

@@ -31,6 +31,7 @@ fn request(
         token: token.map(str::to_owned),
         now_ms: NOW,
         secure: false,
+        instant_friends: false,
     }
 }
 
@@ -172,6 +173,8 @@ fn routes_paths_methods_and_auth() {
         [
             Route::Me,
             Route::Find,
+            Route::Requests,
+            Route::Blocked,
             Route::LoadFriends,
             Route::LoadGroups,
             Route::GroupMembers,
@@ -792,8 +795,35 @@ fn me_find_and_update() {
 // ---------------------------------------------------------------------------------------
 // Friends
 
+/// `/contact/addfriend` as a form, with `--instant-friends`.
+fn instant(db: &mut Db, body: &str, token: &str) -> (ApiReply, Value) {
+    let mut req = request(
+        Route::AddFriend,
+        Some("application/x-www-form-urlencoded"),
+        body.as_bytes(),
+        Some(token),
+    );
+    req.instant_friends = true;
+    call(db, req)
+}
+
+/// The `cmd 30` events of a reply: (users told, the frame as JSON).
+fn events(reply: &ApiReply) -> Vec<(Vec<i64>, Value)> {
+    reply
+        .effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Notify { users, event } => Some((
+                users.clone(),
+                serde_json::from_str(&event.to_json()).expect("json"),
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
 #[test]
-fn add_friend_by_mobile_as_the_client_does_and_by_id() {
+fn instant_friends_add_by_mobile_as_the_client_does_and_by_id() {
     let mut t = test_db();
     let alice = quick_user(&mut t.db, "13800000001");
     let bob = quick_user(&mut t.db, "13800000002");
@@ -801,11 +831,10 @@ fn add_friend_by_mobile_as_the_client_does_and_by_id() {
 
     // foot.html: post("contact/addfriend", {dstname: mobile, userid: userId()}); the
     // userid here claims to be carol: ignored.
-    let (reply, v) = form(
+    let (reply, v) = instant(
         &mut t.db,
-        Route::AddFriend,
         &format!("dstname=13800000002&userid={}", carol.id),
-        Some(&alice.token),
+        &alice.token,
     );
     let v = ok((reply.clone(), v));
     assert_eq!(v["msg"], "friend added");
@@ -838,11 +867,10 @@ fn add_friend_by_mobile_as_the_client_does_and_by_id() {
     assert_eq!(told[1].0, [bob.id]);
     assert_eq!(json(&told[1].1)["user"]["id"], alice.id);
 
-    ok(post_json(
+    ok(instant(
         &mut t.db,
-        Route::AddFriend,
-        &json!({"dstid": carol.id}),
-        Some(&alice.token),
+        &format!("dstid={}", carol.id),
+        &alice.token,
     ));
 
     let cases = [
@@ -862,26 +890,344 @@ fn add_friend_by_mobile_as_the_client_does_and_by_id() {
         ("dstid=99999".to_owned(), "no such user"),
         (
             String::new(),
-            "dstname (the mobile number of the friend to add) is required",
+            "dstid (a user id) or dstname (a mobile number) is required",
         ),
         ("dstid=x".to_owned(), "dstid must be an integer"),
     ];
     for (body, expected) in cases {
         assert_eq!(
-            fail(form(&mut t.db, Route::AddFriend, &body, Some(&alice.token))),
+            fail(instant(&mut t.db, &body, &alice.token)),
             expected,
             "{body}"
         );
     }
     // Bob adding alice back: already friends.
     assert_eq!(
+        fail(instant(&mut t.db, "dstname=13800000001", &bob.token)),
+        "you are already friends"
+    );
+}
+
+#[test]
+fn add_friend_asks_and_the_other_side_accepts_or_declines() {
+    let mut t = test_db();
+    let alice = quick_user(&mut t.db, "13800000001");
+    let bob = quick_user(&mut t.db, "13800000002");
+    let carol = quick_user(&mut t.db, "13800000003");
+
+    let (reply, v) = form(
+        &mut t.db,
+        Route::AddFriend,
+        "dstname=13800000002",
+        Some(&alice.token),
+    );
+    let v = ok((reply.clone(), v));
+    assert_eq!(v["msg"], "request sent");
+    assert_eq!(v["data"]["status"], "requested");
+    assert_eq!(v["data"]["user"]["id"], bob.id);
+    assert_eq!(v["data"]["createat"], NOW);
+    assert!(
+        !t.db.are_friends(alice.id, bob.id).expect("q"),
+        "not before bob says yes"
+    );
+    let told = events(&reply);
+    assert_eq!(told.len(), 1);
+    assert_eq!(told[0].0, [bob.id]);
+    assert_eq!(told[0].1["event"], "friend_request");
+    assert_eq!(told[0].1["user"]["id"], alice.id);
+    assert_eq!(object_keys(&told[0].1["user"]), keys(PUBLIC_KEYS));
+    assert_eq!(reply.effects.len(), 1, "no friendship for the index yet");
+
+    // Again: the same answer, nobody told twice.
+    let (reply, v) = form(
+        &mut t.db,
+        Route::AddFriend,
+        "dstname=13800000002",
+        Some(&alice.token),
+    );
+    assert_eq!(ok((reply.clone(), v))["data"]["status"], "requested");
+    assert!(reply.effects.is_empty());
+
+    // Bob's lists; alice's.
+    let r = ok(get(&mut t.db, Route::Requests, "", Some(&bob.token)));
+    assert_eq!(r["data"]["incoming"][0]["user"]["id"], alice.id);
+    assert_eq!(r["data"]["incoming"][0]["createat"], NOW);
+    assert_eq!(r["data"]["outgoing"], json!([]));
+    let r = ok(get(&mut t.db, Route::Requests, "", Some(&alice.token)));
+    assert_eq!(r["data"]["outgoing"][0]["user"]["id"], bob.id);
+
+    // Bob accepts.
+    let (reply, v) = form(
+        &mut t.db,
+        Route::Accept,
+        &format!("dstid={}", alice.id),
+        Some(&bob.token),
+    );
+    let v = ok((reply.clone(), v));
+    assert_eq!(v["msg"], "you are now friends");
+    assert_eq!(v["data"]["id"], alice.id);
+    assert_eq!(
+        reply.effects[0],
+        Effect::Befriended {
+            user: bob.id,
+            friend: alice.id
+        }
+    );
+    let told = events(&reply);
+    assert_eq!(
+        told.iter()
+            .map(|(u, e)| (u.clone(), e["event"].clone(), e["user"]["id"].clone()))
+            .collect::<Vec<_>>(),
+        [
+            (vec![bob.id], json!("friend_added"), json!(alice.id)),
+            (vec![alice.id], json!("friend_added"), json!(bob.id)),
+        ]
+    );
+    assert!(t.db.are_friends(alice.id, bob.id).expect("q"));
+    assert_eq!(
         fail(form(
             &mut t.db,
-            Route::AddFriend,
-            "dstname=13800000001",
+            Route::Accept,
+            &format!("dstid={}", alice.id),
             Some(&bob.token)
         )),
-        "you are already friends"
+        "this user has no friend request waiting for you"
+    );
+
+    // Carol asks bob; bob declines; carol is told and may ask again.
+    ok(form(
+        &mut t.db,
+        Route::AddFriend,
+        &format!("dstid={}", bob.id),
+        Some(&carol.token),
+    ));
+    let (reply, v) = form(
+        &mut t.db,
+        Route::Decline,
+        &format!("dstid={}", carol.id),
+        Some(&bob.token),
+    );
+    assert_eq!(ok((reply.clone(), v))["msg"], "request declined");
+    let told = events(&reply);
+    assert_eq!(told[0].0, [carol.id]);
+    assert_eq!(
+        told[0].1,
+        json!({"cmd": 30, "event": "request_declined", "userid": bob.id})
+    );
+    assert!(!t.db.are_friends(carol.id, bob.id).expect("q"));
+
+    // Requests that meet: carol asks again, bob asks carol.
+    ok(form(
+        &mut t.db,
+        Route::AddFriend,
+        &format!("dstid={}", bob.id),
+        Some(&carol.token),
+    ));
+    let (reply, v) = form(
+        &mut t.db,
+        Route::AddFriend,
+        &format!("dstid={}", carol.id),
+        Some(&bob.token),
+    );
+    let v = ok((reply.clone(), v));
+    assert_eq!(v["data"]["status"], "friends");
+    assert_eq!(events(&reply).len(), 2);
+    assert!(t.db.are_friends(carol.id, bob.id).expect("q"));
+
+    // Bad input.
+    for (route, body, expected) in [
+        (
+            Route::AddFriend,
+            String::new(),
+            "dstid (a user id) or dstname (a mobile number) is required",
+        ),
+        (
+            Route::AddFriend,
+            format!("dstid={}", alice.id),
+            "you cannot add yourself as a friend",
+        ),
+        (Route::AddFriend, "dstid=99999".to_owned(), "no such user"),
+        (
+            Route::AddFriend,
+            format!("dstid={}", bob.id),
+            "you are already friends",
+        ),
+        (Route::Accept, String::new(), "dstid is required"),
+        (Route::Accept, "dstid=99999".to_owned(), "no such user"),
+        (
+            Route::Decline,
+            format!("dstid={}", carol.id),
+            "this user has no friend request waiting for you",
+        ),
+        (
+            Route::RemoveFriend,
+            format!("dstid={}", carol.id),
+            "this user is not your friend",
+        ),
+        (
+            Route::Unblock,
+            format!("dstid={}", carol.id),
+            "this user is not blocked",
+        ),
+        (
+            Route::Block,
+            format!("dstid={}", alice.id),
+            "you cannot block yourself",
+        ),
+    ] {
+        assert_eq!(
+            fail(form(&mut t.db, route, &body, Some(&alice.token))),
+            expected,
+            "{route:?} {body}"
+        );
+    }
+}
+
+#[test]
+fn the_pending_cap_is_a_429() {
+    let mut t = test_db();
+    let alice = quick_user(&mut t.db, "13800000001");
+    for i in 0..crate::api::MAX_PENDING_REQUESTS {
+        let other = quick_user(&mut t.db, &format!("1390000{i:04}"));
+        ok(form(
+            &mut t.db,
+            Route::AddFriend,
+            &format!("dstid={}", other.id),
+            Some(&alice.token),
+        ));
+    }
+    let one_more = quick_user(&mut t.db, "13999999999");
+    let (reply, v) = form(
+        &mut t.db,
+        Route::AddFriend,
+        &format!("dstid={}", one_more.id),
+        Some(&alice.token),
+    );
+    assert_eq!(reply.status, Status::TooManyRequests);
+    assert_eq!(v["code"], 429);
+    assert!(
+        v["msg"]
+            .as_str()
+            .expect("msg")
+            .contains("100 friend requests waiting"),
+        "{v}"
+    );
+}
+
+#[test]
+fn remove_and_block_tell_whom_they_concern() {
+    let mut t = test_db();
+    let alice = quick_user(&mut t.db, "13800000001");
+    let bob = quick_user(&mut t.db, "13800000002");
+    let carol = quick_user(&mut t.db, "13800000003");
+    t.db.add_friend(alice.id, bob.id, NOW).expect("friends");
+    let (reply, v) = form(
+        &mut t.db,
+        Route::RemoveFriend,
+        &format!("dstid={}", bob.id),
+        Some(&alice.token),
+    );
+    assert_eq!(ok((reply.clone(), v))["msg"], "friend removed");
+    assert_eq!(
+        reply.effects[0],
+        Effect::Unfriended {
+            a: alice.id,
+            b: bob.id
+        }
+    );
+    let told = events(&reply);
+    assert_eq!(
+        told[0],
+        (
+            vec![alice.id],
+            json!({"cmd": 30, "event": "friend_removed", "userid": bob.id})
+        )
+    );
+    assert_eq!(
+        told[1],
+        (
+            vec![bob.id],
+            json!({"cmd": 30, "event": "friend_removed", "userid": alice.id})
+        )
+    );
+
+    // Alice asks carol, then blocks her: carol hears the request is gone, never of the block.
+    ok(form(
+        &mut t.db,
+        Route::AddFriend,
+        &format!("dstid={}", carol.id),
+        Some(&alice.token),
+    ));
+    let (reply, v) = form(
+        &mut t.db,
+        Route::Block,
+        "dstname=13800000003",
+        Some(&alice.token),
+    );
+    assert_eq!(ok((reply.clone(), v))["data"]["id"], carol.id);
+    assert_eq!(
+        reply.effects[0],
+        Effect::Blocked {
+            blocker: alice.id,
+            blocked: carol.id,
+            on: true
+        }
+    );
+    let told = events(&reply);
+    assert_eq!(told.len(), 2);
+    assert_eq!(
+        told[0],
+        (
+            vec![carol.id],
+            json!({"cmd": 30, "event": "request_withdrawn", "userid": alice.id})
+        )
+    );
+    assert_eq!(told[1].0, [alice.id]);
+    assert_eq!(
+        (&told[1].1["event"], &told[1].1["user"]["id"]),
+        (&json!("blocked"), &json!(carol.id))
+    );
+    let listed = ok(get(&mut t.db, Route::Blocked, "", Some(&alice.token)));
+    assert_eq!(listed["total"], 1);
+    assert_eq!(listed["rows"][0]["user"]["id"], carol.id);
+    assert_eq!(listed["rows"][0]["createat"], NOW);
+    // Neither may ask the other now.
+    for (who, other) in [(&carol, alice.id), (&alice, carol.id)] {
+        assert_eq!(
+            fail(form(
+                &mut t.db,
+                Route::AddFriend,
+                &format!("dstid={other}"),
+                Some(&who.token)
+            )),
+            "you cannot send a friend request to this user"
+        );
+    }
+    let (reply, v) = form(
+        &mut t.db,
+        Route::Unblock,
+        &format!("dstid={}", carol.id),
+        Some(&alice.token),
+    );
+    assert_eq!(ok((reply.clone(), v))["msg"], "user unblocked");
+    assert_eq!(
+        reply.effects[0],
+        Effect::Blocked {
+            blocker: alice.id,
+            blocked: carol.id,
+            on: false
+        }
+    );
+    assert_eq!(
+        events(&reply)[0],
+        (
+            vec![alice.id],
+            json!({"cmd": 30, "event": "unblocked", "userid": carol.id})
+        )
+    );
+    assert_eq!(
+        ok(get(&mut t.db, Route::Blocked, "", Some(&alice.token)))["total"],
+        0
     );
 }
 

@@ -600,4 +600,50 @@ mod tests {
         index.group_deleted(200);
         assert_eq!(index.right(1, Peer::Group(200)), SendRight::NoSuchGroup);
     }
+
+    #[test]
+    fn a_block_ends_one_to_one_rights_and_hides_presence_from_the_blocked() {
+        // 1 and 2 are friends and share group 100 with 3.
+        let mut index = ChatIndex::new([(100, 1), (100, 2), (100, 3)]).with_friends([(1, 2)]);
+        for (user, conn) in [(1, 10), (2, 20), (3, 30)] {
+            index.connect(user, conn);
+            index.watch(conn, Instant::now(), Duration::ZERO);
+        }
+        index.presence_turn(1);
+        index.set_blocked(1, 2, true);
+        assert_eq!(index.right(2, Peer::User(1)), SendRight::UserBlocked);
+        assert_eq!(index.right(1, Peer::User(2)), SendRight::UserBlocked);
+        assert_eq!(
+            index.right(2, Peer::Group(100)),
+            SendRight::Allowed,
+            "groups unaffected"
+        );
+        assert!(index.friends(1).next().is_none());
+        let ids = |s: Vec<crate::im::presence::PresenceEntry>| -> Vec<i64> {
+            s.iter().map(|e| e.userid).collect()
+        };
+        assert_eq!(
+            ids(index.presence_of_contacts(2)),
+            [3],
+            "1 is hidden from 2"
+        );
+        assert_eq!(
+            ids(index.presence_of_contacts(1)),
+            [2, 3],
+            "the blocker still sees"
+        );
+        let mut told = Vec::new();
+        index.for_each_contact_conn(1, |c| told.push(c));
+        told.sort_unstable();
+        assert_eq!(told, [30], "2 is not told of 1");
+        index.set_blocked(1, 2, false);
+        assert_eq!(index.right(2, Peer::User(1)), SendRight::NotFriends);
+        let mut told = Vec::new();
+        index.for_each_contact_conn(1, |c| told.push(c));
+        told.sort_unstable();
+        assert_eq!(told, [20, 30]);
+        index.set_blocked(3, 1, true);
+        index.forget_user(3);
+        assert!(index.blocks_of.is_empty() && index.blocked_by.values().all(HashSet::is_empty));
+    }
 }

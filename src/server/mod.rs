@@ -223,11 +223,12 @@ impl Server {
     /// binds the listener and installs the signal handlers.
     pub fn bind(config: Config) -> io::Result<Server> {
         let db_path = database_path(&config);
-        let (memberships, friendships, last_seen) = Db::open(&db_path)
+        let (memberships, friendships, blocks, last_seen) = Db::open(&db_path)
             .and_then(|db| {
                 Ok((
                     db.all_memberships()?,
                     db.all_friendships()?,
+                    db.all_blocks()?,
                     db.all_last_seen()?,
                 ))
             })
@@ -284,6 +285,7 @@ impl Server {
             config,
             index: ChatIndex::new(memberships)
                 .with_friends(friendships)
+                .with_blocks(blocks)
                 .with_last_seen(last_seen),
             chat_batch: Vec::new(),
             writer_backlog: 0,
