@@ -6,6 +6,7 @@ import { h, avatar, icon, formatTime, toast } from '../ui.js';
 import { pictureBubble } from '../pictures.js';
 import { key, MAX_TEXT } from '../session.js';
 import { EMOJI } from '../emoji.js';
+import { friendMenu } from './friends.js';
 import { CMD } from '../commands.js';
 
 const NEAR_BOTTOM = 80; // px: "the reader is at the end", so new messages scroll into view
@@ -39,6 +40,8 @@ export class ChatView {
     this.headAvatar = h('span', { class: 'head-avatar' });
     const back = h('a', { class: 'icon-btn back', href: backHref, 'aria-label': 'Back', 'data-testid': 'chat-back' }, icon('back'));
     const head = h('header', { class: 'pane-head chat-head' }, back, this.headAvatar, h('div', { class: 'chat-titles' }, this.title, this.subtitle));
+    // Remove friend, Block (views/friends.js); the chat closes after either.
+    if (cmd === CMD.SINGLE && id !== session.me.id) head.append(friendMenu(session, id, () => (location.hash = backHref)));
 
     this.top = h('div', { class: 'history-state', 'data-testid': 'history-state' });
     this.list = h('div', { class: 'msg-rows' });
