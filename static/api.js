@@ -83,6 +83,7 @@ export const addFriend = (dstname) => post('/contact/addfriend', { dstname });
 export const requests = () => get('/contact/requests').then((r) => r.data || { incoming: [], outgoing: [] });
 export const accept = (dstid) => post('/contact/accept', { dstid });
 export const decline = (dstid) => post('/contact/decline', { dstid });
+export const cancelRequest = (dstid) => post('/contact/cancelrequest', { dstid });
 export const removeFriend = (dstid) => post('/contact/removefriend', { dstid });
 export const block = (dstid) => post('/contact/block', { dstid });
 export const unblock = (dstid) => post('/contact/unblock', { dstid });

@@ -362,6 +362,11 @@ export class Session extends EventTarget {
     if (this.incoming.delete(id)) this.emit('requests');
   }
 
+  async cancelRequest(id) {
+    await api.cancelRequest(id);
+    if (this.outgoing.delete(id)) this.emit('requests');
+  }
+
   async removeFriend(id) {
     await api.removeFriend(id);
     this.unfriended(id);

@@ -215,6 +215,25 @@ pub(super) fn decline(
     ))
 }
 
+/// `/contact/cancelrequest`: withdraws the caller's own request to `dstid`; they are told.
+pub(super) fn cancel(
+    db: &mut Db,
+    caller: &Caller<'_>,
+    fields: &Fields,
+) -> Result<ApiReply, Failure> {
+    let other = fields.required_int("dstid")?;
+    db.cancel_request(caller.id, other).map_err(|e| match e {
+        StoreError::NoSuchRequest => {
+            Failure::field("you have no friend request waiting for this user")
+        }
+        other => other.into(),
+    })?;
+    Ok(ApiReply::done("request withdrawn").notify(
+        vec![other],
+        ContactEvent::RequestWithdrawn { userid: caller.id },
+    ))
+}
+
 /// `/contact/removefriend`: ends the friendship with `dstid`; both are told.
 pub(super) fn remove_friend(
     db: &mut Db,

@@ -4,7 +4,8 @@
 //! reads the body (413 over the limit), takes the session token from the request, and
 //! hands an [`ApiRequest`] to a worker thread that owns a [`Db`]. There [`handle`] runs
 //! the request to the end and returns an [`ApiReply`]: status, JSON body, optional
-//! `Set-Cookie`, and an [`Effect`] the loop applies to its in-memory indexes.
+//! `Set-Cookie`, and the [`Effect`]s the loop applies to its in-memory indexes (among
+//! them `cmd 30` events for other users' sockets, [`Effect::Notify`]).
 //!
 //! # Envelopes
 //!
@@ -87,6 +88,8 @@ pub enum Route {
     Accept,
     /// `/contact/decline`: decline a friend request.
     Decline,
+    /// `/contact/cancelrequest`: withdraw one's own friend request.
+    CancelRequest,
     /// `/contact/removefriend`: end a friendship.
     RemoveFriend,
     /// `/contact/block`: block a user.
@@ -115,7 +118,7 @@ pub enum Route {
 
 impl Route {
     /// Every route.
-    pub const ALL: [Route; 22] = [
+    pub const ALL: [Route; 23] = [
         Route::Register,
         Route::Login,
         Route::Logout,
@@ -126,6 +129,7 @@ impl Route {
         Route::Requests,
         Route::Accept,
         Route::Decline,
+        Route::CancelRequest,
         Route::RemoveFriend,
         Route::Block,
         Route::Unblock,
@@ -158,6 +162,7 @@ impl Route {
             Route::Requests => "/contact/requests",
             Route::Accept => "/contact/accept",
             Route::Decline => "/contact/decline",
+            Route::CancelRequest => "/contact/cancelrequest",
             Route::RemoveFriend => "/contact/removefriend",
             Route::Block => "/contact/block",
             Route::Unblock => "/contact/unblock",
@@ -506,6 +511,7 @@ fn run(db: &mut Db, req: &ApiRequest) -> Result<ApiReply, Failure> {
         (Route::Requests, Some(c)) => friends::requests(db, &c),
         (Route::Accept, Some(c)) => friends::accept(db, &c, &fields, now),
         (Route::Decline, Some(c)) => friends::decline(db, &c, &fields),
+        (Route::CancelRequest, Some(c)) => friends::cancel(db, &c, &fields),
         (Route::RemoveFriend, Some(c)) => friends::remove_friend(db, &c, &fields),
         (Route::Block, Some(c)) => friends::block(db, &c, &fields, now),
         (Route::Unblock, Some(c)) => friends::unblock(db, &c, &fields),

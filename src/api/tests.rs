@@ -1016,6 +1016,37 @@ fn add_friend_asks_and_the_other_side_accepts_or_declines() {
     );
     assert!(!t.db.are_friends(carol.id, bob.id).expect("q"));
 
+    // Carol asks and withdraws: bob is told.
+    ok(form(
+        &mut t.db,
+        Route::AddFriend,
+        &format!("dstid={}", bob.id),
+        Some(&carol.token),
+    ));
+    let (reply, v) = form(
+        &mut t.db,
+        Route::CancelRequest,
+        &format!("dstid={}", bob.id),
+        Some(&carol.token),
+    );
+    assert_eq!(ok((reply.clone(), v))["msg"], "request withdrawn");
+    assert_eq!(
+        events(&reply),
+        [(
+            vec![bob.id],
+            json!({"cmd": 30, "event": "request_withdrawn", "userid": carol.id})
+        )]
+    );
+    assert_eq!(
+        fail(form(
+            &mut t.db,
+            Route::CancelRequest,
+            &format!("dstid={}", bob.id),
+            Some(&carol.token)
+        )),
+        "you have no friend request waiting for this user"
+    );
+
     // Requests that meet: carol asks again, bob asks carol.
     ok(form(
         &mut t.db,

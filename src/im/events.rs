@@ -46,8 +46,8 @@ pub enum ContactEvent {
         /// The addressee.
         userid: i64,
     },
-    /// To the addressee: `userid` withdrew their request (they blocked, or the
-    /// request went with a removed account).
+    /// To the addressee: `userid` withdrew their request (`/contact/cancelrequest`,
+    /// or they blocked the addressee).
     RequestWithdrawn {
         /// The requester.
         userid: i64,

@@ -65,7 +65,10 @@ export function requestsSection(session) {
   }
   if (outgoing.length) {
     const ul = h('ul', { class: 'list', 'data-testid': 'outgoing-list' });
-    for (const r of outgoing) ul.append(personRow(r.user, `request sent · ${formatShort(r.createat)}`, 'outgoing-item'));
+    for (const r of outgoing) {
+      const id = r.user.id;
+      ul.append(personRow(r.user, `request sent · ${formatShort(r.createat)}`, 'outgoing-item', action('Withdraw', '', 'request-cancel', () => session.cancelRequest(id))));
+    }
     box.append(h('h2', { class: 'list-head', text: 'Waiting for an answer' }), ul);
   }
   return box;

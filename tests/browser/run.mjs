@@ -825,7 +825,18 @@ async function scenario9() {
   await tid(R.page, 'addfriend-result').filter({ hasText: 'Request sent to Bob' }).waitFor();
   await R.page.goto(`${BASE}/#/friends`);
   await tid(R.page, 'outgoing-item').filter({ hasText: 'Bob' }).waitFor();
-  const request = tid(S.page, 'request-item').filter({ hasText: 'Carol' });
+  let request = tid(S.page, 'request-item').filter({ hasText: 'Carol' });
+  await request.waitFor();
+  // Carol withdraws it: it leaves Bob's list live; she asks again.
+  await tid(R.page, 'outgoing-item').filter({ hasText: 'Bob' }).getByTestId('request-cancel').click();
+  await until("the withdrawn request left Bob's list", async () => (await request.count()) === 0);
+  await tid(R.page, 'tab-me').click();
+  await tid(R.page, 'addfriend-input').fill(S.mobile);
+  await tid(R.page, 'addfriend-submit').click();
+  await tid(R.page, 'addfriend-result').filter({ hasText: 'Request sent to Bob' }).waitFor();
+  await openFriendsTab(R.page);
+  await tid(R.page, 'outgoing-item').filter({ hasText: 'Bob' }).waitFor();
+  request = tid(S.page, 'request-item').filter({ hasText: 'Carol' });
   await request.waitFor();
   await shoot(S.page, '11-friend-request');
   await shoot(R.page, '12-request-sent');
