@@ -659,6 +659,16 @@ mod tests {
     }
 
     #[test]
+    fn instant_friends_is_off_unless_asked_for() {
+        let config = |args: &[&str]| parse(args).server_config().expect("valid");
+        assert!(!config(&[]).instant_friends);
+        assert!(config(&["--instant-friends"]).instant_friends);
+        assert!(!config(&["--instant-friends=false"]).instant_friends);
+        let file = Settings::parse("instant-friends = true\n").expect("a key of the file");
+        assert_eq!(file.instant_friends, Some(true));
+    }
+
+    #[test]
     fn tls_takes_a_certificate_and_its_key_or_makes_one() {
         assert_eq!(parse(&[]).server_config().expect("valid").tls, None);
         assert_eq!(

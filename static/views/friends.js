@@ -55,7 +55,7 @@ export function requestsSection(session) {
           r.user,
           'wants to be friends',
           'request-item',
-          // The new friend shows in the list at once: no toast needed.
+          // The new friend shows in the friends list at once.
           action('Accept', 'primary', 'request-accept', () => session.acceptRequest(id)),
           action('Decline', '', 'request-decline', () => session.declineRequest(id)),
         ),
@@ -106,9 +106,12 @@ export function friendMenu(session, id, onGone) {
   const btn = h('button', { type: 'button', class: 'icon-btn', 'aria-label': 'Friend options', 'aria-haspopup': 'true', 'aria-expanded': 'false', 'data-testid': 'friend-menu' }, icon('more'));
   const panel = h('div', { class: 'menu', role: 'menu', 'data-testid': 'friend-menu-panel', hidden: true });
   const wrap = h('div', { class: 'menu-wrap' }, btn, panel);
+  // A tap elsewhere closes it (listened to only while it is open).
+  const outside = (e) => !wrap.contains(e.target) && close();
   const close = () => {
     panel.hidden = true;
     btn.setAttribute('aria-expanded', 'false');
+    document.removeEventListener('pointerdown', outside);
   };
   const choices = () => {
     const name = session.friends.get(id)?.nickname || session.users.get(id)?.nickname || 'this user';
@@ -137,7 +140,9 @@ export function friendMenu(session, id, onGone) {
     choices();
     panel.hidden = false;
     btn.setAttribute('aria-expanded', 'true');
+    document.addEventListener('pointerdown', outside);
   });
   wrap.addEventListener('keydown', (e) => e.key === 'Escape' && close());
+
   return wrap;
 }

@@ -855,6 +855,17 @@ async function scenario9() {
   // live, and she cannot ask again.
   await tid(S.page, 'friend-item').filter({ hasText: 'Carol' }).click();
   await message(S.page, 'Thanks for accepting!').waitFor();
+  // Remove asks first, and Cancel keeps the friend; a click elsewhere closes the menu.
+  await tid(S.page, 'friend-menu').click();
+  await tid(S.page, 'friend-remove').click();
+  await tid(S.page, 'confirm-remove').filter({ hasText: 'Remove Carol from your friends?' }).waitFor();
+  await tid(S.page, 'friend-cancel').click();
+  await tid(S.page, 'friend-menu-panel').waitFor({ state: 'hidden' });
+  await tid(S.page, 'friend-menu').click();
+  await tid(S.page, 'friend-menu-panel').waitFor();
+  await tid(S.page, 'chat-title').click();
+  await tid(S.page, 'friend-menu-panel').waitFor({ state: 'hidden' });
+  assert((await tid(S.page, 'friend-item').filter({ hasText: 'Carol' }).count()) === 1, 'Cancel kept the friend');
   await tid(S.page, 'friend-menu').click();
   await tid(S.page, 'friend-block').click();
   await tid(S.page, 'confirm-block').filter({ hasText: 'Block Carol?' }).waitFor();
