@@ -120,7 +120,10 @@ export class HomeView {
       if (c.cmd === CMD.SINGLE) f += c.unread;
       else g += c.unread;
     }
-    this.tabButtons.friends.querySelector('.tab-badge').replaceChildren(badge(f) || '');
+    // Unread messages first; else the friend requests waiting for an answer, in blue.
+    const asks = this.session.incoming.size;
+    const requests = asks > 0 && h('span', { class: 'badge info', 'data-testid': 'requests-badge', title: 'Friend requests', text: String(asks) });
+    this.tabButtons.friends.querySelector('.tab-badge').replaceChildren(badge(f) || requests || '');
     this.tabButtons.groups.querySelector('.tab-badge').replaceChildren(badge(g) || '');
     document.title = f + g > 0 ? `(${f + g}) fastim` : 'fastim';
   }

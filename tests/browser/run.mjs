@@ -827,6 +827,7 @@ async function scenario9() {
   await tid(R.page, 'outgoing-item').filter({ hasText: 'Bob' }).waitFor();
   let request = tid(S.page, 'request-item').filter({ hasText: 'Carol' });
   await request.waitFor();
+  await tid(S.page, 'tab-friends').getByTestId('requests-badge').filter({ hasText: '1' }).waitFor();
   // Carol withdraws it: it leaves Bob's list live; she asks again.
   await tid(R.page, 'outgoing-item').filter({ hasText: 'Bob' }).getByTestId('request-cancel').click();
   await until("the withdrawn request left Bob's list", async () => (await request.count()) === 0);
@@ -846,6 +847,7 @@ async function scenario9() {
   await tid(S.page, 'friend-item').filter({ hasText: 'Carol' }).waitFor();
   await tid(R.page, 'friend-item').filter({ hasText: 'Bob' }).waitFor();
   await until('the request left both lists', async () => (await tid(S.page, 'requests').count()) === 0 && (await tid(R.page, 'requests').count()) === 0);
+  assert((await tid(S.page, 'requests-badge').count()) === 0, 'no request badge once answered');
   await tid(R.page, 'friend-item').filter({ hasText: 'Bob' }).click();
   await sendText(R.page, 'Thanks for accepting!');
   await expectSent(R.page, 'Thanks for accepting!');
