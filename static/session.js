@@ -412,6 +412,10 @@ export class Session extends EventTarget {
         this.users.set(id, f.user);
         this.emit('requests');
         break;
+      case 'request_sent':
+        this.outgoing.set(id, { user: f.user, createat: f.createat });
+        this.emit('requests');
+        break;
       case 'friend_added':
         this.befriended(f.user);
         // Its row in the conversation list (time, unread) comes with the server's list.
@@ -421,10 +425,9 @@ export class Session extends EventTarget {
         this.unfriended(id);
         break;
       case 'request_declined':
-        if (this.outgoing.delete(id)) this.emit('requests');
-        break;
       case 'request_withdrawn':
-        if (this.incoming.delete(id)) this.emit('requests');
+        // Either way round: the request between us is gone.
+        if (this.incoming.delete(id) | this.outgoing.delete(id)) this.emit('requests');
         break;
       case 'blocked':
         this.blockedUser(f.user);

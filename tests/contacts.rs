@@ -124,6 +124,16 @@ fn a_request_is_told_live_to_both_devices_and_accepting_befriends_both_sides_liv
         assert!(e["user"].get("mobile").is_none(), "no mobile number: {e}");
         assert_eq!(e["createat"], asked["data"]["createat"]);
     }
+    // The requester's own devices learn of it too, with b as the other one.
+    let sent = event(&mut a);
+    assert_eq!(
+        (&sent["event"], &sent["user"]["id"], &sent["createat"]),
+        (
+            &json!("request_sent"),
+            &json!(w.b.id),
+            &asked["data"]["createat"]
+        )
+    );
     no_event(&mut a);
     assert!(
         friend_ids(&server, &w.b).is_empty(),
@@ -185,13 +195,17 @@ fn a_declined_request_is_told_to_the_requester_who_may_ask_again() {
     let (server, w) = start(&[]);
     let mut c = connect(&server, &w.c);
     let mut d = connect(&server, &w.d);
-    post(
-        &server,
-        &w.c,
-        "/contact/addfriend",
-        &format!("dstid={}", w.d.id),
-    );
+    let ask = || {
+        post(
+            &server,
+            &w.c,
+            "/contact/addfriend",
+            &format!("dstid={}", w.d.id),
+        )
+    };
+    ask();
     assert_eq!(event(&mut d)["event"], "friend_request");
+    assert_eq!(event(&mut c)["event"], "request_sent");
     let declined = post(
         &server,
         &w.d,
@@ -203,16 +217,41 @@ fn a_declined_request_is_told_to_the_requester_who_may_ask_again() {
         event(&mut c),
         json!({"cmd": 30, "event": "request_declined", "userid": w.d.id})
     );
+    assert_eq!(
+        event(&mut d),
+        json!({"cmd": 30, "event": "request_declined", "userid": w.c.id}),
+        "the decliner's own devices drop it too"
+    );
     no_event(&mut d);
     assert!(friend_ids(&server, &w.c).is_empty());
-    let again = post(
+    assert_eq!(ask()["data"]["status"], "requested");
+    assert_eq!(event(&mut d)["event"], "friend_request");
+    assert_eq!(event(&mut c)["event"], "request_sent");
+    // c withdraws it: both are told; d has nothing to accept.
+    let withdrawn = post(
         &server,
         &w.c,
-        "/contact/addfriend",
+        "/contact/cancelrequest",
         &format!("dstid={}", w.d.id),
     );
-    assert_eq!(again["data"]["status"], "requested");
-    assert_eq!(event(&mut d)["event"], "friend_request");
+    assert_eq!(withdrawn, json!({"code": 0, "msg": "request withdrawn"}));
+    assert_eq!(
+        event(&mut d),
+        json!({"cmd": 30, "event": "request_withdrawn", "userid": w.c.id})
+    );
+    assert_eq!(
+        event(&mut c),
+        json!({"cmd": 30, "event": "request_withdrawn", "userid": w.d.id})
+    );
+    assert_eq!(
+        post(
+            &server,
+            &w.d,
+            "/contact/accept",
+            &format!("dstid={}", w.c.id)
+        )["msg"],
+        "this user has no friend request waiting for you"
+    );
 }
 
 #[test]
@@ -227,11 +266,20 @@ fn requests_that_meet_make_friends_at_once() {
         &format!("dstid={}", w.d.id),
     );
     assert_eq!(event(&mut d)["event"], "friend_request");
+    assert_eq!(event(&mut c)["event"], "request_sent");
     let met = post(&server, &w.d, "/contact/addfriend", "dstname=3003");
     assert_eq!(met["data"]["status"], "friends", "{met}");
     assert_eq!(met["data"]["user"]["id"], w.c.id);
-    assert_eq!(event(&mut c)["user"]["id"], w.d.id);
-    assert_eq!(event(&mut d)["event"], "friend_added");
+    let to_c = event(&mut c);
+    assert_eq!(
+        (&to_c["event"], &to_c["user"]["id"]),
+        (&json!("friend_added"), &json!(w.d.id))
+    );
+    let to_d = event(&mut d);
+    assert_eq!(
+        (&to_d["event"], &to_d["user"]["id"]),
+        (&json!("friend_added"), &json!(w.c.id))
+    );
     assert_eq!(friend_ids(&server, &w.c), [w.d.id]);
     assert_eq!(say(&mut d, w.c.id, "hi", "m1")["cmd"], 21);
 }

@@ -367,12 +367,14 @@ fn new_friends_are_told_each_others_presence_at_once() {
         while within(ws, Duration::from_millis(300)).is_some() {}
     }
     w.d.befriend(&server, &w.a);
-    // The request, then the friendship (cmd 30), then each other's presence.
+    // The request (to a, and to d's own socket), then the friendship (cmd 30), then
+    // each other's presence.
     let asked = recv(&mut a);
     assert_eq!(
         (&asked["cmd"], &asked["event"]),
         (&json!(30), &json!("friend_request"))
     );
+    assert_eq!(recv(&mut d)["event"], "request_sent");
     for (ws, other) in [(&mut a, w.d.id), (&mut d, w.a.id)] {
         let added = recv(ws);
         assert_eq!(added["event"], "friend_added", "{added}");

@@ -148,6 +148,13 @@ pub(super) fn add_friend(
                 user: profile(&me),
                 createat: at,
             },
+        )
+        .notify(
+            vec![me.id],
+            ContactEvent::RequestSent {
+                user: profile(&other),
+                createat: at,
+            },
         ),
         // Asked before: nobody is told again.
         RequestOutcome::AlreadyRequested(at) => ApiReply::data_with_msg(
@@ -209,10 +216,15 @@ pub(super) fn decline(
             StoreError::NoSuchRequest => Failure::field(MSG_NO_REQUEST),
             other => other.into(),
         })?;
-    Ok(ApiReply::done("request declined").notify(
-        vec![other.id],
-        ContactEvent::RequestDeclined { userid: caller.id },
-    ))
+    Ok(ApiReply::done("request declined")
+        .notify(
+            vec![other.id],
+            ContactEvent::RequestDeclined { userid: caller.id },
+        )
+        .notify(
+            vec![caller.id],
+            ContactEvent::RequestDeclined { userid: other.id },
+        ))
 }
 
 /// `/contact/cancelrequest`: withdraws the caller's own request to `dstid`; they are told.
@@ -228,10 +240,15 @@ pub(super) fn cancel(
         }
         other => other.into(),
     })?;
-    Ok(ApiReply::done("request withdrawn").notify(
-        vec![other],
-        ContactEvent::RequestWithdrawn { userid: caller.id },
-    ))
+    Ok(ApiReply::done("request withdrawn")
+        .notify(
+            vec![other],
+            ContactEvent::RequestWithdrawn { userid: caller.id },
+        )
+        .notify(
+            vec![caller.id],
+            ContactEvent::RequestWithdrawn { userid: other },
+        ))
 }
 
 /// `/contact/removefriend`: ends the friendship with `dstid`; both are told.

@@ -931,12 +931,22 @@ fn add_friend_asks_and_the_other_side_accepts_or_declines() {
         "not before bob says yes"
     );
     let told = events(&reply);
-    assert_eq!(told.len(), 1);
+    assert_eq!(told.len(), 2);
     assert_eq!(told[0].0, [bob.id]);
     assert_eq!(told[0].1["event"], "friend_request");
     assert_eq!(told[0].1["user"]["id"], alice.id);
     assert_eq!(object_keys(&told[0].1["user"]), keys(PUBLIC_KEYS));
-    assert_eq!(reply.effects.len(), 1, "no friendship for the index yet");
+    // Alice's own devices learn of it too, with bob as the other one.
+    assert_eq!(told[1].0, [alice.id]);
+    assert_eq!(
+        (
+            &told[1].1["event"],
+            &told[1].1["user"]["id"],
+            &told[1].1["createat"]
+        ),
+        (&json!("request_sent"), &json!(bob.id), &json!(NOW))
+    );
+    assert_eq!(reply.effects.len(), 2, "no friendship for the index yet");
 
     // Again: the same answer, nobody told twice.
     let (reply, v) = form(
@@ -1008,11 +1018,18 @@ fn add_friend_asks_and_the_other_side_accepts_or_declines() {
         Some(&bob.token),
     );
     assert_eq!(ok((reply.clone(), v))["msg"], "request declined");
-    let told = events(&reply);
-    assert_eq!(told[0].0, [carol.id]);
     assert_eq!(
-        told[0].1,
-        json!({"cmd": 30, "event": "request_declined", "userid": bob.id})
+        events(&reply),
+        [
+            (
+                vec![carol.id],
+                json!({"cmd": 30, "event": "request_declined", "userid": bob.id})
+            ),
+            (
+                vec![bob.id],
+                json!({"cmd": 30, "event": "request_declined", "userid": carol.id})
+            ),
+        ]
     );
     assert!(!t.db.are_friends(carol.id, bob.id).expect("q"));
 
@@ -1032,10 +1049,16 @@ fn add_friend_asks_and_the_other_side_accepts_or_declines() {
     assert_eq!(ok((reply.clone(), v))["msg"], "request withdrawn");
     assert_eq!(
         events(&reply),
-        [(
-            vec![bob.id],
-            json!({"cmd": 30, "event": "request_withdrawn", "userid": carol.id})
-        )]
+        [
+            (
+                vec![bob.id],
+                json!({"cmd": 30, "event": "request_withdrawn", "userid": carol.id})
+            ),
+            (
+                vec![carol.id],
+                json!({"cmd": 30, "event": "request_withdrawn", "userid": bob.id})
+            ),
+        ]
     );
     assert_eq!(
         fail(form(

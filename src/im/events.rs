@@ -31,6 +31,13 @@ pub enum ContactEvent {
         /// When the request was made, unix ms.
         createat: i64,
     },
+    /// To the requester's own devices: they asked `user` (the addressee).
+    RequestSent {
+        /// The addressee's public profile.
+        user: Value,
+        /// When the request was made, unix ms.
+        createat: i64,
+    },
     /// To both: `user` (the other one) is now a friend.
     FriendAdded {
         /// The new friend's public profile.
@@ -41,15 +48,17 @@ pub enum ContactEvent {
         /// The other one.
         userid: i64,
     },
-    /// To the requester: `userid` declined the request.
+    /// To both: the request between the two was declined (to the requester, `userid`
+    /// is the addressee; to the addressee's devices, the requester).
     RequestDeclined {
-        /// The addressee.
+        /// The other one.
         userid: i64,
     },
-    /// To the addressee: `userid` withdrew their request (`/contact/cancelrequest`,
-    /// or they blocked the addressee).
+    /// The requester withdrew their request (`/contact/cancelrequest`, or they blocked
+    /// the addressee): to the addressee (`userid` the requester) and, on a withdrawal,
+    /// to the requester's own devices (`userid` the addressee).
     RequestWithdrawn {
-        /// The requester.
+        /// The other one.
         userid: i64,
     },
     /// To the blocker's own devices only: they blocked `user`.
