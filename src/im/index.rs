@@ -2,8 +2,8 @@
 //!
 //! Group fan-out looks up the group's online connections directly instead of scanning
 //! every client (fastIM scanned all of them per message, FASTIM.md §1.9 item 12).
-//! Memberships are loaded from the store at start and kept current by the API's
-//! join/leave effects; connections come and go with the sockets. The index also
+//! Memberships, friendships and blocks are loaded from the store at start and kept
+//! current by the API's effects; connections come and go with the sockets. The index also
 //! knows which connections asked for live events (presence and typing, `cmd` 24),
 //! keeps presence (`presence.rs`), the typing rate limit of each connection that
 //! types (`cmd/typing.rs`) and the read-marker rate limit of each that marks
