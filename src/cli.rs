@@ -227,6 +227,18 @@ pub struct Args {
         value_parser = BoolishValueParser::new(),
     )]
     pub inspector: bool,
+    /// fastIM's friendship without consent: /contact/addfriend makes the two friends
+    /// at once (for fastIM's original client); by default it sends a friend request.
+    #[arg(
+        long,
+        action = ArgAction::Set,
+        num_args = 0..=1,
+        require_equals = true,
+        default_value = "false",
+        default_missing_value = "true",
+        value_parser = BoolishValueParser::new(),
+    )]
+    pub instant_friends: bool,
 }
 
 /// The settings as a `--config` file holds them: one optional key per flag, named as
@@ -290,6 +302,8 @@ pub struct Settings {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trace_frames: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub instant_friends: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub inspector: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics_listen: Option<SocketAddr>,
@@ -352,6 +366,7 @@ impl Settings {
             edit_window_secs: Some(args.edit_window_secs),
             history_days: args.history_days,
             trace_frames: Some(args.trace_frames),
+            instant_friends: Some(args.instant_friends),
             inspector: Some(args.inspector),
             metrics_listen: args.metrics_listen,
             tls_cert: args.tls_cert.clone(),
@@ -525,6 +540,7 @@ impl Args {
             recall_window_secs: self.recall_window_secs,
             edit_window_secs: self.edit_window_secs,
             trace_frames: self.trace_frames,
+            instant_friends: self.instant_friends,
             inspector: self.inspector,
             metrics_listen: self.metrics_listen,
         })
@@ -654,6 +670,16 @@ mod tests {
                 .try_get_matches_from(["fastim", "--no-echo=maybe"])
                 .is_err()
         );
+    }
+
+    #[test]
+    fn instant_friends_is_off_unless_asked_for() {
+        let config = |args: &[&str]| parse(args).server_config().expect("valid");
+        assert!(!config(&[]).instant_friends);
+        assert!(config(&["--instant-friends"]).instant_friends);
+        assert!(!config(&["--instant-friends=false"]).instant_friends);
+        let file = Settings::parse("instant-friends = true\n").expect("a key of the file");
+        assert_eq!(file.instant_friends, Some(true));
     }
 
     #[test]

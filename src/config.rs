@@ -207,6 +207,8 @@ pub struct Config {
     pub trusted_proxies: Vec<IpAddr>,
     /// `--trace-frames`: log every upgrade's handshake heads and every frame.
     pub trace_frames: bool,
+    /// `--instant-friends`: `/contact/addfriend` befriends at once, as in fastIM.
+    pub instant_friends: bool,
     /// `--inspector`: serve the frame inspector page and its feed.
     pub inspector: bool,
     /// Where `GET /metrics` is served (`--metrics-listen`); `None`: nowhere.
@@ -276,6 +278,7 @@ impl Default for Config {
             edit_window_secs: EDIT_WINDOW_SECS,
             trusted_proxies: Vec::new(),
             trace_frames: false,
+            instant_friends: false,
             inspector: false,
             metrics_listen: None,
             tls: None,

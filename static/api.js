@@ -77,7 +77,17 @@ export const groups = () => get('/contact/loadcommunity').then((r) => r.rows || 
 /** Friends and groups by last activity, with the last message, unread count and read markers. */
 export const conversations = () => get('/contact/conversations').then((r) => r.rows || []);
 export const members = (dstid) => get('/contact/members', { dstid }).then((r) => r.rows || []);
+/** Asks to be friends: `data.status` is "requested", or "friends" when they had asked too. */
 export const addFriend = (dstname) => post('/contact/addfriend', { dstname });
+/** `{incoming, outgoing}`: lists of `{user, createat}`. */
+export const requests = () => get('/contact/requests').then((r) => r.data || { incoming: [], outgoing: [] });
+export const accept = (dstid) => post('/contact/accept', { dstid });
+export const decline = (dstid) => post('/contact/decline', { dstid });
+export const cancelRequest = (dstid) => post('/contact/cancelrequest', { dstid });
+export const removeFriend = (dstid) => post('/contact/removefriend', { dstid });
+export const block = (dstid) => post('/contact/block', { dstid });
+export const unblock = (dstid) => post('/contact/unblock', { dstid });
+export const blocked = () => get('/contact/blocked').then((r) => r.rows || []);
 export const createGroup = (fields) => post('/contact/createcommunity', fields).then((r) => r.data);
 export const joinGroup = (dstname) => post('/contact/joincommunity', { dstname });
 export const history = (cmd, dstid, before, limit) =>

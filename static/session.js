@@ -155,6 +155,12 @@ export class Session extends EventTarget {
     this.saveTimers = new Map();
     this.contactsLoaded = false;
     this.presence = new Map(); // user id -> {online, lastseen}, as the server last told
+    // Friend requests (id -> {user, createat}) and the users I blocked, from the API and
+    // then from the socket's contact events (cmd 30): see friends.js.
+    this.incoming = new Map();
+    this.outgoing = new Map();
+    this.blocked = new Map();
+    this.blockedLoaded = false;
     this.typing = new Map(); // conversation key -> Map(user id -> when it expires, ms)
     this.typedAt = new Map(); // conversation key -> when a typing notice last left, ms
 
@@ -184,6 +190,7 @@ export class Session extends EventTarget {
     this.restored = kept.finally(() => {
       if (this.stopped) return;
       this.loadContacts();
+      this.loadRequests();
       this.loadConversations();
       this.socket.start();
     });
@@ -460,10 +467,133 @@ export class Session extends EventTarget {
     }
   }
 
+  /** Asks the user with this mobile number to be friends; `data.status` says what came of it. */
   async addFriend(mobile) {
     const r = await api.addFriend(mobile);
-    await this.loadContacts();
+    const u = r.data?.user;
+    if (r.data?.status === 'requested' && u) {
+      this.outgoing.set(u.id, { user: u, createat: r.data.createat });
+      this.emit('requests');
+    } else if (u) {
+      this.befriended(u);
+    } else {
+      await this.loadContacts();
+    }
     return r;
+  }
+
+  async loadRequests() {
+    try {
+      const r = await api.requests();
+      this.incoming = new Map((r.incoming || []).map((x) => [x.user.id, x]));
+      this.outgoing = new Map((r.outgoing || []).map((x) => [x.user.id, x]));
+      for (const x of r.incoming || []) this.users.set(x.user.id, x.user);
+    } catch (e) {
+      if (e.status !== 401) this.emit('error', { message: `Could not load your friend requests: ${e.message}` });
+      return;
+    }
+    this.emit('requests');
+  }
+
+  async loadBlocked() {
+    try {
+      const rows = await api.blocked();
+      this.blocked = new Map(rows.map((x) => [x.user.id, x]));
+      this.blockedLoaded = true;
+    } catch (e) {
+      if (e.status !== 401) this.emit('error', { message: `Could not load the users you blocked: ${e.message}` });
+      return;
+    }
+    this.emit('blocked');
+  }
+
+  async acceptRequest(id) {
+    const r = await api.accept(id);
+    if (r.data) this.befriended(r.data);
+    return r;
+  }
+
+  async declineRequest(id) {
+    await api.decline(id);
+    if (this.incoming.delete(id)) this.emit('requests');
+  }
+
+  async cancelRequest(id) {
+    await api.cancelRequest(id);
+    if (this.outgoing.delete(id)) this.emit('requests');
+  }
+
+  async removeFriend(id) {
+    await api.removeFriend(id);
+    this.unfriended(id);
+  }
+
+  async block(id) {
+    const r = await api.block(id);
+    this.blockedUser(r.data || this.users.get(id) || { id, nickname: '' });
+  }
+
+  async unblock(id) {
+    await api.unblock(id);
+    if (this.blocked.delete(id)) this.emit('blocked');
+  }
+
+  /** `u` is a friend now: into the list, out of the requests. */
+  befriended(u) {
+    this.friends.set(u.id, u);
+    this.users.set(u.id, u);
+    const changed = this.incoming.delete(u.id) | this.outgoing.delete(u.id);
+    this.emit('contacts');
+    if (changed) this.emit('requests');
+  }
+
+  unfriended(id) {
+    if (this.friends.delete(id)) this.emit('contacts');
+  }
+
+  blockedUser(u) {
+    this.unfriended(u.id);
+    if (this.incoming.delete(u.id) | this.outgoing.delete(u.id)) this.emit('requests');
+    this.blocked.set(u.id, { user: u, createat: Date.now() });
+    this.emit('blocked');
+  }
+
+  /** A contact event (cmd 30, PROTOCOL.md "Contact events"): the lists change live. */
+  onContact(f) {
+    const id = f.user?.id ?? f.userid;
+    if (!id) return;
+    switch (f.event) {
+      case 'friend_request':
+        this.incoming.set(id, { user: f.user, createat: f.createat });
+        this.users.set(id, f.user);
+        this.emit('requests');
+        break;
+      case 'request_sent':
+        this.outgoing.set(id, { user: f.user, createat: f.createat });
+        this.emit('requests');
+        break;
+      case 'friend_added':
+        this.befriended(f.user);
+        // Its row in the conversation list (time, unread) comes with the server's list.
+        this.loadConversations();
+        break;
+      case 'friend_removed':
+        this.unfriended(id);
+        break;
+      case 'request_declined':
+      case 'request_withdrawn':
+        // Either way round: the request between us is gone.
+        if (this.incoming.delete(id) | this.outgoing.delete(id)) this.emit('requests');
+        break;
+      case 'blocked':
+        this.blockedUser(f.user);
+        break;
+      case 'unblocked':
+        if (this.blocked.delete(id)) this.emit('blocked');
+        break;
+      default:
+        break; // an event this client does not know
+    }
   }
 
   async joinGroup(name) {
@@ -618,7 +748,10 @@ export class Session extends EventTarget {
   onOpen() {
     this.setConn('online');
     if (this.everOpened) {
-      this.loadContacts(); // things may have changed while we were away
+      // Things may have changed while we were away (contact events are not stored).
+      this.loadContacts();
+      this.loadRequests();
+      if (this.blockedLoaded) this.loadBlocked();
       refreshChanged(this);
     }
     this.everOpened = true;
@@ -766,6 +899,9 @@ export class Session extends EventTarget {
       case CMD.RECALL:
       case CMD.EDIT:
         onChangeFrame(this, f);
+        break;
+      case CMD.CONTACT:
+        this.onContact(f);
         break;
       case CMD.SYNC_BATCH:
         for (const m of f.messages || []) this.ingest(m);

@@ -248,7 +248,18 @@ fn friends_chat_and_read_their_history() {
     let (mut a, a_id, a_token) = register(&server, "13800000011", "a");
     let (mut b, b_id, b_token) = register(&server, "13800000012", "b");
     let added = a.form("/contact/addfriend", "dstname=13800000012").json();
-    assert_eq!(added["code"], 0, "{added}");
+    assert_eq!(
+        (&added["code"], &added["msg"], &added["data"]["status"]),
+        (&json!(0), &json!("request sent"), &json!("requested")),
+        "{added}"
+    );
+    assert_eq!(
+        b.form("/contact/loadfriend", "").json()["total"],
+        0,
+        "not before b accepts"
+    );
+    let accepted = b.form("/contact/accept", &format!("dstid={a_id}")).json();
+    assert_eq!(accepted["code"], 0, "{accepted}");
     let friends = b.form("/contact/loadfriend", "").json();
     assert_eq!(
         (friends["total"].as_i64(), friends["rows"][0]["id"].as_i64()),

@@ -240,7 +240,7 @@ fn printed_configuration_reads_back_the_same() {
     assert_eq!(first, second);
     // Every key is there (static-dir because it was set; not tls-cert and tls-key).
     let table: toml::Table = first.parse().expect("TOML");
-    assert_eq!(table.len(), 28, "{first}");
+    assert_eq!(table.len(), 29, "{first}");
     assert_eq!(table["tls-self-signed"].as_bool(), Some(false));
     assert_eq!(table["login-per-minute"].as_integer(), Some(7));
     assert_eq!(table["static-dir"].as_str(), Some("web"));
@@ -372,7 +372,7 @@ fn the_deployment_example_reads() {
     let dir = Dir::new();
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/fastim.toml");
     let t = printed(&["--config", example], &[], &dir.0);
-    assert_eq!(t.len(), 27, "{t:?}");
+    assert_eq!(t.len(), 28, "{t:?}");
     assert_eq!(t["data-dir"].as_str(), Some("/var/lib/fastim/data"));
     let written: toml::Table = std::fs::read_to_string(example)
         .expect("the example")

@@ -366,18 +366,20 @@ fn new_friends_are_told_each_others_presence_at_once() {
     for ws in [&mut a, &mut e] {
         while within(ws, Duration::from_millis(300)).is_some() {}
     }
-    let mut http = common::Http::new(server.addr);
-    let bearer = format!("Bearer {}", w.d.token);
-    let r = http.request(
-        "POST",
-        "/contact/addfriend",
-        &[
-            ("Authorization", &bearer),
-            ("Content-Type", "application/x-www-form-urlencoded"),
-        ],
-        format!("dstid={}", w.a.id).as_bytes(),
+    w.d.befriend(&server, &w.a);
+    // The request (to a, and to d's own socket), then the friendship (cmd 30), then
+    // each other's presence.
+    let asked = recv(&mut a);
+    assert_eq!(
+        (&asked["cmd"], &asked["event"]),
+        (&json!(30), &json!("friend_request"))
     );
-    assert_eq!(r.json()["code"], 0, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(recv(&mut d)["event"], "request_sent");
+    for (ws, other) in [(&mut a, w.d.id), (&mut d, w.a.id)] {
+        let added = recv(ws);
+        assert_eq!(added["event"], "friend_added", "{added}");
+        assert_eq!(added["user"]["id"], other);
+    }
     let of_a = presence(&mut d);
     assert_eq!(
         (of_a.len(), of_a[0]["userid"].as_i64(), &of_a[0]["online"]),

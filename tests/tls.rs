@@ -201,6 +201,18 @@ fn chat_over_https_and_wss() {
         &format!("{auth}Content-Type: application/x-www-form-urlencoded\r\n"),
         &format!("dstid={}", ids[1]),
     );
+    assert_eq!(r.json()["data"]["status"], "requested", "{:?}", r.json());
+    let mut bob_tls = connect(&server, &config, "localhost");
+    let r = https(
+        &mut bob_tls,
+        "POST",
+        "/contact/accept",
+        &format!(
+            "Authorization: Bearer {}\r\nContent-Type: application/x-www-form-urlencoded\r\n",
+            tokens[1]
+        ),
+        &format!("dstid={}", ids[0]),
+    );
     assert_eq!(r.json()["code"], 0, "{:?}", r.json());
     // Keep-alive over the same TLS connection.
     let me = https(&mut tls, "GET", "/user/me", &auth, "");

@@ -4,7 +4,7 @@ use super::fields::{self, Fields};
 use super::json::{Community, MemberRow, PublicProfile, WithUnread};
 use super::users::AVATAR_MAX;
 use super::{ApiReply, Caller, Effect, Failure, MAX_GROUPS_OWNED, MSG_SESSION_INVALID};
-use crate::store::{Db, Group, LeaveOutcome, NewGroup, Peer, StoreError, User};
+use crate::store::{Db, Group, LeaveOutcome, NewGroup, Peer, StoreError};
 
 /// Longest group name, in characters.
 const GROUP_NAME_MAX: usize = 30;
@@ -13,41 +13,6 @@ const GROUP_MEMO_MAX: usize = 120;
 
 pub(super) const MSG_NO_SUCH_GROUP: &str = "no such group";
 pub(super) const MSG_NOT_MEMBER: &str = "you are not a member of this group";
-
-/// `/contact/addfriend`: befriends the user with mobile number `dstname` (what fastIM's
-/// client sends) or id `dstid`. Mutual and immediate, as in fastIM.
-pub(super) fn add_friend(
-    db: &mut Db,
-    caller: &Caller<'_>,
-    fields: &Fields,
-    now: i64,
-) -> Result<ApiReply, Failure> {
-    let friend: User = if let Some(id) = fields.int("dstid")? {
-        db.user_by_id(id)?
-            .ok_or_else(|| Failure::field("no such user"))?
-    } else {
-        let mobile = fields.trimmed("dstname")?.ok_or_else(|| {
-            Failure::field("dstname (the mobile number of the friend to add) is required")
-        })?;
-        db.user_by_mobile(mobile)?
-            .ok_or_else(|| Failure::field("no user has this mobile number"))?
-    };
-    db.add_friend(caller.id, friend.id, now)
-        .map_err(|e| match e {
-            StoreError::SelfFriend => Failure::field("you cannot add yourself as a friend"),
-            StoreError::AlreadyFriends => Failure::field("you are already friends"),
-            StoreError::NoSuchUser => Failure::Unauthorized(MSG_SESSION_INVALID),
-            other => other.into(),
-        })?;
-    Ok(
-        ApiReply::data_with_msg("friend added", PublicProfile::from(&friend)).with_effect(
-            Effect::Befriended {
-                user: caller.id,
-                friend: friend.id,
-            },
-        ),
-    )
-}
 
 /// `/contact/loadfriend`: the caller's friends, public profiles only (fastIM leaked
 /// their tokens and mobile numbers, FASTIM.md §1.9 item 3).

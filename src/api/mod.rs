@@ -4,7 +4,8 @@
 //! reads the body (413 over the limit), takes the session token from the request, and
 //! hands an [`ApiRequest`] to a worker thread that owns a [`Db`]. There [`handle`] runs
 //! the request to the end and returns an [`ApiReply`]: status, JSON body, optional
-//! `Set-Cookie`, and an [`Effect`] the loop applies to its in-memory indexes.
+//! `Set-Cookie`, and the [`Effect`]s the loop applies to its in-memory indexes (among
+//! them `cmd 30` events for other users' sockets, [`Effect::Notify`]).
 //!
 //! # Envelopes
 //!
@@ -29,6 +30,7 @@
 
 mod contacts;
 mod fields;
+mod friends;
 mod history;
 mod json;
 mod upload;
@@ -38,12 +40,14 @@ mod users;
 mod tests;
 
 pub use fields::{check_mobile, check_new_password, check_nickname};
+pub use friends::{MAX_PENDING_REQUESTS, MSG_REQUEST_SENT};
 pub use upload::{Upload, upload};
 pub use users::{MSG_BLOCKED, NICKNAME_MAX};
 
 use serde::Serialize;
 
 use crate::http::Status;
+use crate::im::events::ContactEvent;
 use crate::secret::token_digest;
 use crate::store::{Db, StoreError};
 use fields::Fields;
@@ -76,8 +80,24 @@ pub enum Route {
     Find,
     /// `/user/update`: change own profile.
     UpdateProfile,
-    /// `/contact/addfriend`: befriend a user by mobile number or id.
+    /// `/contact/addfriend`: ask a user (by mobile number or id) to be friends.
     AddFriend,
+    /// `/contact/requests`: friend requests waiting, incoming and outgoing.
+    Requests,
+    /// `/contact/accept`: accept a friend request.
+    Accept,
+    /// `/contact/decline`: decline a friend request.
+    Decline,
+    /// `/contact/cancelrequest`: withdraw one's own friend request.
+    CancelRequest,
+    /// `/contact/removefriend`: end a friendship.
+    RemoveFriend,
+    /// `/contact/block`: block a user.
+    Block,
+    /// `/contact/unblock`: lift a block.
+    Unblock,
+    /// `/contact/blocked`: the users one blocked.
+    Blocked,
     /// `/contact/loadfriend`: list friends.
     LoadFriends,
     /// `/contact/createcommunity`: create a group.
@@ -98,7 +118,7 @@ pub enum Route {
 
 impl Route {
     /// Every route.
-    pub const ALL: [Route; 15] = [
+    pub const ALL: [Route; 23] = [
         Route::Register,
         Route::Login,
         Route::Logout,
@@ -106,6 +126,14 @@ impl Route {
         Route::Find,
         Route::UpdateProfile,
         Route::AddFriend,
+        Route::Requests,
+        Route::Accept,
+        Route::Decline,
+        Route::CancelRequest,
+        Route::RemoveFriend,
+        Route::Block,
+        Route::Unblock,
+        Route::Blocked,
         Route::LoadFriends,
         Route::CreateGroup,
         Route::JoinGroup,
@@ -131,6 +159,14 @@ impl Route {
             Route::Find => "/user/find",
             Route::UpdateProfile => "/user/update",
             Route::AddFriend => "/contact/addfriend",
+            Route::Requests => "/contact/requests",
+            Route::Accept => "/contact/accept",
+            Route::Decline => "/contact/decline",
+            Route::CancelRequest => "/contact/cancelrequest",
+            Route::RemoveFriend => "/contact/removefriend",
+            Route::Block => "/contact/block",
+            Route::Unblock => "/contact/unblock",
+            Route::Blocked => "/contact/blocked",
             Route::LoadFriends => "/contact/loadfriend",
             Route::CreateGroup => "/contact/createcommunity",
             Route::JoinGroup => "/contact/joincommunity",
@@ -149,6 +185,8 @@ impl Route {
             Route::Me
                 | Route::Find
                 | Route::LoadFriends
+                | Route::Requests
+                | Route::Blocked
                 | Route::LoadGroups
                 | Route::GroupMembers
                 | Route::Conversations
@@ -186,10 +224,12 @@ pub struct ApiRequest {
     /// Whether the client reached us over HTTPS (a TLS-terminating proxy in front said
     /// `X-Forwarded-Proto: https`): the session cookie then carries `Secure`.
     pub secure: bool,
+    /// `--instant-friends`: `/contact/addfriend` befriends at once, as in fastIM.
+    pub instant_friends: bool,
 }
 
 /// What the event loop must change in its in-memory state after sending the reply.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Effect {
     /// `user` is now a member of `group` (created or joined it).
     Joined {
@@ -225,10 +265,33 @@ pub enum Effect {
         /// The user who was added.
         friend: i64,
     },
+    /// `a` and `b` are no longer friends (one removed or blocked the other).
+    Unfriended {
+        /// One of them.
+        a: i64,
+        /// The other.
+        b: i64,
+    },
+    /// `blocker` blocked (`on`) or unblocked `blocked`.
+    Blocked {
+        /// Who blocks.
+        blocker: i64,
+        /// Who is blocked.
+        blocked: i64,
+        /// Blocked (true) or unblocked.
+        on: bool,
+    },
+    /// `event` goes to every open chat connection of `users` (`cmd 30`, `im/events.rs`).
+    Notify {
+        /// Who is told.
+        users: Vec<i64>,
+        /// What.
+        event: ContactEvent,
+    },
 }
 
 /// The reply to an [`ApiRequest`].
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ApiReply {
     /// HTTP status.
     pub status: Status,
@@ -236,8 +299,8 @@ pub struct ApiReply {
     pub body: Vec<u8>,
     /// A `Set-Cookie` header value (login, register, logout).
     pub set_cookie: Option<String>,
-    /// What the loop must update once the reply is sent.
-    pub effect: Option<Effect>,
+    /// What the loop must update once the reply is sent, in this order.
+    pub effects: Vec<Effect>,
 }
 
 /// The body of a 500 reply, also used if a body cannot be serialized.
@@ -257,7 +320,7 @@ impl ApiReply {
             status,
             body,
             set_cookie: None,
-            effect: None,
+            effects: Vec::new(),
         }
     }
 
@@ -308,14 +371,19 @@ impl ApiReply {
             status,
             body: crate::http::envelope(code, msg),
             set_cookie: None,
-            effect: None,
+            effects: Vec::new(),
         }
     }
 
     /// Adds an effect.
     fn with_effect(mut self, effect: Effect) -> ApiReply {
-        self.effect = Some(effect);
+        self.effects.push(effect);
         self
+    }
+
+    /// Adds a `cmd 30` event for `users`.
+    fn notify(self, users: Vec<i64>, event: ContactEvent) -> ApiReply {
+        self.with_effect(Effect::Notify { users, event })
     }
 
     /// Adds a `Set-Cookie` value.
@@ -437,7 +505,17 @@ fn run(db: &mut Db, req: &ApiRequest) -> Result<ApiReply, Failure> {
         (Route::Me, Some(c)) => users::me(db, &c),
         (Route::Find, Some(_)) => users::find(db, &fields),
         (Route::UpdateProfile, Some(c)) => users::update(db, &c, &fields),
-        (Route::AddFriend, Some(c)) => contacts::add_friend(db, &c, &fields, now),
+        (Route::AddFriend, Some(c)) => {
+            friends::add_friend(db, &c, &fields, now, req.instant_friends)
+        }
+        (Route::Requests, Some(c)) => friends::requests(db, &c),
+        (Route::Accept, Some(c)) => friends::accept(db, &c, &fields, now),
+        (Route::Decline, Some(c)) => friends::decline(db, &c, &fields),
+        (Route::CancelRequest, Some(c)) => friends::cancel(db, &c, &fields),
+        (Route::RemoveFriend, Some(c)) => friends::remove_friend(db, &c, &fields),
+        (Route::Block, Some(c)) => friends::block(db, &c, &fields, now),
+        (Route::Unblock, Some(c)) => friends::unblock(db, &c, &fields),
+        (Route::Blocked, Some(c)) => friends::blocked(db, &c),
         (Route::LoadFriends, Some(c)) => contacts::load_friends(db, &c),
         (Route::CreateGroup, Some(c)) => contacts::create_group(db, &c, &fields, now),
         (Route::JoinGroup, Some(c)) => contacts::join_group(db, &c, &fields, now),

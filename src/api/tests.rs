@@ -31,6 +31,7 @@ fn request(
         token: token.map(str::to_owned),
         now_ms: NOW,
         secure: false,
+        instant_friends: false,
     }
 }
 
@@ -72,7 +73,7 @@ fn fail(r: (ApiReply, Value)) -> String {
     let (reply, body) = r;
     assert_eq!(reply.status, Status::Ok, "{body}");
     assert_eq!(body["code"], -1, "{body}");
-    assert_eq!(reply.effect, None);
+    assert_eq!(reply.effects, []);
     assert_eq!(reply.set_cookie, None);
     assert_eq!(object_keys(&body), keys(&["code", "msg"]), "{body}");
     body["msg"].as_str().expect("msg").to_owned()
@@ -84,7 +85,7 @@ fn http_error(r: (ApiReply, Value), status: Status) -> String {
     assert_eq!(reply.status, status, "{body}");
     assert_eq!(body["code"], i64::from(status.code()), "{body}");
     assert_eq!(object_keys(&body), keys(&["code", "msg"]), "{body}");
-    assert_eq!(reply.effect, None);
+    assert_eq!(reply.effects, []);
     body["msg"].as_str().expect("msg").to_owned()
 }
 
@@ -172,6 +173,8 @@ fn routes_paths_methods_and_auth() {
         [
             Route::Me,
             Route::Find,
+            Route::Requests,
+            Route::Blocked,
             Route::LoadFriends,
             Route::LoadGroups,
             Route::GroupMembers,
@@ -219,7 +222,7 @@ fn register_as_the_original_client_does_and_use_the_token() {
                 .as_str()
         )
     );
-    assert_eq!(reply.effect, None);
+    assert_eq!(reply.effects, []);
 
     // The token is a live session for the new user.
     assert_eq!(session_user(&t.db, &token, NOW).expect("q"), Some(id));
@@ -551,11 +554,11 @@ fn logout_ends_only_this_session_and_clears_the_cookie() {
         Some("fastim_token=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0")
     );
     assert_eq!(
-        reply.effect,
-        Some(Effect::LoggedOut {
+        reply.effects,
+        vec![Effect::LoggedOut {
             user: alice.id,
             token_digest: token_digest(&alice.token)
-        })
+        }]
     );
     http_error(
         form(&mut t.db, Route::Me, "", Some(&alice.token)),
@@ -792,8 +795,35 @@ fn me_find_and_update() {
 // ---------------------------------------------------------------------------------------
 // Friends
 
+/// `/contact/addfriend` as a form, with `--instant-friends`.
+fn instant(db: &mut Db, body: &str, token: &str) -> (ApiReply, Value) {
+    let mut req = request(
+        Route::AddFriend,
+        Some("application/x-www-form-urlencoded"),
+        body.as_bytes(),
+        Some(token),
+    );
+    req.instant_friends = true;
+    call(db, req)
+}
+
+/// The `cmd 30` events of a reply: (users told, the frame as JSON).
+fn events(reply: &ApiReply) -> Vec<(Vec<i64>, Value)> {
+    reply
+        .effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Notify { users, event } => Some((
+                users.clone(),
+                serde_json::from_str(&event.to_json()).expect("json"),
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
 #[test]
-fn add_friend_by_mobile_as_the_client_does_and_by_id() {
+fn instant_friends_add_by_mobile_as_the_client_does_and_by_id() {
     let mut t = test_db();
     let alice = quick_user(&mut t.db, "13800000001");
     let bob = quick_user(&mut t.db, "13800000002");
@@ -801,35 +831,46 @@ fn add_friend_by_mobile_as_the_client_does_and_by_id() {
 
     // foot.html: post("contact/addfriend", {dstname: mobile, userid: userId()}); the
     // userid here claims to be carol: ignored.
-    let (reply, v) = form(
+    let (reply, v) = instant(
         &mut t.db,
-        Route::AddFriend,
         &format!("dstname=13800000002&userid={}", carol.id),
-        Some(&alice.token),
+        &alice.token,
     );
     let v = ok((reply.clone(), v));
     assert_eq!(v["msg"], "friend added");
     assert_eq!(object_keys(&v["data"]), keys(PUBLIC_KEYS));
     assert_eq!(v["data"]["id"], bob.id);
     assert_eq!(
-        reply.effect,
-        Some(Effect::Befriended {
+        reply.effects[0],
+        Effect::Befriended {
             user: alice.id,
             friend: bob.id
+        }
+    );
+    let told: Vec<_> = reply.effects[1..]
+        .iter()
+        .map(|e| match e {
+            Effect::Notify { users, event } => (users.clone(), event.to_json()),
+            other => panic!("{other:?}"),
         })
+        .collect();
+    assert_eq!(told.len(), 2);
+    let json = |t: &str| serde_json::from_str::<serde_json::Value>(t).expect("json");
+    assert_eq!(told[0].0, [alice.id]);
+    let first = json(&told[0].1);
+    assert_eq!(
+        (&first["cmd"], &first["event"]),
+        (&30.into(), &"friend_added".into())
     );
-    assert!(t.db.are_friends(alice.id, bob.id).expect("q"));
-    assert!(t.db.are_friends(bob.id, alice.id).expect("q"), "mutual");
-    assert!(
-        !t.db.are_friends(carol.id, bob.id).expect("q"),
-        "spoofed userid ignored"
-    );
+    assert_eq!(first["user"]["id"], bob.id);
+    assert_eq!(object_keys(&first["user"]), keys(PUBLIC_KEYS));
+    assert_eq!(told[1].0, [bob.id]);
+    assert_eq!(json(&told[1].1)["user"]["id"], alice.id);
 
-    ok(post_json(
+    ok(instant(
         &mut t.db,
-        Route::AddFriend,
-        &json!({"dstid": carol.id}),
-        Some(&alice.token),
+        &format!("dstid={}", carol.id),
+        &alice.token,
     ));
 
     let cases = [
@@ -849,26 +890,398 @@ fn add_friend_by_mobile_as_the_client_does_and_by_id() {
         ("dstid=99999".to_owned(), "no such user"),
         (
             String::new(),
-            "dstname (the mobile number of the friend to add) is required",
+            "dstid (a user id) or dstname (a mobile number) is required",
         ),
         ("dstid=x".to_owned(), "dstid must be an integer"),
     ];
     for (body, expected) in cases {
         assert_eq!(
-            fail(form(&mut t.db, Route::AddFriend, &body, Some(&alice.token))),
+            fail(instant(&mut t.db, &body, &alice.token)),
             expected,
             "{body}"
         );
     }
     // Bob adding alice back: already friends.
     assert_eq!(
+        fail(instant(&mut t.db, "dstname=13800000001", &bob.token)),
+        "you are already friends"
+    );
+}
+
+#[test]
+fn add_friend_asks_and_the_other_side_accepts_or_declines() {
+    let mut t = test_db();
+    let alice = quick_user(&mut t.db, "13800000001");
+    let bob = quick_user(&mut t.db, "13800000002");
+    let carol = quick_user(&mut t.db, "13800000003");
+
+    let (reply, v) = form(
+        &mut t.db,
+        Route::AddFriend,
+        "dstname=13800000002",
+        Some(&alice.token),
+    );
+    let v = ok((reply.clone(), v));
+    assert_eq!(v["msg"], "request sent");
+    assert_eq!(v["data"]["status"], "requested");
+    assert_eq!(v["data"]["user"]["id"], bob.id);
+    assert_eq!(v["data"]["createat"], NOW);
+    assert!(
+        !t.db.are_friends(alice.id, bob.id).expect("q"),
+        "not before bob says yes"
+    );
+    let told = events(&reply);
+    assert_eq!(told.len(), 2);
+    assert_eq!(told[0].0, [bob.id]);
+    assert_eq!(told[0].1["event"], "friend_request");
+    assert_eq!(told[0].1["user"]["id"], alice.id);
+    assert_eq!(object_keys(&told[0].1["user"]), keys(PUBLIC_KEYS));
+    // Alice's own devices learn of it too, with bob as the other one.
+    assert_eq!(told[1].0, [alice.id]);
+    assert_eq!(
+        (
+            &told[1].1["event"],
+            &told[1].1["user"]["id"],
+            &told[1].1["createat"]
+        ),
+        (&json!("request_sent"), &json!(bob.id), &json!(NOW))
+    );
+    assert_eq!(reply.effects.len(), 2, "no friendship for the index yet");
+
+    // Again: the same answer, nobody told twice.
+    let (reply, v) = form(
+        &mut t.db,
+        Route::AddFriend,
+        "dstname=13800000002",
+        Some(&alice.token),
+    );
+    assert_eq!(ok((reply.clone(), v))["data"]["status"], "requested");
+    assert!(reply.effects.is_empty());
+
+    // Bob's lists; alice's.
+    let r = ok(get(&mut t.db, Route::Requests, "", Some(&bob.token)));
+    assert_eq!(r["data"]["incoming"][0]["user"]["id"], alice.id);
+    assert_eq!(r["data"]["incoming"][0]["createat"], NOW);
+    assert_eq!(r["data"]["outgoing"], json!([]));
+    let r = ok(get(&mut t.db, Route::Requests, "", Some(&alice.token)));
+    assert_eq!(r["data"]["outgoing"][0]["user"]["id"], bob.id);
+
+    // Bob accepts.
+    let (reply, v) = form(
+        &mut t.db,
+        Route::Accept,
+        &format!("dstid={}", alice.id),
+        Some(&bob.token),
+    );
+    let v = ok((reply.clone(), v));
+    assert_eq!(v["msg"], "you are now friends");
+    assert_eq!(v["data"]["id"], alice.id);
+    assert_eq!(
+        reply.effects[0],
+        Effect::Befriended {
+            user: bob.id,
+            friend: alice.id
+        }
+    );
+    let told = events(&reply);
+    assert_eq!(
+        told.iter()
+            .map(|(u, e)| (u.clone(), e["event"].clone(), e["user"]["id"].clone()))
+            .collect::<Vec<_>>(),
+        [
+            (vec![bob.id], json!("friend_added"), json!(alice.id)),
+            (vec![alice.id], json!("friend_added"), json!(bob.id)),
+        ]
+    );
+    assert!(t.db.are_friends(alice.id, bob.id).expect("q"));
+    assert_eq!(
         fail(form(
             &mut t.db,
-            Route::AddFriend,
-            "dstname=13800000001",
+            Route::Accept,
+            &format!("dstid={}", alice.id),
             Some(&bob.token)
         )),
-        "you are already friends"
+        "this user has no friend request waiting for you"
+    );
+
+    // Carol asks bob; bob declines; carol is told and may ask again.
+    ok(form(
+        &mut t.db,
+        Route::AddFriend,
+        &format!("dstid={}", bob.id),
+        Some(&carol.token),
+    ));
+    let (reply, v) = form(
+        &mut t.db,
+        Route::Decline,
+        &format!("dstid={}", carol.id),
+        Some(&bob.token),
+    );
+    assert_eq!(ok((reply.clone(), v))["msg"], "request declined");
+    assert_eq!(
+        events(&reply),
+        [
+            (
+                vec![carol.id],
+                json!({"cmd": 30, "event": "request_declined", "userid": bob.id})
+            ),
+            (
+                vec![bob.id],
+                json!({"cmd": 30, "event": "request_declined", "userid": carol.id})
+            ),
+        ]
+    );
+    assert!(!t.db.are_friends(carol.id, bob.id).expect("q"));
+
+    // Carol asks and withdraws: bob is told.
+    ok(form(
+        &mut t.db,
+        Route::AddFriend,
+        &format!("dstid={}", bob.id),
+        Some(&carol.token),
+    ));
+    let (reply, v) = form(
+        &mut t.db,
+        Route::CancelRequest,
+        &format!("dstid={}", bob.id),
+        Some(&carol.token),
+    );
+    assert_eq!(ok((reply.clone(), v))["msg"], "request withdrawn");
+    assert_eq!(
+        events(&reply),
+        [
+            (
+                vec![bob.id],
+                json!({"cmd": 30, "event": "request_withdrawn", "userid": carol.id})
+            ),
+            (
+                vec![carol.id],
+                json!({"cmd": 30, "event": "request_withdrawn", "userid": bob.id})
+            ),
+        ]
+    );
+    assert_eq!(
+        fail(form(
+            &mut t.db,
+            Route::CancelRequest,
+            &format!("dstid={}", bob.id),
+            Some(&carol.token)
+        )),
+        "you have no friend request waiting for this user"
+    );
+
+    // Requests that meet: carol asks again, bob asks carol.
+    ok(form(
+        &mut t.db,
+        Route::AddFriend,
+        &format!("dstid={}", bob.id),
+        Some(&carol.token),
+    ));
+    let (reply, v) = form(
+        &mut t.db,
+        Route::AddFriend,
+        &format!("dstid={}", carol.id),
+        Some(&bob.token),
+    );
+    let v = ok((reply.clone(), v));
+    assert_eq!(v["data"]["status"], "friends");
+    assert_eq!(events(&reply).len(), 2);
+    assert!(t.db.are_friends(carol.id, bob.id).expect("q"));
+
+    // Bad input.
+    for (route, body, expected) in [
+        (
+            Route::AddFriend,
+            String::new(),
+            "dstid (a user id) or dstname (a mobile number) is required",
+        ),
+        (
+            Route::AddFriend,
+            format!("dstid={}", alice.id),
+            "you cannot add yourself as a friend",
+        ),
+        (Route::AddFriend, "dstid=99999".to_owned(), "no such user"),
+        (
+            Route::AddFriend,
+            format!("dstid={}", bob.id),
+            "you are already friends",
+        ),
+        (Route::Accept, String::new(), "dstid is required"),
+        (Route::Accept, "dstid=99999".to_owned(), "no such user"),
+        (
+            Route::Decline,
+            format!("dstid={}", carol.id),
+            "this user has no friend request waiting for you",
+        ),
+        (
+            Route::RemoveFriend,
+            format!("dstid={}", carol.id),
+            "this user is not your friend",
+        ),
+        (
+            Route::Unblock,
+            format!("dstid={}", carol.id),
+            "this user is not blocked",
+        ),
+        (
+            Route::Block,
+            format!("dstid={}", alice.id),
+            "you cannot block yourself",
+        ),
+    ] {
+        assert_eq!(
+            fail(form(&mut t.db, route, &body, Some(&alice.token))),
+            expected,
+            "{route:?} {body}"
+        );
+    }
+}
+
+#[test]
+fn the_pending_cap_is_a_429() {
+    let mut t = test_db();
+    let alice = quick_user(&mut t.db, "13800000001");
+    for i in 0..crate::api::MAX_PENDING_REQUESTS {
+        let other = quick_user(&mut t.db, &format!("1390000{i:04}"));
+        ok(form(
+            &mut t.db,
+            Route::AddFriend,
+            &format!("dstid={}", other.id),
+            Some(&alice.token),
+        ));
+    }
+    let one_more = quick_user(&mut t.db, "13999999999");
+    let (reply, v) = form(
+        &mut t.db,
+        Route::AddFriend,
+        &format!("dstid={}", one_more.id),
+        Some(&alice.token),
+    );
+    assert_eq!(reply.status, Status::TooManyRequests);
+    assert_eq!(v["code"], 429);
+    assert!(
+        v["msg"]
+            .as_str()
+            .expect("msg")
+            .contains("100 friend requests waiting"),
+        "{v}"
+    );
+}
+
+#[test]
+fn remove_and_block_tell_whom_they_concern() {
+    let mut t = test_db();
+    let alice = quick_user(&mut t.db, "13800000001");
+    let bob = quick_user(&mut t.db, "13800000002");
+    let carol = quick_user(&mut t.db, "13800000003");
+    t.db.add_friend(alice.id, bob.id, NOW).expect("friends");
+    let (reply, v) = form(
+        &mut t.db,
+        Route::RemoveFriend,
+        &format!("dstid={}", bob.id),
+        Some(&alice.token),
+    );
+    assert_eq!(ok((reply.clone(), v))["msg"], "friend removed");
+    assert_eq!(
+        reply.effects[0],
+        Effect::Unfriended {
+            a: alice.id,
+            b: bob.id
+        }
+    );
+    let told = events(&reply);
+    assert_eq!(
+        told[0],
+        (
+            vec![alice.id],
+            json!({"cmd": 30, "event": "friend_removed", "userid": bob.id})
+        )
+    );
+    assert_eq!(
+        told[1],
+        (
+            vec![bob.id],
+            json!({"cmd": 30, "event": "friend_removed", "userid": alice.id})
+        )
+    );
+
+    // Alice asks carol, then blocks her: carol hears the request is gone, never of the block.
+    ok(form(
+        &mut t.db,
+        Route::AddFriend,
+        &format!("dstid={}", carol.id),
+        Some(&alice.token),
+    ));
+    let (reply, v) = form(
+        &mut t.db,
+        Route::Block,
+        "dstname=13800000003",
+        Some(&alice.token),
+    );
+    assert_eq!(ok((reply.clone(), v))["data"]["id"], carol.id);
+    assert_eq!(
+        reply.effects[0],
+        Effect::Blocked {
+            blocker: alice.id,
+            blocked: carol.id,
+            on: true
+        }
+    );
+    let told = events(&reply);
+    assert_eq!(told.len(), 2);
+    assert_eq!(
+        told[0],
+        (
+            vec![carol.id],
+            json!({"cmd": 30, "event": "request_withdrawn", "userid": alice.id})
+        )
+    );
+    assert_eq!(told[1].0, [alice.id]);
+    assert_eq!(
+        (&told[1].1["event"], &told[1].1["user"]["id"]),
+        (&json!("blocked"), &json!(carol.id))
+    );
+    let listed = ok(get(&mut t.db, Route::Blocked, "", Some(&alice.token)));
+    assert_eq!(listed["total"], 1);
+    assert_eq!(listed["rows"][0]["user"]["id"], carol.id);
+    assert_eq!(listed["rows"][0]["createat"], NOW);
+    // Neither may ask the other now.
+    for (who, other) in [(&carol, alice.id), (&alice, carol.id)] {
+        assert_eq!(
+            fail(form(
+                &mut t.db,
+                Route::AddFriend,
+                &format!("dstid={other}"),
+                Some(&who.token)
+            )),
+            "you cannot send a friend request to this user"
+        );
+    }
+    let (reply, v) = form(
+        &mut t.db,
+        Route::Unblock,
+        &format!("dstid={}", carol.id),
+        Some(&alice.token),
+    );
+    assert_eq!(ok((reply.clone(), v))["msg"], "user unblocked");
+    assert_eq!(
+        reply.effects[0],
+        Effect::Blocked {
+            blocker: alice.id,
+            blocked: carol.id,
+            on: false
+        }
+    );
+    assert_eq!(
+        events(&reply)[0],
+        (
+            vec![alice.id],
+            json!({"cmd": 30, "event": "unblocked", "userid": carol.id})
+        )
+    );
+    assert_eq!(
+        ok(get(&mut t.db, Route::Blocked, "", Some(&alice.token)))["total"],
+        0
     );
 }
 
@@ -940,11 +1353,11 @@ fn create_group_as_the_client_does() {
     assert_eq!(d["createat"], NOW);
     let group = d["id"].as_i64().expect("id");
     assert_eq!(
-        reply.effect,
-        Some(Effect::Joined {
+        reply.effects,
+        vec![Effect::Joined {
             user: alice.id,
             group
-        })
+        }]
     );
     assert!(t.db.is_member(group, alice.id).expect("q"));
     assert!(!t.db.is_member(group, bob.id).expect("q"));
@@ -1045,11 +1458,11 @@ fn join_by_name_as_the_client_does_or_by_id_and_list_groups() {
     assert_eq!(v["data"]["id"], g1);
     assert_eq!(object_keys(&v["data"]), keys(COMMUNITY_KEYS));
     assert_eq!(
-        reply.effect,
-        Some(Effect::Joined {
+        reply.effects,
+        vec![Effect::Joined {
             user: bob.id,
             group: g1
-        })
+        }]
     );
     assert!(t.db.is_member(g1, bob.id).expect("q"));
     assert!(!t.db.is_member(g1, carol.id).expect("q"));
@@ -1061,11 +1474,11 @@ fn join_by_name_as_the_client_does_or_by_id_and_list_groups() {
         Some(&bob.token),
     );
     assert_eq!(
-        reply.effect,
-        Some(Effect::Joined {
+        reply.effects,
+        vec![Effect::Joined {
             user: bob.id,
             group: g2
-        })
+        }]
     );
 
     let cases = [
@@ -1135,11 +1548,11 @@ fn leave_group_hands_over_then_deletes() {
     );
     assert_eq!(v, json!({"code": 0, "msg": "you left the group"}));
     assert_eq!(
-        reply.effect,
-        Some(Effect::Left {
+        reply.effects,
+        vec![Effect::Left {
             user: alice.id,
             group: g
-        })
+        }]
     );
     assert_eq!(
         t.db.group_by_id(g).expect("q").expect("group").owner_id,
@@ -1172,7 +1585,7 @@ fn leave_group_hands_over_then_deletes() {
         v["msg"],
         "you left the group; it had no other members and was deleted"
     );
-    assert_eq!(reply.effect, Some(Effect::GroupDeleted { group: g }));
+    assert_eq!(reply.effects, [Effect::GroupDeleted { group: g }]);
     assert_eq!(t.db.group_by_id(g).expect("q"), None);
     assert_eq!(
         fail(form(

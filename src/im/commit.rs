@@ -48,6 +48,10 @@ pub fn refusal(right: SendRight) -> Outcome {
             404,
             "reply names no message of this conversation that you can see",
         ),
+        SendRight::UserBlocked => (
+            403,
+            "you cannot message this user: one of you blocked the other",
+        ),
         // Not produced for a refused message; kept total for the match.
         SendRight::Allowed => return internal(),
     };

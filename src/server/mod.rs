@@ -223,11 +223,12 @@ impl Server {
     /// binds the listener and installs the signal handlers.
     pub fn bind(config: Config) -> io::Result<Server> {
         let db_path = database_path(&config);
-        let (memberships, friendships, last_seen) = Db::open(&db_path)
+        let (memberships, friendships, blocks, last_seen) = Db::open(&db_path)
             .and_then(|db| {
                 Ok((
                     db.all_memberships()?,
                     db.all_friendships()?,
+                    db.all_blocks()?,
                     db.all_last_seen()?,
                 ))
             })
@@ -284,6 +285,7 @@ impl Server {
             config,
             index: ChatIndex::new(memberships)
                 .with_friends(friendships)
+                .with_blocks(blocks)
                 .with_last_seen(last_seen),
             chat_batch: Vec::new(),
             writer_backlog: 0,
@@ -697,7 +699,7 @@ impl Server {
         while let Some(completion) = self.workers.try_completion() {
             match completion {
                 Completion::Api { conn, mut reply } => {
-                    if let Some(effect) = reply.effect.take() {
+                    for effect in std::mem::take(&mut reply.effects) {
                         self.apply(effect);
                     }
                     let r = self.live(conn, |c, env| c.life.finish_api(now, reply, env));
@@ -771,6 +773,18 @@ impl Server {
             Effect::Left { user, group } => self.index.left(user, group),
             Effect::GroupDeleted { group } => self.index.group_deleted(group),
             Effect::Befriended { user, friend } => self.index.befriended(user, friend),
+            Effect::Unfriended { a, b } => self.index.unfriended(a, b),
+            Effect::Blocked {
+                blocker,
+                blocked,
+                on,
+            } => self.index.set_blocked(blocker, blocked, on),
+            Effect::Notify { users, event } => {
+                // Out at the end of the turn with the other live frames.
+                if let Some(f) = crate::im::events::notify(&self.index, &users, &event) {
+                    self.fanouts.push(f);
+                }
+            }
             Effect::LoggedOut { user, token_digest } => {
                 // Sockets opened with the ended session close with it.
                 let ended = workers::session_id(&token_digest);

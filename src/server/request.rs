@@ -184,7 +184,7 @@ pub fn route(head: &RequestHead<'_>, config: &Config, peer: IpAddr) -> Routed {
         let mut client = client(head, peer, &config.trusted_proxies);
         // Over the server's own TLS the cookie is Secure too.
         client.https |= config.tls.is_some();
-        return route_api(head, route, body_len, client);
+        return route_api(head, route, body_len, client, config.instant_friends);
     }
     if path == "/healthz" {
         return route_health(head, body_len);
@@ -322,7 +322,13 @@ fn inspector_declines_deflate(head: &RequestHead<'_>, config: &Config) -> bool {
         })
 }
 
-fn route_api(head: &RequestHead<'_>, route: api::Route, body_len: usize, client: Client) -> Routed {
+fn route_api(
+    head: &RequestHead<'_>,
+    route: api::Route,
+    body_len: usize,
+    client: Client,
+    instant_friends: bool,
+) -> Routed {
     if !route.allows(head.method) {
         return method_not_allowed(if route.allows("GET") {
             "GET, POST"
@@ -346,6 +352,7 @@ fn route_api(head: &RequestHead<'_>, route: api::Route, body_len: usize, client:
                 .map(str::to_owned),
             now_ms: 0,
             secure: client.https,
+            instant_friends,
         },
         client: client.addr,
         content_length,

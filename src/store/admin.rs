@@ -436,6 +436,15 @@ impl Db {
             "DELETE FROM friends WHERE user_id = ?1 OR friend_id = ?1",
             [id],
         )? / 2;
+        // These cascade too; said here so that nothing of the user is left to chance.
+        tx.execute(
+            "DELETE FROM friend_requests WHERE from_id = ?1 OR to_id = ?1",
+            [id],
+        )?;
+        tx.execute(
+            "DELETE FROM blocks WHERE blocker_id = ?1 OR blocked_id = ?1",
+            [id],
+        )?;
         tx.execute("DELETE FROM users WHERE id = ?1", [id])?;
         record(&tx, Some(id), None, Reason::Deleted)?;
         tx.commit()?;

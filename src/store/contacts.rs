@@ -8,11 +8,12 @@ use super::users::{USER_COLUMNS, user_exists, user_from_row};
 use super::{Db, Result, StoreError, User, is_unique_violation};
 
 impl Db {
-    /// Makes `user` and `friend` friends of each other.
+    /// Makes `user` and `friend` friends of each other at once (`--instant-friends`,
+    /// and seeding); a request waiting between them is answered by it.
     ///
     /// # Errors
     /// [`StoreError::SelfFriend`], [`StoreError::NoSuchUser`] (either one missing),
-    /// [`StoreError::AlreadyFriends`].
+    /// [`StoreError::AlreadyFriends`], [`StoreError::BlockedPair`].
     pub fn add_friend(&mut self, user: i64, friend: i64, now: i64) -> Result<()> {
         if user == friend {
             return Err(StoreError::SelfFriend);
@@ -21,6 +22,20 @@ impl Db {
         if !user_exists(&tx, user)? || !user_exists(&tx, friend)? {
             return Err(StoreError::NoSuchUser);
         }
+        if tx
+            .prepare_cached(
+                "SELECT 1 FROM blocks WHERE (blocker_id = ?1 AND blocked_id = ?2)
+                                         OR (blocker_id = ?2 AND blocked_id = ?1)",
+            )?
+            .exists([user, friend])?
+        {
+            return Err(StoreError::BlockedPair);
+        }
+        tx.prepare_cached(
+            "DELETE FROM friend_requests WHERE (from_id = ?1 AND to_id = ?2)
+                                            OR (from_id = ?2 AND to_id = ?1)",
+        )?
+        .execute([user, friend])?;
         {
             let mut insert = tx.prepare_cached(
                 "INSERT INTO friends (user_id, friend_id, created_at) VALUES (?1, ?2, ?3)",

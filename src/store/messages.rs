@@ -149,6 +149,8 @@ pub enum SendRight {
     /// The message replies to one that is not in this conversation, or that the
     /// sender cannot see (a group message from before they joined), or to none.
     BadReply,
+    /// One-to-one between two users one of whom blocked the other (`/contact/block`).
+    UserBlocked,
 }
 
 /// The outcome of saving one message of a batch.

@@ -23,6 +23,7 @@ mod contacts;
 mod groups;
 mod messages;
 mod reads;
+mod requests;
 mod retention;
 mod revocations;
 pub mod schema;
@@ -39,6 +40,7 @@ pub use changes::{Change, ChangeRefused, Edit, QUOTE_CHARS, Quote, Windows};
 pub use groups::{Group, LeaveOutcome, Member, NewGroup, Role};
 pub use messages::{Message, Peer, Saved, SendRight};
 pub use reads::{Conversation, PREVIEW_CHARS, ReadMark, UNREAD_CAP, UNREAD_SCAN, preview};
+pub use requests::{BlockOutcome, Dated, RequestOutcome, Requests};
 pub use retention::RetentionBatch;
 pub use revocations::{KEEP_REVOCATIONS, Reason, Revocation};
 pub use users::{LoginRow, NewUser, ProfileUpdate, User};
@@ -77,6 +79,17 @@ pub enum StoreError {
     AlreadyMember,
     /// The user is not a member of the group.
     NotMember,
+    /// The two users are not friends.
+    NotFriends,
+    /// No such friend request waits.
+    NoSuchRequest,
+    /// One of the two users blocked the other.
+    BlockedPair,
+    /// The user has the maximum number of friend requests waiting.
+    TooManyRequests {
+        /// The limit that was reached.
+        max: usize,
+    },
     /// The database was written by a newer fastim: its schema version is unknown here.
     SchemaTooNew {
         /// `PRAGMA user_version` found in the file.
@@ -106,6 +119,13 @@ impl fmt::Display for StoreError {
             StoreError::NoSuchGroup => f.write_str("no such group"),
             StoreError::AlreadyMember => f.write_str("already a member of this group"),
             StoreError::NotMember => f.write_str("not a member of this group"),
+            StoreError::NotFriends => f.write_str("you are not friends"),
+            StoreError::NoSuchRequest => f.write_str("no such friend request"),
+            StoreError::BlockedPair => f.write_str("you cannot send a friend request to this user"),
+            StoreError::TooManyRequests { max } => write!(
+                f,
+                "you have {max} friend requests waiting for an answer; wait for some to be answered"
+            ),
             StoreError::SchemaTooNew { found, known } => write!(
                 f,
                 "database schema version {found} is newer than this build knows ({known})"

@@ -166,8 +166,32 @@ ALTER TABLE messages ADD COLUMN edited_at INTEGER;
 ALTER TABLE messages ADD COLUMN reply_to INTEGER;
 "#;
 
+/// Version 7: friendship by consent (`requests.rs`): a friend request waits in `friend_requests`
+/// until the addressee accepts (the `friends` rows are written, the request deleted)
+/// or declines; `blocks` holds who blocked whom. Each user's lists are an index range
+/// in both directions; every row goes with either user.
+const V7: &str = r#"
+CREATE TABLE friend_requests (
+    from_id    INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    to_id      INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (from_id, to_id),
+    CHECK (from_id <> to_id)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX friend_requests_to ON friend_requests(to_id, created_at);
+
+CREATE TABLE blocks (
+    blocker_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    blocked_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (blocker_id, blocked_id),
+    CHECK (blocker_id <> blocked_id)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX blocks_by_blocked ON blocks(blocked_id);
+"#;
+
 /// The migration steps, oldest first. `MIGRATIONS[i]` takes version `i` to `i + 1`.
-pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6];
+pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7];
 
 /// The schema version this build creates and understands.
 pub const LATEST: i64 = MIGRATIONS.len() as i64;
@@ -242,7 +266,9 @@ mod tests {
         assert_eq!(
             tables(&conn),
             [
+                "blocks",
                 "chat_groups",
+                "friend_requests",
                 "friends",
                 "group_members",
                 "messages",

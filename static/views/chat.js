@@ -6,6 +6,7 @@ import { h, avatar, icon, toast } from '../ui.js';
 import { pictureBubble } from '../pictures.js';
 import { key, MAX_TEXT } from '../session.js';
 import { EMOJI } from '../emoji.js';
+import { friendMenu } from './friends.js';
 import { CMD } from '../commands.js';
 import { layoutMessages, daySeparator, linkify, liveRegion, rovingPanel, enterIsNewline, timeOfDay } from './layout.js';
 import { ComposeMode, attachMenu, changeSignature, editedMark, quoteBlock, recalledBubble } from './msgmenu.js';
@@ -41,6 +42,8 @@ export class ChatView {
     this.headAvatar = h('span', { class: 'head-avatar' });
     const back = h('a', { class: 'icon-btn back', href: backHref, 'aria-label': 'Back', 'data-testid': 'chat-back' }, icon('back'));
     const head = h('header', { class: 'pane-head chat-head' }, back, this.headAvatar, h('div', { class: 'chat-titles' }, this.title, this.subtitle));
+    // Remove friend, Block (views/friends.js); the chat closes after either.
+    if (cmd === CMD.SINGLE && id !== session.me.id) head.append(friendMenu(session, id, () => (location.hash = backHref)));
 
     this.top = h('div', { class: 'history-state', 'data-testid': 'history-state' });
     this.list = h('div', { class: 'msg-rows' });

@@ -4,6 +4,7 @@
 import { h, avatar, icon, busy, formatShort } from '../ui.js';
 import { key } from '../session.js';
 import { CMD } from '../commands.js';
+import { requestsSection, blockedCard } from './friends.js';
 
 export const CATEGORIES = ['General', 'Hobbies', 'Industry', 'Lifestyle', 'Study & exams'];
 const TITLES = { friends: 'Friends', groups: 'Groups', me: 'Me' };
@@ -42,8 +43,8 @@ export class HomeView {
     const nav = h('nav', { class: 'tabs', 'aria-label': 'Sections' });
     for (const [t, ic] of [['friends', 'chat'], ['groups', 'users'], ['me', 'user']]) {
       const b = h('a', { class: 'tab', href: `#/${t}`, 'data-testid': `tab-${t}` }, icon(ic), h('span', { class: 'tab-label', text: TITLES[t] }), h('span', { class: 'tab-badge' }));
-      // Friends and groups change on the server without a message to us (someone adds me
-      // as a friend): a tap on a tab, even the current one, fetches the lists again.
+      // Friends come and go live (contact events); groups may change on the server without
+      // a message to us: a tap on a tab, even the current one, fetches the lists again.
       b.addEventListener('click', () => t !== 'me' && session.loadContacts());
       this.tabButtons[t] = b;
       nav.append(b);
@@ -61,6 +62,7 @@ export class HomeView {
       });
     };
     session.addEventListener('contacts', redraw);
+    session.addEventListener('requests', redraw);
     session.addEventListener('unread', redraw);
     session.addEventListener('presence', redraw);
     session.addEventListener('messages', (e) => !e.detail.history && redraw());
@@ -119,7 +121,10 @@ export class HomeView {
       if (c.cmd === CMD.SINGLE) f += c.unread;
       else g += c.unread;
     }
-    this.tabButtons.friends.querySelector('.tab-badge').replaceChildren(badge(f) || '');
+    // Unread messages first; else the friend requests waiting for an answer, in blue.
+    const asks = this.session.incoming.size;
+    const requests = asks > 0 && h('span', { class: 'badge info', 'data-testid': 'requests-badge', title: 'Friend requests', text: String(asks) });
+    this.tabButtons.friends.querySelector('.tab-badge').replaceChildren(badge(f) || requests || '');
     this.tabButtons.groups.querySelector('.tab-badge').replaceChildren(badge(g) || '');
     document.title = f + g > 0 ? `(${f + g}) fastim` : 'fastim';
   }
@@ -130,8 +135,10 @@ export class HomeView {
 
   friendsList() {
     const s = this.session;
-    if (!s.contactsLoaded) return this.emptyState(s.contactsError || 'Loading…');
-    if (!s.friends.size) return this.emptyState('No friends yet. Add one by their mobile number.', 'Add a friend', '#/me');
+    const requests = requestsSection(s);
+    const withRequests = (el) => (requests ? h('div', {}, requests, el) : el);
+    if (!s.contactsLoaded) return withRequests(this.emptyState(s.contactsError || 'Loading…'));
+    if (!s.friends.size) return withRequests(this.emptyState('No friends yet. Add one by their mobile number.', 'Add a friend', '#/me'));
     const ul = h('ul', { class: 'list', 'data-testid': 'friend-list' });
     for (const f of this.byActivity(s.friends.values(), CMD.SINGLE)) {
       const conv = s.convs.get(key(CMD.SINGLE, f.id));
@@ -150,7 +157,7 @@ export class HomeView {
         ),
       );
     }
-    return ul;
+    return requests ? h('div', {}, requests, h('h2', { class: 'list-head', text: 'Friends' }), ul) : ul;
   }
 
   groupsList() {
@@ -237,7 +244,9 @@ export class HomeView {
       testid: 'addfriend',
       run: async (mobile) => {
         const r = await s.addFriend(mobile);
-        return r.data?.nickname ? `${r.data.nickname} is now your friend.` : r.msg || 'Friend added.';
+        const who = r.data?.user?.nickname || r.data?.nickname;
+        if (r.data?.status === 'requested') return `Request sent to ${who || mobile}. They become your friend once they accept.`;
+        return who ? `${who} is now your friend.` : r.msg || 'Friend added.';
       },
     });
     const join = this.action({
@@ -250,6 +259,8 @@ export class HomeView {
         return r.data?.name ? `You joined ${r.data.name}.` : r.msg || 'You joined the group.';
       },
     });
+    this.blockedCard?.dispose();
+    this.blockedCard = blockedCard(s);
     const logout = h('button', { type: 'button', class: 'btn danger block', 'data-testid': 'logout' }, icon('logout'), ' Log out');
     logout.addEventListener('click', () => busy(logout, () => this.onLogout()));
     return h(
@@ -258,6 +269,7 @@ export class HomeView {
       card,
       h('section', { class: 'card' }, addFriend),
       h('section', { class: 'card' }, join, h('a', { class: 'btn block', href: '#/newgroup', 'data-testid': 'goto-newgroup' }, icon('plus'), ' Create a group')),
+      this.blockedCard,
       logout,
     );
   }

@@ -177,6 +177,14 @@ async function apiRegister(user, base, nickname, extra = {}) {
   return body.data;
 }
 
+/** `P` asks `Q` to be friends and `Q` accepts, through the API. */
+async function apiBefriend(P, Q, base) {
+  const asked = await (await P.ctx.request.post(`${base}/contact/addfriend`, { data: { dstname: Q.mobile } })).json();
+  assert(asked.code === 0 && asked.data.status === 'requested', `${P.nickname} asks ${Q.nickname}: ${JSON.stringify(asked)}`);
+  const ok = await (await Q.ctx.request.post(`${base}/contact/accept`, { data: { dstid: P.id } })).json();
+  assert(ok.code === 0, `${Q.nickname} accepts ${P.nickname}: ${JSON.stringify(ok)}`);
+}
+
 /** Types and sends with the button (on a phone, Enter makes a new line). */
 async function sendText(page, text) {
   await tid(page, 'chat-input').fill(text);
@@ -268,16 +276,21 @@ async function scenario1() {
   await tid(B.page, 'home').waitFor();
   B.id = (await (await B.ctx.request.get(`${BASE}/user/me`)).json()).data.id;
 
-  // A adds B by mobile number; B sees A in the list (the list reloads on the tab).
+  // A asks B by mobile number; B, on the friends list, sees the request come and
+  // accepts it; both are friends without a reload.
+  await openFriendsTab(B.page);
   await tid(A.page, 'tab-me').click();
   await tid(A.page, 'addfriend-input').fill(B.mobile);
   await tid(A.page, 'addfriend-submit').click();
-  await tid(A.page, 'addfriend-result').filter({ hasText: 'Bob is now your friend' }).waitFor();
+  await tid(A.page, 'addfriend-result').filter({ hasText: 'Request sent to Bob' }).waitFor();
+  const request = tid(B.page, 'request-item').filter({ hasText: 'Alice' });
+  await request.waitFor();
+  await request.getByTestId('request-accept').click();
   await openFriendsTab(A.page);
   await tid(A.page, 'friend-item').filter({ hasText: 'Bob' }).waitFor();
-  await openFriendsTab(B.page);
   const aliceRow = tid(B.page, 'friend-item').filter({ hasText: 'Alice' });
   await aliceRow.waitFor();
+  await until('the request left B\'s list', async () => (await tid(B.page, 'request-item').count()) === 0);
 
   // A writes to B; B, on the list, gets an unread count; opening the chat clears it.
   await tid(A.page, 'friend-item').filter({ hasText: 'Bob' }).click();
@@ -484,7 +497,7 @@ async function scenario2() {
   // and writes while A has the chat with B open.
   await A.page.goto(`${BASE}/#/chat/10/${B.id}`);
   await message(A.page, 'Hello Bob!').waitFor();
-  await C.ctx.request.post(`${BASE}/contact/addfriend`, { data: { dstname: A.mobile } });
+  await apiBefriend(C, A, BASE);
   await C.page.goto(`${BASE}/#/chat/10/${A.id}`);
   await tid(C.page, 'chat-title').filter({ hasText: 'Alice' }).waitFor();
   await sendText(C.page, 'Psst, Alice, private question');
@@ -610,7 +623,7 @@ async function scenario4() {
   const Q = await newUser('Q', { phone: false });
   await apiRegister(P, base, 'Pat');
   await apiRegister(Q, base, 'Quinn');
-  await P.ctx.request.post(`${base}/contact/addfriend`, { data: { dstname: Q.mobile } });
+  await apiBefriend(P, Q, base);
   await P.page.goto(`${base}/#/chat/10/${Q.id}`);
   await Q.page.goto(`${base}/#/chat/10/${P.id}`);
   await sendText(P.page, 'before the restart');
@@ -1395,6 +1408,80 @@ async function scenario10() {
   await B.page.goto(`${BASE}/#/friends`);
 }
 
+async function scenario9() {
+  // Carol (nobody's friend but Alice's, scenario 2) asks Bob by mobile number in the
+  // app; Bob's page shows the request live; he accepts; both lists change without a
+  // reload or a tap on a tab; Carol writes to Bob.
+  const [R, S] = [C, B];
+  await S.page.goto(`${BASE}/#/friends`);
+  await tid(S.page, 'friend-item').filter({ hasText: 'Alice' }).waitFor();
+  await R.page.goto(`${BASE}/#/me`);
+  await tid(R.page, 'addfriend-input').fill(S.mobile);
+  await tid(R.page, 'addfriend-submit').click();
+  await tid(R.page, 'addfriend-result').filter({ hasText: 'Request sent to Bob' }).waitFor();
+  await R.page.goto(`${BASE}/#/friends`);
+  await tid(R.page, 'outgoing-item').filter({ hasText: 'Bob' }).waitFor();
+  let request = tid(S.page, 'request-item').filter({ hasText: 'Carol' });
+  await request.waitFor();
+  await tid(S.page, 'tab-friends').getByTestId('requests-badge').filter({ hasText: '1' }).waitFor();
+  // Carol withdraws it: it leaves Bob's list live; she asks again.
+  await tid(R.page, 'outgoing-item').filter({ hasText: 'Bob' }).getByTestId('request-cancel').click();
+  await until("the withdrawn request left Bob's list", async () => (await request.count()) === 0);
+  await tid(R.page, 'tab-me').click();
+  await tid(R.page, 'addfriend-input').fill(S.mobile);
+  await tid(R.page, 'addfriend-submit').click();
+  await tid(R.page, 'addfriend-result').filter({ hasText: 'Request sent to Bob' }).waitFor();
+  await openFriendsTab(R.page);
+  await tid(R.page, 'outgoing-item').filter({ hasText: 'Bob' }).waitFor();
+  request = tid(S.page, 'request-item').filter({ hasText: 'Carol' });
+  await request.waitFor();
+  await shoot(S.page, '11-friend-request');
+  await shoot(R.page, '12-request-sent');
+  assert((await tid(S.page, 'friend-item').filter({ hasText: 'Carol' }).count()) === 0, 'not a friend before Bob accepts');
+  await request.getByTestId('request-accept').click();
+  // Live on both sides: no reload, no tap on a tab.
+  await tid(S.page, 'friend-item').filter({ hasText: 'Carol' }).waitFor();
+  await tid(R.page, 'friend-item').filter({ hasText: 'Bob' }).waitFor();
+  await until('the request left both lists', async () => (await tid(S.page, 'requests').count()) === 0 && (await tid(R.page, 'requests').count()) === 0);
+  assert((await tid(S.page, 'requests-badge').count()) === 0, 'no request badge once answered');
+  await tid(R.page, 'friend-item').filter({ hasText: 'Bob' }).click();
+  await sendText(R.page, 'Thanks for accepting!');
+  await expectSent(R.page, 'Thanks for accepting!');
+  await tid(S.page, 'friend-item').filter({ hasText: 'Carol' }).getByTestId('row-preview').filter({ hasText: 'Thanks for accepting!' }).waitFor();
+
+  // Bob blocks Carol from the chat's menu, confirming first; Carol's list loses Bob
+  // live, and she cannot ask again.
+  await tid(S.page, 'friend-item').filter({ hasText: 'Carol' }).click();
+  await message(S.page, 'Thanks for accepting!').waitFor();
+  // Remove asks first, and Cancel keeps the friend; a click elsewhere closes the menu.
+  await tid(S.page, 'friend-menu').click();
+  await tid(S.page, 'friend-remove').click();
+  await tid(S.page, 'confirm-remove').filter({ hasText: 'Remove Carol from your friends?' }).waitFor();
+  await tid(S.page, 'friend-cancel').click();
+  await tid(S.page, 'friend-menu-panel').waitFor({ state: 'hidden' });
+  await tid(S.page, 'friend-menu').click();
+  await tid(S.page, 'friend-menu-panel').waitFor();
+  await tid(S.page, 'chat-title').click();
+  await tid(S.page, 'friend-menu-panel').waitFor({ state: 'hidden' });
+  assert((await tid(S.page, 'friend-item').filter({ hasText: 'Carol' }).count()) === 1, 'Cancel kept the friend');
+  await tid(S.page, 'friend-menu').click();
+  await tid(S.page, 'friend-block').click();
+  await tid(S.page, 'confirm-block').filter({ hasText: 'Block Carol?' }).waitFor();
+  await shoot(S.page, '13-confirm-block');
+  await tid(S.page, 'friend-confirm').click();
+  await until("Carol left Bob's friends", async () => (await tid(S.page, 'friend-item').filter({ hasText: 'Carol' }).count()) === 0);
+  await until("Bob left Carol's friends", async () => (await tid(R.page, 'friend-item').filter({ hasText: 'Bob' }).count()) === 0);
+  const again = await (await R.ctx.request.post(`${BASE}/contact/addfriend`, { data: { dstname: S.mobile } })).json();
+  assert(again.code === -1 && /cannot send a friend request/.test(again.msg), `a blocked user cannot ask again: ${JSON.stringify(again)}`);
+  // The blocked list on the me tab; unblocking empties it.
+  await S.page.goto(`${BASE}/#/me`);
+  const blockedRow = tid(S.page, 'blocked-item').filter({ hasText: 'Carol' });
+  await blockedRow.waitFor();
+  await shoot(S.page, '14-blocked-list');
+  await blockedRow.getByTestId('unblock').click();
+  await tid(S.page, 'blocked-empty').waitFor();
+}
+
 // --- the run ------------------------------------------------------------------------------
 
 const scenarios = [
@@ -1405,6 +1492,7 @@ const scenarios = [
   [5, 'API errors are shown in words; logout revokes the session', scenario5],
   [6, 'the frame inspector shows the page\'s own frames: mask, fragments, ping/pong, close', scenario6],
   [8, 'unread counts from the server on every device, "seen", a list of 1,000', scenario8],
+  [9, 'a friend request accepted live; block from the chat menu and unblock', scenario9],
   [10, 'recall and edit seen by the other side, reply with quote', scenario10],
   [4, 'server killed and restarted: reconnecting banner, outbox, sync', scenario4],
   [11, 'a bad network: offline, server killed, reload offline', scenario11],

@@ -20,6 +20,18 @@ pub struct Account {
     pub token: String,
 }
 
+impl Account {
+    /// Makes this account and `other` friends by request and acceptance
+    /// ([`super::befriend`]).
+    pub fn befriend(&self, server: &Server, other: &Account) {
+        super::befriend(
+            server.addr,
+            (self.id, &self.token),
+            (other.id, &other.token),
+        );
+    }
+}
+
 /// How long a read waits unless a test says otherwise.
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
 

@@ -583,3 +583,32 @@ pub fn inflate_message(payload: &[u8], window_bits: u8) -> Vec<u8> {
         out.reserve(out.capacity());
     }
 }
+
+/// A form POST with a bearer token on a connection of its own; the reply's JSON.
+pub fn post_as(addr: SocketAddr, token: &str, path: &str, body: &str) -> serde_json::Value {
+    let bearer = format!("Bearer {token}");
+    Http::new(addr)
+        .request(
+            "POST",
+            path,
+            &[
+                ("Authorization", &bearer),
+                ("Content-Type", "application/x-www-form-urlencoded"),
+            ],
+            body.as_bytes(),
+        )
+        .json()
+}
+
+/// Makes `a` and `b` friends as people do: `a` asks `b` (`/contact/addfriend`, by id),
+/// `b` accepts (`/contact/accept`). Each is `(id, token)`; panics unless both succeed.
+pub fn befriend(addr: SocketAddr, a: (i64, &str), b: (i64, &str)) {
+    let asked = post_as(addr, a.1, "/contact/addfriend", &format!("dstid={}", b.0));
+    assert_eq!(
+        (&asked["code"], &asked["data"]["status"]),
+        (&0.into(), &"requested".into()),
+        "{asked}"
+    );
+    let accepted = post_as(addr, b.1, "/contact/accept", &format!("dstid={}", a.0));
+    assert_eq!(accepted["code"], 0, "{accepted}");
+}
