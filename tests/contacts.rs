@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::chat::{Account, Ws, connect, recv, send, within, within_skipping};
+use common::chat::{Account, Ws, connect as open, recv, send, within, within_skipping};
 use common::{Http, Server, fresh_data_dir, post_as};
 use fastim::store::{Db, NewGroup};
 use serde_json::{Value, json};
@@ -61,6 +61,14 @@ fn get(server: &Server, who: &Account, path: &str) -> Value {
     Http::new(server.addr)
         .request("GET", path, &[("Authorization", &bearer)], b"")
         .json()
+}
+
+/// A `/chat` connection that asked for live events (`{"cmd":24}`), as the web client
+/// does: contact events go only to those.
+fn connect(server: &Server, who: &Account) -> Ws {
+    let mut ws = open(server, who);
+    send(&mut ws, json!({"cmd": 24}));
+    ws
 }
 
 /// The next `cmd 30` frame, skipping presence (cmd 24).
@@ -328,9 +336,9 @@ fn a_removed_friend_can_no_longer_send() {
 fn a_blocked_user_cannot_send_request_or_see_presence_but_groups_go_on() {
     let (server, w) = start(&[]);
     w.a.befriend(&server, &w.b);
-    let mut a1 = connect(&server, &w.a);
-    let mut a2 = connect(&server, &w.a);
-    let mut b = connect(&server, &w.b);
+    let mut a1 = open(&server, &w.a);
+    let mut a2 = open(&server, &w.a);
+    let mut b = open(&server, &w.b);
     for ws in [&mut a1, &mut a2, &mut b] {
         send(ws, json!({"cmd": 24}));
         assert_eq!(recv(ws)["cmd"], 24);
@@ -386,7 +394,7 @@ fn a_blocked_user_cannot_send_request_or_see_presence_but_groups_go_on() {
     no_event(&mut a1);
 
     // Presence: a's comings and goings are hidden from b, even through the group.
-    let mut c = connect(&server, &w.c);
+    let mut c = open(&server, &w.c);
     send(&mut c, json!({"cmd": 24}));
     let _ = within(&mut c, Duration::from_secs(2));
     while within(&mut c, Duration::from_millis(300)).is_some() {}
@@ -501,6 +509,25 @@ fn instant_friends_keeps_fastims_behaviour() {
         post(&server, &w.c, "/contact/addfriend", "dstname=3004")["msg"],
         "you are already friends"
     );
+}
+
+/// fastIM's own client never sends `{"cmd":24}` and takes every frame it gets for a
+/// chat message: it gets no contact events, only its messages.
+#[test]
+fn a_client_that_never_asks_for_live_events_gets_no_contact_events() {
+    let (server, w) = start(&["--instant-friends"]);
+    let mut old = open(&server, &w.d);
+    let mut web = connect(&server, &w.d);
+    post(&server, &w.c, "/contact/addfriend", "dstname=3004");
+    assert_eq!(event(&mut web)["event"], "friend_added");
+    let mut c = open(&server, &w.c);
+    assert_eq!(say(&mut c, w.d.id, "hello", "h1")["cmd"], 21);
+    let first = within(&mut old, Duration::from_secs(5)).expect("the message");
+    assert_eq!(
+        (first["cmd"].as_i64(), first["content"].as_str()),
+        (Some(10), Some("hello"))
+    );
+    assert_eq!(within(&mut old, Duration::from_millis(400)), None);
 }
 
 #[test]

@@ -92,15 +92,17 @@ impl ContactEvent {
     }
 }
 
-/// The frame of `event` for every open chat connection of `users` (each user once,
-/// at most [`MAX_EVENT_USERS`]); `None` if none of them is online.
+/// The frame of `event` for every open chat connection of `users` that asked for live
+/// events (`{"cmd":24}`, as for presence), each user once, at most [`MAX_EVENT_USERS`];
+/// `None` if none is. fastIM's own client never asks: it takes every frame it gets
+/// for a chat message.
 pub fn notify(index: &ChatIndex, users: &[i64], event: &ContactEvent) -> Option<Fanout> {
     let mut seen = std::collections::HashSet::new();
     let to: Vec<_> = users
         .iter()
         .take(MAX_EVENT_USERS)
         .filter(|u| seen.insert(**u))
-        .flat_map(|&u| index.conns_of(u).iter().copied())
+        .flat_map(|&u| index.watching_conns(u))
         .collect();
     if to.is_empty() {
         return None;
@@ -116,7 +118,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn frames_name_the_event_and_reach_every_connection_once() {
+    fn frames_name_the_event_and_reach_every_watching_connection_once() {
         let added = ContactEvent::FriendAdded {
             user: serde_json::json!({"id": 2, "nickname": "Bob"}),
         };
@@ -130,10 +132,14 @@ mod tests {
         );
         let mut index = ChatIndex::new([]);
         assert_eq!(notify(&index, &[1, 2], &added), None, "nobody online");
-        index.connect(1, 10);
-        index.connect(1, 11);
-        index.connect(2, 20);
-        index.connect(3, 30);
+        let now = std::time::Instant::now();
+        for (user, conn) in [(1, 10), (1, 11), (2, 20), (3, 30), (2, 21)] {
+            index.connect(user, conn);
+            // 21 never asks for live events, as fastIM's own client.
+            if conn != 21 {
+                index.watch(conn, now, std::time::Duration::from_secs(1));
+            }
+        }
         let f = notify(&index, &[1, 2, 1], &added).expect("frames");
         assert_eq!(f.to, [10, 11, 20]);
         assert!(f.text.starts_with(r#"{"cmd":30,"#));
