@@ -1,15 +1,11 @@
 //! `/contact/*`: friends and groups (fastIM's "communities").
 
 use super::fields::{self, Fields};
+use super::groups::{GROUP_MEMO_MAX, GROUP_NAME_MAX, GroupChange};
 use super::json::{Community, MemberRow, PublicProfile, WithUnread};
 use super::users::AVATAR_MAX;
 use super::{ApiReply, Caller, Effect, Failure, MAX_GROUPS_OWNED, MSG_SESSION_INVALID};
 use crate::store::{Db, Group, LeaveOutcome, NewGroup, Peer, StoreError, User};
-
-/// Longest group name, in characters.
-const GROUP_NAME_MAX: usize = 30;
-/// Longest group memo, in characters.
-const GROUP_MEMO_MAX: usize = 120;
 
 pub(super) const MSG_NO_SUCH_GROUP: &str = "no such group";
 pub(super) const MSG_NOT_MEMBER: &str = "you are not a member of this group";
@@ -121,7 +117,8 @@ pub(super) fn join_group(
     now: i64,
 ) -> Result<ApiReply, Failure> {
     let group = target_group(db, fields)?;
-    db.join_group(caller.id, group.id, now)
+    let notice = db
+        .join_group_noticed(caller.id, group.id, now)
         .map_err(|e| match e {
             StoreError::AlreadyMember => Failure::field("you are already a member of this group"),
             StoreError::NoSuchGroup => Failure::field(MSG_NO_SUCH_GROUP),
@@ -130,10 +127,13 @@ pub(super) fn join_group(
         })?;
     Ok(
         ApiReply::data_with_msg("you joined the group", Community::from(&group)).with_effect(
-            Effect::Joined {
-                user: caller.id,
+            GroupChange {
                 group: group.id,
-            },
+                joined: Some(caller.id),
+                notices: vec![notice],
+                ..GroupChange::default()
+            }
+            .effect(),
         ),
     )
 }
@@ -144,25 +144,33 @@ pub(super) fn leave_group(
     db: &mut Db,
     caller: &Caller<'_>,
     fields: &Fields,
+    now: i64,
 ) -> Result<ApiReply, Failure> {
     let group = fields.required_int("dstid")?;
-    let outcome = db.leave_group(caller.id, group).map_err(|e| match e {
-        StoreError::NoSuchGroup => Failure::field(MSG_NO_SUCH_GROUP),
-        StoreError::NotMember => Failure::field(MSG_NOT_MEMBER),
-        other => other.into(),
-    })?;
-    Ok(match outcome {
-        LeaveOutcome::Left | LeaveOutcome::OwnershipTransferred { .. } => {
-            ApiReply::done("you left the group").with_effect(Effect::Left {
-                user: caller.id,
-                group,
-            })
+    let (outcome, notices) =
+        db.leave_group_noticed(caller.id, group, now)
+            .map_err(|e| match e {
+                StoreError::NoSuchGroup => Failure::field(MSG_NO_SUCH_GROUP),
+                StoreError::NotMember => Failure::field(MSG_NOT_MEMBER),
+                other => other.into(),
+            })?;
+    let msg = match outcome {
+        LeaveOutcome::Left => "you left the group",
+        LeaveOutcome::OwnershipTransferred { .. } => {
+            "you left the group; the member who joined first now owns it"
         }
-        LeaveOutcome::GroupDeleted => {
-            ApiReply::done("you left the group; it had no other members and was deleted")
-                .with_effect(Effect::GroupDeleted { group })
+        LeaveOutcome::GroupDeleted => "you left the group; it had no other members and was deleted",
+    };
+    Ok(ApiReply::done(msg).with_effect(
+        GroupChange {
+            group,
+            notices,
+            left: Some(caller.id),
+            deleted: outcome == LeaveOutcome::GroupDeleted,
+            ..GroupChange::default()
         }
-    })
+        .effect(),
+    ))
 }
 
 /// `/contact/loadcommunity`: the caller's groups.

@@ -766,14 +766,36 @@ impl Server {
     fn apply(&mut self, effect: Effect) {
         match effect {
             Effect::Joined { user, group } => self.index.joined(user, group),
-            Effect::Left { user, group } => self.index.left(user, group),
-            Effect::GroupDeleted { group } => self.index.group_deleted(group),
+            Effect::Group(change) => self.group_changed(*change),
             Effect::Befriended { user, friend } => self.index.befriended(user, friend),
             Effect::LoggedOut { user, token_digest } => {
                 // Sockets opened with the ended session close with it.
                 let ended = workers::session_id(&token_digest);
                 self.close_chats(Some(user), Some(ended), "logged out");
             }
+        }
+    }
+
+    /// A group changed: memberships gained first, then the stored notices go out to
+    /// the group's online connections like any group message, then memberships lost
+    /// (a removed member gets the notice of its removal, and nothing after it).
+    fn group_changed(&mut self, change: crate::api::GroupChange) {
+        let group = change.group;
+        if let Some(user) = change.joined {
+            self.index.joined(user, group);
+        }
+        for notice in &change.notices {
+            let mut frame = Vec::new();
+            let _ = crate::ws::Sender::SHARED
+                .send_text(&crate::im::wire::delivery_json(notice), &mut frame);
+            let recipients = self.index.group_conns(group).to_vec();
+            self.send_to_all(frame, &recipients, None);
+        }
+        if let Some(user) = change.left {
+            self.index.left(user, group);
+        }
+        if change.deleted {
+            self.index.group_deleted(group);
         }
     }
 

@@ -19,6 +19,7 @@
 
 pub mod admin;
 mod contacts;
+mod group_admin;
 mod groups;
 mod messages;
 mod reads;
@@ -34,6 +35,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, ErrorCode, TransactionBehavior};
 
+pub use group_admin::{Changed, GroupUpdate, NOTICE, Notice, notice_sentence};
 pub use groups::{Group, LeaveOutcome, Member, NewGroup, Role};
 pub use messages::{Message, Peer, Saved, SendRight};
 pub use reads::{Conversation, PREVIEW_CHARS, ReadMark, UNREAD_CAP, UNREAD_SCAN, preview};
@@ -75,6 +77,12 @@ pub enum StoreError {
     AlreadyMember,
     /// The user is not a member of the group.
     NotMember,
+    /// Only the group's owner may do this.
+    NotOwner,
+    /// The user named as the member to remove or make owner is not a member.
+    NoSuchMember,
+    /// The owner cannot remove themselves or transfer the group to themselves.
+    OwnerItself,
     /// The database was written by a newer fastim: its schema version is unknown here.
     SchemaTooNew {
         /// `PRAGMA user_version` found in the file.
@@ -104,6 +112,9 @@ impl fmt::Display for StoreError {
             StoreError::NoSuchGroup => f.write_str("no such group"),
             StoreError::AlreadyMember => f.write_str("already a member of this group"),
             StoreError::NotMember => f.write_str("not a member of this group"),
+            StoreError::NotOwner => f.write_str("only the group's owner may do this"),
+            StoreError::NoSuchMember => f.write_str("this user is not a member of the group"),
+            StoreError::OwnerItself => f.write_str("the owner cannot do this to themselves"),
             StoreError::SchemaTooNew { found, known } => write!(
                 f,
                 "database schema version {found} is newer than this build knows ({known})"
