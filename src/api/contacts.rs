@@ -1,10 +1,11 @@
 //! `/contact/*`: friends and groups (fastIM's "communities").
 
 use super::fields::{self, Fields};
-use super::groups::{GROUP_MEMO_MAX, GROUP_NAME_MAX, GroupChange};
+use super::groups::{self, GROUP_MEMO_MAX, GROUP_NAME_MAX, GroupChange};
 use super::json::{Community, MemberRow, PublicProfile, WithUnread};
 use super::users::AVATAR_MAX;
 use super::{ApiReply, Caller, Effect, Failure, MAX_GROUPS_OWNED, MSG_SESSION_INVALID};
+use crate::im::events::ContactEvent;
 use crate::store::{Db, Group, LeaveOutcome, NewGroup, Peer, StoreError, User};
 
 pub(super) const MSG_NO_SUCH_GROUP: &str = "no such group";
@@ -35,14 +36,30 @@ pub(super) fn add_friend(
             StoreError::NoSuchUser => Failure::Unauthorized(MSG_SESSION_INVALID),
             other => other.into(),
         })?;
+    let me = db
+        .user_by_id(caller.id)?
+        .ok_or(Failure::Unauthorized(MSG_SESSION_INVALID))?;
     Ok(
-        ApiReply::data_with_msg("friend added", PublicProfile::from(&friend)).with_effect(
-            Effect::Befriended {
+        ApiReply::data_with_msg("friend added", PublicProfile::from(&friend))
+            .with_effect(Effect::Befriended {
                 user: caller.id,
                 friend: friend.id,
-            },
-        ),
+            })
+            .notify(vec![caller.id], friend_added(&friend))
+            .notify(vec![friend.id], friend_added(&me)),
     )
+}
+
+/// `friend_added` with `friend`'s public profile.
+fn friend_added(friend: &User) -> ContactEvent {
+    ContactEvent::FriendAdded {
+        user: profile(friend),
+    }
+}
+
+/// `u`'s public profile as a JSON value, for an event.
+fn profile(u: &User) -> serde_json::Value {
+    serde_json::to_value(PublicProfile::from(u)).unwrap_or_default()
 }
 
 /// `/contact/loadfriend`: the caller's friends, public profiles only (fastIM leaked
@@ -86,12 +103,17 @@ pub(super) fn create_group(
             StoreError::NoSuchUser => Failure::Unauthorized(MSG_SESSION_INVALID),
             other => other.into(),
         })?;
-    Ok(
-        ApiReply::data(Community::from(&group)).with_effect(Effect::Joined {
+    Ok(ApiReply::data(Community::from(&group))
+        .with_effect(Effect::Joined {
             user: caller.id,
             group: group.id,
-        }),
-    )
+        })
+        .notify(
+            vec![caller.id],
+            ContactEvent::GroupJoined {
+                group: groups::community(&group),
+            },
+        ))
 }
 
 /// The group named by `dstid` (an id) or else `dstname` (an exact name, what fastIM's
@@ -126,15 +148,22 @@ pub(super) fn join_group(
             other => other.into(),
         })?;
     Ok(
-        ApiReply::data_with_msg("you joined the group", Community::from(&group)).with_effect(
-            GroupChange {
-                group: group.id,
-                joined: Some(caller.id),
-                notices: vec![notice],
-                ..GroupChange::default()
-            }
-            .effect(),
-        ),
+        ApiReply::data_with_msg("you joined the group", Community::from(&group))
+            .with_effect(
+                GroupChange {
+                    group: group.id,
+                    joined: Some(caller.id),
+                    notices: vec![notice],
+                    ..GroupChange::default()
+                }
+                .effect(),
+            )
+            .notify(
+                vec![caller.id],
+                ContactEvent::GroupJoined {
+                    group: groups::community(&group),
+                },
+            ),
     )
 }
 
@@ -161,16 +190,23 @@ pub(super) fn leave_group(
         }
         LeaveOutcome::GroupDeleted => "you left the group; it had no other members and was deleted",
     };
-    Ok(ApiReply::done(msg).with_effect(
-        GroupChange {
-            group,
-            notices,
-            left: Some(caller.id),
-            deleted: outcome == LeaveOutcome::GroupDeleted,
-            ..GroupChange::default()
-        }
-        .effect(),
-    ))
+    let reply = ApiReply::done(msg)
+        .with_effect(
+            GroupChange {
+                group,
+                notices,
+                left: Some(caller.id),
+                deleted: outcome == LeaveOutcome::GroupDeleted,
+                ..GroupChange::default()
+            }
+            .effect(),
+        )
+        .notify(vec![caller.id], ContactEvent::GroupLeft { groupid: group });
+    match (outcome, db.group_by_id(group)?) {
+        // The remaining members learn their new owner.
+        (LeaveOutcome::OwnershipTransferred { .. }, Some(g)) => groups::updated(db, reply, &g),
+        _ => Ok(reply),
+    }
 }
 
 /// `/contact/loadcommunity`: the caller's groups.

@@ -11,7 +11,8 @@ use super::json::Community;
 use super::users::AVATAR_MAX;
 use super::{ApiReply, Caller, Effect, Failure};
 use crate::http::Status;
-use crate::store::{Changed, Db, GroupUpdate, Message, StoreError};
+use crate::im::events::ContactEvent;
+use crate::store::{Changed, Db, Group, GroupUpdate, Message, StoreError};
 
 /// Longest group name, in characters (as at creation).
 pub(super) const GROUP_NAME_MAX: usize = 30;
@@ -41,6 +42,22 @@ impl GroupChange {
     pub(super) fn effect(self) -> Effect {
         Effect::Group(Box::new(self))
     }
+}
+
+/// The Community JSON of `g`, for an event.
+pub(super) fn community(g: &Group) -> serde_json::Value {
+    serde_json::to_value(Community::from(g)).unwrap_or_default()
+}
+
+/// `group_updated` with `g` as it is now, for every member of it.
+pub(super) fn updated(db: &Db, reply: ApiReply, g: &Group) -> Result<ApiReply, Failure> {
+    let members = db.members(g.id)?.into_iter().map(|m| m.user.id).collect();
+    Ok(reply.notify(
+        members,
+        ContactEvent::GroupUpdated {
+            group: community(g),
+        },
+    ))
 }
 
 /// A field failure of these routes is a 400 (not fastIM's 200 with `code` -1).
@@ -108,16 +125,15 @@ pub(super) fn update(
     let Changed { group: g, notices } = db
         .update_group(caller.id, group, update, now)
         .map_err(|e| refusal(e, "change the group"))?;
-    Ok(
-        ApiReply::data_with_msg("group updated", Community::from(&g)).with_effect(
-            GroupChange {
-                group,
-                notices,
-                ..GroupChange::default()
-            }
-            .effect(),
-        ),
-    )
+    let reply = ApiReply::data_with_msg("group updated", Community::from(&g)).with_effect(
+        GroupChange {
+            group,
+            notices,
+            ..GroupChange::default()
+        }
+        .effect(),
+    );
+    updated(db, reply, &g)
 }
 
 /// `/contact/removemember`: the owner removes user `memberid` from group `dstid`.
@@ -136,15 +152,23 @@ pub(super) fn remove(
             )),
             other => refusal(other, "remove members"),
         })?;
-    Ok(ApiReply::done("member removed").with_effect(
-        GroupChange {
-            group,
-            notices: vec![notice],
-            left: Some(member),
-            ..GroupChange::default()
-        }
-        .effect(),
-    ))
+    Ok(ApiReply::done("member removed")
+        .with_effect(
+            GroupChange {
+                group,
+                notices: vec![notice],
+                left: Some(member),
+                ..GroupChange::default()
+            }
+            .effect(),
+        )
+        .notify(
+            vec![member],
+            ContactEvent::MemberRemoved {
+                groupid: group,
+                by: caller.id,
+            },
+        ))
 }
 
 /// `/contact/transfercommunity`: the owner makes member `memberid` the owner of group
@@ -162,14 +186,13 @@ pub(super) fn transfer(
                 StoreError::OwnerItself => bad(Failure::field("you own this group already")),
                 other => refusal(other, "transfer the group"),
             })?;
-    Ok(
-        ApiReply::data_with_msg("ownership transferred", Community::from(&g)).with_effect(
-            GroupChange {
-                group,
-                notices,
-                ..GroupChange::default()
-            }
-            .effect(),
-        ),
-    )
+    let reply = ApiReply::data_with_msg("ownership transferred", Community::from(&g)).with_effect(
+        GroupChange {
+            group,
+            notices,
+            ..GroupChange::default()
+        }
+        .effect(),
+    );
+    updated(db, reply, &g)
 }

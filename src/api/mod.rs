@@ -46,6 +46,7 @@ pub use users::{MSG_BLOCKED, NICKNAME_MAX};
 use serde::Serialize;
 
 use crate::http::Status;
+use crate::im::events::ContactEvent;
 use crate::secret::token_digest;
 use crate::store::{Db, StoreError};
 use fields::Fields;
@@ -203,7 +204,7 @@ pub struct ApiRequest {
 }
 
 /// What the event loop must change in its in-memory state after sending the reply.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Effect {
     /// `user` is now a member of `group` (created or joined it).
     Joined {
@@ -230,10 +231,33 @@ pub enum Effect {
         /// The user who was added.
         friend: i64,
     },
+    /// `a` and `b` are no longer friends (one removed or blocked the other).
+    Unfriended {
+        /// One of them.
+        a: i64,
+        /// The other.
+        b: i64,
+    },
+    /// `blocker` blocked (`on`) or unblocked `blocked`.
+    Blocked {
+        /// Who blocks.
+        blocker: i64,
+        /// Who is blocked.
+        blocked: i64,
+        /// Blocked (true) or unblocked.
+        on: bool,
+    },
+    /// `event` goes to every open chat connection of `users` (`cmd 30`, `im/events.rs`).
+    Notify {
+        /// Who is told.
+        users: Vec<i64>,
+        /// What.
+        event: ContactEvent,
+    },
 }
 
 /// The reply to an [`ApiRequest`].
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ApiReply {
     /// HTTP status.
     pub status: Status,
@@ -241,8 +265,8 @@ pub struct ApiReply {
     pub body: Vec<u8>,
     /// A `Set-Cookie` header value (login, register, logout).
     pub set_cookie: Option<String>,
-    /// What the loop must update once the reply is sent.
-    pub effect: Option<Effect>,
+    /// What the loop must update once the reply is sent, in this order.
+    pub effects: Vec<Effect>,
 }
 
 /// The body of a 500 reply, also used if a body cannot be serialized.
@@ -262,7 +286,7 @@ impl ApiReply {
             status,
             body,
             set_cookie: None,
-            effect: None,
+            effects: Vec::new(),
         }
     }
 
@@ -313,14 +337,19 @@ impl ApiReply {
             status,
             body: crate::http::envelope(code, msg),
             set_cookie: None,
-            effect: None,
+            effects: Vec::new(),
         }
     }
 
     /// Adds an effect.
     fn with_effect(mut self, effect: Effect) -> ApiReply {
-        self.effect = Some(effect);
+        self.effects.push(effect);
         self
+    }
+
+    /// Adds a `cmd 30` event for `users`.
+    fn notify(self, users: Vec<i64>, event: ContactEvent) -> ApiReply {
+        self.with_effect(Effect::Notify { users, event })
     }
 
     /// Adds a `Set-Cookie` value.

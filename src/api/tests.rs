@@ -72,7 +72,7 @@ fn fail(r: (ApiReply, Value)) -> String {
     let (reply, body) = r;
     assert_eq!(reply.status, Status::Ok, "{body}");
     assert_eq!(body["code"], -1, "{body}");
-    assert_eq!(reply.effect, None);
+    assert_eq!(reply.effects, []);
     assert_eq!(reply.set_cookie, None);
     assert_eq!(object_keys(&body), keys(&["code", "msg"]), "{body}");
     body["msg"].as_str().expect("msg").to_owned()
@@ -84,7 +84,7 @@ fn http_error(r: (ApiReply, Value), status: Status) -> String {
     assert_eq!(reply.status, status, "{body}");
     assert_eq!(body["code"], i64::from(status.code()), "{body}");
     assert_eq!(object_keys(&body), keys(&["code", "msg"]), "{body}");
-    assert_eq!(reply.effect, None);
+    assert_eq!(reply.effects, []);
     body["msg"].as_str().expect("msg").to_owned()
 }
 
@@ -219,7 +219,7 @@ fn register_as_the_original_client_does_and_use_the_token() {
                 .as_str()
         )
     );
-    assert_eq!(reply.effect, None);
+    assert_eq!(reply.effects, []);
 
     // The token is a live session for the new user.
     assert_eq!(session_user(&t.db, &token, NOW).expect("q"), Some(id));
@@ -551,11 +551,11 @@ fn logout_ends_only_this_session_and_clears_the_cookie() {
         Some("fastim_token=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0")
     );
     assert_eq!(
-        reply.effect,
-        Some(Effect::LoggedOut {
+        reply.effects,
+        vec![Effect::LoggedOut {
             user: alice.id,
             token_digest: token_digest(&alice.token)
-        })
+        }]
     );
     http_error(
         form(&mut t.db, Route::Me, "", Some(&alice.token)),
@@ -812,18 +812,31 @@ fn add_friend_by_mobile_as_the_client_does_and_by_id() {
     assert_eq!(object_keys(&v["data"]), keys(PUBLIC_KEYS));
     assert_eq!(v["data"]["id"], bob.id);
     assert_eq!(
-        reply.effect,
-        Some(Effect::Befriended {
+        reply.effects[0],
+        Effect::Befriended {
             user: alice.id,
             friend: bob.id
+        }
+    );
+    let told: Vec<_> = reply.effects[1..]
+        .iter()
+        .map(|e| match e {
+            Effect::Notify { users, event } => (users.clone(), event.to_json()),
+            other => panic!("{other:?}"),
         })
+        .collect();
+    assert_eq!(told.len(), 2);
+    let json = |t: &str| serde_json::from_str::<serde_json::Value>(t).expect("json");
+    assert_eq!(told[0].0, [alice.id]);
+    let first = json(&told[0].1);
+    assert_eq!(
+        (&first["cmd"], &first["event"]),
+        (&30.into(), &"friend_added".into())
     );
-    assert!(t.db.are_friends(alice.id, bob.id).expect("q"));
-    assert!(t.db.are_friends(bob.id, alice.id).expect("q"), "mutual");
-    assert!(
-        !t.db.are_friends(carol.id, bob.id).expect("q"),
-        "spoofed userid ignored"
-    );
+    assert_eq!(first["user"]["id"], bob.id);
+    assert_eq!(object_keys(&first["user"]), keys(PUBLIC_KEYS));
+    assert_eq!(told[1].0, [bob.id]);
+    assert_eq!(json(&told[1].1)["user"]["id"], alice.id);
 
     ok(post_json(
         &mut t.db,
@@ -940,11 +953,17 @@ fn create_group_as_the_client_does() {
     assert_eq!(d["createat"], NOW);
     let group = d["id"].as_i64().expect("id");
     assert_eq!(
-        reply.effect,
-        Some(Effect::Joined {
-            user: alice.id,
-            group
-        })
+        reply.effects,
+        vec![
+            Effect::Joined {
+                user: alice.id,
+                group
+            },
+            Effect::Notify {
+                users: vec![alice.id],
+                event: crate::im::events::ContactEvent::GroupJoined { group: d.clone() }
+            }
+        ]
     );
     assert!(t.db.is_member(group, alice.id).expect("q"));
     assert!(!t.db.is_member(group, bob.id).expect("q"));
@@ -1157,9 +1176,7 @@ fn leave_group_hands_over_then_deletes() {
         v["msg"],
         "you left the group; it had no other members and was deleted"
     );
-    let Some(Effect::Group(change)) = &reply.effect else {
-        panic!("{:?}", reply.effect)
-    };
+    let change = group_effect(&reply);
     assert!(change.deleted && change.notices.is_empty(), "{change:?}");
     assert_eq!(t.db.group_by_id(g).expect("q"), None);
     assert_eq!(
@@ -1608,6 +1625,20 @@ fn an_extreme_clock_does_not_overflow() {
     assert_eq!(reply.status, Status::Ok, "{v}");
 }
 
+/// The reply's one group change.
+fn group_effect(reply: &ApiReply) -> &super::GroupChange {
+    let changes: Vec<_> = reply
+        .effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Group(c) => Some(&**c),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(changes.len(), 1, "{:?}", reply.effects);
+    changes[0]
+}
+
 /// The reply's effect is a group change of `group` with these joins, leaves and notices.
 fn assert_group_effect(
     reply: &ApiReply,
@@ -1616,9 +1647,7 @@ fn assert_group_effect(
     left: Option<i64>,
     notices: &[&str],
 ) {
-    let Some(Effect::Group(change)) = &reply.effect else {
-        panic!("{:?}", reply.effect)
-    };
+    let change = group_effect(reply);
     assert_eq!(
         (change.group, change.joined, change.left, change.deleted),
         (group, joined, left, false)

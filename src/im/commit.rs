@@ -44,6 +44,10 @@ pub fn refusal(right: SendRight) -> Outcome {
         SendRight::NotMember => (403, "you are not a member of this group"),
         SendRight::NoSuchGroup => (404, "no such group"),
         SendRight::Blocked => (403, crate::api::MSG_BLOCKED),
+        SendRight::UserBlocked => (
+            403,
+            "you cannot message this user: one of you blocked the other",
+        ),
         // Not produced for a refused message; kept total for the match.
         SendRight::Allowed => return internal(),
     };

@@ -33,6 +33,10 @@ pub struct ChatIndex {
     group_sizes: HashMap<i64, u32>,
     /// Friends of each user (friendship is mutual: both directions are held).
     friends_of: HashMap<i64, HashSet<i64>>,
+    /// Users each user has blocked (`/contact/block`).
+    blocks_of: HashMap<i64, HashSet<i64>>,
+    /// Users who have blocked each user: the reverse of `blocks_of`.
+    blocked_by: HashMap<i64, HashSet<i64>>,
     /// The user of each online connection.
     user_of: HashMap<ConnKey, i64>,
     /// Connections that asked for presence and typing, with when they last asked.
@@ -72,6 +76,14 @@ impl ChatIndex {
         self
     }
 
+    /// Adds these `(blocker, blocked)` blocks.
+    pub fn with_blocks(mut self, pairs: impl IntoIterator<Item = (i64, i64)>) -> Self {
+        for (blocker, blocked) in pairs {
+            self.set_blocked(blocker, blocked, true);
+        }
+        self
+    }
+
     /// Starts presence with these `(user, last seen)` pairs from the store.
     pub fn with_last_seen(mut self, pairs: impl IntoIterator<Item = (i64, i64)>) -> Self {
         self.presence = Presence::with_last_seen(pairs);
@@ -86,6 +98,48 @@ impl ChatIndex {
         self.presence.introduce(a, b);
     }
 
+    /// `a` and `b` are no longer friends: one-to-one messages between them stop.
+    pub fn unfriended(&mut self, a: i64, b: i64) {
+        for (x, y) in [(a, b), (b, a)] {
+            if let Some(friends) = self.friends_of.get_mut(&x) {
+                friends.remove(&y);
+                if friends.is_empty() {
+                    self.friends_of.remove(&x);
+                }
+            }
+        }
+    }
+
+    /// `blocker` blocked (`on`) or unblocked `blocked`: a blocked user is not told
+    /// the blocker's presence (not even through a shared group) and may not send
+    /// them one-to-one messages, nor they to the blocked user.
+    pub fn set_blocked(&mut self, blocker: i64, blocked: i64, on: bool) {
+        if on {
+            self.blocks_of.entry(blocker).or_default().insert(blocked);
+            self.blocked_by.entry(blocked).or_default().insert(blocker);
+            self.unfriended(blocker, blocked);
+        } else {
+            for (map, key, value) in [
+                (&mut self.blocks_of, blocker, blocked),
+                (&mut self.blocked_by, blocked, blocker),
+            ] {
+                if let Some(set) = map.get_mut(&key) {
+                    set.remove(&value);
+                    if set.is_empty() {
+                        map.remove(&key);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether `blocker` has blocked `user`.
+    pub fn has_blocked(&self, blocker: i64, user: i64) -> bool {
+        self.blocks_of
+            .get(&blocker)
+            .is_some_and(|set| set.contains(&user))
+    }
+
     /// May `user` send to `to`? The same rules as the writer's check inside its
     /// transaction, from memory, so that refused messages never reach the writer.
     pub fn right(&self, user: i64, to: Peer) -> SendRight {
@@ -98,6 +152,9 @@ impl ChatIndex {
                         .is_some_and(|f| f.contains(&peer)) =>
             {
                 SendRight::Allowed
+            }
+            Peer::User(peer) if self.has_blocked(peer, user) || self.has_blocked(user, peer) => {
+                SendRight::UserBlocked
             }
             Peer::User(_) => SendRight::NotFriends,
             Peer::Group(g) if self.groups_of.get(&user).is_some_and(|gs| gs.contains(&g)) => {
@@ -200,6 +257,16 @@ impl ChatIndex {
         for friend in self.friends_of.remove(&user).unwrap_or_default() {
             if let Some(friends) = self.friends_of.get_mut(&friend) {
                 friends.remove(&user);
+            }
+        }
+        for blocked in self.blocks_of.remove(&user).unwrap_or_default() {
+            if let Some(set) = self.blocked_by.get_mut(&blocked) {
+                set.remove(&user);
+            }
+        }
+        for blocker in self.blocked_by.remove(&user).unwrap_or_default() {
+            if let Some(set) = self.blocks_of.get_mut(&blocker) {
+                set.remove(&user);
             }
         }
     }
@@ -352,15 +419,23 @@ impl ChatIndex {
     }
 
     /// Calls `f` with every watching connection of `user`'s friends and fellow group
-    /// members (not `user`'s own; a connection may come more than once).
+    /// members (not `user`'s own, nor those of users `user` blocked; a connection may
+    /// come more than once).
     pub(super) fn for_each_contact_conn(&self, user: i64, mut f: impl FnMut(ConnKey)) {
         let lists = self
             .friends(user)
             .map(|&friend| self.conns_of(friend))
             .chain(self.groups(user).map(|&group| self.group_conns(group)));
+        let blocked = self.blocks_of.get(&user);
         for conns in lists {
             for &conn in conns {
-                if self.watching.contains_key(&conn) && self.user_of(conn) != Some(user) {
+                if !self.watching.contains_key(&conn) {
+                    continue;
+                }
+                let Some(other) = self.user_of(conn) else {
+                    continue;
+                };
+                if other != user && !blocked.is_some_and(|b| b.contains(&other)) {
                     f(conn);
                 }
             }

@@ -3,6 +3,7 @@
 
 pub mod cmd;
 pub mod commit;
+pub mod events;
 pub mod index;
 pub mod presence;
 pub mod wire;

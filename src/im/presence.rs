@@ -216,7 +216,11 @@ impl ChatIndex {
                 let Some(member) = self.user_of(conn) else {
                     continue;
                 };
-                if member != user && self.presence.is_online(member) && seen.insert(member) {
+                if member != user
+                    && self.presence.is_online(member)
+                    && !self.has_blocked(member, user)
+                    && seen.insert(member)
+                {
                     states.push(self.presence.entry(member));
                 }
             }

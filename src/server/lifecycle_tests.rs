@@ -316,7 +316,7 @@ fn reply(status: Status, body: &str, set_cookie: Option<&str>) -> ApiReply {
         status,
         body: body.as_bytes().to_vec(),
         set_cookie: set_cookie.map(str::to_owned),
-        effect: None,
+        effects: Vec::new(),
     }
 }
 

@@ -695,7 +695,7 @@ impl Server {
         while let Some(completion) = self.workers.try_completion() {
             match completion {
                 Completion::Api { conn, mut reply } => {
-                    if let Some(effect) = reply.effect.take() {
+                    for effect in std::mem::take(&mut reply.effects) {
                         self.apply(effect);
                     }
                     let r = self.live(conn, |c, env| c.life.finish_api(now, reply, env));
@@ -768,6 +768,18 @@ impl Server {
             Effect::Joined { user, group } => self.index.joined(user, group),
             Effect::Group(change) => self.group_changed(*change),
             Effect::Befriended { user, friend } => self.index.befriended(user, friend),
+            Effect::Unfriended { a, b } => self.index.unfriended(a, b),
+            Effect::Blocked {
+                blocker,
+                blocked,
+                on,
+            } => self.index.set_blocked(blocker, blocked, on),
+            Effect::Notify { users, event } => {
+                // Out at the end of the turn with the other live frames.
+                if let Some(f) = crate::im::events::notify(&self.index, &users, &event) {
+                    self.fanouts.push(f);
+                }
+            }
             Effect::LoggedOut { user, token_digest } => {
                 // Sockets opened with the ended session close with it.
                 let ended = workers::session_id(&token_digest);

@@ -133,6 +133,8 @@ pub enum SendRight {
     NoSuchGroup,
     /// The sender was blocked by an administrator (or deleted) while connected.
     Blocked,
+    /// One-to-one between two users one of whom blocked the other (`/contact/block`).
+    UserBlocked,
 }
 
 /// The outcome of saving one message of a batch.

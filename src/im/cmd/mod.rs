@@ -83,6 +83,9 @@ pub mod code {
         PRESENCE = 24,
         /// The server's reply to a sync asked with `"batch":true`: every message in one.
         SYNC_BATCH = 25,
+        /// Server → client: a contact event (friend request, friend added or removed,
+        /// block), `im/events.rs`.
+        CONTACT = 30,
     }
 }
 

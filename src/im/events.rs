@@ -1,0 +1,156 @@
+//! Events pushed on the `/chat` socket (`cmd 30`): what an API call changed for other
+//! people, told to them live so that their clients need no reload.
+//!
+//! An API call on a worker returns `api::Effect::Notify { users, event }`; the event
+//! loop turns it into one [`Fanout`] to every open chat connection of those users
+//! ([`notify`]), which leaves at the end of the turn with the presence and typing
+//! frames: encoded once, shared by every recipient's queue, under each connection's
+//! output bounds (a reader too far behind is dropped, as for any delivery).
+//!
+//! The frame is `{"cmd":30,"event":"<name>", ...fields}`. Objects (a user) are what the
+//! matching API route returns, built by the API layer; this module only frames them.
+
+use serde::Serialize;
+use serde_json::Value;
+
+use super::cmd::Fanout;
+use super::cmd::code::CONTACT;
+use super::index::ChatIndex;
+
+/// Most users one event is addressed to (a group's members at most).
+pub const MAX_EVENT_USERS: usize = 100_000;
+
+/// One event on the socket. The variant's name, in snake case, is the frame's `event`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum ContactEvent {
+    /// To the addressee: `user` (as `/user/find` returns it) asks to be friends.
+    FriendRequest {
+        /// The requester's public profile.
+        user: Value,
+        /// When the request was made, unix ms.
+        createat: i64,
+    },
+    /// To both: `user` (the other one) is now a friend.
+    FriendAdded {
+        /// The new friend's public profile.
+        user: Value,
+    },
+    /// To both: the friendship with `userid` ended.
+    FriendRemoved {
+        /// The other one.
+        userid: i64,
+    },
+    /// To the requester: `userid` declined the request.
+    RequestDeclined {
+        /// The addressee.
+        userid: i64,
+    },
+    /// To the addressee: `userid` withdrew their request (they blocked, or the
+    /// request went with a removed account).
+    RequestWithdrawn {
+        /// The requester.
+        userid: i64,
+    },
+    /// To the blocker's own devices only: they blocked `user`.
+    Blocked {
+        /// The blocked user's public profile.
+        user: Value,
+    },
+    /// To the blocker's own devices only: they unblocked `userid`.
+    Unblocked {
+        /// The unblocked user.
+        userid: i64,
+    },
+    /// To the user's own devices: they created or joined `group` (a Community, as
+    /// `/contact/loadcommunity` lists it).
+    GroupJoined {
+        /// The Community.
+        group: Value,
+    },
+    /// To the user's own devices: they left group `groupid`.
+    GroupLeft {
+        /// The group.
+        groupid: i64,
+    },
+    /// To every member: `group` (the Community as it is now) was renamed, got a new
+    /// icon, memo or owner.
+    GroupUpdated {
+        /// The Community.
+        group: Value,
+    },
+    /// To the removed user: the owner `by` removed them from group `groupid`.
+    MemberRemoved {
+        /// The group.
+        groupid: i64,
+        /// The owner who removed them.
+        by: i64,
+    },
+}
+
+#[derive(Serialize)]
+struct Frame<'a> {
+    cmd: i64,
+    #[serde(flatten)]
+    event: &'a ContactEvent,
+}
+
+impl ContactEvent {
+    /// The `cmd 30` frame text.
+    pub fn to_json(&self) -> String {
+        // A struct of strings, numbers and JSON values always serializes.
+        serde_json::to_string(&Frame {
+            cmd: CONTACT,
+            event: self,
+        })
+        .unwrap_or_default()
+    }
+}
+
+/// The frame of `event` for every open chat connection of `users` (each user once,
+/// at most [`MAX_EVENT_USERS`]); `None` if none of them is online.
+pub fn notify(index: &ChatIndex, users: &[i64], event: &ContactEvent) -> Option<Fanout> {
+    let mut seen = std::collections::HashSet::new();
+    let to: Vec<_> = users
+        .iter()
+        .take(MAX_EVENT_USERS)
+        .filter(|u| seen.insert(**u))
+        .flat_map(|&u| index.conns_of(u).iter().copied())
+        .collect();
+    if to.is_empty() {
+        return None;
+    }
+    Some(Fanout {
+        to,
+        text: event.to_json(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_name_the_event_and_reach_every_connection_once() {
+        let added = ContactEvent::FriendAdded {
+            user: serde_json::json!({"id": 2, "nickname": "Bob"}),
+        };
+        assert_eq!(
+            added.to_json(),
+            r#"{"cmd":30,"event":"friend_added","user":{"id":2,"nickname":"Bob"}}"#
+        );
+        assert_eq!(
+            ContactEvent::FriendRemoved { userid: 7 }.to_json(),
+            r#"{"cmd":30,"event":"friend_removed","userid":7}"#
+        );
+        let mut index = ChatIndex::new([]);
+        assert_eq!(notify(&index, &[1, 2], &added), None, "nobody online");
+        index.connect(1, 10);
+        index.connect(1, 11);
+        index.connect(2, 20);
+        index.connect(3, 30);
+        let f = notify(&index, &[1, 2, 1], &added).expect("frames");
+        assert_eq!(f.to, [10, 11, 20]);
+        assert!(f.text.starts_with(r#"{"cmd":30,"#));
+    }
+}
