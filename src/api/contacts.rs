@@ -147,8 +147,15 @@ pub(super) fn join_group(
             StoreError::NoSuchUser => Failure::Unauthorized(MSG_SESSION_INVALID),
             other => other.into(),
         })?;
+    // The joiner's devices learn the group before its first message, the notice.
     Ok(
         ApiReply::data_with_msg("you joined the group", Community::from(&group))
+            .notify(
+                vec![caller.id],
+                ContactEvent::GroupJoined {
+                    group: groups::community(&group),
+                },
+            )
             .with_effect(
                 GroupChange {
                     group: group.id,
@@ -157,12 +164,6 @@ pub(super) fn join_group(
                     ..GroupChange::default()
                 }
                 .effect(),
-            )
-            .notify(
-                vec![caller.id],
-                ContactEvent::GroupJoined {
-                    group: groups::community(&group),
-                },
             ),
     )
 }

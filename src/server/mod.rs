@@ -788,20 +788,24 @@ impl Server {
         }
     }
 
-    /// A group changed: memberships gained first, then the stored notices go out to
-    /// the group's online connections like any group message, then memberships lost
-    /// (a removed member gets the notice of its removal, and nothing after it).
+    /// A group changed: memberships gained first, then the stored notices are
+    /// addressed to the group's online connections (a group delivery's frame, out at
+    /// the end of the turn in effect order with the `cmd 30` events, encoded once and
+    /// shared), then memberships lost (a removed member gets the notice of its
+    /// removal, and nothing after it).
     fn group_changed(&mut self, change: crate::api::GroupChange) {
         let group = change.group;
         if let Some(user) = change.joined {
             self.index.joined(user, group);
         }
         for notice in &change.notices {
-            let mut frame = Vec::new();
-            let _ = crate::ws::Sender::SHARED
-                .send_text(&crate::im::wire::delivery_json(notice), &mut frame);
-            let recipients = self.index.group_conns(group).to_vec();
-            self.send_to_all(frame, &recipients, None);
+            let to = self.index.group_conns(group).to_vec();
+            if !to.is_empty() {
+                self.fanouts.push(Fanout {
+                    to,
+                    text: crate::im::wire::delivery_json(notice),
+                });
+            }
         }
         if let Some(user) = change.left {
             self.index.left(user, group);
