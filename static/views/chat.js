@@ -7,6 +7,8 @@ import { pictureBubble } from '../pictures.js';
 import { key, MAX_TEXT } from '../session.js';
 import { EMOJI } from '../emoji.js';
 import { CMD } from '../commands.js';
+import { NOTICE, removesMe } from '../groups.js';
+import { noticeRow, groupInfoLink } from './groupinfo.js';
 
 const NEAR_BOTTOM = 80; // px: "the reader is at the end", so new messages scroll into view
 const NEAR_TOP = 120; // px: close enough to the top to fetch the older page
@@ -39,6 +41,7 @@ export class ChatView {
     this.headAvatar = h('span', { class: 'head-avatar' });
     const back = h('a', { class: 'icon-btn back', href: backHref, 'aria-label': 'Back', 'data-testid': 'chat-back' }, icon('back'));
     const head = h('header', { class: 'pane-head chat-head' }, back, this.headAvatar, h('div', { class: 'chat-titles' }, this.title, this.subtitle));
+    if (cmd === CMD.GROUP) head.append(groupInfoLink(id));
 
     this.top = h('div', { class: 'history-state', 'data-testid': 'history-state' });
     this.list = h('div', { class: 'msg-rows' });
@@ -224,6 +227,9 @@ export class ChatView {
         this.loadMembers();
       }
     }
+    // A group notice: someone joined, left or was removed; count the members again.
+    const fresh = detail.id && !detail.history && c.byId.get(detail.id);
+    if (this.memberIds && fresh?.media === NOTICE && !removesMe(fresh, this.session.me.id)) this.loadMembers();
     const s = this.scroller;
     const firstBefore = this.list.firstElementChild;
     const topBefore = firstBefore?.offsetTop;
@@ -307,6 +313,7 @@ export class ChatView {
 
   messageRow(m) {
     const s = this.session;
+    if (m.media === NOTICE) return noticeRow(m, s.me);
     const mine = m.userid === s.me.id;
     const status = m.pending ? m.status : 'sent';
     const row = h('div', {

@@ -799,6 +799,88 @@ async function scenario8() {
   pages.delete('M');
 }
 
+async function scenario13() {
+  // Three new users (so this runs alone too): O owns a group that M and R joined. O
+  // renames it and removes R on the group info screen; M sees the notices and the new
+  // name live; R's page loses the group.
+  const O = await newUser('O', { phone: true });
+  const M = await newUser('M13', { phone: false });
+  const R = await newUser('R', { phone: true });
+  await apiRegister(O, BASE, 'Olga');
+  await apiRegister(M, BASE, 'Max');
+  await apiRegister(R, BASE, 'Rita');
+  const name = `Book club ${run}`;
+  const created = await (await O.ctx.request.post(`${BASE}/contact/createcommunity`, { data: { name, memo: 'One book a month' } })).json();
+  assert(created.code === 0, `group created: ${JSON.stringify(created)}`);
+  const gid = created.data.id;
+  for (const U of [M, R]) {
+    const j = await (await U.ctx.request.post(`${BASE}/contact/joincommunity`, { data: { dstid: gid } })).json();
+    assert(j.code === 0, `${U.nickname} joined: ${JSON.stringify(j)}`);
+  }
+  for (const U of [O, M, R]) {
+    await U.page.goto(`${BASE}/#/chat/${11}/${gid}`);
+    await tid(U.page, 'chat-title').filter({ hasText: name }).waitFor();
+  }
+  // The joins are in the history as centred notices.
+  await tid(M.page, 'notice').filter({ hasText: 'Rita joined' }).waitFor();
+  await sendText(R.page, 'Hello book club');
+  await expectSent(R.page, 'Hello book club');
+  await message(M.page, 'Hello book club').waitFor();
+
+  // O opens the group info from the chat header: members, the owner marked.
+  await tid(O.page, 'group-info-open').click();
+  await tid(O.page, 'groupinfo-view').waitFor();
+  await until('three members listed', async () => (await tid(O.page, 'member').count()) === 3);
+  const ownerRow = tid(O.page, 'member').filter({ has: O.page.getByTestId('owner-tag') });
+  assert((await ownerRow.count()) === 1 && (await ownerRow.getAttribute('data-id')) === String(O.id), 'the owner is marked');
+  // M (not the owner) sees no management controls.
+  await tid(M.page, 'group-info-open').click();
+  await until("M's member list", async () => (await tid(M.page, 'member').count()) === 3);
+  assert((await tid(M.page, 'member-remove').count()) === 0 && (await tid(M.page, 'groupinfo-rename').count()) === 0, 'a member gets no owner controls');
+  // (The back link is for phones; on a desktop the group list is beside it.)
+  await M.page.evaluate((g) => (location.hash = `#/chat/11/${g}`), gid);
+  await tid(M.page, 'chat-view').waitFor();
+
+  // O renames the group.
+  const renamed = `Readers ${run}`;
+  await tid(O.page, 'groupinfo-rename-input').fill(renamed);
+  await tid(O.page, 'groupinfo-rename').click();
+  await tid(O.page, 'groupinfo-name').filter({ hasText: renamed }).waitFor();
+  await tid(M.page, 'notice').filter({ hasText: `Olga renamed the group to “${renamed}”` }).waitFor();
+  await tid(M.page, 'chat-title').filter({ hasText: renamed }).waitFor();
+
+  // O changes the icon (uploaded, then set); M's header shows it.
+  await tid(O.page, 'groupinfo-icon-file').setInputFiles({ name: 'club.png', mimeType: 'image/png', buffer: makePng(64, 64, 5) });
+  await tid(M.page, 'notice').filter({ hasText: 'Olga changed the group icon' }).waitFor();
+  await until("M's header shows the new icon", async () => ((await tid(M.page, 'chat-view').locator('.head-avatar img').getAttribute('src').catch(() => '')) || '').startsWith('/resource/'));
+
+  // O removes R (after confirming).
+  O.page.once('dialog', (d) => d.accept());
+  await tid(O.page, 'member').filter({ hasText: 'Rita' }).getByTestId('member-remove').click();
+  await until('R gone from the member list', async () => (await tid(O.page, 'member').count()) === 2);
+  await tid(M.page, 'notice').filter({ hasText: 'Rita was removed by Olga' }).waitFor();
+  await tid(M.page, 'chat-sub').filter({ hasText: '2 members' }).waitFor();
+  // R's page: the group's chat closes and the group is no longer listed.
+  await until("R's chat closed", async () => (await R.page.evaluate(() => location.hash)) === '#/groups');
+  await tid(R.page, 'home').waitFor();
+  await until("R's group list lost the group", async () => (await tid(R.page, 'group-item').count()) === 0);
+  await tid(R.page, 'toast').filter({ hasText: `You were removed from “${renamed}”` }).waitFor();
+  const toasts = await tid(R.page, 'toast').allTextContents();
+  assert(toasts.length === 1, `R is told once, and nothing fails after the removal: ${JSON.stringify(toasts)}`);
+  // M's list has the new name, with the notice as its preview.
+  await shoot(M.page, '18-group-notices');
+  await shoot(O.page, '19-group-info');
+  await shoot(R.page, '20-removed');
+  await M.page.evaluate(() => (location.hash = '#/groups'));
+  const row = tid(M.page, 'group-item').filter({ hasText: renamed });
+  await row.waitFor();
+  await row.getByTestId('row-preview').filter({ hasText: 'Rita was removed by Olga' }).waitFor();
+  for (const U of [O, M, R]) {
+    await U.ctx.close();
+    pages.delete(U.name);
+  }
+}
+
 // --- the run ------------------------------------------------------------------------------
 
 const scenarios = [
@@ -809,6 +891,7 @@ const scenarios = [
   [5, 'API errors are shown in words; logout revokes the session', scenario5],
   [6, 'the frame inspector shows the page\'s own frames: mask, fragments, ping/pong, close', scenario6],
   [8, 'unread counts from the server on every device, "seen", a list of 1,000', scenario8],
+  [13, 'group owner renames, removes a member; notices live', scenario13],
   [4, 'server killed and restarted: reconnecting banner, outbox, sync', scenario4],
 ];
 let passed = 0;
