@@ -388,6 +388,17 @@ fn a_removed_member_gets_its_notice_then_nothing_and_cannot_send() {
         );
     }
 
+    // Only the server writes notices: a client's media 100 is refused.
+    send(
+        &mut b,
+        json!({"cmd": 11, "dstid": w.group, "media": NOTICE, "content": "{\"notice\":\"joined\"}", "ref": "fake"}),
+    );
+    let v = next(&mut b);
+    assert_eq!(
+        (v["cmd"].as_i64(), v["code"].as_i64()),
+        (Some(22), Some(400)),
+        "{v}"
+    );
     // The group goes on without c.
     send(
         &mut b,
