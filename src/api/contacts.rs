@@ -205,7 +205,7 @@ pub(super) fn leave_group(
         .notify(vec![caller.id], ContactEvent::GroupLeft { groupid: group });
     match (outcome, db.group_by_id(group)?) {
         // The remaining members learn their new owner.
-        (LeaveOutcome::OwnershipTransferred { .. }, Some(g)) => groups::updated(db, reply, &g),
+        (LeaveOutcome::OwnershipTransferred { .. }, Some(g)) => Ok(groups::updated(db, reply, &g)),
         _ => Ok(reply),
     }
 }

@@ -49,15 +49,23 @@ pub(super) fn community(g: &Group) -> serde_json::Value {
     serde_json::to_value(Community::from(g)).unwrap_or_default()
 }
 
-/// `group_updated` with `g` as it is now, for every member of it.
-pub(super) fn updated(db: &Db, reply: ApiReply, g: &Group) -> Result<ApiReply, Failure> {
-    let members = db.members(g.id)?.into_iter().map(|m| m.user.id).collect();
-    Ok(reply.notify(
+/// `group_updated` with `g` as it is now, for every member of it. The change is
+/// committed already: if the members cannot be read (the group was deleted meanwhile,
+/// or the database failed) the reply stands and nobody is told.
+pub(super) fn updated(db: &Db, reply: ApiReply, g: &Group) -> ApiReply {
+    let members = match db.members(g.id) {
+        Ok(members) => members.into_iter().map(|m| m.user.id).collect(),
+        Err(e) => {
+            log::warn!("api: group {} changed, its members not told: {e}", g.id);
+            return reply;
+        }
+    };
+    reply.notify(
         members,
         ContactEvent::GroupUpdated {
             group: community(g),
         },
-    ))
+    )
 }
 
 /// A field failure of these routes is a 400 (not fastIM's 200 with `code` -1).
@@ -133,7 +141,7 @@ pub(super) fn update(
         }
         .effect(),
     );
-    updated(db, reply, &g)
+    Ok(updated(db, reply, &g))
 }
 
 /// `/contact/removemember`: the owner removes user `memberid` from group `dstid`.
@@ -194,5 +202,5 @@ pub(super) fn transfer(
         }
         .effect(),
     );
-    updated(db, reply, &g)
+    Ok(updated(db, reply, &g))
 }

@@ -10,7 +10,7 @@
 //! accepts 1 to 99), so a notice always comes from the server.
 
 use rusqlite::{OptionalExtension, Transaction, params};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::groups::{GROUP_COLUMNS, Group, LeaveOutcome, Role, group_from_row, leave_in};
 use super::{Db, Message, Peer, Result, StoreError, is_unique_violation};
@@ -19,7 +19,7 @@ use super::{Db, Message, Peer, Result, StoreError, is_unique_violation};
 pub const NOTICE: i64 = 100;
 
 /// What a group notice says, as its `content` JSON.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "notice", rename_all = "lowercase")]
 pub enum Notice {
     /// `userid` joined.
@@ -107,26 +107,9 @@ impl Notice {
 
 /// The sentence of a stored notice's `content`, or `None` if it is not a notice's JSON.
 pub fn notice_sentence(content: &str) -> Option<String> {
-    #[derive(serde::Deserialize)]
-    struct Any {
-        notice: String,
-        #[serde(default)]
-        nickname: String,
-        #[serde(default)]
-        bynickname: String,
-        #[serde(default)]
-        name: String,
-    }
-    let a: Any = serde_json::from_str(content).ok()?;
-    Some(match a.notice.as_str() {
-        "joined" => format!("{} joined", a.nickname),
-        "left" => format!("{} left", a.nickname),
-        "removed" => format!("{} was removed by {}", a.nickname, a.bynickname),
-        "renamed" => format!("{} renamed the group to {}", a.bynickname, a.name),
-        "icon" => format!("{} changed the group icon", a.bynickname),
-        "owner" => format!("{} made {} the owner", a.bynickname, a.nickname),
-        _ => return None,
-    })
+    serde_json::from_str::<Notice>(content)
+        .ok()
+        .map(|n| n.sentence())
 }
 
 /// The owner's changes to a group; `None` leaves a field as it is. The caller validates
