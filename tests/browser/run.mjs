@@ -875,6 +875,13 @@ async function scenario13() {
   const row = tid(M.page, 'group-item').filter({ hasText: renamed });
   await row.waitFor();
   await row.getByTestId('row-preview').filter({ hasText: 'Rita was removed by Olga' }).waitFor();
+  // O hands the group to M: the owner mark moves, O's controls go, M is told.
+  O.page.once('dialog', (d) => d.accept());
+  await tid(O.page, 'member').filter({ hasText: 'Max' }).getByTestId('member-transfer').click();
+  await until("Max marked as the owner on O's screen", async () => (await tid(O.page, 'member').filter({ has: O.page.getByTestId('owner-tag') }).getAttribute('data-id')) === String(M.id));
+  assert((await tid(O.page, 'member-remove').count()) === 0 && (await tid(O.page, 'groupinfo-rename').count()) === 0, 'the old owner has no owner controls');
+  await M.page.evaluate((g) => (location.hash = `#/chat/11/${g}`), gid);
+  await tid(M.page, 'notice').filter({ hasText: 'Olga made you the owner' }).waitFor();
   for (const U of [O, M, R]) {
     await U.ctx.close();
     pages.delete(U.name);
@@ -891,7 +898,7 @@ const scenarios = [
   [5, 'API errors are shown in words; logout revokes the session', scenario5],
   [6, 'the frame inspector shows the page\'s own frames: mask, fragments, ping/pong, close', scenario6],
   [8, 'unread counts from the server on every device, "seen", a list of 1,000', scenario8],
-  [13, 'group owner renames, removes a member; notices live', scenario13],
+  [13, 'group owner renames, removes a member, transfers the group; notices live', scenario13],
   [4, 'server killed and restarted: reconnecting banner, outbox, sync', scenario4],
 ];
 let passed = 0;
