@@ -2,7 +2,7 @@
 // is HttpOnly, so the page cannot read it), then routes by the URL hash:
 //   #/login  #/register                    logged out
 //   #/friends  #/groups  #/me              home tabs
-//   #/chat/10/<user id>  #/chat/11/<group id>  #/newgroup   the detail pane
+//   #/chat/10/<user id>  #/chat/11/<group id>  #/groupinfo/<group id>  #/newgroup   the detail pane
 // On a phone the detail pane replaces the home pane; from 760 px wide both are shown.
 // Hash routes need nothing from the server beyond index.html, and the back button works.
 //
@@ -19,6 +19,7 @@ import { loginView, registerView } from './views/auth.js';
 import { HomeView } from './views/home.js';
 import { ChatView } from './views/chat.js';
 import { newGroupView } from './views/newgroup.js';
+import { GroupInfoView } from './views/groupinfo.js';
 import { CMD } from './commands.js';
 
 const root = document.getElementById('app');
@@ -39,6 +40,12 @@ function startSession(me) {
   session.addEventListener('expired', () => endSession('Your session has ended. Please log in again.'));
   session.addEventListener('conn', () => showConn());
   session.addEventListener('outbox', () => showConn());
+  // Removed from a group, or left it on another device: its screens close.
+  session.addEventListener('group-gone', (e) => {
+    const { id, name, removed } = e.detail;
+    if (detailRoute === `#/chat/${CMD.GROUP}/${id}` || detailRoute === `#/groupinfo/${id}`) location.hash = '#/groups';
+    if (removed) toast(`You were removed from “${name || 'a group'}”.`, 'error', 4000);
+  });
   session.start();
   shell = null;
   lastTab = 'friends';
@@ -133,6 +140,10 @@ function route() {
     const cmd = Number(a);
     lastTab = cmd === CMD.SINGLE ? 'friends' : 'groups';
     setDetail(hash, () => new ChatView(session, cmd, Number(b), { backHref: `#/${lastTab}` }));
+    open = true;
+  } else if (page === 'groupinfo' && /^\d+$/.test(a || '')) {
+    lastTab = 'groups';
+    setDetail(hash, () => new GroupInfoView(session, Number(a), { backHref: `#/chat/${CMD.GROUP}/${a}` }));
     open = true;
   } else if (page === 'newgroup') {
     lastTab = 'me';

@@ -33,6 +33,7 @@
 //     the page is visible, is marked read up to its newest message; the server tells
 //     the other devices (unread clears there) and the other side ("seen").
 
+import { onGroupEvent, removesMe } from './groups.js';
 import * as api from './api.js';
 import * as store from './store.js';
 import { ChatSocket, browserOffline } from './socket.js';
@@ -687,7 +688,7 @@ export class Session extends EventTarget {
     // Their message ends their "typing…".
     if (!mine && this.typing.get(k)?.delete(m.userid)) this.emit('typing', { key: k });
     // Counted here only once the server's counts are in (they include what a sync brings).
-    if (!mine && m.id > c.read && this.conversationsLoaded && !this.syncing) {
+    if (!mine && m.id > c.read && this.conversationsLoaded && !this.syncing && !removesMe(m, this.me.id)) {
       if (k === this.openKey && document.visibilityState === 'visible') this.markRead(k);
       else {
         c.unread = Math.min(c.unread + 1, 100);
@@ -901,7 +902,7 @@ export class Session extends EventTarget {
         onChangeFrame(this, f);
         break;
       case CMD.CONTACT:
-        this.onContact(f);
+        if (!onGroupEvent(this, f)) this.onContact(f);
         break;
       case CMD.SYNC_BATCH:
         for (const m of f.messages || []) this.ingest(m);

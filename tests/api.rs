@@ -354,6 +354,29 @@ fn a_group_of_three_and_leaving_it_stops_delivery() {
             .json()["code"],
         0
     );
+    // The leaving is a notice in the group (media 100; PROTOCOL.md "Group notices"), the
+    // last group message b gets; then b's devices are told the group is gone.
+    for ws in [&mut wa, &mut wb] {
+        let notice = recv(ws);
+        assert_eq!(
+            (notice["cmd"].as_i64(), notice["media"].as_i64()),
+            (Some(11), Some(100)),
+            "{notice}"
+        );
+        assert!(
+            notice["content"]
+                .as_str()
+                .expect("content")
+                .contains(r#""notice":"left""#),
+            "{notice}"
+        );
+    }
+    let gone = recv(&mut wb);
+    assert_eq!(
+        (gone["cmd"].as_i64(), gone["event"].as_str()),
+        (Some(30), Some("group_left")),
+        "{gone}"
+    );
     send(
         &mut wa,
         json!({"cmd":11,"dstid":gid,"content":"b is gone","ref":"2"}),

@@ -1,15 +1,12 @@
 //! `/contact/*`: friends and groups (fastIM's "communities").
 
 use super::fields::{self, Fields};
+use super::groups::{self, GROUP_MEMO_MAX, GROUP_NAME_MAX, GroupChange};
 use super::json::{Community, MemberRow, PublicProfile, WithUnread};
 use super::users::AVATAR_MAX;
 use super::{ApiReply, Caller, Effect, Failure, MAX_GROUPS_OWNED, MSG_SESSION_INVALID};
+use crate::im::events::ContactEvent;
 use crate::store::{Db, Group, LeaveOutcome, NewGroup, Peer, StoreError};
-
-/// Longest group name, in characters.
-const GROUP_NAME_MAX: usize = 30;
-/// Longest group memo, in characters.
-const GROUP_MEMO_MAX: usize = 120;
 
 pub(super) const MSG_NO_SUCH_GROUP: &str = "no such group";
 pub(super) const MSG_NOT_MEMBER: &str = "you are not a member of this group";
@@ -55,12 +52,17 @@ pub(super) fn create_group(
             StoreError::NoSuchUser => Failure::Unauthorized(MSG_SESSION_INVALID),
             other => other.into(),
         })?;
-    Ok(
-        ApiReply::data(Community::from(&group)).with_effect(Effect::Joined {
+    Ok(ApiReply::data(Community::from(&group))
+        .with_effect(Effect::Joined {
             user: caller.id,
             group: group.id,
-        }),
-    )
+        })
+        .notify(
+            vec![caller.id],
+            ContactEvent::GroupJoined {
+                group: groups::community(&group),
+            },
+        ))
 }
 
 /// The group named by `dstid` (an id) or else `dstname` (an exact name, what fastIM's
@@ -86,20 +88,32 @@ pub(super) fn join_group(
     now: i64,
 ) -> Result<ApiReply, Failure> {
     let group = target_group(db, fields)?;
-    db.join_group(caller.id, group.id, now)
+    let notice = db
+        .join_group_noticed(caller.id, group.id, now)
         .map_err(|e| match e {
             StoreError::AlreadyMember => Failure::field("you are already a member of this group"),
             StoreError::NoSuchGroup => Failure::field(MSG_NO_SUCH_GROUP),
             StoreError::NoSuchUser => Failure::Unauthorized(MSG_SESSION_INVALID),
             other => other.into(),
         })?;
+    // The joiner's devices learn the group before its first message, the notice.
     Ok(
-        ApiReply::data_with_msg("you joined the group", Community::from(&group)).with_effect(
-            Effect::Joined {
-                user: caller.id,
-                group: group.id,
-            },
-        ),
+        ApiReply::data_with_msg("you joined the group", Community::from(&group))
+            .notify(
+                vec![caller.id],
+                ContactEvent::GroupJoined {
+                    group: groups::community(&group),
+                },
+            )
+            .with_effect(
+                GroupChange {
+                    group: group.id,
+                    joined: Some(caller.id),
+                    notices: vec![notice],
+                    ..GroupChange::default()
+                }
+                .effect(),
+            ),
     )
 }
 
@@ -109,25 +123,40 @@ pub(super) fn leave_group(
     db: &mut Db,
     caller: &Caller<'_>,
     fields: &Fields,
+    now: i64,
 ) -> Result<ApiReply, Failure> {
     let group = fields.required_int("dstid")?;
-    let outcome = db.leave_group(caller.id, group).map_err(|e| match e {
-        StoreError::NoSuchGroup => Failure::field(MSG_NO_SUCH_GROUP),
-        StoreError::NotMember => Failure::field(MSG_NOT_MEMBER),
-        other => other.into(),
-    })?;
-    Ok(match outcome {
-        LeaveOutcome::Left | LeaveOutcome::OwnershipTransferred { .. } => {
-            ApiReply::done("you left the group").with_effect(Effect::Left {
-                user: caller.id,
+    let (outcome, notices) =
+        db.leave_group_noticed(caller.id, group, now)
+            .map_err(|e| match e {
+                StoreError::NoSuchGroup => Failure::field(MSG_NO_SUCH_GROUP),
+                StoreError::NotMember => Failure::field(MSG_NOT_MEMBER),
+                other => other.into(),
+            })?;
+    let msg = match outcome {
+        LeaveOutcome::Left => "you left the group",
+        LeaveOutcome::OwnershipTransferred { .. } => {
+            "you left the group; the member who joined first now owns it"
+        }
+        LeaveOutcome::GroupDeleted => "you left the group; it had no other members and was deleted",
+    };
+    let reply = ApiReply::done(msg)
+        .with_effect(
+            GroupChange {
                 group,
-            })
-        }
-        LeaveOutcome::GroupDeleted => {
-            ApiReply::done("you left the group; it had no other members and was deleted")
-                .with_effect(Effect::GroupDeleted { group })
-        }
-    })
+                notices,
+                left: Some(caller.id),
+                deleted: outcome == LeaveOutcome::GroupDeleted,
+                ..GroupChange::default()
+            }
+            .effect(),
+        )
+        .notify(vec![caller.id], ContactEvent::GroupLeft { groupid: group });
+    match (outcome, db.group_by_id(group)?) {
+        // The remaining members learn their new owner.
+        (LeaveOutcome::OwnershipTransferred { .. }, Some(g)) => Ok(groups::updated(db, reply, &g)),
+        _ => Ok(reply),
+    }
 }
 
 /// `/contact/loadcommunity`: the caller's groups.

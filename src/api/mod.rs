@@ -31,6 +31,7 @@
 mod contacts;
 mod fields;
 mod friends;
+mod groups;
 mod history;
 mod json;
 mod upload;
@@ -41,6 +42,7 @@ mod tests;
 
 pub use fields::{check_mobile, check_new_password, check_nickname};
 pub use friends::{MAX_PENDING_REQUESTS, MSG_REQUEST_SENT};
+pub use groups::GroupChange;
 pub use upload::{Upload, upload};
 pub use users::{MSG_BLOCKED, NICKNAME_MAX};
 
@@ -110,6 +112,12 @@ pub enum Route {
     LoadGroups,
     /// `/contact/members`: list a group's members.
     GroupMembers,
+    /// `/contact/updatecommunity`: the owner renames a group or changes its icon or memo.
+    UpdateGroup,
+    /// `/contact/removemember`: the owner removes a member.
+    RemoveMember,
+    /// `/contact/transfercommunity`: the owner hands the group to another member.
+    TransferGroup,
     /// `/contact/conversations`: friends and groups by last activity, with unread counts.
     Conversations,
     /// `/message/history`: a page of a conversation.
@@ -118,7 +126,7 @@ pub enum Route {
 
 impl Route {
     /// Every route.
-    pub const ALL: [Route; 23] = [
+    pub const ALL: [Route; 26] = [
         Route::Register,
         Route::Login,
         Route::Logout,
@@ -140,6 +148,9 @@ impl Route {
         Route::LeaveGroup,
         Route::LoadGroups,
         Route::GroupMembers,
+        Route::UpdateGroup,
+        Route::RemoveMember,
+        Route::TransferGroup,
         Route::Conversations,
         Route::History,
     ];
@@ -173,6 +184,9 @@ impl Route {
             Route::LeaveGroup => "/contact/leavecommunity",
             Route::LoadGroups => "/contact/loadcommunity",
             Route::GroupMembers => "/contact/members",
+            Route::UpdateGroup => "/contact/updatecommunity",
+            Route::RemoveMember => "/contact/removemember",
+            Route::TransferGroup => "/contact/transfercommunity",
             Route::Conversations => "/contact/conversations",
             Route::History => "/message/history",
         }
@@ -238,18 +252,6 @@ pub enum Effect {
         /// The group.
         group: i64,
     },
-    /// `user` left `group`; the group still exists.
-    Left {
-        /// The user.
-        user: i64,
-        /// The group.
-        group: i64,
-    },
-    /// The last member left and `group` was deleted with its messages.
-    GroupDeleted {
-        /// The group.
-        group: i64,
-    },
     /// The session with this token digest ended; the user's WebSocket connections opened
     /// with it should be closed.
     LoggedOut {
@@ -258,6 +260,9 @@ pub enum Effect {
         /// [`crate::secret::token_digest`] of the ended session's token.
         token_digest: [u8; 32],
     },
+    /// A group's membership or settings changed, with notices to deliver
+    /// ([`GroupChange`]: joins, leaves, removals, renames, transfers).
+    Group(Box<GroupChange>),
     /// `user` and `friend` are now friends of each other.
     Befriended {
         /// The user who added.
@@ -519,9 +524,12 @@ fn run(db: &mut Db, req: &ApiRequest) -> Result<ApiReply, Failure> {
         (Route::LoadFriends, Some(c)) => contacts::load_friends(db, &c),
         (Route::CreateGroup, Some(c)) => contacts::create_group(db, &c, &fields, now),
         (Route::JoinGroup, Some(c)) => contacts::join_group(db, &c, &fields, now),
-        (Route::LeaveGroup, Some(c)) => contacts::leave_group(db, &c, &fields),
+        (Route::LeaveGroup, Some(c)) => contacts::leave_group(db, &c, &fields, now),
         (Route::LoadGroups, Some(c)) => contacts::load_groups(db, &c),
         (Route::GroupMembers, Some(c)) => contacts::members(db, &c, &fields),
+        (Route::UpdateGroup, Some(c)) => groups::update(db, &c, &fields, now),
+        (Route::RemoveMember, Some(c)) => groups::remove(db, &c, &fields, now),
+        (Route::TransferGroup, Some(c)) => groups::transfer(db, &c, &fields, now),
         (Route::Conversations, Some(c)) => contacts::conversations(db, &c),
         (Route::History, Some(c)) => history::history(db, &c, &fields),
     }

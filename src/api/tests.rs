@@ -1354,10 +1354,16 @@ fn create_group_as_the_client_does() {
     let group = d["id"].as_i64().expect("id");
     assert_eq!(
         reply.effects,
-        vec![Effect::Joined {
-            user: alice.id,
-            group
-        }]
+        vec![
+            Effect::Joined {
+                user: alice.id,
+                group
+            },
+            Effect::Notify {
+                users: vec![alice.id],
+                event: crate::im::events::ContactEvent::GroupJoined { group: d.clone() }
+            }
+        ]
     );
     assert!(t.db.is_member(group, alice.id).expect("q"));
     assert!(!t.db.is_member(group, bob.id).expect("q"));
@@ -1457,13 +1463,7 @@ fn join_by_name_as_the_client_does_or_by_id_and_list_groups() {
     let v = ok((reply.clone(), v));
     assert_eq!(v["data"]["id"], g1);
     assert_eq!(object_keys(&v["data"]), keys(COMMUNITY_KEYS));
-    assert_eq!(
-        reply.effects,
-        vec![Effect::Joined {
-            user: bob.id,
-            group: g1
-        }]
-    );
+    assert_group_effect(&reply, g1, Some(bob.id), None, &["joined"]);
     assert!(t.db.is_member(g1, bob.id).expect("q"));
     assert!(!t.db.is_member(g1, carol.id).expect("q"));
 
@@ -1473,13 +1473,7 @@ fn join_by_name_as_the_client_does_or_by_id_and_list_groups() {
         &json!({"dstid": g2}),
         Some(&bob.token),
     );
-    assert_eq!(
-        reply.effects,
-        vec![Effect::Joined {
-            user: bob.id,
-            group: g2
-        }]
-    );
+    assert_group_effect(&reply, g2, Some(bob.id), None, &["joined"]);
 
     let cases = [
         (
@@ -1546,14 +1540,11 @@ fn leave_group_hands_over_then_deletes() {
         &format!("dstid={g}"),
         Some(&alice.token),
     );
-    assert_eq!(v, json!({"code": 0, "msg": "you left the group"}));
     assert_eq!(
-        reply.effects,
-        vec![Effect::Left {
-            user: alice.id,
-            group: g
-        }]
+        v,
+        json!({"code": 0, "msg": "you left the group; the member who joined first now owns it"})
     );
+    assert_group_effect(&reply, g, None, Some(alice.id), &["left", "owner"]);
     assert_eq!(
         t.db.group_by_id(g).expect("q").expect("group").owner_id,
         bob.id
@@ -1585,7 +1576,8 @@ fn leave_group_hands_over_then_deletes() {
         v["msg"],
         "you left the group; it had no other members and was deleted"
     );
-    assert_eq!(reply.effects, [Effect::GroupDeleted { group: g }]);
+    let change = group_effect(&reply);
+    assert!(change.deleted && change.notices.is_empty(), "{change:?}");
     assert_eq!(t.db.group_by_id(g).expect("q"), None);
     assert_eq!(
         fail(form(
@@ -1860,10 +1852,17 @@ fn history_of_a_group_is_for_members_only_and_starts_at_joining() {
     .expect("save");
 
     let q = format!("dstid={g}&cmd=11");
+    // Bob's joining left a notice in the conversation, in id order (media 100).
+    let joined = format!(
+        r#"{{"notice":"joined","userid":{},"nickname":"nick13800000002"}}"#,
+        bob.id
+    );
     let v = ok(get(&mut t.db, Route::History, &q, Some(&alice.token)));
-    assert_eq!(contents(&v), ["hi all", "hi bob", "before bob"]);
+    assert_eq!(contents(&v), ["hi all", "hi bob", &joined, "before bob"]);
+    assert_eq!(v["rows"][2]["media"], crate::store::NOTICE);
+    assert_eq!(v["rows"][2]["userid"], bob.id);
     let v = ok(get(&mut t.db, Route::History, &q, Some(&bob.token)));
-    assert_eq!(contents(&v), ["hi all", "hi bob"]);
+    assert_eq!(contents(&v), ["hi all", "hi bob", &joined]);
     assert_eq!(v["rows"][0]["cmd"], 11);
     assert_eq!(v["rows"][0]["dstid"], g);
 
@@ -2024,4 +2023,43 @@ fn an_extreme_clock_does_not_overflow() {
     req.now_ms = i64::MAX;
     let (reply, v) = call(&mut t.db, req);
     assert_eq!(reply.status, Status::Ok, "{v}");
+}
+
+/// The reply's one group change.
+fn group_effect(reply: &ApiReply) -> &super::GroupChange {
+    let changes: Vec<_> = reply
+        .effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Group(c) => Some(&**c),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(changes.len(), 1, "{:?}", reply.effects);
+    changes[0]
+}
+
+/// The reply's effect is a group change of `group` with these joins, leaves and notices.
+fn assert_group_effect(
+    reply: &ApiReply,
+    group: i64,
+    joined: Option<i64>,
+    left: Option<i64>,
+    notices: &[&str],
+) {
+    let change = group_effect(reply);
+    assert_eq!(
+        (change.group, change.joined, change.left, change.deleted),
+        (group, joined, left, false)
+    );
+    let kinds: Vec<String> = change
+        .notices
+        .iter()
+        .map(|n| {
+            assert_eq!(n.media, crate::store::NOTICE);
+            let v: serde_json::Value = serde_json::from_str(&n.content).expect("json");
+            v["notice"].as_str().unwrap_or("").to_owned()
+        })
+        .collect();
+    assert_eq!(kinds, notices);
 }

@@ -17,6 +17,8 @@ pub enum Status {
     Forbidden,
     /// 404: no such path.
     NotFound,
+    /// 409: the request conflicts with what exists (a taken name).
+    Conflict,
     /// 405: the path exists, the method does not.
     MethodNotAllowed,
     /// 411: a body without `Content-Length` (chunked bodies are not accepted).
@@ -49,6 +51,7 @@ impl Status {
             Status::Unauthorized => 401,
             Status::Forbidden => 403,
             Status::NotFound => 404,
+            Status::Conflict => 409,
             Status::MethodNotAllowed => 405,
             Status::LengthRequired => 411,
             Status::PayloadTooLarge => 413,
@@ -71,6 +74,7 @@ impl Status {
             Status::Unauthorized => "Unauthorized",
             Status::Forbidden => "Forbidden",
             Status::NotFound => "Not Found",
+            Status::Conflict => "Conflict",
             Status::MethodNotAllowed => "Method Not Allowed",
             Status::LengthRequired => "Length Required",
             Status::PayloadTooLarge => "Payload Too Large",

@@ -71,6 +71,30 @@ pub enum ContactEvent {
         /// The unblocked user.
         userid: i64,
     },
+    /// To the user's own devices: they created or joined `group` (a Community, as
+    /// `/contact/loadcommunity` lists it).
+    GroupJoined {
+        /// The Community.
+        group: Value,
+    },
+    /// To the user's own devices: they left group `groupid`.
+    GroupLeft {
+        /// The group.
+        groupid: i64,
+    },
+    /// To every member: `group` (the Community as it is now) was renamed, got a new
+    /// icon, memo or owner.
+    GroupUpdated {
+        /// The Community.
+        group: Value,
+    },
+    /// To the removed user: the owner `by` removed them from group `groupid`.
+    MemberRemoved {
+        /// The group.
+        groupid: i64,
+        /// The owner who removed them.
+        by: i64,
+    },
 }
 
 #[derive(Serialize)]

@@ -770,8 +770,7 @@ impl Server {
     fn apply(&mut self, effect: Effect) {
         match effect {
             Effect::Joined { user, group } => self.index.joined(user, group),
-            Effect::Left { user, group } => self.index.left(user, group),
-            Effect::GroupDeleted { group } => self.index.group_deleted(group),
+            Effect::Group(change) => self.group_changed(*change),
             Effect::Befriended { user, friend } => self.index.befriended(user, friend),
             Effect::Unfriended { a, b } => self.index.unfriended(a, b),
             Effect::Blocked {
@@ -790,6 +789,33 @@ impl Server {
                 let ended = workers::session_id(&token_digest);
                 self.close_chats(Some(user), Some(ended), "logged out");
             }
+        }
+    }
+
+    /// A group changed: memberships gained first, then the stored notices are
+    /// addressed to the group's online connections (a group delivery's frame, out at
+    /// the end of the turn in effect order with the `cmd 30` events, encoded once and
+    /// shared), then memberships lost (a removed member gets the notice of its
+    /// removal, and nothing after it).
+    fn group_changed(&mut self, change: crate::api::GroupChange) {
+        let group = change.group;
+        if let Some(user) = change.joined {
+            self.index.joined(user, group);
+        }
+        for notice in &change.notices {
+            let to = self.index.group_conns(group).to_vec();
+            if !to.is_empty() {
+                self.fanouts.push(Fanout {
+                    to,
+                    text: crate::im::wire::delivery_json(notice),
+                });
+            }
+        }
+        if let Some(user) = change.left {
+            self.index.left(user, group);
+        }
+        if change.deleted {
+            self.index.group_deleted(group);
         }
     }
 

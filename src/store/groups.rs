@@ -155,6 +155,17 @@ fn insert_member(tx: &Transaction<'_>, group: i64, user: i64, role: Role, now: i
     Ok(())
 }
 
+/// [`Db::join_group`] inside the caller's write transaction.
+pub(super) fn join_in(tx: &Transaction<'_>, user: i64, group: i64, now: i64) -> Result<()> {
+    if !group_exists(tx, group)? {
+        return Err(StoreError::NoSuchGroup);
+    }
+    if !user_exists(tx, user)? {
+        return Err(StoreError::NoSuchUser);
+    }
+    insert_member(tx, group, user, Role::Member, now)
+}
+
 /// [`Db::leave_group`] inside the caller's write transaction (also used when a user is
 /// deleted).
 pub(super) fn leave_in(tx: &Transaction<'_>, user: i64, group: i64) -> Result<LeaveOutcome> {
@@ -288,13 +299,7 @@ impl Db {
     /// [`StoreError::AlreadyMember`].
     pub fn join_group(&mut self, user: i64, group: i64, now: i64) -> Result<()> {
         let tx = self.write_tx()?;
-        if !group_exists(&tx, group)? {
-            return Err(StoreError::NoSuchGroup);
-        }
-        if !user_exists(&tx, user)? {
-            return Err(StoreError::NoSuchUser);
-        }
-        insert_member(&tx, group, user, Role::Member, now)?;
+        join_in(&tx, user, group, now)?;
         tx.commit()?;
         Ok(())
     }

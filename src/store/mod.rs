@@ -20,6 +20,7 @@
 pub mod admin;
 mod changes;
 mod contacts;
+mod group_admin;
 mod groups;
 mod messages;
 mod reads;
@@ -37,6 +38,7 @@ use std::time::Duration;
 use rusqlite::{Connection, ErrorCode, TransactionBehavior};
 
 pub use changes::{Change, ChangeRefused, Edit, QUOTE_CHARS, Quote, Windows};
+pub use group_admin::{Changed, GroupUpdate, NOTICE, Notice, notice_sentence};
 pub use groups::{Group, LeaveOutcome, Member, NewGroup, Role};
 pub use messages::{Message, Peer, Saved, SendRight};
 pub use reads::{Conversation, PREVIEW_CHARS, ReadMark, UNREAD_CAP, UNREAD_SCAN, preview};
@@ -90,6 +92,12 @@ pub enum StoreError {
         /// The limit that was reached.
         max: usize,
     },
+    /// Only the group's owner may do this.
+    NotOwner,
+    /// The user named as the member to remove or make owner is not a member.
+    NoSuchMember,
+    /// The owner cannot remove themselves or transfer the group to themselves.
+    OwnerItself,
     /// The database was written by a newer fastim: its schema version is unknown here.
     SchemaTooNew {
         /// `PRAGMA user_version` found in the file.
@@ -126,6 +134,9 @@ impl fmt::Display for StoreError {
                 f,
                 "you have {max} friend requests waiting for an answer; wait for some to be answered"
             ),
+            StoreError::NotOwner => f.write_str("only the group's owner may do this"),
+            StoreError::NoSuchMember => f.write_str("this user is not a member of the group"),
+            StoreError::OwnerItself => f.write_str("the owner cannot do this to themselves"),
             StoreError::SchemaTooNew { found, known } => write!(
                 f,
                 "database schema version {found} is newer than this build knows ({known})"

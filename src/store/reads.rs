@@ -79,6 +79,7 @@ pub fn preview(media: i64, content: &str) -> String {
         RECALLED => "[recalled]".to_owned(),
         3 => "[voice]".to_owned(),
         4 => "[picture]".to_owned(),
+        super::NOTICE => super::notice_sentence(content).unwrap_or_else(|| "[notice]".to_owned()),
         _ if content.trim().is_empty() => "[attachment]".to_owned(),
         _ => {
             let text = content.trim();

@@ -10,6 +10,8 @@ import { friendMenu } from './friends.js';
 import { CMD } from '../commands.js';
 import { layoutMessages, daySeparator, linkify, liveRegion, rovingPanel, enterIsNewline, timeOfDay } from './layout.js';
 import { ComposeMode, attachMenu, changeSignature, editedMark, quoteBlock, recalledBubble } from './msgmenu.js';
+import { NOTICE, removesMe } from '../groups.js';
+import { noticeRow, groupInfoLink } from './groupinfo.js';
 
 const NEAR_BOTTOM = 80; // px: "the reader is at the end", so new messages scroll into view
 const NEAR_TOP = 120; // px: close enough to the top to fetch the older page
@@ -44,6 +46,7 @@ export class ChatView {
     const head = h('header', { class: 'pane-head chat-head' }, back, this.headAvatar, h('div', { class: 'chat-titles' }, this.title, this.subtitle));
     // Remove friend, Block (views/friends.js); the chat closes after either.
     if (cmd === CMD.SINGLE && id !== session.me.id) head.append(friendMenu(session, id, () => (location.hash = backHref)));
+    if (cmd === CMD.GROUP) head.append(groupInfoLink(id));
 
     this.top = h('div', { class: 'history-state', 'data-testid': 'history-state' });
     this.list = h('div', { class: 'msg-rows' });
@@ -274,6 +277,9 @@ export class ChatView {
         this.loadMembers();
       }
     }
+    // A group notice: someone joined, left or was removed; count the members again.
+    const fresh = detail.id && !detail.history && c.byId.get(detail.id);
+    if (this.memberIds && fresh?.media === NOTICE && !removesMe(fresh, this.session.me.id)) this.loadMembers();
     const s = this.scroller;
     const firstBefore = this.list.firstElementChild;
     const topBefore = firstBefore?.offsetTop;
@@ -380,6 +386,7 @@ export class ChatView {
   /** `at`: where it sits in its run of one sender (layoutMessages in layout.js). */
   messageRow(m, at = { first: true, last: true }) {
     const s = this.session;
+    if (m.media === NOTICE) return noticeRow(m, s.me);
     const mine = m.userid === s.me.id;
     const status = m.pending ? m.status : 'sent';
     const row = h('div', {

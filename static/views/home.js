@@ -1,6 +1,7 @@
 // The home pane: friends, groups and "me" tabs. On a phone it fills the screen and a
 // chat replaces it; on a wide screen it stays on the left of the open chat.
 
+import { NOTICE, noticeText } from '../groups.js';
 import { h, avatar, icon, busy, formatShort } from '../ui.js';
 import { key } from '../session.js';
 import { CMD } from '../commands.js';
@@ -28,6 +29,7 @@ function preview(session, conv) {
     return who + sum.preview;
   }
   if (!m) return '';
+  if (m.media === NOTICE) return noticeText(m, session.me);
   const who = m.cmd === CMD.GROUP && m.userid !== session.me.id ? `${session.users.get(m.userid)?.nickname || ''}: ` : m.userid === session.me.id ? 'You: ' : '';
   return who + (m.recalled ? '[Recalled]' : m.media === 4 ? '[Picture]' : m.media === 3 ? '[Voice]' : (m.content || '').replace(/\s+/g, ' '));
 }

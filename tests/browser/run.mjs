@@ -681,7 +681,7 @@ async function scenario11() {
   const S = await newUser('S', { phone: false });
   await apiRegister(R, base, 'Rosa');
   await apiRegister(S, base, 'Sam');
-  await R.ctx.request.post(`${base}/contact/addfriend`, { data: { dstname: S.mobile } });
+  await apiBefriend(R, S, base);
   const stranger = await newUser('X', { phone: false });
   await apiRegister(stranger, base, 'Xena');
   await stranger.ctx.close();
@@ -1108,8 +1108,7 @@ async function scenario12() {
 
   await apiRegister(X, BASE, 'Xavier', { memo: 'Reads everything twice' });
   await apiRegister(Y, BASE, 'Yvonne');
-  const added = await (await X.ctx.request.post(`${BASE}/contact/addfriend`, { data: { dstname: Y.mobile } })).json();
-  assert(added.code === 0, `X adds Y: ${JSON.stringify(added)}`);
+  await apiBefriend(X, Y, BASE);
   const made = await (await X.ctx.request.post(`${BASE}/contact/createcommunity`, { data: { name: `Layout ${run}`, cate: 2, memo: 'Short and sweet' } })).json();
   assert(made.code === 0, `X creates a group: ${JSON.stringify(made)}`);
   const gid = made.data.id;
@@ -1323,7 +1322,7 @@ async function scenario10() {
   await tid(A.page, 'msg-menu').waitFor();
   assert((await tid(A.page, 'msg-menu').getByTestId('msg-recall').count()) === 1, 'recall offered for my new message');
   await until('the menu has the keyboard focus', () => A.page.evaluate(() => document.activeElement?.dataset.testid === 'msg-reply'));
-  await shoot(A.page, '20-message-menu');
+  await shoot(A.page, '25-message-menu');
   await A.page.keyboard.press('ArrowDown');
   await A.page.keyboard.press('Enter'); // Edit
   await tid(A.page, 'compose-bar').filter({ hasText: 'Editing message' }).waitFor();
@@ -1355,13 +1354,13 @@ async function scenario10() {
   assert((await tid(B.page, 'msg-menu').getByTestId('msg-recall').count()) === 0, "no recall of someone else's message");
   await tid(B.page, 'msg-reply').click();
   await tid(B.page, 'compose-bar').filter({ hasText: 'Replying to Alice' }).waitFor();
-  await shoot(B.page, '21-replying-to');
+  await shoot(B.page, '26-replying-to');
   await sendText(B.page, 'The usual one');
   await expectSent(B.page, 'The usual one');
   const reply = message(A.page, 'The usual one');
   await reply.getByTestId('msg-quote').filter({ hasText: 'Which place, then?' }).waitFor();
   assert((await reply.getByTestId('msg-quote').textContent()).includes('You'), 'A sees her own message quoted');
-  await shoot(A.page, '22-reply-quote');
+  await shoot(A.page, '27-reply-quote');
   // A long press on a touch screen (A is on a phone) opens the same menu; Escape closes it.
   const theirs = reply.getByTestId('msg-text');
   const box = await theirs.boundingBox();
@@ -1435,8 +1434,8 @@ async function scenario9() {
   await tid(R.page, 'outgoing-item').filter({ hasText: 'Bob' }).waitFor();
   request = tid(S.page, 'request-item').filter({ hasText: 'Carol' });
   await request.waitFor();
-  await shoot(S.page, '11-friend-request');
-  await shoot(R.page, '12-request-sent');
+  await shoot(S.page, '35-friend-request');
+  await shoot(R.page, '36-request-sent');
   assert((await tid(S.page, 'friend-item').filter({ hasText: 'Carol' }).count()) === 0, 'not a friend before Bob accepts');
   await request.getByTestId('request-accept').click();
   // Live on both sides: no reload, no tap on a tab.
@@ -1467,7 +1466,7 @@ async function scenario9() {
   await tid(S.page, 'friend-menu').click();
   await tid(S.page, 'friend-block').click();
   await tid(S.page, 'confirm-block').filter({ hasText: 'Block Carol?' }).waitFor();
-  await shoot(S.page, '13-confirm-block');
+  await shoot(S.page, '37-confirm-block');
   await tid(S.page, 'friend-confirm').click();
   await until("Carol left Bob's friends", async () => (await tid(S.page, 'friend-item').filter({ hasText: 'Carol' }).count()) === 0);
   await until("Bob left Carol's friends", async () => (await tid(R.page, 'friend-item').filter({ hasText: 'Bob' }).count()) === 0);
@@ -1477,9 +1476,98 @@ async function scenario9() {
   await S.page.goto(`${BASE}/#/me`);
   const blockedRow = tid(S.page, 'blocked-item').filter({ hasText: 'Carol' });
   await blockedRow.waitFor();
-  await shoot(S.page, '14-blocked-list');
+  await shoot(S.page, '38-blocked-list');
   await blockedRow.getByTestId('unblock').click();
   await tid(S.page, 'blocked-empty').waitFor();
+}
+
+async function scenario13() {
+  // Three new users (so this runs alone too): O owns a group that M and R joined. O
+  // renames it and removes R on the group info screen; M sees the notices and the new
+  // name live; R's page loses the group.
+  const O = await newUser('O', { phone: true });
+  const M = await newUser('M13', { phone: false });
+  const R = await newUser('R', { phone: true });
+  await apiRegister(O, BASE, 'Olga');
+  await apiRegister(M, BASE, 'Max');
+  await apiRegister(R, BASE, 'Rita');
+  const name = `Book club ${run}`;
+  const created = await (await O.ctx.request.post(`${BASE}/contact/createcommunity`, { data: { name, memo: 'One book a month' } })).json();
+  assert(created.code === 0, `group created: ${JSON.stringify(created)}`);
+  const gid = created.data.id;
+  for (const U of [M, R]) {
+    const j = await (await U.ctx.request.post(`${BASE}/contact/joincommunity`, { data: { dstid: gid } })).json();
+    assert(j.code === 0, `${U.nickname} joined: ${JSON.stringify(j)}`);
+  }
+  for (const U of [O, M, R]) {
+    await U.page.goto(`${BASE}/#/chat/${11}/${gid}`);
+    await tid(U.page, 'chat-title').filter({ hasText: name }).waitFor();
+  }
+  // The joins are in the history as centred notices.
+  await tid(M.page, 'notice').filter({ hasText: 'Rita joined' }).waitFor();
+  await sendText(R.page, 'Hello book club');
+  await expectSent(R.page, 'Hello book club');
+  await message(M.page, 'Hello book club').waitFor();
+
+  // O opens the group info from the chat header: members, the owner marked.
+  await tid(O.page, 'group-info-open').click();
+  await tid(O.page, 'groupinfo-view').waitFor();
+  await until('three members listed', async () => (await tid(O.page, 'member').count()) === 3);
+  const ownerRow = tid(O.page, 'member').filter({ has: O.page.getByTestId('owner-tag') });
+  assert((await ownerRow.count()) === 1 && (await ownerRow.getAttribute('data-id')) === String(O.id), 'the owner is marked');
+  // M (not the owner) sees no management controls.
+  await tid(M.page, 'group-info-open').click();
+  await until("M's member list", async () => (await tid(M.page, 'member').count()) === 3);
+  assert((await tid(M.page, 'member-remove').count()) === 0 && (await tid(M.page, 'groupinfo-rename').count()) === 0, 'a member gets no owner controls');
+  // (The back link is for phones; on a desktop the group list is beside it.)
+  await M.page.evaluate((g) => (location.hash = `#/chat/11/${g}`), gid);
+  await tid(M.page, 'chat-view').waitFor();
+
+  // O renames the group.
+  const renamed = `Readers ${run}`;
+  await tid(O.page, 'groupinfo-rename-input').fill(renamed);
+  await tid(O.page, 'groupinfo-rename').click();
+  await tid(O.page, 'groupinfo-name').filter({ hasText: renamed }).waitFor();
+  await tid(M.page, 'notice').filter({ hasText: `Olga renamed the group to “${renamed}”` }).waitFor();
+  await tid(M.page, 'chat-title').filter({ hasText: renamed }).waitFor();
+
+  // O changes the icon (uploaded, then set); M's header shows it.
+  await tid(O.page, 'groupinfo-icon-file').setInputFiles({ name: 'club.png', mimeType: 'image/png', buffer: makePng(64, 64, 5) });
+  await tid(M.page, 'notice').filter({ hasText: 'Olga changed the group icon' }).waitFor();
+  await until("M's header shows the new icon", async () => ((await tid(M.page, 'chat-view').locator('.head-avatar img').getAttribute('src').catch(() => '')) || '').startsWith('/resource/'));
+
+  // O removes R (after confirming).
+  O.page.once('dialog', (d) => d.accept());
+  await tid(O.page, 'member').filter({ hasText: 'Rita' }).getByTestId('member-remove').click();
+  await until('R gone from the member list', async () => (await tid(O.page, 'member').count()) === 2);
+  await tid(M.page, 'notice').filter({ hasText: 'Rita was removed by Olga' }).waitFor();
+  await tid(M.page, 'chat-sub').filter({ hasText: '2 members' }).waitFor();
+  // R's page: the group's chat closes and the group is no longer listed.
+  await until("R's chat closed", async () => (await R.page.evaluate(() => location.hash)) === '#/groups');
+  await tid(R.page, 'home').waitFor();
+  await until("R's group list lost the group", async () => (await tid(R.page, 'group-item').count()) === 0);
+  await tid(R.page, 'toast').filter({ hasText: `You were removed from “${renamed}”` }).waitFor();
+  const toasts = await tid(R.page, 'toast').allTextContents();
+  assert(toasts.length === 1, `R is told once, and nothing fails after the removal: ${JSON.stringify(toasts)}`);
+  // M's list has the new name, with the notice as its preview.
+  await shoot(M.page, '40-group-notices');
+  await shoot(O.page, '41-group-info');
+  await shoot(R.page, '42-removed');
+  await M.page.evaluate(() => (location.hash = '#/groups'));
+  const row = tid(M.page, 'group-item').filter({ hasText: renamed });
+  await row.waitFor();
+  await row.getByTestId('row-preview').filter({ hasText: 'Rita was removed by Olga' }).waitFor();
+  // O hands the group to M: the owner mark moves, O's controls go, M is told.
+  O.page.once('dialog', (d) => d.accept());
+  await tid(O.page, 'member').filter({ hasText: 'Max' }).getByTestId('member-transfer').click();
+  await until("Max marked as the owner on O's screen", async () => (await tid(O.page, 'member').filter({ has: O.page.getByTestId('owner-tag') }).getAttribute('data-id')) === String(M.id));
+  assert((await tid(O.page, 'member-remove').count()) === 0 && (await tid(O.page, 'groupinfo-rename').count()) === 0, 'the old owner has no owner controls');
+  await M.page.evaluate((g) => (location.hash = `#/chat/11/${g}`), gid);
+  await tid(M.page, 'notice').filter({ hasText: 'Olga made you the owner' }).waitFor();
+  for (const U of [O, M, R]) {
+    await U.ctx.close();
+    pages.delete(U.name);
+  }
 }
 
 // --- the run ------------------------------------------------------------------------------
@@ -1494,6 +1582,7 @@ const scenarios = [
   [8, 'unread counts from the server on every device, "seen", a list of 1,000', scenario8],
   [9, 'a friend request accepted live; block from the chat menu and unblock', scenario9],
   [10, 'recall and edit seen by the other side, reply with quote', scenario10],
+  [13, 'group owner renames, removes a member, transfers the group; notices live', scenario13],
   [4, 'server killed and restarted: reconnecting banner, outbox, sync', scenario4],
   [11, 'a bad network: offline, server killed, reload offline', scenario11],
   [12, 'layout and accessibility: axe on every screen, light and dark', scenario12],
