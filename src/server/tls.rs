@@ -1,20 +1,27 @@
 //! TLS (`https://`, `wss://`): a layer between a connection's socket and its
-//! machine, with rustls (the `ring` provider).
+//! machine, with rustls (the `ring` provider) and its unbuffered API.
 //!
 //! ```text
-//!   socket ──read_tls──▶ rustls ──plaintext──▶ loop-wide read buffer ──▶ Lifecycle
-//!   socket ◀─write_tls── rustls ◀─plaintext── Outbound (the connection's queue)
+//!   socket ──read──▶ incoming ──rustls──▶ plaintext ──▶ loop-wide read buffer ──▶ Lifecycle
+//!   socket ◀─write── outgoing ◀─rustls── plaintext ◀── Outbound (the connection's queue)
 //! ```
 //!
 //! Nothing above this layer knows about TLS: the driver reads from and writes to a
-//! [`Transport`], which is the bare socket or the socket with its
-//! [`rustls::ServerConnection`]. While the TLS handshake runs no plaintext exists,
-//! so the connection's machine stays in its Request state, whose deadline (the
-//! handshake timeout) counts from the accept: a client that opens TLS and stalls
-//! is dropped then. rustls bounds what it buffers itself: a record (16 KiB and its
-//! overhead), handshake messages (64 KiB), received plaintext (16 KiB, drained
-//! before more is read), and encrypted output (64 KiB, after which the queue waits
-//! in the connection's [`Outbound`], under its budgets).
+//! [`Transport`], which is the bare socket or the socket with its [`Tls`]. While
+//! the TLS handshake runs no plaintext exists, so the connection's machine stays
+//! in its Request state, whose deadline (the handshake timeout) counts from the
+//! accept: a client that opens TLS and stalls is dropped then.
+//!
+//! rustls' [`UnbufferedServerConnection`] keeps the keys and the handshake's
+//! state; the bytes are ours. They pass through 64 KiB buffers lent by the loop
+//! ([`Spares::take_io`]) for a read or a flush and given back when empty, so an
+//! idle connection holds none. What must wait keeps a buffer (moved to one its own
+//! size when much smaller than the lent one): received bytes that are not yet a
+//! record (at most a record, 16 KiB and its overhead, or during the handshake a
+//! message being joined: 64 KiB and a record), encrypted output the socket did not
+//! take (at most one encryption, 48 KiB of plaintext: until it leaves, the queue
+//! waits in the connection's [`Outbound`], under its budgets), and decrypted input
+//! the driver had no room for (a record).
 //!
 //! A first byte that is not a TLS handshake record (0x16) is a plain-HTTP client on
 //! the TLS port: it is answered `400` in plain text, saying to use https, and its
