@@ -49,7 +49,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::server::{ServerConnectionData, ServerSessionMemoryCache, UnbufferedServerConnection};
 use rustls::unbuffered::{
-    ConnectionState, EncodeError, EncryptError, UnbufferedStatus, WriteTraffic,
+    ConnectionState, EncodeError, EncodeTlsData, EncryptError, UnbufferedStatus, WriteTraffic,
 };
 use sha2::{Digest, Sha256};
 
@@ -819,18 +819,8 @@ impl Tls {
                     })
                 }
                 Ok(ConnectionState::EncodeTlsData(mut data)) => {
-                    let mut want = 256;
-                    loop {
-                        let room = outgoing.room(want, spares.as_deref_mut());
-                        match data.encode(room) {
-                            Ok(n) => {
-                                outgoing.end += n;
-                                break None;
-                            }
-                            Err(EncodeError::InsufficientSize(s)) => want = s.required_size,
-                            Err(EncodeError::AlreadyEncoded) => break None,
-                        }
-                    }
+                    encode(&mut data, outgoing, spares.as_deref_mut());
+                    None
                 }
                 Ok(ConnectionState::TransmitTlsData(data)) => {
                     data.done();
@@ -866,15 +856,19 @@ impl Tls {
             };
             incoming.consume(discard + extra_discard);
             if let Some(e) = failure {
-                // rustls queued the alert that says why: it is the first thing the
-                // next call gives (that call must be the last: processing the
-                // same input again would fail again).
-                let status = conn.process_tls_records(incoming.bytes_mut());
-                if let Ok(ConnectionState::EncodeTlsData(mut alert)) = status.state {
-                    let room = outgoing.room(256, spares.as_deref_mut());
-                    if let Ok(n) = alert.encode(room) {
-                        outgoing.end += n;
+                // rustls queued the alert that says why, after what the failing
+                // step had queued (a ServerHello, say): the next calls give them.
+                // Only while some wait: once none do, a call would process the same
+                // input again, and fail again.
+                for _ in 0..16 {
+                    if !conn.wants_write() {
+                        break;
                     }
+                    let status = conn.process_tls_records(incoming.bytes_mut());
+                    let Ok(ConnectionState::EncodeTlsData(mut data)) = status.state else {
+                        break;
+                    };
+                    encode(&mut data, outgoing, spares.as_deref_mut());
                 }
                 let _ = push_out(outgoing, socket);
                 return Err(io::Error::new(io::ErrorKind::InvalidData, e));
@@ -887,6 +881,29 @@ impl Tls {
             }
         }
         Err(io::Error::other("TLS: rustls made no progress"))
+    }
+}
+
+/// Encodes a record rustls made (handshake, ticket, alert) after the bytes that
+/// wait in `outgoing`, with room made as it asks.
+fn encode(
+    data: &mut EncodeTlsData<'_, ServerConnectionData>,
+    outgoing: &mut Window,
+    mut spares: Option<&mut Spares>,
+) {
+    let mut want = 256;
+    loop {
+        let room = outgoing.room(want, spares.as_deref_mut());
+        match data.encode(room) {
+            Ok(n) => {
+                outgoing.end += n;
+                return;
+            }
+            Err(EncodeError::InsufficientSize(s)) if s.required_size > want => {
+                want = s.required_size;
+            }
+            Err(_) => return,
+        }
     }
 }
 
@@ -1247,6 +1264,16 @@ mod tests {
     }
 
     fn pair() -> Pair {
+        let mut pair = unconnected(b"http/1.1");
+        // The handshake, and the ticket that follows it.
+        pair.until("the handshake", |p| {
+            !p.client.is_handshaking() && !p.tls.conn.is_handshaking() && !p.tls.wants_write()
+        });
+        pair
+    }
+
+    /// A pair whose client offers ALPN `alpn`, before the handshake.
+    fn unconnected(alpn: &[u8]) -> Pair {
         static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let dir = std::env::temp_dir().join(format!(
             "fastim-tls-unit-{}-{}",
@@ -1272,10 +1299,10 @@ mod tests {
             .expect("versions")
             .with_root_certificates(roots)
             .with_no_client_auth();
-        client_config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        client_config.alpn_protocols = vec![alpn.to_vec()];
         let name = ServerName::try_from("localhost").expect("name");
         let client = rustls::ClientConnection::new(Arc::new(client_config), name).expect("client");
-        let mut pair = Pair {
+        Pair {
             server: TcpStream::from_std(server),
             tls: Tls::new(&config).expect("tls"),
             spares: Spares::default(),
@@ -1286,12 +1313,7 @@ mod tests {
             client_got: Vec::new(),
             client_closed: false,
             _dir: TempDir(dir),
-        };
-        // The handshake, and the ticket that follows it.
-        pair.until("the handshake", |p| {
-            !p.client.is_handshaking() && !p.tls.conn.is_handshaking() && !p.tls.wants_write()
-        });
-        pair
+        }
     }
 
     impl Pair {
@@ -1515,6 +1537,45 @@ mod tests {
         p.client.send_close_notify();
         p.until("the server sees close_notify", |p| p.server_eof);
         assert_eq!(p.got, b"last words");
+    }
+
+    #[test]
+    fn a_client_without_http_1_1_in_alpn_is_refused_with_an_alert() {
+        let mut p = unconnected(b"h2");
+        while p.client.wants_write() {
+            p.client.write_tls(&mut p.sock).expect("client hello");
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let err = loop {
+            assert!(std::time::Instant::now() < deadline, "timed out");
+            match p.server_read(4096) {
+                Err(e) => break e,
+                Ok(()) => std::thread::sleep(std::time::Duration::from_millis(1)),
+            }
+        };
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let alert = loop {
+            assert!(std::time::Instant::now() < deadline, "no alert");
+            match p.client.read_tls(&mut p.sock) {
+                Ok(0) => panic!("closed without an alert"),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                Err(e) => panic!("{e}"),
+            }
+            if let Err(e) = p.client.process_new_packets() {
+                break e;
+            }
+        };
+        assert!(
+            matches!(
+                alert,
+                rustls::Error::AlertReceived(rustls::AlertDescription::NoApplicationProtocol)
+            ),
+            "{alert:?}"
+        );
     }
 
     #[test]
