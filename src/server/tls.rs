@@ -664,7 +664,7 @@ impl Tls {
         !self.outgoing.is_empty()
     }
 
-    /// Bytes of buffers held beyond rustls' own state (for tests and metrics).
+    /// Bytes of buffers held beyond rustls' own state: none when idle.
     pub fn buffered(&self) -> usize {
         self.incoming.held() + self.outgoing.held() + self.plain.held()
     }
