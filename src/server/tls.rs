@@ -1264,7 +1264,12 @@ mod tests {
     }
 
     fn pair() -> Pair {
-        let mut pair = unconnected(b"http/1.1");
+        pair_of(rustls::DEFAULT_VERSIONS)
+    }
+
+    /// A [`pair`] whose client speaks only `versions`.
+    fn pair_of(versions: &[&'static rustls::SupportedProtocolVersion]) -> Pair {
+        let mut pair = unconnected(b"http/1.1", versions);
         // The handshake, and the ticket that follows it.
         pair.until("the handshake", |p| {
             !p.client.is_handshaking() && !p.tls.conn.is_handshaking() && !p.tls.wants_write()
@@ -1273,7 +1278,7 @@ mod tests {
     }
 
     /// A pair whose client offers ALPN `alpn`, before the handshake.
-    fn unconnected(alpn: &[u8]) -> Pair {
+    fn unconnected(alpn: &[u8], versions: &[&'static rustls::SupportedProtocolVersion]) -> Pair {
         static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let dir = std::env::temp_dir().join(format!(
             "fastim-tls-unit-{}-{}",
@@ -1295,7 +1300,7 @@ mod tests {
         roots.add(chain(&pem).remove(0)).expect("root");
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut client_config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
+            .with_protocol_versions(versions)
             .expect("versions")
             .with_root_certificates(roots)
             .with_no_client_auth();
@@ -1448,6 +1453,30 @@ mod tests {
     }
 
     #[test]
+    fn tls_1_2_works_the_same() {
+        let mut p = pair_of(&[&rustls::version::TLS12]);
+        assert_eq!(
+            p.client.protocol_version(),
+            Some(rustls::ProtocolVersion::TLSv1_2)
+        );
+        assert_eq!(p.tls.buffered(), 0, "{:?}", p.tls);
+        let payload = pattern(40_000);
+        let wire = p.records(&[&payload]);
+        p.send_raw(&wire);
+        p.until("the message", |p| p.got.len() == payload.len());
+        assert!(p.got == payload);
+        let mut out = Outbound::default();
+        out.push_owned(payload.clone());
+        p.server_flush(&mut out);
+        p.until("the reply", |p| p.client_got.len() == payload.len());
+        assert!(p.client_got == payload);
+        assert_eq!(p.tls.buffered(), 0, "{:?}", p.tls);
+        let mut spares = Spares::default();
+        p.transport().shutdown_write(&mut spares);
+        p.until("close_notify", |p| p.client_closed);
+    }
+
+    #[test]
     fn a_record_cut_across_many_reads_is_joined() {
         let mut p = pair();
         let payload = pattern(10_000);
@@ -1541,7 +1570,7 @@ mod tests {
 
     #[test]
     fn a_client_without_http_1_1_in_alpn_is_refused_with_an_alert() {
-        let mut p = unconnected(b"h2");
+        let mut p = unconnected(b"h2", rustls::DEFAULT_VERSIONS);
         while p.client.wants_write() {
             p.client.write_tls(&mut p.sock).expect("client hello");
         }
