@@ -261,6 +261,61 @@ fn plain_http_on_the_tls_port_is_told_to_use_https() {
     assert_eq!(https(&mut tls, "GET", "/healthz", "", "").status, 200);
 }
 
+/// Sends the client's pending TLS bytes `piece` bytes at a time, pausing between
+/// pieces so that the server reads each on its own.
+fn dribble(tls: &mut Tls, piece: usize) {
+    let mut wire = Vec::new();
+    while tls.conn.wants_write() {
+        tls.conn.write_tls(&mut wire).expect("write_tls");
+    }
+    for chunk in wire.chunks(piece) {
+        tls.sock.write_all(chunk).expect("send");
+        std::thread::sleep(Duration::from_micros(300));
+    }
+}
+
+#[test]
+fn records_cut_into_pieces_or_sent_many_at_once_are_read() {
+    let server = Server::start(&["--tls-self-signed"]);
+    let config = trusting_self_signed(&server);
+    // The whole handshake and a request, a few bytes at a time.
+    let tcp = TcpStream::connect(server.addr).expect("connect");
+    tcp.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    tcp.set_nodelay(true).expect("nodelay");
+    let name = ServerName::try_from("localhost").expect("name");
+    let conn = ClientConnection::new(config.clone(), name).expect("client");
+    let mut tls = StreamOwned::new(conn, tcp);
+    while tls.conn.is_handshaking() {
+        dribble(&mut tls, 7);
+        if tls.conn.is_handshaking() {
+            tls.conn.read_tls(&mut tls.sock).expect("read_tls");
+            tls.conn.process_new_packets().expect("handshake");
+        }
+    }
+    dribble(&mut tls, 7);
+    tls.conn
+        .writer()
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .expect("request");
+    dribble(&mut tls, 3);
+    let r = read_tls_response(&mut tls);
+    assert_eq!(r.status, 200, "{}", r.head);
+    // A request in records of two bytes each, all in one write; it asks the
+    // server to close, which it does with close_notify.
+    let request = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+    for piece in request.chunks(2) {
+        tls.conn.writer().write_all(piece).expect("record");
+    }
+    dribble(&mut tls, usize::MAX);
+    let r = read_tls_response(&mut tls);
+    assert_eq!(r.status, 200, "{}", r.head);
+    let mut rest = Vec::new();
+    tls.read_to_end(&mut rest)
+        .expect("a clean end (close_notify), not a cut");
+    assert!(rest.is_empty());
+}
+
 #[test]
 fn a_stalled_tls_handshake_is_dropped_at_the_handshake_timeout() {
     let server = Server::start(&["--tls-self-signed", "--handshake-timeout", "1"]);

@@ -676,7 +676,7 @@ impl Server {
             conn.wants_write = wants_write;
         }
         if after == AfterFlush::ShutdownWrite {
-            conn.transport().shutdown_write();
+            conn.transport().shutdown_write(&mut self.codec.spares);
         }
         if conn.life.take_resume(&self.config) {
             self.to_read.push(key);
@@ -1119,7 +1119,7 @@ fn read_turn(
             break Verdict::Keep;
         }
         let mut transport = conn.transport();
-        match transport.read(&mut buf[filled..end]) {
+        match transport.read(&mut buf[filled..end], &mut env.codec.spares) {
             Ok(0) => {
                 debug!("#{key}: peer closed");
                 // A client may send its close frame and shut down at once: try to

@@ -1,20 +1,27 @@
 //! TLS (`https://`, `wss://`): a layer between a connection's socket and its
-//! machine, with rustls (the `ring` provider).
+//! machine, with rustls (the `ring` provider) and its unbuffered API.
 //!
 //! ```text
-//!   socket ──read_tls──▶ rustls ──plaintext──▶ loop-wide read buffer ──▶ Lifecycle
-//!   socket ◀─write_tls── rustls ◀─plaintext── Outbound (the connection's queue)
+//!   socket ──read──▶ incoming ──rustls──▶ plaintext ──▶ loop-wide read buffer ──▶ Lifecycle
+//!   socket ◀─write── outgoing ◀─rustls── plaintext ◀── Outbound (the connection's queue)
 //! ```
 //!
 //! Nothing above this layer knows about TLS: the driver reads from and writes to a
-//! [`Transport`], which is the bare socket or the socket with its
-//! [`rustls::ServerConnection`]. While the TLS handshake runs no plaintext exists,
-//! so the connection's machine stays in its Request state, whose deadline (the
-//! handshake timeout) counts from the accept: a client that opens TLS and stalls
-//! is dropped then. rustls bounds what it buffers itself: a record (16 KiB and its
-//! overhead), handshake messages (64 KiB), received plaintext (16 KiB, drained
-//! before more is read), and encrypted output (64 KiB, after which the queue waits
-//! in the connection's [`Outbound`], under its budgets).
+//! [`Transport`], which is the bare socket or the socket with its [`Tls`]. While
+//! the TLS handshake runs no plaintext exists, so the connection's machine stays
+//! in its Request state, whose deadline (the handshake timeout) counts from the
+//! accept: a client that opens TLS and stalls is dropped then.
+//!
+//! rustls' [`UnbufferedServerConnection`] keeps the keys and the handshake's
+//! state; the bytes are ours. They pass through 64 KiB buffers lent by the loop
+//! ([`Spares::take_io`]) for a read or a flush and given back when empty, so an
+//! idle connection holds none. What must wait keeps a buffer (moved to one its own
+//! size when much smaller than the lent one): received bytes that are not yet a
+//! record (at most a record, 16 KiB and its overhead, or during the handshake a
+//! message being joined: 64 KiB and a record), encrypted output the socket did not
+//! take (at most one encryption, 48 KiB of plaintext: until it leaves, the queue
+//! waits in the connection's [`Outbound`], under its budgets), and decrypted input
+//! the driver had no room for (a record).
 //!
 //! A first byte that is not a TLS handshake record (0x16) is a plain-HTTP client on
 //! the TLS port: it is answered `400` in plain text, saying to use https, and its
@@ -37,16 +44,20 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use base64::Engine as _;
 use log::{info, warn};
 use mio::net::TcpStream;
+use rustls::ServerConfig;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use rustls::server::ServerSessionMemoryCache;
-use rustls::{ServerConfig, ServerConnection};
+use rustls::server::{ServerConnectionData, ServerSessionMemoryCache, UnbufferedServerConnection};
+use rustls::unbuffered::{
+    ConnectionState, EncodeError, EncodeTlsData, EncryptError, UnbufferedStatus, WriteTraffic,
+};
 use sha2::{Digest, Sha256};
 
 use super::outbound::{Flushed, Outbound};
 use crate::config;
 use crate::http::{Refusal, Status};
 use crate::ws::Spares;
+use crate::ws::spares::IO_BUFFER;
 
 /// TLS 1.2 sessions the server remembers by id, for clients that do not take
 /// tickets (rustls' in-memory cache, shared by all connections).
@@ -457,10 +468,166 @@ enum Sniff {
     Refused,
 }
 
-/// One connection's TLS state.
+/// The largest TLS record on the wire: 16 KiB of plaintext, the 2 KiB of
+/// expansion RFC 8446 allows, and the 5-byte header.
+const RECORD_MAX: usize = 16_384 + 2_048 + 5;
+
+/// The most received bytes a connection holds: a handshake message being joined
+/// (rustls takes up to 64 KiB, joined in place from its records) and a record
+/// after it. In traffic, one record cut by the end of a read.
+const INCOMING_MAX: usize = 0xffff + 4 + 4 * 5 + RECORD_MAX;
+
+/// Plaintext encrypted at once: three records, whose encryption fits a lent
+/// buffer with room to spare.
+const ENCRYPT_CHUNK: usize = 3 * 16_384;
+
+/// What a record adds to its plaintext, at most (header, content type, AEAD tag
+/// and explicit nonce, for the suites rustls offers), with room to spare.
+const RECORD_OVERHEAD: usize = 64;
+
+/// Bytes in a buffer, from `at` to `end`. Empty, it holds no heap memory: the
+/// buffer is lent from the loop's pool ([`Spares::take_io`]) while bytes pass
+/// through and given back once it is empty; bytes that must wait (a cut record,
+/// output the socket did not take) keep it, or a copy their own size.
+#[derive(Default)]
+struct Window {
+    buf: Option<Box<[u8]>>,
+    at: usize,
+    end: usize,
+}
+
+impl Window {
+    fn len(&self) -> usize {
+        self.end - self.at
+    }
+
+    fn is_empty(&self) -> bool {
+        self.at == self.end
+    }
+
+    fn bytes(&self) -> &[u8] {
+        self.buf.as_deref().map_or(&[], |b| &b[self.at..self.end])
+    }
+
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        match self.buf.as_deref_mut() {
+            Some(b) => &mut b[self.at..self.end],
+            None => &mut [],
+        }
+    }
+
+    /// Drops `n` bytes from the front.
+    fn consume(&mut self, n: usize) {
+        self.at += n;
+        debug_assert!(self.at <= self.end);
+        if self.at >= self.end {
+            self.at = 0;
+            self.end = 0;
+        }
+    }
+
+    /// Room after the bytes for at least `want` more, moving
+    /// them to the front or into a larger buffer as needed; the room is returned.
+    fn room(&mut self, want: usize, spares: Option<&mut Spares>) -> &mut [u8] {
+        let len = self.len();
+        let have = self.buf.as_deref().map_or(0, <[u8]>::len);
+        if have - self.end < want && self.at > 0 && have - len >= want {
+            if let Some(b) = self.buf.as_deref_mut() {
+                b.copy_within(self.at..self.end, 0);
+            }
+            self.end = len;
+            self.at = 0;
+        }
+        let have = self.buf.as_deref().map_or(0, <[u8]>::len);
+        if have - self.end < want {
+            let size = (len + want).max(IO_BUFFER);
+            let mut fresh = match spares {
+                Some(s) if size == IO_BUFFER => s.take_io(),
+                _ => vec![0; size].into_boxed_slice(),
+            };
+            fresh[..len].copy_from_slice(self.bytes());
+            self.buf = Some(fresh);
+            self.at = 0;
+            self.end = len;
+        }
+        match self.buf.as_deref_mut() {
+            Some(b) => &mut b[self.end..],
+            None => &mut [],
+        }
+    }
+
+    /// Gives the buffer back to the pool if empty; bytes that wait in a lent
+    /// buffer much larger than they need move to one their own size.
+    fn settle(&mut self, spares: &mut Spares) {
+        let Some(buf) = self.buf.take() else {
+            return;
+        };
+        if self.is_empty() {
+            spares.give_io(buf);
+            return;
+        }
+        if buf.len() >= 2 * self.len() {
+            self.buf = Some(buf[self.at..self.end].into());
+            self.end = self.len();
+            self.at = 0;
+            spares.give_io(buf);
+        } else {
+            self.buf = Some(buf);
+        }
+    }
+
+    /// Heap bytes held.
+    fn held(&self) -> usize {
+        self.buf.as_deref().map_or(0, <[u8]>::len)
+    }
+}
+
+/// Where decrypted input goes: the driver's buffer, then what does not fit.
+struct Sink<'b> {
+    buf: &'b mut [u8],
+    filled: usize,
+}
+
+impl Sink<'_> {
+    fn full(&self) -> bool {
+        self.filled == self.buf.len()
+    }
+}
+
+/// What the connection asks of rustls besides taking input.
+enum Send<'s> {
+    Nothing,
+    Data(&'s [IoSlice<'s>]),
+    CloseNotify,
+}
+
+/// Where a drive of rustls stopped.
+#[derive(Debug, PartialEq, Eq)]
+enum Drive {
+    /// It needs more input (handshake, or traffic with nothing to send).
+    NeedInput,
+    /// The sink is full.
+    Full,
+    /// `n` bytes of plaintext (or close_notify, as 0) were encrypted.
+    Wrote(usize),
+    /// Both sides sent close_notify.
+    Closed,
+}
+
+/// One connection's TLS state: rustls' unbuffered connection (keys, handshake
+/// state) and the bytes that wait, which are none on an idle connection.
 pub struct Tls {
-    conn: ServerConnection,
+    conn: UnbufferedServerConnection,
     sniff: Sniff,
+    /// Received TLS bytes rustls has not taken: a cut record, or a handshake
+    /// message being joined.
+    incoming: Window,
+    /// Encrypted bytes the socket has not taken.
+    outgoing: Window,
+    /// Decrypted input the driver had no room for (a record larger than its read).
+    plain: Window,
+    /// close_notify received: reads end.
+    peer_closed: bool,
 }
 
 impl std::fmt::Debug for Tls {
@@ -468,6 +635,9 @@ impl std::fmt::Debug for Tls {
         f.debug_struct("Tls")
             .field("handshaking", &self.conn.is_handshaking())
             .field("sniff", &self.sniff)
+            .field("incoming", &self.incoming.len())
+            .field("outgoing", &self.outgoing.len())
+            .field("plain", &self.plain.len())
             .finish()
     }
 }
@@ -479,18 +649,39 @@ impl Tls {
     /// rustls' refusal of the configuration (not expected once it was built).
     pub fn new(config: &Arc<ServerConfig>) -> Result<Box<Tls>, rustls::Error> {
         Ok(Box::new(Tls {
-            conn: ServerConnection::new(config.clone())?,
+            conn: UnbufferedServerConnection::new(config.clone())?,
             sniff: Sniff::Unknown,
+            incoming: Window::default(),
+            outgoing: Window::default(),
+            plain: Window::default(),
+            peer_closed: false,
         }))
     }
 
     /// Whether encrypted bytes (handshake messages, tickets, alerts, records) wait
     /// for the socket.
     pub fn wants_write(&self) -> bool {
-        self.conn.wants_write()
+        !self.outgoing.is_empty()
     }
 
-    fn read(&mut self, socket: &mut TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+    /// Bytes of buffers held beyond rustls' own state: none when idle.
+    pub fn buffered(&self) -> usize {
+        self.incoming.held() + self.outgoing.held() + self.plain.held()
+    }
+
+    /// Gives empty buffers back to the pool.
+    fn settle(&mut self, spares: &mut Spares) {
+        self.incoming.settle(spares);
+        self.outgoing.settle(spares);
+        self.plain.settle(spares);
+    }
+
+    fn read(
+        &mut self,
+        socket: &mut TcpStream,
+        buf: &mut [u8],
+        spares: &mut Spares,
+    ) -> io::Result<usize> {
         if buf.is_empty() {
             return Ok(0);
         }
@@ -518,53 +709,272 @@ impl Tls {
             }
             return Err(io::ErrorKind::WouldBlock.into());
         }
-        let mut filled = 0;
+        let mut sink = Sink { buf, filled: 0 };
+        // Input decrypted earlier first: it raises no readiness event.
+        let n = self.plain.len().min(sink.buf.len());
+        sink.buf[..n].copy_from_slice(&self.plain.bytes()[..n]);
+        self.plain.consume(n);
+        sink.filled = n;
+        let result = self.read_records(socket, &mut sink, spares);
+        self.settle(spares);
+        result
+    }
+
+    /// Decrypts into `sink` what the socket has, until it is drained or the sink
+    /// is full.
+    fn read_records(
+        &mut self,
+        socket: &mut TcpStream,
+        sink: &mut Sink<'_>,
+        spares: &mut Spares,
+    ) -> io::Result<usize> {
         loop {
-            // Plaintext rustls holds first: it raises no readiness event.
-            match self.conn.reader().read(&mut buf[filled..]) {
-                // close_notify.
-                Ok(0) => return Ok(filled),
-                Ok(n) => {
-                    filled += n;
-                    if filled == buf.len() {
-                        return Ok(filled);
-                    }
-                    continue;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                // The TCP connection ended without close_notify: an end all the same.
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(filled),
-                Err(e) => return Err(e),
+            if sink.full() {
+                return Ok(sink.filled);
             }
-            match self.conn.read_tls(socket) {
-                Ok(0) => return Ok(filled),
-                Ok(_) => {
-                    if let Err(e) = self.conn.process_new_packets() {
-                        // rustls queued an alert that says why: try to send it.
-                        let _ = push_records(&mut self.conn, socket);
-                        return Err(io::Error::new(io::ErrorKind::InvalidData, e));
-                    }
-                    // Handshake messages and tickets leave at once; whatever the socket
-                    // does not take is flushed later (the driver asks wants_write).
-                    push_records(&mut self.conn, socket)?;
-                }
+            match self.drive(socket, Send::Nothing, Some(&mut *sink), spares)? {
+                Drive::Full => return Ok(sink.filled),
+                Drive::Closed => return Ok(sink.filled),
+                Drive::NeedInput | Drive::Wrote(_) => {}
+            }
+            if self.peer_closed {
+                // close_notify: what came before it is all there is.
+                return Ok(sink.filled);
+            }
+            if self.incoming.len() >= INCOMING_MAX {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "TLS input over the limit without a complete record",
+                ));
+            }
+            let want = (INCOMING_MAX - self.incoming.len()).min(IO_BUFFER);
+            let room = self.incoming.room(want, Some(spares));
+            match socket.read(room) {
+                // The TCP connection ended, with or without close_notify.
+                Ok(0) => return Ok(sink.filled),
+                Ok(n) => self.incoming.end += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    return if filled > 0 { Ok(filled) } else { Err(e) };
+                    return if sink.filled > 0 {
+                        Ok(sink.filled)
+                    } else {
+                        Err(e)
+                    };
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
         }
     }
+
+    /// Runs rustls over the received bytes until it needs more input, the sink
+    /// is full, or (asked to send) it encrypted: encodes and writes what it sends
+    /// (handshake messages, tickets, alerts), puts what it decrypts in `sink` and
+    /// what does not fit there in `plain`.
+    fn drive(
+        &mut self,
+        socket: &mut TcpStream,
+        send: Send<'_>,
+        mut sink: Option<&mut Sink<'_>>,
+        spares: &mut Spares,
+    ) -> io::Result<Drive> {
+        let mut spares = Some(spares);
+        // Every turn takes a record or a step of the handshake.
+        for _ in 0..10_000 {
+            let mut failure: Option<rustls::Error> = None;
+            let Tls {
+                conn,
+                incoming,
+                outgoing,
+                plain,
+                peer_closed,
+                ..
+            } = self;
+            let UnbufferedStatus { discard, state } =
+                conn.process_tls_records(incoming.bytes_mut());
+            let mut transmit = false;
+            let mut extra_discard = 0;
+            let outcome: Option<io::Result<Drive>> = match state {
+                Err(e) => {
+                    failure = Some(e);
+                    None
+                }
+                Ok(ConnectionState::ReadTraffic(mut records)) => {
+                    let mut out = None;
+                    while let Some(record) = records.next_record() {
+                        match record {
+                            Ok(record) => {
+                                extra_discard += record.discard;
+                                deliver(record.payload, sink.as_deref_mut(), plain);
+                            }
+                            Err(e) => {
+                                out = Some(Err(io::Error::new(io::ErrorKind::InvalidData, e)));
+                                break;
+                            }
+                        }
+                    }
+                    out.or_else(|| {
+                        sink.as_deref()
+                            .is_some_and(Sink::full)
+                            .then_some(Ok(Drive::Full))
+                    })
+                }
+                Ok(ConnectionState::EncodeTlsData(mut data)) => {
+                    encode(&mut data, outgoing, spares.as_deref_mut());
+                    None
+                }
+                Ok(ConnectionState::TransmitTlsData(data)) => {
+                    data.done();
+                    transmit = true;
+                    None
+                }
+                Ok(ConnectionState::PeerClosed) => {
+                    *peer_closed = true;
+                    None
+                }
+                Ok(ConnectionState::Closed) => Some(Ok(Drive::Closed)),
+                Ok(ConnectionState::BlockedHandshake) => Some(Ok(Drive::NeedInput)),
+                Ok(ConnectionState::WriteTraffic(mut traffic)) => match send {
+                    Send::Nothing => Some(Ok(Drive::NeedInput)),
+                    Send::CloseNotify => {
+                        let room = outgoing.room(256, spares.as_deref_mut());
+                        Some(match traffic.queue_close_notify(room) {
+                            Ok(n) => {
+                                outgoing.end += n;
+                                Ok(Drive::Wrote(0))
+                            }
+                            Err(e) => Err(io::Error::other(e)),
+                        })
+                    }
+                    Send::Data(bufs) => {
+                        Some(encrypt(&mut traffic, bufs, outgoing, spares.as_deref_mut()))
+                    }
+                },
+                Ok(_) => Some(Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "TLS: a state this server does not take (early data)",
+                ))),
+            };
+            incoming.consume(discard + extra_discard);
+            if let Some(e) = failure {
+                // rustls queued the alert that says why, after what the failing
+                // step had queued (a ServerHello, say): the next calls give them.
+                // Only while some wait: once none do, a call would process the same
+                // input again, and fail again.
+                for _ in 0..16 {
+                    if !conn.wants_write() {
+                        break;
+                    }
+                    let status = conn.process_tls_records(incoming.bytes_mut());
+                    let Ok(ConnectionState::EncodeTlsData(mut data)) = status.state else {
+                        break;
+                    };
+                    encode(&mut data, outgoing, spares.as_deref_mut());
+                }
+                let _ = push_out(outgoing, socket);
+                return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+            }
+            if transmit {
+                push_out(outgoing, socket)?;
+            }
+            if let Some(outcome) = outcome {
+                return outcome;
+            }
+        }
+        Err(io::Error::other("TLS: rustls made no progress"))
+    }
 }
 
-/// Writes the TLS records rustls holds; returns whether the socket blocked with
-/// some still held.
-fn push_records(conn: &mut ServerConnection, socket: &mut TcpStream) -> io::Result<bool> {
-    while conn.wants_write() {
-        match conn.write_tls(socket) {
+/// Encodes a record rustls made (handshake, ticket, alert) after the bytes that
+/// wait in `outgoing`, with room made as it asks.
+fn encode(
+    data: &mut EncodeTlsData<'_, ServerConnectionData>,
+    outgoing: &mut Window,
+    mut spares: Option<&mut Spares>,
+) {
+    let mut want = 256;
+    loop {
+        let room = outgoing.room(want, spares.as_deref_mut());
+        match data.encode(room) {
+            Ok(n) => {
+                outgoing.end += n;
+                return;
+            }
+            Err(EncodeError::InsufficientSize(s)) if s.required_size > want => {
+                want = s.required_size;
+            }
+            Err(_) => return,
+        }
+    }
+}
+
+/// Copies a decrypted record into the sink, and what does not fit into `plain`.
+fn deliver(payload: &[u8], sink: Option<&mut Sink<'_>>, plain: &mut Window) {
+    let mut rest = payload;
+    if let Some(sink) = sink {
+        if plain.is_empty() {
+            let n = rest.len().min(sink.buf.len() - sink.filled);
+            sink.buf[sink.filled..sink.filled + n].copy_from_slice(&rest[..n]);
+            sink.filled += n;
+            rest = &rest[n..];
+        }
+    }
+    if !rest.is_empty() {
+        let room = plain.room(rest.len(), None);
+        room[..rest.len()].copy_from_slice(rest);
+        plain.end += rest.len();
+    }
+}
+
+/// Encrypts as much of `bufs` as fits the outgoing buffer (at most
+/// [`ENCRYPT_CHUNK`]); returns the plaintext bytes taken.
+fn encrypt(
+    traffic: &mut WriteTraffic<'_, ServerConnectionData>,
+    bufs: &[IoSlice<'_>],
+    outgoing: &mut Window,
+    spares: Option<&mut Spares>,
+) -> io::Result<Drive> {
+    let mut taken = 0;
+    let room = outgoing.room(IO_BUFFER / 2, spares).len();
+    let mut left = room;
+    for b in bufs {
+        let budget = left
+            .saturating_sub((left / 16_384 + 1) * RECORD_OVERHEAD)
+            .min(ENCRYPT_CHUNK - taken);
+        let take = b.len().min(budget);
+        if take == 0 {
+            if b.is_empty() {
+                continue;
+            }
+            break;
+        }
+        let end = outgoing.end;
+        let dst = match outgoing.buf.as_deref_mut() {
+            Some(d) => &mut d[end..],
+            None => &mut [],
+        };
+        match traffic.encrypt(&b[..take], dst) {
+            Ok(n) => {
+                outgoing.end += n;
+                left -= n;
+                taken += take;
+            }
+            Err(EncryptError::InsufficientSize(_)) => break,
+            Err(e) => return Err(io::Error::other(e)),
+        }
+        if take < b.len() {
+            break;
+        }
+    }
+    Ok(Drive::Wrote(taken))
+}
+
+/// Writes the encrypted bytes that wait; returns whether the socket blocked with
+/// some still waiting.
+fn push_out(outgoing: &mut Window, socket: &mut TcpStream) -> io::Result<bool> {
+    while !outgoing.is_empty() {
+        match socket.write(outgoing.bytes()) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(_) => {}
+            Ok(n) => outgoing.consume(n),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
@@ -585,6 +995,19 @@ impl<'a> Transport<'a> {
     /// The transport of a connection's socket and TLS state.
     pub fn new(socket: &'a mut TcpStream, tls: Option<&'a mut Tls>) -> Self {
         Transport { socket, tls }
+    }
+
+    /// Reads plaintext into `buf`; TLS borrows its record buffers from `spares`
+    /// for the call and keeps one only for a record cut by the end of the read.
+    ///
+    /// # Errors
+    /// The socket's; a TLS failure as `InvalidData` (its alert sent if the socket
+    /// takes it).
+    pub fn read(&mut self, buf: &mut [u8], spares: &mut Spares) -> io::Result<usize> {
+        match self.tls.as_deref_mut() {
+            None => self.socket.read(buf),
+            Some(tls) => tls.read(self.socket, buf, spares),
+        }
     }
 
     /// Writes `out` (all of it, or until the socket is full), then the TLS records
@@ -613,33 +1036,47 @@ impl<'a> Transport<'a> {
         keep: bool,
         observe: impl FnMut(&[u8]),
     ) -> io::Result<Flushed> {
+        if let Some(tls) = self.tls.as_deref_mut() {
+            if !out.is_empty() && tls.outgoing.buf.is_none() {
+                // Lent for the flush: records are encrypted into it.
+                tls.outgoing.buf = Some(spares.take_io());
+            }
+        }
         let mut observed = Observed {
             transport: self,
             observe,
         };
         let flushed = if keep {
-            out.flush_keeping(&mut observed, spares)?
+            out.flush_keeping(&mut observed, spares)
         } else {
-            out.flush_to(&mut observed, spares)?
+            out.flush_to(&mut observed, spares)
         };
-        match self.tls.as_deref_mut() {
-            Some(tls) if flushed == Flushed::All => {
-                Ok(if push_records(&mut tls.conn, self.socket)? {
+        let Some(tls) = self.tls.as_deref_mut() else {
+            return flushed;
+        };
+        let flushed = match flushed {
+            Ok(Flushed::All) => push_out(&mut tls.outgoing, self.socket).map(|blocked| {
+                if blocked {
                     Flushed::Blocked
                 } else {
                     Flushed::All
-                })
-            }
-            _ => Ok(flushed),
-        }
+                }
+            }),
+            other => other,
+        };
+        tls.settle(spares);
+        flushed
     }
 
     /// Ends the write side once the final bytes are out: with TLS, close_notify
     /// first (as far as the socket takes it).
-    pub fn shutdown_write(&mut self) {
+    pub fn shutdown_write(&mut self, spares: &mut Spares) {
         if let Some(tls) = self.tls.as_deref_mut() {
-            tls.conn.send_close_notify();
-            let _ = push_records(&mut tls.conn, self.socket);
+            if tls.sniff == Sniff::Tls && !tls.conn.is_handshaking() {
+                let _ = tls.drive(self.socket, Send::CloseNotify, None, spares);
+                let _ = push_out(&mut tls.outgoing, self.socket);
+            }
+            tls.settle(spares);
         }
         let _ = self.socket.shutdown(Shutdown::Write);
     }
@@ -675,22 +1112,14 @@ impl<F: FnMut(&[u8])> Write for Observed<'_, '_, F> {
     }
 }
 
-impl Read for Transport<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self.tls.as_deref_mut() {
-            None => self.socket.read(buf),
-            Some(tls) => tls.read(self.socket, buf),
-        }
-    }
-}
-
 impl Write for Transport<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.write_vectored(&[IoSlice::new(buf)])
     }
 
-    /// Plaintext into rustls (up to its buffer limit), and out as records; blocks
-    /// (`WouldBlock`) when rustls is full and the socket takes no more.
+    /// Plaintext encrypted into the outgoing buffer (up to [`ENCRYPT_CHUNK`] at
+    /// once) and out to the socket; blocks (`WouldBlock`) while encrypted bytes
+    /// wait that the socket does not take, or the handshake is not done.
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         let Some(tls) = self.tls.as_deref_mut() else {
             return self.socket.write_vectored(bufs);
@@ -698,15 +1127,19 @@ impl Write for Transport<'_> {
         if bufs.iter().all(|b| b.is_empty()) {
             return Ok(0);
         }
-        loop {
-            let n = tls.conn.writer().write_vectored(bufs)?;
-            let blocked = push_records(&mut tls.conn, self.socket)?;
-            if n > 0 {
-                return Ok(n);
+        if push_out(&mut tls.outgoing, self.socket)? {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        // The pool is not at hand here: a buffer that is missing is made, and
+        // goes to the pool at the end of the flush.
+        let mut none = Spares::default();
+        match tls.drive(self.socket, Send::Data(bufs), None, &mut none)? {
+            Drive::Wrote(n) if n > 0 => {
+                push_out(&mut tls.outgoing, self.socket)?;
+                Ok(n)
             }
-            if blocked || tls.conn.is_handshaking() {
-                return Err(io::ErrorKind::WouldBlock.into());
-            }
+            Drive::Closed => Err(io::ErrorKind::BrokenPipe.into()),
+            _ => Err(io::ErrorKind::WouldBlock.into()),
         }
     }
 
@@ -801,5 +1234,421 @@ mod tests {
         assert_eq!(names.last().map(String::as_str), Some("192.0.2.7"));
         let names = self_signed_names("0.0.0.0:443".parse().expect("addr"));
         assert_eq!(names.len(), 3);
+    }
+
+    /// A server-side [`Tls`] on a real socket and a rustls client on the other
+    /// end, both non-blocking, driven turn by turn.
+    struct Pair {
+        server: TcpStream,
+        tls: Box<Tls>,
+        spares: Spares,
+        /// Plaintext the server read.
+        got: Vec<u8>,
+        /// The server's read ended (`Ok(0)`).
+        server_eof: bool,
+        client: rustls::ClientConnection,
+        sock: std::net::TcpStream,
+        /// Plaintext the client read.
+        client_got: Vec<u8>,
+        /// The client read close_notify.
+        client_closed: bool,
+        _dir: TempDir,
+    }
+
+    struct TempDir(PathBuf);
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn pair() -> Pair {
+        pair_of(rustls::DEFAULT_VERSIONS)
+    }
+
+    /// A [`pair`] whose client speaks only `versions`.
+    fn pair_of(versions: &[&'static rustls::SupportedProtocolVersion]) -> Pair {
+        let mut pair = unconnected(b"http/1.1", versions);
+        // The handshake, and the ticket that follows it.
+        pair.until("the handshake", |p| {
+            !p.client.is_handshaking() && !p.tls.conn.is_handshaking() && !p.tls.wants_write()
+        });
+        pair
+    }
+
+    /// A pair whose client offers ALPN `alpn`, before the handshake.
+    fn unconnected(alpn: &[u8], versions: &[&'static rustls::SupportedProtocolVersion]) -> Pair {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "fastim-tls-unit-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let config = server_config(&config::Tls::SelfSigned, &dir, addr).expect("config");
+        let sock = std::net::TcpStream::connect(addr).expect("connect");
+        let (server, _) = listener.accept().expect("accept");
+        for s in [&sock, &server] {
+            s.set_nonblocking(true).expect("non-blocking");
+            s.set_nodelay(true).expect("nodelay");
+        }
+        let pem = std::fs::read_to_string(dir.join(SELF_SIGNED_CERT)).expect("cert");
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(chain(&pem).remove(0)).expect("root");
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut client_config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(versions)
+            .expect("versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        client_config.alpn_protocols = vec![alpn.to_vec()];
+        let name = ServerName::try_from("localhost").expect("name");
+        let client = rustls::ClientConnection::new(Arc::new(client_config), name).expect("client");
+        Pair {
+            server: TcpStream::from_std(server),
+            tls: Tls::new(&config).expect("tls"),
+            spares: Spares::default(),
+            got: Vec::new(),
+            server_eof: false,
+            client,
+            sock,
+            client_got: Vec::new(),
+            client_closed: false,
+            _dir: TempDir(dir),
+        }
+    }
+
+    impl Pair {
+        fn transport(&mut self) -> Transport<'_> {
+            Transport::new(&mut self.server, Some(&mut self.tls))
+        }
+
+        /// Reads what the server's socket has, `chunk` bytes at most a read.
+        fn server_read(&mut self, chunk: usize) -> io::Result<()> {
+            let mut buf = vec![0u8; chunk];
+            let mut spares = std::mem::take(&mut self.spares);
+            let result = loop {
+                match self.transport().read(&mut buf, &mut spares) {
+                    Ok(0) => {
+                        self.server_eof = true;
+                        break Ok(());
+                    }
+                    Ok(n) => self.got.extend_from_slice(&buf[..n]),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Ok(()),
+                    Err(e) => break Err(e),
+                }
+            };
+            self.spares = spares;
+            result
+        }
+
+        /// Flushes `out` through the server's TLS.
+        fn server_flush(&mut self, out: &mut Outbound) -> Flushed {
+            let mut spares = std::mem::take(&mut self.spares);
+            let flushed = self.transport().flush(out, &mut spares, false);
+            self.spares = spares;
+            flushed.expect("flush")
+        }
+
+        fn server_turn(&mut self) {
+            self.server_read(256 * 1024).expect("server read");
+            self.server_flush(&mut Outbound::default());
+        }
+
+        /// The client's TLS bytes for `plaintext`, each slice its own record(s).
+        fn records(&mut self, plaintext: &[&[u8]]) -> Vec<u8> {
+            let mut wire = Vec::new();
+            for p in plaintext {
+                self.client.writer().write_all(p).expect("client write");
+                while self.client.wants_write() {
+                    self.client.write_tls(&mut wire).expect("write_tls");
+                }
+            }
+            wire
+        }
+
+        fn client_turn(&mut self) {
+            while self.client.wants_write() {
+                match self.client.write_tls(&mut self.sock) {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => panic!("client write: {e}"),
+                }
+            }
+            let mut tmp = vec![0u8; 64 * 1024];
+            loop {
+                // Plaintext first: rustls takes no more records while it holds some.
+                loop {
+                    match self.client.reader().read(&mut tmp) {
+                        Ok(0) => {
+                            self.client_closed = true;
+                            break;
+                        }
+                        Ok(n) => self.client_got.extend_from_slice(&tmp[..n]),
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) => panic!("client plaintext: {e}"),
+                    }
+                }
+                match self.client.read_tls(&mut self.sock) {
+                    Ok(0) => break,
+                    Ok(_) => {
+                        self.client.process_new_packets().expect("client TLS");
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => panic!("client read: {e}"),
+                }
+            }
+        }
+
+        /// Runs both ends until `done`, for 10 s at most.
+        fn until(&mut self, what: &str, done: impl Fn(&Pair) -> bool) {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while !done(self) {
+                assert!(std::time::Instant::now() < deadline, "{what}: timed out");
+                self.client_turn();
+                self.server_turn();
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        }
+
+        fn send_raw(&mut self, bytes: &[u8]) {
+            let mut left = bytes;
+            while !left.is_empty() {
+                match self.sock.write(left) {
+                    Ok(n) => left = &left[n..],
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(std::time::Duration::from_millis(1));
+                    }
+                    Err(e) => panic!("raw write: {e}"),
+                }
+            }
+        }
+    }
+
+    fn pattern(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i * 7 % 251) as u8).collect()
+    }
+
+    #[test]
+    fn an_established_idle_connection_keeps_no_buffers() {
+        let mut p = pair();
+        assert_eq!(p.tls.buffered(), 0, "{:?}", p.tls);
+        // A message each way, then idle again.
+        let wire = p.records(&[b"hello"]);
+        p.send_raw(&wire);
+        p.until("the message", |p| p.got == b"hello");
+        let mut out = Outbound::default();
+        out.tail().extend_from_slice(b"world");
+        assert_eq!(p.server_flush(&mut out), Flushed::All);
+        p.until("the reply", |p| p.client_got == b"world");
+        assert_eq!(p.tls.buffered(), 0, "{:?}", p.tls);
+        // What an idle connection keeps, besides rustls' heap (keys and the state
+        // of the finished handshake): rustls' connection (1,088 bytes) and three
+        // empty windows. See BENCHMARKS.md, "TLS".
+        let size = std::mem::size_of::<Tls>();
+        assert!(size <= 1200, "{size}");
+    }
+
+    #[test]
+    fn tls_1_2_works_the_same() {
+        let mut p = pair_of(&[&rustls::version::TLS12]);
+        assert_eq!(
+            p.client.protocol_version(),
+            Some(rustls::ProtocolVersion::TLSv1_2)
+        );
+        assert_eq!(p.tls.buffered(), 0, "{:?}", p.tls);
+        let payload = pattern(40_000);
+        let wire = p.records(&[&payload]);
+        p.send_raw(&wire);
+        p.until("the message", |p| p.got.len() == payload.len());
+        assert!(p.got == payload);
+        let mut out = Outbound::default();
+        out.push_owned(payload.clone());
+        p.server_flush(&mut out);
+        p.until("the reply", |p| p.client_got.len() == payload.len());
+        assert!(p.client_got == payload);
+        assert_eq!(p.tls.buffered(), 0, "{:?}", p.tls);
+        let mut spares = Spares::default();
+        p.transport().shutdown_write(&mut spares);
+        p.until("close_notify", |p| p.client_closed);
+    }
+
+    #[test]
+    fn a_record_cut_across_many_reads_is_joined() {
+        let mut p = pair();
+        let payload = pattern(10_000);
+        let wire = p.records(&[&payload]);
+        assert!(wire.len() > payload.len(), "one record");
+        let mut sent = 0;
+        let mut step = 1;
+        while sent < wire.len() {
+            let end = (sent + step).min(wire.len());
+            p.send_raw(&wire[sent..end]);
+            sent = end;
+            step = step % 7 + 1;
+            std::thread::sleep(std::time::Duration::from_micros(200));
+            p.server_turn();
+            if sent < wire.len() {
+                assert!(p.got.is_empty(), "nothing before the record is whole");
+                // A cut record waits in a buffer of its own size, not a lent one.
+                assert!(p.tls.buffered() <= wire.len(), "{:?}", p.tls);
+            }
+        }
+        p.until("the record", |p| p.got.len() == payload.len());
+        assert_eq!(p.got, payload);
+        assert_eq!(p.tls.buffered(), 0);
+    }
+
+    #[test]
+    fn several_records_in_one_read_all_arrive_in_order() {
+        for chunk in [256 * 1024, 1000, 1] {
+            let mut p = pair();
+            let messages: Vec<Vec<u8>> = (0..60).map(|i| pattern(100 + i * 37)).collect();
+            let slices: Vec<&[u8]> = messages.iter().map(Vec::as_slice).collect();
+            let wire = p.records(&slices);
+            p.send_raw(&wire);
+            let want = messages.concat();
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while p.got.len() < want.len() {
+                assert!(std::time::Instant::now() < deadline, "timed out");
+                p.server_read(chunk).expect("read");
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            assert_eq!(p.got, want, "read {chunk} bytes at a time");
+            assert_eq!(p.tls.buffered(), 0, "{:?}", p.tls);
+        }
+    }
+
+    #[test]
+    fn a_large_reply_to_a_client_that_does_not_read_waits_in_the_queue() {
+        let mut p = pair();
+        let reply = pattern(8 << 20);
+        let mut out = Outbound::default();
+        out.push_owned(reply.clone());
+        // The client reads nothing: the socket fills, then the TLS layer holds
+        // at most one encryption's worth and the rest waits in the queue.
+        let mut blocked = false;
+        for _ in 0..200 {
+            if p.server_flush(&mut out) == Flushed::Blocked {
+                blocked = true;
+                break;
+            }
+        }
+        assert!(blocked, "8 MiB did not fill the socket");
+        assert!(p.tls.buffered() <= IO_BUFFER + RECORD_MAX, "{:?}", p.tls);
+        assert!(out.len() > 2 << 20, "{} bytes left the queue", out.len());
+        // Once the client reads, everything arrives, in order.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while p.client_got.len() < reply.len() {
+            assert!(std::time::Instant::now() < deadline, "timed out");
+            p.client_turn();
+            p.server_flush(&mut out);
+            assert!(p.tls.buffered() <= IO_BUFFER + RECORD_MAX);
+        }
+        assert!(p.client_got == reply, "the reply arrived changed");
+        assert!(out.is_empty());
+        assert_eq!(p.tls.buffered(), 0);
+    }
+
+    #[test]
+    fn close_notify_is_sent_and_taken() {
+        // The server closes: the client reads a clean end.
+        let mut p = pair();
+        let mut spares = Spares::default();
+        p.transport().shutdown_write(&mut spares);
+        p.until("the client sees close_notify", |p| p.client_closed);
+        // The client closes: the server's read ends after what came before it.
+        let mut p = pair();
+        p.client.writer().write_all(b"last words").expect("write");
+        p.client.send_close_notify();
+        p.until("the server sees close_notify", |p| p.server_eof);
+        assert_eq!(p.got, b"last words");
+    }
+
+    #[test]
+    fn a_client_without_http_1_1_in_alpn_is_refused_with_an_alert() {
+        let mut p = unconnected(b"h2", rustls::DEFAULT_VERSIONS);
+        while p.client.wants_write() {
+            p.client.write_tls(&mut p.sock).expect("client hello");
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let err = loop {
+            assert!(std::time::Instant::now() < deadline, "timed out");
+            match p.server_read(4096) {
+                Err(e) => break e,
+                Ok(()) => std::thread::sleep(std::time::Duration::from_millis(1)),
+            }
+        };
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let alert = loop {
+            assert!(std::time::Instant::now() < deadline, "no alert");
+            match p.client.read_tls(&mut p.sock) {
+                Ok(0) => panic!("closed without an alert"),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                Err(e) => panic!("{e}"),
+            }
+            if let Err(e) = p.client.process_new_packets() {
+                break e;
+            }
+        };
+        assert!(
+            matches!(
+                alert,
+                rustls::Error::AlertReceived(rustls::AlertDescription::NoApplicationProtocol)
+            ),
+            "{alert:?}"
+        );
+    }
+
+    #[test]
+    fn a_forged_record_ends_the_connection_with_an_alert() {
+        let mut p = pair();
+        let mut forged = vec![0x17, 0x03, 0x03, 0x00, 0x40];
+        forged.extend_from_slice(&[0x55; 0x40]);
+        p.send_raw(&forged);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let err = loop {
+            assert!(std::time::Instant::now() < deadline, "timed out");
+            match p.server_read(4096) {
+                Err(e) => break e,
+                Ok(()) => std::thread::sleep(std::time::Duration::from_millis(1)),
+            }
+        };
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
+        // The client gets the alert that says why.
+        let mut wire = Vec::new();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let alert = loop {
+            assert!(std::time::Instant::now() < deadline, "no alert");
+            let mut tmp = [0u8; 4096];
+            match p.sock.read(&mut tmp) {
+                Ok(0) => panic!("closed without an alert"),
+                Ok(n) => wire.extend_from_slice(&tmp[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                Err(e) => panic!("{e}"),
+            }
+            let mut reader = &wire[..];
+            let _ = p.client.read_tls(&mut reader);
+            if let Err(e) = p.client.process_new_packets() {
+                break e;
+            }
+            wire.clear();
+        };
+        assert!(
+            matches!(
+                alert,
+                rustls::Error::AlertReceived(rustls::AlertDescription::BadRecordMac)
+            ),
+            "{alert:?}"
+        );
     }
 }

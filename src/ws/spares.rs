@@ -19,6 +19,12 @@ const MAX_COUNT: usize = 64;
 /// Most bytes (capacity) kept in all.
 const MAX_BYTES: usize = 64 * 1024 * 1024;
 
+/// The size of the fixed I/O buffers kept ([`Spares::take_io`]).
+pub const IO_BUFFER: usize = 64 * 1024;
+
+/// Most I/O buffers kept: a turn lends one or two at a time.
+const MAX_IO: usize = 8;
+
 /// The pool; empty, it holds no heap memory.
 #[derive(Debug, Default)]
 pub struct Spares {
@@ -26,6 +32,9 @@ pub struct Spares {
     bytes: usize,
     /// A buffer was taken since the last trim.
     used: bool,
+    /// Fixed I/O buffers of [`IO_BUFFER`] bytes (a TLS layer's record buffers),
+    /// kept whole: their bytes stay initialized, so lending one costs no zeroing.
+    io: Vec<Box<[u8]>>,
 }
 
 impl Spares {
@@ -59,6 +68,22 @@ impl Spares {
     /// Bytes kept (the buffers' capacity).
     pub fn bytes(&self) -> usize {
         self.bytes
+    }
+
+    /// An I/O buffer of [`IO_BUFFER`] bytes (old contents), kept or new.
+    pub fn take_io(&mut self) -> Box<[u8]> {
+        self.used = true;
+        self.io
+            .pop()
+            .unwrap_or_else(|| vec![0; IO_BUFFER].into_boxed_slice())
+    }
+
+    /// Keeps an I/O buffer for the next [`Spares::take_io`] if it is of the size
+    /// and there is room; drops it otherwise.
+    pub fn give_io(&mut self, buf: Box<[u8]>) {
+        if buf.len() == IO_BUFFER && self.io.len() < MAX_IO {
+            self.io.push(buf);
+        }
     }
 
     /// Frees everything if no buffer was taken since the last call: the owner
@@ -107,5 +132,28 @@ mod tests {
         // Not taken from since: freed.
         s.trim();
         assert_eq!((s.bytes(), s.bufs.capacity()), (0, 0));
+    }
+
+    #[test]
+    fn keeps_a_few_io_buffers_of_the_size() {
+        let mut s = Spares::default();
+        let mut a = s.take_io();
+        assert_eq!(a.len(), IO_BUFFER);
+        a[0] = 7;
+        s.give_io(a);
+        s.give_io(vec![0; 100].into_boxed_slice());
+        assert_eq!(s.io.len(), 1, "only buffers of the size are kept");
+        assert_eq!(
+            s.take_io()[0],
+            7,
+            "the kept buffer is lent again, not zeroed"
+        );
+        for _ in 0..20 {
+            s.give_io(vec![0; IO_BUFFER].into_boxed_slice());
+        }
+        assert_eq!(s.io.len(), MAX_IO);
+        s.trim();
+        s.trim();
+        assert!(s.io.is_empty() && s.io.capacity() == 0);
     }
 }
