@@ -41,10 +41,15 @@ fn chat(server: &Server, id: i64, token: &str) -> Ws {
     ws
 }
 
+/// The next text frame, presence (`cmd` 24) skipped: a socket that asked for live
+/// events (to be told of contact events) also gets its contacts' presence.
 fn recv(ws: &mut Ws) -> Value {
     loop {
         if let Message::Text(t) = ws.read().expect("read") {
-            return serde_json::from_str(t.as_str()).expect("json");
+            let v: Value = serde_json::from_str(t.as_str()).expect("json");
+            if v["cmd"] != 24 {
+                return v;
+            }
         }
     }
 }
@@ -342,6 +347,8 @@ fn a_group_of_three_and_leaving_it_stops_delivery() {
 
     let mut wa = chat(&server, a_id, &a_token);
     let mut wb = chat(&server, b_id, &b_token);
+    // b asks for live events, as the web client does: the group_left event below.
+    send(&mut wb, json!({"cmd":24}));
     send(
         &mut wa,
         json!({"cmd":11,"dstid":gid,"content":"hello crew","ref":"1"}),

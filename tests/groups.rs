@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::chat::{Account, Ws, connect, recv, send, within};
+use common::chat::{Account, Ws, connect as open, recv, send, within};
 use common::{Http, Server, fresh_data_dir};
 use fastim::store::{Db, NOTICE, NewGroup};
 use serde_json::{Value, json};
@@ -71,6 +71,14 @@ fn api(server: &Server, who: &Account, path: &str, body: Value) -> (u16, Value) 
         body.to_string().as_bytes(),
     );
     (r.status, r.json())
+}
+
+/// A `/chat` connection that asked for live events (`{"cmd":24}`), as the web client
+/// does: group events (`cmd` 30) go only to those.
+fn connect(server: &Server, who: &Account) -> Ws {
+    let mut ws = open(server, who);
+    send(&mut ws, json!({"cmd": 24}));
+    ws
 }
 
 /// The next frame that is not presence (cmd 24) or a read marker.
