@@ -53,8 +53,11 @@ pub enum Routed {
     },
     /// An upload: read the body as it arrives, then store it on a worker.
     Upload {
-        /// The session token (checked by the worker).
-        token: String,
+        /// The session token (checked before the body is read, and by the worker);
+        /// `None` for an upload without a session, which the throttle limits.
+        token: Option<String>,
+        /// The client's address, for the anonymous upload throttle (see [`client`]).
+        client: IpAddr,
         /// `Content-Type`, with the multipart boundary.
         content_type: String,
         /// Body length from `Content-Length`.
@@ -195,7 +198,10 @@ pub fn route(head: &RequestHead<'_>, config: &Config, peer: IpAddr) -> Routed {
     let endpoint_needs_auth = match path {
         "/echo" if config.echo => false,
         "/chat" => true,
-        "/attach/upload" => return route_upload(head, config, body_len),
+        "/attach/upload" => {
+            let client = client(head, peer, &config.trusted_proxies).addr;
+            return route_upload(head, config, body_len, client);
+        }
         // A WebSocket handshake for a path without an endpoint ends the connection.
         _ if handshake::is_upgrade(head) => {
             return Routed::Refuse(Refusal::new(Status::NotFound, "no WebSocket endpoint here"));
@@ -360,13 +366,20 @@ fn route_api(
     }
 }
 
-fn route_upload(head: &RequestHead<'_>, config: &Config, body_len: usize) -> Routed {
+fn route_upload(
+    head: &RequestHead<'_>,
+    config: &Config,
+    body_len: usize,
+    client: IpAddr,
+) -> Routed {
     if head.method != "POST" {
         return method_not_allowed("POST");
     }
-    let Some(token) = bearer_token(head).or_else(|| cookie(head, SESSION_COOKIE)) else {
-        return Routed::Refuse(Refusal::new(Status::Unauthorized, "please log in first"));
-    };
+    // No token (or an empty one): an upload without a session, as fastIM's register
+    // page makes for the avatar of an account not made yet.
+    let token = bearer_token(head)
+        .or_else(|| cookie(head, SESSION_COOKIE))
+        .filter(|t| !t.is_empty());
     let content_type = header_text(head, "content-type").unwrap_or("");
     if http::multipart::boundary(content_type).is_err() {
         return Routed::Refuse(Refusal::new(
@@ -374,17 +387,39 @@ fn route_upload(head: &RequestHead<'_>, config: &Config, body_len: usize) -> Rou
             "upload the file as multipart/form-data in a field named file",
         ));
     }
-    let limit = config.max_upload + config::UPLOAD_FRAMING;
-    let content_length = match within_limit(body_len, limit, "the upload limit") {
-        Ok(n) => n,
-        Err(refusal) => return Routed::Refuse(refusal),
+    let content_length = if token.is_some() {
+        let limit = config.max_upload + config::UPLOAD_FRAMING;
+        match within_limit(body_len, limit, "the upload limit") {
+            Ok(n) => n,
+            Err(refusal) => return Routed::Refuse(refusal),
+        }
+    } else {
+        let max = anonymous_upload_max(config);
+        if body_len > max + config::UPLOAD_FRAMING {
+            return Routed::Refuse(Refusal::new(
+                Status::PayloadTooLarge,
+                format!(
+                    "without a session a picture may be at most {}; log in to upload up to {}",
+                    api::mib(max),
+                    api::mib(config.max_upload),
+                ),
+            ));
+        }
+        body_len
     };
     Routed::Upload {
-        token: token.to_owned(),
+        token: token.map(str::to_owned),
+        client,
         content_type: content_type.to_owned(),
         content_length,
         keep_alive: keep_alive(head),
     }
+}
+
+/// The largest picture an upload without a session may carry: 1 MiB, or less if the
+/// server's own limit is lower.
+pub fn anonymous_upload_max(config: &Config) -> usize {
+    api::ANONYMOUS_UPLOAD_MAX.min(config.max_upload)
 }
 
 /// A `GET` or `HEAD` without a body (files, health): whether it is `HEAD`, or the
