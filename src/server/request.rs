@@ -879,6 +879,66 @@ mod tests {
     }
 
     #[test]
+    fn an_upload_without_a_token_is_anonymous_with_the_small_limit_and_its_client() {
+        let upload = |headers: &str, length: usize, peer: IpAddr| {
+            let req = format!(
+                "POST /attach/upload HTTP/1.1\r\nHost: a\r\n\
+                 Content-Type: multipart/form-data; boundary=b\r\n{headers}Content-Length: {length}\r\n\r\n"
+            );
+            let head = parse_head(req.as_bytes(), 8192)
+                .expect("valid")
+                .expect("complete");
+            let config = Config {
+                trusted_proxies: vec![PEER],
+                ..Config::default()
+            };
+            route(&head, &config, peer)
+        };
+        let small = 1000;
+        let limit = api::ANONYMOUS_UPLOAD_MAX + config::UPLOAD_FRAMING;
+        for headers in [
+            "",
+            "Cookie: fastim_token=\r\n",
+            "Authorization: Bearer \r\n",
+        ] {
+            match upload(headers, limit, PEER) {
+                Routed::Upload {
+                    token: None,
+                    content_length,
+                    ..
+                } => assert_eq!(content_length, limit),
+                other => panic!("{headers:?}: {other:?}"),
+            }
+            assert_eq!(
+                refusal(&upload(headers, limit + 1, PEER)).map(|(code, _)| code),
+                Some(413),
+                "{headers:?}"
+            );
+        }
+        // With a token, the server's limit.
+        assert!(matches!(
+            upload("Cookie: fastim_token=abc\r\n", limit + 1, PEER),
+            Routed::Upload { token: Some(t), .. } if t == "abc"
+        ));
+        // The throttle's address: the peer, or the client a trusted proxy names.
+        let stranger = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7));
+        for (headers, peer, want) in [
+            ("", stranger, stranger),
+            ("X-Forwarded-For: 192.0.2.9\r\n", stranger, stranger),
+            (
+                "X-Forwarded-For: 192.0.2.9\r\n",
+                PEER,
+                IpAddr::V4(Ipv4Addr::new(192, 0, 2, 9)),
+            ),
+        ] {
+            match upload(headers, small, peer) {
+                Routed::Upload { client, .. } => assert_eq!(client, want, "{headers}"),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
     fn consistent_framing_is_routed_as_before() {
         for lengths in [
             "Content-Length: 5\r\n",
