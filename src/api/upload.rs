@@ -98,7 +98,9 @@ fn run(db: &mut Db, resources: &ResourceDir, req: &Upload) -> Result<ApiReply, F
         Failure::Internal
     };
     if req.token.is_none() {
-        // Recorded before it is written: a sweep never finds a file of ours unrecorded.
+        // Recorded before it is written, under the store's lock: an upload of the same
+        // picture with a session either finds the row and adopts it, or wrote the file
+        // first and this one records nothing (the file is the account's).
         db.record_anonymous_upload(&names, req.now_ms, |name| resources.exists(name))?;
         for name in &names {
             save(name).map_err(|e| failed(&e))?;
