@@ -159,7 +159,8 @@ pub struct Args {
     /// Logins per minute from one client address (0: no limit).
     #[arg(long, default_value_t = ThrottleConfig::default().login_per_address_per_minute)]
     pub login_per_minute: u32,
-    /// Registrations per hour from one client address (0: no limit).
+    /// Registrations per hour from one client address, and uploads without a session
+    /// (0: no limit).
     #[arg(long, default_value_t = ThrottleConfig::default().register_per_address_per_hour)]
     pub register_per_hour: u32,
     /// Password checks per minute against an account that has failed logins

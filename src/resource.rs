@@ -115,15 +115,19 @@ impl ResourceDir {
     /// is reused. Writes to a temporary file first and renames it, so a reader never
     /// sees half a file.
     pub fn save(&self, kind: ImageKind, bytes: &[u8]) -> io::Result<String> {
-        let hash: String = Sha256::digest(bytes)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        let name = format!("{hash}.{}", kind.ext());
-        let path = self.dir.join(&name);
+        let name = name_of(kind, bytes);
+        self.save_as(&name, bytes)?;
+        Ok(name)
+    }
+
+    /// [`save`](Self::save) under `name`, which the caller got from [`name_of`] for
+    /// these bytes.
+    pub fn save_as(&self, name: &str, bytes: &[u8]) -> io::Result<()> {
+        let path = self.dir.join(name);
         if path.exists() {
-            return Ok(name);
+            return Ok(());
         }
+        let hash = name.split_once('.').map_or(name, |(hash, _)| hash);
         // Unique per save, not only per process: two workers storing the same picture at
         // once must not write into, or clean up, each other's temporary file.
         static NEXT: AtomicU64 = AtomicU64::new(0);
@@ -132,9 +136,46 @@ impl ResourceDir {
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
         ));
-        write_then_rename(&tmp, &path, bytes)?;
-        Ok(name)
+        write_then_rename(&tmp, &path, bytes)
     }
+
+    /// Whether a file of this (checked) name is stored.
+    pub fn exists(&self, name: &str) -> bool {
+        self.path(name).is_some_and(|p| p.exists())
+    }
+
+    /// Removes a stored file; one that is not there is no error.
+    pub fn remove(&self, name: &str) -> io::Result<()> {
+        let Some(path) = self.path(name) else {
+            return Ok(());
+        };
+        match fs::remove_file(path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The name an image is stored under: the SHA-256 of its bytes, in hex, and the
+/// extension of its kind.
+pub fn name_of(kind: ImageKind, bytes: &[u8]) -> String {
+    let hash: String = Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("{hash}.{}", kind.ext())
+}
+
+/// The resource name an avatar or picture URL points to on this server:
+/// `/resource/<name>`, or the same path after `http(s)://host`.
+pub fn name_in_url(url: &str) -> Option<&str> {
+    let path = match url.split_once("://") {
+        Some((scheme, rest)) if scheme == "http" || scheme == "https" => &rest[rest.find('/')?..],
+        Some(_) => return None,
+        None => url,
+    };
+    let name = path.strip_prefix("/resource/")?;
+    parse_name(name).map(|_| name)
 }
 
 /// Writes `bytes` to `tmp`, flushes them to disk and renames `tmp` to `dest`. On any
@@ -205,6 +246,47 @@ mod tests {
         ] {
             assert_eq!(parse_name(&bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn urls_name_a_resource_only_in_its_exact_form() {
+        let name = format!("{}.png", "b".repeat(64));
+        for url in [
+            format!("/resource/{name}"),
+            format!("http://chat.example:8080/resource/{name}"),
+            format!("https://chat.example/resource/{name}"),
+        ] {
+            assert_eq!(name_in_url(&url), Some(name.as_str()), "{url}");
+        }
+        for url in [
+            format!("./resource/{name}"),
+            format!("/resource/{name}?x=1"),
+            format!("/resource/../resource/{name}"),
+            format!("ftp://h/resource/{name}"),
+            "http://h".to_owned(),
+            "/resource/x.png".to_owned(),
+            String::new(),
+        ] {
+            assert_eq!(name_in_url(&url), None, "{url}");
+        }
+    }
+
+    #[test]
+    fn exists_and_remove() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = ResourceDir::open(dir.path()).expect("open");
+        let png = b"\x89PNG\r\n\x1a\nmore";
+        let name = store.save(ImageKind::Png, png).expect("save");
+        assert_eq!(name, name_of(ImageKind::Png, png));
+        assert!(store.exists(&name));
+        store.remove(&name).expect("remove");
+        assert!(!store.exists(&name));
+        store
+            .remove(&name)
+            .expect("removing a missing file is fine");
+        // Names that are not resources are never touched.
+        assert!(!store.exists("../x"));
+        store.remove("../x").expect("nothing to do");
     }
 
     #[test]

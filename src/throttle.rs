@@ -1,14 +1,17 @@
-//! Login and registration throttling, sans-IO: decides whether an attempt may run now.
+//! Login, registration and anonymous upload throttling, sans-IO: decides whether an
+//! attempt may run now.
 //!
 //! The event loop asks before it hands a login or a registration to a worker, and
 //! reports the outcome of each password check back. Nothing here reads a clock or
 //! touches a socket: every call takes the caller's `now`, so tests run on virtual time.
 //!
-//! Three independent limits, all of which must agree before an attempt runs:
+//! Three independent limits for logins and registrations, all of which must agree before
+//! an attempt runs, and one for uploads without a session:
 //!
 //! ```text
-//!   per address  ── logins:        GCRA, N per minute, burst max(N/2, 1)
-//!                ── registrations: GCRA, N per hour,   burst min(N, 5)
+//!   per address  ── logins:             GCRA, N per minute, burst max(N/2, 1)
+//!                ── registrations:      GCRA, N per hour,   burst min(N, 5)
+//!                ── anonymous uploads:  GCRA, the registrations' N per hour, burst min(N, 5)
 //!   per account  ── only while it has failed in the last 15 minutes:
 //!                   a delay after the 4th and later consecutive failures (1, 2, 4 … 60 s)
 //!                   and at most N password checks in any rolling minute
@@ -51,6 +54,12 @@ const HOUR: Duration = Duration::from_secs(60 * 60);
 /// few people together, but not an hour's worth in one go.
 const REGISTER_BURST: u32 = 5;
 
+/// Uploads without a session one address may make at once: an avatar for each of the
+/// registrations it may make at once. (fastIM's register page uploads the avatar
+/// before the account exists; each upload is stored, at most a day, until an account
+/// takes it.)
+const ANONYMOUS_UPLOAD_BURST: u32 = REGISTER_BURST;
+
 /// An account's failures are remembered this long after the last one, then forgotten.
 const FAILURE_MEMORY: Duration = Duration::from_secs(15 * 60);
 
@@ -77,15 +86,18 @@ pub struct ThrottleConfig {
     /// make half of them (at least one) at once. 0 disables this limit.
     pub login_per_address_per_minute: u32,
     /// Registrations one address may make per hour, sustained (default 20); it may make
-    /// up to 5 of them at once. 0 disables this limit.
+    /// up to 5 of them at once. 0 disables this limit. Uploads without a session (an
+    /// avatar before its account exists) have a limit of their own at the same rate,
+    /// also 5 at once, disabled with it.
     pub register_per_address_per_hour: u32,
     /// Once an account has failed a login (in the last 15 minutes), at most this many
     /// password checks against it may run in any rolling minute, from all addresses
     /// together (default 10). 0 disables this limit; the delay after repeated failures
     /// stays.
     pub account_checks_per_minute: u32,
-    /// Most keys each of the three maps (login addresses, registration addresses,
-    /// failing accounts) holds (default 100 000). Values below 1 count as 1.
+    /// Most keys each of the four maps (login addresses, registration addresses,
+    /// anonymous upload addresses, failing accounts) holds (default 100 000). Values
+    /// below 1 count as 1.
     pub max_tracked: usize,
 }
 
@@ -106,6 +118,7 @@ pub struct Throttle {
     config: ThrottleConfig,
     login: Buckets,
     register: Buckets,
+    anonymous_upload: Buckets,
     accounts: HashMap<Box<[u8]>, Failing>,
     /// When the last sweep ran, so that a full map does not sweep on every request.
     last_sweep: Option<Instant>,
@@ -119,6 +132,7 @@ impl Throttle {
         Self {
             login: Buckets::new(Gcra::new(MINUTE, logins, logins / 2)),
             register: Buckets::new(Gcra::new(HOUR, registrations, REGISTER_BURST)),
+            anonymous_upload: Buckets::new(Gcra::new(HOUR, registrations, ANONYMOUS_UPLOAD_BURST)),
             accounts: HashMap::new(),
             last_sweep: None,
             config,
@@ -216,18 +230,34 @@ impl Throttle {
         Ok(())
     }
 
+    /// May this upload without a session run now? `Err(retry_after)` if not, as for
+    /// [`check_register`](Self::check_register), with a bucket of its own.
+    pub fn check_anonymous_upload(&mut self, now: Instant, addr: IpAddr) -> Result<(), Duration> {
+        let addr = AddrKey::of(addr);
+        let wait = self.address_wait(now, Kind::AnonymousUpload, addr);
+        if !wait.is_zero() {
+            return Err(wait);
+        }
+        self.anonymous_upload.admit(now, addr);
+        Ok(())
+    }
+
     /// Forgets entries that no longer restrict anything (call every few seconds): address
     /// buckets that have refilled, and accounts whose last failure is 15 minutes old.
     pub fn sweep(&mut self, now: Instant) {
         self.last_sweep = Some(now);
         self.login.sweep(now);
         self.register.sweep(now);
+        self.anonymous_upload.sweep(now);
         self.accounts.retain(|_, failing| failing.live(now));
     }
 
     /// Entries held, in all maps together, for tests and metrics.
     pub fn tracked(&self) -> usize {
-        self.login.tats.len() + self.register.tats.len() + self.accounts.len()
+        self.login.tats.len()
+            + self.register.tats.len()
+            + self.anonymous_upload.tats.len()
+            + self.accounts.len()
     }
 
     fn max_tracked(&self) -> usize {
@@ -238,6 +268,7 @@ impl Throttle {
         match kind {
             Kind::Login => &self.login,
             Kind::Register => &self.register,
+            Kind::AnonymousUpload => &self.anonymous_upload,
         }
     }
 
@@ -269,6 +300,7 @@ impl Throttle {
 enum Kind {
     Login,
     Register,
+    AnonymousUpload,
 }
 
 /// What an address is counted as: IPv4 by address, IPv6 by /64 prefix.
@@ -551,6 +583,53 @@ mod tests {
     }
 
     #[test]
+    fn anonymous_uploads_have_their_own_bucket_at_the_registration_rate() {
+        let t0 = Instant::now();
+        let mut th = Throttle::new(ThrottleConfig::default());
+        let addr = v4(198, 51, 100, 8);
+        // 20 per hour: one every 3 minutes sustained, 5 at once.
+        for i in 0..5 {
+            assert_eq!(th.check_anonymous_upload(t0, addr), Ok(()), "upload {i}");
+        }
+        let interval = 3 * 60 * SEC;
+        assert_eq!(th.check_anonymous_upload(t0, addr), Err(interval));
+        // A refusal costs nothing.
+        assert_eq!(
+            th.check_anonymous_upload(t0 + interval - SEC, addr),
+            Err(SEC)
+        );
+        assert_eq!(th.check_anonymous_upload(t0 + interval, addr), Ok(()));
+        assert!(th.check_anonymous_upload(t0 + interval, addr).is_err());
+        // Registrations and logins from the same address are not held by it, nor it by them.
+        for _ in 0..5 {
+            assert_eq!(th.check_register(t0, addr), Ok(()));
+        }
+        assert_eq!(th.check_login(t0, addr, "x"), Ok(()));
+        assert_eq!(th.check_anonymous_upload(t0, v4(198, 51, 100, 9)), Ok(()));
+        // Loopback is limited too; IPv6 by /64.
+        let lo = v4(127, 0, 0, 1);
+        let host = IpAddr::V6("2001:db8:5::1".parse().expect("literal"));
+        let same_net = IpAddr::V6("2001:db8:5::2".parse().expect("literal"));
+        for _ in 0..5 {
+            assert_eq!(th.check_anonymous_upload(t0, lo), Ok(()));
+            assert_eq!(th.check_anonymous_upload(t0, host), Ok(()));
+        }
+        assert_eq!(th.check_anonymous_upload(t0, lo), Err(interval));
+        assert_eq!(th.check_anonymous_upload(t0, same_net), Err(interval));
+        // Swept once refilled: an idle hour later nothing is held.
+        th.sweep(t0 + HOUR);
+        assert_eq!(th.tracked(), 0);
+        // Its own rate follows --register-per-hour: 2 an hour gives a burst of 2.
+        let mut th = Throttle::new(ThrottleConfig {
+            register_per_address_per_hour: 2,
+            ..ThrottleConfig::default()
+        });
+        assert_eq!(th.check_anonymous_upload(t0, addr), Ok(()));
+        assert_eq!(th.check_anonymous_upload(t0, addr), Ok(()));
+        assert_eq!(th.check_anonymous_upload(t0, addr), Err(30 * 60 * SEC));
+    }
+
+    #[test]
     fn failure_delays_grow_from_the_fourth_failure_and_cap_at_60_s() {
         let t0 = Instant::now();
         let mut th = Throttle::new(ThrottleConfig {
@@ -724,6 +803,7 @@ mod tests {
         for _ in 0..100 {
             assert_eq!(th.check_login(t0, addr, "5554444"), Ok(()));
             assert_eq!(th.check_register(t0, addr), Ok(()));
+            assert_eq!(th.check_anonymous_upload(t0, addr), Ok(()));
         }
         // Disabled limits track nothing; the failing account is still held for its delay.
         assert_eq!(th.tracked(), 1);
@@ -765,6 +845,16 @@ mod tests {
             assert_eq!(result.is_ok(), (i as usize) < max, "address {i}");
         }
         assert_eq!(th.tracked(), 1 + max);
+        // And for anonymous uploads.
+        for i in 0..20 {
+            let result = th.check_anonymous_upload(t, nth_v4(i));
+            if (i as usize) < max {
+                assert_eq!(result, Ok(()), "address {i}");
+            } else {
+                assert_eq!(result, Err(FULL_RETRY), "address {i}");
+            }
+        }
+        assert_eq!(th.tracked(), 1 + 2 * max);
         th.sweep(t + 3 * 60 * SEC);
         assert_eq!(th.tracked(), 0);
     }

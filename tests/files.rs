@@ -1,5 +1,6 @@
 //! The web client's files and uploaded pictures, without a browser: path escapes,
-//! HEAD, conditional requests, upload limits, type sniffing, dedup.
+//! HEAD, conditional requests, upload limits, type sniffing, dedup, uploads without a
+//! session (fastIM's register page) and their removal a day later unless adopted.
 
 mod common;
 
@@ -140,12 +141,16 @@ fn uploads_are_checked_stored_once_and_served_safely() {
     assert_eq!(read_response(&mut raw).status, 413);
     assert_eq!(resource_files(&server).len(), 1, "nothing else was stored");
 
-    // No session, no upload; not multipart, no upload.
+    // A session that is not valid, no upload (without one it is an anonymous upload,
+    // below); not multipart, no upload.
     let (content_type, body) = multipart("a.png", PNG);
     let r = Http::new(server.addr).request(
         "POST",
         "/attach/upload",
-        &[("Content-Type", &content_type)],
+        &[
+            ("Content-Type", &content_type),
+            ("Authorization", "Bearer not-a-session"),
+        ],
         &body,
     );
     assert_eq!(r.status, 401);
@@ -297,4 +302,217 @@ fn a_refused_head_has_no_body_and_the_connection_goes_on() {
         assert_eq!(next.status, 200, "the answer after HEAD {path}");
         assert!(!next.body.is_empty(), "the file itself");
     }
+}
+
+/// A valid PNG of `width` x `height` in one colour: over 320 px a side it gets a
+/// thumbnail file of its own.
+fn png(width: u32, height: u32, shade: u8) -> Vec<u8> {
+    let picture = image::RgbImage::from_pixel(width, height, image::Rgb([shade, 90, 200]));
+    let mut out = Vec::new();
+    image::DynamicImage::ImageRgb8(picture)
+        .write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png)
+        .expect("encode");
+    out
+}
+
+/// The file name a `/resource/…` URL names.
+fn name(url: &str) -> String {
+    url.trim_start_matches("/resource/").to_owned()
+}
+
+#[test]
+fn uploads_without_a_session_are_small_pictures_at_a_limited_rate() {
+    let server = Server::start(&[]);
+    let mut anon = Http::new(server.addr);
+
+    // Stored and served, with the reply of any upload.
+    let r = upload(&mut anon, "avatar.png", PNG);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let reply = r.json();
+    assert_eq!(
+        (reply["code"].as_i64(), reply["msg"].as_str()),
+        (Some(0), Some(""))
+    );
+    let url = reply["data"].as_str().expect("url").to_owned();
+    assert!(
+        url.starts_with("/resource/") && url.ends_with(".png"),
+        "{url}"
+    );
+    assert_eq!(
+        reply["thumb"].as_str(),
+        Some(url.as_str()),
+        "a 1 x 1 picture is its own thumbnail"
+    );
+    assert_eq!(
+        (reply["thumbwidth"].as_u64(), reply["thumbheight"].as_u64()),
+        (Some(1), Some(1))
+    );
+    let served = anon.request("GET", &url, &[], b"");
+    assert_eq!((served.status, served.body.as_slice()), (200, PNG));
+
+    // A declared body over 1 MiB (plus the multipart framing) is refused from the head
+    // alone: nothing of the body is sent here, and the answer comes.
+    let mut raw = TcpStream::connect(server.addr).expect("connect");
+    raw.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let length = (1 << 20) + 64 * 1024 + 1;
+    raw.write_all(format!("POST /attach/upload HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\nContent-Length: {length}\r\n\r\n").as_bytes()).expect("send");
+    let r = read_response(&mut raw);
+    assert_eq!(r.status, 413);
+    assert_eq!(
+        r.json()["msg"],
+        "without a session a picture may be at most 1 MiB; log in to upload up to 10 MiB"
+    );
+    // A picture over 1 MiB in a body within the framing: refused by the worker.
+    let mut big = PNG.to_vec();
+    big.resize((1 << 20) + 1, 0);
+    let r = upload(&mut anon, "big.png", &big);
+    assert_eq!((r.status, r.json()["code"].as_i64()), (413, Some(413)));
+    assert!(
+        r.json()["msg"]
+            .as_str()
+            .is_some_and(|m| m.contains("1 MiB") && m.contains("log in")),
+        "{}",
+        r.json()
+    );
+    // Pictures only, as for every upload.
+    let r = upload(
+        &mut anon,
+        "x.png",
+        b"<html><script>alert(1)</script></html>",
+    );
+    assert_eq!((r.status, r.json()["code"].as_i64()), (415, Some(415)));
+    assert_eq!(
+        resource_files(&server),
+        [name(&url)],
+        "nothing else was stored"
+    );
+
+    // 5 at once from one address (the head refused above cost nothing): two more pass,
+    // the next waits for the sustained rate of 20 an hour.
+    for shade in [1, 2] {
+        assert_eq!(upload(&mut anon, "a.png", &png(2, 2, shade)).status, 200);
+    }
+    let r = upload(&mut anon, "a.png", &png(2, 2, 3));
+    assert_eq!((r.status, r.json()["code"].as_i64()), (429, Some(429)));
+    let wait: u64 = r
+        .header("retry-after")
+        .and_then(|s| s.parse().ok())
+        .expect("Retry-After");
+    assert!((170..=180).contains(&wait), "{wait}");
+    assert_eq!(
+        resource_files(&server).len(),
+        3,
+        "the refused one was not stored"
+    );
+    // The limit is on uploads without a session: an account uploads on.
+    let mut user = logged_in(&server);
+    assert_eq!(upload(&mut user, "a.png", &png(2, 2, 3)).status, 200);
+}
+
+/// Counts the anonymous upload rows in the server's database (stopped), and makes
+/// those of `names` a day and an hour older.
+fn age_anonymous_uploads(data_dir: &std::path::Path, names: &[&str]) -> i64 {
+    let db = rusqlite::Connection::open(data_dir.join("fastim.db")).expect("open the database");
+    for name in names {
+        let n = db
+            .execute(
+                "UPDATE anonymous_uploads SET uploaded_at = uploaded_at - 25 * 3600 * 1000 WHERE name = ?1",
+                [name],
+            )
+            .expect("age a row");
+        assert_eq!(n, 1, "{name} is recorded");
+    }
+    db.query_row("SELECT count(*) FROM anonymous_uploads", [], |r| r.get(0))
+        .expect("count")
+}
+
+#[test]
+fn anonymous_uploads_an_account_takes_stay_and_the_others_go_after_a_day() {
+    let dir = common::fresh_data_dir();
+    // Six uploads without a session from one address: the limit is off (as it is for
+    // registrations with it).
+    let unlimited = ["--register-per-hour", "0"];
+    let mut server = Server::start_in(dir.clone(), &unlimited);
+    let mut anon = Http::new(server.addr);
+    let up = |http: &mut Http, shade: u8| {
+        let r = upload(http, "p.png", &png(400, 300, shade)).json();
+        assert_eq!(r["code"], 0, "{r}");
+        let (data, thumb) = (
+            r["data"].as_str().expect("data"),
+            r["thumb"].as_str().expect("thumb"),
+        );
+        assert_ne!(data, thumb, "a 400 x 300 picture has a thumbnail file");
+        (name(data), name(thumb))
+    };
+    // fastIM's register page: the avatar first, then the account with its URL.
+    let avatar = up(&mut anon, 10);
+    let r = anon
+        .form(
+            "/user/register",
+            &format!(
+                "mobile=13900000011&passwd=secret-1&nickname=a&avatar=/resource/{}",
+                avatar.0
+            ),
+        )
+        .json();
+    assert_eq!(r["code"], 0, "{r}");
+    // An account that sets an anonymous upload as its avatar later.
+    let later = up(&mut Http::new(server.addr), 20);
+    let mut user = logged_in(&server);
+    let r = user
+        .form("/user/update", &format!("avatar=/resource/{}", later.0))
+        .json();
+    assert_eq!(r["code"], 0, "{r}");
+    // The same picture uploaded anonymously and with a session, in both orders.
+    let shared = up(&mut Http::new(server.addr), 30);
+    assert_eq!(up(&mut user, 30), shared);
+    let owned = up(&mut user, 40);
+    assert_eq!(up(&mut Http::new(server.addr), 40), owned);
+    // Taken by nobody: one a day old, one recent.
+    let orphan = up(&mut Http::new(server.addr), 50);
+    let recent = up(&mut Http::new(server.addr), 60);
+    let all = [&avatar, &later, &shared, &owned, &orphan, &recent];
+    let files = |server: &Server| resource_files(server);
+    for pair in all {
+        assert!(files(&server).contains(&pair.0) && files(&server).contains(&pair.1));
+    }
+
+    // Stopped, the orphan's rows are aged by a day; only it and the recent one have rows.
+    server.keep_data = true;
+    assert!(server.terminate().is_some_and(|s| s.success()));
+    drop(server);
+    let rows = age_anonymous_uploads(&dir, &[&orphan.0, &orphan.1]);
+    assert_eq!(
+        rows, 4,
+        "the orphan's and the recent one's picture and thumbnail"
+    );
+
+    // The sweep runs at start, off the loop, and logs what it removed.
+    let server = Server::start_in(dir, &[]);
+    server
+        .log
+        .wait_for("removed 2 files uploaded without a session");
+    let left = files(&server);
+    for pair in [&avatar, &later, &shared, &owned, &recent] {
+        assert!(
+            left.contains(&pair.0) && left.contains(&pair.1),
+            "{pair:?} stays: {left:?}"
+        );
+    }
+    assert!(
+        !left.contains(&orphan.0) && !left.contains(&orphan.1),
+        "{left:?}"
+    );
+    let mut http = Http::new(server.addr);
+    let gone = http.request("GET", &format!("/resource/{}", orphan.0), &[], b"");
+    assert_eq!(gone.status, 404);
+    let kept = http.request("GET", &format!("/resource/{}", avatar.0), &[], b"");
+    assert_eq!(kept.status, 200);
+    // The account's avatar is the file kept.
+    let mut again = Http::new(server.addr);
+    let me = again
+        .form("/user/login", "mobile=13900000011&passwd=secret-1")
+        .json();
+    assert_eq!(me["data"]["avatar"], format!("/resource/{}", avatar.0));
 }

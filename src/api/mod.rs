@@ -43,7 +43,7 @@ mod tests;
 pub use fields::{check_mobile, check_new_password, check_nickname};
 pub use friends::{MAX_PENDING_REQUESTS, MSG_REQUEST_SENT};
 pub use groups::GroupChange;
-pub use upload::{Upload, upload};
+pub use upload::{ANONYMOUS_UPLOAD_KEEP_MS, ANONYMOUS_UPLOAD_MAX, Upload, mib, upload};
 pub use users::{MSG_BLOCKED, NICKNAME_MAX};
 
 use serde::Serialize;

@@ -57,7 +57,21 @@ pub(super) fn register(
         StoreError::MobileTaken => Failure::App(MSG_MOBILE_TAKEN.to_owned()),
         other => other.into(),
     })?;
+    adopt_avatar(db, &user.avatar);
     start_session(db, &user, now, secure)
+}
+
+/// An avatar uploaded without a session (fastIM's register page uploads it before the
+/// account exists) now belongs to an account: it is no longer removed after a day. A
+/// failure is logged, not answered: the account is made, and the worst case is an
+/// avatar that disappears a day later.
+fn adopt_avatar(db: &mut Db, avatar: &str) {
+    let Some(name) = crate::resource::name_in_url(avatar) else {
+        return;
+    };
+    if let Err(e) = db.adopt_uploads(&[name], |_| Ok(())) {
+        log::error!("api: keeping avatar {name}: {e}");
+    }
 }
 
 /// A password hash that nothing matches, verified against when the mobile number is
@@ -161,9 +175,13 @@ pub(super) fn update(
         sex: fields::sex(fields)?,
         memo: fields::text_at_most(fields, "memo", USER_MEMO_MAX)?,
     };
+    let new_avatar = update.avatar.clone();
     let user = db.update_profile(caller.id, update).map_err(|e| match e {
         StoreError::NoSuchUser => Failure::Unauthorized(MSG_SESSION_INVALID),
         other => other.into(),
     })?;
+    if let Some(avatar) = new_avatar {
+        adopt_avatar(db, &avatar);
+    }
     Ok(ApiReply::data(OwnProfile::new(&user, None)))
 }

@@ -832,30 +832,14 @@ impl Lifecycle {
                 },
                 Some(_),
             ) => {
-                let Some(slot) = env.services.upload_slot() else {
-                    env.metrics.refused(Refused::Busy);
-                    return self.refuse(now, Why::Busy, Close::Yes, config);
+                let upload = Upload {
+                    token: Some(token),
+                    content_type,
+                    body: Vec::new(),
+                    max_file: config.max_upload,
+                    now_ms: 0,
                 };
-                let allowed = Duration::from_secs(content_length as u64 / config::MIN_BODY_RATE);
-                self.state = State::Body {
-                    upload: Box::new(Upload {
-                        token,
-                        content_type,
-                        body: Vec::new(),
-                        max_file: config.max_upload,
-                        now_ms: 0,
-                    }),
-                    remaining: content_length,
-                    keep_alive,
-                    until: now + config.handshake_timeout + allowed,
-                    slot,
-                };
-                self.set_deadline(now + config.handshake_timeout);
-                self.starved = true;
-                if content_length == 0 {
-                    // Nothing to read: hand it over at once.
-                    self.on_body(now, &mut [], env);
-                }
+                self.start_body(now, upload, content_length, keep_alive, env);
             }
             (Authorized::Upgrade { .. }, _) => {
                 env.metrics.refused(Refused::AuthFailed);
@@ -875,6 +859,37 @@ impl Lifecycle {
                     config,
                 );
             }
+        }
+    }
+
+    /// Starts reading an upload's body (its token, if any, checked), or refuses it
+    /// with 503 if too many are being read.
+    fn start_body(
+        &mut self,
+        now: Instant,
+        upload: Upload,
+        content_length: usize,
+        keep_alive: bool,
+        env: &mut Env<'_>,
+    ) {
+        let config = env.config;
+        let Some(slot) = env.services.upload_slot() else {
+            env.metrics.refused(Refused::Busy);
+            return self.refuse(now, Why::Busy, Close::Yes, config);
+        };
+        let allowed = Duration::from_secs(content_length as u64 / config::MIN_BODY_RATE);
+        self.state = State::Body {
+            upload: Box::new(upload),
+            remaining: content_length,
+            keep_alive,
+            until: now + config.handshake_timeout + allowed,
+            slot,
+        };
+        self.set_deadline(now + config.handshake_timeout);
+        self.starved = true;
+        if content_length == 0 {
+            // Nothing to read: hand it over at once.
+            self.on_body(now, &mut [], env);
         }
     }
 
@@ -971,10 +986,35 @@ impl Lifecycle {
                 end
             }
             Routed::Upload {
-                token,
+                token: None,
+                client,
                 content_type,
                 content_length,
                 keep_alive,
+            } => {
+                // Without a session: a small picture, at the throttle's rate, before a
+                // byte of the body is read.
+                if let Err(wait) = env.throttle.check_anonymous_upload(now, client) {
+                    env.metrics.refused(Refused::RateLimit);
+                    self.refuse(now, Why::Throttled(wait), Close::Yes, config);
+                    return input.len();
+                }
+                let upload = Upload {
+                    token: None,
+                    content_type,
+                    body: Vec::new(),
+                    max_file: request::anonymous_upload_max(config),
+                    now_ms: 0,
+                };
+                self.start_body(now, upload, content_length, keep_alive, env);
+                head_len
+            }
+            Routed::Upload {
+                token: Some(token),
+                content_type,
+                content_length,
+                keep_alive,
+                ..
             } => {
                 // The token is checked before a byte of the body is read.
                 let work = Work::Authenticate {

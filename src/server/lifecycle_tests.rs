@@ -794,6 +794,75 @@ fn an_upload_head_asks_for_its_token_before_any_body_byte_is_read() {
     assert_eq!(h.services.uploads.get(), 0, "no slot is held yet");
 }
 
+fn anonymous_upload_head(content_length: usize) -> String {
+    format!(
+        "POST /attach/upload HTTP/1.1\r\nHost: a\r\n\
+         Content-Type: multipart/form-data; boundary=b\r\nContent-Length: {content_length}\r\n\r\n"
+    )
+}
+
+#[test]
+fn an_upload_without_a_session_reads_its_body_at_once_with_the_small_limit() {
+    let mut h = harness();
+    h.feed(
+        100,
+        format!("{}01234", anonymous_upload_head(10)).as_bytes(),
+    );
+    // No token to check: the body behind the head is read at once.
+    assert_eq!(h.state(), "Body");
+    assert!(h.services.jobs.is_empty(), "no token check");
+    assert_eq!(h.services.uploads.get(), 1, "a slot is held while reading");
+    h.feed(200, b"56789");
+    assert_eq!(h.state(), "Waiting");
+    assert_eq!(h.services.jobs.len(), 1);
+    let Work::Upload(upload) = &h.job(0).work else {
+        panic!("{:?}", h.job(0).work);
+    };
+    assert_eq!(upload.token, None);
+    assert_eq!(upload.body, b"0123456789");
+    assert_eq!(upload.max_file, api::ANONYMOUS_UPLOAD_MAX);
+}
+
+#[test]
+fn uploads_without_a_session_are_throttled_per_address_before_the_body() {
+    let mut h = harness_with(
+        test_config(),
+        ThrottleConfig {
+            register_per_address_per_hour: 1,
+            ..ThrottleConfig::default()
+        },
+    );
+    h.feed(100, anonymous_upload_head(0).as_bytes());
+    assert_eq!(h.services.jobs.len(), 1, "the first goes to a worker");
+    h.finish_api(200, reply(Status::Ok, r#"{"code":0}"#, None));
+    h.flush(200);
+    h.feed(
+        300,
+        format!("{}0123456789", anonymous_upload_head(10)).as_bytes(),
+    );
+    assert_eq!(h.services.jobs.len(), 1, "the second reaches no worker");
+    assert_eq!(h.services.uploads.get(), 0, "and holds no slot");
+    let r = response(&h.flush(300).0);
+    assert_eq!(r.status, 429);
+    assert_eq!(r.header("retry-after"), Some("3600"));
+    assert_eq!(
+        r.header("connection"),
+        Some("close"),
+        "its body is not read"
+    );
+    // A declared body over the limit is refused first, costing no token.
+    let mut h = harness();
+    let big = api::ANONYMOUS_UPLOAD_MAX + crate::config::UPLOAD_FRAMING + 1;
+    h.feed(100, anonymous_upload_head(big).as_bytes());
+    let r = response(&h.flush(100).0);
+    assert_eq!(r.status, 413);
+    assert_eq!(
+        r.json()["msg"],
+        "without a session a picture may be at most 1 MiB; log in to upload up to 10 MiB"
+    );
+    assert_eq!(h.throttle.tracked(), 0);
+}
+
 #[test]
 fn an_upload_with_a_bad_token_gets_401_and_closes() {
     let mut h = harness();
@@ -828,7 +897,7 @@ fn an_authorized_upload_reads_exactly_its_body_and_hands_it_to_a_worker() {
         panic!("{:?}", h.job(1).work);
     };
     assert_eq!(upload.body, b"0123456789");
-    assert_eq!(upload.token, "tok");
+    assert_eq!(upload.token.as_deref(), Some("tok"));
     assert_eq!(upload.content_type, "multipart/form-data; boundary=b");
     assert_eq!(upload.max_file, h.config.max_upload);
     h.finish_api(400, reply(Status::Ok, r#"{"code":0}"#, None));

@@ -53,8 +53,11 @@ pub enum Routed {
     },
     /// An upload: read the body as it arrives, then store it on a worker.
     Upload {
-        /// The session token (checked by the worker).
-        token: String,
+        /// The session token (checked before the body is read, and by the worker);
+        /// `None` for an upload without a session, which the throttle limits.
+        token: Option<String>,
+        /// The client's address, for the anonymous upload throttle (see [`client`]).
+        client: IpAddr,
         /// `Content-Type`, with the multipart boundary.
         content_type: String,
         /// Body length from `Content-Length`.
@@ -195,7 +198,10 @@ pub fn route(head: &RequestHead<'_>, config: &Config, peer: IpAddr) -> Routed {
     let endpoint_needs_auth = match path {
         "/echo" if config.echo => false,
         "/chat" => true,
-        "/attach/upload" => return route_upload(head, config, body_len),
+        "/attach/upload" => {
+            let client = client(head, peer, &config.trusted_proxies).addr;
+            return route_upload(head, config, body_len, client);
+        }
         // A WebSocket handshake for a path without an endpoint ends the connection.
         _ if handshake::is_upgrade(head) => {
             return Routed::Refuse(Refusal::new(Status::NotFound, "no WebSocket endpoint here"));
@@ -360,13 +366,20 @@ fn route_api(
     }
 }
 
-fn route_upload(head: &RequestHead<'_>, config: &Config, body_len: usize) -> Routed {
+fn route_upload(
+    head: &RequestHead<'_>,
+    config: &Config,
+    body_len: usize,
+    client: IpAddr,
+) -> Routed {
     if head.method != "POST" {
         return method_not_allowed("POST");
     }
-    let Some(token) = bearer_token(head).or_else(|| cookie(head, SESSION_COOKIE)) else {
-        return Routed::Refuse(Refusal::new(Status::Unauthorized, "please log in first"));
-    };
+    // No token (or an empty one): an upload without a session, as fastIM's register
+    // page makes for the avatar of an account not made yet.
+    let token = bearer_token(head)
+        .or_else(|| cookie(head, SESSION_COOKIE))
+        .filter(|t| !t.is_empty());
     let content_type = header_text(head, "content-type").unwrap_or("");
     if http::multipart::boundary(content_type).is_err() {
         return Routed::Refuse(Refusal::new(
@@ -374,17 +387,39 @@ fn route_upload(head: &RequestHead<'_>, config: &Config, body_len: usize) -> Rou
             "upload the file as multipart/form-data in a field named file",
         ));
     }
-    let limit = config.max_upload + config::UPLOAD_FRAMING;
-    let content_length = match within_limit(body_len, limit, "the upload limit") {
-        Ok(n) => n,
-        Err(refusal) => return Routed::Refuse(refusal),
+    let content_length = if token.is_some() {
+        let limit = config.max_upload + config::UPLOAD_FRAMING;
+        match within_limit(body_len, limit, "the upload limit") {
+            Ok(n) => n,
+            Err(refusal) => return Routed::Refuse(refusal),
+        }
+    } else {
+        let max = anonymous_upload_max(config);
+        if body_len > max + config::UPLOAD_FRAMING {
+            return Routed::Refuse(Refusal::new(
+                Status::PayloadTooLarge,
+                format!(
+                    "without a session a picture may be at most {}; log in to upload up to {}",
+                    api::mib(max),
+                    api::mib(config.max_upload),
+                ),
+            ));
+        }
+        body_len
     };
     Routed::Upload {
-        token: token.to_owned(),
+        token: token.map(str::to_owned),
+        client,
         content_type: content_type.to_owned(),
         content_length,
         keep_alive: keep_alive(head),
     }
+}
+
+/// The largest picture an upload without a session may carry: 1 MiB, or less if the
+/// server's own limit is lower.
+pub fn anonymous_upload_max(config: &Config) -> usize {
+    api::ANONYMOUS_UPLOAD_MAX.min(config.max_upload)
 }
 
 /// A `GET` or `HEAD` without a body (files, health): whether it is `HEAD`, or the
@@ -840,6 +875,66 @@ mod tests {
                 Some((code, msg.to_owned())),
                 "{req}"
             );
+        }
+    }
+
+    #[test]
+    fn an_upload_without_a_token_is_anonymous_with_the_small_limit_and_its_client() {
+        let upload = |headers: &str, length: usize, peer: IpAddr| {
+            let req = format!(
+                "POST /attach/upload HTTP/1.1\r\nHost: a\r\n\
+                 Content-Type: multipart/form-data; boundary=b\r\n{headers}Content-Length: {length}\r\n\r\n"
+            );
+            let head = parse_head(req.as_bytes(), 8192)
+                .expect("valid")
+                .expect("complete");
+            let config = Config {
+                trusted_proxies: vec![PEER],
+                ..Config::default()
+            };
+            route(&head, &config, peer)
+        };
+        let small = 1000;
+        let limit = api::ANONYMOUS_UPLOAD_MAX + config::UPLOAD_FRAMING;
+        for headers in [
+            "",
+            "Cookie: fastim_token=\r\n",
+            "Authorization: Bearer \r\n",
+        ] {
+            match upload(headers, limit, PEER) {
+                Routed::Upload {
+                    token: None,
+                    content_length,
+                    ..
+                } => assert_eq!(content_length, limit),
+                other => panic!("{headers:?}: {other:?}"),
+            }
+            assert_eq!(
+                refusal(&upload(headers, limit + 1, PEER)).map(|(code, _)| code),
+                Some(413),
+                "{headers:?}"
+            );
+        }
+        // With a token, the server's limit.
+        assert!(matches!(
+            upload("Cookie: fastim_token=abc\r\n", limit + 1, PEER),
+            Routed::Upload { token: Some(t), .. } if t == "abc"
+        ));
+        // The throttle's address: the peer, or the client a trusted proxy names.
+        let stranger = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7));
+        for (headers, peer, want) in [
+            ("", stranger, stranger),
+            ("X-Forwarded-For: 192.0.2.9\r\n", stranger, stranger),
+            (
+                "X-Forwarded-For: 192.0.2.9\r\n",
+                PEER,
+                IpAddr::V4(Ipv4Addr::new(192, 0, 2, 9)),
+            ),
+        ] {
+            match upload(headers, small, peer) {
+                Routed::Upload { client, .. } => assert_eq!(client, want, "{headers}"),
+                other => panic!("{other:?}"),
+            }
         }
     }
 

@@ -15,7 +15,10 @@
 //!   shared by everything that arrived meanwhile (group commit). It also records
 //!   when users went offline (last seen) and moves read markers forward, each in a
 //!   transaction of its own (the markers after the messages).
-//! - The purge thread: deletes expired sessions when the loop asks.
+//! - The purge thread: when the loop asks (at start and hourly), deletes expired
+//!   sessions, and removes the pictures uploaded without a session that no account
+//!   took within [`api::ANONYMOUS_UPLOAD_KEEP_MS`] (`store/uploads.rs`),
+//!   [`UPLOAD_SWEEP_BATCH`] per transaction with [`RETENTION_PAUSE`] between.
 //! - The watch thread: every [`REVOCATION_POLL`] reads what `fastim admin` revoked
 //!   since it last looked (blocked or deleted users, ended sessions; see
 //!   `store/revocations.rs`) and hands it to the loop as [`Completion::Revoked`]; the
@@ -76,6 +79,9 @@ const REVOCATION_PAGE: usize = 1_000;
 
 /// Messages removed per retention transaction.
 pub const RETENTION_BATCH: usize = 1_000;
+
+/// Anonymous upload files removed per transaction of the purge thread's sweep.
+pub const UPLOAD_SWEEP_BATCH: usize = 100;
 
 /// The pause between two retention transactions, in which the chat writer commits.
 pub const RETENTION_PAUSE: Duration = Duration::from_millis(100);
@@ -357,9 +363,13 @@ impl Workers {
             }
         }
         let mut db = open(&db_path)?;
+        let files = resources.clone();
         threads.push(thread::Builder::new().name("purge".into()).spawn(move || {
             while purge_rx.recv().is_ok() {
                 purge_sessions(&mut db);
+                if !sweep_anonymous_uploads(&mut db, &files, &purge_rx) {
+                    return;
+                }
             }
         })?);
         if let Some(policy) = retention {
@@ -533,7 +543,7 @@ fn api_worker(
                 upload.now_ms = now_ms();
                 Completion::Api {
                     conn,
-                    reply: api::upload(&db, resources, &upload),
+                    reply: api::upload(&mut db, resources, &upload),
                 }
             }
             Work::ReadFile(file) => Completion::Response {
@@ -690,6 +700,42 @@ fn purge_sessions(db: &mut Db) {
         Ok(n) => info!("deleted {n} expired sessions"),
         Err(e) => error!("deleting expired sessions failed: {e}"),
     }
+}
+
+/// Removes the pictures uploaded without a session that no account took within a day,
+/// in batches with a pause between. False once the workers are stopping.
+fn sweep_anonymous_uploads(db: &mut Db, files: &ResourceDir, asks: &Receiver<()>) -> bool {
+    let cutoff = now_ms().saturating_sub(api::ANONYMOUS_UPLOAD_KEEP_MS);
+    let mut removed = 0;
+    loop {
+        let remove = |name: &str| {
+            if let Err(e) = files.remove(name) {
+                warn!("cannot remove the anonymous upload {name}: {e}");
+            }
+        };
+        match db.sweep_anonymous_uploads(cutoff, UPLOAD_SWEEP_BATCH, remove) {
+            Ok(batch) => {
+                removed += batch.removed;
+                if !batch.more {
+                    break;
+                }
+            }
+            Err(e) => {
+                error!("removing old anonymous uploads failed (will try again): {e}");
+                break;
+            }
+        }
+        // Another ask meanwhile changes nothing: this sweep goes on.
+        if let Err(RecvTimeoutError::Disconnected) = asks.recv_timeout(RETENTION_PAUSE) {
+            return false;
+        }
+    }
+    if removed > 0 {
+        info!(
+            "removed {removed} files uploaded without a session that no account took within a day"
+        );
+    }
+    true
 }
 
 /// 200 `{"code":0,"msg":"ok"}` when the database takes writes, else 503.

@@ -1061,10 +1061,13 @@ mod tests {
         let dest = t.dir.path().join("copy.db");
         t.db.backup_to(&dest).expect("backup");
         assert!(check(&dest).expect("check").ok());
-        // Scribble over the middle of the file: some b-tree page is no longer one.
+        // Scribble over a whole page in the middle of the file (its header too, not only
+        // the free space inside a page, whatever the schema's tables before it): some
+        // b-tree page is no longer one.
         let mut bytes = std::fs::read(&dest).expect("read");
-        let mid = bytes.len() / 2;
-        for b in &mut bytes[mid..mid + 2000] {
+        let page = 4096;
+        let mid = bytes.len() / 2 / page * page;
+        for b in &mut bytes[mid..mid + page] {
             *b = 0x5a;
         }
         std::fs::write(&dest, &bytes).expect("write");

@@ -15,7 +15,8 @@
 //!
 //! The tables, one file each: [`schema`] (migrations), `users`, `sessions`, `contacts`,
 //! `groups`, `messages`, `reads` (read markers, the conversation list), `retention` (removing old messages), `revocations` (what the
-//! administration commands tell a running server).
+//! administration commands tell a running server), `uploads` (pictures uploaded without a
+//! session, removed unless an account takes them).
 
 pub mod admin;
 mod changes;
@@ -29,6 +30,7 @@ mod retention;
 mod revocations;
 pub mod schema;
 mod sessions;
+mod uploads;
 mod users;
 
 use std::fmt;
@@ -45,6 +47,7 @@ pub use reads::{Conversation, PREVIEW_CHARS, ReadMark, UNREAD_CAP, UNREAD_SCAN, 
 pub use requests::{BlockOutcome, Dated, RequestOutcome, Requests};
 pub use retention::RetentionBatch;
 pub use revocations::{KEEP_REVOCATIONS, Reason, Revocation};
+pub use uploads::SweepBatch;
 pub use users::{LoginRow, NewUser, ProfileUpdate, User};
 
 /// How long a statement waits for another connection's write lock before failing.

@@ -190,8 +190,24 @@ CREATE TABLE blocks (
 CREATE INDEX blocks_by_blocked ON blocks(blocked_id);
 "#;
 
+/// Pictures uploaded without a session (`uploads.rs`): fastIM's register page uploads
+/// the avatar before the account exists. One row per stored file, the picture and its
+/// thumbnail, each with `upload`, the name of the picture it came with, and when it was
+/// last uploaded that way. A row goes when an account takes the file (its avatar, or
+/// the same picture uploaded with a session); a file whose row is a day old is removed.
+/// A file without a row is never removed.
+const ANONYMOUS_UPLOADS: &str = r#"
+CREATE TABLE anonymous_uploads (
+    name        TEXT    PRIMARY KEY,
+    upload      TEXT    NOT NULL,
+    uploaded_at INTEGER NOT NULL
+) STRICT, WITHOUT ROWID;
+CREATE INDEX anonymous_uploads_by_upload ON anonymous_uploads(upload);
+CREATE INDEX anonymous_uploads_by_time ON anonymous_uploads(uploaded_at);
+"#;
+
 /// The migration steps, oldest first. `MIGRATIONS[i]` takes version `i` to `i + 1`.
-pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7];
+pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, ANONYMOUS_UPLOADS];
 
 /// The schema version this build creates and understands.
 pub const LATEST: i64 = MIGRATIONS.len() as i64;
@@ -266,6 +282,7 @@ mod tests {
         assert_eq!(
             tables(&conn),
             [
+                "anonymous_uploads",
                 "blocks",
                 "chat_groups",
                 "friend_requests",
