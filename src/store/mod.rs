@@ -35,7 +35,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, ErrorCode, TransactionBehavior};
 
-pub use changes::{Change, ChangeRefused, Edit, QUOTE_CHARS, Quote, Windows};
+pub use changes::{Change, ChangeRefused, Changed, Edit, QUOTE_CHARS, Quote, Windows};
 pub use groups::{Group, LeaveOutcome, Member, NewGroup, Role};
 pub use messages::{Message, Peer, Saved, SendRight};
 pub use reads::{Conversation, PREVIEW_CHARS, ReadMark, UNREAD_CAP, UNREAD_SCAN, preview};
