@@ -11,7 +11,7 @@
 //   - The cache is named with VERSION; a new worker removes every other fastim cache when
 //     it activates. Change VERSION when SHELL changes.
 
-const VERSION = 'v1';
+const VERSION = 'v2';
 const CACHE = `fastim-shell-${VERSION}`;
 const SHELL = [
   '/',
@@ -22,6 +22,7 @@ const SHELL = [
   '/commands.js',
   '/emoji.js',
   '/images.js',
+  '/msgchanges.js',
   '/pictures.js',
   '/session.js',
   '/socket.js',
@@ -30,6 +31,8 @@ const SHELL = [
   '/views/auth.js',
   '/views/chat.js',
   '/views/home.js',
+  '/views/layout.js',
+  '/views/msgmenu.js',
   '/views/newgroup.js',
 ];
 const SHELL_PATHS = new Set(SHELL);
