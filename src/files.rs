@@ -293,7 +293,10 @@ mod tests {
         }
         // And it keeps every module of the client: one missing fails the offline start
         // (its import does), whatever else is kept.
-        let kept: Vec<&str> = list.split(',').map(|p| p.trim().trim_matches('\'')).collect();
+        let kept: Vec<&str> = list
+            .split(',')
+            .map(|p| p.trim().trim_matches('\''))
+            .collect();
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("static");
         for dir in ["", "views"] {
             for entry in std::fs::read_dir(root.join(dir)).expect("static/") {
