@@ -269,6 +269,10 @@ mod tests {
             delivery_json(&m),
             r#"{"id":5,"userid":2,"cmd":10,"dstid":3,"media":1,"content":"hi","pic":"","url":"","memo":"","amount":0,"createat":9}"#
         );
+        // Its sender reads it with the ref (other devices, sync, history); nobody else.
+        let own = delivery_json_for(&m, 2);
+        assert!(own.contains(r#""createat":9,"ref":"not sent"}"#), "{own}");
+        assert_eq!(delivery_json_for(&m, 3), delivery_json(&m));
         let g = Message {
             to: Peer::Group(7),
             ..m
