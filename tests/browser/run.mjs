@@ -1427,6 +1427,7 @@ async function scenario10() {
   assert((await planBOnB.getByTestId('msg-text').textContent()) === 'Plan B, at two', 'B has the edit from its sync');
   await tid(B.page, 'message-list').locator(`[data-testid="message"][data-id="${planA}"]`).getByTestId('msg-recalled').waitFor();
   assert((await message(B.page, 'Plan A').count()) === 0, 'B shows nothing of the recalled text');
+  await shoot(B.page, '23-changes-after-reconnecting');
   B.page.off('request', onRequest);
   assert(reread.length === 0, `no history read again on reconnecting: ${reread}`);
 
