@@ -291,6 +291,28 @@ mod tests {
                 "sw.js keeps {path}, which is not served"
             );
         }
+        // And it keeps every module of the client: one missing fails the offline start
+        // (its import does), whatever else is kept.
+        let kept: Vec<&str> = list
+            .split(',')
+            .map(|p| p.trim().trim_matches('\''))
+            .collect();
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("static");
+        for dir in ["", "views"] {
+            for entry in std::fs::read_dir(root.join(dir)).expect("static/") {
+                let name = entry.expect("entry").file_name();
+                let name = name.to_string_lossy();
+                if !name.ends_with(".js") || name == "sw.js" {
+                    continue;
+                }
+                let path = if dir.is_empty() {
+                    format!("/{name}")
+                } else {
+                    format!("/{dir}/{name}")
+                };
+                assert!(kept.contains(&path.as_str()), "sw.js does not keep {path}");
+            }
+        }
     }
 
     /// The header repeats the page's `<meta>` policy, so the two never disagree (a browser

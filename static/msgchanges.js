@@ -66,7 +66,7 @@ function apply(session, k, id, fields) {
 
 const RECALLED = { recalled: true, content: '', url: '', pic: '', memo: '', amount: 0 };
 
-/** A live `cmd` 16 or 17 from the server. */
+/** A `cmd` 16 or 17 from the server: live, or in a sync (`changed`). */
 export function onChangeFrame(session, f) {
   const k = session.keyOf({ cmd: f.chat, userid: f.userid, dstid: f.dstid });
   if (f.cmd === CMD.RECALL) apply(session, k, f.id, RECALLED);
@@ -87,8 +87,9 @@ export function mergeCopy(session, k, r) {
   }
 }
 
-/** After a reconnection: what changed while away in the conversations shown, from
- *  their newest history page (a sync only brings messages newer than the last id). */
+/** After a reconnection to a server whose sync does not carry changes (no change
+ *  log): what changed while away in the conversations shown, from their newest
+ *  history page (such a sync only brings messages newer than the last id). */
 export async function refreshChanged(session) {
   for (const c of session.convs.values()) {
     if (!c.historyLoaded) continue; // its history is read when it is opened

@@ -13,6 +13,12 @@
 //     while the reply ends with "more":true. The last id is kept in localStorage per user
 //     and only moved forward by what is known to be complete (the end of a sync, live
 //     deliveries after it), so a drop in the middle never skips messages.
+//   - Every sync also asks for the recalls and edits after the last change seen
+//     ({"changes":seq}); they come as the live cmd 16/17 events (in a batch: `changed`),
+//     and the closing frame's `changes` is kept in localStorage beside the last id,
+//     moved forward like it (the end of a sync, live events after it). A server that
+//     does not answer with `changes` has no change log: after a reconnection the newest
+//     history page of each conversation shown is read again instead (msgchanges.js).
 //   - Each message sent gets a unique `ref`: pending until the ack (cmd 21) gives its id.
 //     The outbox (store.js: IndexedDB, so a reload keeps it) holds every message not yet
 //     acknowledged, in the order written, with the picture file of one not yet uploaded;
@@ -24,9 +30,11 @@
 //     server's reason, and only the Retry button sends it again.
 //   - One bubble per message: the ack turns the pending bubble into the delivered one.
 //     My own message can also come back by another way before its ack (the sync after a
-//     reconnection, the history after a reload): deliveries do not carry the `ref`, so an
-//     own message that looks like one still unacknowledged (same conversation and
-//     content) is held back until that one's ack says whether it is the same (its id).
+//     reconnection, the history after a reload, another device's send): the server gives
+//     my own messages their `ref`, so one whose ref is pending is that message, acked.
+//     From a server that sends no `ref`, an own message that looks like one still
+//     unacknowledged (same conversation and content) is held back until that one's ack
+//     says whether it is the same (its id).
 //   - Unread counts, last messages and read markers come from the server
 //     (/contact/conversations) after each sync, and are kept current from the socket:
 //     deliveries, own acks and read frames (cmd 14/15). The open conversation, while
@@ -165,9 +173,11 @@ export class Session extends EventTarget {
     this.typing = new Map(); // conversation key -> Map(user id -> when it expires, ms)
     this.typedAt = new Map(); // conversation key -> when a typing notice last left, ms
 
-    this.store = { lastId: `fastim:${me.id}:lastId` };
+    this.store = { lastId: `fastim:${me.id}:lastId`, changes: `fastim:${me.id}:changes` };
     const saved = load(this.store.lastId);
     this.lastId = Number(saved) || 0;
+    this.changesSeq = Number(load(this.store.changes)) || 0; // the last change seen
+    this.reconnected = false; // this sync follows a connection that was lost
     // First time on this browser: the first sync brings old messages (history, not news;
     // the unread counts come from the server either way).
     this.quietSync = saved === null;
@@ -706,12 +716,16 @@ export class Session extends EventTarget {
 
   /**
    * My own message `m` came by sync, history or another device's send: if it is one of
-   * the outbox's (its `ref`, when the server sends one; else the same content, sent at
-   * least once, still unacknowledged), it is not shown twice. Returns whether to add it.
+   * the outbox's it is not shown twice. The server gives my own messages their `ref`:
+   * a pending one is acknowledged by it, any other ref is another message. Only a copy
+   * without `ref` (a server that does not send it, a message sent without one) is
+   * matched by content: sent at least once, still unacknowledged, it is held back until
+   * that one's ack. Returns whether to add it.
    */
   hold(c, m, history) {
     if (!c.pending.size) return true;
-    if (m.ref !== undefined && c.pending.has(m.ref)) {
+    if (m.ref !== undefined) {
+      if (!c.pending.has(m.ref)) return true;
       this.onAck({ ref: m.ref, id: m.id, createat: m.createat });
       return false;
     }
@@ -753,8 +767,8 @@ export class Session extends EventTarget {
       this.loadContacts();
       this.loadRequests();
       if (this.blockedLoaded) this.loadBlocked();
-      refreshChanged(this);
     }
+    this.reconnected = this.everOpened;
     this.everOpened = true;
     this.syncing = true;
     this.sync();
@@ -809,7 +823,7 @@ export class Session extends EventTarget {
   /** Asks for what arrived after the last id, as one message (which the server may
    *  compress as a whole) rather than a frame per message. */
   sync() {
-    this.socket.send({ cmd: CMD.SYNC, id: this.lastId, batch: true });
+    this.socket.send({ cmd: CMD.SYNC, id: this.lastId, batch: true, changes: this.changesSeq });
   }
 
   onClose({ delay, opened, offline }) {
@@ -900,19 +914,25 @@ export class Session extends EventTarget {
       case CMD.RECALL:
       case CMD.EDIT:
         onChangeFrame(this, f);
+        if (!this.syncing && f.seq > this.changesSeq) this.setChangesSeq(f.seq);
         break;
       case CMD.CONTACT:
         if (!onGroupEvent(this, f)) this.onContact(f);
         break;
       case CMD.SYNC_BATCH:
         for (const m of f.messages || []) this.ingest(m);
+        for (const e of f.changed || []) onChangeFrame(this, e);
       // falls through: the batch ends like a sync reply
       case CMD.SYNC_DONE:
         if (f.id > this.lastId) this.setLastId(f.id);
+        if (f.changes > this.changesSeq) this.setChangesSeq(f.changes);
         if (f.more) {
           this.sync();
         } else {
           this.syncing = false;
+          // No change log on this server: what changed while away is read from history.
+          if (this.reconnected && typeof f.changes !== 'number') refreshChanged(this);
+          this.reconnected = false;
           // What the sync brought is in the server's counts: take them (again, after a reconnect).
           this.loadConversations();
           if (this.quietSync) {
@@ -929,6 +949,11 @@ export class Session extends EventTarget {
   setLastId(id) {
     this.lastId = id;
     save(this.store.lastId, String(id));
+  }
+
+  setChangesSeq(seq) {
+    this.changesSeq = seq;
+    save(this.store.changes, String(seq));
   }
 
   // --- sending ---------------------------------------------------------------------

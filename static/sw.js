@@ -11,7 +11,7 @@
 //   - The cache is named with VERSION; a new worker removes every other fastim cache when
 //     it activates. Change VERSION when SHELL changes.
 
-const VERSION = 'v1';
+const VERSION = 'v3';
 const CACHE = `fastim-shell-${VERSION}`;
 const SHELL = [
   '/',
@@ -21,7 +21,9 @@ const SHELL = [
   '/api.js',
   '/commands.js',
   '/emoji.js',
+  '/groups.js',
   '/images.js',
+  '/msgchanges.js',
   '/pictures.js',
   '/session.js',
   '/socket.js',
@@ -29,7 +31,11 @@ const SHELL = [
   '/ui.js',
   '/views/auth.js',
   '/views/chat.js',
+  '/views/friends.js',
+  '/views/groupinfo.js',
   '/views/home.js',
+  '/views/layout.js',
+  '/views/msgmenu.js',
   '/views/newgroup.js',
 ];
 const SHELL_PATHS = new Set(SHELL);

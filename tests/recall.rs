@@ -155,9 +155,12 @@ fn a_recall_is_seen_live_by_everyone_and_nothing_serves_what_was_said() {
             (ack["cmd"].as_i64(), ack["id"].as_i64()),
             (Some(21), Some(target))
         );
+        let on_b = next(&mut b);
+        // Its place in the change log, for a client's sync cursor.
+        assert!(on_b["seq"].as_i64() > Some(0), "{on_b}");
         let want = json!({"cmd": 16, "id": target, "userid": w.a.id, "chat": 10,
-                          "dstid": w.b.id, "recalled": true});
-        assert_eq!(next(&mut b), want, "the other side, live");
+                          "dstid": w.b.id, "recalled": true, "seq": on_b["seq"]});
+        assert_eq!(on_b, want, "the other side, live");
         assert_eq!(next(&mut a2), want, "the sender's other device, live");
         assert_eq!(next(&mut a1), want, "the recalling connection too");
     }
@@ -227,7 +230,8 @@ fn an_edit_is_seen_live_and_in_history_and_sync() {
     let edited = event["edited"].as_i64().expect("edited ms");
     assert!(edited >= ack["createat"].as_i64().expect("createat"));
     let want = json!({"cmd": 17, "id": id, "userid": w.a.id, "chat": 11,
-                      "dstid": w.group, "content": "meet at 6", "edited": edited});
+                      "dstid": w.group, "content": "meet at 6", "edited": edited,
+                      "seq": event["seq"]});
     assert_eq!(event, want);
     for ws in [&mut a2, &mut b, &mut c] {
         assert_eq!(next(ws), want, "every member, live");
@@ -247,9 +251,11 @@ fn an_edit_is_seen_live_and_in_history_and_sync() {
     // Recalled in the group: every member's connections are told, and history agrees.
     let (ack, _) = ask(&mut a1, json!({"cmd": 16, "id": id}), "g2");
     assert_eq!(ack["cmd"], 21, "{ack}");
+    let event = next(&mut a1);
     let want = json!({"cmd": 16, "id": id, "userid": w.a.id, "chat": 11,
-                      "dstid": w.group, "recalled": true});
-    for ws in [&mut a1, &mut a2, &mut b, &mut c] {
+                      "dstid": w.group, "recalled": true, "seq": event["seq"]});
+    assert_eq!(event, want);
+    for ws in [&mut a2, &mut b, &mut c] {
         assert_eq!(next(ws), want, "every member, live");
     }
     let (raw, rows) = history(&server, &w.b, 11, w.group);
@@ -437,4 +443,259 @@ fn a_reply_carries_its_quote_and_only_within_what_the_sender_sees() {
         !texts.contains(&"peek") && !texts.contains(&"nothing"),
         "{texts:?}"
     );
+}
+
+/// A sync of `ws` from message `id`, with `extra` fields: the frames up to and with
+/// the closing one (`cmd` 23, or the one `cmd` 25 of a batch).
+fn sync_reply(ws: &mut Ws, id: i64, extra: Value) -> Vec<Value> {
+    let mut frame = json!({"cmd": 20, "id": id});
+    for (k, v) in extra.as_object().expect("fields") {
+        frame[k] = v.clone();
+    }
+    send(ws, frame);
+    let mut got = Vec::new();
+    loop {
+        let v = next(ws);
+        let end = v["cmd"] == 23 || v["cmd"] == 25;
+        got.push(v);
+        if end {
+            return got;
+        }
+    }
+}
+
+/// The changes a sync reply carried, as (`cmd`, message id), frames or batch.
+fn changes_in(reply: &[Value]) -> Vec<(i64, i64)> {
+    let last = reply.last().expect("a closing frame");
+    let events: Vec<Value> = if last["cmd"] == 25 {
+        last["changed"].as_array().expect("changed").clone()
+    } else {
+        reply[..reply.len() - 1]
+            .iter()
+            .filter(|v| v["cmd"] == 16 || v["cmd"] == 17)
+            .cloned()
+            .collect()
+    };
+    events
+        .iter()
+        .map(|e| {
+            assert!(e["seq"].as_i64().is_some_and(|s| s > 0), "{e}");
+            (
+                e["cmd"].as_i64().expect("cmd"),
+                e["id"].as_i64().expect("id"),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_device_that_was_away_learns_recalls_and_edits_through_sync_once() {
+    let (server, w) = start(&[]);
+    let mut a = connect(&server, &w.a);
+    let one = say(&mut a, text(10, w.b.id, "one"), "m1");
+    let two = say(&mut a, text(10, w.b.id, "two"), "m2");
+    let three = say(&mut a, text(11, w.group, "three"), "m3");
+    // b's second device syncs everything, takes the change cursor, and goes away.
+    let (cursor, last) = {
+        let mut d2 = connect(&server, &w.b);
+        let reply = sync_reply(&mut d2, 0, json!({"batch": true, "changes": 0}));
+        let done = &reply[0];
+        assert_eq!(done["changed"], json!([]), "{done}");
+        (
+            done["changes"].as_i64().expect("a seq"),
+            done["id"].as_i64().expect("id"),
+        )
+    };
+    assert_eq!(last, three);
+    // While it is away: one recalled, two edited, three edited then recalled.
+    let mut frames = Vec::new();
+    for (frame, r) in [
+        (json!({"cmd": 16, "id": one}), "c1"),
+        (
+            json!({"cmd": 17, "id": two, "content": "two, edited"}),
+            "c2",
+        ),
+        (json!({"cmd": 17, "id": three, "content": "3"}), "c3"),
+        (json!({"cmd": 16, "id": three}), "c4"),
+    ] {
+        let (ack, before) = ask(&mut a, frame, r);
+        assert_eq!(ack["cmd"], 21, "{ack}");
+        frames.extend(before);
+    }
+    while let Some(v) = within(&mut a, Duration::from_millis(500)) {
+        frames.push(v);
+    }
+    // Live events carry their seq, growing.
+    let live: Vec<i64> = frames
+        .iter()
+        .filter(|v| v["cmd"] == 16 || v["cmd"] == 17)
+        .map(|v| v["seq"].as_i64().expect("seq"))
+        .collect();
+    assert_eq!(live.len(), 4, "{live:?} {frames:?}");
+    assert!(live.windows(2).all(|s| s[0] < s[1]), "{live:?}");
+    // Back, with frames: exactly those changes, once, after the (no) messages.
+    let mut d2 = connect(&server, &w.b);
+    let reply = sync_reply(&mut d2, last, json!({"changes": cursor}));
+    assert_eq!(changes_in(&reply), [(16, one), (17, two), (16, three)]);
+    let edit = reply.iter().find(|v| v["id"] == two).expect("the edit");
+    assert_eq!(edit["content"], "two, edited");
+    assert_eq!(
+        (edit["chat"].clone(), edit["dstid"].clone()),
+        (json!(10), json!(w.b.id))
+    );
+    let done = reply.last().expect("done");
+    assert_eq!(done["cmd"], 23);
+    assert_eq!(done["more"], false);
+    let next_cursor = done["changes"].as_i64().expect("seq");
+    assert_eq!(next_cursor, *live.last().expect("a seq"));
+    // With the cursor it now has: nothing again.
+    let again = sync_reply(&mut d2, last, json!({"changes": next_cursor}));
+    assert_eq!(changes_in(&again), []);
+    assert_eq!(again.last().expect("done")["changes"], next_cursor);
+    // The same from the old cursor as one batch.
+    let batch = sync_reply(&mut d2, last, json!({"batch": true, "changes": cursor}));
+    assert_eq!(batch.len(), 1);
+    assert_eq!(changes_in(&batch), [(16, one), (17, two), (16, three)]);
+    assert_eq!(batch[0]["changes"], next_cursor);
+    // A client that does not ask for changes gets the replies it always got.
+    let old = sync_reply(&mut d2, last, json!({}));
+    assert_eq!(
+        old,
+        [json!({"cmd": 23, "id": last, "more": false, "oldest": 1})]
+    );
+    let old = sync_reply(&mut d2, last, json!({"batch": true}));
+    assert_eq!(
+        old,
+        [json!({"cmd": 25, "messages": [], "id": last, "more": false, "oldest": 1})]
+    );
+}
+
+#[test]
+fn a_group_member_gets_changes_only_of_messages_after_joining() {
+    // `early` was sent before c joined, at the seed's time 5: a recalls it then,
+    // in the store, before the server starts.
+    let dir = fresh_data_dir();
+    let w = seed(&dir);
+    {
+        let mut db = Db::open(&dir.join("fastim.db")).expect("open db");
+        let recall = fastim::store::Change {
+            user: w.a.id,
+            id: w.early,
+            edit: fastim::store::Edit::Recall,
+            client_ref: None,
+        };
+        let windows = fastim::store::Windows {
+            recall_ms: 120_000,
+            edit_ms: 900_000,
+        };
+        let done = db.change_messages(&[recall], 7, windows).expect("recall");
+        assert!(done[0].is_ok(), "{done:?}");
+    }
+    let server = Server::start_in(dir, &[]);
+    let mut a = connect(&server, &w.a);
+    let later = say(&mut a, text(11, w.group, "after c joined"), "g1");
+    let (ack, _) = ask(&mut a, json!({"cmd": 16, "id": later}), "r2");
+    assert_eq!(ack["cmd"], 21, "{ack}");
+    let mut c = connect(&server, &w.c);
+    let reply = sync_reply(&mut c, later, json!({"changes": 0}));
+    assert_eq!(changes_in(&reply), [(16, later)]);
+    let mut b = connect(&server, &w.b);
+    let reply = sync_reply(&mut b, later, json!({"batch": true, "changes": 0}));
+    assert_eq!(changes_in(&reply), [(16, w.early), (16, later)]);
+}
+
+#[test]
+fn many_changes_come_in_pages_with_more() {
+    let (server, w) = start(&[]);
+    let mut a = connect(&server, &w.a);
+    // Long edits: the byte cap of a reply (about 256 KiB) pages them.
+    let long = "e".repeat(4_000);
+    let n = 80;
+    let mut ids = Vec::new();
+    for i in 0..n {
+        ids.push(say(
+            &mut a,
+            text(10, w.b.id, &format!("m{i}")),
+            &format!("m{i}"),
+        ));
+    }
+    for (i, id) in ids.iter().enumerate() {
+        let (ack, _) = ask(
+            &mut a,
+            json!({"cmd": 17, "id": id, "content": long}),
+            &format!("e{i}"),
+        );
+        assert_eq!(ack["cmd"], 21, "{ack}");
+    }
+    let last = *ids.last().expect("ids");
+    for extra in [json!({}), json!({"batch": true})] {
+        let mut b = connect(&server, &w.b);
+        let (mut cursor, mut seen, mut pages) = (0, Vec::new(), 0);
+        loop {
+            let mut ask = extra.clone();
+            ask["changes"] = json!(cursor);
+            let reply = sync_reply(&mut b, last, ask);
+            let done = reply.last().expect("done").clone();
+            seen.extend(changes_in(&reply).into_iter().map(|(_, id)| id));
+            cursor = done["changes"].as_i64().expect("seq");
+            pages += 1;
+            if done["more"] == false {
+                break;
+            }
+            assert!(pages < 10, "no progress");
+        }
+        assert!(pages >= 2, "{pages} pages");
+        assert_eq!(seen, ids, "every change once, in order ({extra})");
+    }
+}
+
+#[test]
+fn own_messages_carry_their_ref_to_the_senders_other_devices_sync_and_history() {
+    let (server, w) = start(&[]);
+    let mut a1 = connect(&server, &w.a);
+    let mut a2 = connect(&server, &w.a);
+    let mut b = connect(&server, &w.b);
+    let id = say(&mut a1, text(10, w.b.id, "hello"), "own-1");
+    let on_a2 = next(&mut a2);
+    assert_eq!(
+        (on_a2["id"].as_i64(), on_a2["ref"].as_str()),
+        (Some(id), Some("own-1"))
+    );
+    let on_b = next(&mut b);
+    assert_eq!(on_b["id"], id);
+    assert!(on_b.get("ref").is_none(), "{on_b}");
+    // In a group: the same, every other member without it.
+    let mut c = connect(&server, &w.c);
+    let gid = say(&mut a1, text(11, w.group, "all"), "own-2");
+    assert_eq!(next(&mut a2)["ref"], "own-2");
+    for ws in [&mut b, &mut c] {
+        let v = next(ws);
+        assert_eq!(v["id"], gid);
+        assert!(v.get("ref").is_none(), "{v}");
+    }
+    // b's own message to a: b's ref stays with b.
+    let bid = say(&mut b, text(10, w.a.id, "back"), "b-1");
+    for ws in [&mut a1, &mut a2] {
+        let v = next(ws);
+        assert_eq!(v["id"], bid);
+        assert!(v.get("ref").is_none(), "{v}");
+    }
+    // Sync and history: own messages with their ref, others' without.
+    for (who, mine, theirs) in [(&w.a, id, bid), (&w.b, bid, id)] {
+        let (_, rows) = synced(&server, who);
+        let (_, hist) = history(
+            &server,
+            who,
+            10,
+            if who.id == w.a.id { w.b.id } else { w.a.id },
+        );
+        for list in [&rows, &hist] {
+            assert!(row(list, mine)["ref"].is_string(), "{list:?}");
+            assert!(row(list, theirs).get("ref").is_none(), "{list:?}");
+        }
+    }
+    let (_, rows) = synced(&server, &w.a);
+    assert_eq!(row(&rows, gid)["ref"], "own-2");
+    let (_, rows) = synced(&server, &w.c);
+    assert!(row(&rows, gid).get("ref").is_none());
 }

@@ -12,7 +12,7 @@ use super::users::AVATAR_MAX;
 use super::{ApiReply, Caller, Effect, Failure};
 use crate::http::Status;
 use crate::im::events::ContactEvent;
-use crate::store::{Changed, Db, Group, GroupUpdate, Message, StoreError};
+use crate::store::{Db, Group, GroupChanged, GroupUpdate, Message, StoreError};
 
 /// Longest group name, in characters (as at creation).
 pub(super) const GROUP_NAME_MAX: usize = 30;
@@ -130,7 +130,7 @@ pub(super) fn update(
             "nothing to change: give name, icon or memo",
         )));
     }
-    let Changed { group: g, notices } = db
+    let GroupChanged { group: g, notices } = db
         .update_group(caller.id, group, update, now)
         .map_err(|e| refusal(e, "change the group"))?;
     let reply = ApiReply::data_with_msg("group updated", Community::from(&g)).with_effect(
@@ -188,7 +188,7 @@ pub(super) fn transfer(
     now: i64,
 ) -> Result<ApiReply, Failure> {
     let (group, member) = ids(fields, true)?;
-    let Changed { group: g, notices } =
+    let GroupChanged { group: g, notices } =
         db.transfer_group(caller.id, group, member, now)
             .map_err(|e| match e {
                 StoreError::OwnerItself => bad(Failure::field("you own this group already")),

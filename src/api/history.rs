@@ -4,6 +4,7 @@ use super::contacts::{MSG_NO_SUCH_GROUP, MSG_NOT_MEMBER};
 use super::fields::Fields;
 use super::{ApiReply, Caller, Failure, HISTORY_DEFAULT_LIMIT, HISTORY_MAX_LIMIT};
 use crate::im::cmd::code::{GROUP, SINGLE};
+use crate::im::wire::SeenBy;
 use crate::store::{Db, Peer, StoreError};
 
 /// `/message/history` (`dstid`, `cmd`, optional `before`, optional `limit`).
@@ -50,6 +51,14 @@ pub(super) fn history(db: &Db, caller: &Caller<'_>, fields: &Fields) -> Result<A
         })?;
     // Read after the rows, as sync does: retention in between only moves it later.
     let oldest = db.history_start()?;
-    // History rows are the chat wire's deliveries: one format for both.
-    Ok(ApiReply::rows_from(&messages, Some(oldest)))
+    // History rows are the chat wire's deliveries: one format for both, with the
+    // `ref` of the caller's own messages.
+    let rows: Vec<SeenBy<'_>> = messages
+        .iter()
+        .map(|message| SeenBy {
+            message,
+            reader: caller.id,
+        })
+        .collect();
+    Ok(ApiReply::rows_from(&rows, Some(oldest)))
 }

@@ -4,7 +4,7 @@
 
 use log::error;
 
-use crate::store::{Change, ChangeRefused, Db, Edit, Message, Saved, SendRight, Windows};
+use crate::store::{Change, ChangeRefused, Changed, Db, Edit, Message, Saved, SendRight, Windows};
 
 /// What became of one message of a batch.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -62,13 +62,13 @@ pub fn refusal(right: SendRight) -> Outcome {
 }
 
 /// Applies a batch of recalls and edits in one transaction: each is the message as
-/// changed, or the refusal for the requester.
+/// changed with its place in the change log, or the refusal for the requester.
 pub fn commit_changes(
     db: &mut Db,
     batch: &[Change],
     now_ms: i64,
     windows: Windows,
-) -> Vec<Result<Message, Outcome>> {
+) -> Vec<Result<Changed, Outcome>> {
     match db.change_messages(batch, now_ms, windows) {
         Ok(results) => results
             .into_iter()

@@ -47,36 +47,67 @@ impl WireError {
 }
 
 /// A message as delivered: fastIM's fields plus `createat` (unix ms); `userid` is
-/// the sender, `cmd` and `dstid` say the conversation. The client's `ref` is not sent.
+/// the sender, `cmd` and `dstid` say the conversation. The client's `ref` is not sent
+/// ([`SeenBy`] sends it to its sender).
 impl Serialize for Message {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let (cmd, dstid) = self.to.cmd_and_dst();
-        let mut m = s.serialize_struct("Message", 15)?;
-        m.serialize_field("id", &self.id)?;
-        m.serialize_field("userid", &self.sender_id)?;
-        m.serialize_field("cmd", &cmd)?;
-        m.serialize_field("dstid", &dstid)?;
-        m.serialize_field("media", &self.media)?;
-        m.serialize_field("content", &self.content)?;
-        m.serialize_field("pic", &self.pic)?;
-        m.serialize_field("url", &self.url)?;
-        m.serialize_field("memo", &self.memo)?;
-        m.serialize_field("amount", &self.amount)?;
-        m.serialize_field("createat", &self.created_at)?;
-        if self.recalled_at != 0 {
-            m.serialize_field("recalled", &true)?;
-        }
-        if self.edited_at != 0 {
-            m.serialize_field("edited", &self.edited_at)?;
-        }
-        if self.reply_to != 0 {
-            m.serialize_field("reply", &self.reply_to)?;
-            if let Some(q) = &self.quote {
-                m.serialize_field("quote", &QuoteJson(q))?;
-            }
-        }
-        m.end()
+        serialize_message(self, false, s)
     }
+}
+
+/// A message as `reader` gets it: with the client's `ref` when `reader` sent it (its
+/// other devices, sync, history), so that a client knows its own message by the
+/// reference it gave; nobody else ever sees a sender's `ref`.
+pub struct SeenBy<'a> {
+    /// The message.
+    pub message: &'a Message,
+    /// Who reads it.
+    pub reader: i64,
+}
+
+impl Serialize for SeenBy<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        serialize_message(self.message, self.message.sender_id == self.reader, s)
+    }
+}
+
+/// fastIM's fields, then `createat`, the `ref` when `with_ref`, and the recall, edit
+/// and reply fields that apply.
+fn serialize_message<S: Serializer>(
+    this: &Message,
+    with_ref: bool,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    let client_ref = this.client_ref.as_deref().filter(|_| with_ref);
+    let (cmd, dstid) = this.to.cmd_and_dst();
+    let mut m = s.serialize_struct("Message", 16)?;
+    m.serialize_field("id", &this.id)?;
+    m.serialize_field("userid", &this.sender_id)?;
+    m.serialize_field("cmd", &cmd)?;
+    m.serialize_field("dstid", &dstid)?;
+    m.serialize_field("media", &this.media)?;
+    m.serialize_field("content", &this.content)?;
+    m.serialize_field("pic", &this.pic)?;
+    m.serialize_field("url", &this.url)?;
+    m.serialize_field("memo", &this.memo)?;
+    m.serialize_field("amount", &this.amount)?;
+    m.serialize_field("createat", &this.created_at)?;
+    if let Some(r) = client_ref {
+        m.serialize_field("ref", r)?;
+    }
+    if this.recalled_at != 0 {
+        m.serialize_field("recalled", &true)?;
+    }
+    if this.edited_at != 0 {
+        m.serialize_field("edited", &this.edited_at)?;
+    }
+    if this.reply_to != 0 {
+        m.serialize_field("reply", &this.reply_to)?;
+        if let Some(q) = &this.quote {
+            m.serialize_field("quote", &QuoteJson(q))?;
+        }
+    }
+    m.end()
 }
 
 /// `{"id":..,"userid":..,"content":..,"media":..}`, with `"recalled":true` once the
@@ -143,6 +174,9 @@ pub enum Reply<'a> {
         /// with a smaller id; 1 while it has removed none. A client that synced from
         /// an id below `oldest - 1` may have missed messages that are gone.
         oldest: i64,
+        /// The change `seq` to sync from next time, when the sync asked for changes.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        changes: Option<i64>,
     },
     /// `{"cmd":12|13,"userid":..,"dstid":..,"ttl":..}`: `userid` is typing to you
     /// (12, `dstid` is you) or in group `dstid` (13).
@@ -190,6 +224,11 @@ pub fn delivery_json(message: &Message) -> String {
     serde_json::to_string(message).unwrap_or_default()
 }
 
+/// The JSON text of a delivery to `reader`: with its `ref` when `reader` sent it.
+pub fn delivery_json_for(message: &Message, reader: i64) -> String {
+    serde_json::to_string(&SeenBy { message, reader }).unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -213,6 +252,7 @@ mod tests {
             id: 58,
             more: false,
             oldest: 31,
+            changes: None,
         };
         assert_eq!(
             done.to_json(),
@@ -229,6 +269,10 @@ mod tests {
             delivery_json(&m),
             r#"{"id":5,"userid":2,"cmd":10,"dstid":3,"media":1,"content":"hi","pic":"","url":"","memo":"","amount":0,"createat":9}"#
         );
+        // Its sender reads it with the ref (other devices, sync, history); nobody else.
+        let own = delivery_json_for(&m, 2);
+        assert!(own.contains(r#""createat":9,"ref":"not sent"}"#), "{own}");
+        assert_eq!(delivery_json_for(&m, 3), delivery_json(&m));
         let g = Message {
             to: Peer::Group(7),
             ..m

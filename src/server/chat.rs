@@ -116,6 +116,7 @@ pub fn start_sync(turn: &mut Turn<'_>, sync: SyncAfter, ticket: &Ticket) -> Resu
             user: turn.user,
             after: sync.after,
             batch: sync.batch,
+            changes: sync.changes,
             deflate: turn.deflate,
             min_bytes: turn.deflate_min_bytes,
         },

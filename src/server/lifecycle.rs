@@ -210,15 +210,14 @@ pub enum AfterFlush {
 }
 
 /// A chat connection's sync requests: one runs, one more may wait (later ones are
-/// read only after it starts). The waiting one's id is kept beside it.
+/// read only after it starts). The waiting one's cursors are kept beside it, boxed:
+/// a waiting sync is rare, and the connection's slot stays small.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Sync {
     Idle,
     Running,
-    /// Asked with `"batch":true`, or not.
-    Queued {
-        batch: bool,
-    },
+    /// One waits: `Lifecycle::queued` holds it.
+    Queued,
 }
 
 /// One connection's state, deadlines, budgets and output.
@@ -250,8 +249,8 @@ pub struct Lifecycle {
     /// Chat messages sent to the writer and not acked yet.
     in_flight: u16,
     sync: Sync,
-    /// The id a queued sync starts after.
-    queued_after: i64,
+    /// The sync that waits while `sync` is `Queued`.
+    queued: Option<Box<SyncAfter>>,
     /// Reading is paused because the outbound queue is over its high-water mark.
     paused: bool,
     /// Input stopped at a budget; read again once it frees.
@@ -314,7 +313,7 @@ impl Lifecycle {
             ticket: None,
             in_flight: 0,
             sync: Sync::Idle,
-            queued_after: 0,
+            queued: None,
             paused: false,
             starved: false,
             reoffered: 0,
@@ -732,12 +731,9 @@ impl Lifecycle {
         env.metrics.messages_sent[metrics::CHAT] += reply.messages;
         env.metrics.messages_sent_compressed[metrics::CHAT] += reply.compressed;
         let queued = std::mem::replace(&mut self.sync, Sync::Idle);
-        if let (Sync::Queued { batch }, Some((user, _))) = (queued, self.chat_user()) {
-            let sync = SyncAfter {
-                after: self.queued_after,
-                batch,
-            };
-            self.start_sync(user, sync, env);
+        let waiting = self.queued.take();
+        if let (Sync::Queued, Some(sync), Some((user, _))) = (queued, waiting, self.chat_user()) {
+            self.start_sync(user, *sync, env);
         }
     }
 
@@ -1297,9 +1293,9 @@ impl Lifecycle {
                                                 Err(busy) => Some(busy),
                                             }
                                         }
-                                        Sync::Running | Sync::Queued { .. } => {
-                                            self.sync = Sync::Queued { batch: after.batch };
-                                            self.queued_after = after.after;
+                                        Sync::Running | Sync::Queued => {
+                                            self.sync = Sync::Queued;
+                                            self.queued = Some(Box::new(after));
                                             None
                                         }
                                     },
@@ -1484,7 +1480,7 @@ impl From<bool> for Close {
 /// sync waiting (shared by `wants_read` and the per-frame check, which holds the
 /// protocol machine borrowed).
 fn chat_room(in_flight: u16, sync: Sync, config: &Config) -> bool {
-    (in_flight as usize) < config.max_in_flight && !matches!(sync, Sync::Queued { .. })
+    (in_flight as usize) < config.max_in_flight && !matches!(sync, Sync::Queued)
 }
 
 /// How many frames `frames` (complete, encoded frames) holds.

@@ -1523,6 +1523,35 @@ fn one_sync_runs_one_waits_and_a_third_is_not_read() {
     assert_eq!(h.services.jobs.len(), 4);
 }
 
+#[test]
+fn a_waiting_sync_keeps_its_batch_and_change_cursor() {
+    let mut h = harness();
+    h.open_chat(1);
+    let input = [
+        sync(0),
+        masked_text(r#"{"cmd":20,"id":5,"batch":true,"changes":12}"#),
+    ]
+    .concat();
+    h.feed(100, &input);
+    let mut done = Vec::new();
+    crate::ws::frame::write_frame(&mut done, OpCode::Text, br#"{"cmd":23,"id":5}"#);
+    h.finish_sync(&done);
+    match h.job(1).work {
+        Work::Sync {
+            user: 1,
+            after: 5,
+            batch: true,
+            changes: Some(12),
+            ..
+        } => {}
+        ref other => panic!("{other:?}"),
+    }
+    match h.job(0).work {
+        Work::Sync { changes: None, .. } => {}
+        ref other => panic!("{other:?}"),
+    }
+}
+
 fn frames_of(h: &mut Harness) -> Vec<(OpCode, Vec<u8>)> {
     frames(&h.flush(0).0)
 }

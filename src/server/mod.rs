@@ -903,20 +903,33 @@ impl Server {
         let Some((to, frame)) = c.delivery else {
             return;
         };
-        let recipients: Vec<usize> = match to {
-            Peer::User(peer) => {
-                let mut r = self.index.conns_of(peer).to_vec();
-                // The sender's other devices see what it sent (once, if it wrote to itself).
-                if peer != c.sender {
-                    r.extend_from_slice(self.index.conns_of(c.sender));
-                }
-                r
-            }
+        let own = self.index.conns_of(c.sender);
+        let mut recipients: Vec<usize> = match to {
+            // The sender's other devices see what it sent (once, if it wrote to itself).
+            Peer::User(peer) if peer == c.sender => Vec::new(),
+            Peer::User(peer) => self.index.conns_of(peer).to_vec(),
             // The index holds each member connection once.
-            Peer::Group(group) => self.index.group_conns(group).to_vec(),
+            Peer::Group(group) => self
+                .index
+                .group_conns(group)
+                .iter()
+                .copied()
+                .filter(|key| !own.contains(key))
+                .collect(),
         };
         let skip = (!c.echo).then_some(sender.key);
-        self.send_to_all(frame, &recipients, skip);
+        match c.own_delivery {
+            // The sender's own connections get the copy with its `ref`; nobody else.
+            Some(own_frame) => {
+                let own = own.to_vec();
+                self.send_to_all(frame, &recipients, skip);
+                self.send_to_all(own_frame, &own, skip);
+            }
+            None => {
+                recipients.extend_from_slice(own);
+                self.send_to_all(frame, &recipients, skip);
+            }
+        }
     }
 
     /// Queues one frame for many connections (all but `skip`): encoded once, shared

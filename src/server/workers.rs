@@ -65,6 +65,9 @@ pub const HASH_WORKERS: usize = 1;
 /// Most messages one sync reply carries; the client asks again for more.
 pub const SYNC_LIMIT: usize = 500;
 
+/// Most changes (recalls, edits) one sync reply carries; the client asks again for more.
+pub const SYNC_CHANGES_LIMIT: usize = 500;
+
 /// Most bytes one sync reply carries (plus one message): well under a chat
 /// connection's outbound bound, so that a sync of long messages never looks like a
 /// client that does not read.
@@ -177,6 +180,8 @@ pub enum Work {
         after: i64,
         /// One `cmd 25` message instead of a frame per message.
         batch: bool,
+        /// The last change `seq` the client has; `None`: it wants no changes.
+        changes: Option<i64>,
         /// The connection's permessage-deflate: long deliveries go compressed.
         deflate: Option<PerMessageDeflate>,
         /// See [`crate::config::DEFLATE_MIN_BYTES`].
@@ -298,6 +303,9 @@ pub struct Committed {
     /// The delivery frame for recipients (a new message only; not for duplicates),
     /// or the event of a change.
     pub delivery: Option<(crate::store::Peer, Vec<u8>)>,
+    /// The delivery with the client's `ref`, for the sender's other connections (a
+    /// new message that had a `ref`); `None`: they get `delivery`.
+    pub own_delivery: Option<Vec<u8>>,
     /// Whether the sending connection gets the delivery too (a change's event: every
     /// connection of the conversation shows it the same way).
     pub echo: bool,
@@ -582,6 +590,7 @@ fn api_worker(
                 user,
                 after,
                 batch,
+                changes,
                 deflate,
                 min_bytes,
             } => Completion::Synced {
@@ -591,6 +600,7 @@ fn api_worker(
                     user,
                     after,
                     batch,
+                    changes,
                     (deflate, min_bytes, &mut deflater),
                 ),
             },
@@ -833,51 +843,46 @@ impl SyncReply {
     }
 }
 
+/// The reply to a sync: the messages for `user` after `after` and, when `changes`
+/// is given, the changes after that `seq`, then the closing frame; or all of it in
+/// one `cmd 25` message with `batch`. Both within [`SYNC_LIMIT`],
+/// [`SYNC_CHANGES_LIMIT`] and [`SYNC_MAX_BYTES`], with `more` when something waits.
 fn sync_frames(
     db: &mut Db,
     user: i64,
     after: i64,
     batch: bool,
+    changes: Option<i64>,
     deflate: SyncDeflate<'_>,
 ) -> SyncReply {
     let (deflate, min_bytes, deflater) = deflate;
     let mut reply = SyncReply::default();
-    // A batch: the deliveries as one JSON array, sent as one (compressible) message.
+    // A batch: the deliveries, and the changes, each as one JSON array, sent as one
+    // (compressible) message.
     let mut batched = String::new();
-    // Where history starts is read after the messages: retention running in between
-    // can only make it later, never hide a gap the messages already show.
+    let mut changed = String::new();
+    // The changes are read after the messages, and only up to the newest seq read
+    // before them: a change committed before the messages were read is in them, one
+    // committed after is in the log above `upto` (next sync, or live). Where history
+    // starts is read last: retention running in between can only make it later,
+    // never hide a gap the messages already show.
     let read = db
         .messages_for(user, after, SYNC_LIMIT + 1)
-        .and_then(|messages| Ok((messages, db.history_start()?)));
-    let (last, more, oldest) = match read {
-        Ok((messages, oldest)) => {
-            let mut more = messages.len() > SYNC_LIMIT;
-            let mut last = after;
-            for m in messages.iter().take(SYNC_LIMIT) {
-                if reply.frames.len() + batched.len() >= SYNC_MAX_BYTES {
-                    // Long messages: the rest comes with the client's next sync.
-                    more = true;
-                    break;
+        .and_then(|messages| {
+            let log = match changes {
+                Some(seq) => {
+                    let upto = db.latest_change()?;
+                    Some((
+                        db.changes_for(user, seq, upto, SYNC_CHANGES_LIMIT + 1)?,
+                        upto,
+                    ))
                 }
-                let json = wire::delivery_json(m);
-                if batch {
-                    batched.push(if batched.is_empty() { '[' } else { ',' });
-                    batched.push_str(&json);
-                } else {
-                    reply.push(|out| {
-                        deflater.write_message(
-                            deflate,
-                            min_bytes,
-                            OpCode::Text,
-                            json.as_bytes(),
-                            out,
-                        )
-                    });
-                }
-                last = m.id;
-            }
-            (last, more, oldest)
-        }
+                None => None,
+            };
+            Ok((messages, log, db.history_start()?))
+        });
+    let (messages, log, oldest) = match read {
+        Ok(read) => read,
         Err(e) => {
             error!("sync for user {user} failed: {e}");
             let reply_error = Reply::Error {
@@ -893,14 +898,71 @@ fn sync_frames(
             return reply;
         }
     };
-    if batch {
-        if batched.is_empty() {
-            batched.push('[');
+    let mut more = messages.len() > SYNC_LIMIT;
+    let mut last = after;
+    let full = |reply: &SyncReply, batched: &str, changed: &str| {
+        reply.frames.len() + batched.len() + changed.len() >= SYNC_MAX_BYTES
+    };
+    let mut send = |reply: &mut SyncReply, batched: &mut String, json: String| {
+        if batch {
+            batched.push(if batched.is_empty() { '[' } else { ',' });
+            batched.push_str(&json);
+        } else {
+            reply.push(|out| {
+                deflater.write_message(deflate, min_bytes, OpCode::Text, json.as_bytes(), out)
+            });
         }
-        batched.push(']');
-        // The closing frame's fields, with the messages (each a delivery as JSON).
+    };
+    for m in messages.iter().take(SYNC_LIMIT) {
+        if full(&reply, &batched, &changed) {
+            // Long messages: the rest comes with the client's next sync.
+            more = true;
+            break;
+        }
+        send(&mut reply, &mut batched, wire::delivery_json_for(m, user));
+        last = m.id;
+    }
+    // The change cursor: the last change looked at, or `upto` once all were.
+    let seq = log.map(|(rows, upto)| {
+        let mut seq = changes.unwrap_or(0);
+        let all = rows.len() <= SYNC_CHANGES_LIMIT;
+        for c in rows.iter().take(SYNC_CHANGES_LIMIT) {
+            if full(&reply, &batched, &changed) {
+                more = true;
+                return seq;
+            }
+            // A message past what this reply sent comes later as it is now.
+            if c.message.id <= last {
+                send(&mut reply, &mut changed, cmd::change_event_json(c));
+            }
+            seq = c.seq;
+        }
+        if all {
+            upto.max(seq)
+        } else {
+            more = true;
+            seq
+        }
+    });
+    if batch {
+        let array = |a: &mut String| {
+            if a.is_empty() {
+                a.push('[');
+            }
+            a.push(']');
+        };
+        array(&mut batched);
+        // The closing frame's fields, with the messages (each a delivery as JSON) and
+        // the changes (each a live event).
+        let tail = match seq {
+            Some(seq) => {
+                array(&mut changed);
+                format!(r#","changed":{changed},"changes":{seq}"#)
+            }
+            None => String::new(),
+        };
         let json = format!(
-            r#"{{"cmd":{SYNC_BATCH},"messages":{batched},"id":{last},"more":{more},"oldest":{oldest}}}"#
+            r#"{{"cmd":{SYNC_BATCH},"messages":{batched},"id":{last},"more":{more},"oldest":{oldest}{tail}}}"#
         );
         reply.push(|out| {
             deflater.write_message(deflate, min_bytes, OpCode::Text, json.as_bytes(), out)
@@ -912,6 +974,7 @@ fn sync_frames(
         id: last,
         more,
         oldest,
+        changes: seq,
     };
     let done = done.to_json();
     reply.push(|out| {
@@ -1016,6 +1079,7 @@ fn commit_chat(
         for ((conn, message), outcome) in conns.into_iter().zip(messages).zip(outcomes) {
             let sender = message.sender_id;
             let client_ref = message.client_ref.clone();
+            let mut own_delivery = None;
             let delivery = match &outcome {
                 Outcome::Saved(saved) if !saved.duplicate => {
                     let to = message.to;
@@ -1027,6 +1091,9 @@ fn commit_chat(
                             None
                         });
                     }
+                    if stored.client_ref.is_some() {
+                        own_delivery = Some(frame_of(&wire::delivery_json_for(&stored, sender)));
+                    }
                     Some((to, frame_of(&wire::delivery_json(&stored))))
                 }
                 _ => None,
@@ -1037,6 +1104,7 @@ fn commit_chat(
                 client_ref,
                 outcome,
                 delivery,
+                own_delivery,
                 echo: false,
             });
         }
@@ -1046,13 +1114,13 @@ fn commit_chat(
         let results = commit_changes(db, &changes, now_ms(), windows);
         for ((conn, change), result) in conns.into_iter().zip(changes).zip(results) {
             let (outcome, delivery) = match result {
-                Ok(m) => (
+                Ok(c) => (
                     Outcome::Saved(Saved {
-                        id: m.id,
-                        created_at: m.created_at,
+                        id: c.message.id,
+                        created_at: c.message.created_at,
                         duplicate: false,
                     }),
-                    Some((m.to, frame_of(&cmd::change_event_json(&m)))),
+                    Some((c.message.to, frame_of(&cmd::change_event_json(&c)))),
                 ),
                 Err(refused) => (refused, None),
             };
@@ -1062,6 +1130,7 @@ fn commit_chat(
                 client_ref: change.client_ref,
                 outcome,
                 delivery,
+                own_delivery: None,
                 echo: true,
             });
         }
@@ -1097,7 +1166,15 @@ mod tests {
         let long = "x".repeat(4_000);
         let batch: Vec<_> = (0..200).map(|_| text(a, Peer::User(b), &long)).collect();
         t.db.save_messages(&batch, 2).expect("stored");
-        let frames = sync_frames(&mut t.db, b, 0, false, (None, 0, &mut Deflater::new())).frames;
+        let frames = sync_frames(
+            &mut t.db,
+            b,
+            0,
+            false,
+            None,
+            (None, 0, &mut Deflater::new()),
+        )
+        .frames;
         assert!(
             frames.len() <= SYNC_MAX_BYTES + 8 * 1024,
             "{} bytes in one sync reply",
@@ -1112,7 +1189,15 @@ mod tests {
         t.db.add_friend(a, b, 1).expect("friends");
         let batch: Vec<_> = (0..200).map(|_| text(a, Peer::User(b), "hi")).collect();
         t.db.save_messages(&batch, 2).expect("stored");
-        let frames = sync_frames(&mut t.db, b, 0, false, (None, 0, &mut Deflater::new())).frames;
+        let frames = sync_frames(
+            &mut t.db,
+            b,
+            0,
+            false,
+            None,
+            (None, 0, &mut Deflater::new()),
+        )
+        .frames;
         let tail = String::from_utf8_lossy(&frames[frames.len() - 40..]).into_owned();
         assert!(tail.contains(r#""more":false"#), "{tail}");
     }
@@ -1138,11 +1223,21 @@ mod tests {
             .map(|i| text(a, Peer::User(b), &format!("message {i}: see you at seven?")))
             .collect();
         t.db.save_messages(&batch, 2).expect("stored");
-        let plain =
-            payloads(&sync_frames(&mut t.db, b, 0, false, (None, 0, &mut Deflater::new())).frames);
+        let plain = payloads(
+            &sync_frames(
+                &mut t.db,
+                b,
+                0,
+                false,
+                None,
+                (None, 0, &mut Deflater::new()),
+            )
+            .frames,
+        );
         assert_eq!(plain.len(), 301, "300 deliveries and the closing frame");
-        let one =
-            payloads(&sync_frames(&mut t.db, b, 0, true, (None, 0, &mut Deflater::new())).frames);
+        let one = payloads(
+            &sync_frames(&mut t.db, b, 0, true, None, (None, 0, &mut Deflater::new())).frames,
+        );
         assert_eq!(one.len(), 1);
         let reply: serde_json::Value = serde_json::from_slice(&one[0].1).expect("JSON");
         assert_eq!(reply["cmd"], 25);
@@ -1161,7 +1256,15 @@ mod tests {
         let pmd = Some(PerMessageDeflate {
             server_window_bits: 15,
         });
-        let frames = sync_frames(&mut t.db, b, 0, true, (pmd, 1024, &mut Deflater::new())).frames;
+        let frames = sync_frames(
+            &mut t.db,
+            b,
+            0,
+            true,
+            None,
+            (pmd, 1024, &mut Deflater::new()),
+        )
+        .frames;
         let z = payloads(&frames);
         assert_eq!(z.len(), 1);
         assert_eq!(z[0].0, 0x80 | 0x40 | 0x1, "final, compressed, text");
@@ -1183,6 +1286,7 @@ mod tests {
                 b,
                 1_000_000,
                 true,
+                None,
                 (None, 0, &mut Deflater::new()),
             )
             .frames,
@@ -1190,5 +1294,140 @@ mod tests {
         let reply: serde_json::Value = serde_json::from_slice(&empty[0].1).expect("JSON");
         assert_eq!(reply["messages"], serde_json::json!([]));
         assert_eq!(reply["id"], 1_000_000);
+    }
+
+    #[test]
+    fn a_sync_with_changes_sends_them_after_the_messages_and_pages_them() {
+        use crate::store::{Change, Edit};
+        let mut t = test_db();
+        let a = user(&mut t.db, "13900000001", 1).id;
+        let b = user(&mut t.db, "13900000002", 1).id;
+        t.db.add_friend(a, b, 1).expect("friends");
+        let n = SYNC_CHANGES_LIMIT + 20;
+        let batch: Vec<_> = (0..n)
+            .map(|i| text(a, Peer::User(b), &format!("m{i}")))
+            .collect();
+        let saved = t.db.save_messages(&batch, 2).expect("stored");
+        let windows = Windows {
+            recall_ms: 1_000,
+            edit_ms: 1_000,
+        };
+        let edits: Vec<_> = saved
+            .iter()
+            .map(|s| Change {
+                user: a,
+                id: s.id,
+                edit: Edit::Content("new".into()),
+                client_ref: None,
+            })
+            .collect();
+        t.db.change_messages(&edits, 3, windows).expect("edits");
+        let last = saved[n - 1].id;
+        let json = |frames: &[u8]| -> Vec<serde_json::Value> {
+            payloads(frames)
+                .iter()
+                .map(|(_, p)| serde_json::from_slice(p).expect("JSON"))
+                .collect()
+        };
+        // Without `changes`: only the closing frame, as before.
+        let plain = json(
+            &sync_frames(
+                &mut t.db,
+                b,
+                last,
+                false,
+                None,
+                (None, 0, &mut Deflater::new()),
+            )
+            .frames,
+        );
+        assert_eq!(plain.len(), 1);
+        assert_eq!(
+            plain[0],
+            serde_json::json!({"cmd":23,"id":last,"more":false,"oldest":1})
+        );
+        // With them: a page of events, then more.
+        let first = json(
+            &sync_frames(
+                &mut t.db,
+                b,
+                last,
+                false,
+                Some(0),
+                (None, 0, &mut Deflater::new()),
+            )
+            .frames,
+        );
+        assert_eq!(first.len(), SYNC_CHANGES_LIMIT + 1);
+        assert!(
+            first[..SYNC_CHANGES_LIMIT]
+                .iter()
+                .all(|e| e["cmd"] == 17 && e["content"] == "new")
+        );
+        let done = &first[SYNC_CHANGES_LIMIT];
+        assert_eq!(
+            (done["cmd"].clone(), done["more"].clone()),
+            (23.into(), true.into())
+        );
+        let seq = done["changes"].as_i64().expect("a seq");
+        assert_eq!(
+            seq,
+            first[SYNC_CHANGES_LIMIT - 1]["seq"].as_i64().expect("seq")
+        );
+        // The rest, in a batch: the same events, and the newest seq.
+        let rest = json(
+            &sync_frames(
+                &mut t.db,
+                b,
+                last,
+                true,
+                Some(seq),
+                (None, 0, &mut Deflater::new()),
+            )
+            .frames,
+        );
+        assert_eq!(rest.len(), 1);
+        let changed = rest[0]["changed"].as_array().expect("changed");
+        assert_eq!(changed.len(), 20);
+        assert_eq!(rest[0]["more"], false);
+        assert_eq!(rest[0]["changes"], t.db.latest_change().expect("latest"));
+        assert_eq!(rest[0]["messages"], serde_json::json!([]));
+        // A change of a message this reply does not reach is left for later: the
+        // message comes as it is now.
+        let early = json(
+            &sync_frames(
+                &mut t.db,
+                b,
+                0,
+                true,
+                Some(0),
+                (None, 0, &mut Deflater::new()),
+            )
+            .frames,
+        );
+        let changed = early[0]["changed"].as_array().expect("changed");
+        let id = early[0]["id"].as_i64().expect("id");
+        assert!(changed.iter().all(|e| e["id"].as_i64() <= Some(id)));
+        assert_eq!(early[0]["messages"][0]["content"], "new");
+    }
+
+    #[test]
+    fn a_sync_gives_the_ref_of_own_messages_only() {
+        let mut t = test_db();
+        let a = user(&mut t.db, "13900000001", 1).id;
+        let b = user(&mut t.db, "13900000002", 1).id;
+        t.db.add_friend(a, b, 1).expect("friends");
+        let m = Message {
+            client_ref: Some("r-1".into()),
+            ..text(a, Peer::User(b), "hi")
+        };
+        t.db.save_messages(&[m], 2).expect("stored");
+        let seen = |db: &mut Db, who: i64| -> serde_json::Value {
+            let frames =
+                sync_frames(db, who, 0, true, None, (None, 0, &mut Deflater::new())).frames;
+            serde_json::from_slice(&payloads(&frames)[0].1).expect("JSON")
+        };
+        assert_eq!(seen(&mut t.db, a)["messages"][0]["ref"], "r-1");
+        assert!(seen(&mut t.db, b)["messages"][0].get("ref").is_none());
     }
 }

@@ -12,10 +12,15 @@
 //!
 //! Both are the sender's own, within a window from `created_at` ([`Windows`]), and
 //! run on the chat writer in one transaction per batch, like sends.
+//!
+//! Each change is written to the change log (`message_changes`) in the same
+//! transaction, under a new `seq`: one row per message, the latest change of it (an
+//! edit then a recall leave the recall), so that a device that was away learns what
+//! changed through sync ([`Db::changes_for`]) without reading history again.
 
 use rusqlite::{OptionalExtension, Transaction, params};
 
-use super::messages::{MESSAGE_COLUMNS, QUOTE_JOIN, message_from_row};
+use super::messages::{MESSAGE_COLUMN_COUNT, MESSAGE_COLUMNS, QUOTE_JOIN, message_from_row};
 use super::{Db, Message, Peer, Result};
 use crate::im::cmd::code::{GROUP, SINGLE};
 
@@ -81,6 +86,16 @@ pub struct Change {
     pub client_ref: Option<String>,
 }
 
+/// A change the writer applied: the message as it is now, and its `seq` in the
+/// change log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Changed {
+    /// The message after the change (with its quote).
+    pub message: Message,
+    /// Where the change is in the log.
+    pub seq: i64,
+}
+
 /// Why a change was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ChangeRefused {
@@ -100,7 +115,8 @@ pub enum ChangeRefused {
 
 impl Db {
     /// Applies `changes` in one transaction at server time `now`, in order: each is
-    /// the message as it is after the change (with its quote), or why it was refused.
+    /// the message as it is after the change (with its quote) and its `seq` in the
+    /// change log, or why it was refused.
     ///
     /// # Errors
     /// [`super::StoreError::Sqlite`] only; nothing of the batch is changed then.
@@ -109,7 +125,7 @@ impl Db {
         changes: &[Change],
         now: i64,
         windows: Windows,
-    ) -> Result<Vec<std::result::Result<Message, ChangeRefused>>> {
+    ) -> Result<Vec<std::result::Result<Changed, ChangeRefused>>> {
         if changes.is_empty() {
             return Ok(Vec::new());
         }
@@ -128,6 +144,12 @@ impl Db {
             )?;
             let mut edit = tx
                 .prepare_cached("UPDATE messages SET content = ?2, edited_at = ?3 WHERE id = ?1")?;
+            // REPLACE: the message's earlier change (the unique message_id) makes way.
+            let mut log = tx.prepare_cached(
+                "INSERT OR REPLACE INTO message_changes
+                        (message_id, cmd, dst_id, sender_id, changed_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
             for c in changes {
                 let Some(mut m) = get.query_row([c.id], message_from_row).optional()? else {
                     out.push(Err(ChangeRefused::NoSuchMessage));
@@ -173,11 +195,52 @@ impl Db {
                         m.edited_at = now;
                     }
                 }
-                out.push(Ok(m));
+                log.execute(params![m.id, m.cmd(), m.dst_id(), m.sender_id, now])?;
+                let seq = tx.last_insert_rowid();
+                out.push(Ok(Changed { message: m, seq }));
             }
         }
         tx.commit()?;
         Ok(out)
+    }
+
+    /// The changes user `user` may see with a `seq` above `after` and at most `upto`,
+    /// oldest first, at most `limit`: each with the message as it is now. The
+    /// changes of the user's one-to-one messages, both directions, and of the messages
+    /// of the user's groups sent after they joined; the same conversations as
+    /// [`Db::messages_for`], by the same kind of index ranges (merged by `seq`).
+    ///
+    /// # Errors
+    /// [`super::StoreError::Sqlite`] only.
+    pub fn changes_for(
+        &self,
+        user: i64,
+        after: i64,
+        upto: i64,
+        limit: usize,
+    ) -> Result<Vec<Changed>> {
+        let mut stmt = self.conn.prepare_cached(&changes_for_sql())?;
+        let rows = stmt.query_map(params![user, after, upto, super::sql_limit(limit)], |r| {
+            Ok(Changed {
+                message: message_from_row(r)?,
+                seq: r.get(MESSAGE_COLUMN_COUNT)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// The newest `seq` the change log has given (0 before the first change), whether
+    /// or not its row is still there. A sync reads it before the changes, and reads
+    /// only the changes up to it: one committed later has a larger `seq`.
+    ///
+    /// # Errors
+    /// [`super::StoreError::Sqlite`] only.
+    pub fn latest_change(&self) -> Result<i64> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT COALESCE(
+                 (SELECT seq FROM sqlite_sequence WHERE name = 'message_changes'), 0)",
+        )?;
+        Ok(stmt.query_row([], |r| r.get(0))?)
     }
 
     /// The quote of message `id` as a reply shows it; `None` if it is not stored.
@@ -201,6 +264,33 @@ impl Db {
             })
             .optional()?)
     }
+}
+
+/// Changes after `?2` and up to `?3` that user `?1` may see, by `seq`, at most `?4`:
+/// one-to-one to the user (`message_changes_by_dst`), from the user to others
+/// (`message_changes_by_sender`; one to oneself is in the first range), and for each
+/// group of the user its changes of messages after the join point.
+fn changes_for_sql() -> String {
+    format!(
+        "SELECT {MESSAGE_COLUMNS}, c.seq FROM message_changes c
+         JOIN messages m ON m.id = c.message_id {QUOTE_JOIN}
+         WHERE c.cmd = {SINGLE} AND c.dst_id = ?1 AND c.seq > ?2 AND c.seq <= ?3
+         UNION ALL
+         SELECT {MESSAGE_COLUMNS}, c.seq FROM message_changes c
+         JOIN messages m ON m.id = c.message_id {QUOTE_JOIN}
+         WHERE c.sender_id = ?1 AND c.cmd = {SINGLE} AND c.seq > ?2 AND c.seq <= ?3
+           AND c.dst_id <> ?1
+         UNION ALL
+         SELECT {MESSAGE_COLUMNS}, c.seq FROM group_members gm
+         CROSS JOIN message_changes c ON c.cmd = {GROUP} AND c.dst_id = gm.group_id
+                                     AND c.seq > ?2 AND c.seq <= ?3
+                                     AND c.message_id > gm.join_msg_id
+         JOIN messages m ON m.id = c.message_id {QUOTE_JOIN}
+         WHERE gm.user_id = ?1
+         ORDER BY {order}
+         LIMIT ?4",
+        order = MESSAGE_COLUMN_COUNT + 1
+    )
 }
 
 /// Whether `sender` may quote message `id` in a message to `to`: it is a message of
@@ -269,7 +359,7 @@ mod tests {
         let out =
             t.db.change_messages(&[change(a, id, Edit::Recall)], 2_000, WINDOWS)
                 .expect("change");
-        let m = out[0].as_ref().expect("recalled");
+        let m = &out[0].as_ref().expect("recalled").message;
         assert_eq!((m.id, m.recalled_at, m.created_at), (id, 2_000, 1_000));
         let stored = &t.db.messages_for(b, 0, 10).expect("q")[0];
         assert_eq!(stored, m, "what the writer tells is what is stored");
@@ -341,7 +431,7 @@ mod tests {
         let out =
             t.db.change_messages(&[change(a, txt, edit("two"))], 1_000 + 900_000, WINDOWS)
                 .expect("change");
-        assert_eq!(out[0].as_ref().map(|m| m.edited_at), Ok(901_000));
+        assert_eq!(out[0].as_ref().map(|c| c.message.edited_at), Ok(901_000));
         let got = &t.db.history(b, Peer::User(a), None, 10).expect("q")[1];
         assert_eq!((got.content.as_str(), got.edited_at), ("two", 901_000));
         // The recall window is shorter: past it, no recall.
@@ -411,5 +501,163 @@ mod tests {
         let got = t.db.messages_for(b, 0, 100).expect("q");
         let r = got.iter().find(|m| m.id == id).expect("the reply");
         assert_eq!(r.quote, Some(Quote::new(ab, a, "", 1, true)));
+    }
+}
+
+#[cfg(test)]
+mod log_tests {
+    use super::super::testutil::{test_db, text, user};
+    use super::super::{NewGroup, Peer};
+    use super::*;
+
+    const WINDOWS: Windows = Windows {
+        recall_ms: 120_000,
+        edit_ms: 900_000,
+    };
+
+    fn apply(db: &mut Db, user: i64, id: i64, edit: Edit, now: i64) -> i64 {
+        let change = Change {
+            user,
+            id,
+            edit,
+            client_ref: None,
+        };
+        let out = db.change_messages(&[change], now, WINDOWS).expect("change");
+        out[0].as_ref().expect("applied").seq
+    }
+
+    /// (message id, recalled, content) of each change `user` sees after `after`.
+    fn seen(db: &Db, user: i64, after: i64) -> Vec<(i64, bool, String)> {
+        let upto = db.latest_change().expect("latest");
+        db.changes_for(user, after, upto, 100)
+            .expect("changes")
+            .into_iter()
+            .map(|c| (c.message.id, c.message.recalled_at != 0, c.message.content))
+            .collect()
+    }
+
+    #[test]
+    fn the_log_tells_each_conversation_its_changes_once_in_seq_order() {
+        let mut t = test_db();
+        let a = user(&mut t.db, "13700000001", 0).id;
+        let b = user(&mut t.db, "13700000002", 0).id;
+        let c = user(&mut t.db, "13700000003", 0).id;
+        let g = NewGroup {
+            name: "g".into(),
+            ..NewGroup::default()
+        };
+        let g = t.db.create_group(a, g, 5, 1).expect("group").id;
+        let saved =
+            t.db.save_messages(
+                &[
+                    text(a, Peer::User(b), "a to b"),
+                    text(a, Peer::User(c), "a to c"),
+                    text(a, Peer::Group(g), "before b joined"),
+                    text(b, Peer::User(a), "b to a"),
+                ],
+                2,
+            )
+            .expect("save");
+        t.db.join_group(b, g, 3).expect("join");
+        let late =
+            t.db.save_messages(&[text(a, Peer::Group(g), "after")], 4)
+                .expect("save")[0]
+                .id;
+        let [ab, ac, early, ba] = [saved[0].id, saved[1].id, saved[2].id, saved[3].id];
+        assert_eq!(t.db.latest_change().expect("latest"), 0);
+        let s1 = apply(&mut t.db, a, ab, Edit::Content("edited".into()), 10);
+        apply(&mut t.db, a, ac, Edit::Recall, 11);
+        apply(&mut t.db, a, early, Edit::Recall, 12);
+        apply(
+            &mut t.db,
+            a,
+            late,
+            Edit::Content("after, edited".into()),
+            13,
+        );
+        let s5 = apply(&mut t.db, b, ba, Edit::Recall, 14);
+        // The edit of ab then its recall: one change, the recall, at the newer seq.
+        let s6 = apply(&mut t.db, a, ab, Edit::Recall, 15);
+        assert!(s1 < s5 && s5 < s6);
+        assert_eq!(t.db.latest_change().expect("latest"), s6);
+        assert_eq!(
+            seen(&t.db, b, 0),
+            [
+                (late, false, "after, edited".to_owned()),
+                (ba, true, String::new()),
+                (ab, true, String::new()),
+            ],
+            "b: both directions with a, the group only after joining, not a↔c"
+        );
+        assert_eq!(seen(&t.db, c, 0), [(ac, true, String::new())]);
+        assert_eq!(seen(&t.db, a, 0).len(), 5, "the sender sees all its own");
+        assert_eq!(seen(&t.db, b, s5), [(ab, true, String::new())]);
+        assert!(seen(&t.db, b, s6).is_empty());
+        // Bounded by `upto` and `limit`.
+        let upto = t.db.changes_for(b, 0, s5, 100).expect("changes");
+        assert_eq!(upto.len(), 2);
+        let one = t.db.changes_for(a, 0, s6, 1).expect("changes");
+        assert_eq!(one.len(), 1);
+        assert!(one[0].seq > 0);
+        // A member who left sees no more of the group's changes.
+        t.db.leave_group(b, g).expect("leave");
+        assert_eq!(seen(&t.db, b, 0).len(), 2);
+    }
+
+    #[test]
+    fn change_rows_go_with_their_messages() {
+        let mut t = test_db();
+        let a = user(&mut t.db, "13700000001", 0).id;
+        let b = user(&mut t.db, "13700000002", 0).id;
+        let c = user(&mut t.db, "13700000003", 0).id;
+        let saved =
+            t.db.save_messages(
+                &[
+                    text(a, Peer::User(b), "old"),
+                    text(a, Peer::User(b), "new"),
+                    text(b, Peer::User(c), "b to c"),
+                    text(c, Peer::User(b), "c to b"),
+                ],
+                1_000,
+            )
+            .expect("save");
+        for m in &saved {
+            let sender = if m.id == saved[2].id {
+                b
+            } else if m.id == saved[3].id {
+                c
+            } else {
+                a
+            };
+            apply(&mut t.db, sender, m.id, Edit::Content("x".into()), 2_000);
+        }
+        let rows = |db: &Db| -> i64 {
+            db.conn
+                .query_row("SELECT count(*) FROM message_changes", [], |r| r.get(0))
+                .expect("count")
+        };
+        assert_eq!(rows(&t.db), 4);
+        // Retention removes the first message (and its change), in its batch.
+        t.db.conn
+            .execute(
+                "UPDATE messages SET created_at = 1 WHERE id = ?1",
+                [saved[0].id],
+            )
+            .expect("age it");
+        let batch = t.db.remove_old_messages(500, 1_000).expect("retention");
+        assert_eq!(batch.removed, 1);
+        assert_eq!(rows(&t.db), 3);
+        let latest = t.db.latest_change().expect("latest");
+        assert_eq!(latest, 4, "a seq is never given again");
+        // Deleting a user removes the changes of every message that goes with them.
+        t.db.delete_user(a).expect("delete");
+        assert_eq!(rows(&t.db), 2);
+        t.db.delete_user(c).expect("delete");
+        assert_eq!(rows(&t.db), 0);
+        assert!(
+            t.db.changes_for(b, 0, latest, 10)
+                .expect("changes")
+                .is_empty()
+        );
     }
 }

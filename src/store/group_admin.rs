@@ -126,7 +126,7 @@ pub struct GroupUpdate {
 
 /// A group changed by its owner, with the notices written for it (in id order).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Changed {
+pub struct GroupChanged {
     /// The group after the change.
     pub group: Group,
     /// The stored notices.
@@ -268,7 +268,7 @@ impl Db {
         group: i64,
         update: GroupUpdate,
         now: i64,
-    ) -> Result<Changed> {
+    ) -> Result<GroupChanged> {
         let tx = self.write_tx()?;
         let before = owned_group(&tx, actor, group)?;
         let name = update.name.unwrap_or_else(|| before.name.clone());
@@ -303,7 +303,7 @@ impl Db {
             notices.push(insert_notice(&tx, group, actor, &n, now)?);
         }
         tx.commit()?;
-        Ok(Changed {
+        Ok(GroupChanged {
             group: Group {
                 name,
                 icon,
@@ -361,7 +361,7 @@ impl Db {
         group: i64,
         member: i64,
         now: i64,
-    ) -> Result<Changed> {
+    ) -> Result<GroupChanged> {
         let tx = self.write_tx()?;
         let before = owned_group(&tx, actor, group)?;
         if member == actor {
@@ -385,7 +385,7 @@ impl Db {
         };
         let stored = insert_notice(&tx, group, actor, &n, now)?;
         tx.commit()?;
-        Ok(Changed {
+        Ok(GroupChanged {
             group: Group {
                 owner_id: member,
                 ..before

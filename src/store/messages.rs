@@ -171,6 +171,9 @@ pub(super) const MESSAGE_COLUMNS: &str = "m.id, m.sender_id, m.cmd, m.dst_id, m.
      m.url, m.memo, m.amount, m.client_ref, m.created_at, \
      m.reply_to, m.recalled_at, m.edited_at, q.id, q.sender_id, q.content, q.media, q.recalled_at";
 
+/// How many columns [`MESSAGE_COLUMNS`] has: a query may read more after them.
+pub(super) const MESSAGE_COLUMN_COUNT: usize = 20;
+
 /// The quoted message of `m`, looked up by its primary key (absent when none, or gone).
 pub(super) const QUOTE_JOIN: &str = "LEFT JOIN messages q ON q.id = m.reply_to";
 

@@ -39,8 +39,8 @@ use std::time::Duration;
 
 use rusqlite::{Connection, ErrorCode, TransactionBehavior};
 
-pub use changes::{Change, ChangeRefused, Edit, QUOTE_CHARS, Quote, Windows};
-pub use group_admin::{Changed, GroupUpdate, NOTICE, Notice, notice_sentence};
+pub use changes::{Change, ChangeRefused, Changed, Edit, QUOTE_CHARS, Quote, Windows};
+pub use group_admin::{GroupChanged, GroupUpdate, NOTICE, Notice, notice_sentence};
 pub use groups::{Group, LeaveOutcome, Member, NewGroup, Role};
 pub use messages::{Message, Peer, Saved, SendRight};
 pub use reads::{Conversation, PREVIEW_CHARS, ReadMark, UNREAD_CAP, UNREAD_SCAN, preview};

@@ -206,8 +206,40 @@ CREATE INDEX anonymous_uploads_by_upload ON anonymous_uploads(upload);
 CREATE INDEX anonymous_uploads_by_time ON anonymous_uploads(uploaded_at);
 "#;
 
+/// The change log (`changes.rs`): one row per recalled or edited message, the latest
+/// change of it, under a `seq` that only grows (`AUTOINCREMENT`: never reused after
+/// rows are removed), so that sync can send a device the changes after the last `seq`
+/// it has. `cmd`, `dst_id` and `sender_id` are the message's, copied so that the
+/// changes of a user's conversations are found by index ranges as its messages are
+/// (`messages_by_dst`, `messages_by_sender`). A row goes with its message (retention,
+/// an administrator deleting a user or a group): `ON DELETE CASCADE`, through the
+/// index on `message_id`.
+const MESSAGE_CHANGES: &str = r#"
+CREATE TABLE message_changes (
+    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+    message_id INTEGER NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+    cmd        INTEGER NOT NULL CHECK (cmd IN (10, 11)),
+    dst_id     INTEGER NOT NULL,
+    sender_id  INTEGER NOT NULL,
+    changed_at INTEGER NOT NULL
+) STRICT;
+CREATE UNIQUE INDEX message_changes_by_message ON message_changes(message_id);
+CREATE INDEX message_changes_by_dst ON message_changes(cmd, dst_id, seq);
+CREATE INDEX message_changes_by_sender ON message_changes(sender_id, cmd, seq);
+"#;
+
 /// The migration steps, oldest first. `MIGRATIONS[i]` takes version `i` to `i + 1`.
-pub const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, ANONYMOUS_UPLOADS];
+pub const MIGRATIONS: &[&str] = &[
+    V1,
+    V2,
+    V3,
+    V4,
+    V5,
+    V6,
+    V7,
+    ANONYMOUS_UPLOADS,
+    MESSAGE_CHANGES,
+];
 
 /// The schema version this build creates and understands.
 pub const LATEST: i64 = MIGRATIONS.len() as i64;
@@ -288,6 +320,7 @@ mod tests {
                 "friend_requests",
                 "friends",
                 "group_members",
+                "message_changes",
                 "messages",
                 "read_markers",
                 "retention",
@@ -450,11 +483,10 @@ mod tests {
     fn the_recall_step_adds_empty_columns_to_existing_messages() {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut conn = Connection::open(dir.path().join("m.db")).expect("open");
-        for step in &MIGRATIONS[..MIGRATIONS.len() - 1] {
+        for step in [V1, V2, V3, V4, V5] {
             conn.execute_batch(step).expect("step");
         }
-        conn.pragma_update(None, "user_version", LATEST - 1)
-            .expect("set");
+        conn.pragma_update(None, "user_version", 5).expect("set");
         conn.execute(
             "INSERT INTO users (mobile, password_hash, created_at) VALUES ('13800000001', 'h', 1)",
             [],
@@ -465,7 +497,7 @@ mod tests {
             [],
         )
         .expect("old message");
-        assert_eq!(migrate(&mut conn).expect("migrate"), 1);
+        assert_eq!(migrate(&mut conn).expect("migrate"), MIGRATIONS.len() - 5);
         let row: (String, Option<i64>, Option<i64>, Option<i64>) = conn
             .query_row(
                 "SELECT content, recalled_at, edited_at, reply_to FROM messages",

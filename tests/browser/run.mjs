@@ -1328,7 +1328,7 @@ async function scenario10() {
   await tid(A.page, 'compose-bar').filter({ hasText: 'Editing message' }).waitFor();
   assert((await tid(A.page, 'chat-input').inputValue()) === 'Lunch at noon?', 'the composer holds the text to edit');
   await tid(A.page, 'chat-input').fill('Lunch at one?');
-  await tid(A.page, 'chat-input').press('Enter');
+  await tid(A.page, 'chat-send').click(); // a phone: Enter is a new line
   const onB = tid(B.page, 'message-list').locator(`[data-testid="message"][data-id="${id}"]`);
   await onB.getByTestId('msg-edited').waitFor();
   assert((await onB.getByTestId('msg-text').textContent()) === 'Lunch at one?', 'B sees the edited text');
@@ -1403,6 +1403,46 @@ async function scenario10() {
   assert((await message(B3.page, 'Soon gone').count()) === 0, 'the device that missed the event shows nothing of it');
   await B3.ctx.close();
   pages.delete('B3');
+
+  // A device that was away while messages it shows were edited and recalled learns
+  // both from the sync it makes on reconnecting (the change log), without reading the
+  // history again.
+  await sendText(A.page, 'Plan A');
+  await expectSent(A.page, 'Plan A');
+  await sendText(B.page, 'Noted'); // so that each of A's has its own "⋯"
+  await expectSent(B.page, 'Noted');
+  await sendText(A.page, 'Plan B');
+  await expectSent(A.page, 'Plan B');
+  await message(B.page, 'Plan B').waitFor();
+  const planA = await message(A.page, 'Plan A').getAttribute('data-id');
+  const planB = await message(A.page, 'Plan B').getAttribute('data-id');
+  const reread = [];
+  const onRequest = (r) => r.url().includes('/message/history') && reread.push(r.url());
+  B.page.on('request', onRequest);
+  await B.ctx.setOffline(true);
+  await tid(B.page, 'conn-banner').waitFor();
+  await message(A.page, 'Plan B').getByTestId('msg-menu-button').click();
+  await tid(A.page, 'msg-edit').click();
+  await tid(A.page, 'chat-input').fill('Plan B, at two');
+  await tid(A.page, 'chat-send').click();
+  await message(A.page, 'Plan B, at two').getByTestId('msg-edited').waitFor();
+  await message(A.page, 'Plan A').getByTestId('msg-menu-button').click();
+  await tid(A.page, 'msg-recall').click();
+  await tid(A.page, 'msg-recall-confirm').click();
+  await tid(A.page, 'message-list').locator(`[data-testid="message"][data-id="${planA}"]`).getByTestId('msg-recalled').waitFor();
+  await B.page.waitForTimeout(300);
+  assert((await message(B.page, 'Plan B, at two').count()) === 0, 'B, offline, has not seen the edit');
+  await B.ctx.setOffline(false);
+  await tid(B.page, 'conn-banner').waitFor({ state: 'hidden', timeout: 20_000 });
+  const planBOnB = tid(B.page, 'message-list').locator(`[data-testid="message"][data-id="${planB}"]`);
+  await planBOnB.getByTestId('msg-edited').waitFor();
+  assert((await planBOnB.getByTestId('msg-text').textContent()) === 'Plan B, at two', 'B has the edit from its sync');
+  await tid(B.page, 'message-list').locator(`[data-testid="message"][data-id="${planA}"]`).getByTestId('msg-recalled').waitFor();
+  assert((await message(B.page, 'Plan A').count()) === 0, 'B shows nothing of the recalled text');
+  await shoot(B.page, '23-changes-after-reconnecting');
+  B.page.off('request', onRequest);
+  assert(reread.length === 0, `no history read again on reconnecting: ${reread}`);
+
   await tid(A.page, 'chat-back').click();
   await B.page.goto(`${BASE}/#/friends`);
 }

@@ -14,7 +14,7 @@ use super::code::{EDIT, RECALL};
 use super::send::MAX_CONTENT_CHARS;
 use super::{ClientFrame, Produced};
 use crate::im::wire::WireError;
-use crate::store::{Change, Edit, Message};
+use crate::store::{Change, Changed, Edit};
 
 /// A recall or an edit, with its requester still unknown (0).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -70,11 +70,15 @@ struct Event<'a> {
     content: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     edited: Option<i64>,
+    /// The change's place in the change log (the sync cursor `changes`).
+    seq: i64,
 }
 
-/// `{"cmd":16,"id":..,"userid":..,"chat":10,"dstid":..,"recalled":true}` for a
-/// recalled message, `{"cmd":17,…,"content":..,"edited":<ms>}` for an edited one.
-pub fn event_json(m: &Message) -> String {
+/// `{"cmd":16,"id":..,"userid":..,"chat":10,"dstid":..,"recalled":true,"seq":..}`
+/// for a recalled message, `{"cmd":17,…,"content":..,"edited":<ms>,"seq":..}` for an
+/// edited one: live, and in a sync that carries changes.
+pub fn event_json(changed: &Changed) -> String {
+    let m = &changed.message;
     let (chat, dstid) = m.to.cmd_and_dst();
     let recalled = m.recalled_at != 0;
     let event = Event {
@@ -86,6 +90,7 @@ pub fn event_json(m: &Message) -> String {
         recalled,
         content: (!recalled).then_some(m.content.as_str()),
         edited: (!recalled).then_some(m.edited_at),
+        seq: changed.seq,
     };
     serde_json::to_string(&event).unwrap_or_default()
 }
@@ -94,7 +99,7 @@ pub fn event_json(m: &Message) -> String {
 mod tests {
     use super::*;
     use crate::im::cmd::{Command, parse};
-    use crate::store::Peer;
+    use crate::store::{Message, Peer};
 
     #[test]
     fn parse_checks_the_id_and_the_text() {
@@ -131,8 +136,8 @@ mod tests {
             ..Message::new(2, Peer::Group(7))
         };
         assert_eq!(
-            event_json(&m),
-            r#"{"cmd":16,"id":9,"userid":2,"chat":11,"dstid":7,"recalled":true}"#
+            event_json(&Changed { message: m, seq: 4 }),
+            r#"{"cmd":16,"id":9,"userid":2,"chat":11,"dstid":7,"recalled":true,"seq":4}"#
         );
         let m = Message {
             id: 9,
@@ -141,8 +146,8 @@ mod tests {
             ..Message::new(2, Peer::User(3))
         };
         assert_eq!(
-            event_json(&m),
-            r#"{"cmd":17,"id":9,"userid":2,"chat":10,"dstid":3,"content":"new","edited":6}"#
+            event_json(&Changed { message: m, seq: 5 }),
+            r#"{"cmd":17,"id":9,"userid":2,"chat":10,"dstid":3,"content":"new","edited":6,"seq":5}"#
         );
     }
 }

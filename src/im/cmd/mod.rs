@@ -152,6 +152,8 @@ pub struct ClientFrame {
     batch: Option<bool>,
     #[serde(default, deserialize_with = "lenient_i64")]
     reply: Option<i64>,
+    #[serde(default, deserialize_with = "lenient_i64")]
+    changes: Option<i64>,
 }
 
 impl ClientFrame {
@@ -369,21 +371,32 @@ mod tests {
             parse(r#"{"cmd":20,"id":"57"}"#),
             Ok(Command::Sync(SyncAfter {
                 after: 57,
-                batch: false
+                batch: false,
+                changes: None
             }))
         );
         assert_eq!(
             parse(r#"{"cmd":20,"id":57,"batch":true}"#),
             Ok(Command::Sync(SyncAfter {
                 after: 57,
-                batch: true
+                batch: true,
+                changes: None
             }))
         );
         assert_eq!(
-            parse(r#"{"cmd":20,"batch":1}"#),
+            parse(r#"{"cmd":20,"batch":1,"changes":"12"}"#),
             Ok(Command::Sync(SyncAfter {
                 after: 0,
-                batch: true
+                batch: true,
+                changes: Some(12)
+            }))
+        );
+        assert_eq!(
+            parse(r#"{"cmd":20,"id":3,"changes":-4}"#),
+            Ok(Command::Sync(SyncAfter {
+                after: 3,
+                batch: false,
+                changes: Some(0)
             }))
         );
         assert_eq!(parse(r#"{"cmd":24}"#), Ok(Command::Watch(Watch)));
