@@ -602,6 +602,13 @@ export class Session extends EventTarget {
       case 'unblocked':
         if (this.blocked.delete(id)) this.emit('blocked');
         break;
+      case 'profile_updated':
+        // A contact (or this user on another device) changed name, picture or about.
+        if (id === this.me.id) Object.assign(this.me, f.user);
+        for (const map of [this.friends, this.users]) if (map.has(id)) map.set(id, { ...map.get(id), ...f.user });
+        this.emit('contacts');
+        this.emit('users', { id });
+        break;
       default:
         break; // an event this client does not know
     }

@@ -662,3 +662,58 @@ fn over_the_pending_cap_is_refused_with_429() {
     let r = ask(*others.last().expect("one more"));
     assert_eq!(r.json()["data"]["status"], "requested", "{:?}", r.json());
 }
+
+/// A profile change reaches the people who may see it, live: friends, fellow group
+/// members and the user's own other devices; nobody else.
+#[test]
+fn a_profile_change_is_told_to_friends_fellow_members_and_own_devices() {
+    let (server, w) = start(&[]);
+    w.a.befriend(&server, &w.d);
+    let mut a = connect(&server, &w.a);
+    let mut b2 = connect(&server, &w.b);
+    let mut c = connect(&server, &w.c);
+    let mut d = connect(&server, &w.d);
+    // What the connections told each other on arrival is not this test's.
+    for ws in [&mut a, &mut b2, &mut c, &mut d] {
+        while within(ws, Duration::from_millis(300)).is_some() {}
+    }
+    let changed = post(
+        &server,
+        &w.b,
+        "/user/update",
+        "nickname=Bea&memo=new%20here",
+    );
+    assert_eq!(changed["code"], 0, "{changed}");
+    for ws in [&mut a, &mut c, &mut b2] {
+        let e = event(ws);
+        assert_eq!(
+            (
+                &e["event"],
+                &e["user"]["id"],
+                &e["user"]["nickname"],
+                &e["user"]["memo"]
+            ),
+            (
+                &json!("profile_updated"),
+                &json!(w.b.id),
+                &json!("Bea"),
+                &json!("new here")
+            ),
+            "{e}"
+        );
+        assert!(e["user"].get("mobile").is_none(), "a public profile: {e}");
+    }
+    no_event(&mut d);
+    // d's friend a is told of d's change; b and c (no tie to d) are not.
+    assert_eq!(
+        post(&server, &w.d, "/user/update", "nickname=Dee")["code"],
+        0
+    );
+    let e = event(&mut a);
+    assert_eq!(
+        (&e["event"], &e["user"]["nickname"]),
+        (&json!("profile_updated"), &json!("Dee"))
+    );
+    no_event(&mut c);
+    no_event(&mut b2);
+}

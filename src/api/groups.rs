@@ -188,12 +188,12 @@ pub(super) fn transfer(
     now: i64,
 ) -> Result<ApiReply, Failure> {
     let (group, member) = ids(fields, true)?;
-    let GroupChanged { group: g, notices } =
-        db.transfer_group(caller.id, group, member, now)
-            .map_err(|e| match e {
-                StoreError::OwnerItself => bad(Failure::field("you own this group already")),
-                other => refusal(other, "transfer the group"),
-            })?;
+    let GroupChanged { group: g, notices } = db
+        .transfer_group(caller.id, group, member, now)
+        .map_err(|e| match e {
+            StoreError::OwnerItself => bad(Failure::field("you own this group already")),
+            other => refusal(other, "transfer the group"),
+        })?;
     let reply = ApiReply::data_with_msg("ownership transferred", Community::from(&g)).with_effect(
         GroupChange {
             group,

@@ -293,6 +293,14 @@ pub enum Effect {
         /// What.
         event: ContactEvent,
     },
+    /// `event` goes to `user`'s contacts, the ones the loop's index knows (friends and
+    /// fellow group members), and to `user`'s own devices.
+    NotifyContacts {
+        /// Whose contacts.
+        user: i64,
+        /// What.
+        event: ContactEvent,
+    },
 }
 
 /// The reply to an [`ApiRequest`].

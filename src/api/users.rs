@@ -8,6 +8,7 @@ use super::{
     ApiReply, Caller, Effect, Failure, MSG_SESSION_INVALID, SESSION_TTL_MS, clear_session_cookie,
     session_cookie,
 };
+use crate::im::events::ContactEvent;
 use crate::secret::{hash_password, new_token, token_digest, verify_password};
 use crate::store::{Db, NewUser, ProfileUpdate, StoreError, User};
 
@@ -183,5 +184,14 @@ pub(super) fn update(
     if let Some(avatar) = new_avatar {
         adopt_avatar(db, &avatar);
     }
-    Ok(ApiReply::data(OwnProfile::new(&user, None)))
+    // Friends and fellow members see the new name and picture at once.
+    let event = ContactEvent::ProfileUpdated {
+        user: super::friends::profile(&user),
+    };
+    Ok(
+        ApiReply::data(OwnProfile::new(&user, None)).with_effect(Effect::NotifyContacts {
+            user: user.id,
+            event,
+        }),
+    )
 }

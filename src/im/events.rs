@@ -88,6 +88,13 @@ pub enum ContactEvent {
         /// The Community.
         group: Value,
     },
+    /// To the user's friends, fellow group members and own other devices (those that
+    /// asked for live events, not users the user blocked): `user` changed their
+    /// nickname, avatar, sex or memo (`/user/update`).
+    ProfileUpdated {
+        /// The public profile as it is now.
+        user: Value,
+    },
     /// To the removed user: the owner `by` removed them from group `groupid`.
     MemberRemoved {
         /// The group.
@@ -137,6 +144,23 @@ pub fn notify(index: &ChatIndex, users: &[i64], event: &ContactEvent) -> Option<
     })
 }
 
+/// The frame of `event` for the connections that may see `user`'s presence (friends
+/// and fellow group members that asked for live events, not users `user` blocked) and
+/// `user`'s own watching connections, each once; `None` if there is none.
+pub fn notify_contacts(index: &ChatIndex, user: i64, event: &ContactEvent) -> Option<Fanout> {
+    let mut to = index.watching_conns(user);
+    index.for_each_contact_conn(user, |c| to.push(c));
+    to.sort_unstable();
+    to.dedup();
+    if to.is_empty() {
+        return None;
+    }
+    Some(Fanout {
+        to,
+        text: event.to_json(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -167,5 +191,39 @@ mod tests {
         let f = notify(&index, &[1, 2, 1], &added).expect("frames");
         assert_eq!(f.to, [10, 11, 20]);
         assert!(f.text.starts_with(r#"{"cmd":30,"#));
+    }
+
+    #[test]
+    fn a_profile_change_goes_to_contacts_and_own_devices_that_watch() {
+        let now = std::time::Instant::now();
+        let wait = std::time::Duration::from_secs(1);
+        // 1 and 2 are friends; 1 and 3 share group 9; 4 is nobody's; 5 is blocked by 1.
+        let mut index = ChatIndex::new([(9, 1), (9, 3), (9, 5)])
+            .with_friends([(1, 2)])
+            .with_blocks([(1, 5)]);
+        for (user, conn) in [
+            (1, 10),
+            (1, 11),
+            (2, 20),
+            (3, 30),
+            (4, 40),
+            (5, 50),
+            (2, 21),
+        ] {
+            index.connect(user, conn);
+            if conn != 21 {
+                index.watch(conn, now, wait);
+            }
+        }
+        let event = ContactEvent::ProfileUpdated {
+            user: serde_json::json!({"id": 1}),
+        };
+        let f = notify_contacts(&index, 1, &event).expect("frames");
+        assert_eq!(f.to, [10, 11, 20, 30]);
+        assert!(
+            f.text.contains(r#""event":"profile_updated""#),
+            "{}",
+            f.text
+        );
     }
 }

@@ -784,6 +784,11 @@ impl Server {
                     self.fanouts.push(f);
                 }
             }
+            Effect::NotifyContacts { user, event } => {
+                if let Some(f) = crate::im::events::notify_contacts(&self.index, user, &event) {
+                    self.fanouts.push(f);
+                }
+            }
             Effect::LoggedOut { user, token_digest } => {
                 // Sockets opened with the ended session close with it.
                 let ended = workers::session_id(&token_digest);
