@@ -5,6 +5,7 @@
 #   benches/chat.sh                        # groups of 10, 100, 1000 and 10 pairs; 3 repeats, 10 s each
 #   REPEATS=1 DURATION=3 benches/chat.sh g10 s10
 #   SKIP_BUILD=1 GROUP_IN_FLIGHT=32 benches/chat.sh g1000
+#   SKIP_BUILD=1 FASTIM_BIN=/path/to/other/fastim benches/chat.sh s100   # another build
 #
 # Scenarios: gN = a group of N users, one sender (GROUP_IN_FLIGHT messages
 # unacknowledged, default 8); sP = P pairs of friends, one sender each
@@ -56,7 +57,9 @@ else
     echo "building release binaries..." >&2
     cargo build --release --bin fastim --bin fastim-load >&2
 fi
-FASTIM=target/release/fastim
+# FASTIM_BIN: another build of the server to measure (an A/B run alternates two
+# invocations of this script, one with FASTIM_BIN set).
+FASTIM=${FASTIM_BIN:-target/release/fastim}
 LOAD=target/release/fastim-load
 
 ulimit -n "$(ulimit -Hn)"

@@ -237,7 +237,7 @@ pub fn run(args: ChatArgs) -> Result<bool, String> {
                 args.parallel,
                 args.deadline,
                 "adding friends",
-                |http, p| http.add_friend(&users[2 * p], users[2 * p + 1].id),
+                |http, p| http.add_friend(&users[2 * p], &users[2 * p + 1]),
             )?;
             for p in 0..n / 2 {
                 let (a, b) = (2 * p, 2 * p + 1);

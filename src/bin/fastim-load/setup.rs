@@ -245,21 +245,47 @@ impl Http {
         }
     }
 
-    /// `user` and `friend` become friends (being friends already is fine).
-    pub fn add_friend(&mut self, user: &User, friend: i64) -> Result<(), String> {
+    /// `user` and `friend` become friends (being friends already is fine): `user` asks
+    /// and `friend` accepts, as people do (a server with `--instant-friends` makes them
+    /// friends at the request).
+    pub fn add_friend(&mut self, user: &User, friend: &User) -> Result<(), String> {
+        let fail = |what: &str, reply: &Reply| {
+            Err(format!(
+                "user {} {what} {}: {}",
+                user.id,
+                friend.id,
+                reply.describe()
+            ))
+        };
         let reply = self.post(
             "/contact/addfriend",
             Some(&user.token),
-            &format!("dstid={friend}"),
+            &format!("dstid={}", friend.id),
         )?;
-        if reply.status == 200 && (reply.code() == 0 || reply.msg().contains("already friends")) {
+        if reply.status != 200 || reply.code() != 0 {
+            if reply.msg().contains("already friends") {
+                return Ok(());
+            }
+            return fail("asking", &reply);
+        }
+        let requested = reply
+            .body
+            .get("data")
+            .and_then(|d| d.get("status"))
+            .and_then(Value::as_str)
+            == Some("requested");
+        if !requested {
+            return Ok(());
+        }
+        let reply = self.post(
+            "/contact/accept",
+            Some(&friend.token),
+            &format!("dstid={}", user.id),
+        )?;
+        if reply.status == 200 && reply.code() == 0 {
             Ok(())
         } else {
-            Err(format!(
-                "user {} adding friend {friend}: {}",
-                user.id,
-                reply.describe()
-            ))
+            fail("being accepted by", &reply)
         }
     }
 }
