@@ -5,6 +5,7 @@
 // checked on their own (tests/browser/run.mjs imports this module in the page).
 
 import { h } from '../ui.js';
+import { NOTICE } from '../groups.js';
 
 /** Messages of one sender closer together than this make one run. */
 export const RUN_GAP_MS = 5 * 60_000;
@@ -56,7 +57,9 @@ export function layoutMessages(items, now = Date.now()) {
     const t = when(m, now);
     const newDay = !prev || dayKey(when(prev, now)) !== dayKey(t);
     if (newDay) out[i].day = dayLabel(t, now);
-    const joined = prev && !newDay && prev.userid === m.userid && t - when(prev, now) < RUN_GAP_MS && prev.status !== 'failed' && m.status !== 'failed';
+    // A group notice ("Rita joined") is a line of its own, not the start of a run.
+    const notice = prev?.media === NOTICE || m.media === NOTICE;
+    const joined = prev && !newDay && !notice && prev.userid === m.userid && t - when(prev, now) < RUN_GAP_MS && prev.status !== 'failed' && m.status !== 'failed';
     if (joined) {
       out[i].first = false;
       out[i - 1].last = false;

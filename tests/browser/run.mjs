@@ -1178,6 +1178,8 @@ async function scenario12() {
       { userid: 1, createat: at(10, 0, 4) },
       { userid: 2, createat: at(10, 0, 5) },
       { userid: 2, createat: at(10, 0, 30) }, // 26 minutes later: a new run
+      { userid: 3, media: 100, createat: at(10, 0, 31) }, // "Carol joined": a line of its own
+      { userid: 3, createat: at(10, 0, 31) }, // her first message starts her run
     ];
     return {
       labels: [dayLabel(at(10, 0, 0), now), dayLabel(at(9, 12, 0), now), dayLabel(at(6, 12, 0), now), dayLabel(at(1, 12, 0), now), dayLabel(new Date(2025, 11, 24).getTime(), now)],
@@ -1187,7 +1189,7 @@ async function scenario12() {
   });
   const want = { weekday: new Intl.DateTimeFormat([], { weekday: 'long' }).format(new Date(2026, 2, 6)) };
   assert(days.labels[0] === 'Today' && days.labels[1] === 'Yesterday' && days.labels[2] === want.weekday && /1/.test(days.labels[3]) && /2025/.test(days.labels[4]), `day labels: ${JSON.stringify(days.labels)}`);
-  assert(JSON.stringify(days.layout) === JSON.stringify([`${days.labels[3]}|FL`, 'Yesterday|FL', 'Today|F-', '|-L', '|FL', '|FL']), `days and runs: ${JSON.stringify(days.layout)}`);
+  assert(JSON.stringify(days.layout) === JSON.stringify([`${days.labels[3]}|FL`, 'Yesterday|FL', 'Today|F-', '|-L', '|FL', '|FL', '|FL', '|FL']), `days and runs: ${JSON.stringify(days.layout)}`);
   assert(JSON.stringify(days.js) === JSON.stringify(['#text:javascript:alert(1) ', 'A:https://a.example/x', '#text:). done']), `links end before punctuation: ${JSON.stringify(days.js)}`);
 
   // The emoji panel: one tab stop, arrow keys inside, Escape closes it and the focus returns.
