@@ -923,13 +923,16 @@ impl Server {
                 .collect(),
         };
         let skip = (!c.echo).then_some(sender.key);
+        // The sender's own connections get the copy with its `ref`; nobody else. Most
+        // senders have no other connection than the one acked (`skip`): nothing to send.
+        let own_others = own.iter().any(|&key| Some(key) != skip);
         match c.own_delivery {
-            // The sender's own connections get the copy with its `ref`; nobody else.
-            Some(own_frame) => {
+            Some(own_frame) if own_others => {
                 let own = own.to_vec();
                 self.send_to_all(frame, &recipients, skip);
                 self.send_to_all(own_frame, &own, skip);
             }
+            Some(_) => self.send_to_all(frame, &recipients, skip),
             None => {
                 recipients.extend_from_slice(own);
                 self.send_to_all(frame, &recipients, skip);
