@@ -171,12 +171,7 @@ impl Db {
     /// # Errors
     /// [`StoreError::NoSuchRequest`].
     pub fn decline_request(&mut self, user: i64, from: i64) -> Result<()> {
-        let tx = self.write_tx()?;
-        if !delete_request(&tx, from, user)? {
-            return Err(StoreError::NoSuchRequest);
-        }
-        tx.commit()?;
-        Ok(())
+        self.drop_request(from, user)
     }
 
     /// `user` withdraws their own request to `to`.
@@ -184,8 +179,13 @@ impl Db {
     /// # Errors
     /// [`StoreError::NoSuchRequest`].
     pub fn cancel_request(&mut self, user: i64, to: i64) -> Result<()> {
+        self.drop_request(user, to)
+    }
+
+    /// Deletes the request of `from` to `to`, answered or withdrawn.
+    fn drop_request(&mut self, from: i64, to: i64) -> Result<()> {
         let tx = self.write_tx()?;
-        if !delete_request(&tx, user, to)? {
+        if !delete_request(&tx, from, to)? {
             return Err(StoreError::NoSuchRequest);
         }
         tx.commit()?;
