@@ -7,12 +7,12 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::chat::{Account, Ws, connect, recv, send, set_timeout};
+use common::chat::{Account, Ws, connect, recv, seed_accounts, send, set_timeout};
 use common::{
     RawClient, Server, deflate_message, fresh_data_dir, inflate_message, masked_frame,
     upgrade_request_offering,
 };
-use fastim::store::{Db, NewGroup};
+use fastim::store::NewGroup;
 use serde_json::{Value, json};
 use tungstenite::Message;
 use tungstenite::client::IntoClientRequest;
@@ -27,18 +27,7 @@ struct World {
 }
 
 fn seed(data_dir: &Path) -> World {
-    std::fs::create_dir_all(data_dir).expect("data dir");
-    let mut db = Db::open(&data_dir.join("fastim.db")).expect("open db");
-    let mut account = |mobile: &str| {
-        let (id, token) = common::seed_account(&mut db, mobile);
-        Account { id, token }
-    };
-    let (a, b, c, d) = (
-        account("1001"),
-        account("1002"),
-        account("1003"),
-        account("1004"),
-    );
+    let (mut db, [a, b, c, d]) = seed_accounts(data_dir, ["1001", "1002", "1003", "1004"]);
     db.add_friend(a.id, b.id, 2).expect("friends");
     let group = NewGroup {
         name: "crew".into(),

@@ -7,7 +7,9 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::chat::{Account, Ws, connect as open, recv, send, within, within_skipping};
+use common::chat::{
+    Account, Ws, connect as open, recv, seed_accounts, send, within, within_skipping,
+};
 use common::{Http, Server, fresh_data_dir, post_as};
 use fastim::store::{Db, NewGroup};
 use serde_json::{Value, json};
@@ -22,18 +24,7 @@ struct World {
 }
 
 fn seed(data_dir: &Path) -> World {
-    std::fs::create_dir_all(data_dir).expect("data dir");
-    let mut db = Db::open(&data_dir.join("fastim.db")).expect("open db");
-    let mut account = |mobile: &str| {
-        let (id, token) = common::seed_account(&mut db, mobile);
-        Account { id, token }
-    };
-    let (a, b, c, d) = (
-        account("3001"),
-        account("3002"),
-        account("3003"),
-        account("3004"),
-    );
+    let (mut db, [a, b, c, d]) = seed_accounts(data_dir, ["3001", "3002", "3003", "3004"]);
     let club = NewGroup {
         name: "club".into(),
         icon: String::new(),

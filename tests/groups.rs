@@ -7,9 +7,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::chat::{Account, Ws, connect as open, recv, send, within};
+use common::chat::{Account, Ws, connect as open, recv, seed_accounts, send, within};
 use common::{Http, Server, fresh_data_dir};
-use fastim::store::{Db, NOTICE, NewGroup};
+use fastim::store::{NOTICE, NewGroup};
 use serde_json::{Value, json};
 
 /// Group "crew" owned by a, with members b, c and d (joined in that order); e is not a
@@ -25,19 +25,7 @@ struct World {
 
 fn start() -> (Server, World) {
     let dir = fresh_data_dir();
-    std::fs::create_dir_all(&dir).expect("data dir");
-    let mut db = Db::open(&dir.join("fastim.db")).expect("open db");
-    let mut account = |mobile: &str| {
-        let (id, token) = common::seed_account(&mut db, mobile);
-        Account { id, token }
-    };
-    let (a, b, c, d, e) = (
-        account("3001"),
-        account("3002"),
-        account("3003"),
-        account("3004"),
-        account("3005"),
-    );
+    let (mut db, [a, b, c, d, e]) = seed_accounts(&dir, ["3001", "3002", "3003", "3004", "3005"]);
     let group = NewGroup {
         name: "crew".into(),
         ..NewGroup::default()

@@ -8,7 +8,7 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::chat::{Account, Ws, connect, recv, send, within};
+use common::chat::{Account, Ws, connect, recv, seed_accounts, send, within};
 use common::{Server, fresh_data_dir};
 use fastim::store::{Db, NewGroup};
 use serde_json::{Value, json};
@@ -25,19 +25,8 @@ struct World {
 }
 
 fn seed(data_dir: &Path) -> World {
-    std::fs::create_dir_all(data_dir).expect("data dir");
-    let mut db = Db::open(&data_dir.join("fastim.db")).expect("open db");
-    let mut account = |mobile: &str| {
-        let (id, token) = common::seed_account(&mut db, mobile);
-        Account { id, token }
-    };
-    let (a, b, c, d, e) = (
-        account("2001"),
-        account("2002"),
-        account("2003"),
-        account("2004"),
-        account("2005"),
-    );
+    let (mut db, [a, b, c, d, e]) =
+        seed_accounts(data_dir, ["2001", "2002", "2003", "2004", "2005"]);
     db.add_friend(a.id, b.id, 2).expect("friends");
     db.add_friend(a.id, e.id, 2).expect("friends");
     let group = NewGroup {

@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::chat::{Account, Ws, connect, send, within_skipping};
+use common::chat::{Account, Ws, connect, seed_accounts, send, within_skipping};
 use common::{Http, Server, fresh_data_dir};
 use fastim::store::{Db, Message as Stored, NewGroup, Peer};
 use serde_json::{Value, json};
@@ -23,18 +23,7 @@ struct World {
 }
 
 fn seed(data_dir: &Path) -> World {
-    std::fs::create_dir_all(data_dir).expect("data dir");
-    let mut db = Db::open(&data_dir.join("fastim.db")).expect("open db");
-    let mut account = |mobile: &str| {
-        let (id, token) = common::seed_account(&mut db, mobile);
-        Account { id, token }
-    };
-    let (a, b, c, d) = (
-        account("3001"),
-        account("3002"),
-        account("3003"),
-        account("3004"),
-    );
+    let (mut db, [a, b, c, d]) = seed_accounts(data_dir, ["3001", "3002", "3003", "3004"]);
     db.add_friend(a.id, b.id, 2).expect("friends");
     db.add_friend(a.id, c.id, 3).expect("friends");
     let group = NewGroup {

@@ -8,7 +8,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::chat::{Account, Ws, connect, recv, send, within};
+use common::chat::{Account, Ws, connect, recv, seed_accounts, send, within};
 use common::{Http, Server, fresh_data_dir};
 use fastim::store::{Db, NewGroup, Peer};
 use serde_json::{Value, json};
@@ -24,13 +24,7 @@ struct World {
 }
 
 fn seed(data_dir: &Path) -> World {
-    std::fs::create_dir_all(data_dir).expect("data dir");
-    let mut db = Db::open(&data_dir.join("fastim.db")).expect("open db");
-    let mut account = |mobile: &str| {
-        let (id, token) = common::seed_account(&mut db, mobile);
-        Account { id, token }
-    };
-    let (a, b, c) = (account("5001"), account("5002"), account("5003"));
+    let (mut db, [a, b, c]) = seed_accounts(data_dir, ["5001", "5002", "5003"]);
     db.add_friend(a.id, b.id, 2).expect("friends");
     db.add_friend(a.id, c.id, 3).expect("friends");
     let group = NewGroup {

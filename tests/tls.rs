@@ -80,35 +80,7 @@ fn https(tls: &mut Tls, method: &str, path: &str, headers: &str, body: &str) -> 
     );
     tls.write_all(request.as_bytes()).expect("send request");
     tls.flush().expect("flush");
-    read_tls_response(tls)
-}
-
-/// [`common::read_response`] for a TLS stream.
-fn read_tls_response(tls: &mut Tls) -> Response {
-    let mut buf = Vec::new();
-    let mut byte = [0u8; 1];
-    while !buf.ends_with(b"\r\n\r\n") {
-        let n = tls.read(&mut byte).expect("read response");
-        assert!(
-            n > 0,
-            "closed mid-response: {}",
-            String::from_utf8_lossy(&buf)
-        );
-        buf.push(byte[0]);
-    }
-    let head = String::from_utf8(buf).expect("ascii head");
-    let status = head[9..12].parse().expect("status");
-    let len: usize = head
-        .lines()
-        .find_map(|l| {
-            l.to_ascii_lowercase()
-                .strip_prefix("content-length:")
-                .map(|v| v.trim().parse().expect("length"))
-        })
-        .unwrap_or(0);
-    let mut body = vec![0u8; len];
-    tls.read_exact(&mut body).expect("read body");
-    Response { status, head, body }
+    common::read_response(tls)
 }
 
 fn wss(server: &Server, config: &Arc<ClientConfig>, path: &str) -> WebSocket<Tls> {
@@ -299,7 +271,7 @@ fn records_cut_into_pieces_or_sent_many_at_once_are_read() {
         .write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         .expect("request");
     dribble(&mut tls, 3);
-    let r = read_tls_response(&mut tls);
+    let r = common::read_response(&mut tls);
     assert_eq!(r.status, 200, "{}", r.head);
     // A request in records of two bytes each, all in one write; it asks the
     // server to close, which it does with close_notify.
@@ -308,7 +280,7 @@ fn records_cut_into_pieces_or_sent_many_at_once_are_read() {
         tls.conn.writer().write_all(piece).expect("record");
     }
     dribble(&mut tls, usize::MAX);
-    let r = read_tls_response(&mut tls);
+    let r = common::read_response(&mut tls);
     assert_eq!(r.status, 200, "{}", r.head);
     let mut rest = Vec::new();
     tls.read_to_end(&mut rest)

@@ -2,13 +2,29 @@
 //! and out, with read deadlines.
 
 use std::net::TcpStream;
+use std::path::Path;
 use std::time::Duration;
+
+use fastim::store::Db;
 
 use serde_json::Value;
 use tungstenite::stream::MaybeTlsStream;
 use tungstenite::{Message, WebSocket};
 
 use super::Server;
+
+/// A new database in `data_dir` (created if missing) with an account for each of
+/// `mobiles` ([`super::seed_account`]: no Argon2), in order; the database stays open
+/// for the test's friendships and groups.
+pub fn seed_accounts<const N: usize>(data_dir: &Path, mobiles: [&str; N]) -> (Db, [Account; N]) {
+    std::fs::create_dir_all(data_dir).expect("data dir");
+    let mut db = Db::open(&data_dir.join("fastim.db")).expect("open db");
+    let accounts = mobiles.map(|mobile| {
+        let (id, token) = super::seed_account(&mut db, mobile);
+        Account { id, token }
+    });
+    (db, accounts)
+}
 
 /// A `/chat` socket.
 pub type Ws = WebSocket<MaybeTlsStream<TcpStream>>;

@@ -441,13 +441,13 @@ impl Http {
     }
 }
 
-/// Reads one response with a Content-Length body.
-pub fn read_response(stream: &mut TcpStream) -> Response {
+/// Reads one response with a Content-Length body (from a TCP or a TLS stream).
+pub fn read_response(stream: &mut impl Read) -> Response {
     read_response_to(stream, false)
 }
 
 /// Reads one response; after `HEAD`, and for 304, there is no body whatever the length says.
-pub fn read_response_to(stream: &mut TcpStream, head_request: bool) -> Response {
+pub fn read_response_to(stream: &mut impl Read, head_request: bool) -> Response {
     let mut buf = Vec::new();
     let mut byte = [0u8; 1];
     while !buf.ends_with(b"\r\n\r\n") {
