@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# Compares fastim's /echo with two peer echo servers, tokio-tungstenite
-# (examples/tungstenite_echo.rs, "peer") and fastwebsockets
-# (examples/fastwebsockets_echo.rs, "fwsk"), under the same load, in the same run.
+# Compares fastim's /echo with three peer echo servers, tokio-tungstenite
+# (examples/tungstenite_echo.rs, "peer"), fastwebsockets
+# (examples/fastwebsockets_echo.rs, "fwsk") and uWebSockets (uWebSockets.js,
+# benches/uws/echo.js, "uws"; needs Node.js, its package is installed with
+# `npm ci` in benches/uws), under the same load, in the same run.
 # See BENCHMARKS.md for the method.
 #
 #   benches/compare.sh                       # everything, 3 repeats, 5 s runs
 #   REPEATS=1 DURATION=2 benches/compare.sh a c
 #   SKIP_BUILD=1 benches/compare.sh         # reuse target/release binaries
 #
+# SERVERS="fastim peer" (any subset) leaves the others out.
 # SERVERS="fastim base" BASE_BIN=/path/to/an/older/fastim compares two builds of
 # fastim the same way (the table then shows fastim only; results.jsonl has both).
 #
@@ -18,8 +21,8 @@
 # both off.
 #
 # Every server runs pinned to CPU $SERVER_CPU (default 0), the load tool to
-# $LOAD_CPU (default 1). Each run starts a fresh server; the three servers
-# alternate (fastim, peer, fwsk, fastim, peer, fwsk, ...). The markdown table goes to stdout
+# $LOAD_CPU (default 1). Each run starts a fresh server; the servers
+# alternate (fastim, peer, fwsk, uws, fastim, peer, ...). The markdown table goes to stdout
 # and to target/bench/compare.md; raw RESULT lines to target/bench/results.jsonl.
 set -euo pipefail
 
@@ -34,7 +37,7 @@ RETRIES=${RETRIES:-2}
 MAX_OTHER_CPU=${MAX_OTHER_CPU:-25}
 SERVER_CPU=${SERVER_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
-SERVERS=${SERVERS:-fastim peer fwsk}
+SERVERS=${SERVERS:-fastim peer fwsk uws}
 SCENARIOS=("$@")
 [ ${#SCENARIOS[@]} -eq 0 ] && SCENARIOS=(a b c d e f g)
 
@@ -59,6 +62,16 @@ FASTIM=$TARGET/release/fastim
 PEER=$TARGET/release/examples/tungstenite_echo
 FWSK=$TARGET/release/examples/fastwebsockets_echo
 LOAD=$TARGET/release/fastim-load
+UWS=benches/uws/echo.js
+case " $SERVERS " in
+*" uws "*)
+    command -v node >/dev/null || { echo "compare.sh: the uws peer needs Node.js (node)" >&2; exit 1; }
+    if [ ! -d benches/uws/node_modules/@trufflesuite/uws-js-unofficial ]; then
+        echo "installing uWebSockets.js (npm ci in benches/uws)..." >&2
+        (cd benches/uws && timeout 300 npm ci --ignore-scripts --no-audit --no-fund) >&2
+    fi
+    ;;
+esac
 
 # 10,000 idle connections need as many descriptors in each process.
 ulimit -n "$(ulimit -Hn)"
@@ -69,7 +82,7 @@ fi
 # shellcheck source=benches/servers.sh
 . "$(dirname "$0")/servers.sh"
 
-# start_server fastim|peer|fwsk LOG: starts a fresh server on a free port, pinned.
+# start_server fastim|base|peer|fwsk|uws LOG: starts a fresh server on a free port, pinned.
 start_server() {
     case $1 in
     fastim)
@@ -85,6 +98,7 @@ start_server() {
         ;;
     peer) launch_server "$2" 600 "$PEER" --listen 127.0.0.1:0 ;;
     fwsk) launch_server "$2" 600 "$FWSK" --listen 127.0.0.1:0 ;;
+    uws) launch_server "$2" 600 node "$UWS" 0 ;;
     esac
 }
 
@@ -171,71 +185,84 @@ def failures(scenario, server):
     return sum(1 for r in runs if r["scenario"] == scenario and r["server"] == server
                and (r["exit"] != 0 or not r["result"]))
 
-# scenario, figure, key, format, target kind (ratio >= x, ratio <= x, fastim <= x) or None
+# The peers in the table, in this order, with their names in its header.
+PEERS = [("peer", "tungstenite"), ("fwsk", "fastwebsockets"), ("uws", "uWebSockets")]
+PEERS = [(k, n) for k, n in PEERS if any(r["server"] == k for r in runs)]
+
+# scenario, title, figure, key, format, targets: (peer, kind, x), kind ">=" or "<="
+# on the ratio fastim/peer, or (None, "abs<=", x) on fastim's own figure.
+# (a), (b), (c) against tungstenite are the first benchmark's targets; the ones
+# against uWebSockets are the engine issue's (M1b, M3, M4, M1, M2 there).
 ROWS = [
-    ("a", "1 conn, 64 B, 1024 in flight", "messages/s", "msgs_per_s", "{:,.0f}", (">=", 2.5)),
-    ("a", "", "latency p50 (us)", "p50_us", "{:,.0f}", None),
-    ("a", "", "latency p99 (us)", "p99_us", "{:,.0f}", None),
-    ("a", "", "server CPU per message (us)", "server_us_per_msg", "{:.3f}", None),
-    ("a", "", "other processes' CPU (% of a core)", "other_cpu_pct", "{:.0f}", None),
-    ("b", "1000 conns, 64 B, 8 in flight each", "server CPU per message (us)", "server_us_per_msg", "{:.3f}", ("<=", 0.5)),
-    ("b", "", "messages/s", "msgs_per_s", "{:,.0f}", None),
-    ("b", "", "server CPU (% of a core)", "server_cpu_pct", "{:.0f}", None),
-    ("b", "", "latency p99 (us)", "p99_us", "{:,.0f}", None),
-    ("b", "", "other processes' CPU (% of a core)", "other_cpu_pct", "{:.0f}", None),
-    ("c", "10 conns, 1 MiB binary, 4 in flight each", "MB/s (echoed payload, one way)", "mb_per_s", "{:,.0f}", (">=", 1.5)),
-    ("c", "", "server CPU per message (us)", "server_us_per_msg", "{:,.0f}", None),
-    ("c", "", "server CPU (% of a core)", "server_cpu_pct", "{:.0f}", None),
-    ("c", "", "latency p99 (us)", "p99_us", "{:,.0f}", None),
-    ("c", "", "other processes' CPU (% of a core)", "other_cpu_pct", "{:.0f}", None),
-    ("d", "10,000 idle conns", "server RSS per connection (bytes)", "bytes_per_conn", "{:,.0f}", ("abs<=", 256)),
-    ("e", "1 conn, 64 B, 64 in flight", "messages/s", "msgs_per_s", "{:,.0f}", (">=", 1.0)),
-    ("e", "", "latency p50 (us)", "p50_us", "{:,.0f}", None),
-    ("e", "", "server CPU per message (us)", "server_us_per_msg", "{:.3f}", None),
-    ("e", "", "other processes' CPU (% of a core)", "other_cpu_pct", "{:.0f}", None),
-    ("f", "100 conns, 64 B, 1 in flight each", "messages/s", "msgs_per_s", "{:,.0f}", (">=", 1.0)),
-    ("f", "", "latency p50 (us)", "p50_us", "{:,.0f}", None),
-    ("f", "", "server CPU per message (us)", "server_us_per_msg", "{:.3f}", None),
-    ("f", "", "other processes' CPU (% of a core)", "other_cpu_pct", "{:.0f}", None),
-    ("g", "(b) with permessage-deflate offered", "server CPU per message (us)", "server_us_per_msg", "{:.3f}", None),
-    ("g", "", "messages/s", "msgs_per_s", "{:,.0f}", None),
-    ("g", "", "other processes' CPU (% of a core)", "other_cpu_pct", "{:.0f}", None),
+    ("a", "1 conn, 64 B, 1024 in flight", "messages/s", "msgs_per_s", "{:,.0f}",
+     [("peer", ">=", 2.5), ("uws", ">=", 1.0)]),
+    ("a", "", "latency p50 (us)", "p50_us", "{:,.0f}", []),
+    ("a", "", "latency p99 (us)", "p99_us", "{:,.0f}", []),
+    ("a", "", "server CPU per message (us)", "server_us_per_msg", "{:.3f}", []),
+    ("a", "", "other processes' CPU (% of a core)", "other_cpu_pct", "{:.0f}", []),
+    ("b", "1000 conns, 64 B, 8 in flight each", "server CPU per message (us)", "server_us_per_msg", "{:.3f}",
+     [("peer", "<=", 0.5), ("uws", "<=", 1.0)]),
+    ("b", "", "messages/s", "msgs_per_s", "{:,.0f}", []),
+    ("b", "", "server CPU (% of a core)", "server_cpu_pct", "{:.0f}", []),
+    ("b", "", "latency p99 (us)", "p99_us", "{:,.0f}", []),
+    ("b", "", "other processes' CPU (% of a core)", "other_cpu_pct", "{:.0f}", []),
+    ("c", "10 conns, 1 MiB binary, 4 in flight each", "MB/s (echoed payload, one way)", "mb_per_s", "{:,.0f}",
+     [("peer", ">=", 1.5), ("uws", ">=", 1.5)]),
+    ("c", "", "server CPU per message (us)", "server_us_per_msg", "{:,.0f}", []),
+    ("c", "", "server CPU (% of a core)", "server_cpu_pct", "{:.0f}", []),
+    ("c", "", "latency p99 (us)", "p99_us", "{:,.0f}", []),
+    ("c", "", "other processes' CPU (% of a core)", "other_cpu_pct", "{:.0f}", []),
+    ("d", "10,000 idle conns", "server RSS per connection (bytes)", "bytes_per_conn", "{:,.0f}",
+     [(None, "abs<=", 256)]),
+    ("e", "1 conn, 64 B, 64 in flight", "messages/s", "msgs_per_s", "{:,.0f}",
+     [("peer", ">=", 1.0), ("uws", ">=", 1.0)]),
+    ("e", "", "latency p50 (us)", "p50_us", "{:,.0f}", []),
+    ("e", "", "server CPU per message (us)", "server_us_per_msg", "{:.3f}", []),
+    ("e", "", "other processes' CPU (% of a core)", "other_cpu_pct", "{:.0f}", []),
+    ("f", "100 conns, 64 B, 1 in flight each", "messages/s", "msgs_per_s", "{:,.0f}",
+     [("peer", ">=", 1.0), ("fwsk", ">=", 1.0), ("uws", ">=", 1.0)]),
+    ("f", "", "latency p50 (us)", "p50_us", "{:,.0f}", []),
+    ("f", "", "server CPU per message (us)", "server_us_per_msg", "{:.3f}", []),
+    ("f", "", "other processes' CPU (% of a core)", "other_cpu_pct", "{:.0f}", []),
+    ("g", "(b) with permessage-deflate offered", "server CPU per message (us)", "server_us_per_msg", "{:.3f}", []),
+    ("g", "", "messages/s", "msgs_per_s", "{:,.0f}", []),
+    ("g", "", "other processes' CPU (% of a core)", "other_cpu_pct", "{:.0f}", []),
 ]
 
 scenarios = {r["scenario"] for r in runs}
 model = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo")
               if l.startswith("model name")), "unknown CPU")
-print(f"fastim vs tokio-tungstenite (peer) and fastwebsockets (fwsk) echo: "
+names = dict(PEERS)
+print(f"fastim vs {', '.join(f'{n} ({k})' for k, n in PEERS) or 'no peer'} echo: "
       f"medians of {repeats} runs of {duration} s each, "
       f"{datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} x {model}, "
       f"Linux {os.uname().release}\n")
-print("| scenario | figure | fastim | tungstenite | fastwebsockets "
-      "| fastim/tungstenite | fastim/fastwebsockets | target | met (vs each peer) |")
-print("|---|---|--:|--:|--:|--:|--:|---|---|")
-for scenario, title, figure, key, fmt, target in ROWS:
+print("| scenario | figure | fastim | " + " | ".join(n for _, n in PEERS) + " | "
+      + " | ".join(f"fastim/{n}" for _, n in PEERS) + " | target | met |")
+print("|---|---|--:|" + "--:|" * (2 * len(PEERS)) + "---|---|")
+for scenario, title, figure, key, fmt, targets in ROWS:
     if scenario not in scenarios:
         continue
     f = median(scenario, "fastim", key)
-    peers = [median(scenario, server, key) for server in ("peer", "fwsk")]
+    values = {k: median(scenario, k, key) for k, _ in PEERS}
+    ratios = {k: f / v if f is not None and v not in (None, 0) else None for k, v in values.items()}
     show = lambda v: fmt.format(v) if v is not None else "n/a"
-    ratios = [f / p if f is not None and p not in (None, 0) else None for p in peers]
     showr = lambda r: "n/a" if r is None else f"{r:.2f}"
-    goal, met = "", ""
     yes = lambda ok: "yes" if ok else "**no**"
-    if target:
-        # A ratio target is judged against each peer: "tungstenite / fastwebsockets".
-        kind, x = target
-        if kind == ">=":
-            goal = f"ratio >= {x}"
-            met = " / ".join(yes(r is not None and r >= x) for r in ratios)
-        elif kind == "<=":
-            goal = f"ratio <= {x}"
-            met = " / ".join(yes(r is not None and r <= x) for r in ratios)
-        else:
-            goal, met = f"fastim <= {x}", yes(f is not None and f <= x)
+    goals, mets = [], []
+    for peer, kind, x in targets:
+        if kind == "abs<=":
+            goals.append(f"fastim <= {x}")
+            mets.append(yes(f is not None and f <= x))
+        elif peer in ratios:
+            r = ratios[peer]
+            goals.append(f"{kind} {x} x {names[peer]}")
+            mets.append(yes(r is not None and (r >= x if kind == ">=" else r <= x)))
     label = f"({scenario}) {title}" if title else ""
-    print(f"| {label} | {figure} | {show(f)} | {show(peers[0])} | {show(peers[1])} | "
-          f"{showr(ratios[0])} | {showr(ratios[1])} | {goal} | {met} |")
+    print(f"| {label} | {figure} | {show(f)} | "
+          + " | ".join(show(values[k]) for k, _ in PEERS) + " | "
+          + " | ".join(showr(ratios[k]) for k, _ in PEERS)
+          + f" | {'; '.join(goals)} | {' / '.join(mets)} |")
 
 again = sum(r.get("attempts", 1) - 1 for r in runs)
 if again:
@@ -244,7 +271,7 @@ if again:
           "the last attempt counts.")
 
 bad = [(s, srv, failures(s, srv)) for s in sorted(scenarios)
-       for srv in ("fastim", "peer", "fwsk")]
+       for srv in ["fastim"] + [k for k, _ in PEERS]]
 bad = [b for b in bad if b[2]]
 if bad:
     print("\nRuns that failed or reported errors: " +
