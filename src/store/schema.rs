@@ -210,8 +210,8 @@ CREATE INDEX anonymous_uploads_by_time ON anonymous_uploads(uploaded_at);
 /// change of it, under a `seq` that only grows (`AUTOINCREMENT`: never reused after
 /// rows are removed), so that sync can send a device the changes after the last `seq`
 /// it has. `cmd`, `dst_id` and `sender_id` are the message's, copied so that the
-/// changes of a user's conversations are found by index ranges as its messages are
-/// (`messages_by_dst`, `messages_by_sender`). A row goes with its message (retention,
+/// changes of a user's conversations are found by index ranges, by recipient and by
+/// sender. A row goes with its message (retention,
 /// an administrator deleting a user or a group): `ON DELETE CASCADE`, through the
 /// index on `message_id`.
 const MESSAGE_CHANGES: &str = r#"
@@ -228,6 +228,22 @@ CREATE INDEX message_changes_by_dst ON message_changes(cmd, dst_id, seq);
 CREATE INDEX message_changes_by_sender ON message_changes(sender_id, cmd, seq);
 "#;
 
+/// Version 10: one index for what a user sent instead of two. Every index a message is
+/// written to costs the chat writer about two 4 KiB WAL pages per busy conversation in
+/// every commit (BENCHMARKS.md, "Chat"), and a one-to-one message went into four:
+/// `messages_by_sender (sender_id, cmd, id)` and `messages_by_pair (sender_id, dst_id, id)
+/// WHERE cmd = 10` were both ordered by sender first. `(sender_id, cmd, dst_id, id)` serves
+/// what the pair index served (the 1:1 history and read markers: one range per
+/// direction), what the sender index served for counting or deleting a user's messages,
+/// and for sync what a user sent after a cursor: one range per person they wrote to, found
+/// by skipping through the index (`messages.rs`, `messages_for_sql`). Building it reads the
+/// table once, at the first start of this version.
+const ONE_SENDER_INDEX: &str = r#"
+CREATE INDEX messages_by_sender_dst ON messages(sender_id, cmd, dst_id, id);
+DROP INDEX messages_by_sender;
+DROP INDEX messages_by_pair;
+"#;
+
 /// The migration steps, oldest first. `MIGRATIONS[i]` takes version `i` to `i + 1`.
 pub const MIGRATIONS: &[&str] = &[
     V1,
@@ -239,6 +255,7 @@ pub const MIGRATIONS: &[&str] = &[
     V7,
     ANONYMOUS_UPLOADS,
     MESSAGE_CHANGES,
+    ONE_SENDER_INDEX,
 ];
 
 /// The schema version this build creates and understands.
@@ -506,5 +523,61 @@ mod tests {
             )
             .expect("row");
         assert_eq!(row, ("hi".to_owned(), None, None, None));
+    }
+
+    /// Step 10 on a file with messages: the two sender indexes give way to one that
+    /// already holds every existing message, and the queries that used them still find
+    /// them (`messages.rs` checks the plans).
+    #[test]
+    fn the_sender_index_step_indexes_existing_messages() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut conn = Connection::open(dir.path().join("m.db")).expect("open");
+        for (v, step) in (1..).zip(&MIGRATIONS[..9]) {
+            conn.execute_batch(step).expect("step");
+            conn.pragma_update(None, "user_version", v).expect("set");
+        }
+        for mobile in ["13800000001", "13800000002"] {
+            conn.execute(
+                "INSERT INTO users (mobile, password_hash, created_at) VALUES (?1, 'h', 1)",
+                [mobile],
+            )
+            .expect("user");
+        }
+        for (sender, cmd, dst) in [(1, 10, 2), (2, 10, 1), (1, 10, 2), (1, 11, 7)] {
+            conn.execute(
+                "INSERT INTO messages (sender_id, cmd, dst_id, created_at) VALUES (?1, ?2, ?3, 1)",
+                [sender, cmd, dst],
+            )
+            .expect("message");
+        }
+        assert_eq!(migrate(&mut conn).expect("migrate"), 1);
+        let indexes: Vec<String> = conn
+            .prepare("SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'messages' ORDER BY name")
+            .expect("prepare")
+            .query_map([], |r| r.get(0))
+            .expect("query")
+            .collect::<rusqlite::Result<_>>()
+            .expect("rows");
+        assert_eq!(
+            indexes,
+            [
+                "messages_by_client_ref",
+                "messages_by_dst",
+                "messages_by_sender_dst"
+            ]
+        );
+        let sent: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM messages INDEXED BY messages_by_sender_dst
+                 WHERE sender_id = 1 AND cmd = 10 AND dst_id = 2",
+                [],
+                |r| r.get(0),
+            )
+            .expect("count");
+        assert_eq!(sent, 2);
+        let check: String = conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .expect("check");
+        assert_eq!(check, "ok");
     }
 }
