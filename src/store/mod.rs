@@ -253,7 +253,21 @@ impl Db {
         // so checkpointing every 1,000 pages (SQLite's default) copied each of them
         // again every few commits.
         conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)?;
-        schema::migrate(&mut conn)?;
+        let version = schema::user_version(&conn)?;
+        if (1..schema::LATEST).contains(&version) {
+            // A step may rebuild an index (step 10 reads the messages table once): on
+            // a large file that takes a while, and an operator should know why.
+            log::info!(
+                "{}: upgrading the schema from version {version} to {}",
+                path.display(),
+                schema::LATEST
+            );
+        }
+        let applied = schema::migrate(&mut conn)?;
+        if applied > 0 && version > 0 {
+            let steps = if applied == 1 { "step" } else { "steps" };
+            log::info!("{}: schema upgraded ({applied} {steps})", path.display());
+        }
         Ok(Db { conn })
     }
 
