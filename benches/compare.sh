@@ -37,7 +37,13 @@ RETRIES=${RETRIES:-2}
 MAX_OTHER_CPU=${MAX_OTHER_CPU:-25}
 SERVER_CPU=${SERVER_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
-SERVERS=${SERVERS:-fastim peer fwsk uws}
+if [ -z "${SERVERS:-}" ]; then
+    SERVERS="fastim peer fwsk uws"
+    if ! command -v node >/dev/null; then
+        echo "compare.sh: no Node.js (node): leaving out the uWebSockets peer" >&2
+        SERVERS="fastim peer fwsk"
+    fi
+fi
 SCENARIOS=("$@")
 [ ${#SCENARIOS[@]} -eq 0 ] && SCENARIOS=(a b c d e f g)
 
