@@ -422,8 +422,12 @@ impl Db {
             }
             done.memberships += 1;
         }
-        done.messages = tx.execute(
-            "DELETE FROM messages WHERE sender_id = ?1 OR (cmd = 10 AND dst_id = ?1)",
+        // What they sent, and what was sent to them: one range per person who wrote to
+        // them (`chat_peers`, whose rows go with the user).
+        done.messages = tx.execute("DELETE FROM messages WHERE sender_id = ?1", [id])?;
+        done.messages += tx.execute(
+            "DELETE FROM messages WHERE cmd = 10 AND dst_id = ?1
+                 AND sender_id IN (SELECT peer_id FROM chat_peers WHERE user_id = ?1)",
             [id],
         )?;
         // Their own markers cascade; their partners' markers of the conversation go too.

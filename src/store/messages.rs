@@ -15,13 +15,42 @@
 //! Leaving deletes the membership; rejoining sets a new join point, so messages sent while
 //! away stay invisible.
 
-use rusqlite::{OptionalExtension, Row, params};
+use rusqlite::{OptionalExtension, Row, TransactionBehavior, params};
 use serde::Serialize;
 
 use super::changes::{Quote, reply_visible};
 use super::{Db, Result, StoreError, is_foreign_key_violation, sql_limit};
 
 use crate::im::cmd::code::{GROUP, SINGLE};
+
+/// (recipient, sender) pairs a connection knows are in `chat_peers` (schema step 11):
+/// a pair's first message writes the row, the later ones find the pair here and write
+/// nothing. A pair is added only once the transaction that wrote its row commits, so
+/// the set never claims a row a rolled-back save did not leave. Bounded: past
+/// [`KNOWN_PEERS_MAX`] pairs it starts afresh (the next message of each pair then asks
+/// SQLite again, `INSERT OR IGNORE`).
+#[derive(Debug, Default)]
+pub(super) struct KnownPeers(std::collections::HashSet<(i64, i64)>);
+
+/// (recipient, sender) pairs a save recorded in `chat_peers`, for [`KnownPeers`] once
+/// it commits.
+type NewPeers = Vec<(i64, i64)>;
+
+/// Pairs [`KnownPeers`] holds at most (about 4 MiB).
+const KNOWN_PEERS_MAX: usize = 100_000;
+
+impl KnownPeers {
+    fn contains(&self, pair: (i64, i64)) -> bool {
+        self.0.contains(&pair)
+    }
+
+    fn committed(&mut self, pairs: NewPeers) {
+        if self.0.len() + pairs.len() > KNOWN_PEERS_MAX {
+            self.0.clear();
+        }
+        self.0.extend(pairs);
+    }
+}
 
 /// The other side of a conversation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -209,37 +238,34 @@ pub(super) fn message_from_row(row: &Row<'_>) -> rusqlite::Result<Message> {
 
 /// Everything after `?2` that user `?1` receives, oldest first, at most `?3`.
 ///
-/// Three parts merged by id: 1:1 messages to the user (a `messages_by_dst` range), 1:1
-/// messages from the user to others (a message to oneself is in the first part
-/// already), and for each group of the user (`group_members_by_user`) its messages after
-/// both the cursor and the join point (a `messages_by_dst` range). What the user sent is
-/// ordered by recipient in `messages_by_sender_dst`: `partner` skips through the user's
-/// part of that index, one seek per person they ever wrote to, and each of those ranges
-/// gives at most `?3` rows after the cursor. Each range reads only rows newer than the
-/// cursor: the cost follows what is pending and how many people the user wrote to, not
-/// the table size. `CROSS JOIN` makes SQLite keep the written join order (memberships and
-/// partners outside); left to choose, it walked every group message instead.
-/// `hot_queries_use_indexes` checks the plan.
+/// Three parts merged by id: 1:1 messages to the user, 1:1 messages from the user to
+/// others (a message to oneself is in the first part already), and for each group of
+/// the user (`group_members_by_user`) its messages after both the cursor and the join
+/// point (a `messages_by_group` range). One-to-one messages are ordered by sender and
+/// recipient (`messages_by_sender_dst`): `chat_peers` names who wrote to the user (its
+/// key) and whom the user wrote to (`chat_peers_by_peer`), and each of those gives one
+/// range of at most `?3` rows after the cursor. Each range reads only rows newer than
+/// the cursor: the cost follows what is pending and how many people the user writes
+/// with, not the table size. `CROSS JOIN` makes SQLite keep the written join order
+/// (memberships and peers outside); left to choose, it walked every group message
+/// instead. `hot_queries_use_indexes` checks the plan.
 fn messages_for_sql() -> String {
     format!(
-        "WITH RECURSIVE partner(p) AS (
-             SELECT (SELECT dst_id FROM messages
-                     WHERE sender_id = ?1 AND cmd = {SINGLE} ORDER BY dst_id LIMIT 1)
-             UNION ALL
-             SELECT (SELECT dst_id FROM messages
-                     WHERE sender_id = ?1 AND cmd = {SINGLE} AND dst_id > partner.p
-                     ORDER BY dst_id LIMIT 1)
-             FROM partner WHERE partner.p IS NOT NULL)
-         SELECT {MESSAGE_COLUMNS} FROM messages m {QUOTE_JOIN}
-         WHERE m.cmd = {SINGLE} AND m.dst_id = ?1 AND m.id > ?2
-         UNION ALL
-         SELECT {MESSAGE_COLUMNS} FROM partner
+        "SELECT {MESSAGE_COLUMNS} FROM chat_peers cp
          CROSS JOIN messages m ON m.id IN (
              SELECT id FROM messages
-             WHERE sender_id = ?1 AND cmd = {SINGLE} AND dst_id = partner.p AND id > ?2
+             WHERE sender_id = cp.peer_id AND cmd = {SINGLE} AND dst_id = ?1 AND id > ?2
              ORDER BY id LIMIT ?3)
          {QUOTE_JOIN}
-         WHERE partner.p <> ?1
+         WHERE cp.user_id = ?1
+         UNION ALL
+         SELECT {MESSAGE_COLUMNS} FROM chat_peers cp
+         CROSS JOIN messages m ON m.id IN (
+             SELECT id FROM messages
+             WHERE sender_id = ?1 AND cmd = {SINGLE} AND dst_id = cp.user_id AND id > ?2
+             ORDER BY id LIMIT ?3)
+         {QUOTE_JOIN}
+         WHERE cp.peer_id = ?1 AND cp.user_id <> ?1
          UNION ALL
          SELECT {MESSAGE_COLUMNS} FROM group_members gm
          CROSS JOIN messages m ON m.cmd = {GROUP} AND m.dst_id = gm.group_id
@@ -266,7 +292,7 @@ fn history_pair_sql() -> String {
 }
 
 /// Group `?1` history after the join point `?2` and before id `?3`, newest first, at most
-/// `?4`: one `messages_by_dst` range.
+/// `?4`: one `messages_by_group` range.
 fn history_group_sql() -> String {
     format!(
         "SELECT {MESSAGE_COLUMNS} FROM messages m {QUOTE_JOIN}
@@ -309,7 +335,8 @@ impl Db {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
-        let tx = self.write_tx()?;
+        let Db { conn, peers } = self;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut rights = Vec::with_capacity(batch.len());
         {
             let mut known: std::collections::HashMap<(i64, Peer), SendRight> =
@@ -357,8 +384,9 @@ impl Db {
                 rights.push(right);
             }
         }
-        let saved = Self::insert_batch(&tx, batch, &rights, now)?;
+        let (saved, new_peers) = Self::insert_batch(&tx, peers, batch, &rights, now)?;
         tx.commit()?;
+        peers.committed(new_peers);
         Ok(saved
             .into_iter()
             .zip(rights)
@@ -376,22 +404,31 @@ impl Db {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
-        let tx = self.write_tx()?;
-        let saved = Self::insert_batch(&tx, batch, rights, now)?;
+        let Db { conn, peers } = self;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let (saved, new_peers) = Self::insert_batch(&tx, peers, batch, rights, now)?;
         tx.commit()?;
+        peers.committed(new_peers);
         Ok(saved)
     }
 
     /// Inserts the messages whose right is [`SendRight::Allowed`] (others get `None`),
-    /// deduplicating by `client_ref`, inside the caller's transaction.
+    /// deduplicating by `client_ref`, inside the caller's transaction; records in
+    /// `chat_peers` the one-to-one pairs `peers` does not know. Returns what was saved
+    /// and the pairs to add to `peers` once the transaction commits.
     fn insert_batch(
         tx: &rusqlite::Transaction<'_>,
+        peers: &KnownPeers,
         batch: &[Message],
         rights: &[SendRight],
         now: i64,
-    ) -> Result<Vec<Option<Saved>>> {
+    ) -> Result<(Vec<Option<Saved>>, NewPeers)> {
         let mut saved = Vec::with_capacity(batch.len());
+        let mut new_peers = Vec::new();
         {
+            let mut peer = tx.prepare_cached(
+                "INSERT OR IGNORE INTO chat_peers (user_id, peer_id) VALUES (?1, ?2)",
+            )?;
             let mut find = tx.prepare_cached(
                 "SELECT id, created_at FROM messages WHERE sender_id = ?1 AND client_ref = ?2",
             )?;
@@ -460,6 +497,19 @@ impl Db {
                     continue;
                 }
                 let id = tx.last_insert_rowid();
+                if let Peer::User(to) = m.to {
+                    let pair = (to, m.sender_id);
+                    if !peers.contains(pair) && !new_peers.contains(&pair) {
+                        peer.execute(params![to, m.sender_id]).map_err(|e| {
+                            if is_foreign_key_violation(&e) {
+                                StoreError::NoSuchUser
+                            } else {
+                                StoreError::from(e)
+                            }
+                        })?;
+                        new_peers.push(pair);
+                    }
+                }
                 saved.push(Some(Saved {
                     id,
                     created_at: now,
@@ -467,7 +517,7 @@ impl Db {
                 }));
             }
         }
-        Ok(saved)
+        Ok((saved, new_peers))
     }
 
     /// The messages `user` should receive with an id above `after_id`, oldest first, at most
@@ -678,6 +728,43 @@ mod tests {
         assert_eq!(contents(&got), ["hi", "new", "no ref", "no ref", "b's r1"]);
     }
 
+    /// A pair's first message records it in `chat_peers`, and the recipient's sync
+    /// finds the message through it: also when the first attempt was rolled back (the
+    /// connection must not remember a row the rollback took away), and when another
+    /// connection wrote the pair's first message.
+    #[test]
+    fn the_recipient_finds_a_first_message_after_a_rollback_and_from_another_connection() {
+        let mut t = test_db();
+        let (a, b, c) = three(&mut t);
+        let ghost = Message {
+            sender_id: 999,
+            ..text(a.id, Peer::User(b.id), "ghost")
+        };
+        t.db.save_messages(&[text(a.id, Peer::User(b.id), "lost"), ghost], 0)
+            .expect_err("no such sender");
+        t.db.save_messages(&[text(a.id, Peer::User(b.id), "hi")], 1)
+            .expect("save");
+        assert_eq!(
+            contents(&t.db.messages_for(b.id, 0, 10).expect("q")),
+            ["hi"]
+        );
+
+        let mut other = Db::open(&t.path()).expect("second connection");
+        other
+            .save_messages(&[text(c.id, Peer::User(b.id), "from c")], 2)
+            .expect("save");
+        t.db.save_messages(&[text(c.id, Peer::User(b.id), "again")], 3)
+            .expect("save");
+        assert_eq!(
+            contents(&t.db.messages_for(b.id, 0, 10).expect("q")),
+            ["hi", "from c", "again"]
+        );
+        assert_eq!(
+            contents(&other.messages_for(c.id, 0, 10).expect("q")),
+            ["from c", "again"]
+        );
+    }
+
     #[test]
     fn a_bad_message_rolls_back_the_batch() {
         let mut t = test_db();
@@ -811,7 +898,7 @@ mod tests {
         assert!(t.db.messages_for(b.id, 0, 0).expect("q").is_empty());
     }
 
-    /// What a user sent is found per person they wrote to (`partner` in
+    /// What a user sent is found per person they wrote to (`chat_peers` in
     /// `messages_for_sql`): with many of them, some written to far more often than the
     /// page size, every page is the next messages in id order, none missed or repeated.
     #[test]
@@ -965,17 +1052,13 @@ mod tests {
         for (name, sql, n) in cases {
             let lines = plan(&sql, n);
             let text = lines.join("\n");
-            // The only scans are of the partners the query's CTE found, one row each.
             assert!(
-                !lines.iter().any(|l| l.starts_with("SCAN ")
-                    && l != "SCAN partner"
-                    && l != "SCAN CONSTANT ROW"),
+                !lines.iter().any(|l| l.starts_with("SCAN ")),
                 "{name} scans a table:\n{text}"
             );
             // Every read of `messages` is an id range inside one conversation, never a
-            // walk over all messages of one kind (`messages_by_dst (cmd=?)`), or a
-            // primary-key lookup (a quote, or a row the partner ranges found); the
-            // partner skip is a seek in one user's part of the index (`LIMIT 1`).
+            // walk over all messages of one kind, or a primary-key lookup (a quote, or a
+            // row one of the per-person ranges found).
             for l in lines.iter().filter(|l| l.starts_with("SEARCH m ")) {
                 assert!(
                     ((l.contains("dst_id=?") || l.contains("sender_id=?"))
@@ -986,29 +1069,30 @@ mod tests {
             }
             for l in lines.iter().filter(|l| l.starts_with("SEARCH messages ")) {
                 assert!(
-                    l.contains("messages_by_sender_dst (sender_id=? AND cmd=?"),
+                    l.contains(
+                        "messages_by_sender_dst (sender_id=? AND cmd=? AND dst_id=? AND id>?)"
+                    ),
                     "{name} reads messages too widely: {l}\n{text}"
                 );
             }
             let uses = |index: &str| lines.iter().any(|l| l.contains(index));
             match name {
                 "messages_for" => {
-                    assert!(uses("messages_by_dst"), "{name}:\n{text}");
+                    // Who wrote to the user, and whom the user wrote to.
                     assert!(
-                        uses("messages_by_sender_dst (sender_id=? AND cmd=? AND dst_id>?)"),
+                        uses("SEARCH cp USING PRIMARY KEY (user_id=?)"),
                         "{name}:\n{text}"
                     );
+                    assert!(uses("chat_peers_by_peer (peer_id=?)"), "{name}:\n{text}");
                     assert!(
-                        uses(
-                            "messages_by_sender_dst (sender_id=? AND cmd=? AND dst_id=? AND id>?)"
-                        ),
+                        uses("messages_by_group (dst_id=? AND id>?)"),
                         "{name}:\n{text}"
                     );
                     assert!(uses("group_members_by_user (user_id=?)"), "{name}:\n{text}");
                 }
                 "history pair" => assert!(uses("messages_by_sender_dst"), "{name}:\n{text}"),
                 _ => {
-                    assert!(uses("messages_by_dst"), "{name}:\n{text}");
+                    assert!(uses("messages_by_group"), "{name}:\n{text}");
                     assert!(!text.contains("TEMP B-TREE"), "{name} sorts:\n{text}");
                 }
             }

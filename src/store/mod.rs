@@ -215,6 +215,9 @@ const WAL_AUTOCHECKPOINT_PAGES: i64 = 10_000;
 #[derive(Debug)]
 pub struct Db {
     conn: Connection,
+    /// (recipient, sender) pairs this connection knows are in `chat_peers`: the chat
+    /// writer adds a row only for a pair it has not seen (`messages.rs`).
+    peers: messages::KnownPeers,
 }
 
 impl Db {
@@ -268,7 +271,10 @@ impl Db {
             let steps = if applied == 1 { "step" } else { "steps" };
             log::info!("{}: schema upgraded ({applied} {steps})", path.display());
         }
-        Ok(Db { conn })
+        Ok(Db {
+            conn,
+            peers: messages::KnownPeers::default(),
+        })
     }
 
     /// The schema version of the open file (`PRAGMA user_version`).

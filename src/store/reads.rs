@@ -551,7 +551,7 @@ mod tests {
             for l in lines.iter().filter(|l| l.contains("messages")) {
                 assert!(
                     l.contains("INDEX messages_by_sender_dst")
-                        || l.contains("INDEX messages_by_dst")
+                        || l.contains("INDEX messages_by_group")
                         || l.contains("INTEGER PRIMARY KEY"),
                     "{name} reads messages without an index: {l}\n{text}"
                 );

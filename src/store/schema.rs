@@ -235,13 +235,38 @@ CREATE INDEX message_changes_by_sender ON message_changes(sender_id, cmd, seq);
 /// WHERE cmd = 10` were both ordered by sender first. `(sender_id, cmd, dst_id, id)` serves
 /// what the pair index served (the 1:1 history and read markers: one range per
 /// direction), what the sender index served for counting or deleting a user's messages,
-/// and for sync what a user sent after a cursor: one range per person they wrote to, found
-/// by skipping through the index (`messages.rs`, `messages_for_sql`). Building it reads the
-/// table once, at the first start of this version.
+/// and for sync what a user sent after a cursor: one range per person they wrote to (at
+/// this version found by skipping through the index; since step 11 named in
+/// `chat_peers`). Building it reads the table once, at the first start of this version.
 const ONE_SENDER_INDEX: &str = r#"
 CREATE INDEX messages_by_sender_dst ON messages(sender_id, cmd, dst_id, id);
 DROP INDEX messages_by_sender;
 DROP INDEX messages_by_pair;
+"#;
+
+/// Version 11: who wrote to whom, so that a one-to-one message is written to two
+/// indexes instead of three. `chat_peers` has a row (`user_id`, `peer_id`) once `peer_id`
+/// has sent `user_id` a one-to-one message: written with the first such message, looked
+/// up in memory for the next ones (`messages.rs`), so it costs the chat writer nothing
+/// per message. A user's inbox is then one `messages_by_sender_dst` range per person
+/// who wrote to them, and what they sent one range per person they wrote to
+/// (`chat_peers_by_peer`), and `messages_by_dst (cmd, dst_id, id)` is needed only for
+/// groups: `messages_by_group (dst_id, id) WHERE cmd = 11`. Every index a message is
+/// written to costs the writer about two WAL pages per busy conversation in every
+/// commit (BENCHMARKS.md, "Chat"). The step fills `chat_peers` from the messages there
+/// are (one pass over the table) and builds the group index from the group messages.
+const CHAT_PEERS: &str = r#"
+CREATE TABLE chat_peers (
+    user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    peer_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    PRIMARY KEY (user_id, peer_id)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX chat_peers_by_peer ON chat_peers(peer_id);
+INSERT INTO chat_peers (user_id, peer_id)
+    SELECT DISTINCT dst_id, sender_id FROM messages
+    WHERE cmd = 10 AND dst_id IN (SELECT id FROM users);
+CREATE INDEX messages_by_group ON messages(dst_id, id) WHERE cmd = 11;
+DROP INDEX messages_by_dst;
 "#;
 
 /// The migration steps, oldest first. `MIGRATIONS[i]` takes version `i` to `i + 1`.
@@ -256,6 +281,7 @@ pub const MIGRATIONS: &[&str] = &[
     ANONYMOUS_UPLOADS,
     MESSAGE_CHANGES,
     ONE_SENDER_INDEX,
+    CHAT_PEERS,
 ];
 
 /// The schema version this build creates and understands.
@@ -334,6 +360,7 @@ mod tests {
                 "anonymous_uploads",
                 "blocks",
                 "chat_groups",
+                "chat_peers",
                 "friend_requests",
                 "friends",
                 "group_members",
@@ -531,7 +558,7 @@ mod tests {
     #[test]
     fn the_sender_index_step_indexes_existing_messages() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut conn = Connection::open(dir.path().join("m.db")).expect("open");
+        let conn = Connection::open(dir.path().join("m.db")).expect("open");
         for (v, step) in (1..).zip(&MIGRATIONS[..9]) {
             conn.execute_batch(step).expect("step");
             conn.pragma_update(None, "user_version", v).expect("set");
@@ -550,7 +577,7 @@ mod tests {
             )
             .expect("message");
         }
-        assert_eq!(migrate(&mut conn).expect("migrate"), 1);
+        conn.execute_batch(ONE_SENDER_INDEX).expect("step 10");
         let indexes: Vec<String> = conn
             .prepare("SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'messages' ORDER BY name")
             .expect("prepare")
@@ -575,6 +602,54 @@ mod tests {
             )
             .expect("count");
         assert_eq!(sent, 2);
+        let check: String = conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .expect("check");
+        assert_eq!(check, "ok");
+    }
+
+    /// Step 11 on a file with messages: `chat_peers` names who wrote to whom (one-to-one
+    /// only, each pair once), and group messages are in the new group index.
+    #[test]
+    fn the_peers_step_finds_who_wrote_to_whom() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut conn = Connection::open(dir.path().join("m.db")).expect("open");
+        for (v, step) in (1..).zip(&MIGRATIONS[..10]) {
+            conn.execute_batch(step).expect("step");
+            conn.pragma_update(None, "user_version", v).expect("set");
+        }
+        for mobile in ["13800000001", "13800000002", "13800000003"] {
+            conn.execute(
+                "INSERT INTO users (mobile, password_hash, created_at) VALUES (?1, 'h', 1)",
+                [mobile],
+            )
+            .expect("user");
+        }
+        for (sender, cmd, dst) in [(1, 10, 2), (1, 10, 2), (2, 10, 1), (3, 10, 3), (1, 11, 7)] {
+            conn.execute(
+                "INSERT INTO messages (sender_id, cmd, dst_id, created_at) VALUES (?1, ?2, ?3, 1)",
+                [sender, cmd, dst],
+            )
+            .expect("message");
+        }
+        assert_eq!(migrate(&mut conn).expect("migrate"), 1);
+        let peers: Vec<(i64, i64)> = conn
+            .prepare("SELECT user_id, peer_id FROM chat_peers ORDER BY 1, 2")
+            .expect("prepare")
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .expect("query")
+            .collect::<rusqlite::Result<_>>()
+            .expect("rows");
+        assert_eq!(peers, [(1, 2), (2, 1), (3, 3)]);
+        let in_group: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM messages INDEXED BY messages_by_group
+                 WHERE cmd = 11 AND dst_id = 7",
+                [],
+                |r| r.get(0),
+            )
+            .expect("count");
+        assert_eq!(in_group, 1);
         let check: String = conn
             .query_row("PRAGMA integrity_check", [], |r| r.get(0))
             .expect("check");
