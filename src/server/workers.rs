@@ -990,6 +990,10 @@ fn chat_writer(
     waker: &Waker,
     stats: &WorkerStats,
 ) {
+    // Checkpoints run after a commit's results are on their way, not inside it.
+    if let Err(e) = db.defer_checkpoints() {
+        warn!("deferring checkpoints failed: {e}");
+    }
     while let Ok(first) = work.recv() {
         // Everything that queued up while the last commit was running goes in this one.
         let mut batch = Vec::new();
@@ -1021,6 +1025,10 @@ fn chat_writer(
         // After the messages: a mark may name one committed just now.
         if !reads.is_empty() && !store_reads(&mut db, &reads, done, waker) {
             return;
+        }
+        // The acknowledgements are out: the loop and the clients go on meanwhile.
+        if let Err(e) = db.checkpoint_if_due() {
+            warn!("checkpoint failed: {e}");
         }
     }
 }

@@ -211,6 +211,12 @@ const CACHE_KIB: i64 = -16 * 1024;
 /// WAL pages after which a commit checkpoints (about 40 MiB of WAL).
 const WAL_AUTOCHECKPOINT_PAGES: i64 = 10_000;
 
+thread_local! {
+    /// Pages in the WAL after the last commit on this thread of a connection that
+    /// deferred its checkpoints ([`Db::defer_checkpoints`]); SQLite's WAL hook sets it.
+    static WAL_PAGES: std::cell::Cell<std::os::raw::c_int> = const { std::cell::Cell::new(0) };
+}
+
 /// A connection to the fastim database.
 #[derive(Debug)]
 pub struct Db {
@@ -275,6 +281,43 @@ impl Db {
             conn,
             peers: messages::KnownPeers::default(),
         })
+    }
+
+    /// For the chat writer: checkpoints no longer run inside the commit that crosses
+    /// [`WAL_AUTOCHECKPOINT_PAGES`] (SQLite's automatic checkpoint, which holds that
+    /// commit's acknowledgements back while it copies pages into the database and
+    /// syncs it), but when the caller asks, with [`Db::checkpoint_if_due`], after it
+    /// has handed the commit's results on. Call it on the thread that will commit.
+    ///
+    /// # Errors
+    /// None today; SQLite's, should the hook fail to register.
+    pub fn defer_checkpoints(&self) -> Result<()> {
+        WAL_PAGES.with(|p| p.set(0));
+        self.conn.wal_hook(Some(|_wal, pages| {
+            WAL_PAGES.with(|p| p.set(pages));
+            Ok(())
+        }));
+        Ok(())
+    }
+
+    /// After [`Db::defer_checkpoints`]: a passive checkpoint if the WAL has reached
+    /// [`WAL_AUTOCHECKPOINT_PAGES`] since the last one (what SQLite's automatic
+    /// checkpoint would have done inside the last commit). Returns whether it ran.
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`].
+    pub fn checkpoint_if_due(&self) -> Result<bool> {
+        self.checkpoint_if_over(WAL_AUTOCHECKPOINT_PAGES)
+    }
+
+    fn checkpoint_if_over(&self, pages: i64) -> Result<bool> {
+        let due = WAL_PAGES.with(|p| i64::from(p.get()) >= pages);
+        if due {
+            self.conn
+                .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
+            WAL_PAGES.with(|p| p.set(0));
+        }
+        Ok(due)
     }
 
     /// The schema version of the open file (`PRAGMA user_version`).
@@ -366,6 +409,35 @@ pub(crate) mod testutil {
 mod tests {
     use super::testutil::*;
     use super::*;
+
+    /// With checkpoints deferred, commits leave the WAL growing (no automatic
+    /// checkpoint inside them) until the caller checkpoints; after that, the next
+    /// commit writes the WAL from its start again.
+    #[test]
+    fn deferred_checkpoints_run_when_asked_and_the_wal_starts_over() {
+        let mut t = test_db();
+        let a = user(&mut t.db, "13800000001", 0);
+        t.db.defer_checkpoints().expect("defer");
+        let pages = || WAL_PAGES.with(std::cell::Cell::get);
+        let mut last = 0;
+        for i in 0..5 {
+            t.db.save_messages(&[text(a.id, Peer::User(a.id), &format!("{i}"))], i)
+                .expect("save");
+            assert!(pages() > last, "the WAL grows: {} after {last}", pages());
+            last = pages();
+        }
+        assert!(
+            !t.db
+                .checkpoint_if_over(i64::from(last) + 1)
+                .expect("not due")
+        );
+        assert!(t.db.checkpoint_if_over(i64::from(last)).expect("due"));
+        t.db.save_messages(&[text(a.id, Peer::User(a.id), "after")], 9)
+            .expect("save");
+        assert!(pages() < last, "the WAL started over: {} pages", pages());
+        let all = t.db.messages_for(a.id, 0, 10).expect("q");
+        assert_eq!(all.len(), 6);
+    }
 
     #[test]
     fn open_sets_wal_full_sync_and_foreign_keys() {
