@@ -15,42 +15,13 @@
 //! Leaving deletes the membership; rejoining sets a new join point, so messages sent while
 //! away stay invisible.
 
-use rusqlite::{OptionalExtension, Row, TransactionBehavior, params};
+use rusqlite::{OptionalExtension, Row, params};
 use serde::Serialize;
 
 use super::changes::{Quote, reply_visible};
 use super::{Db, Result, StoreError, is_foreign_key_violation, sql_limit};
 
 use crate::im::cmd::code::{GROUP, SINGLE};
-
-/// (recipient, sender) pairs a connection knows are in `chat_peers` (schema step 11):
-/// a pair's first message writes the row, the later ones find the pair here and write
-/// nothing. A pair is added only once the transaction that wrote its row commits, so
-/// the set never claims a row a rolled-back save did not leave. Bounded: past
-/// [`KNOWN_PEERS_MAX`] pairs it starts afresh (the next message of each pair then asks
-/// SQLite again, `INSERT OR IGNORE`).
-#[derive(Debug, Default)]
-pub(super) struct KnownPeers(std::collections::HashSet<(i64, i64)>);
-
-/// (recipient, sender) pairs a save recorded in `chat_peers`, for [`KnownPeers`] once
-/// it commits.
-type NewPeers = Vec<(i64, i64)>;
-
-/// Pairs [`KnownPeers`] holds at most (about 4 MiB).
-const KNOWN_PEERS_MAX: usize = 100_000;
-
-impl KnownPeers {
-    fn contains(&self, pair: (i64, i64)) -> bool {
-        self.0.contains(&pair)
-    }
-
-    fn committed(&mut self, pairs: NewPeers) {
-        if self.0.len() + pairs.len() > KNOWN_PEERS_MAX {
-            self.0.clear();
-        }
-        self.0.extend(pairs);
-    }
-}
 
 /// The other side of a conversation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -335,8 +306,7 @@ impl Db {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
-        let Db { conn, peers } = self;
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.write_tx()?;
         let mut rights = Vec::with_capacity(batch.len());
         {
             let mut known: std::collections::HashMap<(i64, Peer), SendRight> =
@@ -384,9 +354,8 @@ impl Db {
                 rights.push(right);
             }
         }
-        let (saved, new_peers) = Self::insert_batch(&tx, peers, batch, &rights, now)?;
+        let saved = Self::insert_batch(&tx, batch, &rights, now)?;
         tx.commit()?;
-        peers.committed(new_peers);
         Ok(saved
             .into_iter()
             .zip(rights)
@@ -404,27 +373,27 @@ impl Db {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
-        let Db { conn, peers } = self;
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let (saved, new_peers) = Self::insert_batch(&tx, peers, batch, rights, now)?;
+        let tx = self.write_tx()?;
+        let saved = Self::insert_batch(&tx, batch, rights, now)?;
         tx.commit()?;
-        peers.committed(new_peers);
         Ok(saved)
     }
 
     /// Inserts the messages whose right is [`SendRight::Allowed`] (others get `None`),
-    /// deduplicating by `client_ref`, inside the caller's transaction; records in
-    /// `chat_peers` the one-to-one pairs `peers` does not know. Returns what was saved
-    /// and the pairs to add to `peers` once the transaction commits.
+    /// deduplicating by `client_ref`, inside the caller's transaction, and records each
+    /// one-to-one (recipient, sender) pair in `chat_peers`: one `INSERT OR IGNORE` per
+    /// pair and batch, not per message (a batch of 800 from 100 senders holds about 100
+    /// pairs), and nothing remembered between transactions, so a pair is never taken
+    /// for recorded when its row is gone (a rolled-back save; a deleted user whose id
+    /// a new account got).
     fn insert_batch(
         tx: &rusqlite::Transaction<'_>,
-        peers: &KnownPeers,
         batch: &[Message],
         rights: &[SendRight],
         now: i64,
-    ) -> Result<(Vec<Option<Saved>>, NewPeers)> {
+    ) -> Result<Vec<Option<Saved>>> {
         let mut saved = Vec::with_capacity(batch.len());
-        let mut new_peers = Vec::new();
+        let mut pairs = std::collections::HashSet::new();
         {
             let mut peer = tx.prepare_cached(
                 "INSERT OR IGNORE INTO chat_peers (user_id, peer_id) VALUES (?1, ?2)",
@@ -499,7 +468,7 @@ impl Db {
                 let id = tx.last_insert_rowid();
                 if let Peer::User(to) = m.to {
                     let pair = (to, m.sender_id);
-                    if !peers.contains(pair) && !new_peers.contains(&pair) {
+                    if pairs.insert(pair) {
                         peer.execute(params![to, m.sender_id]).map_err(|e| {
                             if is_foreign_key_violation(&e) {
                                 StoreError::NoSuchUser
@@ -507,7 +476,6 @@ impl Db {
                                 StoreError::from(e)
                             }
                         })?;
-                        new_peers.push(pair);
                     }
                 }
                 saved.push(Some(Saved {
@@ -517,7 +485,7 @@ impl Db {
                 }));
             }
         }
-        Ok((saved, new_peers))
+        Ok(saved)
     }
 
     /// The messages `user` should receive with an id above `after_id`, oldest first, at most
@@ -762,6 +730,26 @@ mod tests {
         assert_eq!(
             contents(&other.messages_for(c.id, 0, 10).expect("q")),
             ["from c", "again"]
+        );
+    }
+
+    /// A deleted user's id can come back (the newest account's id is reused): a message
+    /// to the new account must reach its inbox although the same pair of ids wrote
+    /// before, on the same connection.
+    #[test]
+    fn a_reused_user_id_gets_its_inbox() {
+        let mut t = test_db();
+        let (a, _, c) = three(&mut t);
+        t.db.save_messages(&[text(a.id, Peer::User(c.id), "to the old c")], 0)
+            .expect("save");
+        t.db.delete_user(c.id).expect("delete");
+        let again = user(&mut t.db, "13800000009", 1);
+        assert_eq!(again.id, c.id, "the id came back");
+        t.db.save_messages(&[text(a.id, Peer::User(again.id), "to the new one")], 2)
+            .expect("save");
+        assert_eq!(
+            contents(&t.db.messages_for(again.id, 0, 10).expect("q")),
+            ["to the new one"]
         );
     }
 

@@ -221,9 +221,6 @@ thread_local! {
 #[derive(Debug)]
 pub struct Db {
     conn: Connection,
-    /// (recipient, sender) pairs this connection knows are in `chat_peers`: the chat
-    /// writer adds a row only for a pair it has not seen (`messages.rs`).
-    peers: messages::KnownPeers,
 }
 
 impl Db {
@@ -277,10 +274,7 @@ impl Db {
             let steps = if applied == 1 { "step" } else { "steps" };
             log::info!("{}: schema upgraded ({applied} {steps})", path.display());
         }
-        Ok(Db {
-            conn,
-            peers: messages::KnownPeers::default(),
-        })
+        Ok(Db { conn })
     }
 
     /// For the chat writer: checkpoints no longer run inside the commit that crosses
