@@ -68,6 +68,20 @@ pub(super) fn updated(db: &Db, reply: ApiReply, g: &Group) -> ApiReply {
     )
 }
 
+/// The reply to an owner's change of group `g` (now as it is): `msg` with the group,
+/// its notices posted in the conversation, and `group_updated` for every member.
+fn changed(db: &Db, msg: &str, g: &Group, notices: Vec<Message>) -> ApiReply {
+    let reply = ApiReply::data_with_msg(msg, Community::from(g)).with_effect(
+        GroupChange {
+            group: g.id,
+            notices,
+            ..GroupChange::default()
+        }
+        .effect(),
+    );
+    updated(db, reply, g)
+}
+
 /// A field failure of these routes is a 400 (not fastIM's 200 with `code` -1).
 fn bad(f: Failure) -> Failure {
     match f {
@@ -133,15 +147,7 @@ pub(super) fn update(
     let GroupChanged { group: g, notices } = db
         .update_group(caller.id, group, update, now)
         .map_err(|e| refusal(e, "change the group"))?;
-    let reply = ApiReply::data_with_msg("group updated", Community::from(&g)).with_effect(
-        GroupChange {
-            group,
-            notices,
-            ..GroupChange::default()
-        }
-        .effect(),
-    );
-    Ok(updated(db, reply, &g))
+    Ok(changed(db, "group updated", &g, notices))
 }
 
 /// `/contact/removemember`: the owner removes user `memberid` from group `dstid`.
@@ -194,13 +200,5 @@ pub(super) fn transfer(
             StoreError::OwnerItself => bad(Failure::field("you own this group already")),
             other => refusal(other, "transfer the group"),
         })?;
-    let reply = ApiReply::data_with_msg("ownership transferred", Community::from(&g)).with_effect(
-        GroupChange {
-            group,
-            notices,
-            ..GroupChange::default()
-        }
-        .effect(),
-    );
-    Ok(updated(db, reply, &g))
+    Ok(changed(db, "ownership transferred", &g, notices))
 }

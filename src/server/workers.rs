@@ -991,9 +991,7 @@ fn chat_writer(
     stats: &WorkerStats,
 ) {
     // Checkpoints run after a commit's results are on their way, not inside it.
-    if let Err(e) = db.defer_checkpoints() {
-        warn!("deferring checkpoints failed: {e}");
-    }
+    db.defer_checkpoints();
     while let Ok(first) = work.recv() {
         // Everything that queued up while the last commit was running goes in this one.
         let mut batch = Vec::new();

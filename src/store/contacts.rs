@@ -5,7 +5,7 @@
 use rusqlite::params;
 
 use super::users::{USER_COLUMNS, user_exists, user_from_row};
-use super::{Db, Result, StoreError, User, is_unique_violation};
+use super::{Db, Result, StoreError, User, taken_or};
 
 impl Db {
     /// Makes `user` and `friend` friends of each other at once (`--instant-friends`,
@@ -41,13 +41,9 @@ impl Db {
                 "INSERT INTO friends (user_id, friend_id, created_at) VALUES (?1, ?2, ?3)",
             )?;
             for (a, b) in [(user, friend), (friend, user)] {
-                insert.execute(params![a, b, now]).map_err(|e| {
-                    if is_unique_violation(&e) {
-                        StoreError::AlreadyFriends
-                    } else {
-                        e.into()
-                    }
-                })?;
+                insert
+                    .execute(params![a, b, now])
+                    .map_err(taken_or(StoreError::AlreadyFriends))?;
             }
         }
         tx.commit()?;

@@ -13,7 +13,7 @@ use rusqlite::{OptionalExtension, Transaction, params};
 use serde::{Deserialize, Serialize};
 
 use super::groups::{GROUP_COLUMNS, Group, LeaveOutcome, Role, group_from_row, leave_in};
-use super::{Db, Message, Peer, Result, StoreError, is_unique_violation};
+use super::{Db, Message, Peer, Result, StoreError, taken_or};
 
 /// The `media` of a group notice.
 pub const NOTICE: i64 = 100;
@@ -276,13 +276,7 @@ impl Db {
         let memo = update.memo.unwrap_or_else(|| before.memo.clone());
         tx.prepare_cached("UPDATE chat_groups SET name = ?2, icon = ?3, memo = ?4 WHERE id = ?1")?
             .execute(params![group, name, icon, memo])
-            .map_err(|e| {
-                if is_unique_violation(&e) {
-                    StoreError::GroupNameTaken
-                } else {
-                    StoreError::from(e)
-                }
-            })?;
+            .map_err(taken_or(StoreError::GroupNameTaken))?;
         let by = nickname(&tx, actor)?;
         let mut notices = Vec::new();
         if name != before.name {

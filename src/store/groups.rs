@@ -9,7 +9,7 @@ use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 use serde::Serialize;
 
 use super::users::{USER_COLUMNS, user_exists, user_from_row};
-use super::{Db, Result, StoreError, User, is_unique_violation};
+use super::{Db, Result, StoreError, User, taken_or};
 
 /// A group.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -145,13 +145,7 @@ fn insert_member(tx: &Transaction<'_>, group: i64, user: i64, role: Role, now: i
          VALUES (?1, ?2, ?3, ?4, (SELECT coalesce(max(id), 0) FROM messages))",
     )?
     .execute(params![group, user, role.as_sql(), now])
-    .map_err(|e| {
-        if is_unique_violation(&e) {
-            StoreError::AlreadyMember
-        } else {
-            e.into()
-        }
-    })?;
+    .map_err(taken_or(StoreError::AlreadyMember))?;
     Ok(())
 }
 
@@ -251,13 +245,7 @@ impl Db {
                 params![new.name, owner, new.icon, new.cate, new.memo, now],
                 group_from_row,
             )
-            .map_err(|e| {
-                if is_unique_violation(&e) {
-                    StoreError::GroupNameTaken
-                } else {
-                    StoreError::from(e)
-                }
-            })?;
+            .map_err(taken_or(StoreError::GroupNameTaken))?;
         insert_member(&tx, group.id, owner, Role::Owner, now)?;
         tx.commit()?;
         Ok(group)

@@ -19,7 +19,7 @@ use rusqlite::{OptionalExtension, Row, params};
 use serde::Serialize;
 
 use super::changes::{Quote, reply_visible};
-use super::{Db, Result, StoreError, is_foreign_key_violation, sql_limit};
+use super::{Db, Result, StoreError, no_such_user, sql_limit};
 
 use crate::im::cmd::code::{GROUP, SINGLE};
 
@@ -438,13 +438,7 @@ impl Db {
                         now,
                         (m.reply_to != 0).then_some(m.reply_to)
                     ])
-                    .map_err(|e| {
-                        if is_foreign_key_violation(&e) {
-                            StoreError::NoSuchUser
-                        } else {
-                            StoreError::from(e)
-                        }
-                    })?;
+                    .map_err(no_such_user)?;
                 if inserted == 0 {
                     let first = match &m.client_ref {
                         Some(client_ref) => find
@@ -469,13 +463,8 @@ impl Db {
                 if let Peer::User(to) = m.to {
                     let pair = (to, m.sender_id);
                     if pairs.insert(pair) {
-                        peer.execute(params![to, m.sender_id]).map_err(|e| {
-                            if is_foreign_key_violation(&e) {
-                                StoreError::NoSuchUser
-                            } else {
-                                StoreError::from(e)
-                            }
-                        })?;
+                        peer.execute(params![to, m.sender_id])
+                            .map_err(no_such_user)?;
                     }
                 }
                 saved.push(Some(Saved {

@@ -198,6 +198,28 @@ fn is_foreign_key_violation(e: &rusqlite::Error) -> bool {
     sqlite_code(e).is_some_and(|c| c.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY)
 }
 
+/// `e` as `taken` if it broke a unique key or primary key (the name, number or pair
+/// exists already), as itself otherwise: for `map_err`.
+fn taken_or(taken: StoreError) -> impl FnOnce(rusqlite::Error) -> StoreError {
+    move |e| {
+        if is_unique_violation(&e) {
+            taken
+        } else {
+            e.into()
+        }
+    }
+}
+
+/// `e` as [`StoreError::NoSuchUser`] if it broke a foreign key (every foreign key these
+/// inserts have names a user), as itself otherwise.
+fn no_such_user(e: rusqlite::Error) -> StoreError {
+    if is_foreign_key_violation(&e) {
+        StoreError::NoSuchUser
+    } else {
+        e.into()
+    }
+}
+
 /// A `LIMIT` value for SQLite from a caller's `usize` (saturating: SQLite takes `i64`).
 fn sql_limit(limit: usize) -> i64 {
     i64::try_from(limit).unwrap_or(i64::MAX)
@@ -282,16 +304,12 @@ impl Db {
     /// commit's acknowledgements back while it copies pages into the database and
     /// syncs it), but when the caller asks, with [`Db::checkpoint_if_due`], after it
     /// has handed the commit's results on. Call it on the thread that will commit.
-    ///
-    /// # Errors
-    /// None today; SQLite's, should the hook fail to register.
-    pub fn defer_checkpoints(&self) -> Result<()> {
+    pub fn defer_checkpoints(&self) {
         WAL_PAGES.with(|p| p.set(0));
         self.conn.wal_hook(Some(|_wal, pages| {
             WAL_PAGES.with(|p| p.set(pages));
             Ok(())
         }));
-        Ok(())
     }
 
     /// After [`Db::defer_checkpoints`]: a passive checkpoint if the WAL has reached
@@ -411,7 +429,7 @@ mod tests {
     fn deferred_checkpoints_run_when_asked_and_the_wal_starts_over() {
         let mut t = test_db();
         let a = user(&mut t.db, "13800000001", 0);
-        t.db.defer_checkpoints().expect("defer");
+        t.db.defer_checkpoints();
         let pages = || WAL_PAGES.with(std::cell::Cell::get);
         let mut last = 0;
         for i in 0..5 {

@@ -6,7 +6,7 @@
 
 use rusqlite::{OptionalExtension, params};
 
-use super::{Db, Result, StoreError, is_foreign_key_violation};
+use super::{Db, Result, no_such_user};
 
 impl Db {
     /// Stores a session for `user_id` that is valid while `now < expires_at`.
@@ -27,13 +27,7 @@ impl Db {
                 "INSERT INTO sessions (token_digest, user_id, expires_at) VALUES (?1, ?2, ?3)",
             )?
             .execute(params![token_digest, user_id, expires_at])
-            .map_err(|e| {
-                if is_foreign_key_violation(&e) {
-                    StoreError::NoSuchUser
-                } else {
-                    e.into()
-                }
-            })?;
+            .map_err(no_such_user)?;
         Ok(())
     }
 
@@ -79,8 +73,8 @@ impl Db {
 
 #[cfg(test)]
 mod tests {
+    use super::super::StoreError;
     use super::super::testutil::*;
-    use super::*;
 
     fn digest(n: u8) -> [u8; 32] {
         [n; 32]

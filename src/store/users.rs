@@ -3,7 +3,7 @@
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::Serialize;
 
-use super::{Db, Result, StoreError, is_unique_violation};
+use super::{Db, Result, StoreError, taken_or};
 
 /// A user as others may see it. The password hash is not part of it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -113,13 +113,7 @@ impl Db {
                 ],
                 user_from_row,
             )
-            .map_err(|e| {
-                if is_unique_violation(&e) {
-                    StoreError::MobileTaken
-                } else {
-                    e.into()
-                }
-            })
+            .map_err(taken_or(StoreError::MobileTaken))
     }
 
     /// The user with this id.
