@@ -74,9 +74,12 @@ struct Sender {
     user: i64,
     /// `"cmd":11,"dstid":G` or `"cmd":10,"dstid":U`, for the frames.
     to: String,
-    /// What every `ref` of this run starts with; the sequence number follows. The
-    /// server stores a (sender, ref) once: refs must not repeat what an earlier
-    /// run sent as the same user.
+    /// What every `ref` of this run holds after the time it was made at, before the
+    /// sequence number: `<ms>.<start>.<pid>-<seq>`. Time first, as a real client's
+    /// refs are (the web client's start with the time in milliseconds), so the
+    /// server's reference index sees what it sees from them. The server stores a
+    /// (sender, ref) once: refs must not repeat what an earlier run sent as the same
+    /// user.
     ref_prefix: String,
     /// Messages built and queued on the socket.
     issued: u64,
@@ -199,7 +202,7 @@ pub fn run(args: ChatArgs) -> Result<bool, String> {
     let stamp = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis());
-    let ref_prefix = format!("{stamp:x}.{:x}-", std::process::id());
+    let ref_prefix = format!(".{stamp:x}.{:x}-", std::process::id());
     let mut senders = Vec::new();
     let mut receivers = Vec::new();
     let mut role: Vec<(Option<usize>, Option<usize>)> = vec![(None, None); n];
@@ -492,7 +495,13 @@ fn settled(world: &World, conns: &[Conn]) -> bool {
 }
 
 /// Queues new messages up to the in-flight limit.
+/// Hex digits of the time at the start of a ref (milliseconds since 1970: 11 until 2527).
+const REF_TIME_DIGITS: usize = 11;
+
 fn issue(conn: &mut Conn, sender: &mut Sender, size: usize, in_flight: u64, scratch: &mut String) {
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
     while sender.issued - sender.finished < in_flight {
         let seq = sender.issued;
         scratch.clear();
@@ -504,7 +513,12 @@ fn issue(conn: &mut Conn, sender: &mut Sender, size: usize, in_flight: u64, scra
         while scratch.len() - content_start < size {
             scratch.push('x');
         }
-        let _ = write!(scratch, "\",\"ref\":\"{}{seq}\"}}", sender.ref_prefix);
+        let _ = write!(
+            scratch,
+            "\",\"ref\":\"{ms:0w$x}{}{seq}\"}}",
+            sender.ref_prefix,
+            w = REF_TIME_DIGITS
+        );
         let start = conn.out_base + conn.out.len() as u64;
         write_masked_frame(
             &mut conn.out,
@@ -696,6 +710,7 @@ fn on_text(
             };
             let sender = &mut world.senders[s];
             let seq = str_field(json, b"\"ref\":\"")
+                .and_then(|r| r.get(REF_TIME_DIGITS..))
                 .and_then(|r| r.strip_prefix(sender.ref_prefix.as_bytes()))
                 .and_then(|r| std::str::from_utf8(r).ok())
                 .and_then(|r| r.parse::<u64>().ok())
