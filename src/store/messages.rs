@@ -207,6 +207,11 @@ pub(super) fn message_from_row(row: &Row<'_>) -> rusqlite::Result<Message> {
     })
 }
 
+/// The first message a sender stored with a client reference (a retry's original):
+/// found in `messages_by_client_ref (client_ref, sender_id)`.
+const FIRST_WITH_REF: &str =
+    "SELECT id, created_at FROM messages WHERE sender_id = ?1 AND client_ref = ?2";
+
 /// Everything after `?2` that user `?1` receives, oldest first, at most `?3`.
 ///
 /// Three parts merged by id: 1:1 messages to the user, 1:1 messages from the user to
@@ -398,9 +403,7 @@ impl Db {
             let mut peer = tx.prepare_cached(
                 "INSERT OR IGNORE INTO chat_peers (user_id, peer_id) VALUES (?1, ?2)",
             )?;
-            let mut find = tx.prepare_cached(
-                "SELECT id, created_at FROM messages WHERE sender_id = ?1 AND client_ref = ?2",
-            )?;
+            let mut find = tx.prepare_cached(FIRST_WITH_REF)?;
             // No `RETURNING`: SQLite runs it as a trigger, which makes each insert keep a
             // statement journal (a copy of every page it touches that the transaction had
             // already changed): half of the writer's work in a batch of 800. The id is the
@@ -1074,6 +1077,12 @@ mod tests {
                 }
             }
         }
+        // A retry finds its first message in the reference index, whoever sent it.
+        let lines = plan(FIRST_WITH_REF, 2);
+        assert_eq!(
+            lines,
+            ["SEARCH messages USING INDEX messages_by_client_ref (client_ref=? AND sender_id=?)"]
+        );
         // Sessions and friends are looked up by their primary keys.
         let lines = plan(
             "SELECT user_id FROM sessions WHERE token_digest = ?1 AND expires_at > ?2",

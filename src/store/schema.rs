@@ -269,6 +269,20 @@ CREATE INDEX messages_by_group ON messages(dst_id, id) WHERE cmd = 11;
 DROP INDEX messages_by_dst;
 "#;
 
+/// Version 12: the retry index ordered by the client's reference first. Keyed
+/// `(sender_id, client_ref)`, every busy sender had its own insertion point in it, and
+/// each cost the writer about two 4 KiB WAL pages in every commit (the leaf there is full
+/// and SQLite rebalances it nearly every time; BENCHMARKS.md, "Chat"). Clients make
+/// references that grow with time (the web client's start with the time in
+/// milliseconds; PROTOCOL.md asks for unique ones), so keyed `(client_ref, sender_id)`
+/// a commit's new references land together near the end of the index, on a few pages
+/// whoever sent them. A retry is still found by its (sender, reference), both equal.
+const REFS_FIRST: &str = r#"
+DROP INDEX messages_by_client_ref;
+CREATE UNIQUE INDEX messages_by_client_ref ON messages(client_ref, sender_id)
+    WHERE client_ref IS NOT NULL;
+"#;
+
 /// The migration steps, oldest first. `MIGRATIONS[i]` takes version `i` to `i + 1`.
 pub const MIGRATIONS: &[&str] = &[
     V1,
@@ -282,6 +296,7 @@ pub const MIGRATIONS: &[&str] = &[
     MESSAGE_CHANGES,
     ONE_SENDER_INDEX,
     CHAT_PEERS,
+    REFS_FIRST,
 ];
 
 /// The schema version this build creates and understands.
@@ -632,7 +647,7 @@ mod tests {
             )
             .expect("message");
         }
-        assert_eq!(migrate(&mut conn).expect("migrate"), 1);
+        assert_eq!(migrate(&mut conn).expect("migrate"), 2);
         let peers: Vec<(i64, i64)> = conn
             .prepare("SELECT user_id, peer_id FROM chat_peers ORDER BY 1, 2")
             .expect("prepare")
@@ -650,6 +665,57 @@ mod tests {
             )
             .expect("count");
         assert_eq!(in_group, 1);
+        let check: String = conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .expect("check");
+        assert_eq!(check, "ok");
+    }
+
+    /// Step 12 on a file with references: the index holds every stored one in its new
+    /// order, and a sender still cannot store a reference twice while another sender may
+    /// use the same one.
+    #[test]
+    fn the_refs_first_step_keeps_retries_unique() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut conn = Connection::open(dir.path().join("m.db")).expect("open");
+        for (v, step) in (1..).zip(&MIGRATIONS[..11]) {
+            conn.execute_batch(step).expect("step");
+            conn.pragma_update(None, "user_version", v).expect("set");
+        }
+        for mobile in ["13800000001", "13800000002"] {
+            conn.execute(
+                "INSERT INTO users (mobile, password_hash, created_at) VALUES (?1, 'h', 1)",
+                [mobile],
+            )
+            .expect("user");
+        }
+        let insert = |conn: &Connection, sender: i64, client_ref: Option<&str>| {
+            conn.execute(
+                "INSERT INTO messages (sender_id, cmd, dst_id, client_ref, created_at)
+                 VALUES (?1, 10, 1, ?2, 1)",
+                rusqlite::params![sender, client_ref],
+            )
+        };
+        for (sender, client_ref) in [(1, Some("w1")), (1, Some("w2")), (2, Some("w1")), (1, None)] {
+            insert(&conn, sender, client_ref).expect("message");
+        }
+        assert_eq!(migrate(&mut conn).expect("migrate"), 1);
+        let indexed: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM messages INDEXED BY messages_by_client_ref
+                 WHERE client_ref IS NOT NULL",
+                [],
+                |r| r.get(0),
+            )
+            .expect("count");
+        assert_eq!(indexed, 3);
+        let err = insert(&conn, 1, Some("w2")).expect_err("a reference used twice");
+        assert!(
+            err.to_string().contains("UNIQUE constraint failed"),
+            "{err}"
+        );
+        insert(&conn, 2, Some("w2")).expect("another sender's reference");
+        insert(&conn, 1, None).expect("messages without a reference");
         let check: String = conn
             .query_row("PRAGMA integrity_check", [], |r| r.get(0))
             .expect("check");
