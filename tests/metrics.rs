@@ -437,6 +437,10 @@ fn a_chat_message_moves_deliveries_acks_and_the_commit_histograms() {
         1.0
     );
     assert_eq!(moved("fastim_chat_commit_duration_seconds_count"), 1.0);
+    // The row and its index entries, a few pages; not the whole WAL.
+    assert_eq!(moved("fastim_chat_commit_wal_pages_count"), 1.0);
+    let pages = moved("fastim_chat_commit_wal_pages_sum");
+    assert!((3.0..=20.0).contains(&pages), "{pages} WAL pages");
     assert!(moved("fastim_chat_commit_duration_seconds_sum") > 0.0);
     assert_eq!(after.value("fastim_chat_writer_backlog"), 0.0);
     assert_eq!(after.value("fastim_connections{state=\"chat\"}"), 2.0);

@@ -233,6 +233,10 @@ const JOB_BUCKETS: &[f64] = &[
 const COMMIT_BUCKETS: &[f64] = &[
     0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 ];
+/// Bucket bounds of the WAL pages a chat commit wrote.
+const PAGE_BUCKETS: &[f64] = &[
+    1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0,
+];
 /// Bucket bounds of chat commit batch sizes, in messages.
 const BATCH_BUCKETS: &[f64] = &[
     1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0,
@@ -331,6 +335,8 @@ pub struct WorkerStats {
     pub commit_batch: AtomicHistogram,
     /// How long each chat commit took.
     pub commit_seconds: AtomicHistogram,
+    /// WAL pages each chat commit wrote.
+    pub commit_pages: AtomicHistogram,
 }
 
 impl Default for WorkerStats {
@@ -343,6 +349,7 @@ impl Default for WorkerStats {
             ],
             commit_batch: AtomicHistogram::new(BATCH_BUCKETS, 1.0),
             commit_seconds: AtomicHistogram::new(COMMIT_BUCKETS, 1e9),
+            commit_pages: AtomicHistogram::new(PAGE_BUCKETS, 1.0),
         }
     }
 }
@@ -807,6 +814,12 @@ impl Server {
             "Time of one chat commit.",
             &[],
             &w.commit_seconds.snapshot(),
+        );
+        t.histogram(
+            "fastim_chat_commit_wal_pages",
+            "WAL pages (of 4 KiB) one chat commit wrote.",
+            &[],
+            &w.commit_pages.snapshot(),
         );
         t.gauge(
             "fastim_chat_writer_backlog",

@@ -1082,6 +1082,7 @@ fn commit_chat(
         let outcomes = commit_batch(db, &messages, now_ms());
         stats.commit_seconds.observe_duration(started.elapsed());
         stats.commit_batch.observe_units(messages.len() as u64);
+        stats.commit_pages.observe_units(db.take_commit_pages());
         for ((conn, message), outcome) in conns.into_iter().zip(messages).zip(outcomes) {
             let sender = message.sender_id;
             let client_ref = message.client_ref.clone();

@@ -237,6 +237,8 @@ thread_local! {
     /// Pages in the WAL after the last commit on this thread of a connection that
     /// deferred its checkpoints ([`Db::defer_checkpoints`]); SQLite's WAL hook sets it.
     static WAL_PAGES: std::cell::Cell<std::os::raw::c_int> = const { std::cell::Cell::new(0) };
+    /// Pages that last commit wrote to the WAL (see [`Db::last_commit_pages`]).
+    static COMMIT_PAGES: std::cell::Cell<std::os::raw::c_int> = const { std::cell::Cell::new(0) };
 }
 
 /// A connection to the fastim database.
@@ -307,9 +309,26 @@ impl Db {
     pub fn defer_checkpoints(&self) {
         WAL_PAGES.with(|p| p.set(0));
         self.conn.wal_hook(Some(|_wal, pages| {
-            WAL_PAGES.with(|p| p.set(pages));
+            // Fewer pages than before the commit: the WAL started over with it.
+            let before = WAL_PAGES.with(|p| p.replace(pages));
+            COMMIT_PAGES.with(|c| {
+                c.set(if pages > before {
+                    pages - before
+                } else {
+                    pages
+                })
+            });
             Ok(())
         }));
+    }
+
+    /// After [`Db::defer_checkpoints`]: the 4 KiB pages the last commit on this thread
+    /// wrote to the WAL (what a commit costs: SQLite logs every page it changed, whole),
+    /// then 0 until the next commit (a transaction rolled back writes none). The first
+    /// commit after a checkpoint that could not start the WAL over counts the WAL's
+    /// pages before it too.
+    pub fn take_commit_pages(&self) -> u64 {
+        COMMIT_PAGES.with(|c| u64::try_from(c.replace(0)).unwrap_or(0))
     }
 
     /// After [`Db::defer_checkpoints`]: a passive checkpoint if the WAL has reached
@@ -436,6 +455,9 @@ mod tests {
             t.db.save_messages(&[text(a.id, Peer::User(a.id), &format!("{i}"))], i)
                 .expect("save");
             assert!(pages() > last, "the WAL grows: {} after {last}", pages());
+            let wrote = t.db.take_commit_pages();
+            assert_eq!(wrote, u64::try_from(pages() - last).expect("grew"));
+            assert_eq!(t.db.take_commit_pages(), 0, "taken");
             last = pages();
         }
         assert!(
@@ -447,6 +469,11 @@ mod tests {
         t.db.save_messages(&[text(a.id, Peer::User(a.id), "after")], 9)
             .expect("save");
         assert!(pages() < last, "the WAL started over: {} pages", pages());
+        assert_eq!(
+            t.db.take_commit_pages(),
+            u64::try_from(pages()).expect("pages"),
+            "the commit that started the WAL over wrote all of it"
+        );
         let all = t.db.messages_for(a.id, 0, 10).expect("q");
         assert_eq!(all.len(), 6);
     }
