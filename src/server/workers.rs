@@ -303,9 +303,10 @@ pub struct Committed {
     /// The delivery frame for recipients (a new message only; not for duplicates),
     /// or the event of a change.
     pub delivery: Option<(crate::store::Peer, Vec<u8>)>,
-    /// The delivery with the client's `ref`, for the sender's other connections (a
-    /// new message that had a `ref`); `None`: they get `delivery`.
-    pub own_delivery: Option<Vec<u8>>,
+    /// A new message that had a `ref`, as stored: the sender's other connections get
+    /// it with the `ref`, encoded by the loop when there are any (most senders have
+    /// none); `None`: they get `delivery`.
+    pub own_copy: Option<Message>,
     /// Whether the sending connection gets the delivery too (a change's event: every
     /// connection of the conversation shows it the same way).
     pub echo: bool,
@@ -1086,7 +1087,7 @@ fn commit_chat(
         for ((conn, message), outcome) in conns.into_iter().zip(messages).zip(outcomes) {
             let sender = message.sender_id;
             let client_ref = message.client_ref.clone();
-            let mut own_delivery = None;
+            let mut own_copy = None;
             let delivery = match &outcome {
                 Outcome::Saved(saved) if !saved.duplicate => {
                     let to = message.to;
@@ -1098,10 +1099,11 @@ fn commit_chat(
                             None
                         });
                     }
+                    let delivery = frame_of(&wire::delivery_json(&stored));
                     if stored.client_ref.is_some() {
-                        own_delivery = Some(frame_of(&wire::delivery_json_for(&stored, sender)));
+                        own_copy = Some(stored);
                     }
-                    Some((to, frame_of(&wire::delivery_json(&stored))))
+                    Some((to, delivery))
                 }
                 _ => None,
             };
@@ -1111,7 +1113,7 @@ fn commit_chat(
                 client_ref,
                 outcome,
                 delivery,
-                own_delivery,
+                own_copy,
                 echo: false,
             });
         }
@@ -1137,7 +1139,7 @@ fn commit_chat(
                 client_ref: change.client_ref,
                 outcome,
                 delivery,
-                own_delivery: None,
+                own_copy: None,
                 echo: true,
             });
         }
@@ -1152,7 +1154,7 @@ fn commit_chat(
 }
 
 /// A text frame, encoded once for every recipient.
-fn frame_of(text: &str) -> Vec<u8> {
+pub(crate) fn frame_of(text: &str) -> Vec<u8> {
     let mut frame = Vec::with_capacity(text.len() + 4);
     let _ = ws::Sender::SHARED.send_text(text, &mut frame);
     frame
