@@ -72,7 +72,11 @@ impl Bench {
                         "message {k} of round {} from {from}: hello there",
                         self.round
                     ),
-                    client_ref: Some(format!("{}-{k}", self.round)),
+                    // Time first, as the web client's and the load tool's refs are.
+                    client_ref: Some(format!(
+                        "{:011x}.{from}.{k}",
+                        1_700_000_000_000 + self.round
+                    )),
                     ..Message::new(from, Peer::User(to))
                 });
             }
