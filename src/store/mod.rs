@@ -237,7 +237,7 @@ thread_local! {
     /// Pages in the WAL after the last commit on this thread of a connection that
     /// deferred its checkpoints ([`Db::defer_checkpoints`]); SQLite's WAL hook sets it.
     static WAL_PAGES: std::cell::Cell<std::os::raw::c_int> = const { std::cell::Cell::new(0) };
-    /// Pages that last commit wrote to the WAL (see [`Db::last_commit_pages`]).
+    /// Pages that last commit wrote to the WAL (see [`Db::take_commit_pages`]).
     static COMMIT_PAGES: std::cell::Cell<std::os::raw::c_int> = const { std::cell::Cell::new(0) };
 }
 

@@ -494,10 +494,10 @@ fn settled(world: &World, conns: &[Conn]) -> bool {
         })
 }
 
-/// Queues new messages up to the in-flight limit.
 /// Hex digits of the time at the start of a ref (milliseconds since 1970: 11 until 2527).
 const REF_TIME_DIGITS: usize = 11;
 
+/// Queues new messages up to the in-flight limit.
 fn issue(conn: &mut Conn, sender: &mut Sender, size: usize, in_flight: u64, scratch: &mut String) {
     let ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
