@@ -233,12 +233,8 @@ const JOB_BUCKETS: &[f64] = &[
 const COMMIT_BUCKETS: &[f64] = &[
     0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 ];
-/// Bucket bounds of the WAL pages a chat commit wrote.
-const PAGE_BUCKETS: &[f64] = &[
-    1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0,
-];
-/// Bucket bounds of chat commit batch sizes, in messages.
-const BATCH_BUCKETS: &[f64] = &[
+/// Bucket bounds of what a chat commit holds: its messages, the WAL pages it wrote.
+const COUNT_BUCKETS: &[f64] = &[
     1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0,
 ];
 
@@ -347,9 +343,9 @@ impl Default for WorkerStats {
                 AtomicHistogram::new(JOB_BUCKETS, 1e9),
                 AtomicHistogram::new(JOB_BUCKETS, 1e9),
             ],
-            commit_batch: AtomicHistogram::new(BATCH_BUCKETS, 1.0),
+            commit_batch: AtomicHistogram::new(COUNT_BUCKETS, 1.0),
             commit_seconds: AtomicHistogram::new(COMMIT_BUCKETS, 1e9),
-            commit_pages: AtomicHistogram::new(PAGE_BUCKETS, 1.0),
+            commit_pages: AtomicHistogram::new(COUNT_BUCKETS, 1.0),
         }
     }
 }

@@ -46,7 +46,7 @@ use crate::im::cmd::code::ACK;
 use crate::im::cmd::{self, Fanout};
 use crate::im::commit::Outcome;
 use crate::im::index::ChatIndex;
-use crate::im::wire::{self, Reply, WireError};
+use crate::im::wire::{Reply, WireError};
 use crate::resource::ResourceDir;
 use crate::store::{Db, Peer};
 use crate::throttle::Throttle;
@@ -926,10 +926,9 @@ impl Server {
         // The sender's own connections get the copy with its `ref`; nobody else. Most
         // senders have no other connection than the one acked (`skip`): nothing to send.
         let own_others = own.iter().any(|&key| Some(key) != skip);
-        match c.own_copy {
-            Some(stored) if own_others => {
+        match c.own_delivery {
+            Some(own_frame) if own_others => {
                 let own = own.to_vec();
-                let own_frame = workers::frame_of(&wire::delivery_json_for(&stored, c.sender));
                 self.send_to_all(frame, &recipients, skip);
                 self.send_to_all(own_frame, &own, skip);
             }

@@ -303,10 +303,9 @@ pub struct Committed {
     /// The delivery frame for recipients (a new message only; not for duplicates),
     /// or the event of a change.
     pub delivery: Option<(crate::store::Peer, Vec<u8>)>,
-    /// A new message that had a `ref`, as stored: the sender's other connections get
-    /// it with the `ref`, encoded by the loop when there are any (most senders have
-    /// none); `None`: they get `delivery`.
-    pub own_copy: Option<Message>,
+    /// The delivery with the client's `ref`, for the sender's other connections (a
+    /// new message that had a `ref`); `None`: they get `delivery`.
+    pub own_delivery: Option<Vec<u8>>,
     /// Whether the sending connection gets the delivery too (a change's event: every
     /// connection of the conversation shows it the same way).
     pub echo: bool,
@@ -1087,7 +1086,7 @@ fn commit_chat(
         for ((conn, message), outcome) in conns.into_iter().zip(messages).zip(outcomes) {
             let sender = message.sender_id;
             let client_ref = message.client_ref.clone();
-            let mut own_copy = None;
+            let mut own_delivery = None;
             let delivery = match &outcome {
                 Outcome::Saved(saved) if !saved.duplicate => {
                     let to = message.to;
@@ -1099,11 +1098,10 @@ fn commit_chat(
                             None
                         });
                     }
-                    let delivery = frame_of(&wire::delivery_json(&stored));
                     if stored.client_ref.is_some() {
-                        own_copy = Some(stored);
+                        own_delivery = Some(frame_of(&wire::delivery_json_for(&stored, sender)));
                     }
-                    Some((to, delivery))
+                    Some((to, frame_of(&wire::delivery_json(&stored))))
                 }
                 _ => None,
             };
@@ -1113,7 +1111,7 @@ fn commit_chat(
                 client_ref,
                 outcome,
                 delivery,
-                own_copy,
+                own_delivery,
                 echo: false,
             });
         }
@@ -1139,7 +1137,7 @@ fn commit_chat(
                 client_ref: change.client_ref,
                 outcome,
                 delivery,
-                own_copy: None,
+                own_delivery: None,
                 echo: true,
             });
         }
@@ -1154,7 +1152,7 @@ fn commit_chat(
 }
 
 /// A text frame, encoded once for every recipient.
-pub(crate) fn frame_of(text: &str) -> Vec<u8> {
+fn frame_of(text: &str) -> Vec<u8> {
     let mut frame = Vec::with_capacity(text.len() + 4);
     let _ = ws::Sender::SHARED.send_text(text, &mut frame);
     frame

@@ -567,24 +567,38 @@ mod tests {
         assert_eq!(row, ("hi".to_owned(), None, None, None));
     }
 
-    /// Step 10 on a file with messages: the two sender indexes give way to one that
-    /// already holds every existing message, and the queries that used them still find
-    /// them (`messages.rs` checks the plans).
-    #[test]
-    fn the_sender_index_step_indexes_existing_messages() {
-        let dir = tempfile::tempdir().expect("temp dir");
+    /// A file at `version` (the steps up to it applied, as a build of that version
+    /// left it), with a user for each of `mobiles`.
+    fn file_at(dir: &tempfile::TempDir, version: usize, mobiles: &[&str]) -> Connection {
         let conn = Connection::open(dir.path().join("m.db")).expect("open");
-        for (v, step) in (1..).zip(&MIGRATIONS[..9]) {
+        for (v, step) in (1..).zip(&MIGRATIONS[..version]) {
             conn.execute_batch(step).expect("step");
             conn.pragma_update(None, "user_version", v).expect("set");
         }
-        for mobile in ["13800000001", "13800000002"] {
+        for mobile in mobiles {
             conn.execute(
                 "INSERT INTO users (mobile, password_hash, created_at) VALUES (?1, 'h', 1)",
                 [mobile],
             )
             .expect("user");
         }
+        conn
+    }
+
+    fn assert_intact(conn: &Connection) {
+        let check: String = conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .expect("check");
+        assert_eq!(check, "ok");
+    }
+
+    /// Step 10 on a file with messages: the two sender indexes give way to one that
+    /// already holds every existing message, and the queries that used them still find
+    /// them (`messages.rs` checks the plans).
+    #[test]
+    fn the_sender_index_step_indexes_existing_messages() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let conn = file_at(&dir, 9, &["13800000001", "13800000002"]);
         for (sender, cmd, dst) in [(1, 10, 2), (2, 10, 1), (1, 10, 2), (1, 11, 7)] {
             conn.execute(
                 "INSERT INTO messages (sender_id, cmd, dst_id, created_at) VALUES (?1, ?2, ?3, 1)",
@@ -617,10 +631,7 @@ mod tests {
             )
             .expect("count");
         assert_eq!(sent, 2);
-        let check: String = conn
-            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-            .expect("check");
-        assert_eq!(check, "ok");
+        assert_intact(&conn);
     }
 
     /// Step 11 on a file with messages: `chat_peers` names who wrote to whom (one-to-one
@@ -628,18 +639,7 @@ mod tests {
     #[test]
     fn the_peers_step_finds_who_wrote_to_whom() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut conn = Connection::open(dir.path().join("m.db")).expect("open");
-        for (v, step) in (1..).zip(&MIGRATIONS[..10]) {
-            conn.execute_batch(step).expect("step");
-            conn.pragma_update(None, "user_version", v).expect("set");
-        }
-        for mobile in ["13800000001", "13800000002", "13800000003"] {
-            conn.execute(
-                "INSERT INTO users (mobile, password_hash, created_at) VALUES (?1, 'h', 1)",
-                [mobile],
-            )
-            .expect("user");
-        }
+        let mut conn = file_at(&dir, 10, &["13800000001", "13800000002", "13800000003"]);
         for (sender, cmd, dst) in [(1, 10, 2), (1, 10, 2), (2, 10, 1), (3, 10, 3), (1, 11, 7)] {
             conn.execute(
                 "INSERT INTO messages (sender_id, cmd, dst_id, created_at) VALUES (?1, ?2, ?3, 1)",
@@ -665,10 +665,7 @@ mod tests {
             )
             .expect("count");
         assert_eq!(in_group, 1);
-        let check: String = conn
-            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-            .expect("check");
-        assert_eq!(check, "ok");
+        assert_intact(&conn);
     }
 
     /// Step 12 on a file with references: the index holds every stored one in its new
@@ -677,18 +674,7 @@ mod tests {
     #[test]
     fn the_refs_first_step_keeps_retries_unique() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut conn = Connection::open(dir.path().join("m.db")).expect("open");
-        for (v, step) in (1..).zip(&MIGRATIONS[..11]) {
-            conn.execute_batch(step).expect("step");
-            conn.pragma_update(None, "user_version", v).expect("set");
-        }
-        for mobile in ["13800000001", "13800000002"] {
-            conn.execute(
-                "INSERT INTO users (mobile, password_hash, created_at) VALUES (?1, 'h', 1)",
-                [mobile],
-            )
-            .expect("user");
-        }
+        let mut conn = file_at(&dir, 11, &["13800000001", "13800000002"]);
         let insert = |conn: &Connection, sender: i64, client_ref: Option<&str>| {
             conn.execute(
                 "INSERT INTO messages (sender_id, cmd, dst_id, client_ref, created_at)
@@ -716,9 +702,6 @@ mod tests {
         );
         insert(&conn, 2, Some("w2")).expect("another sender's reference");
         insert(&conn, 1, None).expect("messages without a reference");
-        let check: String = conn
-            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-            .expect("check");
-        assert_eq!(check, "ok");
+        assert_intact(&conn);
     }
 }
