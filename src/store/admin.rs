@@ -142,7 +142,8 @@ pub struct CheckReport {
     pub schema_version: i64,
     /// The newest version this build knows.
     pub known_version: i64,
-    /// What `PRAGMA integrity_check` said: `["ok"]` for a healthy file.
+    /// What `PRAGMA integrity_check` said: `["ok"]` for a healthy file; or, when SQLite
+    /// found none, what is wrong with the conversation index (schema step 13).
     pub integrity: Vec<String>,
 }
 
@@ -172,9 +173,17 @@ pub fn check(path: &Path) -> Result<CheckReport> {
     let conn = open_raw(path)?;
     let schema_version = schema::user_version(&conn)?;
     let mut stmt = conn.prepare("PRAGMA integrity_check")?;
-    let integrity = stmt
+    let mut integrity = stmt
         .query_map([], |row| row.get::<_, String>(0))?
         .collect::<rusqlite::Result<Vec<_>>>()?;
+    // The conversation index the store keeps itself (schema step 13), if SQLite found
+    // the file sound.
+    if integrity == ["ok"] && schema_version >= 13 {
+        let faults = super::messages::index_faults(&conn)?;
+        if !faults.is_empty() {
+            integrity = faults;
+        }
+    }
     Ok(CheckReport {
         schema_version,
         known_version: schema::LATEST,
@@ -251,7 +260,8 @@ impl Db {
                  (SELECT count(*) FROM friends f WHERE f.user_id = u.id),
                  (SELECT count(*) FROM group_members g WHERE g.user_id = u.id),
                  (SELECT count(*) FROM sessions s WHERE s.user_id = u.id AND s.expires_at > ?2),
-                 (SELECT count(*) FROM messages m WHERE m.sender_id = u.id)
+                 (SELECT count(*) FROM sender_dst s WHERE s.sender_id = u.id)
+                 + (SELECT count(*) FROM sender_dst_recent s WHERE s.sender_id = u.id)
              FROM users u
              WHERE ?1 IS NULL OR u.id = ?1
              ORDER BY u.id"
@@ -422,12 +432,26 @@ impl Db {
             }
             done.memberships += 1;
         }
-        // What they sent, and what was sent to them: one range per person who wrote to
-        // them (`chat_peers`, whose rows go with the user).
-        done.messages = tx.execute("DELETE FROM messages WHERE sender_id = ?1", [id])?;
+        // What they sent (their range of the conversation index, both parts), and what
+        // was sent to them: one range per person who wrote to them (`chat_peers`, whose
+        // rows go with the user). SQLite collects the ids before it deletes (and the
+        // trigger takes their keys out of the index).
+        done.messages = tx.execute(
+            "DELETE FROM messages WHERE id IN (
+                 SELECT id FROM sender_dst WHERE sender_id = ?1
+                 UNION ALL
+                 SELECT id FROM sender_dst_recent WHERE sender_id = ?1)",
+            [id],
+        )?;
         done.messages += tx.execute(
-            "DELETE FROM messages WHERE cmd = 10 AND dst_id = ?1
-                 AND sender_id IN (SELECT peer_id FROM chat_peers WHERE user_id = ?1)",
+            "DELETE FROM messages WHERE id IN (
+                 SELECT s.id FROM chat_peers cp CROSS JOIN sender_dst s
+                     ON s.sender_id = cp.peer_id AND s.cmd = 10 AND s.dst_id = ?1
+                 WHERE cp.user_id = ?1
+                 UNION ALL
+                 SELECT s.id FROM chat_peers cp CROSS JOIN sender_dst_recent s
+                     ON s.sender_id = cp.peer_id AND s.cmd = 10 AND s.dst_id = ?1
+                 WHERE cp.user_id = ?1)",
             [id],
         )?;
         // Their own markers cascade; their partners' markers of the conversation go too.
@@ -945,6 +969,7 @@ mod tests {
         assert_eq!(done.groups_transferred, [(owned.id, c.id)]);
         assert_eq!(done.groups_deleted, [alone.id]);
         assert_eq!(done.messages, 3);
+        assert_eq!(assert_indexed(&t.db), (0, 2));
         assert_eq!(t.db.user_by_id(a.id).expect("q"), None);
         assert_eq!(t.db.friends(b.id).expect("q"), std::slice::from_ref(&c));
         assert_eq!(
@@ -991,6 +1016,7 @@ mod tests {
         assert_eq!(list[0].group, g);
         assert_eq!(t.db.group_info(g.id).expect("show"), Some(list[0].clone()));
         assert_eq!(t.db.delete_group(g.id).expect("delete"), 1);
+        assert_eq!(assert_indexed(&t.db), (0, 0));
         assert_eq!(t.db.group_info(g.id).expect("show"), None);
         assert!(t.db.groups_of(b.id).expect("q").is_empty());
         assert!(matches!(
@@ -1046,6 +1072,43 @@ mod tests {
         let mut copy = Db::open_existing(&dest).expect("open copy");
         assert_eq!(copy.stats(0).expect("stats").messages, 200);
         assert!(!t.dir.path().join("copy.db.tmp").exists());
+    }
+
+    /// A file SQLite finds sound but whose conversation index lost a key, or names a
+    /// message that is gone: `check` says what is wrong, and the report is not ok.
+    #[test]
+    fn check_finds_a_conversation_index_out_of_step() {
+        let mut t = test_db();
+        let a = user(&mut t.db, "13800000001", 1);
+        let b = user(&mut t.db, "13800000002", 1);
+        let saved =
+            t.db.save_messages(
+                &[
+                    text(a.id, Peer::User(b.id), "one"),
+                    text(a.id, Peer::User(b.id), "two"),
+                ],
+                2,
+            )
+            .expect("save");
+        assert_eq!(check(&t.path()).expect("check").integrity, ["ok"]);
+        t.db.conn
+            .execute("DELETE FROM sender_dst_recent WHERE id = ?1", [saved[0].id])
+            .expect("lose a key");
+        t.db.conn
+            .execute(
+                "INSERT INTO sender_dst VALUES (?1, 10, ?2, 999)",
+                [a.id, b.id],
+            )
+            .expect("a stray key");
+        let report = check(&t.path()).expect("check");
+        assert_eq!(
+            report.integrity,
+            [
+                "1 messages missing from the conversation index",
+                "1 keys in sender_dst of messages that are not there"
+            ]
+        );
+        assert!(!report.ok());
     }
 
     #[test]

@@ -13,7 +13,9 @@ use rusqlite::{OptionalExtension, Transaction, params};
 use serde::{Deserialize, Serialize};
 
 use super::groups::{GROUP_COLUMNS, Group, LeaveOutcome, Role, group_from_row, leave_in};
+use super::messages::INDEX_RECENT;
 use super::{Db, Message, Peer, Result, StoreError, taken_or};
+use crate::im::cmd::code::GROUP;
 
 /// The `media` of a group notice.
 pub const NOTICE: i64 = 100;
@@ -158,6 +160,8 @@ fn insert_notice(
              RETURNING id",
         )?
         .query_row(params![by, group, NOTICE, content, now], |row| row.get(0))?;
+    tx.prepare_cached(INDEX_RECENT)?
+        .execute(params![by, GROUP, group, id])?;
     Ok(Message {
         id,
         media: NOTICE,
@@ -468,6 +472,11 @@ mod tests {
             Err(StoreError::NotOwner)
         ));
         assert_eq!(kinds(&t, a), ["joined", "joined"], "refusals wrote nothing");
+        assert_eq!(
+            assert_indexed(&t.db),
+            (0, 2),
+            "notices are in the conversation index"
+        );
 
         let changed =
             t.db.update_group(

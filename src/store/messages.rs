@@ -212,34 +212,147 @@ pub(super) fn message_from_row(row: &Row<'_>) -> rusqlite::Result<Message> {
 const FIRST_WITH_REF: &str =
     "SELECT id, created_at FROM messages WHERE sender_id = ?1 AND client_ref = ?2";
 
+/// The ids of what `sender` sent `dst` (`cmd` 10 or 11, both SQL expressions) with
+/// `cond` (on `id`): a `UNION ALL` of the two parts of the conversation index, one range
+/// each (`sender_dst` and `sender_dst_recent`; schema step 13). Followed by `ORDER BY 1`
+/// and a `LIMIT`, SQLite merges the two ranges in id order and stops at the limit.
+pub(super) fn sent_ids(sender: &str, cmd: i64, dst: &str, cond: &str) -> String {
+    format!(
+        "SELECT id FROM sender_dst
+         WHERE sender_id = {sender} AND cmd = {cmd} AND dst_id = {dst} AND {cond}
+         UNION ALL
+         SELECT id FROM sender_dst_recent
+         WHERE sender_id = {sender} AND cmd = {cmd} AND dst_id = {dst} AND {cond}"
+    )
+}
+
+/// How many keys gather in `sender_dst_recent` before the writer moves them all into
+/// `sender_dst` (schema step 13). The recent part then fits in about 20 pages, which is
+/// what a commit rewrites of it however many conversations it touches, and the move
+/// visits each busy conversation's place in `sender_dst` once per this many messages
+/// (about 1.8 pages each) instead of in every commit. Smaller, the moves cost more;
+/// larger, the recent part does.
+pub(super) const RECENT_KEYS: i64 = 4096;
+
+/// Adds a new message's key to the recent part of the conversation index: every insert
+/// into `messages` does, in the same transaction (schema step 13).
+pub(super) const INDEX_RECENT: &str =
+    "INSERT INTO sender_dst_recent (sender_id, cmd, dst_id, id) VALUES (?1, ?2, ?3, ?4)";
+
+/// How many keys one statement of [`index_recent`] adds.
+const KEYS_PER_INSERT: usize = 64;
+
+/// Adds the keys (`sender_id, cmd, dst_id, id`) of new messages to the recent part of
+/// the conversation index, in key order, [`KEYS_PER_INSERT`] per statement, so that a
+/// statement's fixed cost (binding, stepping, resetting) is paid once per 64 keys.
+fn index_recent(tx: &rusqlite::Transaction<'_>, keys: &mut [[i64; 4]]) -> rusqlite::Result<()> {
+    keys.sort_unstable();
+    let mut chunks = keys.chunks_exact(KEYS_PER_INSERT);
+    if chunks.len() > 0 {
+        let values = vec!["(?, ?, ?, ?)"; KEYS_PER_INSERT].join(", ");
+        let mut many = tx.prepare_cached(&format!(
+            "INSERT INTO sender_dst_recent (sender_id, cmd, dst_id, id) VALUES {values}"
+        ))?;
+        for chunk in chunks.by_ref() {
+            many.execute(rusqlite::params_from_iter(chunk.iter().flatten()))?;
+        }
+    }
+    let mut one = tx.prepare_cached(INDEX_RECENT)?;
+    for key in chunks.remainder() {
+        one.execute(*key)?;
+    }
+    Ok(())
+}
+
+/// Once [`RECENT_KEYS`] keys have gathered in the recent part of the conversation index,
+/// moves them all into `sender_dst`, in key order, inside the caller's transaction.
+/// (Counting them costs about a microsecond: SQLite counts a B-tree's cells page by page.)
+pub(super) fn settle_recent(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+    let recent: i64 = tx
+        .prepare_cached("SELECT count(*) FROM sender_dst_recent")?
+        .query_row([], |row| row.get(0))?;
+    if recent >= RECENT_KEYS {
+        tx.prepare_cached(
+            "INSERT INTO sender_dst (sender_id, cmd, dst_id, id)
+             SELECT sender_id, cmd, dst_id, id FROM sender_dst_recent",
+        )?
+        .execute([])?;
+        tx.prepare_cached("DELETE FROM sender_dst_recent")?
+            .execute([])?;
+    }
+    Ok(())
+}
+
+/// What is wrong with the conversation index of a file at schema step 13 or later, one
+/// line per kind of fault, none when every message's key is in exactly one of its two
+/// parts and neither part names a message that is not there (`fastim admin check`).
+pub(super) fn index_faults(conn: &rusqlite::Connection) -> rusqlite::Result<Vec<String>> {
+    const KEY: &str =
+        "s.sender_id = m.sender_id AND s.cmd = m.cmd AND s.dst_id = m.dst_id AND s.id = m.id";
+    let checks = [
+        (
+            format!(
+                "SELECT count(*) FROM messages m
+                 WHERE NOT EXISTS (SELECT 1 FROM sender_dst s WHERE {KEY})
+                   AND NOT EXISTS (SELECT 1 FROM sender_dst_recent s WHERE {KEY})"
+            ),
+            "messages missing from the conversation index",
+        ),
+        (
+            "SELECT count(*) FROM sender_dst s
+             JOIN sender_dst_recent r USING (sender_id, cmd, dst_id, id)"
+                .to_owned(),
+            "messages in both parts of the conversation index",
+        ),
+        (
+            format!(
+                "SELECT count(*) FROM sender_dst s
+                 WHERE NOT EXISTS (SELECT 1 FROM messages m WHERE {KEY})"
+            ),
+            "keys in sender_dst of messages that are not there",
+        ),
+        (
+            format!(
+                "SELECT count(*) FROM sender_dst_recent s
+                 WHERE NOT EXISTS (SELECT 1 FROM messages m WHERE {KEY})"
+            ),
+            "keys in sender_dst_recent of messages that are not there",
+        ),
+    ];
+    let mut faults = Vec::new();
+    for (sql, what) in checks {
+        let n: i64 = conn.query_row(&sql, [], |row| row.get(0))?;
+        if n > 0 {
+            faults.push(format!("{n} {what}"));
+        }
+    }
+    Ok(faults)
+}
+
 /// Everything after `?2` that user `?1` receives, oldest first, at most `?3`.
 ///
 /// Three parts merged by id: 1:1 messages to the user, 1:1 messages from the user to
 /// others (a message to oneself is in the first part already), and for each group of
 /// the user (`group_members_by_user`) its messages after both the cursor and the join
-/// point (a `messages_by_group` range). One-to-one messages are ordered by sender and
-/// recipient (`messages_by_sender_dst`): `chat_peers` names who wrote to the user (its
-/// key) and whom the user wrote to (`chat_peers_by_peer`), and each of those gives one
-/// range of at most `?3` rows after the cursor. Each range reads only rows newer than
-/// the cursor: the cost follows what is pending and how many people the user writes
-/// with, not the table size. `CROSS JOIN` makes SQLite keep the written join order
-/// (memberships and peers outside); left to choose, it walked every group message
-/// instead. `hot_queries_use_indexes` checks the plan.
+/// point (a `messages_by_group` range). One-to-one messages are found by sender and
+/// recipient in the conversation index ([`sent_ids`]): `chat_peers` names who wrote to
+/// the user (its key) and whom the user wrote to (`chat_peers_by_peer`), and each of those
+/// gives one range of at most `?3` ids after the cursor in each part of the index. Each
+/// range reads only rows newer than the cursor: the cost follows what is pending and how
+/// many people the user writes with, not the table size. `CROSS JOIN` makes SQLite keep
+/// the written join order (memberships and peers outside); left to choose, it walked
+/// every group message instead. `hot_queries_use_indexes` checks the plan.
 fn messages_for_sql() -> String {
+    let to_user = sent_ids("cp.peer_id", SINGLE, "?1", "id > ?2");
+    let from_user = sent_ids("?1", SINGLE, "cp.user_id", "id > ?2");
     format!(
         "SELECT {MESSAGE_COLUMNS} FROM chat_peers cp
-         CROSS JOIN messages m ON m.id IN (
-             SELECT id FROM messages
-             WHERE sender_id = cp.peer_id AND cmd = {SINGLE} AND dst_id = ?1 AND id > ?2
-             ORDER BY id LIMIT ?3)
+         CROSS JOIN messages m ON m.id IN ({to_user} ORDER BY 1 LIMIT ?3)
          {QUOTE_JOIN}
          WHERE cp.user_id = ?1
          UNION ALL
          SELECT {MESSAGE_COLUMNS} FROM chat_peers cp
-         CROSS JOIN messages m ON m.id IN (
-             SELECT id FROM messages
-             WHERE sender_id = ?1 AND cmd = {SINGLE} AND dst_id = cp.user_id AND id > ?2
-             ORDER BY id LIMIT ?3)
+         CROSS JOIN messages m ON m.id IN ({from_user} ORDER BY 1 LIMIT ?3)
          {QUOTE_JOIN}
          WHERE cp.peer_id = ?1 AND cp.user_id <> ?1
          UNION ALL
@@ -253,17 +366,16 @@ fn messages_for_sql() -> String {
     )
 }
 
-/// 1:1 history between `?1` and `?2` before id `?3`, newest first, at most `?4`: one
-/// `messages_by_sender_dst` range per direction (the second is empty when `?1 = ?2`).
+/// 1:1 history between `?1` and `?2` before id `?3`, newest first, at most `?4`: the
+/// newest `?4` ids of both directions in both parts of the conversation index (four
+/// ranges merged; the second direction is empty when `?1 = ?2`), then their rows.
 fn history_pair_sql() -> String {
+    let there = sent_ids("?1", SINGLE, "?2", "id < ?3");
+    let back = sent_ids("?2", SINGLE, "?1", "id < ?3 AND ?1 <> ?2");
     format!(
         "SELECT {MESSAGE_COLUMNS} FROM messages m {QUOTE_JOIN}
-         WHERE m.cmd = {SINGLE} AND m.sender_id = ?1 AND m.dst_id = ?2 AND m.id < ?3
-         UNION ALL
-         SELECT {MESSAGE_COLUMNS} FROM messages m {QUOTE_JOIN}
-         WHERE m.cmd = {SINGLE} AND m.sender_id = ?2 AND m.dst_id = ?1 AND m.id < ?3 AND ?1 <> ?2
-         ORDER BY 1 DESC
-         LIMIT ?4"
+         WHERE m.id IN ({there} UNION ALL {back} ORDER BY 1 DESC LIMIT ?4)
+         ORDER BY m.id DESC"
     )
 }
 
@@ -398,6 +510,7 @@ impl Db {
         now: i64,
     ) -> Result<Vec<Option<Saved>>> {
         let mut saved = Vec::with_capacity(batch.len());
+        let mut keys = Vec::with_capacity(batch.len());
         let mut pairs = std::collections::HashSet::new();
         {
             let mut peer = tx.prepare_cached(
@@ -463,6 +576,7 @@ impl Db {
                     continue;
                 }
                 let id = tx.last_insert_rowid();
+                keys.push([m.sender_id, cmd, dst, id]);
                 if let Peer::User(to) = m.to {
                     let pair = (to, m.sender_id);
                     if pairs.insert(pair) {
@@ -477,6 +591,8 @@ impl Db {
                 }));
             }
         }
+        index_recent(tx, &mut keys)?;
+        settle_recent(tx)?;
         Ok(saved)
     }
 
@@ -582,6 +698,159 @@ mod tests {
             user(&mut t.db, "13800000002", 0),
             user(&mut t.db, "13800000003", 0),
         )
+    }
+
+    /// The conversation index in two parts (schema step 13): keys gather in the recent
+    /// part until [`RECENT_KEYS`], the batch that reaches it moves them all, and every
+    /// read (sync, history, conversation list, unread counts, read-marker clamps) sees
+    /// both parts, across the boundary between them, in id order.
+    #[test]
+    fn recent_keys_move_in_one_go_and_reads_see_both_parts() {
+        use super::super::ReadMark;
+        let mut t = test_db();
+        let (a, b, c) = three(&mut t);
+        t.db.add_friend(a.id, b.id, 0).expect("friends");
+        t.db.add_friend(a.id, c.id, 0).expect("friends");
+        // Round robin: a to b, b to a, a to c, one group message.
+        let g = group(&mut t, &a, "g");
+        let to = [
+            (a.id, Peer::User(b.id)),
+            (b.id, Peer::User(a.id)),
+            (a.id, Peer::User(c.id)),
+            (a.id, Peer::Group(g)),
+        ];
+        let mut sent: Vec<(i64, i64, Peer)> = Vec::new();
+        let mut save = |t: &mut TestDb, n: usize| {
+            let batch: Vec<_> = (sent.len()..sent.len() + n)
+                .map(|i| {
+                    let (from, peer) = to[i % to.len()];
+                    text(from, peer, &format!("m{i}"))
+                })
+                .collect();
+            let saved = t.db.save_messages(&batch, 1).expect("save");
+            for (m, s) in batch.iter().zip(saved) {
+                sent.push((s.id, m.sender_id, m.to));
+            }
+        };
+        let short = usize::try_from(RECENT_KEYS).expect("small") - 50;
+        for _ in 0..short / 100 {
+            save(&mut t, 100);
+        }
+        save(&mut t, short % 100);
+        // The group's creation notice, if any, is a key too.
+        let before = assert_indexed(&t.db);
+        assert_eq!(before.0, 0, "nothing moved yet");
+        assert!(before.1 < RECENT_KEYS, "{before:?}");
+        save(&mut t, 100);
+        let moved = assert_indexed(&t.db);
+        assert_eq!(
+            moved,
+            (before.1 + 100, 0),
+            "the batch that reached the mark moved all"
+        );
+        save(&mut t, 10);
+        assert_eq!(assert_indexed(&t.db), (moved.0, 10));
+
+        let between = |x: i64, y: i64| -> Vec<i64> {
+            let mut ids: Vec<i64> = sent
+                .iter()
+                .filter(|(_, from, peer)| {
+                    (*from == x && *peer == Peer::User(y)) || (*from == y && *peer == Peer::User(x))
+                })
+                .map(|(id, _, _)| *id)
+                .collect();
+            ids.reverse();
+            ids
+        };
+        // History, newest first, paged across the boundary.
+        let ab = between(a.id, b.id);
+        let mut paged = Vec::new();
+        let mut before_id = None;
+        loop {
+            let page =
+                t.db.history(a.id, Peer::User(b.id), before_id, 37)
+                    .expect("history");
+            if page.is_empty() {
+                break;
+            }
+            before_id = page.last().map(|m| m.id);
+            paged.extend(page.iter().map(|m| m.id));
+        }
+        assert_eq!(paged, ab);
+        // Sync, oldest first, paged across the boundary: b gets a's messages to b and
+        // b's own (for b's other devices), nothing of a's to c or of the group.
+        let mut owed = between(a.id, b.id);
+        owed.reverse();
+        let mut synced = Vec::new();
+        let mut after = 0;
+        loop {
+            let page = t.db.messages_for(b.id, after, 53).expect("sync");
+            let Some(last) = page.last() else { break };
+            after = last.id;
+            synced.extend(page.iter().map(|m| m.id));
+        }
+        assert_eq!(synced, owed);
+        let mut to_c = between(a.id, c.id);
+        to_c.reverse();
+        let c_gets: Vec<i64> =
+            t.db.messages_for(c.id, 0, 5000)
+                .expect("c")
+                .iter()
+                .map(|m| m.id)
+                .collect();
+        assert_eq!(c_gets, to_c);
+
+        // The conversation list and unread counts: b read up to a message in the moved
+        // part; what came after it counts, up to the cap.
+        let from_a: Vec<i64> = ab
+            .iter()
+            .rev()
+            .copied()
+            .filter(|id| sent.iter().any(|(i, from, _)| i == id && *from == a.id))
+            .collect();
+        let marked = from_a[from_a.len() - 8];
+        assert!(marked < sent[sent.len() - 10].0, "marked in the moved part");
+        t.db.mark_read(&[ReadMark {
+            user: b.id,
+            peer: Peer::User(a.id),
+            id: marked,
+        }])
+        .expect("mark");
+        let list = t.db.conversations(b.id).expect("list");
+        let with_a = list.iter().find(|c| c.dstid == a.id).expect("a");
+        assert_eq!(with_a.lastid, ab[0]);
+        assert_eq!(with_a.unread, 7);
+        assert_eq!(with_a.read, marked);
+        assert_eq!(
+            t.db.unread_counts(b.id).expect("counts")[&Peer::User(a.id)],
+            7
+        );
+        // A marker past the conversation's end is clamped to its newest message.
+        t.db.mark_read(&[ReadMark {
+            user: b.id,
+            peer: Peer::User(a.id),
+            id: i64::MAX / 2,
+        }])
+        .expect("mark");
+        assert_eq!(
+            t.db.read_marker(b.id, Peer::User(a.id)).expect("marker"),
+            ab[0]
+        );
+        // And the user's count in the administrator's listing sees both parts.
+        let info = t.db.user_info(c.id, 0).expect("info").expect("c");
+        assert_eq!(info.messages_sent, 0);
+        let by_a: i64 =
+            t.db.conn
+                .query_row(
+                    "SELECT count(*) FROM messages WHERE sender_id = ?1",
+                    [a.id],
+                    |r| r.get(0),
+                )
+                .expect("count");
+        assert!(by_a > 3000, "{by_a}");
+        let info = t.db.user_info(a.id, 0).expect("info").expect("a");
+        assert_eq!(info.messages_sent, by_a);
+        assert_indexed(&t.db);
     }
 
     #[test]
@@ -1047,14 +1316,19 @@ mod tests {
                     "{name} reads messages too widely: {l}\n{text}"
                 );
             }
-            for l in lines.iter().filter(|l| l.starts_with("SEARCH messages ")) {
+            // The conversation index is read by its whole key, in both parts: one id range
+            // per conversation and direction.
+            for l in lines.iter().filter(|l| l.contains("sender_dst")) {
                 assert!(
-                    l.contains(
-                        "messages_by_sender_dst (sender_id=? AND cmd=? AND dst_id=? AND id>?)"
-                    ),
-                    "{name} reads messages too widely: {l}\n{text}"
+                    l.starts_with("SEARCH sender_dst USING PRIMARY KEY (sender_id=? AND cmd=? AND dst_id=? AND id")
+                        || l.starts_with("SEARCH sender_dst_recent USING PRIMARY KEY (sender_id=? AND cmd=? AND dst_id=? AND id"),
+                    "{name} reads the conversation index too widely: {l}\n{text}"
                 );
             }
+            assert!(
+                !lines.iter().any(|l| l.starts_with("SEARCH messages ")),
+                "{name} reads messages by another index:\n{text}"
+            );
             let uses = |index: &str| lines.iter().any(|l| l.contains(index));
             match name {
                 "messages_for" => {
@@ -1069,8 +1343,19 @@ mod tests {
                         "{name}:\n{text}"
                     );
                     assert!(uses("group_members_by_user (user_id=?)"), "{name}:\n{text}");
+                    assert!(uses("SEARCH sender_dst_recent USING"), "{name}:\n{text}");
                 }
-                "history pair" => assert!(uses("messages_by_sender_dst"), "{name}:\n{text}"),
+                "history pair" => {
+                    // Both directions in both parts, merged in id order: nothing sorted.
+                    let parts = |p: &str| lines.iter().filter(|l| l.starts_with(p)).count();
+                    assert_eq!(parts("SEARCH sender_dst USING"), 2, "{name}:\n{text}");
+                    assert_eq!(
+                        parts("SEARCH sender_dst_recent USING"),
+                        2,
+                        "{name}:\n{text}"
+                    );
+                    assert!(!text.contains("TEMP B-TREE"), "{name} sorts:\n{text}");
+                }
                 _ => {
                     assert!(uses("messages_by_group"), "{name}:\n{text}");
                     assert!(!text.contains("TEMP B-TREE"), "{name} sorts:\n{text}");

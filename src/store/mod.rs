@@ -419,6 +419,19 @@ pub(crate) mod testutil {
         }
     }
 
+    /// Checks the conversation index (schema step 13) as `fastim admin check` does:
+    /// every message's key in exactly one of its two parts, no key of a message that is
+    /// not there; returns how many keys each part holds (`sender_dst`, recent).
+    pub fn assert_indexed(db: &Db) -> (i64, i64) {
+        let faults = messages::index_faults(&db.conn).expect("index check");
+        assert!(faults.is_empty(), "{faults:?}");
+        let count = |sql: &str| -> i64 { db.conn.query_row(sql, [], |r| r.get(0)).expect("count") };
+        (
+            count("SELECT count(*) FROM sender_dst"),
+            count("SELECT count(*) FROM sender_dst_recent"),
+        )
+    }
+
     /// Creates a user with mobile `mobile` (and a dummy password hash), at time `now`.
     pub fn user(db: &mut Db, mobile: &str, now: i64) -> User {
         db.create_user(

@@ -91,22 +91,36 @@ pub fn preview(media: i64, content: &str) -> String {
     }
 }
 
-/// The newest message at or before `?3` between users `?1` and `?2` (both directions);
-/// NULL if none (the two-argument `max` is NULL if either is, hence the `coalesce`).
+/// The newest message at or before `?3` between users `?1` and `?2` (both directions,
+/// both parts of the conversation index: schema step 13); NULL if none (the multi-argument
+/// `max` is NULL if any argument is, hence the `coalesce`).
 const CLAMP_PAIR: &str = "SELECT nullif(max(
-     coalesce((SELECT max(id) FROM messages
-               WHERE cmd = 10 AND sender_id = ?1 AND dst_id = ?2 AND id <= ?3), 0),
-     coalesce((SELECT max(id) FROM messages
-               WHERE cmd = 10 AND sender_id = ?2 AND dst_id = ?1 AND id <= ?3), 0)), 0)";
+     coalesce((SELECT max(id) FROM sender_dst
+               WHERE sender_id = ?1 AND cmd = 10 AND dst_id = ?2 AND id <= ?3), 0),
+     coalesce((SELECT max(id) FROM sender_dst_recent
+               WHERE sender_id = ?1 AND cmd = 10 AND dst_id = ?2 AND id <= ?3), 0),
+     coalesce((SELECT max(id) FROM sender_dst
+               WHERE sender_id = ?2 AND cmd = 10 AND dst_id = ?1 AND id <= ?3), 0),
+     coalesce((SELECT max(id) FROM sender_dst_recent
+               WHERE sender_id = ?2 AND cmd = 10 AND dst_id = ?1 AND id <= ?3), 0)), 0)";
 
 /// The newest message of group `?1` at or before `?3` and after the join point `?2`.
 const CLAMP_GROUP: &str =
     "SELECT max(id) FROM messages WHERE cmd = 11 AND dst_id = ?1 AND id <= ?3 AND id > ?2";
 
-/// The friends of `?1` with the last message each way and both markers.
+/// The friends of `?1` with the last message each way (the newer of the two parts of the
+/// conversation index; NULL if none) and both markers.
 pub(super) const FRIEND_CONVERSATIONS: &str = "SELECT u.id, u.nickname, u.avatar, f.created_at,
-     (SELECT max(id) FROM messages WHERE cmd = 10 AND sender_id = ?1 AND dst_id = u.id),
-     (SELECT max(id) FROM messages WHERE cmd = 10 AND sender_id = u.id AND dst_id = ?1),
+     nullif(max(
+         coalesce((SELECT max(id) FROM sender_dst
+                   WHERE sender_id = ?1 AND cmd = 10 AND dst_id = u.id), 0),
+         coalesce((SELECT max(id) FROM sender_dst_recent
+                   WHERE sender_id = ?1 AND cmd = 10 AND dst_id = u.id), 0)), 0),
+     nullif(max(
+         coalesce((SELECT max(id) FROM sender_dst
+                   WHERE sender_id = u.id AND cmd = 10 AND dst_id = ?1), 0),
+         coalesce((SELECT max(id) FROM sender_dst_recent
+                   WHERE sender_id = u.id AND cmd = 10 AND dst_id = ?1), 0)), 0),
      (SELECT msg_id FROM read_markers WHERE user_id = ?1 AND cmd = 10 AND dst_id = u.id),
      (SELECT msg_id FROM read_markers WHERE user_id = u.id AND cmd = 10 AND dst_id = ?1)
      FROM friends f JOIN users u ON u.id = f.friend_id
@@ -120,9 +134,13 @@ pub(super) const GROUP_CONVERSATIONS: &str =
      FROM group_members gm CROSS JOIN chat_groups g ON g.id = gm.group_id
      WHERE gm.user_id = ?1";
 
-/// Unread one-to-one: messages from `?1` to `?2` after `?3`, at most the cap.
-pub(super) const UNREAD_PAIR: &str = "SELECT count(*) FROM (SELECT 1 FROM messages
-     WHERE cmd = 10 AND sender_id = ?1 AND dst_id = ?2 AND id > ?3 LIMIT 100)";
+/// Unread one-to-one: messages from `?1` to `?2` after `?3` (both parts of the
+/// conversation index), at most the cap.
+pub(super) const UNREAD_PAIR: &str = "SELECT count(*) FROM (
+     SELECT 1 FROM sender_dst WHERE sender_id = ?1 AND cmd = 10 AND dst_id = ?2 AND id > ?3
+     UNION ALL
+     SELECT 1 FROM sender_dst_recent WHERE sender_id = ?1 AND cmd = 10 AND dst_id = ?2 AND id > ?3
+     LIMIT 100)";
 
 /// Unread in group `?1` after `?2` not from `?3`, among the next [`UNREAD_SCAN`].
 pub(super) const UNREAD_GROUP: &str = "SELECT count(*) FROM (SELECT sender_id AS s FROM messages
@@ -550,10 +568,15 @@ mod tests {
             );
             for l in lines.iter().filter(|l| l.contains("messages")) {
                 assert!(
-                    l.contains("INDEX messages_by_sender_dst")
-                        || l.contains("INDEX messages_by_group")
-                        || l.contains("INTEGER PRIMARY KEY"),
+                    l.contains("INDEX messages_by_group") || l.contains("INTEGER PRIMARY KEY"),
                     "{name} reads messages without an index: {l}\n{text}"
+                );
+            }
+            // The conversation index is read by its key: sender, kind and recipient.
+            for l in lines.iter().filter(|l| l.contains("sender_dst")) {
+                assert!(
+                    l.contains("PRIMARY KEY (sender_id=? AND cmd=? AND dst_id=?"),
+                    "{name} reads the conversation index too widely: {l}\n{text}"
                 );
             }
             for l in lines.iter().filter(|l| l.contains("read_markers")) {

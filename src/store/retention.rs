@@ -145,6 +145,11 @@ mod tests {
         assert_eq!(batches[0].removed, 4);
         assert_eq!(batches[0].horizon, ids[3]);
         assert_eq!(t.db.history_start().expect("start"), ids[3] + 1);
+        assert_eq!(
+            assert_indexed(&t.db),
+            (0, 3),
+            "the removed messages' keys went too"
+        );
         let left: Vec<i64> =
             t.db.messages_for(a, 0, 100)
                 .expect("left")

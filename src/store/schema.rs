@@ -283,6 +283,53 @@ CREATE UNIQUE INDEX messages_by_client_ref ON messages(client_ref, sender_id)
     WHERE client_ref IS NOT NULL;
 "#;
 
+/// Version 13: the conversation index kept by the store, in two parts, instead of by
+/// SQLite. `messages_by_sender_dst (sender_id, cmd, dst_id, id)` had one insertion point
+/// per busy conversation (sender and recipient), each inside a full leaf that SQLite
+/// rebalanced nearly every commit: about 1.8 of the writer's 4 KiB WAL pages per busy
+/// conversation in every commit, 178 of the 220 pages of a commit of 650 messages at 100
+/// busy pairs (BENCHMARKS.md, "Chat"). The same keys now live in two tables: the writer
+/// adds each new message's to `sender_dst_recent`, which stays small (at most about
+/// [`RECENT_KEYS`](super::messages::RECENT_KEYS) rows on a few dozen pages, so a commit
+/// rewrites at most those), and moves them all into `sender_dst` in one go once that many
+/// have gathered, so each busy conversation's insertion point there is visited once per
+/// few thousand messages instead of once per commit. Every query that read the index reads
+/// both parts (one more seek each; `messages.rs` checks the plans). Every message's key
+/// is in exactly one of them: inserts go through the store (`messages.rs`,
+/// `group_admin.rs`; no insert trigger, which would make every insert keep a statement
+/// journal), deletes through the trigger below, and a message's id, sender, kind and
+/// recipient never change. The step copies the old index in its order and drops it.
+const SENDER_DST_TABLES: &str = r#"
+CREATE TABLE sender_dst (
+    sender_id INTEGER NOT NULL,
+    cmd       INTEGER NOT NULL,
+    dst_id    INTEGER NOT NULL,
+    id        INTEGER NOT NULL,
+    PRIMARY KEY (sender_id, cmd, dst_id, id)
+) STRICT, WITHOUT ROWID;
+CREATE TABLE sender_dst_recent (
+    sender_id INTEGER NOT NULL,
+    cmd       INTEGER NOT NULL,
+    dst_id    INTEGER NOT NULL,
+    id        INTEGER NOT NULL,
+    PRIMARY KEY (sender_id, cmd, dst_id, id)
+) STRICT, WITHOUT ROWID;
+INSERT INTO sender_dst (sender_id, cmd, dst_id, id)
+    SELECT sender_id, cmd, dst_id, id FROM messages INDEXED BY messages_by_sender_dst
+    ORDER BY sender_id, cmd, dst_id, id;
+DROP INDEX messages_by_sender_dst;
+CREATE TRIGGER messages_unindex AFTER DELETE ON messages BEGIN
+    DELETE FROM sender_dst WHERE sender_id = old.sender_id AND cmd = old.cmd
+        AND dst_id = old.dst_id AND id = old.id;
+    DELETE FROM sender_dst_recent WHERE sender_id = old.sender_id AND cmd = old.cmd
+        AND dst_id = old.dst_id AND id = old.id;
+END;
+CREATE TRIGGER messages_keep_keys BEFORE UPDATE OF id, sender_id, cmd, dst_id ON messages
+BEGIN
+    SELECT RAISE(ABORT, 'a message keeps its id, sender and recipient');
+END;
+"#;
+
 /// The migration steps, oldest first. `MIGRATIONS[i]` takes version `i` to `i + 1`.
 pub const MIGRATIONS: &[&str] = &[
     V1,
@@ -297,6 +344,7 @@ pub const MIGRATIONS: &[&str] = &[
     ONE_SENDER_INDEX,
     CHAT_PEERS,
     REFS_FIRST,
+    SENDER_DST_TABLES,
 ];
 
 /// The schema version this build creates and understands.
@@ -384,6 +432,8 @@ mod tests {
                 "read_markers",
                 "retention",
                 "revocations",
+                "sender_dst",
+                "sender_dst_recent",
                 "sessions",
                 "sqlite_sequence",
                 "users"
@@ -647,7 +697,7 @@ mod tests {
             )
             .expect("message");
         }
-        assert_eq!(migrate(&mut conn).expect("migrate"), 2);
+        assert_eq!(migrate(&mut conn).expect("migrate"), MIGRATIONS.len() - 10);
         let peers: Vec<(i64, i64)> = conn
             .prepare("SELECT user_id, peer_id FROM chat_peers ORDER BY 1, 2")
             .expect("prepare")
@@ -685,7 +735,7 @@ mod tests {
         for (sender, client_ref) in [(1, Some("w1")), (1, Some("w2")), (2, Some("w1")), (1, None)] {
             insert(&conn, sender, client_ref).expect("message");
         }
-        assert_eq!(migrate(&mut conn).expect("migrate"), 1);
+        assert_eq!(migrate(&mut conn).expect("migrate"), MIGRATIONS.len() - 11);
         let indexed: i64 = conn
             .query_row(
                 "SELECT count(*) FROM messages INDEXED BY messages_by_client_ref
@@ -702,6 +752,76 @@ mod tests {
         );
         insert(&conn, 2, Some("w2")).expect("another sender's reference");
         insert(&conn, 1, None).expect("messages without a reference");
+        assert_intact(&conn);
+    }
+
+    /// Step 13 on a file with messages: every message's key is copied into `sender_dst`
+    /// (the recent part starts empty), the old index is gone, deleting a message takes
+    /// its key out, and a message's sender or recipient cannot be changed.
+    #[test]
+    fn the_sender_dst_step_copies_every_key_and_keeps_them_true() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut conn = file_at(&dir, 12, &["13800000001", "13800000002"]);
+        for (sender, cmd, dst) in [(1, 10, 2), (2, 10, 1), (1, 10, 2), (1, 11, 7), (2, 10, 2)] {
+            conn.execute(
+                "INSERT INTO messages (sender_id, cmd, dst_id, created_at) VALUES (?1, ?2, ?3, 1)",
+                [sender, cmd, dst],
+            )
+            .expect("message");
+        }
+        assert_eq!(migrate(&mut conn).expect("migrate"), 1);
+        let keys = |conn: &Connection, table: &str| -> Vec<(i64, i64, i64, i64)> {
+            conn.prepare(&format!("SELECT sender_id, cmd, dst_id, id FROM {table}"))
+                .expect("prepare")
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                .expect("query")
+                .collect::<rusqlite::Result<_>>()
+                .expect("rows")
+        };
+        assert_eq!(
+            keys(&conn, "sender_dst"),
+            [
+                (1, 10, 2, 1),
+                (1, 10, 2, 3),
+                (1, 11, 7, 4),
+                (2, 10, 1, 2),
+                (2, 10, 2, 5)
+            ]
+        );
+        assert!(keys(&conn, "sender_dst_recent").is_empty());
+        let old_index: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_schema WHERE name = 'messages_by_sender_dst'",
+                [],
+                |r| r.get(0),
+            )
+            .expect("count");
+        assert_eq!(old_index, 0);
+        // A key in the recent part goes with its message too.
+        conn.execute("INSERT INTO sender_dst_recent VALUES (2, 10, 1, 6)", [])
+            .expect("key");
+        conn.execute(
+            "INSERT INTO messages (id, sender_id, cmd, dst_id, created_at) VALUES (6, 2, 10, 1, 1)",
+            [],
+        )
+        .expect("message");
+        conn.execute("DELETE FROM messages WHERE id IN (3, 6)", [])
+            .expect("delete");
+        assert_eq!(
+            keys(&conn, "sender_dst"),
+            [(1, 10, 2, 1), (1, 11, 7, 4), (2, 10, 1, 2), (2, 10, 2, 5)]
+        );
+        assert!(keys(&conn, "sender_dst_recent").is_empty());
+        let err = conn
+            .execute("UPDATE messages SET dst_id = 1 WHERE id = 1", [])
+            .expect_err("a recipient changed");
+        assert!(
+            err.to_string()
+                .contains("keeps its id, sender and recipient"),
+            "{err}"
+        );
+        conn.execute("UPDATE messages SET content = 'edited' WHERE id = 1", [])
+            .expect("content may change");
         assert_intact(&conn);
     }
 }
