@@ -47,7 +47,7 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
-    /// Check the database: PRAGMA integrity_check and the schema version.
+    /// Check the database: PRAGMA integrity_check, the conversation index and the schema version.
     Check {
         /// Print JSON instead of text.
         #[arg(long)]
