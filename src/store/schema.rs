@@ -290,7 +290,7 @@ CREATE UNIQUE INDEX messages_by_client_ref ON messages(client_ref, sender_id)
 /// conversation in every commit, 178 of the 220 pages of a commit of 650 messages at 100
 /// busy pairs (BENCHMARKS.md, "Chat"). The same keys now live in two tables: the writer
 /// adds each new message's to `sender_dst_recent`, which stays small (at most about
-/// [`RECENT_KEYS`](super::messages::RECENT_KEYS) rows on a few dozen pages, so a commit
+/// [`RECENT_KEYS`](super::messages::RECENT_KEYS) rows on about twenty pages, so a commit
 /// rewrites at most those), and moves them all into `sender_dst` in one go once that many
 /// have gathered, so each busy conversation's insertion point there is visited once per
 /// few thousand messages instead of once per commit. Every query that read the index reads
