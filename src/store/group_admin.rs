@@ -13,7 +13,7 @@ use rusqlite::{OptionalExtension, Transaction, params};
 use serde::{Deserialize, Serialize};
 
 use super::groups::{GROUP_COLUMNS, Group, LeaveOutcome, Role, group_from_row, leave_in};
-use super::messages::INDEX_RECENT;
+use super::messages::index_recent;
 use super::{Db, Message, Peer, Result, StoreError, taken_or};
 use crate::im::cmd::code::GROUP;
 
@@ -160,8 +160,7 @@ fn insert_notice(
              RETURNING id",
         )?
         .query_row(params![by, group, NOTICE, content, now], |row| row.get(0))?;
-    tx.prepare_cached(INDEX_RECENT)?
-        .execute(params![by, GROUP, group, id])?;
+    index_recent(tx, &mut [[by, GROUP, group, id]])?;
     Ok(Message {
         id,
         media: NOTICE,

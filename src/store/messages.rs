@@ -234,18 +234,21 @@ pub(super) fn sent_ids(sender: &str, cmd: i64, dst: &str, cond: &str) -> String 
 /// larger, the recent part does.
 pub(super) const RECENT_KEYS: i64 = 4096;
 
-/// Adds a new message's key to the recent part of the conversation index: every insert
-/// into `messages` does, in the same transaction (schema step 13).
-pub(super) const INDEX_RECENT: &str =
+/// Adds one key to the recent part of the conversation index.
+const INDEX_RECENT: &str =
     "INSERT INTO sender_dst_recent (sender_id, cmd, dst_id, id) VALUES (?1, ?2, ?3, ?4)";
 
 /// How many keys one statement of [`index_recent`] adds.
 const KEYS_PER_INSERT: usize = 64;
 
 /// Adds the keys (`sender_id, cmd, dst_id, id`) of new messages to the recent part of
-/// the conversation index, in key order, [`KEYS_PER_INSERT`] per statement, so that a
+/// the conversation index: every insert into `messages` does, in the same transaction
+/// (schema step 13). In key order, [`KEYS_PER_INSERT`] per statement, so that a
 /// statement's fixed cost (binding, stepping, resetting) is paid once per 64 keys.
-fn index_recent(tx: &rusqlite::Transaction<'_>, keys: &mut [[i64; 4]]) -> rusqlite::Result<()> {
+pub(super) fn index_recent(
+    tx: &rusqlite::Transaction<'_>,
+    keys: &mut [[i64; 4]],
+) -> rusqlite::Result<()> {
     keys.sort_unstable();
     let mut chunks = keys.chunks_exact(KEYS_PER_INSERT);
     if chunks.len() > 0 {
